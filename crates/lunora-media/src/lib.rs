@@ -1,0 +1,31 @@
+//! Codec-agnostic media types shared by every Lunora crate.
+//!
+//! Architecture invariant: this crate does no I/O, reads no clock and depends on no runtime.
+//! Everything here is a pure function of its inputs.
+
+mod aac;
+mod bits;
+mod frame;
+mod h264;
+mod hevc;
+mod nal;
+mod time;
+
+pub use aac::{AAC_SAMPLES_PER_FRAME, AdtsHeader, AudioSpecificConfig, split_adts_frames};
+pub use bits::{BitReader, BitReaderError};
+pub use frame::{Codec, Frame, Program, Track, TrackId};
+pub use h264::{H264Sps, parse_h264_sps};
+pub use hevc::{HevcSps, HevcVps, parse_hevc_sps, parse_hevc_vps};
+pub use nal::{AnnexBNalUnits, H264NalType, HevcNalType, remove_emulation_prevention};
+pub use time::{MpegTime, TIMESCALE_90K, WRAP_33_BIT, Unwrap33};
+
+/// Video properties read from a sequence parameter set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VideoFormat {
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second when the stream signals it (VUI timing), else `None`.
+    pub frame_rate: Option<f64>,
+    /// True when pictures are coded as fields (1080i and friends).
+    pub interlaced: bool,
+}

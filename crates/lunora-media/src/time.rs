@@ -1,0 +1,114 @@
+//! MPEG timestamps: 90 kHz ticks on a 33-bit wrapping clock.
+
+/// MPEG system clock ticks per second for PTS/DTS.
+pub const TIMESCALE_90K: i64 = 90_000;
+/// PTS/DTS wrap after 2^33 ticks (about 26.5 hours).
+pub const WRAP_33_BIT: i64 = 1 << 33;
+
+/// A timestamp in 90 kHz ticks on an *unwrapped* timeline (it keeps counting past 2^33),
+/// so that arithmetic across a wrap is plain subtraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MpegTime(pub i64);
+
+impl MpegTime {
+    pub const ZERO: MpegTime = MpegTime(0);
+
+    pub fn from_millis(ms: i64) -> Self {
+        MpegTime(ms * 90)
+    }
+
+    pub fn as_millis(self) -> i64 {
+        self.0.div_euclid(90)
+    }
+
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / TIMESCALE_90K as f64
+    }
+
+    /// The value as it is written on the wire (33 bits).
+    pub fn wrapped(self) -> u64 {
+        self.0.rem_euclid(WRAP_33_BIT) as u64
+    }
+
+    /// Signed distance `self - earlier`, treating both as 33-bit wire values: the shortest way
+    /// round the wrap.
+    pub fn wrapping_diff_33(later: u64, earlier: u64) -> i64 {
+        let diff = (later as i64 - earlier as i64).rem_euclid(WRAP_33_BIT);
+        if diff >= WRAP_33_BIT / 2 { diff - WRAP_33_BIT } else { diff }
+    }
+}
+
+impl std::ops::Add<i64> for MpegTime {
+    type Output = MpegTime;
+    fn add(self, ticks: i64) -> MpegTime {
+        MpegTime(self.0 + ticks)
+    }
+}
+
+impl std::ops::Sub for MpegTime {
+    type Output = i64;
+    fn sub(self, other: MpegTime) -> i64 {
+        self.0 - other.0
+    }
+}
+
+/// Turns a stream of 33-bit wire timestamps into an unwrapped, continuous timeline.
+///
+/// Each value is placed at the unwrapped position nearest to the previous one, so both forward
+/// wraps and small backward steps (B-frame PTS, audio/video interleave) come out right.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unwrap33 {
+    last: Option<i64>,
+}
+
+impl Unwrap33 {
+    pub fn unwrap(&mut self, wire: u64) -> MpegTime {
+        let wire = (wire as i64).rem_euclid(WRAP_33_BIT);
+        let value = match self.last {
+            None => wire,
+            Some(last) => last + MpegTime::wrapping_diff_33(wire as u64, last.rem_euclid(WRAP_33_BIT) as u64),
+        };
+        self.last = Some(value);
+        MpegTime(value)
+    }
+
+    /// Like [`Unwrap33::unwrap`] but does not move the reference point; for values that sit
+    /// near the reference (a PTS next to its DTS).
+    pub fn unwrap_near(&self, wire: u64) -> MpegTime {
+        let wire = (wire as i64).rem_euclid(WRAP_33_BIT);
+        match self.last {
+            None => MpegTime(wire),
+            Some(last) => MpegTime(last + MpegTime::wrapping_diff_33(wire as u64, last.rem_euclid(WRAP_33_BIT) as u64)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwrap_crosses_33_bit_wrap_forward() {
+        let mut u = Unwrap33::default();
+        let near_end = (WRAP_33_BIT - 3000) as u64;
+        assert_eq!(u.unwrap(near_end), MpegTime(WRAP_33_BIT - 3000));
+        assert_eq!(u.unwrap(3000), MpegTime(WRAP_33_BIT + 3000));
+        assert_eq!(MpegTime(WRAP_33_BIT + 3000).wrapped(), 3000);
+    }
+
+    #[test]
+    fn unwrap_allows_small_backward_steps() {
+        let mut u = Unwrap33::default();
+        u.unwrap(10_000);
+        assert_eq!(u.unwrap(7_000), MpegTime(7_000));
+        let mut u = Unwrap33::default();
+        u.unwrap(1_000);
+        assert_eq!(u.unwrap((WRAP_33_BIT - 1_000) as u64), MpegTime(-1_000));
+    }
+
+    #[test]
+    fn wrapping_diff_takes_the_short_way() {
+        assert_eq!(MpegTime::wrapping_diff_33(5, (WRAP_33_BIT - 5) as u64), 10);
+        assert_eq!(MpegTime::wrapping_diff_33((WRAP_33_BIT - 5) as u64, 5), -10);
+    }
+}
