@@ -78,6 +78,9 @@ pub struct Track {
     pub codec: Codec,
     /// ISO 639-2 language code, when the source names one.
     pub language: Option<[u8; 3]>,
+    /// The MPEG-TS elementary stream descriptors it arrived with (empty from other sources);
+    /// an MPEG-TS output writes them back so subtitles, teletext and the like survive.
+    pub descriptors: bytes::Bytes,
 }
 
 /// The set of tracks a source currently carries.

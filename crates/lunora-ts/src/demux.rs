@@ -1,0 +1,377 @@
+//! Demultiplexer: transport stream packets → `Program` announcements and `Frame`s.
+//!
+//! Follows the first program of the PAT. PSI observations (a PAT or PMT arrived, a CRC failed)
+//! are reported as [`PsiNotice`]s so the TR 101 290 analyser can judge their timing without
+//! parsing tables twice.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use lunora_media::{
+    AnnexBNalUnits, Codec, Frame, H264NalType, HevcNalType, MpegTime, Program, Track, TrackId, Unwrap33, VideoFormat,
+    parse_h264_sps, parse_hevc_sps, parse_hevc_vps, split_adts_frames,
+};
+
+use crate::packet::{ContinuityCounter, Packet, Pid};
+use crate::pes::PesHeader;
+use crate::psi::{Pat, Pmt, SectionAssembler, SectionError, TABLE_ID_SCTE35, section_crc_ok};
+
+/// What the demuxer produces, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DemuxEvent {
+    /// The program's track list, sent first and whenever the PMT changes.
+    Program(Program),
+    Frame(Frame),
+}
+
+/// A PSI observation for the analyser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PsiNotice {
+    Pat { pmt_pids: Vec<Pid> },
+    Pmt { pid: Pid, elementary_pids: Vec<(Pid, Codec)>, pcr_pid: Pid },
+    SectionError { pid: Pid, error: SectionError },
+}
+
+/// Counters of things the demuxer had to throw away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DemuxCounters {
+    /// PES packets dropped because a packet inside them was lost or they did not parse.
+    pub pes_dropped: u64,
+    /// Bytes in a PES payload that did not form a whole audio frame.
+    pub audio_bytes_discarded: u64,
+}
+
+#[derive(Debug)]
+struct ElementaryStream {
+    track: TrackId,
+    codec: Codec,
+    buffer: BytesMut,
+    last_cc: Option<ContinuityCounter>,
+    broken: bool,
+    format: Option<VideoFormat>,
+    hevc_frame_rate: Option<f64>,
+}
+
+/// Maps a PMT entry to a codec (ISO/IEC 13818-1 Table 2-34, ATSC A/52, DVB EN 300 468).
+pub fn codec_for_stream_type(stream_type: u8, descriptors: impl Iterator<Item = u8>) -> Codec {
+    match stream_type {
+        0x03 | 0x04 => Codec::MpegAudio,
+        0x0F => Codec::AacAdts,
+        0x11 => Codec::AacLatm,
+        0x1B => Codec::H264,
+        0x24 => Codec::Hevc,
+        0x81 => Codec::Ac3,
+        0x87 => Codec::Eac3,
+        0x86 => Codec::Scte35,
+        0x06 => {
+            let mut codec = Codec::Private { stream_type };
+            for tag in descriptors {
+                match tag {
+                    0x6A => codec = Codec::Ac3,
+                    0x7A => codec = Codec::Eac3,
+                    _ => {}
+                }
+            }
+            codec
+        }
+        other => Codec::Private { stream_type: other },
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Demux {
+    pmt_pid: Option<Pid>,
+    pmt_version: Option<u8>,
+    pmt_section: Option<Vec<u8>>,
+    sections: HashMap<Pid, SectionAssembler>,
+    streams: HashMap<Pid, ElementaryStream>,
+    timeline: Unwrap33,
+    last_dts: MpegTime,
+    events: VecDeque<DemuxEvent>,
+    notices: Vec<PsiNotice>,
+    counters: DemuxCounters,
+    scratch: Vec<Vec<u8>>,
+}
+
+impl Demux {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn counters(&self) -> DemuxCounters {
+        self.counters
+    }
+
+    /// The most recent video format seen in a parameter set, if any.
+    pub fn video_format(&self) -> Option<VideoFormat> {
+        self.streams.values().filter(|s| s.codec.is_video()).find_map(|s| s.format)
+    }
+
+    pub fn poll_event(&mut self) -> Option<DemuxEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn take_notices(&mut self) -> std::vec::Drain<'_, PsiNotice> {
+        self.notices.drain(..)
+    }
+
+    pub fn handle_packet(&mut self, packet: &Packet<'_>) {
+        if packet.transport_error_indicator() {
+            // The analyser counts it; its bytes cannot be trusted.
+            return;
+        }
+        let pid = packet.pid();
+        let Some(payload) = packet.payload() else { return };
+        if pid == Pid::PAT || Some(pid) == self.pmt_pid || self.is_section_stream(pid) {
+            self.handle_section_payload(pid, packet, payload);
+        } else if self.streams.contains_key(&pid) {
+            self.handle_pes_payload(pid, packet, payload);
+        }
+    }
+
+    /// Emits any PES still buffered (end of input).
+    pub fn flush(&mut self) {
+        let pids: Vec<Pid> = self.streams.keys().copied().collect();
+        for pid in pids {
+            self.finish_pes(pid);
+        }
+    }
+
+    fn is_section_stream(&self, pid: Pid) -> bool {
+        self.streams.get(&pid).is_some_and(|s| s.codec == Codec::Scte35)
+    }
+
+    fn handle_section_payload(&mut self, pid: Pid, packet: &Packet<'_>, payload: &[u8]) {
+        let discontinuity = self.section_discontinuity(pid, packet);
+        let mut sections = std::mem::take(&mut self.scratch);
+        self.sections.entry(pid).or_default().push(payload, packet.payload_unit_start_indicator(), discontinuity, &mut sections);
+        for section in sections.drain(..) {
+            self.handle_section(pid, section);
+        }
+        self.scratch = sections;
+    }
+
+    fn section_discontinuity(&mut self, pid: Pid, packet: &Packet<'_>) -> bool {
+        match self.streams.get_mut(&pid) {
+            Some(stream) => {
+                let cc = packet.continuity_counter();
+                let lost = stream.last_cc.is_some_and(|last| !cc.follows(last) && cc != last);
+                stream.last_cc = Some(cc);
+                lost
+            }
+            None => false,
+        }
+    }
+
+    fn handle_section(&mut self, pid: Pid, section: Vec<u8>) {
+        if pid == Pid::PAT {
+            match Pat::parse(&section) {
+                Ok(pat) => {
+                    self.notices.push(PsiNotice::Pat { pmt_pids: pat.programs.iter().map(|(_, p)| *p).collect() });
+                    let first = pat.programs.iter().min_by_key(|(number, _)| *number).map(|(_, p)| *p);
+                    if first != self.pmt_pid {
+                        self.pmt_pid = first;
+                        self.pmt_version = None;
+                        self.pmt_section = None;
+                    }
+                }
+                Err(error) => self.notices.push(PsiNotice::SectionError { pid, error }),
+            }
+        } else if Some(pid) == self.pmt_pid {
+            match Pmt::parse(&section) {
+                Ok(pmt) => {
+                    self.notices.push(PsiNotice::Pmt {
+                        pid,
+                        elementary_pids: pmt
+                            .streams
+                            .iter()
+                            .map(|s| (s.elementary_pid, codec_for_stream_type(s.stream_type, s.descriptors().map(|(t, _)| t))))
+                            .collect(),
+                        pcr_pid: pmt.pcr_pid,
+                    });
+                    if self.pmt_section.as_deref() != Some(&section[..]) {
+                        self.pmt_section = Some(section);
+                        self.apply_pmt(&pmt);
+                    }
+                }
+                Err(error) => self.notices.push(PsiNotice::SectionError { pid, error }),
+            }
+        } else if section.first() == Some(&TABLE_ID_SCTE35) {
+            if !section_crc_ok(&section) {
+                self.notices.push(PsiNotice::SectionError { pid, error: SectionError::Crc });
+                return;
+            }
+            let track = self.streams.get(&pid).map(|s| s.track).unwrap_or(TrackId(pid.value()));
+            self.events.push_back(DemuxEvent::Frame(Frame {
+                track,
+                codec: Codec::Scte35,
+                pts: self.last_dts,
+                dts: self.last_dts,
+                keyframe: true,
+                data: Bytes::from(section),
+            }));
+        }
+    }
+
+    fn apply_pmt(&mut self, pmt: &Pmt) {
+        self.pmt_version = Some(pmt.version);
+        let mut tracks = Vec::with_capacity(pmt.streams.len());
+        let mut kept = HashMap::with_capacity(pmt.streams.len());
+        for entry in &pmt.streams {
+            let pid = entry.elementary_pid;
+            let codec = codec_for_stream_type(entry.stream_type, entry.descriptors().map(|(tag, _)| tag));
+            let language = entry
+                .descriptors()
+                .find(|(tag, body)| *tag == 0x0A && body.len() >= 3)
+                .map(|(_, body)| [body[0], body[1], body[2]]);
+            tracks.push(Track { id: TrackId(pid.value()), codec, language, descriptors: Bytes::copy_from_slice(&entry.descriptors) });
+            let stream = match self.streams.remove(&pid) {
+                Some(existing) if existing.codec == codec => existing,
+                _ => ElementaryStream {
+                    track: TrackId(pid.value()),
+                    codec,
+                    buffer: BytesMut::new(),
+                    last_cc: None,
+                    broken: false,
+                    format: None,
+                    hevc_frame_rate: None,
+                },
+            };
+            kept.insert(pid, stream);
+        }
+        self.streams = kept;
+        self.sections.retain(|pid, _| *pid == Pid::PAT || Some(*pid) == self.pmt_pid || self.streams.contains_key(pid));
+        self.events.push_back(DemuxEvent::Program(Program { tracks }));
+    }
+
+    fn handle_pes_payload(&mut self, pid: Pid, packet: &Packet<'_>, payload: &[u8]) {
+        let cc = packet.continuity_counter();
+        let discontinuity_flagged = packet.adaptation_field().is_some_and(|af| af.discontinuity_indicator());
+        let Some(stream) = self.streams.get_mut(&pid) else { return };
+        let duplicate = stream.last_cc == Some(cc);
+        if duplicate && !discontinuity_flagged {
+            return; // A legal duplicate packet: drop the copy.
+        }
+        let lost = stream.last_cc.is_some_and(|last| !cc.follows(last)) && !discontinuity_flagged;
+        stream.last_cc = Some(cc);
+        if lost {
+            stream.broken = true;
+        }
+        if packet.payload_unit_start_indicator() {
+            self.finish_pes(pid);
+            if let Some(stream) = self.streams.get_mut(&pid) {
+                stream.buffer.extend_from_slice(payload);
+            }
+        } else if !stream.buffer.is_empty() {
+            stream.buffer.extend_from_slice(payload);
+            let complete = PesHeader::parse(&stream.buffer)
+                .is_some_and(|h| h.pes_packet_length != 0 && stream.buffer.len() >= 6 + usize::from(h.pes_packet_length));
+            if complete {
+                self.finish_pes(pid);
+            }
+        }
+    }
+
+    fn finish_pes(&mut self, pid: Pid) {
+        let Some(stream) = self.streams.get_mut(&pid) else { return };
+        if stream.buffer.is_empty() {
+            stream.broken = false;
+            return;
+        }
+        let pes = stream.buffer.split().freeze();
+        let broken = std::mem::take(&mut stream.broken);
+        let Some(header) = PesHeader::parse(&pes).filter(|_| !broken) else {
+            self.counters.pes_dropped += 1;
+            return;
+        };
+        let payload_end = if header.pes_packet_length == 0 {
+            pes.len()
+        } else {
+            (6 + usize::from(header.pes_packet_length)).min(pes.len())
+        };
+        if header.header_length > payload_end {
+            self.counters.pes_dropped += 1;
+            return;
+        }
+        let payload = pes.slice(header.header_length..payload_end);
+        let (pts, dts) = match (header.pts, header.dts) {
+            (Some(pts), dts) => {
+                let dts = self.timeline.unwrap(dts.unwrap_or(pts));
+                (self.timeline.unwrap_near(pts), dts)
+            }
+            (None, _) => (self.last_dts, self.last_dts),
+        };
+        self.last_dts = self.last_dts.max(dts);
+        let (track, codec) = (stream.track, stream.codec);
+        match codec {
+            Codec::H264 | Codec::Hevc => {
+                let keyframe = inspect_video_access_unit(stream, &payload);
+                self.events.push_back(DemuxEvent::Frame(Frame { track, codec, pts, dts, keyframe, data: payload }));
+            }
+            Codec::AacAdts => {
+                let (frames, leftover) = split_adts_frames(&payload);
+                self.counters.audio_bytes_discarded += leftover as u64;
+                let mut offset = 0;
+                for (header, range) in frames {
+                    self.events.push_back(DemuxEvent::Frame(Frame {
+                        track,
+                        codec,
+                        pts: pts + offset,
+                        dts: dts + offset,
+                        keyframe: true,
+                        data: payload.slice(range),
+                    }));
+                    offset += header.frame_duration_90k();
+                }
+            }
+            _ => {
+                let keyframe = !matches!(codec, Codec::Private { .. });
+                self.events.push_back(DemuxEvent::Frame(Frame { track, codec, pts, dts, keyframe, data: payload }));
+            }
+        }
+    }
+}
+
+/// Reads the NAL units before the first slice: notes parameter sets and says whether the
+/// access unit is a random access point.
+fn inspect_video_access_unit(stream: &mut ElementaryStream, payload: &[u8]) -> bool {
+    let mut keyframe = false;
+    for nal in AnnexBNalUnits::new(payload) {
+        let Some(&first) = nal.first() else { continue };
+        if stream.codec == Codec::H264 {
+            match H264NalType::from_header(first) {
+                H264NalType::Sps => {
+                    if let Ok(sps) = parse_h264_sps(nal) {
+                        stream.format = Some(sps.format);
+                    }
+                }
+                H264NalType::IdrSlice => {
+                    keyframe = true;
+                    break;
+                }
+                H264NalType::NonIdrSlice => break,
+                _ => {}
+            }
+        } else {
+            match HevcNalType::from_header(first) {
+                HevcNalType::Vps => {
+                    if let Ok(vps) = parse_hevc_vps(nal) {
+                        stream.hevc_frame_rate = vps.frame_rate;
+                    }
+                }
+                HevcNalType::Sps => {
+                    if let Ok(sps) = parse_hevc_sps(nal) {
+                        stream.format = Some(VideoFormat { frame_rate: stream.hevc_frame_rate, ..sps.format });
+                    }
+                }
+                HevcNalType::Irap(_) => {
+                    keyframe = true;
+                    break;
+                }
+                HevcNalType::Other(t) if t < 32 => break,
+                _ => {}
+            }
+        }
+    }
+    keyframe
+}
