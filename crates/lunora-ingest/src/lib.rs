@@ -1,0 +1,23 @@
+//! Input adapters: each turns a protocol into `Frame`s plus link statistics for its channel.
+//!
+//! Architecture invariant: no peer can take down a listener, whatever it sends. Every caller is
+//! accepted or rejected explicitly, with the reason logged and counted.
+
+mod srt;
+mod stats;
+mod udp;
+
+pub use srt::{BoundSrtInput, SrtInputSettings, stream_id_matches};
+pub use stats::{ConnectionState, FrameCounts, InputStats, RejectCounts, SrtLinkStats, StatsHandle, VideoInfo};
+pub use udp::bind_udp;
+
+use lunora_media::{Frame, Program};
+
+/// What an input tells its channel.
+#[derive(Debug, Clone)]
+pub enum InputEvent {
+    Connected { peer: std::net::SocketAddr },
+    Disconnected,
+    Program(Program),
+    Frame(Frame),
+}

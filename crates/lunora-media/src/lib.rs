@@ -9,6 +9,7 @@ mod frame;
 mod h264;
 mod hevc;
 mod nal;
+mod secret;
 mod time;
 
 pub use aac::{AAC_SAMPLES_PER_FRAME, AdtsHeader, AudioSpecificConfig, split_adts_frames};
@@ -16,6 +17,7 @@ pub use bits::{BitReader, BitReaderError};
 pub use frame::{Codec, Frame, Program, Track, TrackId};
 pub use h264::{H264Sps, parse_h264_sps};
 pub use hevc::{HevcSps, HevcVps, parse_hevc_sps, parse_hevc_vps};
+pub use secret::Secret;
 pub use nal::{AnnexBNalUnits, H264NalType, HevcNalType, remove_emulation_prevention};
 pub use time::{MpegTime, TIMESCALE_90K, WRAP_33_BIT, Unwrap33};
 

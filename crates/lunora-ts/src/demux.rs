@@ -107,6 +107,11 @@ impl Demux {
         self.streams.values().filter(|s| s.codec.is_video()).find_map(|s| s.format)
     }
 
+    /// The codec of the first video track, if the program has one.
+    pub fn video_codec(&self) -> Option<Codec> {
+        self.streams.values().map(|s| s.codec).find(|c| c.is_video())
+    }
+
     pub fn poll_event(&mut self) -> Option<DemuxEvent> {
         self.events.pop_front()
     }

@@ -91,6 +91,10 @@ impl TsInput {
         self.demux.video_format()
     }
 
+    pub fn video_codec(&self) -> Option<lunora_media::Codec> {
+        self.demux.video_codec()
+    }
+
     pub fn flush(&mut self) {
         self.demux.flush();
     }

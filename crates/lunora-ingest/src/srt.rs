@@ -1,0 +1,420 @@
+//! SRT listener input (srt-tokio).
+//!
+//! One caller at a time per input. A new caller is accepted at once when the current one has
+//! gone silent for `input_loss` (an encoder reboot), and refused while the current one is live.
+//! Every request is accepted or rejected explicitly: srt-tokio panics its listener task on a
+//! key-length mismatch or an encrypted caller meeting an unencrypted listener, so neither case
+//! may reach its default handling. Should the listener task die anyway (a malformed handshake
+//! can still hit an `unimplemented!` inside srt-protocol), the input rebinds its port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use lunora_media::{Codec, Secret};
+use lunora_ts::{AnalyserSettings, DemuxEvent, TsInput};
+use srt_protocol::options::{ByteCount, KeySize, Passphrase};
+use srt_protocol::packet::{CoreRejectReason, RejectReason, ServerRejectReason};
+use srt_protocol::settings::KeySettings;
+use srt_protocol::statistics::SocketStatistics;
+use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::stats::{ConnectionState, SrtLinkStats, StatsHandle, VideoInfo};
+use crate::udp::bind_udp;
+use crate::InputEvent;
+
+#[derive(Debug, Clone)]
+pub struct SrtInputSettings {
+    /// The input's id, used in every log line.
+    pub id: String,
+    pub listen: SocketAddr,
+    pub latency: Duration,
+    pub passphrase: Option<Secret>,
+    /// When set, callers must present this stream id (plain, or as `#!::r=<id>,…`).
+    pub stream_id: Option<String>,
+    /// A connected caller silent for this long may be replaced by a new caller.
+    pub input_loss: Duration,
+    pub analyser: AnalyserSettings,
+    /// Kernel UDP buffer size requested for the port.
+    pub udp_buffer_bytes: usize,
+}
+
+/// True when a caller's stream id satisfies the configured one. Accepts the plain form and the
+/// SRT access-control form `#!::r=<resource>,m=publish,…`.
+pub fn stream_id_matches(expected: &str, given: Option<&str>) -> bool {
+    let Some(given) = given else { return false };
+    if given == expected {
+        return true;
+    }
+    given
+        .strip_prefix("#!::")
+        .is_some_and(|rest| rest.split(',').any(|pair| pair.strip_prefix("r=") == Some(expected)))
+}
+
+type LinkStatsStream = Pin<Box<dyn Stream<Item = SocketStatistics> + Send>>;
+
+struct Session {
+    socket: SrtSocket,
+    peer: SocketAddr,
+}
+
+/// An SRT input whose port is bound (so start-up can report "address in use" at once).
+#[derive(Debug)]
+pub struct BoundSrtInput {
+    settings: SrtInputSettings,
+    listener: SrtListener,
+    incoming: SrtIncoming,
+    local_addr: SocketAddr,
+    stats: StatsHandle,
+}
+
+enum Decision {
+    Accept(Option<KeySettings>),
+    Reject { reason: RejectReason, why: String, count: fn(&mut crate::RejectCounts) },
+}
+
+impl BoundSrtInput {
+    pub async fn bind(settings: SrtInputSettings, stats: StatsHandle) -> std::io::Result<Self> {
+        let (listener, incoming, local_addr) = bind_listener(&settings, settings.listen).await?;
+        Ok(BoundSrtInput { settings, listener, incoming, local_addr, stats })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Receives until `shutdown` resolves, sending what it demuxes to `events`. Never blocks on
+    /// `events`: when the channel is behind, frames are dropped and counted.
+    pub async fn run(self, events: mpsc::Sender<InputEvent>, shutdown: impl Future<Output = ()>) {
+        let BoundSrtInput { settings, listener, incoming, local_addr, stats } = self;
+        let mut input = Input {
+            id: settings.id.clone(),
+            ts: TsInput::new(settings.analyser),
+            origin: Instant::now(),
+            events,
+            stats,
+            closed_link: SrtLinkStats::default(),
+            window_start: Instant::now(),
+            window_bytes: 0,
+        };
+        let mut listener = Some((listener, incoming));
+        let mut session: Option<Session> = None;
+        // Kept beside `session` so both can be polled in one select.
+        let mut link: Option<LinkStatsStream> = None;
+        let mut publish = tokio::time::interval(Duration::from_millis(250));
+        tokio::pin!(shutdown);
+        info!(input = %settings.id, listen = %local_addr, "SRT input listening");
+        loop {
+            let Some((_, incoming)) = listener.as_mut() else {
+                // The listener died: rebind the same port, retrying until it is free again.
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                match bind_listener(&settings, local_addr).await {
+                    Ok((l, i, _)) => {
+                        info!(input = %settings.id, listen = %local_addr, "SRT listener rebound");
+                        listener = Some((l, i));
+                    }
+                    Err(e) => warn!(input = %settings.id, listen = %local_addr, error = %e, "cannot rebind SRT port yet"),
+                }
+                continue;
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                request = incoming.incoming().next() => match request {
+                    Some(request) => input.handle_request(&settings, request, &mut session, &mut link).await,
+                    None => {
+                        error!(input = %settings.id, listen = %local_addr,
+                            "SRT listener task stopped (a malformed handshake crashed it); dropping the caller and rebinding");
+                        link = None;
+                        if session.take().is_some() {
+                            input.disconnected();
+                        }
+                        listener = None;
+                    }
+                },
+                packet = next_packet(&mut session) => match packet {
+                    Some(Ok((_, bytes))) => input.handle_datagram(&bytes),
+                    Some(Err(e)) => {
+                        info!(input = %settings.id, error = %e, "SRT caller connection failed");
+                        session = None;
+                        link = None;
+                        input.disconnected();
+                    }
+                    None => {
+                        info!(input = %settings.id, "SRT caller disconnected");
+                        session = None;
+                        link = None;
+                        input.disconnected();
+                    }
+                },
+                statistics = next_link_stats(&mut link) => {
+                    if let Some(statistics) = statistics {
+                        input.stats.lock().srt = input.closed_link.add(&link_stats(&statistics));
+                    }
+                }
+                _ = publish.tick() => input.publish(),
+            }
+        }
+        if let Some(mut session) = session {
+            let _ = session.socket.close_and_finish().await;
+        }
+        info!(input = %settings.id, "SRT input stopped");
+    }
+}
+
+async fn bind_listener(settings: &SrtInputSettings, address: SocketAddr) -> std::io::Result<(SrtListener, SrtIncoming, SocketAddr)> {
+    let socket = bind_udp(address, settings.udp_buffer_bytes)?;
+    let local = socket.local_addr()?;
+    let buffer = settings.udp_buffer_bytes as u64;
+    SrtListener::builder()
+        .latency(settings.latency)
+        .set(|options| {
+            options.connect.udp_recv_buffer_size = ByteCount(buffer);
+            options.connect.udp_send_buffer_size = ByteCount(buffer);
+            options.session.statistics_interval = Duration::from_secs(1);
+        })
+        .socket(socket)
+        .bind(local)
+        .await
+        .map(|(listener, incoming)| (listener, incoming, local))
+}
+
+async fn next_packet(session: &mut Option<Session>) -> Option<Result<(Instant, Bytes), std::io::Error>> {
+    match session {
+        Some(session) => session.socket.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_link_stats(link: &mut Option<LinkStatsStream>) -> Option<SocketStatistics> {
+    match link {
+        Some(link) => link.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn link_stats(s: &SocketStatistics) -> SrtLinkStats {
+    SrtLinkStats {
+        rtt_ms: s.rx_average_rtt.as_secs_f64() * 1000.0,
+        packets_received: s.rx_unique_data,
+        // srt-tokio leaves rx_loss_data at 0 under loss; the NAKs we sent count lost packets.
+        packets_lost: s.rx_loss_data.max(s.tx_nak),
+        packets_retransmitted: s.rx_retransmit_data,
+        packets_dropped: s.rx_dropped_data,
+        bytes_received: s.rx_bytes,
+        decrypt_errors: s.rx_decrypt_errors,
+    }
+}
+
+struct Input {
+    id: String,
+    ts: TsInput,
+    origin: Instant,
+    events: mpsc::Sender<InputEvent>,
+    stats: StatsHandle,
+    /// Link totals of connections that have ended.
+    closed_link: SrtLinkStats,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl Input {
+    fn decide(&self, settings: &SrtInputSettings, request: &ConnectionRequest, session: &Option<Session>) -> Decision {
+        let given = request.stream_id().map(|s| s.as_str());
+        if let Some(expected) = &settings.stream_id
+            && !stream_id_matches(expected, given)
+        {
+            return Decision::Reject {
+                reason: RejectReason::Server(ServerRejectReason::Forbidden),
+                why: format!("stream id {:?} does not match the one configured for this input", given.unwrap_or("")),
+                count: |c| c.stream_id += 1,
+            };
+        }
+        let key = match (&settings.passphrase, request.key_size()) {
+            (None, KeySize::Unspecified) => None,
+            (None, _) => {
+                return Decision::Reject {
+                    reason: RejectReason::Core(CoreRejectReason::BadSecret),
+                    why: "caller is encrypted but this input has no passphrase; set `passphrase` or turn encryption off on the encoder".into(),
+                    count: |c| c.passphrase += 1,
+                };
+            }
+            (Some(_), KeySize::Unspecified) => {
+                return Decision::Reject {
+                    reason: RejectReason::Core(CoreRejectReason::Unsecure),
+                    why: "caller is not encrypted but this input requires a passphrase".into(),
+                    count: |c| c.passphrase += 1,
+                };
+            }
+            (Some(passphrase), key_size) => match Passphrase::try_from(passphrase.expose().to_string()) {
+                Ok(passphrase) => Some(KeySettings { key_size, passphrase }),
+                Err(_) => {
+                    return Decision::Reject {
+                        reason: RejectReason::Core(CoreRejectReason::BadSecret),
+                        why: "the configured passphrase is not 10–79 characters".into(),
+                        count: |c| c.passphrase += 1,
+                    };
+                }
+            },
+        };
+        if let Some(current) = session {
+            let live = self.stats.lock().last_packet_at.is_some_and(|at| at.elapsed() < settings.input_loss);
+            if live {
+                return Decision::Reject {
+                    reason: RejectReason::Server(ServerRejectReason::Conflict),
+                    why: format!("caller {} is live on this input", current.peer),
+                    count: |c| c.busy += 1,
+                };
+            }
+        }
+        Decision::Accept(key)
+    }
+
+    async fn handle_request(
+        &mut self,
+        settings: &SrtInputSettings,
+        request: ConnectionRequest,
+        session: &mut Option<Session>,
+        link: &mut Option<LinkStatsStream>,
+    ) {
+        let peer = request.remote();
+        match self.decide(settings, &request, session) {
+            Decision::Reject { reason, why, count } => {
+                warn!(input = %self.id, %peer, "rejected SRT caller: {why}");
+                count(&mut self.stats.lock().rejected_total);
+                if let Err(e) = request.reject(reason).await {
+                    debug!(input = %self.id, %peer, error = %e, "could not send SRT rejection");
+                }
+            }
+            Decision::Accept(key) => {
+                let encrypted = key.is_some();
+                // A handshake that never completes must not stall the input.
+                match tokio::time::timeout(Duration::from_secs(3), request.accept(key)).await {
+                    Ok(Ok(mut socket)) => {
+                        if let Some(previous) = session.take() {
+                            info!(input = %self.id, old = %previous.peer, new = %peer, "replacing silent SRT caller");
+                            self.disconnected();
+                        }
+                        *link = Some(Box::pin(socket.statistics().clone()));
+                        *session = Some(Session { socket, peer });
+                        self.connected(peer);
+                    }
+                    Ok(Err(e)) => {
+                        let why = if encrypted { "handshake failed (wrong passphrase?)" } else { "handshake failed" };
+                        warn!(input = %self.id, %peer, error = %e, "rejected SRT caller: {why}");
+                        let mut stats = self.stats.lock();
+                        if encrypted { stats.rejected_total.passphrase += 1 } else { stats.rejected_total.handshake += 1 }
+                    }
+                    Err(_) => {
+                        warn!(input = %self.id, %peer, "rejected SRT caller: handshake did not complete within 3 s");
+                        self.stats.lock().rejected_total.handshake += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn connected(&mut self, peer: SocketAddr) {
+        info!(input = %self.id, %peer, "SRT caller connected");
+        self.ts.new_connection();
+        {
+            let mut stats = self.stats.lock();
+            stats.state = ConnectionState::Connected;
+            stats.peer = Some(peer);
+            stats.connections_total += 1;
+        }
+        let _ = self.events.try_send(InputEvent::Connected { peer });
+    }
+
+    fn disconnected(&mut self) {
+        self.ts.flush();
+        self.forward_events();
+        {
+            let mut stats = self.stats.lock();
+            stats.state = ConnectionState::Waiting;
+            stats.peer = None;
+            self.closed_link = stats.srt;
+        }
+        let _ = self.events.try_send(InputEvent::Disconnected);
+        self.publish();
+    }
+
+    fn handle_datagram(&mut self, data: &[u8]) {
+        let now = Instant::now();
+        self.ts.handle_bytes(now.duration_since(self.origin), data);
+        self.window_bytes += data.len() as u64;
+        {
+            let mut stats = self.stats.lock();
+            stats.bytes_total += data.len() as u64;
+            stats.last_packet_at = Some(now);
+        }
+        self.forward_events();
+    }
+
+    fn forward_events(&mut self) {
+        let (mut video, mut audio, mut data, mut dropped) = (0, 0, 0, 0);
+        while let Some(event) = self.ts.poll_event() {
+            let event = match event {
+                DemuxEvent::Program(program) => InputEvent::Program(program),
+                DemuxEvent::Frame(frame) => {
+                    match frame.codec {
+                        c if c.is_video() => video += 1,
+                        c if c.is_audio() => audio += 1,
+                        _ => data += 1,
+                    }
+                    InputEvent::Frame(frame)
+                }
+            };
+            if self.events.try_send(event).is_err() {
+                dropped += 1;
+            }
+        }
+        if video + audio + data + dropped > 0 {
+            let mut stats = self.stats.lock();
+            stats.frames_total.video += video;
+            stats.frames_total.audio += audio;
+            stats.frames_total.data += data;
+            stats.frames_dropped_total += dropped;
+        }
+    }
+
+    /// Copies the analyser's counters into the shared snapshot and logs new TR 101 290 events
+    /// (at most a few lines per publish interval).
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.window_start).as_secs_f64();
+        let mut logged = 0;
+        while let Some(event) = self.ts.poll_tr101290_event() {
+            if logged < 5 {
+                warn!(input = %self.id, indicator = event.indicator.name(), priority = event.indicator.priority(),
+                    pid = ?event.pid.map(|p| p.value()), "TR 101 290 error");
+            }
+            logged += 1;
+        }
+        if logged > 5 {
+            warn!(input = %self.id, suppressed = logged - 5, "further TR 101 290 errors in the last interval");
+        }
+        let mut stats = self.stats.lock();
+        if elapsed >= 1.0 {
+            stats.bitrate_bps = self.window_bytes as f64 * 8.0 / elapsed;
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+        if stats.last_packet_at.is_none_or(|at| now.duration_since(at) > Duration::from_secs(1)) {
+            stats.bitrate_bps = 0.0;
+        }
+        stats.set_tr101290(&self.ts.counters());
+        stats.ts_packets_total = self.ts.packets();
+        stats.truncated_packets_total = self.ts.truncated_packets();
+        stats.pes_dropped_total = self.ts.demux_counters().pes_dropped;
+        let codec = self.ts.video_codec().map_or("unknown", Codec::name);
+        stats.video = self.ts.video_format().map(|format| VideoInfo::new(codec, format));
+    }
+}
