@@ -1,0 +1,13 @@
+//! Outputs: the channel bus every output reads from, and the SRT output (caller or listener).
+//!
+//! Architecture invariant: nothing an output does can block the switcher or another output.
+//! Each reader of the bus has its own cursor; one that falls behind skips to the next keyframe
+//! and counts what it skipped.
+
+mod bus;
+mod srt;
+mod stats;
+
+pub use bus::{Bus, BusItem, BusReceiver};
+pub use srt::{SrtOutput, SrtOutputMode, SrtOutputSettings};
+pub use stats::{OutputState, OutputStats, OutputStatsHandle};

@@ -5,11 +5,9 @@
 
 mod srt;
 mod stats;
-mod udp;
 
-pub use srt::{BoundSrtInput, SrtInputSettings, stream_id_matches};
-pub use stats::{ConnectionState, FrameCounts, InputStats, RejectCounts, SrtLinkStats, StatsHandle, VideoInfo};
-pub use udp::bind_udp;
+pub use srt::{BoundSrtInput, SrtInputSettings};
+pub use stats::{ConnectionState, FrameCounts, InputStats, RejectCounts, StatsHandle, VideoInfo};
 
 use lunora_media::{Frame, Program};
 

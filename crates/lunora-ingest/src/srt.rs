@@ -14,19 +14,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use lunora_media::{Codec, Secret};
+use lunora_media::Codec;
+use lunora_srt::{AccessPolicy, LinkStats, ListenerEvent, ResilientListener};
 use lunora_ts::{AnalyserSettings, DemuxEvent, TsInput};
-use srt_protocol::options::{ByteCount, KeySize, Passphrase};
-use srt_protocol::packet::{CoreRejectReason, RejectReason, ServerRejectReason};
+use srt_protocol::packet::{RejectReason, ServerRejectReason};
 use srt_protocol::settings::KeySettings;
 use srt_protocol::statistics::SocketStatistics;
-use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
+use srt_tokio::{ConnectionRequest, SrtSocket};
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-use crate::stats::{ConnectionState, SrtLinkStats, StatsHandle, VideoInfo};
-use crate::udp::bind_udp;
 use crate::InputEvent;
+use crate::stats::{ConnectionState, StatsHandle, VideoInfo};
 
 #[derive(Debug, Clone)]
 pub struct SrtInputSettings {
@@ -34,26 +33,12 @@ pub struct SrtInputSettings {
     pub id: String,
     pub listen: SocketAddr,
     pub latency: Duration,
-    pub passphrase: Option<Secret>,
-    /// When set, callers must present this stream id (plain, or as `#!::r=<id>,…`).
-    pub stream_id: Option<String>,
+    pub access: AccessPolicy,
     /// A connected caller silent for this long may be replaced by a new caller.
     pub input_loss: Duration,
     pub analyser: AnalyserSettings,
     /// Kernel UDP buffer size requested for the port.
     pub udp_buffer_bytes: usize,
-}
-
-/// True when a caller's stream id satisfies the configured one. Accepts the plain form and the
-/// SRT access-control form `#!::r=<resource>,m=publish,…`.
-pub fn stream_id_matches(expected: &str, given: Option<&str>) -> bool {
-    let Some(given) = given else { return false };
-    if given == expected {
-        return true;
-    }
-    given
-        .strip_prefix("#!::")
-        .is_some_and(|rest| rest.split(',').any(|pair| pair.strip_prefix("r=") == Some(expected)))
 }
 
 type LinkStatsStream = Pin<Box<dyn Stream<Item = SocketStatistics> + Send>>;
@@ -67,9 +52,7 @@ struct Session {
 #[derive(Debug)]
 pub struct BoundSrtInput {
     settings: SrtInputSettings,
-    listener: SrtListener,
-    incoming: SrtIncoming,
-    local_addr: SocketAddr,
+    listener: ResilientListener,
     stats: StatsHandle,
 }
 
@@ -78,65 +61,54 @@ enum Decision {
     Reject { reason: RejectReason, why: String, count: fn(&mut crate::RejectCounts) },
 }
 
+fn count_stream_id(c: &mut crate::RejectCounts) {
+    c.stream_id += 1;
+}
+
+fn count_passphrase(c: &mut crate::RejectCounts) {
+    c.passphrase += 1;
+}
+
 impl BoundSrtInput {
     pub async fn bind(settings: SrtInputSettings, stats: StatsHandle) -> std::io::Result<Self> {
-        let (listener, incoming, local_addr) = bind_listener(&settings, settings.listen).await?;
-        Ok(BoundSrtInput { settings, listener, incoming, local_addr, stats })
+        let listener = ResilientListener::bind(settings.id.clone(), settings.listen, settings.latency, settings.udp_buffer_bytes).await?;
+        Ok(BoundSrtInput { settings, listener, stats })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listener.local_addr()
     }
 
     /// Receives until `shutdown` resolves, sending what it demuxes to `events`. Never blocks on
     /// `events`: when the channel is behind, frames are dropped and counted.
     pub async fn run(self, events: mpsc::Sender<InputEvent>, shutdown: impl Future<Output = ()>) {
-        let BoundSrtInput { settings, listener, incoming, local_addr, stats } = self;
+        let BoundSrtInput { settings, mut listener, stats } = self;
         let mut input = Input {
             id: settings.id.clone(),
             ts: TsInput::new(settings.analyser),
             origin: Instant::now(),
             events,
             stats,
-            closed_link: SrtLinkStats::default(),
+            closed_link: LinkStats::default(),
             window_start: Instant::now(),
             window_bytes: 0,
         };
-        let mut listener = Some((listener, incoming));
         let mut session: Option<Session> = None;
         // Kept beside `session` so both can be polled in one select.
         let mut link: Option<LinkStatsStream> = None;
         let mut publish = tokio::time::interval(Duration::from_millis(250));
         tokio::pin!(shutdown);
-        info!(input = %settings.id, listen = %local_addr, "SRT input listening");
+        info!(input = %settings.id, listen = %listener.local_addr(), "SRT input listening");
         loop {
-            let Some((_, incoming)) = listener.as_mut() else {
-                // The listener died: rebind the same port, retrying until it is free again.
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-                match bind_listener(&settings, local_addr).await {
-                    Ok((l, i, _)) => {
-                        info!(input = %settings.id, listen = %local_addr, "SRT listener rebound");
-                        listener = Some((l, i));
-                    }
-                    Err(e) => warn!(input = %settings.id, listen = %local_addr, error = %e, "cannot rebind SRT port yet"),
-                }
-                continue;
-            };
             tokio::select! {
                 _ = &mut shutdown => break,
-                request = incoming.incoming().next() => match request {
-                    Some(request) => input.handle_request(&settings, request, &mut session, &mut link).await,
-                    None => {
-                        error!(input = %settings.id, listen = %local_addr,
-                            "SRT listener task stopped (a malformed handshake crashed it); dropping the caller and rebinding");
+                event = listener.next() => match event {
+                    ListenerEvent::Request(request) => input.handle_request(&settings, request, &mut session, &mut link).await,
+                    ListenerEvent::Restarted => {
                         link = None;
                         if session.take().is_some() {
                             input.disconnected();
                         }
-                        listener = None;
                     }
                 },
                 packet = next_packet(&mut session) => match packet {
@@ -156,7 +128,7 @@ impl BoundSrtInput {
                 },
                 statistics = next_link_stats(&mut link) => {
                     if let Some(statistics) = statistics {
-                        input.stats.lock().srt = input.closed_link.add(&link_stats(&statistics));
+                        input.stats.lock().srt = input.closed_link.plus(&LinkStats::from_socket(&statistics));
                     }
                 }
                 _ = publish.tick() => input.publish(),
@@ -167,23 +139,6 @@ impl BoundSrtInput {
         }
         info!(input = %settings.id, "SRT input stopped");
     }
-}
-
-async fn bind_listener(settings: &SrtInputSettings, address: SocketAddr) -> std::io::Result<(SrtListener, SrtIncoming, SocketAddr)> {
-    let socket = bind_udp(address, settings.udp_buffer_bytes)?;
-    let local = socket.local_addr()?;
-    let buffer = settings.udp_buffer_bytes as u64;
-    SrtListener::builder()
-        .latency(settings.latency)
-        .set(|options| {
-            options.connect.udp_recv_buffer_size = ByteCount(buffer);
-            options.connect.udp_send_buffer_size = ByteCount(buffer);
-            options.session.statistics_interval = Duration::from_secs(1);
-        })
-        .socket(socket)
-        .bind(local)
-        .await
-        .map(|(listener, incoming)| (listener, incoming, local))
 }
 
 async fn next_packet(session: &mut Option<Session>) -> Option<Result<(Instant, Bytes), std::io::Error>> {
@@ -200,19 +155,6 @@ async fn next_link_stats(link: &mut Option<LinkStatsStream>) -> Option<SocketSta
     }
 }
 
-fn link_stats(s: &SocketStatistics) -> SrtLinkStats {
-    SrtLinkStats {
-        rtt_ms: s.rx_average_rtt.as_secs_f64() * 1000.0,
-        packets_received: s.rx_unique_data,
-        // srt-tokio leaves rx_loss_data at 0 under loss; the NAKs we sent count lost packets.
-        packets_lost: s.rx_loss_data.max(s.tx_nak),
-        packets_retransmitted: s.rx_retransmit_data,
-        packets_dropped: s.rx_dropped_data,
-        bytes_received: s.rx_bytes,
-        decrypt_errors: s.rx_decrypt_errors,
-    }
-}
-
 struct Input {
     id: String,
     ts: TsInput,
@@ -220,49 +162,22 @@ struct Input {
     events: mpsc::Sender<InputEvent>,
     stats: StatsHandle,
     /// Link totals of connections that have ended.
-    closed_link: SrtLinkStats,
+    closed_link: LinkStats,
     window_start: Instant,
     window_bytes: u64,
 }
 
 impl Input {
     fn decide(&self, settings: &SrtInputSettings, request: &ConnectionRequest, session: &Option<Session>) -> Decision {
-        let given = request.stream_id().map(|s| s.as_str());
-        if let Some(expected) = &settings.stream_id
-            && !stream_id_matches(expected, given)
-        {
-            return Decision::Reject {
-                reason: RejectReason::Server(ServerRejectReason::Forbidden),
-                why: format!("stream id {:?} does not match the one configured for this input", given.unwrap_or("")),
-                count: |c| c.stream_id += 1,
-            };
-        }
-        let key = match (&settings.passphrase, request.key_size()) {
-            (None, KeySize::Unspecified) => None,
-            (None, _) => {
+        let key = match settings.access.judge(request.stream_id().map(|s| s.as_str()), request.key_size()) {
+            Ok(key) => key,
+            Err(refusal) => {
                 return Decision::Reject {
-                    reason: RejectReason::Core(CoreRejectReason::BadSecret),
-                    why: "caller is encrypted but this input has no passphrase; set `passphrase` or turn encryption off on the encoder".into(),
-                    count: |c| c.passphrase += 1,
+                    reason: refusal.reject_reason(),
+                    why: refusal.to_string(),
+                    count: if refusal.is_passphrase() { count_passphrase } else { count_stream_id },
                 };
             }
-            (Some(_), KeySize::Unspecified) => {
-                return Decision::Reject {
-                    reason: RejectReason::Core(CoreRejectReason::Unsecure),
-                    why: "caller is not encrypted but this input requires a passphrase".into(),
-                    count: |c| c.passphrase += 1,
-                };
-            }
-            (Some(passphrase), key_size) => match Passphrase::try_from(passphrase.expose().to_string()) {
-                Ok(passphrase) => Some(KeySettings { key_size, passphrase }),
-                Err(_) => {
-                    return Decision::Reject {
-                        reason: RejectReason::Core(CoreRejectReason::BadSecret),
-                        why: "the configured passphrase is not 10–79 characters".into(),
-                        count: |c| c.passphrase += 1,
-                    };
-                }
-            },
         };
         if let Some(current) = session {
             let live = self.stats.lock().last_packet_at.is_some_and(|at| at.elapsed() < settings.input_loss);

@@ -27,31 +27,6 @@ pub struct RejectCounts {
     pub handshake: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
-pub struct SrtLinkStats {
-    pub rtt_ms: f64,
-    pub packets_received: u64,
-    pub packets_lost: u64,
-    pub packets_retransmitted: u64,
-    pub packets_dropped: u64,
-    pub bytes_received: u64,
-    pub decrypt_errors: u64,
-}
-
-impl SrtLinkStats {
-    pub(crate) fn add(&self, other: &SrtLinkStats) -> SrtLinkStats {
-        SrtLinkStats {
-            rtt_ms: other.rtt_ms,
-            packets_received: self.packets_received + other.packets_received,
-            packets_lost: self.packets_lost + other.packets_lost,
-            packets_retransmitted: self.packets_retransmitted + other.packets_retransmitted,
-            packets_dropped: self.packets_dropped + other.packets_dropped,
-            bytes_received: self.bytes_received + other.bytes_received,
-            decrypt_errors: self.decrypt_errors + other.decrypt_errors,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct FrameCounts {
     pub video: u64,
@@ -92,7 +67,7 @@ pub struct InputStats {
     pub pes_dropped_total: u64,
     pub truncated_packets_total: u64,
     pub tr101290: BTreeMap<&'static str, u64>,
-    pub srt: SrtLinkStats,
+    pub srt: lunora_srt::LinkStats,
     pub video: Option<VideoInfo>,
     #[serde(skip)]
     pub last_packet_at: Option<Instant>,

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use bytes::BytesMut;
+
 use lunora_media::{Codec, Frame, MpegTime, Program, TrackId};
 
 use crate::packet::{ContinuityCounter, PACKET_SIZE, Pcr, Pid, SYNC_BYTE};
@@ -161,7 +163,7 @@ impl Muxer {
 
     /// Appends the packets for one frame to `out`. Frames on tracks the program does not name
     /// are dropped (returns false).
-    pub fn write_frame(&mut self, frame: &Frame, out: &mut Vec<u8>) -> bool {
+    pub fn write_frame(&mut self, frame: &Frame, out: &mut BytesMut) -> bool {
         let Some(index) = self.streams.iter().position(|s| s.track == frame.track) else { return false };
         let clock = self.clock.map_or(frame.dts, |c| c.max(frame.dts));
         self.clock = Some(clock);
@@ -206,7 +208,7 @@ impl Muxer {
         Some(Pcr::from_27mhz(value))
     }
 
-    fn write_psi(&mut self, out: &mut Vec<u8>) {
+    fn write_psi(&mut self, out: &mut BytesMut) {
         let pat = std::mem::take(&mut self.pat_section);
         let pmt = std::mem::take(&mut self.pmt_section);
         for (pid, section) in [(Pid::PAT, &pat), (self.settings.pmt_pid, &pmt)] {
@@ -222,7 +224,7 @@ impl Muxer {
         self.pmt_section = pmt;
     }
 
-    fn write_pcr_only(&mut self, pid: Pid, pcr: Pcr, out: &mut Vec<u8>) {
+    fn write_pcr_only(&mut self, pid: Pid, pcr: Pcr, out: &mut BytesMut) {
         let cc = self.counters.get(&pid).copied().unwrap_or_default();
         let start = out.len();
         out.resize(start + PACKET_SIZE, 0xFF);
@@ -242,7 +244,7 @@ impl Muxer {
     /// Splits the concatenation of `parts` into packets on `pid`. The first packet carries
     /// PUSI, the PCR and the random access flag; the last is padded with adaptation-field
     /// stuffing, or with 0xFF after the data for sections (`pad_with_ff`).
-    fn write_packets(&mut self, pid: Pid, pcr: Option<Pcr>, random_access: bool, parts: &[&[u8]], pad_with_ff: bool, out: &mut Vec<u8>) {
+    fn write_packets(&mut self, pid: Pid, pcr: Option<Pcr>, random_access: bool, parts: &[&[u8]], pad_with_ff: bool, out: &mut BytesMut) {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut written = 0;
         let mut part = 0;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use lunora_media::{Codec, Frame, MpegTime, Program, Track, TrackId};
 
 use super::*;
@@ -52,7 +52,7 @@ fn demux_mux_demux_round_trip_preserves_frames() {
     let (programs, frames, _) = demux_all(FIXTURE);
     let mut muxer = Muxer::new(MuxSettings::default());
     muxer.set_program(&programs[0]);
-    let mut out = Vec::new();
+    let mut out = BytesMut::new();
     for frame in &frames {
         assert!(muxer.write_frame(frame, &mut out));
     }
@@ -100,7 +100,7 @@ fn scte35_sections_are_carried() {
     section.extend(crc.to_be_bytes());
     let mut muxer = Muxer::new(MuxSettings::default());
     muxer.set_program(&program);
-    let mut out = Vec::new();
+    let mut out = BytesMut::new();
     let video = Frame { track: TrackId(1), codec: Codec::H264, pts: MpegTime(9000), dts: MpegTime(9000), keyframe: true, data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88]) };
     muxer.write_frame(&video, &mut out);
     let cue = Frame { track: TrackId(2), codec: Codec::Scte35, pts: MpegTime(9000), dts: MpegTime(9000), keyframe: true, data: Bytes::from(section.clone()) };
@@ -124,7 +124,7 @@ fn synthetic_stream(seconds: i64) -> Vec<[u8; PACKET_SIZE]> {
     let mut muxer = Muxer::new(MuxSettings::default());
     muxer.set_program(&program);
     let asc = lunora_media::AudioSpecificConfig { audio_object_type: 2, sampling_frequency_index: 3, channel_configuration: 2 };
-    let mut out = Vec::new();
+    let mut out = BytesMut::new();
     let (mut video_t, mut audio_t) = (0i64, 0i64);
     while video_t < seconds * 90_000 {
         let keyframe = video_t % 90_000 == 0;

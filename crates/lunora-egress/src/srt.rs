@@ -1,0 +1,311 @@
+//! SRT output: caller mode (into a MediaLive SRT listener input, reconnecting with backoff)
+//! and listener mode (anyone allowed by the access policy may pull the clean feed).
+//!
+//! Each connection muxes the bus into its own transport stream, so every receiver gets
+//! continuity counters and PSI that are correct from its first packet.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use lunora_media::Secret;
+use lunora_srt::{AccessPolicy, ListenerEvent, ResilientListener};
+use lunora_ts::{DATAGRAM_SIZE, MuxSettings, Muxer, PACKET_SIZE};
+use srt_protocol::options::{ByteCount, KeySize, Passphrase};
+use srt_tokio::SrtSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::bus::{Bus, BusItem};
+use crate::stats::{OutputState, OutputStatsHandle};
+
+#[derive(Debug, Clone)]
+pub enum SrtOutputMode {
+    Caller {
+        address: SocketAddr,
+        stream_id: Option<String>,
+        passphrase: Option<Secret>,
+        /// AES key length in bytes: 16, 24 or 32.
+        key_length: u8,
+    },
+    Listener {
+        listen: SocketAddr,
+        access: AccessPolicy,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SrtOutputSettings {
+    pub id: String,
+    pub mode: SrtOutputMode,
+    pub latency: Duration,
+    pub udp_buffer_bytes: usize,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+/// A running SRT output.
+#[derive(Debug)]
+pub struct SrtOutput {
+    local_addr: Option<SocketAddr>,
+}
+
+/// A partial datagram waits this long for more packets before it is sent as it is.
+const FLUSH_AFTER: Duration = Duration::from_millis(50);
+/// Drop summaries are logged at most this often per connection.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a caller may take to connect before the attempt counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl SrtOutput {
+    /// Starts the output. A listener binds before this returns, so a port conflict is an
+    /// error here rather than a log line later.
+    pub async fn start(settings: SrtOutputSettings, bus: Arc<Bus>, stats: OutputStatsHandle, cancel: CancellationToken) -> std::io::Result<SrtOutput> {
+        match settings.mode.clone() {
+            SrtOutputMode::Caller { address, stream_id, passphrase, key_length } => {
+                let caller = Caller { address, stream_id, passphrase, key_length };
+                tokio::spawn(run_caller(settings, caller, bus, stats, cancel));
+                Ok(SrtOutput { local_addr: None })
+            }
+            SrtOutputMode::Listener { listen, access } => {
+                let listener = ResilientListener::bind(settings.id.clone(), listen, settings.latency, settings.udp_buffer_bytes).await?;
+                let local_addr = listener.local_addr();
+                info!(output = %settings.id, listen = %local_addr, "SRT output listening");
+                tokio::spawn(run_listener(settings, listener, access, bus, stats, cancel));
+                Ok(SrtOutput { local_addr: Some(local_addr) })
+            }
+        }
+    }
+
+    /// The bound address in listener mode.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+}
+
+struct Caller {
+    address: SocketAddr,
+    stream_id: Option<String>,
+    passphrase: Option<Secret>,
+    key_length: u8,
+}
+
+fn key_size(bytes: u8) -> KeySize {
+    match bytes {
+        24 => KeySize::AES192,
+        32 => KeySize::AES256,
+        _ => KeySize::AES128,
+    }
+}
+
+/// A delay in `[base/2, base]`, so outputs that failed together do not retry together.
+fn with_jitter(base: Duration) -> Duration {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
+    base.mul_f64(fraction)
+}
+
+async fn connect(settings: &SrtOutputSettings, caller: &Caller) -> Result<SrtSocket, String> {
+    let buffer = ByteCount(settings.udp_buffer_bytes as u64);
+    let passphrase = match &caller.passphrase {
+        Some(p) => Some(Passphrase::try_from(p.expose().to_string()).map_err(|_| "passphrase must be 10–79 characters".to_string())?),
+        None => None,
+    };
+    let key = key_size(caller.key_length);
+    let builder = SrtSocket::builder().latency(settings.latency).set(|options| {
+        options.connect.udp_recv_buffer_size = buffer;
+        options.connect.udp_send_buffer_size = buffer;
+        options.connect.timeout = CONNECT_TIMEOUT;
+        options.sender.buffer_size = buffer;
+        if let Some(passphrase) = passphrase {
+            options.encryption.key_size = key;
+            options.encryption.passphrase = Some(passphrase);
+        }
+    });
+    match tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), builder.call(caller.address, caller.stream_id.as_deref())).await {
+        Ok(Ok(socket)) => Ok(socket),
+        Ok(Err(e)) => Err(format!("connecting to {}: {e}", caller.address)),
+        Err(_) => Err(format!("connecting to {}: no answer within {} s", caller.address, CONNECT_TIMEOUT.as_secs())),
+    }
+}
+
+async fn run_caller(settings: SrtOutputSettings, caller: Caller, bus: Arc<Bus>, stats: OutputStatsHandle, cancel: CancellationToken) {
+    let mut backoff = settings.retry_min;
+    let mut attempts = 0u64;
+    while !cancel.is_cancelled() {
+        stats.lock().state = OutputState::Connecting;
+        attempts += 1;
+        let result = tokio::select! {
+            _ = cancel.cancelled() => break,
+            result = connect(&settings, &caller) => result,
+        };
+        let error = match result {
+            Ok(mut socket) => {
+                info!(output = %settings.id, peer = %caller.address, "SRT output connected");
+                {
+                    let mut s = stats.lock();
+                    s.state = OutputState::Live;
+                    s.peers = vec![caller.address];
+                    s.next_retry_seconds = None;
+                    if attempts > 1 {
+                        s.reconnects_total += 1;
+                    }
+                }
+                backoff = settings.retry_min;
+                let outcome = pump(&settings.id, &mut socket, &bus, &stats, &cancel).await;
+                stats.lock().peers.clear();
+                let _ = socket.close_and_finish().await;
+                match outcome {
+                    Ok(()) => break,
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        let delay = with_jitter(backoff);
+        warn!(output = %settings.id, error = %error, retry_in_ms = delay.as_millis() as u64, "SRT output not connected");
+        {
+            let mut s = stats.lock();
+            s.state = OutputState::Retrying;
+            s.last_error = Some(error);
+            s.next_retry_seconds = Some(delay.as_secs_f64());
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        backoff = (backoff * 2).min(settings.retry_max);
+    }
+    stats.lock().state = OutputState::Idle;
+}
+
+async fn run_listener(
+    settings: SrtOutputSettings,
+    mut listener: ResilientListener,
+    access: AccessPolicy,
+    bus: Arc<Bus>,
+    stats: OutputStatsHandle,
+    cancel: CancellationToken,
+) {
+    // Connections made through a listener that had to be rebuilt are gone; cancel them.
+    let mut generation = cancel.child_token();
+    loop {
+        let request = tokio::select! {
+            _ = cancel.cancelled() => break,
+            event = listener.next() => match event {
+                ListenerEvent::Request(request) => request,
+                ListenerEvent::Restarted => {
+                    generation.cancel();
+                    generation = cancel.child_token();
+                    continue;
+                }
+            },
+        };
+        let peer = request.remote();
+        let key = match access.judge(request.stream_id().map(|s| s.as_str()), request.key_size()) {
+            Ok(key) => key,
+            Err(refusal) => {
+                warn!(output = %settings.id, %peer, "rejected SRT caller: {refusal}");
+                stats.lock().last_error = Some(format!("rejected {peer}: {refusal}"));
+                let _ = request.reject(refusal.reject_reason()).await;
+                continue;
+            }
+        };
+        let socket = match tokio::time::timeout(CONNECT_TIMEOUT, request.accept(key)).await {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(e)) => {
+                warn!(output = %settings.id, %peer, error = %e, "SRT caller handshake failed (wrong passphrase?)");
+                continue;
+            }
+            Err(_) => {
+                warn!(output = %settings.id, %peer, "SRT caller handshake did not complete");
+                continue;
+            }
+        };
+        let (id, bus, stats, connection_cancel) = (settings.id.clone(), bus.clone(), stats.clone(), generation.child_token());
+        tokio::spawn(async move {
+            let mut socket = socket;
+            info!(output = %id, %peer, "SRT output caller connected");
+            {
+                let mut s = stats.lock();
+                s.peers.push(peer);
+                s.state = OutputState::Live;
+            }
+            let outcome = pump(&id, &mut socket, &bus, &stats, &connection_cancel).await;
+            let _ = socket.close_and_finish().await;
+            info!(output = %id, %peer, reason = outcome.err().as_deref().unwrap_or("stopped"), "SRT output caller left");
+            let mut s = stats.lock();
+            s.peers.retain(|p| *p != peer);
+            if s.peers.is_empty() {
+                s.state = OutputState::Idle;
+            }
+        });
+    }
+    generation.cancel();
+    stats.lock().state = OutputState::Idle;
+}
+
+/// Sends the bus to one peer until it leaves (`Err` with the reason) or `cancel` fires / the
+/// bus closes (`Ok`).
+async fn pump(id: &str, socket: &mut SrtSocket, bus: &Arc<Bus>, stats: &OutputStatsHandle, cancel: &CancellationToken) -> Result<(), String> {
+    let mut receiver = bus.subscribe();
+    let mut muxer = Muxer::new(MuxSettings::default());
+    let mut out = BytesMut::with_capacity(256 * 1024);
+    let mut last_write = Instant::now();
+    let mut reported_drops = 0;
+    let mut last_drop_log: Option<Instant> = None;
+    loop {
+        let flush_at = tokio::time::Instant::from_std(last_write + FLUSH_AFTER);
+        let item = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            incoming = socket.next() => match incoming {
+                // A receiver has nothing to say; anything it sends is ignored.
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("connection failed: {e}")),
+                None => return Err("peer closed the connection".into()),
+            },
+            _ = tokio::time::sleep_until(flush_at), if !out.is_empty() => {
+                let whole = out.len() - out.len() % PACKET_SIZE;
+                let datagram = out.split_to(whole).freeze();
+                send(socket, datagram, stats).await?;
+                last_write = Instant::now();
+                continue;
+            }
+            item = receiver.recv() => match item {
+                Some(item) => item,
+                None => return Ok(()),
+            },
+        };
+        match item {
+            BusItem::Program(program) => muxer.set_program(&program),
+            BusItem::Frame(frame) => {
+                if muxer.write_frame(&frame, &mut out) {
+                    stats.lock().frames_total += 1;
+                }
+                while out.len() >= DATAGRAM_SIZE {
+                    let datagram = out.split_to(DATAGRAM_SIZE).freeze();
+                    send(socket, datagram, stats).await?;
+                }
+                last_write = Instant::now();
+            }
+        }
+        let dropped = receiver.dropped_frames();
+        if dropped != reported_drops {
+            stats.lock().dropped_frames_total += dropped - reported_drops;
+            reported_drops = dropped;
+            if last_drop_log.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL) {
+                warn!(output = %id, dropped_frames = dropped, "SRT peer is too slow; skipped to the next keyframe");
+                last_drop_log = Some(Instant::now());
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut SrtSocket, datagram: bytes::Bytes, stats: &OutputStatsHandle) -> Result<(), String> {
+    let length = datagram.len() as u64;
+    socket.send((Instant::now(), datagram)).await.map_err(|e| format!("send failed: {e}"))?;
+    stats.lock().bytes_total += length;
+    Ok(())
+}
