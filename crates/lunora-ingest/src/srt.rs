@@ -79,12 +79,14 @@ impl BoundSrtInput {
         self.listener.local_addr()
     }
 
-    /// Receives until `shutdown` resolves, sending what it demuxes to `events`. Never blocks on
-    /// `events`: when the channel is behind, frames are dropped and counted.
-    pub async fn run(self, events: mpsc::Sender<InputEvent>, shutdown: impl Future<Output = ()>) {
+    /// Receives until `shutdown` resolves, sending what it demuxes to `events` tagged with
+    /// `index`. Never blocks on `events`: when the channel is behind, frames are dropped and
+    /// counted.
+    pub async fn run(self, index: usize, events: mpsc::Sender<(usize, InputEvent)>, shutdown: impl Future<Output = ()>) {
         let BoundSrtInput { settings, mut listener, stats } = self;
         let mut input = Input {
             id: settings.id.clone(),
+            index,
             ts: TsInput::new(settings.analyser),
             origin: Instant::now(),
             events,
@@ -157,9 +159,10 @@ async fn next_link_stats(link: &mut Option<LinkStatsStream>) -> Option<SocketSta
 
 struct Input {
     id: String,
+    index: usize,
     ts: TsInput,
     origin: Instant,
-    events: mpsc::Sender<InputEvent>,
+    events: mpsc::Sender<(usize, InputEvent)>,
     stats: StatsHandle,
     /// Link totals of connections that have ended.
     closed_link: LinkStats,
@@ -245,7 +248,7 @@ impl Input {
             stats.peer = Some(peer);
             stats.connections_total += 1;
         }
-        let _ = self.events.try_send(InputEvent::Connected { peer });
+        let _ = self.events.try_send((self.index, InputEvent::Connected { peer }));
     }
 
     fn disconnected(&mut self) {
@@ -257,7 +260,7 @@ impl Input {
             stats.peer = None;
             self.closed_link = stats.srt;
         }
-        let _ = self.events.try_send(InputEvent::Disconnected);
+        let _ = self.events.try_send((self.index, InputEvent::Disconnected));
         self.publish();
     }
 
@@ -287,7 +290,7 @@ impl Input {
                     InputEvent::Frame(frame)
                 }
             };
-            if self.events.try_send(event).is_err() {
+            if self.events.try_send((self.index, event)).is_err() {
                 dropped += 1;
             }
         }

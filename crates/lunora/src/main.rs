@@ -1,1 +1,218 @@
-fn main() {}
+//! `lunora`: the daemon and its command-line tools.
+
+mod channel;
+mod config;
+mod status;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use lunora_egress::{Bus, OutputStatsHandle, SrtOutput, SrtOutputMode, SrtOutputSettings};
+use lunora_ingest::{BoundSrtInput, SrtInputSettings, StatsHandle};
+use lunora_srt::AccessPolicy;
+use lunora_ts::AnalyserSettings;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::channel::{ChannelRuntime, ChannelTask};
+use crate::config::{Config, OutputTarget};
+use crate::status::{ChannelHandles, InputHandle, OutputHandle, Status};
+
+#[derive(Debug, Parser)]
+#[command(name = "lunora", version, about = "Lunora Edge: live-video gateway with seamless main/backup failover")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// Configuration file; without it the embedded default configuration is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit: 0 when valid, 1 with every error otherwise.
+    CheckConfig {
+        file: PathBuf,
+    },
+}
+
+/// Kernel UDP buffer requested per SRT port (see DEPENDENCIES.md: 64 KiB drops at 50 Mbit/s).
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+/// Items the channel bus keeps for readers that are behind.
+const BUS_CAPACITY: usize = 256;
+/// Events an input may queue towards its channel before frames are dropped.
+const INPUT_QUEUE: usize = 2048;
+
+fn load(path: Option<&PathBuf>) -> Result<Config> {
+    let env = |name: &str| std::env::var(name).ok();
+    match path {
+        Some(path) => {
+            let source = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Ok(config::parse(&path.display().to_string(), &source, &env)?)
+        }
+        None => Ok(config::parse("<embedded default>", config::DEFAULT_CONFIG, &env)?),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match load(Some(&file)) {
+            Ok(config) => {
+                println!("{}: ok ({} channel(s))", file.display(), config.channels.len());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            init_logging();
+            let result = load(config.as_ref()).and_then(|config| {
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?.block_on(run(config))
+            });
+            match result {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    eprintln!("lunora: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    // srt-tokio logs through `log`; the subscriber bridges it. Its per-packet chatter is
+    // kept to warnings unless RUST_LOG asks for more.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,srt_tokio=warn,srt_protocol=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+async fn run(config: Config) -> Result<()> {
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let http = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot bind the HTTP listener on {} ([http] listen)", config.http_listen))?;
+
+    let mut channels = Vec::new();
+    for channel in &config.channels {
+        let bus = Bus::new(BUS_CAPACITY);
+        let (sender, receiver) = mpsc::channel(INPUT_QUEUE);
+        let mut inputs = Vec::new();
+        for (index, input) in channel.inputs.iter().enumerate() {
+            let stats = StatsHandle::new();
+            let settings = SrtInputSettings {
+                id: input.id.clone(),
+                listen: input.listen,
+                latency: input.latency,
+                access: AccessPolicy { passphrase: input.passphrase.clone(), stream_id: input.stream_id.clone() },
+                input_loss: channel.input_loss,
+                analyser: AnalyserSettings::default(),
+                udp_buffer_bytes: UDP_BUFFER_BYTES,
+            };
+            let bound = BoundSrtInput::bind(settings, stats.clone())
+                .await
+                .with_context(|| format!("channel {:?} input {:?}: cannot bind SRT port {}", channel.id, input.id, input.listen))?;
+            let listen = bound.local_addr();
+            tasks.spawn(bound.run(index, sender.clone(), cancel.clone().cancelled_owned()));
+            inputs.push(InputHandle { id: input.id.clone(), role: input.role.name(), listen, stats });
+        }
+        drop(sender);
+        let mut outputs = Vec::new();
+        for output in &channel.outputs {
+            let stats = OutputStatsHandle::new();
+            let (mode, address, mode_name) = match &output.target {
+                OutputTarget::Caller { address, passphrase, key_length, stream_id } => (
+                    SrtOutputMode::Caller { address: *address, stream_id: stream_id.clone(), passphrase: passphrase.clone(), key_length: *key_length },
+                    address.to_string(),
+                    "caller",
+                ),
+                OutputTarget::Listener { listen, passphrase, stream_id } => (
+                    SrtOutputMode::Listener { listen: *listen, access: AccessPolicy { passphrase: passphrase.clone(), stream_id: stream_id.clone() } },
+                    listen.to_string(),
+                    "listener",
+                ),
+            };
+            let settings = SrtOutputSettings {
+                id: output.id.clone(),
+                mode,
+                latency: output.latency,
+                udp_buffer_bytes: UDP_BUFFER_BYTES,
+                retry_min: Duration::from_secs(1),
+                retry_max: Duration::from_secs(30),
+            };
+            let started = SrtOutput::start(settings, bus.clone(), stats.clone(), cancel.child_token())
+                .await
+                .with_context(|| format!("channel {:?} output {:?}: cannot start on {address}", channel.id, output.id))?;
+            let address = started.local_addr().map_or(address, |a| a.to_string());
+            outputs.push(OutputHandle { id: output.id.clone(), mode: mode_name, address, stats });
+        }
+        let on_air = channel.inputs.iter().position(|i| i.role == config::Role::Main).unwrap_or(0);
+        let runtime = Arc::new(Mutex::new(ChannelRuntime::default()));
+        let task = ChannelTask {
+            id: channel.id.clone(),
+            on_air,
+            on_air_id: channel.inputs.get(on_air).map(|i| i.id.clone()).unwrap_or_default(),
+            bus,
+            runtime: runtime.clone(),
+        };
+        tasks.spawn(task.run(receiver, cancel.clone()));
+        channels.push(ChannelHandles { id: channel.id.clone(), mode: channel.mode.name(), inputs, outputs, runtime });
+    }
+
+    let status = Arc::new(Status::new(channels));
+    let http_address = http.local_addr().context("HTTP listener has no address")?;
+    let http_cancel = cancel.clone();
+    tasks.spawn({
+        let status = status.clone();
+        async move {
+            if let Err(e) = lunora_api::serve(http, status, http_cancel.cancelled_owned()).await {
+                error!(error = %e, "HTTP server stopped");
+            }
+        }
+    });
+    tasks.close();
+    status.set_ready();
+    info!(http = %http_address, channels = config.channels.len(), "lunora is running");
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        warn!(error = %e, "could not notify systemd");
+    }
+
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
+        warn!("some tasks did not stop within 5 s");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop lunora");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

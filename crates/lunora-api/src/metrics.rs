@@ -1,0 +1,124 @@
+//! Prometheus exposition built from status snapshots at scrape time.
+//!
+//! Names follow `lunora_<area>_<name>_<unit>[_total]`; labels are ids and small enums only,
+//! never addresses, keys or error text. Every configured input and output has its series from
+//! the first scrape, zero-valued until something happens.
+
+use lunora_egress::OutputState;
+use lunora_ts::Indicator;
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::status::ChannelStatus;
+
+struct Families {
+    registry: Registry,
+}
+
+impl Families {
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+        self.registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+        let g = GaugeVec::new(Opts::new(name, help), labels)?;
+        self.registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+
+    fn int_gauge(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        self.registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+}
+
+const INPUT: &[&str] = &["channel", "input"];
+const OUTPUT: &[&str] = &["channel", "output"];
+
+pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> {
+    let f = Families { registry: Registry::new() };
+    let build = f.int_gauge("lunora_build_info", "Build information; always 1.", &["version"])?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+    let input_up = f.int_gauge("lunora_input_up", "1 while a sender is connected to the input.", &["channel", "input", "role"])?;
+    let bytes = f.counter("lunora_input_received_bytes_total", "Payload bytes received.", INPUT)?;
+    let packets = f.counter("lunora_input_ts_packets_total", "MPEG-TS packets received in sync.", INPUT)?;
+    let bitrate = f.gauge("lunora_input_bitrate_bits_per_second", "Received bitrate over the last second.", INPUT)?;
+    let frames = f.counter("lunora_input_frames_total", "Access units demultiplexed, by kind.", &["channel", "input", "kind"])?;
+    let frames_dropped = f.counter("lunora_input_frames_dropped_total", "Frames the channel could not take in time.", INPUT)?;
+    let pes_dropped = f.counter("lunora_input_pes_dropped_total", "PES packets discarded because a packet inside was lost.", INPUT)?;
+    let connections = f.counter("lunora_input_connections_total", "Senders accepted.", INPUT)?;
+    let rejected = f.counter("lunora_input_rejected_callers_total", "Callers refused, by reason.", &["channel", "input", "reason"])?;
+    let tr = f.counter(
+        "lunora_input_tr101290_errors_total",
+        "ETSI TR 101 290 errors by indicator and priority.",
+        &["channel", "input", "indicator", "priority"],
+    )?;
+    let rtt = f.gauge("lunora_input_srt_rtt_seconds", "SRT round-trip time.", INPUT)?;
+    let srt_received = f.counter("lunora_input_srt_packets_received_total", "SRT data packets received (unique).", INPUT)?;
+    let srt_lost = f.counter("lunora_input_srt_packets_lost_total", "SRT data packets reported lost.", INPUT)?;
+    let srt_retransmitted = f.counter("lunora_input_srt_packets_retransmitted_total", "SRT retransmitted data packets received.", INPUT)?;
+    let srt_dropped = f.counter("lunora_input_srt_packets_dropped_total", "SRT packets dropped as too late.", INPUT)?;
+    let srt_decrypt = f.counter("lunora_input_srt_decrypt_errors_total", "SRT packets that failed to decrypt.", INPUT)?;
+
+    let output_state = f.int_gauge("lunora_output_state", "1 for the output's current state.", &["channel", "output", "state"])?;
+    let output_peers = f.int_gauge("lunora_output_peers", "Connected receivers.", OUTPUT)?;
+    let output_bytes = f.counter("lunora_output_bytes_total", "Bytes sent.", OUTPUT)?;
+    let output_frames = f.counter("lunora_output_frames_total", "Frames sent.", OUTPUT)?;
+    let output_dropped = f.counter("lunora_output_dropped_frames_total", "Frames skipped because the output fell behind.", OUTPUT)?;
+    let output_reconnects = f.counter("lunora_output_reconnects_total", "Connections re-established after a loss.", OUTPUT)?;
+    let active = f.int_gauge("lunora_channel_active_input", "1 for the input on air.", &["channel", "input"])?;
+
+    for channel in channels {
+        let c = channel.id.as_str();
+        for input in &channel.inputs {
+            let i = input.id.as_str();
+            let s = &input.stats;
+            let labels = [c, i];
+            input_up
+                .with_label_values(&[c, i, input.role])
+                .set(i64::from(s.state == lunora_ingest::ConnectionState::Connected));
+            bytes.with_label_values(&labels).inc_by(s.bytes_total);
+            packets.with_label_values(&labels).inc_by(s.ts_packets_total);
+            bitrate.with_label_values(&labels).set(s.bitrate_bps);
+            for (kind, n) in [("video", s.frames_total.video), ("audio", s.frames_total.audio), ("data", s.frames_total.data)] {
+                frames.with_label_values(&[c, i, kind]).inc_by(n);
+            }
+            frames_dropped.with_label_values(&labels).inc_by(s.frames_dropped_total);
+            pes_dropped.with_label_values(&labels).inc_by(s.pes_dropped_total);
+            connections.with_label_values(&labels).inc_by(s.connections_total);
+            let r = s.rejected_total;
+            for (reason, n) in [("stream_id", r.stream_id), ("passphrase", r.passphrase), ("busy", r.busy), ("handshake", r.handshake)] {
+                rejected.with_label_values(&[c, i, reason]).inc_by(n);
+            }
+            for (indicator, n) in &s.tr101290 {
+                let priority = Indicator::ALL.iter().find(|x| x.name() == *indicator).map_or(0, |x| x.priority());
+                tr.with_label_values(&[c, i, indicator, &priority.to_string()]).inc_by(*n);
+            }
+            rtt.with_label_values(&labels).set(s.srt.rtt_ms / 1000.0);
+            srt_received.with_label_values(&labels).inc_by(s.srt.packets_received);
+            srt_lost.with_label_values(&labels).inc_by(s.srt.packets_lost);
+            srt_retransmitted.with_label_values(&labels).inc_by(s.srt.packets_retransmitted);
+            srt_dropped.with_label_values(&labels).inc_by(s.srt.packets_dropped);
+            srt_decrypt.with_label_values(&labels).inc_by(s.srt.decrypt_errors);
+            active.with_label_values(&labels).set(i64::from(channel.active_input.as_deref() == Some(i)));
+        }
+        for output in &channel.outputs {
+            let o = output.id.as_str();
+            let s = &output.stats;
+            for state in OutputState::ALL {
+                output_state.with_label_values(&[c, o, state.name()]).set(i64::from(s.state == state));
+            }
+            output_peers.with_label_values(&[c, o]).set(s.peers.len() as i64);
+            output_bytes.with_label_values(&[c, o]).inc_by(s.bytes_total);
+            output_frames.with_label_values(&[c, o]).inc_by(s.frames_total);
+            output_dropped.with_label_values(&[c, o]).inc_by(s.dropped_frames_total);
+            output_reconnects.with_label_values(&[c, o]).inc_by(s.reconnects_total);
+        }
+    }
+    let mut body = Vec::new();
+    TextEncoder::new().encode(&f.registry.gather(), &mut body)?;
+    String::from_utf8(body).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}

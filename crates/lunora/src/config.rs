@@ -1,0 +1,526 @@
+//! Configuration: TOML → a validated [`Config`], with every error located at file:line:column.
+//!
+//! Parsing stops at the first syntax or shape error (unknown keys included); the semantic
+//! checks after it (ranges, ids, port conflicts, `${ENV}` references) report everything at once.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use lunora_media::Secret;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The configuration `lunora run` uses when given no file.
+pub(crate) const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
+
+// ---- the file's shape ---------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    channels: Vec<RawChannel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Spanned<SocketAddr>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp { listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 8080))) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Mode {
+    Single,
+    MainBackup,
+}
+
+impl Mode {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Mode::Single => "single",
+            Mode::MainBackup => "main-backup",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel {
+    id: Spanned<String>,
+    mode: Spanned<Mode>,
+    #[serde(default)]
+    failover: RawFailover,
+    #[serde(default)]
+    inputs: Vec<Spanned<RawInput>>,
+    #[serde(default)]
+    outputs: Vec<Spanned<RawOutput>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFailover {
+    input_loss_ms: Spanned<u64>,
+}
+
+impl Default for RawFailover {
+    fn default() -> Self {
+        RawFailover { input_loss_ms: Spanned::new(0..0, 500) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    Main,
+    Backup,
+}
+
+impl Role {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::Main => "main",
+            Role::Backup => "backup",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum InputKind {
+    Srt,
+    Rtmp,
+    Rtp,
+    Whip,
+    File,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    id: Spanned<String>,
+    #[serde(default = "default_role")]
+    role: Role,
+    #[serde(rename = "type")]
+    kind: Spanned<InputKind>,
+    listen: Option<Spanned<SocketAddr>>,
+    #[serde(default = "default_latency")]
+    latency_ms: Spanned<u64>,
+    passphrase: Option<Spanned<String>>,
+    stream_id: Option<Spanned<String>>,
+}
+
+fn default_role() -> Role {
+    Role::Main
+}
+
+fn default_latency() -> Spanned<u64> {
+    Spanned::new(0..0, 120)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OutputKind {
+    Srt,
+    Rtmp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OutputMode {
+    Caller,
+    Listener,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    id: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<OutputKind>,
+    mode: Spanned<OutputMode>,
+    address: Option<Spanned<SocketAddr>>,
+    listen: Option<Spanned<SocketAddr>>,
+    #[serde(default = "default_latency")]
+    latency_ms: Spanned<u64>,
+    passphrase: Option<Spanned<String>>,
+    pbkeylen: Option<Spanned<u8>>,
+    stream_id: Option<Spanned<String>>,
+}
+
+// ---- the validated result -----------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) http_listen: SocketAddr,
+    pub(crate) channels: Vec<Channel>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Channel {
+    pub(crate) id: String,
+    pub(crate) mode: Mode,
+    pub(crate) input_loss: Duration,
+    pub(crate) inputs: Vec<Input>,
+    pub(crate) outputs: Vec<Output>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Input {
+    pub(crate) id: String,
+    pub(crate) role: Role,
+    pub(crate) listen: SocketAddr,
+    pub(crate) latency: Duration,
+    pub(crate) passphrase: Option<Secret>,
+    pub(crate) stream_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum OutputTarget {
+    Caller { address: SocketAddr, passphrase: Option<Secret>, key_length: u8, stream_id: Option<String> },
+    Listener { listen: SocketAddr, passphrase: Option<Secret>, stream_id: Option<String> },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Output {
+    pub(crate) id: String,
+    pub(crate) latency: Duration,
+    pub(crate) target: OutputTarget,
+}
+
+// ---- errors ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigError {
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+    pub(crate) message: String,
+}
+
+/// All the problems found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigErrors {
+    pub(crate) file: String,
+    pub(crate) errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, e) in self.errors.iter().enumerate() {
+            if n > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file, e.line, e.column, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+struct Collector<'a> {
+    source: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Collector<'_> {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let offset = span.start.min(self.source.len());
+        let before = &self.source[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        self.errors.push(ConfigError { line, column, message: message.into() });
+    }
+}
+
+/// Expands `${NAME}` references from `lookup`. Returns the first missing name on failure.
+fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unterminated `${{` in {value:?}"));
+        };
+        let name = &after[..end];
+        match lookup(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(format!("environment variable {name} is not set (referenced as ${{{name}}})")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Parses and validates `source`. `file` names it in error messages; `lookup` resolves
+/// `${ENV}` references (the process environment in production).
+pub(crate) fn parse(file: &str, source: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut c = Collector { source, errors: Vec::new() };
+    let raw: RawConfig = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => {
+            c.at(e.span().unwrap_or(0..0), e.message().trim().to_string());
+            return Err(ConfigErrors { file: file.to_string(), errors: c.errors });
+        }
+    };
+    let config = validate(&mut c, raw, lookup);
+    if c.errors.is_empty() { Ok(config) } else { Err(ConfigErrors { file: file.to_string(), errors: c.errors }) }
+}
+
+fn secret(c: &mut Collector<'_>, value: &Option<Spanned<String>>, lookup: &dyn Fn(&str) -> Option<String>, what: &str) -> Option<Secret> {
+    let value = value.as_ref()?;
+    match expand_env(value.get_ref(), lookup) {
+        Ok(expanded) => {
+            let length = expanded.chars().count();
+            if !(10..=79).contains(&length) {
+                c.at(value.span(), format!("{what} must be 10–79 characters (SRT's rule); it is {length}"));
+            }
+            Some(Secret::new(expanded))
+        }
+        Err(message) => {
+            c.at(value.span(), message);
+            None
+        }
+    }
+}
+
+fn latency(c: &mut Collector<'_>, value: &Spanned<u64>) -> Duration {
+    let ms = *value.get_ref();
+    if !(20..=15_000).contains(&ms) {
+        c.at(value.span(), format!("latency_ms must be between 20 and 15000; it is {ms}"));
+    }
+    Duration::from_millis(ms)
+}
+
+fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Config {
+    let mut channel_ids = HashSet::new();
+    // (address, span, owner) of every UDP port we bind, for the conflict check.
+    let mut udp_ports: Vec<(SocketAddr, Range<usize>, String)> = Vec::new();
+    let mut channels = Vec::new();
+    if raw.channels.is_empty() {
+        c.at(0..0, "no [[channels]] configured; add at least one");
+    }
+    for ch in raw.channels {
+        let id = ch.id.get_ref().clone();
+        if !valid_id(&id) {
+            c.at(ch.id.span(), format!("channel id {id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"));
+        }
+        if !channel_ids.insert(id.clone()) {
+            c.at(ch.id.span(), format!("channel id {id:?} is used twice"));
+        }
+        let input_loss_ms = *ch.failover.input_loss_ms.get_ref();
+        if input_loss_ms < 50 {
+            c.at(ch.failover.input_loss_ms.span(), format!("input_loss_ms must be at least 50; it is {input_loss_ms}"));
+        }
+        let mode = *ch.mode.get_ref();
+        let mut ids = HashSet::new();
+        let mut inputs = Vec::new();
+        for input in &ch.inputs {
+            let span = input.span();
+            let input = input.get_ref();
+            let input_id = input.id.get_ref().clone();
+            if !valid_id(&input_id) {
+                c.at(input.id.span(), format!("input id {input_id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"));
+            }
+            if !ids.insert(input_id.clone()) {
+                c.at(input.id.span(), format!("id {input_id:?} is used twice in channel {id:?}"));
+            }
+            if *input.kind.get_ref() != InputKind::Srt {
+                c.at(input.kind.span(), "only type = \"srt\" inputs are supported by this version");
+                continue;
+            }
+            let Some(listen) = &input.listen else {
+                c.at(span, format!("SRT input {input_id:?} needs `listen = \"IP:PORT\"`"));
+                continue;
+            };
+            udp_ports.push((*listen.get_ref(), listen.span(), format!("input {id}/{input_id}")));
+            inputs.push(Input {
+                id: input_id,
+                role: input.role,
+                listen: *listen.get_ref(),
+                latency: latency(c, &input.latency_ms),
+                passphrase: secret(c, &input.passphrase, lookup, "passphrase"),
+                stream_id: input.stream_id.as_ref().map(|s| s.get_ref().clone()),
+            });
+        }
+        let mains = ch.inputs.iter().filter(|i| i.get_ref().role == Role::Main).count();
+        let backups = ch.inputs.len() - mains;
+        match mode {
+            Mode::Single if ch.inputs.len() != 1 => {
+                c.at(ch.mode.span(), format!("mode \"single\" needs exactly one input; channel {id:?} has {}", ch.inputs.len()))
+            }
+            Mode::MainBackup if mains != 1 || backups == 0 => c.at(
+                ch.mode.span(),
+                format!("mode \"main-backup\" needs one input with role = \"main\" and at least one with role = \"backup\"; channel {id:?} has {mains} main and {backups} backup"),
+            ),
+            _ => {}
+        }
+        let mut outputs = Vec::new();
+        for output in &ch.outputs {
+            let span = output.span();
+            let output = output.get_ref();
+            let output_id = output.id.get_ref().clone();
+            if !valid_id(&output_id) {
+                c.at(output.id.span(), format!("output id {output_id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"));
+            }
+            if !ids.insert(output_id.clone()) {
+                c.at(output.id.span(), format!("id {output_id:?} is used twice in channel {id:?}"));
+            }
+            if *output.kind.get_ref() != OutputKind::Srt {
+                c.at(output.kind.span(), "only type = \"srt\" outputs are supported by this version");
+                continue;
+            }
+            let passphrase = secret(c, &output.passphrase, lookup, "passphrase");
+            let stream_id = output.stream_id.as_ref().map(|s| s.get_ref().clone());
+            let target = match output.mode.get_ref() {
+                OutputMode::Caller => {
+                    if let Some(listen) = &output.listen {
+                        c.at(listen.span(), "`listen` is for mode = \"listener\"; a caller uses `address`");
+                    }
+                    let key_length = match &output.pbkeylen {
+                        Some(k) if ![16, 24, 32].contains(k.get_ref()) => {
+                            c.at(k.span(), format!("pbkeylen must be 16, 24 or 32; it is {}", k.get_ref()));
+                            16
+                        }
+                        Some(k) => *k.get_ref(),
+                        None => 16,
+                    };
+                    let Some(address) = &output.address else {
+                        c.at(span, format!("SRT caller output {output_id:?} needs `address = \"IP:PORT\"`"));
+                        continue;
+                    };
+                    OutputTarget::Caller { address: *address.get_ref(), passphrase, key_length, stream_id }
+                }
+                OutputMode::Listener => {
+                    if let Some(address) = &output.address {
+                        c.at(address.span(), "`address` is for mode = \"caller\"; a listener uses `listen`");
+                    }
+                    if let Some(k) = &output.pbkeylen {
+                        c.at(k.span(), "pbkeylen applies to callers; a listener takes the caller's key length");
+                    }
+                    let Some(listen) = &output.listen else {
+                        c.at(span, format!("SRT listener output {output_id:?} needs `listen = \"IP:PORT\"`"));
+                        continue;
+                    };
+                    udp_ports.push((*listen.get_ref(), listen.span(), format!("output {id}/{output_id}")));
+                    OutputTarget::Listener { listen: *listen.get_ref(), passphrase, stream_id }
+                }
+            };
+            outputs.push(Output { id: output_id, latency: latency(c, &output.latency_ms), target });
+        }
+        channels.push(Channel { id, mode, input_loss: Duration::from_millis(input_loss_ms), inputs, outputs });
+    }
+    for (i, (a, span, owner)) in udp_ports.iter().enumerate() {
+        for (b, _, other) in &udp_ports[..i] {
+            let overlap = a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
+            if overlap {
+                c.at(span.clone(), format!("UDP port {} of {owner} is already used by {other}", a.port()));
+            }
+        }
+    }
+    Config { http_listen: *raw.http.listen.get_ref(), channels }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SRT_PASS").then(|| "correct horse battery".to_string())
+    }
+
+    fn errors(source: &str) -> Vec<String> {
+        match parse("t.toml", source, &env) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let config = parse("default.toml", DEFAULT_CONFIG, &|_| None).expect("default config parses");
+        assert_eq!(config.channels[0].id, "program");
+        assert_eq!(config.channels[0].inputs.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let e = errors("[http]\nlisten = \"127.0.0.1:8080\"\nlistne = 1\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("t.toml:3:1: "), "{e:?}");
+        assert!(e[0].contains("listne"), "{e:?}");
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_at_once() {
+        let source = r#"
+[[channels]]
+id = "Bad Id"
+mode = "main-backup"
+failover = { input_loss_ms = 10 }
+
+[[channels.inputs]]
+id = "a"
+role = "main"
+type = "srt"
+listen = "0.0.0.0:9000"
+passphrase = "${MISSING_VAR}"
+
+[[channels.inputs]]
+id = "b"
+role = "backup"
+type = "srt"
+listen = "127.0.0.1:9000"
+latency_ms = 5
+"#;
+        let e = errors(source);
+        assert_eq!(e.len(), 5, "{e:#?}");
+        assert!(e[0].starts_with("t.toml:3:6: channel id \"Bad Id\""), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("t.toml:5:") && l.contains("input_loss_ms")), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("t.toml:12:") && l.contains("MISSING_VAR")), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("t.toml:19:14:") && l.contains("latency_ms")), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("t.toml:18:10:") && l.contains("UDP port 9000")), "{e:?}");
+    }
+
+    #[test]
+    fn env_references_expand_into_secrets() {
+        let source = r#"
+[[channels]]
+id = "p"
+mode = "single"
+[[channels.inputs]]
+id = "a"
+type = "srt"
+listen = "0.0.0.0:9000"
+passphrase = "${SRT_PASS}"
+"#;
+        let config = parse("t.toml", source, &env).expect("valid");
+        let passphrase = config.channels[0].inputs[0].passphrase.clone().expect("set");
+        assert_eq!(passphrase.expose(), "correct horse battery");
+        assert_eq!(format!("{config:?}").matches("correct horse").count(), 0, "secrets never in Debug output");
+    }
+
+    #[test]
+    fn unsupported_input_type_is_explained() {
+        let source = "[[channels]]\nid = \"p\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"obs\"\ntype = \"rtmp\"\n";
+        let e = errors(source);
+        assert!(e.iter().any(|l| l.starts_with("t.toml:6:8:") && l.contains("only type = \"srt\"")), "{e:?}");
+    }
+}
