@@ -45,7 +45,7 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
     let input_up = f.int_gauge("lunora_input_up", "1 while a sender is connected to the input.", &["channel", "input", "role"])?;
     let bytes = f.counter("lunora_input_received_bytes_total", "Payload bytes received.", INPUT)?;
     let packets = f.counter("lunora_input_ts_packets_total", "MPEG-TS packets received in sync.", INPUT)?;
-    let bitrate = f.gauge("lunora_input_bitrate_bits_per_second", "Received bitrate over the last second.", INPUT)?;
+    let bitrate = f.gauge("lunora_input_receive_rate_bytes_per_second", "Receive rate over the last second.", INPUT)?;
     let frames = f.counter("lunora_input_frames_total", "Access units demultiplexed, by kind.", &["channel", "input", "kind"])?;
     let frames_dropped = f.counter("lunora_input_frames_dropped_total", "Frames the channel could not take in time.", INPUT)?;
     let pes_dropped = f.counter("lunora_input_pes_dropped_total", "PES packets discarded because a packet inside was lost.", INPUT)?;
@@ -82,7 +82,7 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
                 .set(i64::from(s.state == lunora_ingest::ConnectionState::Connected));
             bytes.with_label_values(&labels).inc_by(s.bytes_total);
             packets.with_label_values(&labels).inc_by(s.ts_packets_total);
-            bitrate.with_label_values(&labels).set(s.bitrate_bps);
+            bitrate.with_label_values(&labels).set(s.bitrate_bps / 8.0);
             for (kind, n) in [("video", s.frames_total.video), ("audio", s.frames_total.audio), ("data", s.frames_total.data)] {
                 frames.with_label_values(&[c, i, kind]).inc_by(n);
             }

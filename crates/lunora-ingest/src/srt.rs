@@ -7,6 +7,7 @@
 //! may reach its default handling. Should the listener task die anyway (a malformed handshake
 //! can still hit an `unimplemented!` inside srt-protocol), the input rebinds its port.
 
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use lunora_media::Codec;
 use lunora_srt::{AccessPolicy, LinkStats, ListenerEvent, ResilientListener};
-use lunora_ts::{AnalyserSettings, DemuxEvent, TsInput};
+use lunora_ts::{AnalyserSettings, DemuxEvent, Indicator, TsInput};
 use srt_protocol::packet::{RejectReason, ServerRejectReason};
 use srt_protocol::settings::KeySettings;
 use srt_protocol::statistics::SocketStatistics;
@@ -46,6 +47,9 @@ type LinkStatsStream = Pin<Box<dyn Stream<Item = SocketStatistics> + Send>>;
 struct Session {
     socket: SrtSocket,
     peer: SocketAddr,
+    /// Connection time or the last datagram, whichever is later: a caller that has just
+    /// connected gets the same `input_loss` grace as one that is sending.
+    last_activity: Instant,
 }
 
 /// An SRT input whose port is bound (so start-up can report "address in use" at once).
@@ -94,6 +98,9 @@ impl BoundSrtInput {
             closed_link: LinkStats::default(),
             window_start: Instant::now(),
             window_bytes: 0,
+            seen_indicators: HashSet::new(),
+            unreported: BTreeMap::new(),
+            last_summary: Instant::now(),
         };
         let mut session: Option<Session> = None;
         // Kept beside `session` so both can be polled in one select.
@@ -114,7 +121,12 @@ impl BoundSrtInput {
                     }
                 },
                 packet = next_packet(&mut session) => match packet {
-                    Some(Ok((_, bytes))) => input.handle_datagram(&bytes),
+                    Some(Ok((_, bytes))) => {
+                        if let Some(session) = session.as_mut() {
+                            session.last_activity = Instant::now();
+                        }
+                        input.handle_datagram(&bytes);
+                    }
                     Some(Err(e)) => {
                         info!(input = %settings.id, error = %e, "SRT caller connection failed");
                         session = None;
@@ -168,7 +180,12 @@ struct Input {
     closed_link: LinkStats,
     window_start: Instant,
     window_bytes: u64,
+    seen_indicators: HashSet<Indicator>,
+    unreported: BTreeMap<&'static str, u64>,
+    last_summary: Instant,
 }
+
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Input {
     fn decide(&self, settings: &SrtInputSettings, request: &ConnectionRequest, session: &Option<Session>) -> Decision {
@@ -183,8 +200,7 @@ impl Input {
             }
         };
         if let Some(current) = session {
-            let live = self.stats.lock().last_packet_at.is_some_and(|at| at.elapsed() < settings.input_loss);
-            if live {
+            if current.last_activity.elapsed() < settings.input_loss {
                 return Decision::Reject {
                     reason: RejectReason::Server(ServerRejectReason::Conflict),
                     why: format!("caller {} is live on this input", current.peer),
@@ -221,7 +237,7 @@ impl Input {
                             self.disconnected();
                         }
                         *link = Some(Box::pin(socket.statistics().clone()));
-                        *session = Some(Session { socket, peer });
+                        *session = Some(Session { socket, peer, last_activity: Instant::now() });
                         self.connected(peer);
                     }
                     Ok(Err(e)) => {
@@ -242,6 +258,7 @@ impl Input {
     fn connected(&mut self, peer: SocketAddr) {
         info!(input = %self.id, %peer, "SRT caller connected");
         self.ts.new_connection();
+        self.seen_indicators.clear();
         {
             let mut stats = self.stats.lock();
             stats.state = ConnectionState::Connected;
@@ -252,8 +269,7 @@ impl Input {
     }
 
     fn disconnected(&mut self) {
-        self.ts.flush();
-        self.forward_events();
+        self.ts.connection_lost();
         {
             let mut stats = self.stats.lock();
             stats.state = ConnectionState::Waiting;
@@ -303,21 +319,25 @@ impl Input {
         }
     }
 
-    /// Copies the analyser's counters into the shared snapshot and logs new TR 101 290 events
-    /// (at most a few lines per publish interval).
+    /// Copies the analyser's counters into the shared snapshot. TR 101 290 errors are logged
+    /// the first time each indicator fires on a connection, then as one summary line per
+    /// `SUMMARY_INTERVAL`, so a stream with a chronic fault cannot flood the log.
     fn publish(&mut self) {
         let now = Instant::now();
         let elapsed = now.duration_since(self.window_start).as_secs_f64();
-        let mut logged = 0;
         while let Some(event) = self.ts.poll_tr101290_event() {
-            if logged < 5 {
+            if self.seen_indicators.insert(event.indicator) {
                 warn!(input = %self.id, indicator = event.indicator.name(), priority = event.indicator.priority(),
-                    pid = ?event.pid.map(|p| p.value()), "TR 101 290 error");
+                    pid = ?event.pid.map(|p| p.value()), "TR 101 290 error (further ones are summarised every 10 s)");
+            } else {
+                *self.unreported.entry(event.indicator.name()).or_default() += 1;
             }
-            logged += 1;
         }
-        if logged > 5 {
-            warn!(input = %self.id, suppressed = logged - 5, "further TR 101 290 errors in the last interval");
+        if !self.unreported.is_empty() && now.duration_since(self.last_summary) >= SUMMARY_INTERVAL {
+            let summary: Vec<String> = self.unreported.iter().map(|(name, n)| format!("{name}={n}")).collect();
+            warn!(input = %self.id, errors = %summary.join(" "), "TR 101 290 errors in the last interval");
+            self.unreported.clear();
+            self.last_summary = now;
         }
         let mut stats = self.stats.lock();
         if elapsed >= 1.0 {

@@ -134,7 +134,20 @@ impl Demux {
         }
     }
 
-    /// Emits any PES still buffered (end of input).
+    /// Throws away PES packets still being assembled: the sender vanished, and an unbounded
+    /// (video) PES cannot be known to be complete. Counted in `pes_dropped`.
+    pub fn discard_partial(&mut self) {
+        for stream in self.streams.values_mut() {
+            if !stream.buffer.is_empty() {
+                stream.buffer.clear();
+                self.counters.pes_dropped += 1;
+            }
+            stream.broken = false;
+            stream.last_cc = None;
+        }
+    }
+
+    /// Emits any PES still buffered: the end of a complete stream such as a file.
     pub fn flush(&mut self) {
         let pids: Vec<Pid> = self.streams.keys().copied().collect();
         for pid in pids {

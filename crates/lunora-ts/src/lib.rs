@@ -63,6 +63,11 @@ impl TsInput {
         self.analyser.reset_stream_state();
     }
 
+    /// The sender vanished: drop half-assembled frames rather than pass on a truncated one.
+    pub fn connection_lost(&mut self) {
+        self.demux.discard_partial();
+    }
+
     pub fn poll_event(&mut self) -> Option<DemuxEvent> {
         self.demux.poll_event()
     }

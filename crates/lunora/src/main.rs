@@ -94,10 +94,12 @@ fn main() -> std::process::ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    // srt-tokio logs through `log`; the subscriber bridges it. Its per-packet chatter is
-    // kept to warnings unless RUST_LOG asks for more.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,srt_tokio=warn,srt_protocol=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // srt-tokio logs through `log`; the subscriber bridges it. It warns once per malformed
+    // datagram, so a hostile sender could flood the log: only its errors pass unless RUST_LOG
+    // asks for more. Lunora logs every rejection itself.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,srt_tokio=error,srt_protocol=error"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
 async fn run(config: Config) -> Result<()> {

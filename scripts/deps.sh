@@ -1,0 +1,26 @@
+# Shared by scripts/run and scripts/test: install what is missing, quietly and only once.
+# Usage: . scripts/deps.sh; need_apt PACKAGE... ; need_rust
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "need root to install packages: $*" >&2; return 1; fi
+}
+
+need_apt() {
+    missing=""
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"
+    done
+    if [ -n "$missing" ]; then
+        echo "installing:$missing"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    fi
+}
+
+need_rust() {
+    if ! command -v cargo >/dev/null; then
+        echo "cargo is missing: install Rust 1.95 or newer (https://rustup.rs) and run this again" >&2
+        exit 1
+    fi
+}

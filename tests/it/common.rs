@@ -1,0 +1,329 @@
+//! Harness: the daemon under test, peer processes, ports, HTTP and media helpers.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// Signals the process group led by `pid` (every child here is spawned as a group leader).
+fn signal_group(pid: u32, signal: Signal) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid > 1 {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
+    }
+}
+
+/// Path of a peer binary, or a loud failure naming the package that provides it.
+pub fn require(binary: &str, package: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let candidate = Path::new(dir).join(binary);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("peer binary `{binary}` is missing: install the Debian package `{package}` (bash .ci/run does)");
+}
+
+/// The `lunora` binary built from this workspace.
+pub fn lunora_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("LUNORA_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/it-<hash> → target/<profile>/lunora
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe.parent().and_then(Path::parent).map(|dir| dir.join("lunora")).expect("target dir");
+    assert!(bin.is_file(), "{} not found: run `cargo build --bins` first (the README test command does)", bin.display());
+    bin
+}
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free UDP port")
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free TCP port")
+}
+
+/// Polls `check` every 100 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+/// A child process killed (with its process group) when dropped. Its stdin is closed unless
+/// it was spawned with [`Proc::spawn_with_stdin`].
+pub struct Proc {
+    child: Child,
+    stderr_path: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `command` with stdout discarded and stderr captured to a file in `dir`.
+    pub fn spawn(name: &str, dir: &Path, command: &mut Command) -> Proc {
+        Self::start(name, dir, command.stdin(Stdio::null()))
+    }
+
+    fn start(name: &str, dir: &Path, command: &mut Command) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let stderr_path = dir.join(format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { child, stderr_path }
+    }
+
+    /// Like [`Proc::spawn`] but with a pipe to the child's stdin.
+    pub fn spawn_with_stdin(name: &str, dir: &Path, command: &mut Command) -> (Proc, std::process::ChildStdin) {
+        let mut proc = Proc::start(name, dir, command.stdin(Stdio::piped()));
+        let stdin = proc.child.stdin.take().expect("piped stdin");
+        (proc, stdin)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a signal to the process group this child leads (ffmpeg finalises its output on
+    /// SIGINT). Never a shell `kill`: procps `kill -SIG -PGID` argument parsing is too easy to
+    /// get wrong, and a wrong target there is every process we own.
+    pub fn signal(&self, signal: Signal) {
+        signal_group(self.child.id(), signal);
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.running() {
+            self.signal(Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a command to completion with a time limit.
+pub fn run(name: &str, command: &mut Command, timeout: Duration) -> Output {
+    use std::os::unix::process::CommandExt;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let killer = std::thread::spawn(move || {
+        if finished.recv_timeout(timeout).is_err() {
+            signal_group(pid, Signal::SIGKILL);
+        }
+    });
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let _ = done.send(());
+    let _ = killer.join();
+    output
+}
+
+/// The daemon under test, on its own ports and temp dir.
+pub struct Daemon {
+    pub http: u16,
+    pub dir: tempfile::TempDir,
+    process: Proc,
+}
+
+impl Daemon {
+    /// Starts `lunora run` with `config` (its `[http]` section is supplied here) and waits for
+    /// `/readyz`.
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let http = free_tcp_port();
+        let path = dir.path().join("lunora.toml");
+        std::fs::write(&path, format!("[http]\nlisten = \"127.0.0.1:{http}\"\n\n{config}")).expect("write config");
+        let process = Proc::spawn(
+            "lunora",
+            dir.path(),
+            Command::new(lunora_bin()).arg("run").arg("--config").arg(&path).env_remove("RUST_LOG"),
+        );
+        let mut daemon = Daemon { http, dir, process };
+        let ready = wait_for(Duration::from_secs(20), || daemon.get("/readyz").0 == 200);
+        assert!(ready, "lunora did not become ready; log:\n{}", daemon.log());
+        assert!(daemon.process.running());
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        self.process.stderr()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.process.running() && self.get("/healthz").0 == 200
+    }
+
+    /// HTTP GET on the daemon: (status, body). Status 0 when the connection failed.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path)
+    }
+
+    pub fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// `/api/v1/channels/{channel}` → the named input's JSON.
+    pub fn input(&self, channel: &str, input: &str) -> Value {
+        let c = self.json(&format!("/api/v1/channels/{channel}"));
+        c["inputs"].as_array().and_then(|a| a.iter().find(|i| i["id"] == input)).cloned().expect("input in status")
+    }
+
+    pub fn output(&self, channel: &str, output: &str) -> Value {
+        let c = self.json(&format!("/api/v1/channels/{channel}"));
+        c["outputs"].as_array().and_then(|a| a.iter().find(|o| o["id"] == output)).cloned().expect("output in status")
+    }
+
+    pub fn stop(mut self) -> ExitStatus {
+        self.process.signal(Signal::SIGTERM);
+        self.process.wait(Duration::from_secs(10)).expect("lunora stops within 10 s of SIGTERM")
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, dechunk(&body))
+}
+
+/// Undoes `Transfer-Encoding: chunked` when present (axum streams some bodies).
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else { return body.to_string() };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return body.to_string() };
+        if size == 0 {
+            return out;
+        }
+        let Some(chunk) = after.get(..size) else { return body.to_string() };
+        out.push_str(chunk);
+        rest = after.get(size + 2..).unwrap_or("");
+    }
+}
+
+/// A test stream made by ffmpeg: H.264 (GOP = 1 s) + AAC in MPEG-TS, `seconds` long at 25 fps.
+pub fn make_ts(dir: &Path, name: &str, seconds: u32, size: &str, bitrate: &str) -> PathBuf {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    let path = dir.join(name);
+    let out = run(
+        "ffmpeg (make test stream)",
+        Command::new(ffmpeg).args(["-v", "error", "-y", "-f", "lavfi", "-i"]).arg(format!("testsrc2=size={size}:rate=25")).args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:sample_rate=48000",
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "25",
+            "-b:v",
+            bitrate,
+            "-c:a",
+            "aac",
+            "-f",
+            "mpegts",
+        ]).arg(&path),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "ffmpeg could not make {name}: {}", String::from_utf8_lossy(&out.stderr));
+    path
+}
+
+/// ffmpeg pushing `file` in real time to an SRT URL.
+pub fn ffmpeg_push(dir: &Path, name: &str, file: &Path, url: &str) -> Proc {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    Proc::spawn(name, dir, Command::new(ffmpeg).args(["-v", "warning", "-re", "-i"]).arg(file).args(["-c", "copy", "-f", "mpegts", url]))
+}
+
+/// ffmpeg pulling an SRT URL into a TS file. `url` should carry `timeout=` (microseconds) so
+/// ffmpeg ends, finalising the file, once the stream stops; SIGINT works only while data flows.
+pub fn ffmpeg_record(dir: &Path, name: &str, url: &str, file: &Path) -> Proc {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    Proc::spawn(
+        name,
+        dir,
+        Command::new(ffmpeg)
+            .args(["-v", "warning", "-analyzeduration", "1000000", "-probesize", "1000000", "-i", url, "-c", "copy", "-f", "mpegts", "-y"])
+            .arg(file),
+    )
+}
+
+/// Video frames ffprobe decodes from `file`.
+pub fn decoded_video_frames(file: &Path) -> u64 {
+    let ffprobe = require("ffprobe", "ffmpeg");
+    let out = run(
+        "ffprobe",
+        Command::new(ffprobe)
+            .args(["-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+            .arg(file),
+        Duration::from_secs(60),
+    );
+    // ffprobe prints the count once per section (program and stream); take the first.
+    String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().trim_end_matches(',').parse().unwrap_or(0)
+}
+
+/// Everything ffmpeg says (at warning level and above) while decoding `file` completely.
+pub fn decode_warnings(file: &Path) -> String {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    let out = run("ffmpeg decode", Command::new(ffmpeg).args(["-v", "warning", "-i"]).arg(file).args(["-f", "null", "-"]), Duration::from_secs(120));
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+pub fn as_u64(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}

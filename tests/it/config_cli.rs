@@ -1,0 +1,59 @@
+//! `lunora check-config` on the shipped configs and on broken ones.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+fn check(path: &Path) -> (bool, String) {
+    let out = run("lunora check-config", Command::new(lunora_bin()).arg("check-config").arg(path), Duration::from_secs(20));
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn every_file_in_config_dir_passes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("config dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            // example.toml references secrets by ${ENV}; give them values as a deployment would.
+            let out = run(
+                "lunora check-config",
+                Command::new(lunora_bin())
+                    .arg("check-config")
+                    .arg(&path)
+                    .env("LUNORA_SRT_PASSPHRASE", "an-srt-passphrase")
+                    .env("MEDIALIVE_SRT_PASSPHRASE", "a-medialive-passphrase"),
+                Duration::from_secs(20),
+            );
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "config/ holds default.toml and example.toml");
+}
+
+#[test]
+fn broken_configs_report_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("syntax.toml", "[http]\nlisten = \"127.0.0.1:8080\n", &["syntax.toml:2:"]),
+        ("unknown.toml", "[http]\nlisten = \"127.0.0.1:8080\"\nport = 80\n", &["unknown.toml:3:1: unknown field `port`"]),
+        (
+            "semantic.toml",
+            "[[channels]]\nid = \"p\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"a\"\ntype = \"srt\"\nlisten = \"0.0.0.0:9000\"\npassphrase = \"${LUNORA_IT_UNSET}\"\n[[channels.outputs]]\nid = \"o\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"0.0.0.0:9000\"\n",
+            &["semantic.toml:8:14: environment variable LUNORA_IT_UNSET is not set", "semantic.toml:13:10: UDP port 9000 of output p/o is already used by input p/a"],
+        ),
+    ];
+    for (name, body, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).expect("write");
+        let (ok, output) = check(&path);
+        assert!(!ok, "{name} must fail");
+        for line in *expected {
+            assert!(output.contains(line), "{name}: expected {line:?} in:\n{output}");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `lunora` binary against real third-party peers.
+//!
+//! One test binary with modules (each test file would otherwise link its own binary, which is
+//! slow on two cores). Every process a test starts is killed when its handle drops; every wait
+//! is bounded. A missing peer binary fails the test loudly: `.ci/run` installs them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod common;
+mod config_cli;
+mod metrics;
+mod srt_ingest;
+mod srt_output;
