@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# End-to-end relay bench: a 50 Mbit/s MPEG-TS (H.264 CBR made by ffmpeg) pushed over SRT through
+# `lunora` (analyse + demux + re-mux + SRT out) and through `srt-live-transmit` (pure relay) in
+# the same run. Prints CPU seconds, the CPU-time ratio lunora/srt-live-transmit (target <= 1.0)
+# and the peak RSS of each. Loopback only; every process is stopped on exit.
+#   bash benches/srt_relay.sh [seconds]      (default 20)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_MEASURED=${1:-20}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+cargo build --release --locked -p lunora >/dev/null 2>&1
+LUNORA=$PWD/target/release/lunora
+TICKS=$(getconf CLK_TCK)
+
+echo "generating $((SECONDS_MEASURED + 8)) s of 1280x720p30 H.264 at 50 Mbit/s ..."
+ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30" -t $((SECONDS_MEASURED + 8)) \
+  -c:v libx264 -preset ultrafast -g 30 -b:v 46M -minrate 46M -maxrate 46M -bufsize 8M \
+  -x264-params nal-hrd=cbr -f mpegts -muxrate 50M "$WORK/src.ts"
+echo "source: $(( $(stat -c %s "$WORK/src.ts") * 8 / (SECONDS_MEASURED + 8) / 1000000 )) Mbit/s"
+
+port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# measure NAME PID IN_PORT OUT_PORT: pushes the source, pulls the output, reports.
+measure() {
+  local name=$1 pid=$2 in_port=$3 out_port=$4
+  srt-live-transmit -q "srt://127.0.0.1:$out_port?latency=200" file://con -chunk:1316 > "$WORK/$name.out" 2>/dev/null &
+  PIDS+=($!); local receiver=$!
+  sleep 0.5
+  ffmpeg -v error -re -i "$WORK/src.ts" -c copy -f mpegts "srt://127.0.0.1:$in_port?pkt_size=1316&latency=200000" &
+  PIDS+=($!); local pusher=$!
+  sleep 4
+  local start end bytes_start bytes_end
+  start=$(cpu_ticks "$pid"); bytes_start=$(stat -c %s "$WORK/$name.out")
+  sleep "$SECONDS_MEASURED"
+  end=$(cpu_ticks "$pid"); bytes_end=$(stat -c %s "$WORK/$name.out")
+  local rss; rss=$(peak_rss_kib "$pid")
+  kill -9 "$pusher" "$receiver" 2>/dev/null || true
+  local cpu; cpu=$(python3 -c "print(f'{($end-$start)/$TICKS:.2f}')")
+  local mbit; mbit=$(python3 -c "print(f'{($bytes_end-$bytes_start)*8/$SECONDS_MEASURED/1e6:.1f}')")
+  echo "$name: cpu ${cpu} s over ${SECONDS_MEASURED} s, peak RSS $((rss / 1024)) MiB, delivered ${mbit} Mbit/s" >&2
+  echo "$cpu $rss"
+}
+
+IN=$(port); OUT=$(port); HTTP=$(port)
+cat > "$WORK/lunora.toml" <<TOML
+[http]
+listen = "127.0.0.1:$HTTP"
+[[channels]]
+id = "bench"
+mode = "single"
+[[channels.inputs]]
+id = "in"
+type = "srt"
+listen = "127.0.0.1:$IN"
+latency_ms = 200
+[[channels.outputs]]
+id = "out"
+type = "srt"
+mode = "listener"
+listen = "127.0.0.1:$OUT"
+latency_ms = 200
+TOML
+"$LUNORA" run --config "$WORK/lunora.toml" 2>"$WORK/lunora.log" &
+PIDS+=($!); LUNORA_PID=$!
+sleep 1
+read -r LUNORA_CPU LUNORA_RSS < <(measure lunora "$LUNORA_PID" "$IN" "$OUT")
+curl -s "http://127.0.0.1:$HTTP/api/v1/channels/bench" | python3 -c '
+import json,sys; c=json.load(sys.stdin); i=c["inputs"][0]; o=c["outputs"][0]
+print("lunora: input", i["frames_total"], "tr101290 p1 errors:", sum(v for k,v in i["tr101290"].items() if k in ("ts_sync_loss","sync_byte_error","pat_error","continuity_count_error","pmt_error","pid_error")), "| output dropped frames:", o["dropped_frames_total"])' >&2
+kill -9 "$LUNORA_PID"
+
+IN=$(port); OUT=$(port)
+srt-live-transmit -q "srt://127.0.0.1:$IN?mode=listener&latency=200" "srt://127.0.0.1:$OUT?mode=listener&latency=200" -chunk:1316 2>/dev/null &
+PIDS+=($!); SLT_PID=$!
+sleep 0.5
+read -r SLT_CPU SLT_RSS < <(measure srt-live-transmit "$SLT_PID" "$IN" "$OUT")
+
+python3 - "$LUNORA_CPU" "$SLT_CPU" "$LUNORA_RSS" "$SLT_RSS" <<'PY'
+import sys
+lc, sc, lr, sr = map(float, sys.argv[1:])
+print(f"CPU time ratio lunora / srt-live-transmit: {lc / sc:.2f} (target <= 1.0)" if sc > 0 else "srt-live-transmit used no measurable CPU")
+print(f"peak RSS: lunora {lr/1024:.1f} MiB, srt-live-transmit {sr/1024:.1f} MiB")
+PY
