@@ -155,6 +155,15 @@ pub fn run(name: &str, command: &mut Command, timeout: Duration) -> Output {
     output
 }
 
+/// Config for channel `program` in single mode: one SRT input `input_id` on 127.0.0.1:`port`
+/// (extra keys for it in `input_extra`), then `outputs` (TOML tables) as given.
+pub fn single_srt_channel(input_id: &str, port: u16, input_extra: &str, outputs: &str) -> String {
+    format!(
+        "[[channels]]\nid = \"program\"\nmode = \"single\"\n\n[channels.failover]\ninput_loss_ms = 500\n\n\
+         [[channels.inputs]]\nid = \"{input_id}\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{port}\"\nlatency_ms = 200\n{input_extra}\n\n{outputs}\n"
+    )
+}
+
 /// The daemon under test, on its own ports and temp dir.
 pub struct Daemon {
     pub http: u16,

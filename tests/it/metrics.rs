@@ -10,9 +10,7 @@ use crate::common::*;
 fn metrics_pass_promtool_and_match_the_api() {
     let promtool = require("promtool", "prometheus");
     let port = free_udp_port();
-    let daemon = Daemon::start(&format!(
-        "[[channels]]\nid = \"program\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"cam\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{port}\"\nlatency_ms = 200\n"
-    ));
+    let daemon = Daemon::start(&single_srt_channel("cam", port, "", ""));
     // Series exist before any sender connects.
     let (status, idle) = daemon.get("/metrics");
     assert_eq!(status, 200);

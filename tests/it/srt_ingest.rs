@@ -9,23 +9,7 @@ use crate::common::*;
 const PASSPHRASE: &str = "videon-passphrase-1";
 
 fn channel(port: u16, extra: &str) -> String {
-    format!(
-        r#"
-[[channels]]
-id = "program"
-mode = "single"
-
-[channels.failover]
-input_loss_ms = 500
-
-[[channels.inputs]]
-id = "videon-a"
-type = "srt"
-listen = "127.0.0.1:{port}"
-latency_ms = 200
-{extra}
-"#
-    )
+    single_srt_channel("videon-a", port, extra, "")
 }
 
 fn video_frames(daemon: &Daemon) -> u64 {

@@ -4,29 +4,13 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn single_channel(input_port: u16, output: &str) -> String {
-    format!(
-        r#"
-[[channels]]
-id = "program"
-mode = "single"
-
-[[channels.inputs]]
-id = "encoder"
-type = "srt"
-listen = "127.0.0.1:{input_port}"
-latency_ms = 200
-
-{output}
-"#
-    )
-}
-
 #[test]
 fn listener_output_delivers_a_stream_ffprobe_decodes_cleanly() {
     let (input, output) = (free_udp_port(), free_udp_port());
-    let daemon = Daemon::start(&single_channel(
+    let daemon = Daemon::start(&single_srt_channel(
+        "encoder",
         input,
+        "",
         &format!("[[channels.outputs]]\nid = \"out\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"127.0.0.1:{output}\"\nlatency_ms = 200\n"),
     ));
     let dir = daemon.dir.path().to_path_buf();
@@ -72,8 +56,10 @@ fn listener_output_delivers_a_stream_ffprobe_decodes_cleanly() {
 fn caller_output_reaches_an_encrypted_listener_and_reconnects_after_it_restarts() {
     let (input, target) = (free_udp_port(), free_udp_port());
     let passphrase = "medialive-secret-42";
-    let daemon = Daemon::start(&single_channel(
+    let daemon = Daemon::start(&single_srt_channel(
+        "encoder",
         input,
+        "",
         &format!(
             "[[channels.outputs]]\nid = \"medialive\"\ntype = \"srt\"\nmode = \"caller\"\naddress = \"127.0.0.1:{target}\"\nlatency_ms = 200\npassphrase = \"{passphrase}\"\npbkeylen = 32\n"
         ),

@@ -253,11 +253,12 @@ async fn pump(id: &str, socket: &mut SrtSocket, bus: &Arc<Bus>, stats: &OutputSt
     let mut receiver = bus.subscribe();
     let mut muxer = Muxer::new(MuxSettings::default());
     let mut out = BytesMut::with_capacity(256 * 1024);
-    let mut last_write = Instant::now();
     let mut reported_drops = 0;
     let mut last_drop_log: Option<Instant> = None;
+    // One timer, re-armed after each write, rather than a new one per loop turn.
+    let flush = tokio::time::sleep(FLUSH_AFTER);
+    tokio::pin!(flush);
     loop {
-        let flush_at = tokio::time::Instant::from_std(last_write + FLUSH_AFTER);
         let item = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             incoming = socket.next() => match incoming {
@@ -266,11 +267,10 @@ async fn pump(id: &str, socket: &mut SrtSocket, bus: &Arc<Bus>, stats: &OutputSt
                 Some(Err(e)) => return Err(format!("connection failed: {e}")),
                 None => return Err("peer closed the connection".into()),
             },
-            _ = tokio::time::sleep_until(flush_at), if !out.is_empty() => {
+            _ = &mut flush, if !out.is_empty() => {
                 let whole = out.len() - out.len() % PACKET_SIZE;
                 let datagram = out.split_to(whole).freeze();
                 send(socket, datagram, stats).await?;
-                last_write = Instant::now();
                 continue;
             }
             item = receiver.recv() => match item {
@@ -288,7 +288,7 @@ async fn pump(id: &str, socket: &mut SrtSocket, bus: &Arc<Bus>, stats: &OutputSt
                     let datagram = out.split_to(DATAGRAM_SIZE).freeze();
                     send(socket, datagram, stats).await?;
                 }
-                last_write = Instant::now();
+                flush.as_mut().reset(tokio::time::Instant::now() + FLUSH_AFTER);
             }
         }
         let dropped = receiver.dropped_frames();

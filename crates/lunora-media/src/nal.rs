@@ -66,6 +66,12 @@ impl<'a> AnnexBNalUnits<'a> {
         };
         AnnexBNalUnits { rest }
     }
+
+    /// The header byte of the next unit, without scanning for its end: a caller looking for
+    /// the first slice can stop there instead of reading a whole picture.
+    pub fn peek_header(&self) -> Option<u8> {
+        self.rest.first().copied()
+    }
 }
 
 impl<'a> Iterator for AnnexBNalUnits<'a> {
@@ -129,6 +135,15 @@ mod tests {
         let data = [0xFF, 0, 0, 0, 1, 0x67, 0xAA, 0, 0, 1, 0x68, 0xBB, 0, 0, 0, 1, 0x65, 0x00, 0x01];
         let units: Vec<&[u8]> = AnnexBNalUnits::new(&data).collect();
         assert_eq!(units, vec![&[0x67, 0xAA][..], &[0x68, 0xBB][..], &[0x65, 0x00, 0x01][..]]);
+    }
+
+    #[test]
+    fn peek_shows_the_next_header_without_consuming() {
+        let data = [0, 0, 1, 0x67, 0xAA, 0, 0, 1, 0x65, 0x88];
+        let mut units = AnnexBNalUnits::new(&data);
+        assert_eq!(units.peek_header(), Some(0x67));
+        assert_eq!(units.next(), Some(&[0x67, 0xAA][..]));
+        assert_eq!(units.peek_header(), Some(0x65));
     }
 
     #[test]

@@ -351,45 +351,43 @@ impl Demux {
 }
 
 /// Reads the NAL units before the first slice: notes parameter sets and says whether the
-/// access unit is a random access point.
+/// access unit is a random access point. The slice itself is judged by its header byte alone,
+/// so the cost does not grow with the picture size.
 fn inspect_video_access_unit(stream: &mut ElementaryStream, payload: &[u8]) -> bool {
-    let mut keyframe = false;
-    for nal in AnnexBNalUnits::new(payload) {
-        let Some(&first) = nal.first() else { continue };
+    let mut units = AnnexBNalUnits::new(payload);
+    while let Some(header) = units.peek_header() {
         if stream.codec == Codec::H264 {
-            match H264NalType::from_header(first) {
+            match H264NalType::from_header(header) {
+                H264NalType::IdrSlice => return true,
+                H264NalType::NonIdrSlice => return false,
                 H264NalType::Sps => {
-                    if let Ok(sps) = parse_h264_sps(nal) {
+                    if let Some(Ok(sps)) = units.next().map(parse_h264_sps) {
                         stream.format = Some(sps.format);
                     }
                 }
-                H264NalType::IdrSlice => {
-                    keyframe = true;
-                    break;
+                _ => {
+                    units.next();
                 }
-                H264NalType::NonIdrSlice => break,
-                _ => {}
             }
         } else {
-            match HevcNalType::from_header(first) {
+            match HevcNalType::from_header(header) {
+                HevcNalType::Irap(_) => return true,
+                HevcNalType::Other(t) if t < 32 => return false,
                 HevcNalType::Vps => {
-                    if let Ok(vps) = parse_hevc_vps(nal) {
+                    if let Some(Ok(vps)) = units.next().map(parse_hevc_vps) {
                         stream.hevc_frame_rate = vps.frame_rate;
                     }
                 }
                 HevcNalType::Sps => {
-                    if let Ok(sps) = parse_hevc_sps(nal) {
+                    if let Some(Ok(sps)) = units.next().map(parse_hevc_sps) {
                         stream.format = Some(VideoFormat { frame_rate: stream.hevc_frame_rate, ..sps.format });
                     }
                 }
-                HevcNalType::Irap(_) => {
-                    keyframe = true;
-                    break;
+                _ => {
+                    units.next();
                 }
-                HevcNalType::Other(t) if t < 32 => break,
-                _ => {}
             }
         }
     }
-    keyframe
+    false
 }
