@@ -1,0 +1,16 @@
+//! The failover core: input health, the switching policy and a continuous output timeline.
+//!
+//! Architecture invariant: pure and sans-IO. It is fed frames, link statistics, analyser
+//! counters, commands and the time (`now: Duration` since any origin); it hands back output
+//! frames, events and when it next needs to be woken. One task per channel owns it.
+
+mod health;
+mod params;
+mod switcher;
+mod tracks;
+
+pub use health::{Health, HealthSettings, InputHealth, Reason};
+pub use switcher::{Command, InputSpec, Output, Policy, Preference, Role, SwitchMode, SwitchReason, SwitchRecord, Switcher};
+
+#[cfg(test)]
+mod scenarios;

@@ -1,0 +1,605 @@
+//! The switcher: picks the input on air, cuts at keyframes, keeps the output timeline
+//! continuous.
+//!
+//! Cutting never re-encodes, so a cut can only land on a keyframe of the incoming input:
+//! - while the outgoing input still flows (degraded), it stays on air until the incoming
+//!   input's next keyframe, and the keyframe follows its last frame by one frame duration —
+//!   no gap;
+//! - when the outgoing input is lost, the incoming input's next keyframe goes out after the real
+//!   time that passed, so the output stays tied to the wall clock;
+//! - in aligned mode the output runs a delay behind live, and a cut replays the incoming
+//!   input's frames from the keyframe whose content time is not after the outgoing input's last
+//!   frame, giving a seam without a gap or a repeat.
+//!
+//! Output DTS is strictly increasing per track; audio and data of the incoming input start at
+//! the first frame at or after the video cut, so A/V sync is kept.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use lunora_media::{Codec, Frame, MpegTime, Program, TrackId};
+
+use crate::health::{Health, HealthSettings, InputHealth, Reason};
+use crate::params::ParameterSets;
+use crate::tracks::{adopt_codecs, map_tracks, output_program};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Main,
+    Backup,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Main => "main",
+            Role::Backup => "backup",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputSpec {
+    pub id: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preference {
+    /// Return to the highest-priority input once it has been healthy for `error_clear`.
+    Primary,
+    /// Stay on whatever input is on air while it is fine.
+    Equal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchMode {
+    Cut,
+    /// Output runs `delay` behind live (default: the measured GOP) for frame-accurate seams
+    /// between two encoders fed the same source.
+    Aligned { delay: Option<Duration> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    pub health: HealthSettings,
+    pub preference: Preference,
+    pub error_clear: Duration,
+    /// Whether transport symptoms (SRT loss, TR 101 290 priority 1) trigger a switch.
+    pub switch_on_transport: bool,
+    /// Whether elementary-stream symptoms (frame rate, keyframes, timestamps, bitrate) do.
+    pub switch_on_stream: bool,
+    pub mode: SwitchMode,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            health: HealthSettings::default(),
+            preference: Preference::Primary,
+            error_clear: Duration::from_secs(5),
+            switch_on_transport: true,
+            switch_on_stream: true,
+            mode: SwitchMode::Cut,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Put this input on air and keep it there (falling back only while it is lost).
+    Force(usize),
+    /// Let the policy decide again.
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchReason {
+    /// The first input goes on air.
+    Start,
+    /// The input on air stopped.
+    InputLost,
+    Degraded(Reason),
+    ReturnToPrimary,
+    Manual,
+    /// Every input had been lost; this one came back.
+    Resume,
+}
+
+impl SwitchReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            SwitchReason::Start => "start",
+            SwitchReason::InputLost => "input_lost",
+            SwitchReason::Degraded(reason) => reason.name(),
+            SwitchReason::ReturnToPrimary => "return_to_primary",
+            SwitchReason::Manual => "manual",
+            SwitchReason::Resume => "resume",
+        }
+    }
+}
+
+/// One switch, as the log, the API and the metrics report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwitchRecord {
+    pub from: Option<usize>,
+    pub to: usize,
+    pub reason: SwitchReason,
+    /// When the policy decided.
+    pub decided_at: Duration,
+    /// When the cut happened (the incoming keyframe arrived).
+    pub at: Duration,
+    /// Wall-clock time between the last frame of the outgoing input that went out and the
+    /// incoming keyframe, minus one frame: zero for a seamless cut.
+    pub gap: Duration,
+    /// Codec or resolution differ between the two inputs (the switch happens anyway).
+    pub incompatible: Vec<String>,
+    /// Aligned mode: how far (in frames) the seam is from content-exact.
+    pub seam_error_frames: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Program(Program),
+    Frame(Frame),
+    Switched(SwitchRecord),
+    HealthChanged { input: usize, health: Health },
+    /// Every input is lost: the output pauses.
+    AllLost { at: Duration },
+}
+
+/// Non-video frames kept per standby input, so that audio muxed ahead of its video is still
+/// there when a cut lands on that video's keyframe.
+const STANDBY_TAIL: usize = 128;
+/// Automatic switches for degradation are at least this far apart (losses are not held back).
+const MIN_DWELL: Duration = Duration::from_secs(1);
+/// How often the switcher wants to re-evaluate health when nothing else wakes it.
+const TICK: Duration = Duration::from_millis(50);
+/// Default video frame duration until one is measured (59.94 Hz field pairs).
+const DEFAULT_FRAME_TICKS: i64 = 1_501;
+
+#[derive(Debug)]
+struct Input {
+    spec: InputSpec,
+    health: InputHealth,
+    state: Health,
+    program: Option<Program>,
+    params: ParameterSets,
+    video_codec: Option<Codec>,
+    last_video_dts: Option<MpegTime>,
+    frame_ticks: i64,
+    /// Non-video frames recently received while not on air.
+    tail: VecDeque<Frame>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    target: usize,
+    reason: SwitchReason,
+    decided_at: Duration,
+}
+
+#[derive(Debug)]
+struct OnAir {
+    input: usize,
+    /// Added to the input's timestamps to get output timestamps.
+    offset: i64,
+    /// Input DTS of the keyframe the segment started on: earlier non-video frames are dropped.
+    cut_dts: MpegTime,
+    map: HashMap<TrackId, TrackId>,
+    /// Input DTS of the last video frame sent from this segment.
+    last_in_video: Option<MpegTime>,
+}
+
+#[derive(Debug)]
+pub struct Switcher {
+    policy: Policy,
+    inputs: Vec<Input>,
+    on_air: Option<OnAir>,
+    pending: Option<Pending>,
+    forced: Option<usize>,
+    output_program: Option<Program>,
+    last_out_dts: HashMap<TrackId, MpegTime>,
+    /// Output DTS and wall time of the last video frame sent.
+    last_video_out: Option<(MpegTime, Duration)>,
+    last_switch_at: Option<Duration>,
+    /// The input that was on air when the output last lost its input.
+    last_lost: Option<usize>,
+    all_lost_reported: bool,
+    outputs: VecDeque<Output>,
+    history: VecDeque<SwitchRecord>,
+    next_tick: Duration,
+    dropped_frames: u64,
+}
+
+impl Switcher {
+    pub fn new(policy: Policy, inputs: Vec<InputSpec>) -> Self {
+        Switcher {
+            inputs: inputs
+                .into_iter()
+                .map(|spec| Input {
+                    spec,
+                    health: InputHealth::new(policy.health),
+                    state: Health::Lost,
+                    program: None,
+                    params: ParameterSets::default(),
+                    video_codec: None,
+                    last_video_dts: None,
+                    frame_ticks: DEFAULT_FRAME_TICKS,
+                    tail: VecDeque::new(),
+                })
+                .collect(),
+            policy,
+            on_air: None,
+            pending: None,
+            forced: None,
+            output_program: None,
+            last_out_dts: HashMap::new(),
+            last_video_out: None,
+            last_switch_at: None,
+            last_lost: None,
+            all_lost_reported: false,
+            outputs: VecDeque::new(),
+            history: VecDeque::new(),
+            next_tick: Duration::ZERO,
+            dropped_frames: 0,
+        }
+    }
+
+    /// The input on air.
+    pub fn active(&self) -> Option<usize> {
+        self.on_air.as_ref().map(|a| a.input)
+    }
+
+    pub fn spec(&self, input: usize) -> Option<&InputSpec> {
+        self.inputs.get(input).map(|i| &i.spec)
+    }
+
+    pub fn forced(&self) -> Option<usize> {
+        self.forced
+    }
+
+    pub fn health(&self, input: usize) -> Option<&Health> {
+        self.inputs.get(input).map(|i| &i.state)
+    }
+
+    /// The most recent switches, oldest first (at most 20).
+    pub fn history(&self) -> impl Iterator<Item = &SwitchRecord> {
+        self.history.iter()
+    }
+
+    /// Frames not sent because they would have broken the output timeline.
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped_frames
+    }
+
+    /// When [`Switcher::handle_timeout`] should next be called: the periodic health tick, or
+    /// sooner, the moment the input on air would count as lost (so detection is not late by
+    /// up to a tick).
+    pub fn poll_timeout(&self) -> Duration {
+        let loss_deadline = self
+            .on_air
+            .as_ref()
+            .and_then(|a| self.inputs[a.input].health.last_frame_at())
+            .map(|at| at + self.policy.health.input_loss);
+        loss_deadline.map_or(self.next_tick, |deadline| deadline.min(self.next_tick))
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.next_tick = now + TICK;
+        self.evaluate(now);
+    }
+
+    pub fn handle_command(&mut self, now: Duration, command: Command) {
+        self.forced = match command {
+            Command::Force(input) if input < self.inputs.len() => Some(input),
+            Command::Force(_) => self.forced,
+            Command::Auto => None,
+        };
+        self.evaluate(now);
+    }
+
+    pub fn handle_connected(&mut self, now: Duration, input: usize) {
+        let Some(i) = self.inputs.get_mut(input) else { return };
+        i.health.connected(now);
+        i.last_video_dts = None;
+        i.tail.clear();
+        if self.active() == Some(input) {
+            // Same input, new sender: its clock restarted. Re-anchor at its first keyframe.
+            self.lose_on_air(now);
+        }
+        self.evaluate(now);
+    }
+
+    pub fn handle_disconnected(&mut self, now: Duration, input: usize) {
+        let Some(i) = self.inputs.get_mut(input) else { return };
+        i.health.disconnected();
+        self.evaluate(now);
+    }
+
+    pub fn handle_program(&mut self, now: Duration, input: usize, program: Program) {
+        let Some(i) = self.inputs.get_mut(input) else { return };
+        i.health.set_has_video(program.tracks.iter().any(|t| t.codec.is_video()));
+        i.video_codec = program.tracks.iter().map(|t| t.codec).find(|c| c.is_video());
+        i.program = Some(program);
+        if self.active() == Some(input) {
+            // The encoder changed its streams mid-air: remap at its next keyframe.
+            self.lose_on_air(now);
+        }
+        self.evaluate(now);
+    }
+
+    /// SRT counters of the input's current connection.
+    pub fn handle_link(&mut self, now: Duration, input: usize, packets_received: u64, packets_lost: u64) {
+        if let Some(i) = self.inputs.get_mut(input) {
+            i.health.handle_link(now, packets_received, packets_lost);
+        }
+    }
+
+    /// TR 101 290 priority-1 error total of the input.
+    pub fn handle_tr101290(&mut self, now: Duration, input: usize, priority1_total: u64) {
+        if let Some(i) = self.inputs.get_mut(input) {
+            i.health.handle_tr101290(now, priority1_total);
+        }
+    }
+
+    pub fn handle_frame(&mut self, now: Duration, input: usize, frame: Frame) {
+        let Some(i) = self.inputs.get_mut(input) else { return };
+        i.health.handle_frame(now, &frame);
+        if frame.codec.is_video() {
+            if let Some(last) = i.last_video_dts {
+                let step = frame.dts - last;
+                if step > 0 && step < 90_000 {
+                    i.frame_ticks = step;
+                }
+            }
+            i.last_video_dts = Some(frame.dts);
+            i.params.observe(frame.codec, &frame.data);
+        }
+        self.route(now, input, frame);
+    }
+
+    // ---- policy ----------------------------------------------------------------------------
+
+    fn triggers(&self, health: &Health) -> Option<SwitchReason> {
+        match health {
+            Health::Healthy => None,
+            Health::Lost => Some(SwitchReason::InputLost),
+            Health::Degraded(reasons) => reasons
+                .iter()
+                .find(|r| if r.is_transport() { self.policy.switch_on_transport } else { self.policy.switch_on_stream })
+                .map(|r| SwitchReason::Degraded(*r)),
+        }
+    }
+
+    fn evaluate(&mut self, now: Duration) {
+        for index in 0..self.inputs.len() {
+            let health = self.inputs[index].health.evaluate(now);
+            if health != self.inputs[index].state {
+                self.inputs[index].state = health.clone();
+                self.outputs.push_back(Output::HealthChanged { input: index, health });
+            }
+        }
+        if let Some(active) = self.active()
+            && self.inputs[active].state == Health::Lost
+        {
+            self.lose_on_air(now);
+        }
+        let desired = self.desired(now);
+        match desired {
+            Some((target, _)) if Some(target) == self.active() => self.pending = None,
+            Some((target, reason)) => {
+                if self.pending.is_none_or(|p| p.target != target) {
+                    self.pending = Some(Pending { target, reason, decided_at: now });
+                }
+            }
+            None => self.pending = None,
+        }
+        let nothing_flows = self.active().is_none() && self.inputs.iter().all(|i| i.state == Health::Lost);
+        if nothing_flows && self.last_video_out.is_some() && !self.all_lost_reported {
+            self.all_lost_reported = true;
+            self.outputs.push_back(Output::AllLost { at: now });
+        }
+    }
+
+    /// Which input should be on air, and why a change would be made.
+    fn desired(&self, now: Duration) -> Option<(usize, SwitchReason)> {
+        let usable = |i: usize| self.inputs[i].state != Health::Lost;
+        let fine = |i: usize| self.triggers(&self.inputs[i].state).is_none();
+        let current = self.active();
+        if let Some(forced) = self.forced
+            && usable(forced)
+        {
+            return Some((forced, SwitchReason::Manual));
+        }
+        let by_priority = 0..self.inputs.len();
+        let Some(current) = current else {
+            let reason = if self.all_lost_reported {
+                SwitchReason::Resume
+            } else if self.last_lost.is_some() {
+                SwitchReason::InputLost
+            } else {
+                SwitchReason::Start
+            };
+            let pick = by_priority.clone().find(|&i| fine(i)).or_else(|| by_priority.clone().find(|&i| usable(i)));
+            return pick.map(|i| (i, reason));
+        };
+        if fine(current) {
+            if self.policy.preference == Preference::Primary {
+                let better = (0..current).find(|&i| fine(i) && self.inputs[i].health.healthy_for(now) >= self.policy.error_clear);
+                if let Some(better) = better {
+                    return Some((better, SwitchReason::ReturnToPrimary));
+                }
+            }
+            return Some((current, SwitchReason::Start));
+        }
+        // The input on air is degraded in a way that triggers a switch.
+        let reason = self.triggers(&self.inputs[current].state).unwrap_or(SwitchReason::InputLost);
+        let dwelling = self.last_switch_at.is_some_and(|at| now.saturating_sub(at) < MIN_DWELL);
+        if dwelling {
+            return Some((current, reason));
+        }
+        let alternative = by_priority.clone().find(|&i| i != current && fine(i));
+        Some((alternative.unwrap_or(current), reason))
+    }
+
+    /// The input on air stopped (or restarted): nothing goes out until a keyframe re-anchors.
+    fn lose_on_air(&mut self, now: Duration) {
+        if let Some(on_air) = self.on_air.take() {
+            self.last_lost = Some(on_air.input);
+            self.last_switch_at = Some(now);
+            self.pending = None;
+        }
+    }
+
+    // ---- routing (cut mode) ------------------------------------------------------------------
+
+    fn can_start_on(&self, input: usize, frame: &Frame) -> bool {
+        let has_video = self.inputs[input].video_codec.is_some();
+        if has_video { frame.codec.is_video() && frame.keyframe } else { frame.keyframe }
+    }
+
+    fn route(&mut self, now: Duration, input: usize, frame: Frame) {
+        if let Some(pending) = self.pending
+            && pending.target == input
+            && self.inputs[input].program.is_some()
+            && self.can_start_on(input, &frame)
+        {
+            self.cut(now, input, pending, frame);
+            return;
+        }
+        if self.active() == Some(input) {
+            self.emit(now, frame);
+            return;
+        }
+        if !frame.codec.is_video() {
+            let tail = &mut self.inputs[input].tail;
+            tail.push_back(frame);
+            if tail.len() > STANDBY_TAIL {
+                tail.pop_front();
+            }
+        }
+    }
+
+    /// Puts `input` on air starting with `keyframe`.
+    fn cut(&mut self, now: Duration, input: usize, pending: Pending, keyframe: Frame) {
+        let from = if pending.reason == SwitchReason::Start { None } else { self.active().or(self.last_lost) };
+        let frame_ticks = self.inputs[input].frame_ticks;
+        let (target, gap) = match self.last_video_out {
+            None => (keyframe.dts, Duration::ZERO),
+            Some((last_dts, last_at)) => {
+                let elapsed = now.saturating_sub(last_at);
+                let frame = Duration::from_micros((frame_ticks as u64 * 1000) / 90);
+                if self.active().is_some() {
+                    // The outgoing input is still on air: butt the keyframe against its last frame.
+                    (last_dts + frame_ticks, Duration::ZERO)
+                } else {
+                    // A real pause: the output timeline moves on by the time that passed.
+                    let ticks = (elapsed.as_micros() as i64 * 90 / 1000).max(frame_ticks);
+                    let rounded = (ticks + frame_ticks / 2) / frame_ticks * frame_ticks;
+                    (last_dts + rounded, elapsed.saturating_sub(frame))
+                }
+            }
+        };
+        let program = self.inputs[input].program.clone().unwrap_or_default();
+        let mut incompatible = Vec::new();
+        let output = match &self.output_program {
+            Some(output) => output.clone(),
+            None => {
+                let output = output_program(&program);
+                self.output_program = Some(output.clone());
+                self.outputs.push_back(Output::Program(output.clone()));
+                output
+            }
+        };
+        let (map, problems) = map_tracks(&output, &program);
+        incompatible.extend(problems);
+        let adopted = adopt_codecs(&output, &program, &map);
+        if adopted != output {
+            self.output_program = Some(adopted.clone());
+            self.outputs.push_back(Output::Program(adopted));
+        }
+        if let Some(previous) = from.filter(|f| *f != input)
+            && let (Some(a), Some(b)) = (self.inputs[previous].params.format, self.inputs[input].params.format)
+            && (a.width, a.height) != (b.width, b.height)
+        {
+            incompatible.push(format!("resolution {}x{} → {}x{}", a.width, a.height, b.width, b.height));
+        }
+        let offset = target.0 - keyframe.dts.0;
+        self.on_air = Some(OnAir { input, offset, cut_dts: keyframe.dts, map, last_in_video: None });
+        self.pending = None;
+        self.last_switch_at = Some(now);
+        self.all_lost_reported = false;
+        self.last_lost = None;
+        let record = SwitchRecord {
+            from,
+            to: input,
+            reason: pending.reason,
+            decided_at: pending.decided_at,
+            at: now,
+            gap,
+            incompatible,
+            seam_error_frames: None,
+        };
+        self.history.push_back(record.clone());
+        if self.history.len() > 20 {
+            self.history.pop_front();
+        }
+        self.outputs.push_back(Output::Switched(record));
+
+        let mut keyframe = keyframe;
+        let codec = keyframe.codec;
+        keyframe.data = self.inputs[input].params.in_band(codec, &keyframe.data);
+        self.emit(now, keyframe);
+        // Audio and data muxed ahead of the keyframe: send what belongs after the cut.
+        let tail: Vec<Frame> = self.inputs[input].tail.drain(..).collect();
+        for frame in tail {
+            self.emit(now, frame);
+        }
+    }
+
+    /// Sends a frame of the input on air, re-timed; drops what would break the timeline.
+    fn emit(&mut self, now: Duration, frame: Frame) {
+        let Some(on_air) = &self.on_air else { return };
+        if !frame.codec.is_video() && frame.dts < on_air.cut_dts {
+            return;
+        }
+        let Some(&track) = on_air.map.get(&frame.track) else {
+            self.dropped_frames += 1;
+            return;
+        };
+        let dts = frame.dts + on_air.offset;
+        let pts = frame.pts + on_air.offset;
+        if frame.codec.is_video()
+            && let Some(last) = on_air.last_in_video
+            && !(frame.dts > last && frame.dts - last <= 90_000)
+        {
+            // The input's clock jumped while on air: re-anchor at its next keyframe.
+            let input = on_air.input;
+            self.on_air = None;
+            self.pending = Some(Pending { target: input, reason: SwitchReason::Degraded(Reason::TimestampJump), decided_at: now });
+            self.dropped_frames += 1;
+            if self.can_start_on(input, &frame) {
+                let pending = self.pending.take().unwrap_or(Pending { target: input, reason: SwitchReason::InputLost, decided_at: now });
+                self.cut(now, input, pending, frame);
+            }
+            return;
+        }
+        if self.last_out_dts.get(&track).is_some_and(|last| dts <= *last) {
+            self.dropped_frames += 1;
+            return;
+        }
+        self.last_out_dts.insert(track, dts);
+        if frame.codec.is_video() {
+            self.last_video_out = Some((dts, now));
+            if let Some(on_air) = self.on_air.as_mut() {
+                on_air.last_in_video = Some(frame.dts);
+            }
+        }
+        self.outputs.push_back(Output::Frame(Frame { track, codec: frame.codec, pts, dts, keyframe: frame.keyframe, data: frame.data }));
+    }
+}
