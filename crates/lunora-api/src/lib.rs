@@ -8,21 +8,39 @@ mod status;
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 pub use metrics::render_metrics;
-pub use status::{ChannelStatus, InputStatus, OutputStatus};
+pub use status::{ChannelStatus, HealthView, InputStatus, OutputStatus, SwitchCount, SwitchView};
 
-/// Where the HTTP layer gets its data; implemented by the binary, which knows the graph.
+/// Where the HTTP layer gets its data and sends commands; implemented by the binary, which
+/// knows the graph.
 pub trait StatusSource: Send + Sync + 'static {
     fn channels(&self) -> Vec<ChannelStatus>;
     /// True once every configured listener is bound and every channel task runs.
     fn ready(&self) -> bool;
+    /// Forces `input` on air in `channel`, or returns the channel to automatic with `"auto"`.
+    fn switch(&self, channel: &str, input: &str) -> Result<(), SwitchError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchError {
+    NoChannel,
+    NoInput,
+    /// The channel has not taken its previous commands yet.
+    Busy,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchRequest {
+    input: String,
 }
 
 type Source = Arc<dyn StatusSource>;
@@ -34,6 +52,7 @@ pub fn router(source: Source) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(list_channels))
         .route("/api/v1/channels/{id}", get(get_channel))
+        .route("/api/v1/channels/{id}/switch", post(switch))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see /api/v1/channels") })
         .with_state(source)
 }
@@ -60,6 +79,19 @@ async fn metrics(State(source): State<Source>) -> Response {
 
 async fn list_channels(State(source): State<Source>) -> Json<Vec<ChannelStatus>> {
     Json(source.channels())
+}
+
+async fn switch(State(source): State<Source>, Path(id): Path<String>, body: Result<Json<SwitchRequest>, JsonRejection>) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, &format!("expected {{\"input\": \"<input id>\" | \"auto\"}}: {}", rejection.body_text())),
+    };
+    match source.switch(&id, &request.input) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "channel": id, "requested": request.input }))).into_response(),
+        Err(SwitchError::NoChannel) => error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}")),
+        Err(SwitchError::NoInput) => error(StatusCode::BAD_REQUEST, &format!("channel {id:?} has no input {:?}; use an input id or \"auto\"", request.input)),
+        Err(SwitchError::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "the channel is still applying earlier commands; try again"),
+    }
 }
 
 async fn get_channel(State(source): State<Source>, Path(id): Path<String>) -> Response {

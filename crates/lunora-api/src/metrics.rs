@@ -5,6 +5,7 @@
 //! the first scrape, zero-valued until something happens.
 
 use lunora_egress::OutputState;
+use lunora_switch::Reason;
 use lunora_ts::Indicator;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -70,9 +71,26 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
     let output_dropped = f.counter("lunora_output_dropped_frames_total", "Frames skipped because the output fell behind.", OUTPUT)?;
     let output_reconnects = f.counter("lunora_output_reconnects_total", "Connections re-established after a loss.", OUTPUT)?;
     let active = f.int_gauge("lunora_channel_active_input", "1 for the input on air.", &["channel", "input"])?;
+    let forced = f.int_gauge("lunora_channel_forced", "1 while an operator has forced an input on air.", &["channel"])?;
+    let health = f.int_gauge("lunora_input_health_state", "1 for the input's health: healthy, degraded or lost.", &["channel", "input", "state"])?;
+    let degraded = f.int_gauge("lunora_input_degraded", "1 while the input shows this symptom.", &["channel", "input", "reason"])?;
+    let switches = f.counter("lunora_switch_total", "Switches, by roles and reason.", &["channel", "from_role", "to_role", "reason"])?;
+    let incompatible = f.counter("lunora_switch_incompatible_total", "Switches between inputs whose codec or resolution differ.", &["channel"])?;
+    let timeline_dropped =
+        f.counter("lunora_channel_timeline_dropped_frames_total", "Frames dropped to keep the output timeline strictly increasing.", &["channel"])?;
 
     for channel in channels {
         let c = channel.id.as_str();
+        forced.with_label_values(&[c]).set(i64::from(channel.forced_input.is_some()));
+        incompatible.with_label_values(&[c]).inc_by(channel.incompatible_switches_total);
+        timeline_dropped.with_label_values(&[c]).inc_by(channel.timeline_dropped_frames_total);
+        // The common switches exist from the start, at zero.
+        for (from_role, to_role, reason) in [("main", "backup", "input_lost"), ("backup", "main", "return_to_primary")] {
+            switches.with_label_values(&[c, from_role, to_role, reason]).inc_by(0);
+        }
+        for count in &channel.switch_counts {
+            switches.with_label_values(&[c, count.from_role, count.to_role, count.reason]).inc_by(count.count);
+        }
         for input in &channel.inputs {
             let i = input.id.as_str();
             let s = &input.stats;
@@ -104,6 +122,12 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
             srt_dropped.with_label_values(&labels).inc_by(s.srt.packets_dropped);
             srt_decrypt.with_label_values(&labels).inc_by(s.srt.decrypt_errors);
             active.with_label_values(&labels).set(i64::from(channel.active_input.as_deref() == Some(i)));
+            for state in ["healthy", "degraded", "lost"] {
+                health.with_label_values(&[c, i, state]).set(i64::from(input.health.state == state));
+            }
+            for reason in Reason::ALL {
+                degraded.with_label_values(&[c, i, reason.name()]).set(i64::from(input.health.reasons.contains(&reason.name())));
+            }
         }
         for output in &channel.outputs {
             let o = output.id.as_str();

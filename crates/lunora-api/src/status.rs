@@ -10,8 +10,48 @@ pub struct ChannelStatus {
     pub mode: &'static str,
     /// The input currently on air, if any is.
     pub active_input: Option<String>,
+    /// The input an operator forced on air, if any (`None`: automatic).
+    pub forced_input: Option<String>,
     pub inputs: Vec<InputStatus>,
     pub outputs: Vec<OutputStatus>,
+    /// The last 20 switches, newest last.
+    pub switches: Vec<SwitchView>,
+    /// Switches since start, by roles and reason.
+    pub switch_counts: Vec<SwitchCount>,
+    pub incompatible_switches_total: u64,
+    /// Frames the switcher dropped to keep the output timeline valid.
+    pub timeline_dropped_frames_total: u64,
+}
+
+/// One switch as an operator reads it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchView {
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: &'static str,
+    /// RFC 3339 wall-clock time of the cut.
+    pub at: String,
+    /// Milliseconds from the decision to the cut (waiting for a keyframe).
+    pub decision_to_cut_ms: u64,
+    /// Output gap in milliseconds (0: seamless).
+    pub gap_ms: u64,
+    /// What differed between the two inputs, if anything.
+    pub incompatible: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SwitchCount {
+    pub from_role: &'static str,
+    pub to_role: &'static str,
+    pub reason: &'static str,
+    pub count: u64,
+}
+
+/// An input's health: `healthy`, `degraded` (with reasons) or `lost`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct HealthView {
+    pub state: &'static str,
+    pub reasons: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +61,7 @@ pub struct InputStatus {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub listen: SocketAddr,
+    pub health: HealthView,
     #[serde(flatten)]
     pub stats: InputStats,
 }

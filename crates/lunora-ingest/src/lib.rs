@@ -18,4 +18,6 @@ pub enum InputEvent {
     Disconnected,
     Program(Program),
     Frame(Frame),
+    /// Link and analyser totals, a few times a second, for the channel's health model.
+    Stats { packets_received: u64, packets_lost: u64, tr101290_priority1: u64 },
 }

@@ -358,7 +358,16 @@ impl Input {
         if stats.last_packet_at.is_none_or(|at| now.duration_since(at) > Duration::from_secs(1)) {
             stats.bitrate_bps = 0.0;
         }
-        stats.set_tr101290(&self.ts.counters());
+        let counters = self.ts.counters();
+        stats.set_tr101290(&counters);
+        let health = InputEvent::Stats {
+            packets_received: stats.srt.packets_received,
+            packets_lost: stats.srt.packets_lost,
+            tr101290_priority1: counters.priority_total(1),
+        };
+        if stats.state == ConnectionState::Connected {
+            let _ = self.events.try_send((self.index, health));
+        }
         stats.ts_packets_total = self.ts.packets();
         stats.truncated_packets_total = self.ts.truncated_packets();
         stats.pes_dropped_total = self.ts.demux_counters().pes_dropped;

@@ -41,9 +41,8 @@ impl Reason {
         }
     }
 
-    /// Transport-level (true) or elementary-stream-level (false).
-    pub fn is_transport(self) -> bool {
-        matches!(self, Reason::SrtLoss | Reason::Tr101290)
+    pub fn from_name(name: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.name() == name)
     }
 }
 

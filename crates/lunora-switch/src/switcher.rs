@@ -60,15 +60,13 @@ pub enum SwitchMode {
     Aligned { delay: Option<Duration> },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub health: HealthSettings,
     pub preference: Preference,
     pub error_clear: Duration,
-    /// Whether transport symptoms (SRT loss, TR 101 290 priority 1) trigger a switch.
-    pub switch_on_transport: bool,
-    /// Whether elementary-stream symptoms (frame rate, keyframes, timestamps, bitrate) do.
-    pub switch_on_stream: bool,
+    /// Which degradations move the channel off an input (loss always does).
+    pub triggers: Vec<Reason>,
     pub mode: SwitchMode,
 }
 
@@ -78,8 +76,7 @@ impl Default for Policy {
             health: HealthSettings::default(),
             preference: Preference::Primary,
             error_clear: Duration::from_secs(5),
-            switch_on_transport: true,
-            switch_on_stream: true,
+            triggers: Reason::ALL.to_vec(),
             mode: SwitchMode::Cut,
         }
     }
@@ -369,10 +366,7 @@ impl Switcher {
         match health {
             Health::Healthy => None,
             Health::Lost => Some(SwitchReason::InputLost),
-            Health::Degraded(reasons) => reasons
-                .iter()
-                .find(|r| if r.is_transport() { self.policy.switch_on_transport } else { self.policy.switch_on_stream })
-                .map(|r| SwitchReason::Degraded(*r)),
+            Health::Degraded(reasons) => reasons.iter().find(|r| self.policy.triggers.contains(r)).map(|r| SwitchReason::Degraded(*r)),
         }
     }
 

@@ -1,156 +1,211 @@
-//! One channel: takes its inputs' events, picks the input on air, keeps the output timeline
-//! continuous and publishes onto the channel's bus.
-//!
-//! Until automatic failover lands, a main-backup channel forwards its main input.
+//! One channel's task: feeds its inputs' events to the switcher, publishes what comes out on
+//! the channel bus, and keeps the view the API and metrics read.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
+use lunora_api::{HealthView, SwitchCount, SwitchView};
 use lunora_egress::Bus;
 use lunora_ingest::InputEvent;
-use lunora_media::{Frame, MpegTime, Program, TrackId};
+use lunora_switch::{Command, Health, Output, SwitchRecord, Switcher};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
-/// Keeps output timestamps continuous across input reconnects (an encoder reboot restarts its
-/// clock). Pure; fed frames, returns them re-timed or `None` to drop.
-#[derive(Debug, Default)]
-pub(crate) struct Timeline {
-    offset: Option<i64>,
-    waiting_for_keyframe: bool,
-    has_video: bool,
-    last_dts: HashMap<TrackId, MpegTime>,
-    latest: Option<MpegTime>,
-    /// Frames dropped: before the first keyframe of a segment, or going backwards in time.
-    pub(crate) dropped: u64,
-}
-
-/// One 59.94 Hz frame in 90 kHz ticks: the gap placed between two segments.
-const SEGMENT_GAP: i64 = 1_501;
-
-impl Timeline {
-    pub(crate) fn new() -> Self {
-        Timeline { waiting_for_keyframe: true, ..Default::default() }
-    }
-
-    /// The source starts over (new connection): re-anchor on its next keyframe.
-    pub(crate) fn new_segment(&mut self) {
-        self.offset = None;
-        self.waiting_for_keyframe = true;
-    }
-
-    pub(crate) fn set_program(&mut self, program: &Program) {
-        self.has_video = program.tracks.iter().any(|t| t.codec.is_video());
-    }
-
-    pub(crate) fn map(&mut self, mut frame: Frame) -> Option<Frame> {
-        if self.waiting_for_keyframe {
-            let can_start = if self.has_video { frame.codec.is_video() && frame.keyframe } else { frame.keyframe };
-            if !can_start {
-                self.dropped += 1;
-                return None;
-            }
-            self.waiting_for_keyframe = false;
-        }
-        let latest = self.latest;
-        let offset = *self.offset.get_or_insert_with(|| latest.map_or(0, |l| l.0 + SEGMENT_GAP - frame.dts.0));
-        frame.dts = frame.dts + offset;
-        frame.pts = frame.pts + offset;
-        if self.last_dts.get(&frame.track).is_some_and(|last| frame.dts <= *last) {
-            self.dropped += 1;
-            return None;
-        }
-        self.last_dts.insert(frame.track, frame.dts);
-        self.latest = Some(self.latest.map_or(frame.dts, |l| l.max(frame.dts)));
-        Some(frame)
-    }
-}
-
-/// What the API shows about the channel's switching state.
+/// What the API and metrics show about the channel's switching; written only by its task.
 #[derive(Debug, Default)]
 pub(crate) struct ChannelRuntime {
     pub(crate) active_input: Option<String>,
+    pub(crate) forced_input: Option<String>,
+    pub(crate) health: Vec<HealthView>,
+    pub(crate) switches: Vec<SwitchView>,
+    pub(crate) switch_counts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    pub(crate) incompatible_total: u64,
+    pub(crate) timeline_dropped_frames: u64,
+}
+
+impl ChannelRuntime {
+    pub(crate) fn switch_counts(&self) -> Vec<SwitchCount> {
+        self.switch_counts.iter().map(|((from_role, to_role, reason), count)| SwitchCount { from_role, to_role, reason, count: *count }).collect()
+    }
+}
+
+pub(crate) type SharedRuntime = Arc<Mutex<ChannelRuntime>>;
+
+pub(crate) fn lock(runtime: &SharedRuntime) -> MutexGuard<'_, ChannelRuntime> {
+    runtime.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn health_view(health: &Health) -> HealthView {
+    HealthView {
+        state: health.name(),
+        reasons: match health {
+            Health::Degraded(reasons) => reasons.iter().map(|r| r.name()).collect(),
+            _ => Vec::new(),
+        },
+    }
 }
 
 pub(crate) struct ChannelTask {
     pub(crate) id: String,
-    /// Index (into the channel's inputs) of the input on air.
-    pub(crate) on_air: usize,
-    pub(crate) on_air_id: String,
+    pub(crate) switcher: Switcher,
     pub(crate) bus: Arc<Bus>,
-    pub(crate) runtime: Arc<Mutex<ChannelRuntime>>,
+    pub(crate) runtime: SharedRuntime,
 }
 
 impl ChannelTask {
-    pub(crate) async fn run(self, mut events: mpsc::Receiver<(usize, InputEvent)>, cancel: CancellationToken) {
-        let mut timeline = Timeline::new();
+    pub(crate) async fn run(mut self, mut events: mpsc::Receiver<(usize, InputEvent)>, mut commands: mpsc::Receiver<Command>, cancel: CancellationToken) {
+        let origin = Instant::now();
+        {
+            let mut runtime = lock(&self.runtime);
+            runtime.health = (0..self.input_count()).map(|i| self.switcher.health(i).map(health_view).unwrap_or_default()).collect();
+        }
         loop {
-            let (index, event) = tokio::select! {
+            let wake = origin + self.switcher.poll_timeout();
+            tokio::select! {
                 _ = cancel.cancelled() => break,
-                event = events.recv() => match event {
-                    Some(event) => event,
-                    None => break,
-                },
-            };
-            if index != self.on_air {
-                continue;
-            }
-            match event {
-                InputEvent::Connected { peer } => {
-                    info!(channel = %self.id, input = %self.on_air_id, %peer, "input on air");
-                    timeline.new_segment();
-                    self.set_active(Some(self.on_air_id.clone()));
-                }
-                InputEvent::Disconnected => self.set_active(None),
-                InputEvent::Program(program) => {
-                    timeline.set_program(&program);
-                    self.bus.publish_program(program);
-                }
-                InputEvent::Frame(frame) => {
-                    if let Some(frame) = timeline.map(frame) {
-                        self.bus.publish_frame(frame);
+                event = events.recv() => {
+                    let Some((index, event)) = event else { break };
+                    let now = origin.elapsed();
+                    match event {
+                        InputEvent::Connected { .. } => self.switcher.handle_connected(now, index),
+                        InputEvent::Disconnected => self.switcher.handle_disconnected(now, index),
+                        InputEvent::Program(program) => self.switcher.handle_program(now, index, program),
+                        InputEvent::Frame(frame) => self.switcher.handle_frame(now, index, frame),
+                        InputEvent::Stats { packets_received, packets_lost, tr101290_priority1 } => {
+                            self.switcher.handle_link(now, index, packets_received, packets_lost);
+                            self.switcher.handle_tr101290(now, index, tr101290_priority1);
+                        }
                     }
                 }
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    self.switcher.handle_command(origin.elapsed(), command);
+                    let forced = self.switcher.forced().and_then(|i| self.name(i));
+                    info!(channel = %self.id, forced = ?forced, "manual switch command");
+                    lock(&self.runtime).forced_input = forced;
+                }
+                _ = tokio::time::sleep_until(wake) => self.switcher.handle_timeout(origin.elapsed()),
             }
+            self.drain();
         }
     }
 
-    fn set_active(&self, input: Option<String>) {
-        self.runtime.lock().unwrap_or_else(|p| p.into_inner()).active_input = input;
+    fn input_count(&self) -> usize {
+        (0..).take_while(|i| self.switcher.spec(*i).is_some()).count()
     }
+
+    fn name(&self, input: usize) -> Option<String> {
+        self.switcher.spec(input).map(|s| s.id.clone())
+    }
+
+    fn role(&self, input: Option<usize>) -> &'static str {
+        input.and_then(|i| self.switcher.spec(i)).map_or("none", |s| s.role.name())
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.switcher.poll_output() {
+            match output {
+                Output::Frame(frame) => self.bus.publish_frame(frame),
+                Output::Program(program) => self.bus.publish_program(program),
+                Output::Switched(record) => self.switched(record),
+                Output::HealthChanged { input, health } => {
+                    let name = self.name(input).unwrap_or_default();
+                    match &health {
+                        Health::Healthy => info!(channel = %self.id, input = %name, "input healthy"),
+                        Health::Degraded(reasons) => {
+                            let reasons: Vec<&str> = reasons.iter().map(|r| r.name()).collect();
+                            warn!(channel = %self.id, input = %name, reasons = %reasons.join(","), "input degraded")
+                        }
+                        Health::Lost => warn!(channel = %self.id, input = %name, "input lost"),
+                    }
+                    if let Some(view) = lock(&self.runtime).health.get_mut(input) {
+                        *view = health_view(&health);
+                    }
+                }
+                Output::AllLost { .. } => {
+                    warn!(channel = %self.id, "every input is lost: output paused until one returns");
+                    lock(&self.runtime).active_input = None;
+                }
+            }
+        }
+        lock(&self.runtime).timeline_dropped_frames = self.switcher.dropped_frames();
+    }
+
+    fn switched(&mut self, record: SwitchRecord) {
+        let from = record.from.and_then(|i| self.name(i));
+        let to = self.name(record.to).unwrap_or_default();
+        let wait = record.at.saturating_sub(record.decided_at);
+        info!(
+            channel = %self.id,
+            from = from.as_deref().unwrap_or("-"),
+            to = %to,
+            reason = record.reason.name(),
+            keyframe_wait_ms = wait.as_millis() as u64,
+            gap_ms = record.gap.as_millis() as u64,
+            "switch"
+        );
+        if !record.incompatible.is_empty() {
+            warn!(channel = %self.id, to = %to, differences = %record.incompatible.join("; "), "switched to an input whose stream differs");
+        }
+        let at = humantime_rfc3339(SystemTime::now());
+        let from_role = self.role(record.from);
+        let to_role = self.role(Some(record.to));
+        let mut runtime = lock(&self.runtime);
+        runtime.active_input = Some(to.clone());
+        *runtime.switch_counts.entry((from_role, to_role, record.reason.name())).or_default() += 1;
+        if !record.incompatible.is_empty() {
+            runtime.incompatible_total += 1;
+        }
+        runtime.switches.push(SwitchView {
+            from,
+            to,
+            reason: record.reason.name(),
+            at,
+            decision_to_cut_ms: wait.as_millis() as u64,
+            gap_ms: record.gap.as_millis() as u64,
+            incompatible: record.incompatible,
+        });
+        if runtime.switches.len() > 20 {
+            runtime.switches.remove(0);
+        }
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, without pulling in a date crate.
+fn humantime_rfc3339(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = since_epoch.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since_epoch.subsec_millis()
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use lunora_media::{Codec, Track};
-
     use super::*;
 
-    fn frame(track: u16, codec: Codec, dts: i64, keyframe: bool) -> Frame {
-        Frame { track: TrackId(track), codec, pts: MpegTime(dts + 3003), dts: MpegTime(dts), keyframe, data: Bytes::new() }
-    }
-
     #[test]
-    fn encoder_reboot_keeps_the_timeline_moving_forward() {
-        let mut t = Timeline::new();
-        t.set_program(&Program {
-            tracks: vec![
-                Track { id: TrackId(1), codec: Codec::H264, language: None, descriptors: Bytes::new() },
-                Track { id: TrackId(2), codec: Codec::AacAdts, language: None, descriptors: Bytes::new() },
-            ],
-        });
-        assert!(t.map(frame(2, Codec::AacAdts, 0, true)).is_none(), "audio before the first keyframe waits");
-        let first = t.map(frame(1, Codec::H264, 900_000, true)).expect("keyframe starts");
-        assert_eq!(first.dts, MpegTime(900_000), "the first segment keeps its own clock");
-        t.map(frame(1, Codec::H264, 903_003, false));
-        // The encoder restarts with a clock far in the past.
-        t.new_segment();
-        assert!(t.map(frame(1, Codec::H264, 10, false)).is_none());
-        let resumed = t.map(frame(1, Codec::H264, 3013, true)).expect("keyframe resumes");
-        assert_eq!(resumed.dts, MpegTime(903_003 + SEGMENT_GAP));
-        assert_eq!(resumed.pts - resumed.dts, 3003, "PTS keeps its offset from DTS");
-        assert_eq!(t.dropped, 2);
+    fn rfc3339_formatting() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_500_123_456);
+        assert_eq!(humantime_rfc3339(t), "2026-11-24T06:02:03.456Z");
+        assert_eq!(humantime_rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 }

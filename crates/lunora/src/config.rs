@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use lunora_media::Secret;
+use lunora_switch::{HealthSettings, Policy, Preference, Reason, SwitchMode};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -71,13 +72,58 @@ struct RawChannel {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFailover {
+    #[serde(default = "default_input_loss")]
     input_loss_ms: Spanned<u64>,
+    #[serde(default = "default_preference")]
+    preference: RawPreference,
+    #[serde(default = "default_error_clear")]
+    error_clear_ms: Spanned<u64>,
+    #[serde(default = "default_switch")]
+    switch: Spanned<RawSwitch>,
+    triggers: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+fn default_input_loss() -> Spanned<u64> {
+    Spanned::new(0..0, 500)
+}
+
+fn default_preference() -> RawPreference {
+    RawPreference::Primary
+}
+
+fn default_error_clear() -> Spanned<u64> {
+    Spanned::new(0..0, 5000)
+}
+
+fn default_switch() -> Spanned<RawSwitch> {
+    Spanned::new(0..0, RawSwitch::Cut)
 }
 
 impl Default for RawFailover {
     fn default() -> Self {
-        RawFailover { input_loss_ms: Spanned::new(0..0, 500) }
+        RawFailover {
+            input_loss_ms: default_input_loss(),
+            preference: default_preference(),
+            error_clear_ms: default_error_clear(),
+            switch: default_switch(),
+            triggers: None,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawPreference {
+    Primary,
+    Equal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawSwitch {
+    Cut,
+    Aligned,
+    Merge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -172,6 +218,7 @@ pub(crate) struct Channel {
     pub(crate) id: String,
     pub(crate) mode: Mode,
     pub(crate) input_loss: Duration,
+    pub(crate) policy: Policy,
     pub(crate) inputs: Vec<Input>,
     pub(crate) outputs: Vec<Output>,
 }
@@ -309,6 +356,43 @@ fn latency(c: &mut Collector<'_>, value: &Spanned<u64>) -> Duration {
     Duration::from_millis(ms)
 }
 
+fn failover_policy(c: &mut Collector<'_>, raw: &RawFailover) -> Policy {
+    let error_clear_ms = *raw.error_clear_ms.get_ref();
+    if error_clear_ms > 600_000 {
+        c.at(raw.error_clear_ms.span(), format!("error_clear_ms must be at most 600000; it is {error_clear_ms}"));
+    }
+    let mode = match raw.switch.get_ref() {
+        RawSwitch::Cut => SwitchMode::Cut,
+        other => {
+            let name = if *other == RawSwitch::Aligned { "aligned" } else { "merge" };
+            c.at(raw.switch.span(), format!("switch = \"{name}\" is not supported by this version; use \"cut\""));
+            SwitchMode::Cut
+        }
+    };
+    let triggers = match &raw.triggers {
+        None => Reason::ALL.to_vec(),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .filter_map(|name| {
+                let reason = Reason::from_name(name.get_ref());
+                if reason.is_none() {
+                    let known: Vec<&str> = Reason::ALL.iter().map(|r| r.name()).collect();
+                    c.at(name.span(), format!("unknown trigger {:?}; known: {}", name.get_ref(), known.join(", ")));
+                }
+                reason
+            })
+            .collect(),
+    };
+    Policy {
+        health: HealthSettings { input_loss: Duration::from_millis(*raw.input_loss_ms.get_ref()), ..HealthSettings::default() },
+        preference: if raw.preference == RawPreference::Equal { Preference::Equal } else { Preference::Primary },
+        error_clear: Duration::from_millis(error_clear_ms),
+        triggers,
+        mode,
+    }
+}
+
 fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Config {
     let mut channel_ids = HashSet::new();
     // (address, span, owner) of every UDP port we bind, for the conflict check.
@@ -329,6 +413,7 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
         if input_loss_ms < 50 {
             c.at(ch.failover.input_loss_ms.span(), format!("input_loss_ms must be at least 50; it is {input_loss_ms}"));
         }
+        let policy = failover_policy(c, &ch.failover);
         let mode = *ch.mode.get_ref();
         let mut ids = HashSet::new();
         let mut inputs = Vec::new();
@@ -425,7 +510,7 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
             };
             outputs.push(Output { id: output_id, latency: latency(c, &output.latency_ms), target });
         }
-        channels.push(Channel { id, mode, input_loss: Duration::from_millis(input_loss_ms), inputs, outputs });
+        channels.push(Channel { id, mode, input_loss: Duration::from_millis(input_loss_ms), policy, inputs, outputs });
     }
     for (i, (a, span, owner)) in udp_ports.iter().enumerate() {
         for (b, _, other) in &udp_ports[..i] {

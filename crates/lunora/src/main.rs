@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::channel::{ChannelRuntime, ChannelTask};
+use lunora_switch::{InputSpec, Role, Switcher};
 use crate::config::{Config, OutputTarget};
 use crate::status::{ChannelHandles, InputHandle, OutputHandle, Status};
 
@@ -113,8 +114,12 @@ async fn run(config: Config) -> Result<()> {
     for channel in &config.channels {
         let bus = Bus::new(BUS_CAPACITY);
         let (sender, receiver) = mpsc::channel(INPUT_QUEUE);
+        // The switcher numbers inputs by priority: the main first, then backups as listed.
+        let mut order: Vec<usize> = (0..channel.inputs.len()).collect();
+        order.sort_by_key(|&i| channel.inputs[i].role != config::Role::Main);
         let mut inputs = Vec::new();
-        for (index, input) in channel.inputs.iter().enumerate() {
+        for &index in &order {
+            let input = &channel.inputs[index];
             let stats = StatsHandle::new();
             let settings = SrtInputSettings {
                 id: input.id.clone(),
@@ -129,7 +134,7 @@ async fn run(config: Config) -> Result<()> {
                 .await
                 .with_context(|| format!("channel {:?} input {:?}: cannot bind SRT port {}", channel.id, input.id, input.listen))?;
             let listen = bound.local_addr();
-            tasks.spawn(bound.run(index, sender.clone(), cancel.clone().cancelled_owned()));
+            tasks.spawn(bound.run(inputs.len(), sender.clone(), cancel.clone().cancelled_owned()));
             inputs.push(InputHandle { id: input.id.clone(), role: input.role.name(), listen, stats });
         }
         drop(sender);
@@ -162,17 +167,18 @@ async fn run(config: Config) -> Result<()> {
             let address = started.local_addr().map_or(address, |a| a.to_string());
             outputs.push(OutputHandle { id: output.id.clone(), mode: mode_name, address, stats });
         }
-        let on_air = channel.inputs.iter().position(|i| i.role == config::Role::Main).unwrap_or(0);
+        let specs = order
+            .iter()
+            .map(|&i| InputSpec {
+                id: channel.inputs[i].id.clone(),
+                role: if channel.inputs[i].role == config::Role::Main { Role::Main } else { Role::Backup },
+            })
+            .collect();
         let runtime = Arc::new(Mutex::new(ChannelRuntime::default()));
-        let task = ChannelTask {
-            id: channel.id.clone(),
-            on_air,
-            on_air_id: channel.inputs.get(on_air).map(|i| i.id.clone()).unwrap_or_default(),
-            bus,
-            runtime: runtime.clone(),
-        };
-        tasks.spawn(task.run(receiver, cancel.clone()));
-        channels.push(ChannelHandles { id: channel.id.clone(), mode: channel.mode.name(), inputs, outputs, runtime });
+        let (commands, command_receiver) = mpsc::channel(16);
+        let task = ChannelTask { id: channel.id.clone(), switcher: Switcher::new(channel.policy.clone(), specs), bus, runtime: runtime.clone() };
+        tasks.spawn(task.run(receiver, command_receiver, cancel.clone()));
+        channels.push(ChannelHandles { id: channel.id.clone(), mode: channel.mode.name(), inputs, outputs, runtime, commands });
     }
 
     let status = Arc::new(Status::new(channels));

@@ -3,13 +3,16 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
 use std::time::Instant;
 
-use lunora_api::{ChannelStatus, InputStatus, OutputStatus, StatusSource};
+use lunora_api::{ChannelStatus, InputStatus, OutputStatus, StatusSource, SwitchError};
+use lunora_switch::Command;
+use tokio::sync::mpsc;
 use lunora_egress::OutputStatsHandle;
 use lunora_ingest::StatsHandle;
 
-use crate::channel::ChannelRuntime;
+use crate::channel::{ChannelRuntime, lock};
 
 pub(crate) struct InputHandle {
     pub(crate) id: String,
@@ -28,9 +31,11 @@ pub(crate) struct OutputHandle {
 pub(crate) struct ChannelHandles {
     pub(crate) id: String,
     pub(crate) mode: &'static str,
+    /// In the switcher's priority order (the index the switcher uses).
     pub(crate) inputs: Vec<InputHandle>,
     pub(crate) outputs: Vec<OutputHandle>,
     pub(crate) runtime: Arc<Mutex<ChannelRuntime>>,
+    pub(crate) commands: mpsc::Sender<Command>,
 }
 
 pub(crate) struct Status {
@@ -53,22 +58,48 @@ impl StatusSource for Status {
         let now = Instant::now();
         self.channels
             .iter()
-            .map(|c| ChannelStatus {
-                id: c.id.clone(),
-                mode: c.mode,
-                active_input: c.runtime.lock().unwrap_or_else(|p| p.into_inner()).active_input.clone(),
-                inputs: c
-                    .inputs
-                    .iter()
-                    .map(|i| InputStatus { id: i.id.clone(), role: i.role, kind: "srt", listen: i.listen, stats: i.stats.snapshot(now) })
-                    .collect(),
-                outputs: c
-                    .outputs
-                    .iter()
-                    .map(|o| OutputStatus { id: o.id.clone(), kind: "srt", mode: o.mode, address: o.address.clone(), stats: o.stats.snapshot() })
-                    .collect(),
+            .map(|c| {
+                let runtime = lock(&c.runtime);
+                ChannelStatus {
+                    id: c.id.clone(),
+                    mode: c.mode,
+                    active_input: runtime.active_input.clone(),
+                    forced_input: runtime.forced_input.clone(),
+                    inputs: c
+                        .inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(index, i)| InputStatus {
+                            id: i.id.clone(),
+                            role: i.role,
+                            kind: "srt",
+                            listen: i.listen,
+                            health: runtime.health.get(index).cloned().unwrap_or_default(),
+                            stats: i.stats.snapshot(now),
+                        })
+                        .collect(),
+                    outputs: c
+                        .outputs
+                        .iter()
+                        .map(|o| OutputStatus { id: o.id.clone(), kind: "srt", mode: o.mode, address: o.address.clone(), stats: o.stats.snapshot() })
+                        .collect(),
+                    switches: runtime.switches.clone(),
+                    switch_counts: runtime.switch_counts(),
+                    incompatible_switches_total: runtime.incompatible_total,
+                    timeline_dropped_frames_total: runtime.timeline_dropped_frames,
+                }
             })
             .collect()
+    }
+
+    fn switch(&self, channel: &str, input: &str) -> Result<(), SwitchError> {
+        let c = self.channels.iter().find(|c| c.id == channel).ok_or(SwitchError::NoChannel)?;
+        let command = if input == "auto" {
+            Command::Auto
+        } else {
+            Command::Force(c.inputs.iter().position(|i| i.id == input).ok_or(SwitchError::NoInput)?)
+        };
+        c.commands.try_send(command).map_err(|_| SwitchError::Busy)
     }
 
     fn ready(&self) -> bool {
