@@ -8,6 +8,7 @@
 
 mod common;
 mod config_cli;
+mod failover;
 mod metrics;
 mod srt_ingest;
 mod srt_output;

@@ -76,12 +76,15 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
     let degraded = f.int_gauge("lunora_input_degraded", "1 while the input shows this symptom.", &["channel", "input", "reason"])?;
     let switches = f.counter("lunora_switch_total", "Switches, by roles and reason.", &["channel", "from_role", "to_role", "reason"])?;
     let incompatible = f.counter("lunora_switch_incompatible_total", "Switches between inputs whose codec or resolution differ.", &["channel"])?;
+    let seam_error = f.gauge("lunora_switch_seam_error_frames", "Aligned mode: distance of the last seam from content-exact, in frames.", &["channel"])?;
     let timeline_dropped =
         f.counter("lunora_channel_timeline_dropped_frames_total", "Frames dropped to keep the output timeline strictly increasing.", &["channel"])?;
 
     for channel in channels {
         let c = channel.id.as_str();
         forced.with_label_values(&[c]).set(i64::from(channel.forced_input.is_some()));
+        let last_seam = channel.switches.iter().rev().find_map(|s| s.seam_error_frames).unwrap_or(0);
+        seam_error.with_label_values(&[c]).set(last_seam as f64);
         incompatible.with_label_values(&[c]).inc_by(channel.incompatible_switches_total);
         timeline_dropped.with_label_values(&[c]).inc_by(channel.timeline_dropped_frames_total);
         // The common switches exist from the start, at zero.

@@ -35,6 +35,13 @@ pub struct SwitchView {
     pub decision_to_cut_ms: u64,
     /// Output gap in milliseconds (0: seamless).
     pub gap_ms: u64,
+    /// For a loss: milliseconds from the lost input's last frame to the decision.
+    pub detection_ms: Option<u64>,
+    /// Frames skipped (positive) or repeated (negative) by content, when both encoders carry
+    /// the source's timestamps.
+    pub content_step_frames: Option<i64>,
+    /// Aligned mode: how far the seam landed from content-exact, in frames.
+    pub seam_error_frames: Option<i64>,
     /// What differed between the two inputs, if anything.
     pub incompatible: Vec<String>,
 }

@@ -212,6 +212,17 @@ impl Sim {
         }
     }
 
+    /// Aligned mode: audio and video keep one offset against source time across seams too.
+    fn check_av_sync_across_seams(&self) {
+        let deltas = |video: bool| -> Vec<i64> {
+            self.out.iter().filter(|f| f.codec.is_video() == video).map(|f| f.dts.0 - source_number(f) * if video { FRAME } else { AUDIO }).collect()
+        };
+        let (v, a) = (deltas(true), deltas(false));
+        let spread = |d: &[i64]| d.iter().max().zip(d.iter().min()).map_or(0, |(max, min)| max - min);
+        assert!(spread(&v) <= 1, "video drifts against source time by {}", spread(&v));
+        assert!(spread(&a) <= AUDIO, "audio drifts against source time by {}", spread(&a));
+    }
+
     /// Checks A/V sync: within each segment between switches, every frame's output DTS minus
     /// its source time (read back from the payload) is the same for audio and video, within
     /// one audio frame.
@@ -400,6 +411,36 @@ fn incompatible_backup_is_still_switched_to_and_reported() {
     assert_eq!(sim.programs.last().map(|p| p.tracks[0].codec), Some(Codec::Hevc), "PMT follows the new codec, same slots");
 }
 
+/// Source frame number carried in a frame's payload.
+fn source_number(f: &Frame) -> i64 {
+    let tail: [u8; 4] = f.data[f.data.len() - 4..].try_into().expect("4 bytes");
+    i64::from(u32::from_be_bytes(tail))
+}
+
+#[test]
+fn aligned_seam_is_frame_accurate() {
+    let mut sim = Sim::new(Policy { mode: SwitchMode::Aligned { delay: None }, ..Policy::default() });
+    // Main lost at 6 s; main back at 9 s; it returns after error_clear.
+    sim.run(20_000, feeds(&[(0, 6_000, 9_000, Feed::Silent)]));
+    sim.check_invariants();
+    sim.check_av_sync_across_seams();
+    let switches = sim.later_switches();
+    assert_eq!(switches.len(), 2, "{switches:?}");
+    for s in &switches {
+        assert_eq!(s.gap, Duration::ZERO, "{s:?}");
+        assert_eq!(s.seam_error_frames, Some(0), "{s:?}");
+    }
+    // By content: every source frame exactly once, in order, across both seams.
+    let numbers: Vec<i64> = sim.video_out().iter().map(|f| source_number(f)).collect();
+    for w in numbers.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "content jumps from frame {} to {}", w[0], w[1]);
+    }
+    // And the output cadence never breaks.
+    for w in sim.video_out().windows(2) {
+        assert_eq!(w[1].dts - w[0].dts, FRAME);
+    }
+}
+
 fn arbitrary_schedule() -> impl Strategy<Value = Vec<(usize, u64, u64, u8)>> {
     prop::collection::vec((0usize..2, 1_000u64..25_000, 50u64..4_000, 0u8..3), 0..6)
 }
@@ -411,8 +452,10 @@ proptest! {
     fn output_stays_conformant_under_random_loss_and_commands(
         schedule in arbitrary_schedule(),
         command_at in prop::option::of((2_000u64..20_000, 0usize..3)),
+        aligned in any::<bool>(),
     ) {
-        let mut sim = Sim::new(Policy::default());
+        let mode = if aligned { SwitchMode::Aligned { delay: None } } else { SwitchMode::Cut };
+        let mut sim = Sim::new(Policy { mode, ..Policy::default() });
         let plan: Vec<(usize, u64, u64, Feed)> = schedule
             .iter()
             .map(|(i, from, len, kind)| (*i, *from, from + len, if *kind == 0 { Feed::Starved } else { Feed::Silent }))

@@ -129,6 +129,13 @@ pub struct SwitchRecord {
     /// Wall-clock time between the last frame of the outgoing input that went out and the
     /// incoming keyframe, minus one frame: zero for a seamless cut.
     pub gap: Duration,
+    /// For a loss: time from the outgoing input's last frame to the decision.
+    pub detection: Option<Duration>,
+    /// Input-clock distance, in frames, from the outgoing input's last video frame sent to
+    /// the incoming keyframe, minus one. Meaningful when the two encoders share a clock (fed
+    /// the same source with its timestamps): 0 means no frame skipped or repeated, positive
+    /// counts skipped frames, negative repeated ones.
+    pub content_step_frames: Option<i64>,
     /// Codec or resolution differ between the two inputs (the switch happens anyway).
     pub incompatible: Vec<String>,
     /// Aligned mode: how far (in frames) the seam is from content-exact.
@@ -167,6 +174,11 @@ struct Input {
     frame_ticks: i64,
     /// Non-video frames recently received while not on air.
     tail: VecDeque<Frame>,
+    /// Aligned mode: frames received, with their arrival, until they are released or too old.
+    window: VecDeque<(Duration, Frame)>,
+    /// Aligned mode: (arrival in 90 kHz ticks − DTS) of recent video frames. Their minimum is
+    /// the input's clock relative to the wall clock, with network jitter filtered out.
+    clock_samples: VecDeque<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -174,6 +186,17 @@ struct Pending {
     target: usize,
     reason: SwitchReason,
     decided_at: Duration,
+}
+
+/// Aligned mode: a cut scheduled at a content-matching keyframe of the incoming input.
+#[derive(Debug, Clone, Copy)]
+struct Seam {
+    pending: Pending,
+    /// DTS (incoming clock) of the keyframe the incoming input starts on.
+    key_dts: MpegTime,
+    /// The keyframe's content time on the outgoing input's clock (fractional: the two
+    /// encoders' frame grids need not line up).
+    key_on_outgoing: i64,
 }
 
 #[derive(Debug)]
@@ -199,6 +222,8 @@ pub struct Switcher {
     last_out_dts: HashMap<TrackId, MpegTime>,
     /// Output DTS and wall time of the last video frame sent.
     last_video_out: Option<(MpegTime, Duration)>,
+    /// Input DTS of the last video frame sent, on its own input's clock.
+    last_in_video_sent: Option<MpegTime>,
     last_switch_at: Option<Duration>,
     /// The input that was on air when the output last lost its input.
     last_lost: Option<usize>,
@@ -207,6 +232,7 @@ pub struct Switcher {
     history: VecDeque<SwitchRecord>,
     next_tick: Duration,
     dropped_frames: u64,
+    seam: Option<Seam>,
 }
 
 impl Switcher {
@@ -224,6 +250,8 @@ impl Switcher {
                     last_video_dts: None,
                     frame_ticks: DEFAULT_FRAME_TICKS,
                     tail: VecDeque::new(),
+                    window: VecDeque::new(),
+                    clock_samples: VecDeque::new(),
                 })
                 .collect(),
             policy,
@@ -233,6 +261,7 @@ impl Switcher {
             output_program: None,
             last_out_dts: HashMap::new(),
             last_video_out: None,
+            last_in_video_sent: None,
             last_switch_at: None,
             last_lost: None,
             all_lost_reported: false,
@@ -240,6 +269,7 @@ impl Switcher {
             history: VecDeque::new(),
             next_tick: Duration::ZERO,
             dropped_frames: 0,
+            seam: None,
         }
     }
 
@@ -279,7 +309,14 @@ impl Switcher {
             .as_ref()
             .and_then(|a| self.inputs[a.input].health.last_frame_at())
             .map(|at| at + self.policy.health.input_loss);
-        loss_deadline.map_or(self.next_tick, |deadline| deadline.min(self.next_tick))
+        let next = loss_deadline.map_or(self.next_tick, |deadline| deadline.min(self.next_tick));
+        if self.policy.mode == SwitchMode::Cut {
+            return next;
+        }
+        // Aligned mode: the next frame of the input on air becomes due.
+        let delay = self.aligned_delay();
+        let release = self.active().and_then(|a| self.inputs[a].window.front()).map(|(at, _)| *at + delay);
+        release.map_or(next, |r| r.min(next))
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -289,6 +326,7 @@ impl Switcher {
     pub fn handle_timeout(&mut self, now: Duration) {
         self.next_tick = now + TICK;
         self.evaluate(now);
+        self.release_aligned(now);
     }
 
     pub fn handle_command(&mut self, now: Duration, command: Command) {
@@ -305,6 +343,8 @@ impl Switcher {
         i.health.connected(now);
         i.last_video_dts = None;
         i.tail.clear();
+        i.window.clear();
+        i.clock_samples.clear();
         if self.active() == Some(input) {
             // Same input, new sender: its clock restarted. Re-anchor at its first keyframe.
             self.lose_on_air(now);
@@ -356,8 +396,19 @@ impl Switcher {
             }
             i.last_video_dts = Some(frame.dts);
             i.params.observe(frame.codec, &frame.data);
+            if self.policy.mode != SwitchMode::Cut {
+                i.clock_samples.push_back(ticks(now) - frame.dts.0);
+                if i.clock_samples.len() > 100 {
+                    i.clock_samples.pop_front();
+                }
+            }
         }
-        self.route(now, input, frame);
+        if self.policy.mode == SwitchMode::Cut {
+            self.route(now, input, frame);
+        } else {
+            self.inputs[input].window.push_back((now, frame));
+            self.release_aligned(now);
+        }
     }
 
     // ---- policy ----------------------------------------------------------------------------
@@ -380,7 +431,9 @@ impl Switcher {
         }
         if let Some(active) = self.active()
             && self.inputs[active].state == Health::Lost
+            && (self.policy.mode == SwitchMode::Cut || self.inputs[active].window.is_empty())
         {
+            // (Aligned mode first sends what it still holds of the lost input.)
             self.lose_on_air(now);
         }
         let desired = self.desired(now);
@@ -392,6 +445,9 @@ impl Switcher {
                 }
             }
             None => self.pending = None,
+        }
+        if self.seam.is_some_and(|seam| self.pending.is_none_or(|p| p.target != seam.pending.target)) {
+            self.seam = None;
         }
         let nothing_flows = self.active().is_none() && self.inputs.iter().all(|i| i.state == Health::Lost);
         if nothing_flows && self.last_video_out.is_some() && !self.all_lost_reported {
@@ -447,6 +503,7 @@ impl Switcher {
             self.last_lost = Some(on_air.input);
             self.last_switch_at = Some(now);
             self.pending = None;
+            self.seam = None;
         }
     }
 
@@ -463,7 +520,7 @@ impl Switcher {
             && self.inputs[input].program.is_some()
             && self.can_start_on(input, &frame)
         {
-            self.cut(now, input, pending, frame);
+            self.cut(now, input, pending, frame, None);
             return;
         }
         if self.active() == Some(input) {
@@ -479,13 +536,15 @@ impl Switcher {
         }
     }
 
-    /// Puts `input` on air starting with `keyframe`.
-    fn cut(&mut self, now: Duration, input: usize, pending: Pending, keyframe: Frame) {
+    /// Puts `input` on air starting with `keyframe`. `anchor` (aligned mode) is the output DTS
+    /// the keyframe takes to continue the content exactly.
+    fn cut(&mut self, now: Duration, input: usize, pending: Pending, keyframe: Frame, anchor: Option<MpegTime>) {
         let from = if pending.reason == SwitchReason::Start { None } else { self.active().or(self.last_lost) };
         let frame_ticks = self.inputs[input].frame_ticks;
-        let (target, gap) = match self.last_video_out {
-            None => (keyframe.dts, Duration::ZERO),
-            Some((last_dts, last_at)) => {
+        let (target, gap) = match (anchor, self.last_video_out) {
+            (Some(anchor), _) => (anchor, Duration::ZERO),
+            (None, None) => (keyframe.dts, Duration::ZERO),
+            (None, Some((last_dts, last_at))) => {
                 let elapsed = now.saturating_sub(last_at);
                 let frame = Duration::from_micros((frame_ticks as u64 * 1000) / 90);
                 if self.active().is_some() {
@@ -536,6 +595,10 @@ impl Switcher {
             decided_at: pending.decided_at,
             at: now,
             gap,
+            detection: (pending.reason == SwitchReason::InputLost || pending.reason == SwitchReason::Resume)
+                .then(|| from.and_then(|f| self.inputs[f].health.last_frame_at()).map(|last| pending.decided_at.saturating_sub(last)))
+                .flatten(),
+            content_step_frames: self.last_in_video_sent.map(|last| (keyframe.dts.0 - last.0) / frame_ticks.max(1) - 1),
             incompatible,
             seam_error_frames: None,
         };
@@ -579,7 +642,7 @@ impl Switcher {
             self.dropped_frames += 1;
             if self.can_start_on(input, &frame) {
                 let pending = self.pending.take().unwrap_or(Pending { target: input, reason: SwitchReason::InputLost, decided_at: now });
-                self.cut(now, input, pending, frame);
+                self.cut(now, input, pending, frame, None);
             }
             return;
         }
@@ -590,10 +653,147 @@ impl Switcher {
         self.last_out_dts.insert(track, dts);
         if frame.codec.is_video() {
             self.last_video_out = Some((dts, now));
+            self.last_in_video_sent = Some(frame.dts);
             if let Some(on_air) = self.on_air.as_mut() {
                 on_air.last_in_video = Some(frame.dts);
             }
         }
         self.outputs.push_back(Output::Frame(Frame { track, codec: frame.codec, pts, dts, keyframe: frame.keyframe, data: frame.data }));
     }
+
+    // ---- aligned mode ------------------------------------------------------------------------
+
+    fn aligned_delay(&self) -> Duration {
+        match self.policy.mode {
+            SwitchMode::Aligned { delay: Some(delay) } => delay,
+            // One GOP plus a margin: a keyframe of the standby always lies inside the delay.
+            _ => self.inputs.iter().filter_map(|i| i.health.gop()).max().unwrap_or(Duration::from_secs(1)) + Duration::from_millis(200),
+        }
+    }
+
+    /// The input's clock against the wall clock (minimum of arrival − DTS), if measured.
+    fn clock(&self, input: usize) -> Option<i64> {
+        self.inputs[input].clock_samples.iter().min().copied()
+    }
+
+    /// Aligned mode: releases frames of the input on air once they are `delay` old, starts
+    /// the output, and makes scheduled seams happen at the right frame.
+    fn release_aligned(&mut self, now: Duration) {
+        if self.policy.mode == SwitchMode::Cut {
+            return;
+        }
+        let delay = self.aligned_delay();
+        let due = now.saturating_sub(delay);
+        let keep = delay * 2 + Duration::from_secs(1);
+        for input in &mut self.inputs {
+            while input.window.front().is_some_and(|(at, _)| now.saturating_sub(*at) > keep) {
+                input.window.pop_front();
+            }
+        }
+        if self.active().is_none() {
+            self.start_aligned(now, due);
+        }
+        if self.seam.is_none() {
+            self.schedule_seam();
+        }
+        loop {
+            let Some(active) = self.active() else { return };
+            let next_due = self.inputs[active].window.front().is_some_and(|(at, _)| *at <= due);
+            if !next_due {
+                // The outgoing input has nothing more to send: if it is gone, the seam happens
+                // when the keyframe it waits for is due.
+                if let Some(seam) = self.seam
+                    && self.inputs[active].window.is_empty()
+                    && self.inputs[active].state == Health::Lost
+                    && self.inputs[seam.pending.target].window.iter().any(|(at, f)| f.dts == seam.key_dts && *at <= due)
+                {
+                    let anchor = self.on_air.as_ref().map(|a| MpegTime(seam.key_on_outgoing + a.offset));
+                    self.make_seam(now, seam, anchor);
+                    continue;
+                }
+                return;
+            }
+            let Some((_, frame)) = self.inputs[active].window.pop_front() else { return };
+            if let Some(seam) = self.seam
+                && frame.dts.0 >= seam.key_on_outgoing - self.inputs[active].frame_ticks / 2
+            {
+                if frame.codec.is_video() {
+                    // This frame's slot goes to the incoming keyframe.
+                    let anchor = self.on_air.as_ref().map(|a| frame.dts + a.offset);
+                    self.make_seam(now, seam, anchor);
+                }
+                continue;
+            }
+            self.emit(now, frame);
+        }
+    }
+
+    /// Nothing on air yet (or everything was lost): start on the pending input's oldest
+    /// keyframe that is due.
+    fn start_aligned(&mut self, now: Duration, due: Duration) {
+        let Some(pending) = self.pending.filter(|p| self.inputs[p.target].program.is_some()) else { return };
+        let target = pending.target;
+        let Some(index) = self.inputs[target].window.iter().position(|(at, f)| *at <= due && self.can_start_on(target, f)) else { return };
+        let mut before: Vec<Frame> = self.inputs[target].window.drain(..index).map(|(_, f)| f).collect();
+        let Some((_, keyframe)) = self.inputs[target].window.pop_front() else { return };
+        before.retain(|f| !f.codec.is_video() && f.dts >= keyframe.dts);
+        self.inputs[target].tail = before.into();
+        self.seam = None;
+        self.cut(now, target, pending, keyframe, None);
+    }
+
+    /// With a switch pending, finds the incoming input's first keyframe whose content comes
+    /// after the last frame sent, and notes where on the outgoing input's clock it falls.
+    fn schedule_seam(&mut self) {
+        let (Some(active), Some(pending)) = (self.active(), self.pending) else { return };
+        let target = pending.target;
+        if target == active || self.inputs[target].program.is_none() {
+            return;
+        }
+        let (Some(clock_out), Some(clock_in), Some(last_sent)) = (self.clock(active), self.clock(target), self.last_in_video_sent) else { return };
+        // Same content arrives at the same wall time on both inputs: dts_in = dts_out + shift.
+        let shift = clock_out - clock_in;
+        let frame_ticks = self.inputs[active].frame_ticks;
+        let key = self.inputs[target]
+            .window
+            .iter()
+            .map(|(_, f)| f)
+            .find(|f| f.codec.is_video() && f.keyframe && f.dts.0 - shift > last_sent.0 + frame_ticks / 2);
+        if let Some(key) = key {
+            self.seam = Some(Seam { pending, key_dts: key.dts, key_on_outgoing: key.dts.0 - shift });
+        }
+    }
+
+    /// Carries out a scheduled seam: the incoming input goes on air at its keyframe.
+    fn make_seam(&mut self, now: Duration, seam: Seam, anchor: Option<MpegTime>) {
+        self.seam = None;
+        let target = seam.pending.target;
+        let Some(index) = self.inputs[target].window.iter().position(|(_, f)| f.dts == seam.key_dts && f.codec.is_video()) else {
+            // The keyframe aged out of the window; a new seam will be found.
+            return;
+        };
+        let mut before: Vec<Frame> = self.inputs[target].window.drain(..index).map(|(_, f)| f).collect();
+        let Some((_, keyframe)) = self.inputs[target].window.pop_front() else { return };
+        before.retain(|f| !f.codec.is_video() && f.dts >= keyframe.dts);
+        self.inputs[target].tail = before.into();
+        let outgoing = self.active();
+        let frame_ticks = outgoing.map_or(DEFAULT_FRAME_TICKS, |a| self.inputs[a].frame_ticks);
+        // How far the seam is from content-exact, in frames (the two frame grids may differ).
+        let error = anchor.zip(self.on_air.as_ref()).map(|(anchor, a)| (anchor.0 - a.offset - seam.key_on_outgoing) as f64 / frame_ticks as f64);
+        self.cut(now, target, seam.pending, keyframe, anchor);
+        if let Some(error) = error {
+            let frames = error.round() as i64;
+            if let Some(record) = self.history.back_mut() {
+                record.seam_error_frames = Some(frames);
+            }
+            if let Some(Output::Switched(record)) = self.outputs.iter_mut().rev().find(|o| matches!(o, Output::Switched(_))) {
+                record.seam_error_frames = Some(frames);
+            }
+        }
+    }
+}
+
+/// A duration in 90 kHz ticks.
+fn ticks(d: Duration) -> i64 {
+    (d.as_micros() * 90 / 1000) as i64
 }

@@ -166,6 +166,9 @@ impl ChannelTask {
             at,
             decision_to_cut_ms: wait.as_millis() as u64,
             gap_ms: record.gap.as_millis() as u64,
+            detection_ms: record.detection.map(|d| d.as_millis() as u64),
+            content_step_frames: record.content_step_frames,
+            seam_error_frames: record.seam_error_frames,
             incompatible: record.incompatible,
         });
         if runtime.switches.len() > 20 {

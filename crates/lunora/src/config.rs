@@ -81,6 +81,7 @@ struct RawFailover {
     #[serde(default = "default_switch")]
     switch: Spanned<RawSwitch>,
     triggers: Option<Spanned<Vec<Spanned<String>>>>,
+    aligned_delay_ms: Option<Spanned<u64>>,
 }
 
 fn default_input_loss() -> Spanned<u64> {
@@ -107,6 +108,7 @@ impl Default for RawFailover {
             error_clear_ms: default_error_clear(),
             switch: default_switch(),
             triggers: None,
+            aligned_delay_ms: None,
         }
     }
 }
@@ -361,11 +363,22 @@ fn failover_policy(c: &mut Collector<'_>, raw: &RawFailover) -> Policy {
     if error_clear_ms > 600_000 {
         c.at(raw.error_clear_ms.span(), format!("error_clear_ms must be at most 600000; it is {error_clear_ms}"));
     }
+    let aligned_delay = raw.aligned_delay_ms.as_ref().map(|d| {
+        if !(100..=10_000).contains(d.get_ref()) {
+            c.at(d.span(), format!("aligned_delay_ms must be between 100 and 10000 (at least one GOP); it is {}", d.get_ref()));
+        }
+        Duration::from_millis(*d.get_ref())
+    });
     let mode = match raw.switch.get_ref() {
-        RawSwitch::Cut => SwitchMode::Cut,
-        other => {
-            let name = if *other == RawSwitch::Aligned { "aligned" } else { "merge" };
-            c.at(raw.switch.span(), format!("switch = \"{name}\" is not supported by this version; use \"cut\""));
+        RawSwitch::Cut => {
+            if let Some(d) = &raw.aligned_delay_ms {
+                c.at(d.span(), "aligned_delay_ms applies to switch = \"aligned\"");
+            }
+            SwitchMode::Cut
+        }
+        RawSwitch::Aligned => SwitchMode::Aligned { delay: aligned_delay },
+        RawSwitch::Merge => {
+            c.at(raw.switch.span(), "switch = \"merge\" is not supported by this version; use \"cut\" or \"aligned\"");
             SwitchMode::Cut
         }
     };

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Failover bench with real encoders.
+
+One ffmpeg makes a live 640x360p25 mezzanine on loopback UDP; two independent ffmpeg encoders
+(libx264, 1 s GOP, `-copyts` so both carry the mezzanine's timestamps) push SRT into lunora's
+main and backup inputs. The main encoder is killed N times (and restored after each switch);
+lunora's SRT output is recorded by ffmpeg throughout.
+
+Prints, p50 and max over the losses:
+  detection  last main frame -> switch decision (lunora's own clock)
+  wait       decision -> backup keyframe (the cut)
+  gap        output gap at the cut (0 = seamless)
+  content    frames skipped (+) / repeated (-) by content at the cut
+and the conformance of the recording: decode errors, non-monotonic DTS.
+
+    python3 benches/failover.py [--losses 20] [--mode cut|aligned]
+Loopback only; every process is stopped on exit.
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def port(kind=socket.SOCK_DGRAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Procs:
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, log):
+        p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def kill(p, sig=signal.SIGKILL):
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop_all(self):
+        for p in self.procs:
+            if p.poll() is None:
+                self.kill(p)
+
+
+def get(http, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}{path}", timeout=5) as r:
+        return json.load(r)
+
+
+def wait_for(check, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--losses", type=int, default=20)
+    ap.add_argument("--mode", choices=["cut", "aligned"], default="cut")
+    args = ap.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "lunora"], cwd=ROOT, check=True, capture_output=True)
+    work = tempfile.mkdtemp(prefix="lunora-failover-")
+    procs = Procs()
+    try:
+        main_port, backup_port, out_port, http = port(), port(), port(), port(socket.SOCK_STREAM)
+        udp = [port(), port()]
+        config = os.path.join(work, "lunora.toml")
+        with open(config, "w") as f:
+            f.write(f"""[http]
+listen = "127.0.0.1:{http}"
+[[channels]]
+id = "program"
+mode = "main-backup"
+[channels.failover]
+input_loss_ms = 500
+error_clear_ms = 3000
+switch = "{args.mode}"
+[[channels.inputs]]
+id = "main"
+role = "main"
+type = "srt"
+listen = "127.0.0.1:{main_port}"
+latency_ms = 200
+[[channels.inputs]]
+id = "backup"
+role = "backup"
+type = "srt"
+listen = "127.0.0.1:{backup_port}"
+latency_ms = 200
+[[channels.outputs]]
+id = "out"
+type = "srt"
+mode = "listener"
+listen = "127.0.0.1:{out_port}"
+latency_ms = 200
+""")
+        procs.start([os.path.join(ROOT, "target/release/lunora"), "run", "--config", config], os.path.join(work, "lunora.log"))
+        if not wait_for(lambda: get(http, "/api/v1/channels/program") is not None, 15):
+            sys.exit("lunora did not start")
+        recording = os.path.join(work, "program.ts")
+        reader = procs.start(["ffmpeg", "-v", "warning", "-analyzeduration", "1000000", "-probesize", "1000000", "-i",
+                              f"srt://127.0.0.1:{out_port}?latency=200000&timeout=8000000", "-c", "copy", "-f", "mpegts", "-y", recording],
+                             os.path.join(work, "reader.log"))
+        tee = "|".join(f"[f=mpegts:onfail=ignore]udp://127.0.0.1:{p}?pkt_size=1316" for p in udp)
+        procs.start(["ffmpeg", "-v", "warning", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i",
+                     "sine=frequency=440:sample_rate=48000", "-map", "0:v", "-map", "1:a", "-c:v", "mpeg2video", "-q:v", "3", "-g", "12",
+                     "-c:a", "mp2", "-f", "tee", tee], os.path.join(work, "mezzanine.log"))
+
+        def encoder(i, srt_port):
+            return procs.start(["ffmpeg", "-v", "error", "-analyzeduration", "500000", "-probesize", "500000", "-copyts", "-i",
+                                f"udp://127.0.0.1:{udp[i]}?fifo_size=100000&overrun_nonfatal=1", "-c:v", "libx264", "-preset", "ultrafast",
+                                "-tune", "zerolatency", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-b:v", "800k", "-c:a", "aac",
+                                "-f", "mpegts", f"srt://127.0.0.1:{srt_port}?latency=200000&pkt_size=1316"], os.path.join(work, f"encoder{i}.log"))
+
+        encoder(1, backup_port)
+        main_encoder = encoder(0, main_port)
+        active = lambda: get(http, "/api/v1/channels/program")["active_input"]
+        seen = {}
+        for n in range(args.losses):
+            if not wait_for(lambda: active() == "main", 30):
+                sys.exit(f"loss {n}: main not on air")
+            time.sleep(1.5)
+            procs.kill(main_encoder)
+            if not wait_for(lambda: active() == "backup", 15):
+                sys.exit(f"loss {n}: no switch to backup")
+            for s in get(http, "/api/v1/channels/program")["switches"]:
+                seen[(s["at"], s["to"])] = s
+            main_encoder = encoder(0, main_port)
+            print(f"loss {n + 1}/{args.losses}", file=sys.stderr)
+        wait_for(lambda: active() == "main", 30)
+        for s in get(http, "/api/v1/channels/program")["switches"]:
+            seen[(s["at"], s["to"])] = s
+        for p in procs.procs:
+            if p is not reader:
+                procs.kill(p)
+        reader.wait(timeout=30)
+
+        losses = [s for s in seen.values() if s["reason"] == "input_lost"]
+        returns = [s for s in seen.values() if s["reason"] == "return_to_primary"]
+        def row(name, values, unit):
+            print(f"{name:<34} p50 {pct(values, 50):>7} {unit}   max {max(values) if values else 'n/a':>7} {unit}   (n={len(values)})")
+        print(f"\nmode: {args.mode}; {len(losses)} losses, {len(returns)} returns to main")
+        row("detection (last frame -> decision)", [s["detection_ms"] for s in losses if s["detection_ms"] is not None], "ms")
+        row("keyframe wait (decision -> cut)", [s["decision_to_cut_ms"] for s in losses], "ms")
+        row("output gap at loss", [s["gap_ms"] for s in losses], "ms")
+        row("output gap at return to main", [s["gap_ms"] for s in returns], "ms")
+        row("content step at loss", [s["content_step_frames"] for s in losses if s["content_step_frames"] is not None], "frames")
+        row("content step at return", [s["content_step_frames"] for s in returns if s["content_step_frames"] is not None], "frames")
+
+        decode = subprocess.run(["ffmpeg", "-v", "error", "-i", recording, "-f", "null", "-"], capture_output=True, text=True).stderr
+        dts = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "packet=stream_index,dts", "-of", "csv=p=0", recording],
+                             capture_output=True, text=True).stdout
+        last, backwards = {}, 0
+        for line in dts.splitlines():
+            parts = line.split(",")
+            if len(parts) >= 2 and parts[1].strip().lstrip("-").isdigit():
+                s, d = parts[0], int(parts[1])
+                backwards += s in last and d <= last[s]
+                last[s] = d
+        reader_log = open(os.path.join(work, "reader.log")).read()
+        print(f"conformance: {len(decode.splitlines())} decode error lines, {backwards} non-increasing DTS, "
+              f"{reader_log.count('corrupt') + reader_log.count('Non-monotonic')} reader warnings")
+    finally:
+        procs.stop_all()
+
+
+if __name__ == "__main__":
+    main()
