@@ -215,3 +215,37 @@ fn aligned_mode_seams_are_frame_accurate_with_real_encoders() {
         assert!(!live.contains(bad), "ffmpeg reading the live output said {bad:?}:\n{live}");
     }
 }
+
+#[test]
+fn operator_forces_backup_then_hands_back_to_auto() {
+    let (main, backup) = (free_udp_port(), free_udp_port());
+    let daemon = Daemon::start(&failover_config(main, backup, free_udp_port()));
+    let dir = daemon.dir.path().to_path_buf();
+    let source = make_ts(&dir, "source.ts", 40, "320x180", "300k");
+    let _main = ffmpeg_push(&dir, "main-encoder", &source, &format!("srt://127.0.0.1:{main}?latency=200000&pkt_size=1316"));
+    let _backup = ffmpeg_push(&dir, "backup-encoder", &source, &format!("srt://127.0.0.1:{backup}?latency=200000&pkt_size=1316"));
+    assert!(wait_for(Duration::from_secs(15), || active(&daemon) == "main"), "{}", daemon.log());
+    let post = |body: &str| http_post_json(daemon.http, "/api/v1/channels/program/switch", body);
+
+    assert_eq!(post(r#"{"input": "backup"}"#).0, 202);
+    assert!(wait_for(Duration::from_secs(5), || active(&daemon) == "backup"), "force did not take: {}", daemon.json("/api/v1/channels/program"));
+    let channel = daemon.json("/api/v1/channels/program");
+    assert_eq!(channel["forced_input"], "backup");
+    assert_eq!(switch_count(&channel, "main", "backup", "manual"), 1);
+    // Main is perfectly healthy, yet the channel stays where the operator put it.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(active(&daemon), "backup");
+
+    assert_eq!(post(r#"{"input": "auto"}"#).0, 202);
+    assert!(wait_for(Duration::from_secs(5), || active(&daemon) == "main"), "auto did not return to main");
+    assert!(daemon.json("/api/v1/channels/program")["forced_input"].is_null());
+
+    let (status, body) = post(r#"{"input": "camera-9"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no input \\\"camera-9\\\"") || body.contains("camera-9"), "{body}");
+    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/nope/switch", r#"{"input": "auto"}"#).0, 404);
+    assert_eq!(post("not json").0, 400);
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(metrics.contains("lunora_switch_total{channel=\"program\",from_role=\"main\",reason=\"manual\",to_role=\"backup\"} 1"), "{metrics}");
+    assert!(metrics.contains("lunora_input_health_state{channel=\"program\",input=\"main\",state=\"healthy\"} 1"), "{metrics}");
+}

@@ -489,7 +489,8 @@ impl Switcher {
         }
         // The input on air is degraded in a way that triggers a switch.
         let reason = self.triggers(&self.inputs[current].state).unwrap_or(SwitchReason::InputLost);
-        let dwelling = self.last_switch_at.is_some_and(|at| now.saturating_sub(at) < MIN_DWELL);
+        let lost = self.inputs[current].state == Health::Lost;
+        let dwelling = !lost && self.last_switch_at.is_some_and(|at| now.saturating_sub(at) < MIN_DWELL);
         if dwelling {
             return Some((current, reason));
         }
