@@ -223,6 +223,14 @@ impl Sim {
         assert!(spread(&a) <= AUDIO, "audio drifts against source time by {}", spread(&a));
     }
 
+    /// No audio frame starts inside the previous one (decoders' output would go backwards).
+    fn check_no_audio_overlap(&self) {
+        let audio: Vec<&Frame> = self.out.iter().filter(|f| !f.codec.is_video()).collect();
+        for w in audio.windows(2) {
+            assert!(w[1].dts - w[0].dts >= AUDIO, "audio frames overlap: {:?} then {:?}", w[0].dts, w[1].dts);
+        }
+    }
+
     /// Checks A/V sync: within each segment between switches, every frame's output DTS minus
     /// its source time (read back from the payload) is the same for audio and video, within
     /// one audio frame.
@@ -471,6 +479,7 @@ proptest! {
         }
         sim.check_invariants();
         sim.check_av_sync();
+        sim.check_no_audio_overlap();
         // No frame from an input that is not on air: each segment's video comes from the
         // input the switch named (encoders differ in their keyframe phase).
         for (switch, w) in sim.switches.iter().zip(sim.segment_starts.windows(2).map(|w| (w[0], w[1])).chain(std::iter::once((*sim.segment_starts.last().unwrap_or(&0), sim.out.len())))) {

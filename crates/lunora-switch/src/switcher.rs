@@ -182,6 +182,13 @@ struct Input {
 }
 
 #[derive(Debug, Clone, Copy)]
+struct LastOut {
+    dts: MpegTime,
+    step: i64,
+    segment: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Pending {
     target: usize,
     reason: SwitchReason,
@@ -219,7 +226,11 @@ pub struct Switcher {
     pending: Option<Pending>,
     forced: Option<usize>,
     output_program: Option<Program>,
-    last_out_dts: HashMap<TrackId, MpegTime>,
+    /// Per output track: last DTS sent, the step between its last two frames, and the segment
+    /// (cut count) it was sent in.
+    last_out: HashMap<TrackId, LastOut>,
+    /// Incremented at every cut.
+    segment: u64,
     /// Output DTS and wall time of the last video frame sent.
     last_video_out: Option<(MpegTime, Duration)>,
     /// Input DTS of the last video frame sent, on its own input's clock.
@@ -259,7 +270,8 @@ impl Switcher {
             pending: None,
             forced: None,
             output_program: None,
-            last_out_dts: HashMap::new(),
+            last_out: HashMap::new(),
+            segment: 0,
             last_video_out: None,
             last_in_video_sent: None,
             last_switch_at: None,
@@ -402,6 +414,11 @@ impl Switcher {
                     i.clock_samples.pop_front();
                 }
             }
+        }
+        if self.active().is_none() && self.pending.is_none() {
+            // Nothing on air: decide now, so this very frame can start the output if it is a
+            // keyframe, instead of waiting a GOP for the next one.
+            self.evaluate(now);
         }
         if self.policy.mode == SwitchMode::Cut {
             self.route(now, input, frame);
@@ -584,6 +601,7 @@ impl Switcher {
             incompatible.push(format!("resolution {}x{} → {}x{}", a.width, a.height, b.width, b.height));
         }
         let offset = target.0 - keyframe.dts.0;
+        self.segment += 1;
         self.on_air = Some(OnAir { input, offset, cut_dts: keyframe.dts, map, last_in_video: None });
         self.pending = None;
         self.last_switch_at = Some(now);
@@ -647,11 +665,19 @@ impl Switcher {
             }
             return;
         }
-        if self.last_out_dts.get(&track).is_some_and(|last| dts <= *last) {
-            self.dropped_frames += 1;
-            return;
+        let previous = self.last_out.get(&track).copied();
+        if let Some(last) = previous {
+            // Within a segment DTS must increase; across a cut a frame must also not overlap
+            // the last one sent (an audio frame starting inside the previous one would make
+            // decoders' output go backwards).
+            let overlaps = !frame.codec.is_video() && last.segment != self.segment && dts.0 < last.dts.0 + last.step;
+            if dts <= last.dts || overlaps {
+                self.dropped_frames += 1;
+                return;
+            }
         }
-        self.last_out_dts.insert(track, dts);
+        let step = previous.filter(|last| last.segment == self.segment).map_or(0, |last| dts - last.dts);
+        self.last_out.insert(track, LastOut { dts, step, segment: self.segment });
         if frame.codec.is_video() {
             self.last_video_out = Some((dts, now));
             self.last_in_video_sent = Some(frame.dts);
