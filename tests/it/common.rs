@@ -336,7 +336,10 @@ pub fn decoded_video_frames(file: &Path) -> u64 {
         Duration::from_secs(60),
     );
     // ffprobe prints the count once per section (program and stream); take the first.
-    String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().trim_end_matches(',').parse().unwrap_or(0)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.lines().next().unwrap_or("").trim().trim_end_matches(',').parse().unwrap_or_else(|_| {
+        panic!("ffprobe gave no frame count for {}: {stdout:?} {}", file.display(), String::from_utf8_lossy(&out.stderr))
+    })
 }
 
 /// Everything ffmpeg says (at warning level and above) while decoding `file` completely.

@@ -183,7 +183,7 @@ impl Rig {
 
     /// Stops the sources, lets the recorder finish, and checks the recording: it decodes
     /// without an error and the live reader saw no timestamp or continuity trouble.
-    fn finish_and_check(mut self) -> std::path::PathBuf {
+    fn finish_and_check(&mut self) -> std::path::PathBuf {
         self.main_encoder = None;
         self.backup_encoder = None;
         self.mezzanine = None;
