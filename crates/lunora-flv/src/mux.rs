@@ -1,0 +1,156 @@
+//! `Frame`s → FLV tag bodies for RTMP: sequence headers first (and again whenever the
+//! parameter sets change), then coded frames.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use lunora_media::{AdtsHeader, AnnexBNalUnits, Codec, Frame, H264NalType};
+
+use crate::record::AvcDecoderConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagKind {
+    Audio,
+    Video,
+}
+
+/// One FLV tag body ready for an RTMP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlvTag {
+    pub kind: TagKind,
+    /// RTMP timestamp: DTS in milliseconds, wrapping at 2^32.
+    pub timestamp_ms: u32,
+    pub body: Bytes,
+    /// A decoder can start here (sequence headers and video keyframes).
+    pub keyframe: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct FlvMux {
+    avc: Option<AvcDecoderConfig>,
+    audio_config: Option<[u8; 2]>,
+    /// Frames of a codec FLV cannot carry are counted, not sent.
+    pub unsupported_frames: u64,
+}
+
+fn timestamp(ticks: i64) -> u32 {
+    (ticks.div_euclid(90)).rem_euclid(1 << 32) as u32
+}
+
+impl FlvMux {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends the tags for `frame` to `out`.
+    pub fn write_frame(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+        match frame.codec {
+            Codec::H264 => self.write_avc(frame, out),
+            Codec::AacAdts => self.write_aac(frame, out),
+            _ => self.unsupported_frames += 1,
+        }
+    }
+
+    fn write_avc(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+        let (mut sps, mut pps) = (None, None);
+        let mut nal_units = Vec::new();
+        for nal in AnnexBNalUnits::new(&frame.data) {
+            let Some(&header) = nal.first() else { continue };
+            match H264NalType::from_header(header) {
+                H264NalType::Sps => sps = Some(frame.data.slice_ref(nal)),
+                H264NalType::Pps => pps = Some(frame.data.slice_ref(nal)),
+                // FLV carries no access unit delimiters.
+                H264NalType::AccessUnitDelimiter => {}
+                _ => nal_units.push(nal),
+            }
+        }
+        let ts = timestamp(frame.dts.0);
+        if let (Some(sps), Some(pps)) = (sps, pps)
+            && let Some(config) = AvcDecoderConfig::from_parameter_sets(sps, pps)
+            && self.avc.as_ref() != Some(&config)
+        {
+            let mut body = BytesMut::new();
+            body.put_slice(&[0x17, 0, 0, 0, 0]);
+            body.put_slice(&config.to_bytes());
+            out.push(FlvTag { kind: TagKind::Video, timestamp_ms: ts, body: body.freeze(), keyframe: true });
+            self.avc = Some(config);
+        }
+        if self.avc.is_none() {
+            // Nothing can be decoded before the first SPS/PPS.
+            self.unsupported_frames += 1;
+            return;
+        }
+        let cts = ((frame.pts - frame.dts) / 90).clamp(-(1 << 23), (1 << 23) - 1) as i32;
+        let mut body = BytesMut::with_capacity(frame.data.len() + 16);
+        body.put_u8(if frame.keyframe { 0x17 } else { 0x27 });
+        body.put_u8(1);
+        body.put_slice(&cts.to_be_bytes()[1..]);
+        for nal in nal_units {
+            body.put_u32(nal.len() as u32);
+            body.put_slice(nal);
+        }
+        out.push(FlvTag { kind: TagKind::Video, timestamp_ms: ts, body: body.freeze(), keyframe: frame.keyframe });
+    }
+
+    fn write_aac(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+        let Some(header) = AdtsHeader::parse(&frame.data) else {
+            self.unsupported_frames += 1;
+            return;
+        };
+        let ts = timestamp(frame.dts.0);
+        // 0xAF: AAC, 44 kHz, 16-bit, stereo (FLV's fixed flags for AAC).
+        let config = header.audio_specific_config().to_bytes();
+        if self.audio_config != Some(config) {
+            out.push(FlvTag { kind: TagKind::Audio, timestamp_ms: ts, body: Bytes::from(vec![0xAF, 0, config[0], config[1]]), keyframe: true });
+            self.audio_config = Some(config);
+        }
+        let payload = frame.data.slice(header.header_length.min(frame.data.len())..header.frame_length.min(frame.data.len()));
+        let mut body = BytesMut::with_capacity(payload.len() + 2);
+        body.put_slice(&[0xAF, 1]);
+        body.put_slice(&payload);
+        out.push(FlvTag { kind: TagKind::Audio, timestamp_ms: ts, body: body.freeze(), keyframe: true });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lunora_media::{MpegTime, TrackId};
+
+    use super::*;
+    use crate::{FlvDemux, FlvEvent};
+
+    #[test]
+    fn frames_round_trip_through_flv_tags() {
+        let video = Frame {
+            track: TrackId(1),
+            codec: Codec::H264,
+            pts: MpegTime(90 * 1080),
+            dts: MpegTime(90 * 1000),
+            keyframe: true,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1, 0x67, 0x64, 0, 0x1F, 0, 0, 0, 1, 0x68, 0xEE, 0, 0, 0, 1, 0x65, 0x88, 0x84]),
+        };
+        let asc = lunora_media::AudioSpecificConfig { audio_object_type: 2, sampling_frequency_index: 3, channel_configuration: 2 };
+        let mut adts = asc.adts_header(3).to_vec();
+        adts.extend([1, 2, 3]);
+        let audio = Frame { track: TrackId(2), codec: Codec::AacAdts, pts: MpegTime(90 * 1010), dts: MpegTime(90 * 1010), keyframe: true, data: adts.into() };
+        let mut mux = FlvMux::new();
+        let mut tags = Vec::new();
+        mux.write_frame(&video, &mut tags);
+        mux.write_frame(&audio, &mut tags);
+        mux.write_frame(&video, &mut tags);
+        assert_eq!(tags.len(), 5, "sequence headers once, then frames");
+        let mut demux = FlvDemux::new();
+        let mut events = Vec::new();
+        for tag in &tags {
+            match tag.kind {
+                TagKind::Video => demux.handle_video(tag.timestamp_ms, &tag.body, &mut events),
+                TagKind::Audio => demux.handle_audio(tag.timestamp_ms, &tag.body, &mut events),
+            }
+            .expect("valid tag");
+        }
+        let frames: Vec<&Frame> = events.iter().filter_map(|e| if let FlvEvent::Frame(f) = e { Some(f) } else { None }).collect();
+        assert_eq!(frames.len(), 3);
+        assert_eq!((frames[0].dts, frames[0].pts), (video.dts, video.pts));
+        // The AUD is gone; SPS/PPS come back from the sequence header on the keyframe.
+        assert_eq!(&frames[0].data[..], &video.data[6..]);
+        assert_eq!(frames[1].data, audio.data);
+    }
+}

@@ -1,0 +1,110 @@
+//! Decoder configuration records: AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3.1)
+//! and HEVCDecoderConfigurationRecord (§8.3.3.1).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::FlvError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvcDecoderConfig {
+    pub profile: u8,
+    pub compatibility: u8,
+    pub level: u8,
+    /// Bytes in each NAL unit length prefix (1, 2 or 4).
+    pub length_size: usize,
+    pub sps: Vec<Bytes>,
+    pub pps: Vec<Bytes>,
+}
+
+fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], FlvError> {
+    if data.len() < n {
+        return Err(FlvError::BadConfig);
+    }
+    let (head, rest) = data.split_at(n);
+    *data = rest;
+    Ok(head)
+}
+
+fn parameter_sets(data: &mut &[u8], count: usize) -> Result<Vec<Bytes>, FlvError> {
+    (0..count)
+        .map(|_| {
+            let len = usize::from(u16::from_be_bytes([take(data, 1)?[0], take(data, 1)?[0]]));
+            Ok(Bytes::copy_from_slice(take(data, len)?))
+        })
+        .collect()
+}
+
+impl AvcDecoderConfig {
+    pub fn parse(mut data: &[u8]) -> Result<Self, FlvError> {
+        let head = take(&mut data, 6)?;
+        if head[0] != 1 {
+            return Err(FlvError::BadConfig);
+        }
+        let length_size = usize::from(head[4] & 3) + 1;
+        let sps_count = usize::from(head[5] & 0x1F);
+        let sps = parameter_sets(&mut data, sps_count)?;
+        let pps_count = usize::from(take(&mut data, 1)?[0]);
+        let pps = parameter_sets(&mut data, pps_count)?;
+        Ok(AvcDecoderConfig { profile: head[1], compatibility: head[2], level: head[3], length_size, sps, pps })
+    }
+
+    /// Builds the record from one SPS and PPS (as NAL units, header included).
+    pub fn from_parameter_sets(sps: Bytes, pps: Bytes) -> Option<Self> {
+        let profile = *sps.get(1)?;
+        Some(AvcDecoderConfig { profile, compatibility: *sps.get(2)?, level: *sps.get(3)?, length_size: 4, sps: vec![sps], pps: vec![pps] })
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_slice(&[1, self.profile, self.compatibility, self.level, 0xFC | (self.length_size as u8 - 1), 0xE0 | self.sps.len() as u8]);
+        for sps in &self.sps {
+            out.put_u16(sps.len() as u16);
+            out.put_slice(sps);
+        }
+        out.put_u8(self.pps.len() as u8);
+        for pps in &self.pps {
+            out.put_u16(pps.len() as u16);
+            out.put_slice(pps);
+        }
+        out.freeze()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HevcDecoderConfig {
+    pub length_size: usize,
+    /// VPS, SPS and PPS NAL units, in record order.
+    pub parameter_sets: Vec<Bytes>,
+}
+
+impl HevcDecoderConfig {
+    pub fn parse(mut data: &[u8]) -> Result<Self, FlvError> {
+        let head = take(&mut data, 23)?;
+        if head[0] != 1 {
+            return Err(FlvError::BadConfig);
+        }
+        let length_size = usize::from(head[21] & 3) + 1;
+        let arrays = usize::from(head[22]);
+        let mut parameter_sets = Vec::new();
+        for _ in 0..arrays {
+            take(&mut data, 1)?; // array_completeness, NAL unit type
+            let count = usize::from(u16::from_be_bytes([take(&mut data, 1)?[0], take(&mut data, 1)?[0]]));
+            parameter_sets.extend(self::parameter_sets(&mut data, count)?);
+        }
+        Ok(HevcDecoderConfig { length_size, parameter_sets })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avc_record_round_trip() {
+        let sps = Bytes::from_static(&[0x67, 0x64, 0x00, 0x1F, 0xAC]);
+        let pps = Bytes::from_static(&[0x68, 0xEB, 0xE3]);
+        let record = AvcDecoderConfig::from_parameter_sets(sps, pps).expect("record");
+        assert_eq!(AvcDecoderConfig::parse(&record.to_bytes()), Ok(record));
+        assert_eq!(AvcDecoderConfig::parse(&[1, 2, 3]), Err(FlvError::BadConfig));
+    }
+}
