@@ -10,5 +10,6 @@ mod common;
 mod config_cli;
 mod failover;
 mod metrics;
+mod rtmp_ingest;
 mod srt_ingest;
 mod srt_output;

@@ -2,6 +2,8 @@
 //!
 //! The API and `/metrics` render the same snapshots, so they can never disagree.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod metrics;
 mod status;
 

@@ -4,6 +4,8 @@
 //! Each reader of the bus has its own cursor; one that falls behind skips to the next keyframe
 //! and counts what it skipped.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod bus;
 mod srt;
 mod stats;

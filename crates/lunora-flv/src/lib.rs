@@ -4,6 +4,8 @@
 //! Architecture invariant: pure; no I/O, no clock. RTMP's 32-bit millisecond timestamps are
 //! unwrapped here and turned into 90 kHz ticks.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod demux;
 mod mux;
 mod record;

@@ -1,11 +1,16 @@
-//! Input adapters: each turns a protocol into `Frame`s plus link statistics for its channel.
+//! Input adapters: each turns a protocol (SRT, RTMP) into `Frame`s plus link statistics for
+//! its channel.
 //!
 //! Architecture invariant: no peer can take down a listener, whatever it sends. Every caller is
 //! accepted or rejected explicitly, with the reason logged and counted.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod rtmp;
 mod srt;
 mod stats;
 
+pub use rtmp::{RtmpInput, RtmpServer};
 pub use srt::{BoundSrtInput, SrtInputSettings};
 pub use stats::{ConnectionState, FrameCounts, InputStats, RejectCounts, StatsHandle, VideoInfo};
 

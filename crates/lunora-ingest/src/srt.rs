@@ -210,14 +210,14 @@ impl Input {
                 };
             }
         };
-        if let Some(current) = session {
-            if current.last_activity.elapsed() < settings.input_loss {
-                return Decision::Reject {
-                    reason: RejectReason::Server(ServerRejectReason::Conflict),
-                    why: format!("caller {} is live on this input", current.peer),
-                    count: |c| c.busy += 1,
-                };
-            }
+        if let Some(current) = session
+            && current.last_activity.elapsed() < settings.input_loss
+        {
+            return Decision::Reject {
+                reason: RejectReason::Server(ServerRejectReason::Conflict),
+                why: format!("caller {} is live on this input", current.peer),
+                count: |c| c.busy += 1,
+            };
         }
         Decision::Accept(key)
     }

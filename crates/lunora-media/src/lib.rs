@@ -3,6 +3,8 @@
 //! Architecture invariant: this crate does no I/O, reads no clock and depends on no runtime.
 //! Everything here is a pure function of its inputs.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod aac;
 mod bits;
 mod frame;

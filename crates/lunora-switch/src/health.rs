@@ -312,7 +312,7 @@ mod tests {
     fn feed(h: &mut InputHealth, from: u64, to: u64) {
         let mut t = from;
         while t < to {
-            h.handle_frame(ms(t), &video(t as i64 * 90, t % 1000 == 0));
+            h.handle_frame(ms(t), &video(t as i64 * 90, t.is_multiple_of(1000)));
             t += 40;
         }
     }
@@ -334,7 +334,7 @@ mod tests {
         h.set_has_video(true);
         h.connected(ms(0));
         for t in (0..4000).step_by(40) {
-            h.handle_frame(ms(t), &video(t as i64 * 90, t % 1000 == 0));
+            h.handle_frame(ms(t), &video(t as i64 * 90, t.is_multiple_of(1000)));
             h.evaluate(ms(t));
         }
         // Now 5 fps.

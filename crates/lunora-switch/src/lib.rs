@@ -4,6 +4,8 @@
 //! counters, commands and the time (`now: Duration` since any origin); it hands back output
 //! frames, events and when it next needs to be woken. One task per channel owns it.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod health;
 mod params;
 mod switcher;

@@ -4,6 +4,8 @@
 //! Architecture invariant: no I/O, no clock, no async runtime. Time enters as a `now:
 //! Duration` argument; broken streams are reported as counters and events, never as panics.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod analyser;
 mod demux;
 mod mux;

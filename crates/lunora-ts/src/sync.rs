@@ -49,7 +49,7 @@ impl Resync {
     /// without copying.
     pub fn push(&mut self, data: &[u8], on_output: &mut impl FnMut(SyncOutput<'_>)) {
         if !self.carry.is_empty() {
-            let looks_aligned = data.first() == Some(&SYNC_BYTE) && data.len() % PACKET_SIZE == 0;
+            let looks_aligned = data.first() == Some(&SYNC_BYTE) && data.len().is_multiple_of(PACKET_SIZE);
             if looks_aligned && self.carry[0] == SYNC_BYTE && self.in_sync {
                 self.carry.clear();
                 on_output(SyncOutput::TruncatedPacket);

@@ -24,6 +24,7 @@ pub(crate) const DEFAULT_CONFIG: &str = include_str!("../../../config/default.to
 struct RawConfig {
     #[serde(default)]
     http: RawHttp,
+    rtmp: Option<RawRtmp>,
     #[serde(default)]
     channels: Vec<RawChannel>,
 }
@@ -38,6 +39,12 @@ impl Default for RawHttp {
     fn default() -> Self {
         RawHttp { listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 8080))) }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRtmp {
+    listen: Spanned<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -167,6 +174,7 @@ struct RawInput {
     latency_ms: Spanned<u64>,
     passphrase: Option<Spanned<String>>,
     stream_id: Option<Spanned<String>>,
+    stream_key: Option<Spanned<String>>,
 }
 
 fn default_role() -> Role {
@@ -212,6 +220,8 @@ struct RawOutput {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) http_listen: SocketAddr,
+    /// The shared RTMP server's address (bound only when an RTMP input exists).
+    pub(crate) rtmp_listen: SocketAddr,
     pub(crate) channels: Vec<Channel>,
 }
 
@@ -229,10 +239,14 @@ pub(crate) struct Channel {
 pub(crate) struct Input {
     pub(crate) id: String,
     pub(crate) role: Role,
-    pub(crate) listen: SocketAddr,
-    pub(crate) latency: Duration,
-    pub(crate) passphrase: Option<Secret>,
-    pub(crate) stream_id: Option<String>,
+    pub(crate) transport: InputTransport,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum InputTransport {
+    Srt { listen: SocketAddr, latency: Duration, passphrase: Option<Secret>, stream_id: Option<String> },
+    /// Published to the shared RTMP server as `rtmp://HOST/live/<stream_key>`.
+    Rtmp { stream_key: Secret },
 }
 
 #[derive(Debug, Clone)]
@@ -350,6 +364,20 @@ fn secret(c: &mut Collector<'_>, value: &Option<Spanned<String>>, lookup: &dyn F
     }
 }
 
+fn stream_key_secret(c: &mut Collector<'_>, value: &Spanned<String>, lookup: &dyn Fn(&str) -> Option<String>) -> Option<Secret> {
+    match expand_env(value.get_ref(), lookup) {
+        Ok(key) if key.is_empty() || key.len() > 256 || key.contains(['/', '?', ' ']) => {
+            c.at(value.span(), "stream_key must be 1–256 characters without '/', '?' or spaces");
+            None
+        }
+        Ok(key) => Some(Secret::new(key)),
+        Err(message) => {
+            c.at(value.span(), message);
+            None
+        }
+    }
+}
+
 fn latency(c: &mut Collector<'_>, value: &Spanned<u64>) -> Duration {
     let ms = *value.get_ref();
     if !(20..=15_000).contains(&ms) {
@@ -410,6 +438,7 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
     let mut channel_ids = HashSet::new();
     // (address, span, owner) of every UDP port we bind, for the conflict check.
     let mut udp_ports: Vec<(SocketAddr, Range<usize>, String)> = Vec::new();
+    let mut rtmp_keys: Vec<(Secret, String)> = Vec::new();
     let mut channels = Vec::new();
     if raw.channels.is_empty() {
         c.at(0..0, "no [[channels]] configured; add at least one");
@@ -440,23 +469,46 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
             if !ids.insert(input_id.clone()) {
                 c.at(input.id.span(), format!("id {input_id:?} is used twice in channel {id:?}"));
             }
-            if *input.kind.get_ref() != InputKind::Srt {
-                c.at(input.kind.span(), "only type = \"srt\" inputs are supported by this version");
-                continue;
-            }
-            let Some(listen) = &input.listen else {
-                c.at(span, format!("SRT input {input_id:?} needs `listen = \"IP:PORT\"`"));
-                continue;
+            let transport = match input.kind.get_ref() {
+                InputKind::Srt => {
+                    if let Some(key) = &input.stream_key {
+                        c.at(key.span(), "stream_key is for type = \"rtmp\" inputs; SRT inputs use passphrase and stream_id");
+                    }
+                    let Some(listen) = &input.listen else {
+                        c.at(span, format!("SRT input {input_id:?} needs `listen = \"IP:PORT\"`"));
+                        continue;
+                    };
+                    udp_ports.push((*listen.get_ref(), listen.span(), format!("input {id}/{input_id}")));
+                    InputTransport::Srt {
+                        listen: *listen.get_ref(),
+                        latency: latency(c, &input.latency_ms),
+                        passphrase: secret(c, &input.passphrase, lookup, "passphrase"),
+                        stream_id: input.stream_id.as_ref().map(|s| s.get_ref().clone()),
+                    }
+                }
+                InputKind::Rtmp => {
+                    for (present, key) in [(input.listen.is_some(), "listen"), (input.passphrase.is_some(), "passphrase"), (input.stream_id.is_some(), "stream_id")] {
+                        if present {
+                            c.at(span.clone(), format!("RTMP input {input_id:?}: `{key}` does not apply; RTMP inputs share [rtmp] listen and are told apart by stream_key"));
+                        }
+                    }
+                    let Some(key) = &input.stream_key else {
+                        c.at(span, format!("RTMP input {input_id:?} needs `stream_key` (OBS publishes to rtmp://HOST:1935/live/<stream_key>)"));
+                        continue;
+                    };
+                    let Some(stream_key) = stream_key_secret(c, key, lookup) else { continue };
+                    if rtmp_keys.iter().any(|(k, _): &(Secret, String)| *k == stream_key) {
+                        c.at(key.span(), "this stream key is already used by another RTMP input; every RTMP input needs its own");
+                    }
+                    rtmp_keys.push((stream_key.clone(), format!("{id}/{input_id}")));
+                    InputTransport::Rtmp { stream_key }
+                }
+                _ => {
+                    c.at(input.kind.span(), "only type = \"srt\" and \"rtmp\" inputs are supported by this version");
+                    continue;
+                }
             };
-            udp_ports.push((*listen.get_ref(), listen.span(), format!("input {id}/{input_id}")));
-            inputs.push(Input {
-                id: input_id,
-                role: input.role,
-                listen: *listen.get_ref(),
-                latency: latency(c, &input.latency_ms),
-                passphrase: secret(c, &input.passphrase, lookup, "passphrase"),
-                stream_id: input.stream_id.as_ref().map(|s| s.get_ref().clone()),
-            });
+            inputs.push(Input { id: input_id, role: input.role, transport });
         }
         let mains = ch.inputs.iter().filter(|i| i.get_ref().role == Role::Main).count();
         let backups = ch.inputs.len() - mains;
@@ -533,7 +585,13 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
             }
         }
     }
-    Config { http_listen: *raw.http.listen.get_ref(), channels }
+    let rtmp_listen = raw.rtmp.as_ref().map_or(SocketAddr::from(([0, 0, 0, 0], 1935)), |r| *r.listen.get_ref());
+    let http_listen = *raw.http.listen.get_ref();
+    if !rtmp_keys.is_empty() && rtmp_listen.port() == http_listen.port() && rtmp_listen.port() != 0 {
+        let span = raw.rtmp.as_ref().map_or(0..0, |r| r.listen.span());
+        c.at(span, format!("TCP port {} is used by both [http] and [rtmp]", rtmp_listen.port()));
+    }
+    Config { http_listen, rtmp_listen, channels }
 }
 
 #[cfg(test)]
@@ -610,15 +668,25 @@ listen = "0.0.0.0:9000"
 passphrase = "${SRT_PASS}"
 "#;
         let config = parse("t.toml", source, &env).expect("valid");
-        let passphrase = config.channels[0].inputs[0].passphrase.clone().expect("set");
+        let InputTransport::Srt { passphrase: Some(passphrase), .. } = config.channels[0].inputs[0].transport.clone() else { panic!("an SRT input with a passphrase") };
         assert_eq!(passphrase.expose(), "correct horse battery");
         assert_eq!(format!("{config:?}").matches("correct horse").count(), 0, "secrets never in Debug output");
     }
 
     #[test]
     fn unsupported_input_type_is_explained() {
-        let source = "[[channels]]\nid = \"p\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"obs\"\ntype = \"rtmp\"\n";
+        let source = "[[channels]]\nid = \"p\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"cam\"\ntype = \"whip\"\n";
         let e = errors(source);
-        assert!(e.iter().any(|l| l.starts_with("t.toml:6:8:") && l.contains("only type = \"srt\"")), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("t.toml:6:8:") && l.contains("only type = \"srt\" and \"rtmp\"")), "{e:?}");
+    }
+
+    #[test]
+    fn rtmp_inputs_need_distinct_stream_keys() {
+        let source = "[[channels]]\nid = \"a\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"obs\"\ntype = \"rtmp\"\nstream_key = \"k1\"\n\
+                      [[channels]]\nid = \"b\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"obs\"\ntype = \"rtmp\"\nstream_key = \"k1\"\n";
+        let e = errors(source);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.toml:14:14:") && e[0].contains("already used"), "{e:?}");
+        assert!(!e[0].contains("k1"), "keys are never printed");
     }
 }

@@ -1,5 +1,7 @@
 //! `lunora`: the daemon and its command-line tools.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod channel;
 mod config;
 mod status;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lunora_egress::{Bus, OutputStatsHandle, SrtOutput, SrtOutputMode, SrtOutputSettings};
-use lunora_ingest::{BoundSrtInput, SrtInputSettings, StatsHandle};
+use lunora_ingest::{BoundSrtInput, RtmpInput, RtmpServer, SrtInputSettings, StatsHandle};
 use lunora_srt::AccessPolicy;
 use lunora_ts::AnalyserSettings;
 use tokio::sync::mpsc;
@@ -21,7 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::channel::{ChannelRuntime, ChannelTask};
 use lunora_switch::{InputSpec, Role, Switcher};
-use crate::config::{Config, OutputTarget};
+use crate::config::{Config, InputTransport, OutputTarget};
 use crate::status::{ChannelHandles, InputHandle, OutputHandle, Status};
 
 #[derive(Debug, Parser)]
@@ -111,6 +113,7 @@ async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("cannot bind the HTTP listener on {} ([http] listen)", config.http_listen))?;
 
     let mut channels = Vec::new();
+    let mut rtmp_inputs = Vec::new();
     for channel in &config.channels {
         let bus = Bus::new(BUS_CAPACITY);
         let (sender, receiver) = mpsc::channel(INPUT_QUEUE);
@@ -121,21 +124,40 @@ async fn run(config: Config) -> Result<()> {
         for &index in &order {
             let input = &channel.inputs[index];
             let stats = StatsHandle::new();
-            let settings = SrtInputSettings {
-                id: input.id.clone(),
-                listen: input.listen,
-                latency: input.latency,
-                access: AccessPolicy { passphrase: input.passphrase.clone(), stream_id: input.stream_id.clone() },
-                input_loss: channel.input_loss,
-                analyser: AnalyserSettings::default(),
-                udp_buffer_bytes: UDP_BUFFER_BYTES,
+            let listen = match &input.transport {
+                InputTransport::Srt { listen, latency, passphrase, stream_id } => {
+                    let settings = SrtInputSettings {
+                        id: input.id.clone(),
+                        listen: *listen,
+                        latency: *latency,
+                        access: AccessPolicy { passphrase: passphrase.clone(), stream_id: stream_id.clone() },
+                        input_loss: channel.input_loss,
+                        analyser: AnalyserSettings::default(),
+                        udp_buffer_bytes: UDP_BUFFER_BYTES,
+                    };
+                    let bound = BoundSrtInput::bind(settings, stats.clone())
+                        .await
+                        .with_context(|| format!("channel {:?} input {:?}: cannot bind SRT port {listen}", channel.id, input.id))?;
+                    let listen = bound.local_addr();
+                    tasks.spawn(bound.run(inputs.len(), sender.clone(), cancel.clone().cancelled_owned()));
+                    listen
+                }
+                InputTransport::Rtmp { stream_key } => {
+                    rtmp_inputs.push(RtmpInput {
+                        name: format!("{}/{}", channel.id, input.id),
+                        stream_key: stream_key.clone(),
+                        index: inputs.len(),
+                        events: sender.clone(),
+                        stats: stats.clone(),
+                    });
+                    config.rtmp_listen
+                }
             };
-            let bound = BoundSrtInput::bind(settings, stats.clone())
-                .await
-                .with_context(|| format!("channel {:?} input {:?}: cannot bind SRT port {}", channel.id, input.id, input.listen))?;
-            let listen = bound.local_addr();
-            tasks.spawn(bound.run(inputs.len(), sender.clone(), cancel.clone().cancelled_owned()));
-            inputs.push(InputHandle { id: input.id.clone(), role: input.role.name(), listen, stats });
+            let kind = match input.transport {
+                InputTransport::Srt { .. } => "srt",
+                InputTransport::Rtmp { .. } => "rtmp",
+            };
+            inputs.push(InputHandle { id: input.id.clone(), role: input.role.name(), kind, listen, stats });
         }
         drop(sender);
         let mut outputs = Vec::new();
@@ -179,6 +201,15 @@ async fn run(config: Config) -> Result<()> {
         let task = ChannelTask { id: channel.id.clone(), switcher: Switcher::new(channel.policy.clone(), specs), bus, runtime: runtime.clone() };
         tasks.spawn(task.run(receiver, command_receiver, cancel.clone()));
         channels.push(ChannelHandles { id: channel.id.clone(), mode: channel.mode.name(), inputs, outputs, runtime, commands });
+    }
+
+    if !rtmp_inputs.is_empty() {
+        let server = RtmpServer::bind(config.rtmp_listen)
+            .await
+            .with_context(|| format!("cannot bind the RTMP server on {} ([rtmp] listen)", config.rtmp_listen))?;
+        let address = server.local_addr().context("RTMP server has no address")?;
+        info!(listen = %address, inputs = rtmp_inputs.len(), "RTMP ingest listening (rtmp://HOST:{}/live/<stream key>)", address.port());
+        tasks.spawn(server.run(rtmp_inputs, cancel.clone().cancelled_owned()));
     }
 
     let status = Arc::new(Status::new(channels));

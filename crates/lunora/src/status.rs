@@ -17,6 +17,8 @@ use crate::channel::{ChannelRuntime, lock};
 pub(crate) struct InputHandle {
     pub(crate) id: String,
     pub(crate) role: &'static str,
+    /// `srt` or `rtmp`.
+    pub(crate) kind: &'static str,
     pub(crate) listen: SocketAddr,
     pub(crate) stats: StatsHandle,
 }
@@ -72,7 +74,7 @@ impl StatusSource for Status {
                         .map(|(index, i)| InputStatus {
                             id: i.id.clone(),
                             role: i.role,
-                            kind: "srt",
+                            kind: i.kind,
                             listen: i.listen,
                             health: runtime.health.get(index).cloned().unwrap_or_default(),
                             stats: i.stats.snapshot(now),

@@ -1,0 +1,96 @@
+//! RTMP ingest (the OBS path) against ffmpeg as the publisher.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+const KEY: &str = "obs-key-5f2a9c";
+
+fn config(rtmp: u16, output: u16) -> String {
+    format!(
+        r#"
+[rtmp]
+listen = "127.0.0.1:{rtmp}"
+
+[[channels]]
+id = "program"
+mode = "single"
+
+[[channels.inputs]]
+id = "obs"
+type = "rtmp"
+stream_key = "{KEY}"
+
+[[channels.outputs]]
+id = "out"
+type = "srt"
+mode = "listener"
+listen = "127.0.0.1:{output}"
+latency_ms = 200
+"#
+    )
+}
+
+fn publish(dir: &std::path::Path, name: &str, source: &std::path::Path, rtmp: u16, key: &str) -> Proc {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    Proc::spawn(
+        name,
+        dir,
+        Command::new(ffmpeg).args(["-v", "error", "-re", "-i"]).arg(source).args(["-c", "copy", "-f", "flv"]).arg(format!("rtmp://127.0.0.1:{rtmp}/live/{key}")),
+    )
+}
+
+#[test]
+fn ffmpeg_publishing_flv_comes_out_as_clean_srt() {
+    let (rtmp, output) = (free_tcp_port(), free_udp_port());
+    let daemon = Daemon::start(&config(rtmp, output));
+    let dir = daemon.dir.path().to_path_buf();
+    let source = make_ts(&dir, "source.ts", 8, "640x360", "1000k");
+    let recording = dir.join("recording.ts");
+    let mut reader = ffmpeg_record(&dir, "reader", &format!("srt://127.0.0.1:{output}?latency=200000&timeout=4000000"), &recording);
+    assert!(wait_for(Duration::from_secs(10), || daemon.output("program", "out")["peers"].as_array().map_or(0, Vec::len) == 1));
+    let mut publisher = publish(&dir, "obs", &source, rtmp, KEY);
+    let status = publisher.wait(Duration::from_secs(40)).expect("publisher finishes");
+    assert!(status.success(), "ffmpeg RTMP publish failed: {}\n{}", publisher.stderr(), daemon.log());
+    reader.wait(Duration::from_secs(20)).expect("reader stops once the stream ends");
+
+    let input = daemon.input("program", "obs");
+    assert_eq!(input["type"], "rtmp");
+    assert_eq!(as_u64(&input["connections_total"]), 1);
+    let frames = decoded_video_frames(&recording);
+    assert!((175..=200).contains(&frames), "decoded {frames} of 200 frames; input: {input}");
+    let decode = decode_warnings(&recording);
+    assert!(decode.trim().is_empty(), "the FLV → TS path produced errors:\n{decode}");
+    let live = reader.stderr();
+    for bad in ["Non-monotonic", "corrupt", "Continuity"] {
+        assert!(!live.contains(bad), "reader said {bad:?}:\n{live}");
+    }
+    assert!(!daemon.log().contains(KEY), "the stream key must never be logged");
+}
+
+#[test]
+fn wrong_key_and_second_publisher_are_refused() {
+    let rtmp = free_tcp_port();
+    let mut daemon = Daemon::start(&config(rtmp, free_udp_port()));
+    let dir = daemon.dir.path().to_path_buf();
+    let source = make_ts(&dir, "source.ts", 20, "320x180", "300k");
+
+    let wrong_key = "zz-not-the-key-77";
+    let mut wrong = publish(&dir, "wrong-key", &source, rtmp, wrong_key);
+    let status = wrong.wait(Duration::from_secs(15)).expect("a refused publisher gives up at once");
+    assert!(!status.success(), "an unknown stream key must be refused");
+
+    let _first = publish(&dir, "first", &source, rtmp, KEY);
+    assert!(wait_for(Duration::from_secs(15), || as_u64(&daemon.input("program", "obs")["frames_total"]["video"]) > 25), "{}", daemon.log());
+    let mut second = publish(&dir, "second", &source, rtmp, KEY);
+    let status = second.wait(Duration::from_secs(15)).expect("the second publisher is refused at once");
+    assert!(!status.success(), "a second publisher on a live key must be refused");
+    assert_eq!(as_u64(&daemon.input("program", "obs")["rejected_total"]["busy"]), 1);
+
+    let log = daemon.log();
+    assert!(log.contains("rejected RTMP publisher: unknown stream key"), "{log}");
+    assert!(log.contains("another publisher is live on this key"), "{log}");
+    assert!(!log.contains(wrong_key) && !log.contains(KEY), "stream keys must never be logged:\n{log}");
+    assert!(daemon.alive());
+}
