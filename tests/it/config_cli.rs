@@ -25,7 +25,8 @@ fn every_file_in_config_dir_passes() {
                     .arg("check-config")
                     .arg(&path)
                     .env("LUNORA_SRT_PASSPHRASE", "an-srt-passphrase")
-                    .env("MEDIALIVE_SRT_PASSPHRASE", "a-medialive-passphrase"),
+                    .env("MEDIALIVE_SRT_PASSPHRASE", "a-medialive-passphrase")
+                    .env("OBS_STREAM_KEY", "an-obs-key"),
                 Duration::from_secs(20),
             );
             assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
