@@ -192,8 +192,10 @@ latency_ms = 200
                 backwards += s in last and d <= last[s]
                 last[s] = d
         reader_log = open(os.path.join(work, "reader.log")).read()
-        print(f"conformance: {len(decode.splitlines())} decode error lines, {backwards} non-increasing DTS, "
-              f"{reader_log.count('corrupt') + reader_log.count('Non-monotonic')} reader warnings")
+        warnings = [l for l in reader_log.splitlines() if "corrupt" in l or "Non-monotonic" in l]
+        print(f"conformance: {len(decode.splitlines())} decode error lines, {backwards} non-increasing DTS, {len(warnings)} reader warnings")
+        for line in (decode.splitlines() + warnings)[:10]:
+            print(f"  {line}")
     finally:
         procs.stop_all()
 

@@ -11,5 +11,6 @@ mod config_cli;
 mod failover;
 mod metrics;
 mod rtmp_ingest;
+mod rtmp_output;
 mod srt_ingest;
 mod srt_output;

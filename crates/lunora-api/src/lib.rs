@@ -29,6 +29,18 @@ pub trait StatusSource: Send + Sync + 'static {
     fn ready(&self) -> bool;
     /// Forces `input` on air in `channel`, or returns the channel to automatic with `"auto"`.
     fn switch(&self, channel: &str, input: &str) -> Result<(), SwitchError>;
+    /// Starts or stops one output (`Some(id)`) or every startable output of the channel;
+    /// returns how many were told.
+    fn control_outputs(&self, channel: &str, output: Option<&str>, start: bool) -> Result<usize, ControlError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlError {
+    NoChannel,
+    NoOutput,
+    /// SRT outputs run whenever the daemon runs.
+    AlwaysOn,
+    Busy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +67,10 @@ pub fn router(source: Source) -> Router {
         .route("/api/v1/channels", get(list_channels))
         .route("/api/v1/channels/{id}", get(get_channel))
         .route("/api/v1/channels/{id}/switch", post(switch))
+        .route("/api/v1/channels/{id}/outputs/start-all", post(|s, p| control(s, p, None, true)))
+        .route("/api/v1/channels/{id}/outputs/stop-all", post(|s, p| control(s, p, None, false)))
+        .route("/api/v1/channels/{id}/outputs/{oid}/start", post(|s, Path((id, oid)): Path<(String, String)>| control(s, Path(id), Some(oid), true)))
+        .route("/api/v1/channels/{id}/outputs/{oid}/stop", post(|s, Path((id, oid)): Path<(String, String)>| control(s, Path(id), Some(oid), false)))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see /api/v1/channels") })
         .with_state(source)
 }
@@ -93,6 +109,17 @@ async fn switch(State(source): State<Source>, Path(id): Path<String>, body: Resu
         Err(SwitchError::NoChannel) => error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}")),
         Err(SwitchError::NoInput) => error(StatusCode::BAD_REQUEST, &format!("channel {id:?} has no input {:?}; use an input id or \"auto\"", request.input)),
         Err(SwitchError::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "the channel is still applying earlier commands; try again"),
+    }
+}
+
+async fn control(State(source): State<Source>, Path(id): Path<String>, output: Option<String>, start: bool) -> Response {
+    let action = if start { "start" } else { "stop" };
+    match source.control_outputs(&id, output.as_deref(), start) {
+        Ok(count) => (StatusCode::ACCEPTED, Json(json!({ "channel": id, "output": output, "action": action, "outputs": count }))).into_response(),
+        Err(ControlError::NoChannel) => error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}")),
+        Err(ControlError::NoOutput) => error(StatusCode::NOT_FOUND, &format!("channel {id:?} has no output {:?}", output.unwrap_or_default())),
+        Err(ControlError::AlwaysOn) => error(StatusCode::CONFLICT, "SRT outputs run whenever lunora runs; only RTMP destinations start and stop"),
+        Err(ControlError::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "the output is still applying earlier commands; try again"),
     }
 }
 

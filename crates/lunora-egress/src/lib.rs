@@ -1,4 +1,5 @@
-//! Outputs: the channel bus every output reads from, and the SRT output (caller or listener).
+//! Outputs: the channel bus every output reads from, the SRT output (caller or listener) and
+//! RTMP push destinations.
 //!
 //! Architecture invariant: nothing an output does can block the switcher or another output.
 //! Each reader of the bus has its own cursor; one that falls behind skips to the next keyframe
@@ -7,9 +8,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod bus;
+mod rtmp;
 mod srt;
 mod stats;
 
 pub use bus::{Bus, BusItem, BusReceiver};
+pub use rtmp::{Control, RtmpDestination, RtmpDestinationSettings, RtmpUrl};
 pub use srt::{SrtOutput, SrtOutputMode, SrtOutputSettings};
 pub use stats::{OutputState, OutputStats, OutputStatsHandle};

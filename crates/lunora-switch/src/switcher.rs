@@ -504,14 +504,17 @@ impl Switcher {
             }
             return Some((current, SwitchReason::Start));
         }
-        // The input on air is degraded in a way that triggers a switch.
+        // The input on air is degraded in a way that triggers a switch, or lost.
         let reason = self.triggers(&self.inputs[current].state).unwrap_or(SwitchReason::InputLost);
         let lost = self.inputs[current].state == Health::Lost;
         let dwelling = !lost && self.last_switch_at.is_some_and(|at| now.saturating_sub(at) < MIN_DWELL);
         if dwelling {
             return Some((current, reason));
         }
-        let alternative = by_priority.clone().find(|&i| i != current && fine(i));
+        let mut others = by_priority.filter(|&i| i != current);
+        let alternative = others.clone().find(|&i| fine(i));
+        // Anything flowing beats an input that is gone, even if it is degraded itself.
+        let alternative = if lost { alternative.or_else(|| others.find(|&i| usable(i))) } else { alternative };
         Some((alternative.unwrap_or(current), reason))
     }
 

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
+use lunora_egress::RtmpUrl;
 use lunora_media::Secret;
 use lunora_switch::{HealthSettings, Policy, Preference, Reason, SwitchMode};
 use serde::Deserialize;
@@ -194,6 +195,15 @@ enum OutputKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+enum RawPreset {
+    Youtube,
+    X,
+    Linkedin,
+    Custom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum OutputMode {
     Caller,
     Listener,
@@ -205,7 +215,12 @@ struct RawOutput {
     id: Spanned<String>,
     #[serde(rename = "type")]
     kind: Spanned<OutputKind>,
-    mode: Spanned<OutputMode>,
+    mode: Option<Spanned<OutputMode>>,
+    preset: Option<Spanned<RawPreset>>,
+    url: Option<Spanned<String>>,
+    stream_key: Option<Spanned<String>>,
+    #[serde(default)]
+    autostart: bool,
     address: Option<Spanned<SocketAddr>>,
     listen: Option<Spanned<SocketAddr>>,
     #[serde(default = "default_latency")]
@@ -251,6 +266,8 @@ pub(crate) enum InputTransport {
 
 #[derive(Debug, Clone)]
 pub(crate) enum OutputTarget {
+    /// RTMP push to a platform or server; starts and stops on its own.
+    Rtmp { url: RtmpUrl, stream_key: Secret, autostart: bool },
     Caller { address: SocketAddr, passphrase: Option<Secret>, key_length: u8, stream_id: Option<String> },
     Listener { listen: SocketAddr, passphrase: Option<Secret>, stream_id: Option<String> },
 }
@@ -376,6 +393,48 @@ fn stream_key_secret(c: &mut Collector<'_>, value: &Spanned<String>, lookup: &dy
             None
         }
     }
+}
+
+/// The default ingest URL of a platform preset (plain RTMP until RTMPS lands).
+fn preset_url(preset: RawPreset) -> Option<&'static str> {
+    match preset {
+        RawPreset::Youtube => Some("rtmp://a.rtmp.youtube.com/live2"),
+        RawPreset::X | RawPreset::Linkedin | RawPreset::Custom => None,
+    }
+}
+
+fn rtmp_output(c: &mut Collector<'_>, output: &RawOutput, span: Range<usize>, id: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Option<OutputTarget> {
+    for (present, key) in [(output.mode.is_some(), "mode"), (output.listen.is_some(), "listen"), (output.address.is_some(), "address"), (output.passphrase.is_some(), "passphrase")] {
+        if present {
+            c.at(span.clone(), format!("RTMP output {id:?}: `{key}` does not apply; RTMP destinations take preset, url and stream_key"));
+        }
+    }
+    let preset = output.preset.as_ref().map_or(RawPreset::Custom, |p| *p.get_ref());
+    let (url_text, url_span) = match (&output.url, preset_url(preset)) {
+        (Some(url), _) => (url.get_ref().clone(), url.span()),
+        (None, Some(default)) => (default.to_string(), span.clone()),
+        (None, None) => {
+            c.at(span, format!("RTMP output {id:?} needs `url` (the rtmp:// ingest address the platform gives you)"));
+            return None;
+        }
+    };
+    if url_text.starts_with("rtmps://") {
+        c.at(url_span, "RTMPS is not supported by this version yet; use the platform's rtmp:// ingest address");
+        return None;
+    }
+    let url = match RtmpUrl::parse(&url_text) {
+        Ok(url) => url,
+        Err(e) => {
+            c.at(url_span, e);
+            return None;
+        }
+    };
+    let Some(key) = &output.stream_key else {
+        c.at(span, format!("RTMP output {id:?} needs `stream_key`"));
+        return None;
+    };
+    let stream_key = stream_key_secret(c, key, lookup)?;
+    Some(OutputTarget::Rtmp { url, stream_key, autostart: output.autostart })
 }
 
 fn latency(c: &mut Collector<'_>, value: &Spanned<u64>) -> Duration {
@@ -533,13 +592,19 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
             if !ids.insert(output_id.clone()) {
                 c.at(output.id.span(), format!("id {output_id:?} is used twice in channel {id:?}"));
             }
-            if *output.kind.get_ref() != OutputKind::Srt {
-                c.at(output.kind.span(), "only type = \"srt\" outputs are supported by this version");
+            if *output.kind.get_ref() == OutputKind::Rtmp {
+                if let Some(target) = rtmp_output(c, output, span.clone(), &output_id, lookup) {
+                    outputs.push(Output { id: output_id, latency: Duration::ZERO, target });
+                }
                 continue;
             }
+            let Some(mode) = &output.mode else {
+                c.at(span, format!("SRT output {output_id:?} needs `mode = \"caller\"` or `\"listener\"`"));
+                continue;
+            };
             let passphrase = secret(c, &output.passphrase, lookup, "passphrase");
             let stream_id = output.stream_id.as_ref().map(|s| s.get_ref().clone());
-            let target = match output.mode.get_ref() {
+            let target = match mode.get_ref() {
                 OutputMode::Caller => {
                     if let Some(listen) = &output.listen {
                         c.at(listen.span(), "`listen` is for mode = \"listener\"; a caller uses `address`");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use lunora_egress::{Bus, OutputStatsHandle, SrtOutput, SrtOutputMode, SrtOutputSettings};
+use lunora_egress::{Bus, OutputStatsHandle, RtmpDestination, RtmpDestinationSettings, SrtOutput, SrtOutputMode, SrtOutputSettings};
 use lunora_ingest::{BoundSrtInput, RtmpInput, RtmpServer, SrtInputSettings, StatsHandle};
 use lunora_srt::AccessPolicy;
 use lunora_ts::AnalyserSettings;
@@ -51,6 +51,9 @@ enum Command {
 const UDP_BUFFER_BYTES: usize = 4 << 20;
 /// Items the channel bus keeps for readers that are behind.
 const BUS_CAPACITY: usize = 256;
+/// Output reconnect backoff: doubling from RETRY_MIN up to RETRY_MAX, with jitter.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Events an input may queue towards its channel before frames are dropped.
 const INPUT_QUEUE: usize = 2048;
 
@@ -164,6 +167,18 @@ async fn run(config: Config) -> Result<()> {
         for output in &channel.outputs {
             let stats = OutputStatsHandle::new();
             let (mode, address, mode_name) = match &output.target {
+                OutputTarget::Rtmp { url, stream_key, autostart } => {
+                    let settings = RtmpDestinationSettings {
+                        id: output.id.clone(),
+                        url: url.clone(),
+                        stream_key: stream_key.clone(),
+                        retry_min: RETRY_MIN,
+                        retry_max: RETRY_MAX,
+                    };
+                    let destination = RtmpDestination::spawn(settings, bus.clone(), stats.clone(), *autostart, cancel.child_token());
+                    outputs.push(OutputHandle { id: output.id.clone(), kind: "rtmp", mode: "push", address: url.to_string(), stats, control: Some(destination) });
+                    continue;
+                }
                 OutputTarget::Caller { address, passphrase, key_length, stream_id } => (
                     SrtOutputMode::Caller { address: *address, stream_id: stream_id.clone(), passphrase: passphrase.clone(), key_length: *key_length },
                     address.to_string(),
@@ -180,14 +195,14 @@ async fn run(config: Config) -> Result<()> {
                 mode,
                 latency: output.latency,
                 udp_buffer_bytes: UDP_BUFFER_BYTES,
-                retry_min: Duration::from_secs(1),
-                retry_max: Duration::from_secs(30),
+                retry_min: RETRY_MIN,
+                retry_max: RETRY_MAX,
             };
             let started = SrtOutput::start(settings, bus.clone(), stats.clone(), cancel.child_token())
                 .await
                 .with_context(|| format!("channel {:?} output {:?}: cannot start on {address}", channel.id, output.id))?;
             let address = started.local_addr().map_or(address, |a| a.to_string());
-            outputs.push(OutputHandle { id: output.id.clone(), mode: mode_name, address, stats });
+            outputs.push(OutputHandle { id: output.id.clone(), kind: "srt", mode: mode_name, address, stats, control: None });
         }
         let specs = order
             .iter()

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use std::time::Instant;
 
-use lunora_api::{ChannelStatus, InputStatus, OutputStatus, StatusSource, SwitchError};
+use lunora_api::{ChannelStatus, ControlError, InputStatus, OutputStatus, StatusSource, SwitchError};
+use lunora_egress::{Control, RtmpDestination};
 use lunora_switch::Command;
 use tokio::sync::mpsc;
 use lunora_egress::OutputStatsHandle;
@@ -25,9 +26,13 @@ pub(crate) struct InputHandle {
 
 pub(crate) struct OutputHandle {
     pub(crate) id: String,
+    /// `srt` or `rtmp`.
+    pub(crate) kind: &'static str,
     pub(crate) mode: &'static str,
     pub(crate) address: String,
     pub(crate) stats: OutputStatsHandle,
+    /// Start/stop control, for outputs that have it (RTMP destinations).
+    pub(crate) control: Option<RtmpDestination>,
 }
 
 pub(crate) struct ChannelHandles {
@@ -83,7 +88,7 @@ impl StatusSource for Status {
                     outputs: c
                         .outputs
                         .iter()
-                        .map(|o| OutputStatus { id: o.id.clone(), kind: "srt", mode: o.mode, address: o.address.clone(), stats: o.stats.snapshot() })
+                        .map(|o| OutputStatus { id: o.id.clone(), kind: o.kind, mode: o.mode, address: o.address.clone(), stats: o.stats.snapshot() })
                         .collect(),
                     switches: runtime.switches.clone(),
                     switch_counts: runtime.switch_counts(),
@@ -102,6 +107,29 @@ impl StatusSource for Status {
             Command::Force(c.inputs.iter().position(|i| i.id == input).ok_or(SwitchError::NoInput)?)
         };
         c.commands.try_send(command).map_err(|_| SwitchError::Busy)
+    }
+
+    fn control_outputs(&self, channel: &str, output: Option<&str>, start: bool) -> Result<usize, ControlError> {
+        let c = self.channels.iter().find(|c| c.id == channel).ok_or(ControlError::NoChannel)?;
+        let targets: Vec<&OutputHandle> = match output {
+            Some(id) => {
+                let o = c.outputs.iter().find(|o| o.id == id).ok_or(ControlError::NoOutput)?;
+                if o.control.is_none() {
+                    return Err(ControlError::AlwaysOn);
+                }
+                vec![o]
+            }
+            None => c.outputs.iter().filter(|o| o.control.is_some()).collect(),
+        };
+        let command = if start { Control::Start } else { Control::Stop };
+        for o in &targets {
+            if let Some(control) = &o.control
+                && !control.send(command)
+            {
+                return Err(ControlError::Busy);
+            }
+        }
+        Ok(targets.len())
     }
 
     fn ready(&self) -> bool {

@@ -1,0 +1,413 @@
+//! RTMP push destinations (rml_rtmp client sessions over tokio TCP) with a supervisor: each
+//! destination starts and stops on its own, retries with exponential backoff and jitter while
+//! started, and stops retrying (`failed`) when the far end refuses the stream key.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use lunora_flv::{FlvMux, FlvTag, TagKind};
+use lunora_media::Secret;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::bus::{Bus, BusItem};
+use crate::stats::{OutputState, OutputStatsHandle};
+
+/// `rtmp://host[:port]/app[/more]`: where to publish (the stream key is kept apart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpUrl {
+    pub host: String,
+    pub port: u16,
+    pub app: String,
+}
+
+impl RtmpUrl {
+    /// Parses an `rtmp://` URL. `rtmps://` is refused here (TLS arrives with a later version).
+    pub fn parse(url: &str) -> Result<RtmpUrl, String> {
+        let rest = url.strip_prefix("rtmp://").ok_or_else(|| format!("{url:?} is not an rtmp:// URL"))?;
+        let (authority, app) = rest.split_once('/').ok_or_else(|| format!("{url:?} has no application path (rtmp://host/app)"))?;
+        let app = app.trim_end_matches('/');
+        if app.is_empty() || authority.is_empty() {
+            return Err(format!("{url:?} needs a host and an application (rtmp://host/app)"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse::<u16>().map_err(|_| format!("bad port in {url:?}"))?),
+            None => (authority, 1935),
+        };
+        Ok(RtmpUrl { host: host.to_string(), port, app: app.to_string() })
+    }
+
+    pub fn tc_url(&self) -> String {
+        format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
+    }
+}
+
+impl std::fmt::Display for RtmpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The stream key never appears: it is not part of this type.
+        write!(f, "{}/<key>", self.tc_url())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RtmpDestinationSettings {
+    pub id: String,
+    pub url: RtmpUrl,
+    pub stream_key: Secret,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Start,
+    Stop,
+}
+
+/// Handle to a running destination supervisor.
+#[derive(Debug, Clone)]
+pub struct RtmpDestination {
+    control: mpsc::Sender<Control>,
+}
+
+impl RtmpDestination {
+    pub fn spawn(settings: RtmpDestinationSettings, bus: Arc<Bus>, stats: OutputStatsHandle, autostart: bool, cancel: CancellationToken) -> RtmpDestination {
+        let (control, commands) = mpsc::channel(8);
+        tokio::spawn(supervise(settings, bus, stats, autostart, commands, cancel));
+        RtmpDestination { control }
+    }
+
+    /// Asks the destination to start or stop; false if it is gone or flooded with commands.
+    pub fn send(&self, control: Control) -> bool {
+        self.control.try_send(control).is_ok()
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+enum Outcome {
+    /// Stopped by the user (or shutdown).
+    Stopped,
+    /// The far end refused the stream: do not hammer it.
+    Refused(String),
+    /// Connection trouble: retry.
+    Failed(String),
+}
+
+fn with_jitter(base: Duration) -> Duration {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
+async fn supervise(
+    settings: RtmpDestinationSettings,
+    bus: Arc<Bus>,
+    stats: OutputStatsHandle,
+    autostart: bool,
+    mut commands: mpsc::Receiver<Control>,
+    cancel: CancellationToken,
+) {
+    let mut started = autostart;
+    let mut backoff = settings.retry_min;
+    let mut ever_live = false;
+    loop {
+        if !started {
+            stats.lock().next_retry_seconds = None;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                command = commands.recv() => match command {
+                    Some(Control::Start) => {
+                        started = true;
+                        backoff = settings.retry_min;
+                        stats.lock().last_error = None;
+                    }
+                    Some(Control::Stop) => continue,
+                    None => return,
+                },
+            }
+        }
+        stats.lock().state = OutputState::Connecting;
+        let stop = CancellationToken::new();
+        let session = session(&settings, &bus, &stats, &stop, ever_live);
+        tokio::pin!(session);
+        let outcome = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    stop.cancel();
+                    let _ = (&mut session).await;
+                    stats.lock().state = OutputState::Idle;
+                    return;
+                }
+                command = commands.recv() => match command {
+                    Some(Control::Stop) | None => {
+                        stop.cancel();
+                        break (&mut session).await;
+                    }
+                    Some(Control::Start) => {}
+                },
+                outcome = &mut session => break outcome,
+            }
+        };
+        stats.lock().peers.clear();
+        match outcome {
+            Outcome::Stopped => {
+                info!(output = %settings.id, "RTMP destination stopped");
+                started = false;
+                stats.lock().state = OutputState::Idle;
+            }
+            Outcome::Refused(reason) => {
+                warn!(output = %settings.id, url = %settings.url, reason = %reason, "RTMP destination refused the stream; not retrying until started again");
+                started = false;
+                let mut s = stats.lock();
+                s.state = OutputState::Failed;
+                s.last_error = Some(reason);
+            }
+            Outcome::Failed(error) => {
+                // A connection that made it to live restarts the backoff from the bottom.
+                if stats.lock().state == OutputState::Live {
+                    backoff = settings.retry_min;
+                    ever_live = true;
+                }
+                let delay = with_jitter(backoff);
+                warn!(output = %settings.id, url = %settings.url, error = %error, retry_in_ms = delay.as_millis() as u64, "RTMP destination not live");
+                {
+                    let mut s = stats.lock();
+                    s.state = OutputState::Retrying;
+                    s.last_error = Some(error);
+                    s.next_retry_seconds = Some(delay.as_secs_f64());
+                }
+                let wait = tokio::time::sleep(delay);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = &mut wait => break,
+                        command = commands.recv() => match command {
+                            Some(Control::Stop) | None => {
+                                started = false;
+                                stats.lock().state = OutputState::Idle;
+                                break;
+                            }
+                            Some(Control::Start) => {}
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(settings.retry_max);
+            }
+        }
+    }
+}
+
+struct Link {
+    stream: TcpStream,
+    session: ClientSession,
+    buffer: Vec<u8>,
+}
+
+impl Link {
+    async fn write(&mut self, results: Vec<ClientSessionResult>, events: &mut Vec<ClientSessionEvent>) -> Result<u64, String> {
+        let mut written = 0;
+        for result in results {
+            match result {
+                ClientSessionResult::OutboundResponse(packet) => {
+                    self.stream.write_all(&packet.bytes).await.map_err(|e| format!("write failed: {e}"))?;
+                    written += packet.bytes.len() as u64;
+                }
+                ClientSessionResult::RaisedEvent(event) => events.push(event),
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(written)
+    }
+
+    async fn read(&mut self, events: &mut Vec<ClientSessionEvent>) -> Result<(), String> {
+        let n = self.stream.read(&mut self.buffer).await.map_err(|e| format!("read failed: {e}"))?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        let results = self.session.handle_input(&self.buffer[..n]).map_err(|e| format!("bad RTMP data from the server: {e:?}"))?;
+        self.write(results, events).await?;
+        Ok(())
+    }
+}
+
+fn refusal(event: &ClientSessionEvent) -> Option<String> {
+    match event {
+        ClientSessionEvent::ConnectionRequestRejected { description } => Some(format!("connection rejected: {description}")),
+        ClientSessionEvent::UnhandleableOnStatusCode { code } if code.contains("BadName") || code.contains("Denied") || code.contains("Rejected") || code.contains("Failed") => {
+            Some(format!("publish refused ({code}): check the stream key"))
+        }
+        _ => None,
+    }
+}
+
+async fn connect(settings: &RtmpDestinationSettings) -> Result<(Link, SocketAddr), Outcome> {
+    let address = format!("{}:{}", settings.url.host, settings.url.port);
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(Outcome::Failed(format!("connecting to {address}: {e}"))),
+        Err(_) => return Err(Outcome::Failed(format!("connecting to {address}: no answer within 5 s"))),
+    };
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map_err(|e| Outcome::Failed(e.to_string()))?;
+    let mut link = Link { stream, session: ClientSession::new(ClientSessionConfig::new()).map_err(|e| Outcome::Failed(format!("{e:?}")))?.0, buffer: vec![0; 64 * 1024] };
+    let failed = |e: String| Outcome::Failed(e);
+    // Handshake.
+    let mut handshake = Handshake::new(PeerType::Client);
+    let p0p1 = handshake.generate_outbound_p0_and_p1().map_err(|e| failed(format!("{e:?}")))?;
+    link.stream.write_all(&p0p1).await.map_err(|e| failed(e.to_string()))?;
+    let remaining = loop {
+        let n = tokio::time::timeout(CONNECT_TIMEOUT, link.stream.read(&mut link.buffer))
+            .await
+            .map_err(|_| failed("RTMP handshake timed out".into()))?
+            .map_err(|e| failed(e.to_string()))?;
+        if n == 0 {
+            return Err(failed("the server closed the connection during the handshake".into()));
+        }
+        match handshake.process_bytes(&link.buffer[..n]).map_err(|e| failed(format!("bad RTMP handshake: {e:?}")))? {
+            HandshakeProcessResult::InProgress { response_bytes } => link.stream.write_all(&response_bytes).await.map_err(|e| failed(e.to_string()))?,
+            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                link.stream.write_all(&response_bytes).await.map_err(|e| failed(e.to_string()))?;
+                break remaining_bytes;
+            }
+        }
+    };
+    let mut config = ClientSessionConfig::new();
+    config.tc_url = Some(settings.url.tc_url());
+    let (session, initial) = ClientSession::new(config).map_err(|e| failed(format!("{e:?}")))?;
+    link.session = session;
+    let mut events = Vec::new();
+    link.write(initial, &mut events).await.map_err(failed)?;
+    if !remaining.is_empty() {
+        let results = link.session.handle_input(&remaining).map_err(|e| failed(format!("{e:?}")))?;
+        link.write(results, &mut events).await.map_err(failed)?;
+    }
+    let request = link.session.request_connection(settings.url.app.clone()).map_err(|e| failed(format!("{e:?}")))?;
+    link.write(vec![request], &mut events).await.map_err(failed)?;
+    // Connect, then publish.
+    let deadline = Instant::now() + CONNECT_TIMEOUT * 2;
+    let mut publish_requested = false;
+    loop {
+        for event in std::mem::take(&mut events) {
+            if let Some(reason) = refusal(&event) {
+                return Err(Outcome::Refused(reason));
+            }
+            match event {
+                ClientSessionEvent::ConnectionRequestAccepted if !publish_requested => {
+                    publish_requested = true;
+                    let request = link
+                        .session
+                        .request_publishing(settings.stream_key.expose().to_string(), PublishRequestType::Live)
+                        .map_err(|e| failed(format!("{e:?}")))?;
+                    link.write(vec![request], &mut events).await.map_err(failed)?;
+                }
+                ClientSessionEvent::PublishRequestAccepted => return Ok((link, peer)),
+                _ => {}
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(failed("the server did not accept the stream within 10 s".into()));
+        }
+        match tokio::time::timeout(CONNECT_TIMEOUT, link.read(&mut events)).await {
+            Ok(result) => result.map_err(failed)?,
+            Err(_) => return Err(failed("no answer from the server".into())),
+        }
+    }
+}
+
+/// One connection: connect, publish, then send the bus until stopped or broken.
+async fn session(settings: &RtmpDestinationSettings, bus: &Arc<Bus>, stats: &OutputStatsHandle, stop: &CancellationToken, was_live: bool) -> Outcome {
+    let (mut link, peer) = tokio::select! {
+        _ = stop.cancelled() => return Outcome::Stopped,
+        connected = connect(settings) => match connected {
+            Ok(connected) => connected,
+            Err(outcome) => return outcome,
+        },
+    };
+    info!(output = %settings.id, url = %settings.url, %peer, "RTMP destination live");
+    {
+        let mut s = stats.lock();
+        s.state = OutputState::Live;
+        s.peers = vec![peer];
+        s.next_retry_seconds = None;
+        if was_live || s.last_error.is_some() {
+            s.reconnects_total += 1;
+        }
+    }
+    let mut receiver = bus.subscribe();
+    let mut mux = FlvMux::new();
+    let mut tags: Vec<FlvTag> = Vec::new();
+    let mut events = Vec::new();
+    let mut reported_drops = 0;
+    let mut last_drop_log: Option<Instant> = None;
+    loop {
+        let item = tokio::select! {
+            _ = stop.cancelled() => return Outcome::Stopped,
+            read = link.read(&mut events) => {
+                if let Err(e) = read {
+                    return Outcome::Failed(e);
+                }
+                if let Some(reason) = events.drain(..).find_map(|e| refusal(&e)) {
+                    return Outcome::Refused(reason);
+                }
+                continue;
+            }
+            item = receiver.recv() => match item {
+                Some(item) => item,
+                None => return Outcome::Stopped,
+            },
+        };
+        let BusItem::Frame(frame) = item else { continue };
+        tags.clear();
+        mux.write_frame(&frame, &mut tags);
+        let mut written = 0;
+        for tag in tags.drain(..) {
+            let timestamp = RtmpTimestamp::new(tag.timestamp_ms);
+            let packet = match tag.kind {
+                TagKind::Video => link.session.publish_video_data(tag.body, timestamp, false),
+                TagKind::Audio => link.session.publish_audio_data(tag.body, timestamp, false),
+            };
+            match packet {
+                Ok(packet) => match link.write(vec![packet], &mut events).await {
+                    Ok(n) => written += n,
+                    Err(e) => return Outcome::Failed(e),
+                },
+                Err(e) => return Outcome::Failed(format!("{e:?}")),
+            }
+        }
+        let dropped = receiver.dropped_frames();
+        let mut s = stats.lock();
+        s.bytes_total += written;
+        s.frames_total += 1;
+        if dropped != reported_drops {
+            s.dropped_frames_total += dropped - reported_drops;
+            reported_drops = dropped;
+            if last_drop_log.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL) {
+                warn!(output = %settings.id, dropped_frames = dropped, "RTMP destination too slow; skipped to the next keyframe");
+                last_drop_log = Some(Instant::now());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(RtmpUrl::parse("rtmp://a.example/live2"), Ok(RtmpUrl { host: "a.example".into(), port: 1935, app: "live2".into() }));
+        assert_eq!(RtmpUrl::parse("rtmp://127.0.0.1:19350/live/").map(|u| (u.port, u.app)), Ok((19350, "live".into())));
+        assert!(RtmpUrl::parse("rtmps://a.rtmps.youtube.com/live2").is_err());
+        assert!(RtmpUrl::parse("rtmp://host").is_err());
+        assert_eq!(RtmpUrl::parse("rtmp://h/app").map(|u| u.to_string()), Ok("rtmp://h:1935/app/<key>".into()));
+    }
+}

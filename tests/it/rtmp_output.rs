@@ -1,0 +1,72 @@
+//! RTMP push destinations against nginx with libnginx-mod-rtmp.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+/// nginx-rtmp on loopback, recording every published stream into `dir`.
+fn nginx(dir: &Path, port: u16) -> Proc {
+    let nginx = require("nginx", "nginx");
+    let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
+    assert!(module.is_file(), "libnginx-mod-rtmp is missing: install the Debian package libnginx-mod-rtmp (bash .ci/run does)");
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module {};\ndaemon off;\nmaster_process off;\nerror_log {}/nginx-error.log info;\npid {}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; record_path {}; record_unique off; }} }} }}\n",
+            module.display(),
+            dir.display(),
+            dir.display(),
+            dir.display()
+        ),
+    )
+    .expect("nginx.conf");
+    Proc::spawn("nginx", dir, Command::new(nginx).arg("-p").arg(dir).arg("-c").arg(&conf))
+}
+
+fn state(daemon: &Daemon) -> String {
+    daemon.output("program", "platform")["state"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn destination_goes_live_on_nginx_stops_starts_and_rides_out_a_restart() {
+    let (input, rtmp) = (free_udp_port(), free_tcp_port());
+    let outputs = format!(
+        "[[channels.outputs]]\nid = \"platform\"\ntype = \"rtmp\"\npreset = \"custom\"\nurl = \"rtmp://127.0.0.1:{rtmp}/live\"\nstream_key = \"lunora-test\"\nautostart = true\n"
+    );
+    let daemon = Daemon::start(&single_srt_channel("encoder", input, "", &outputs));
+    let dir = daemon.dir.path().to_path_buf();
+    let mut server = nginx(&dir, rtmp);
+    let source = make_ts(&dir, "source.ts", 60, "320x180", "300k");
+    let _encoder = ffmpeg_push(&dir, "encoder", &source, &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"));
+    assert!(wait_for(Duration::from_secs(20), || state(&daemon) == "live"), "never live: {}\n{}", daemon.output("program", "platform"), daemon.log());
+    std::thread::sleep(Duration::from_secs(4));
+
+    // Stop through the API: idle, and nginx has a recording ffprobe decodes.
+    let (status, _) = http_post_json(daemon.http, "/api/v1/channels/program/outputs/platform/stop", "");
+    assert_eq!(status, 202);
+    assert!(wait_for(Duration::from_secs(5), || state(&daemon) == "idle"));
+    std::thread::sleep(Duration::from_millis(500));
+    let recording = dir.join("lunora-test.flv");
+    let frames = decoded_video_frames(&recording);
+    assert!(frames >= 50, "nginx recorded {frames} decodable frames");
+    let decode = decode_warnings(&recording);
+    assert!(decode.trim().is_empty(), "the TS → FLV path produced errors:\n{decode}");
+
+    // Start again, then take nginx away and bring it back: retrying, then live again.
+    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/start-all", "").0, 202);
+    assert!(wait_for(Duration::from_secs(10), || state(&daemon) == "live"));
+    server.signal(Signal::SIGKILL);
+    server.wait(Duration::from_secs(5));
+    assert!(wait_for(Duration::from_secs(10), || state(&daemon) == "retrying"), "{}", daemon.output("program", "platform"));
+    let error = daemon.output("program", "platform")["last_error"].as_str().unwrap_or("").to_string();
+    assert!(!error.is_empty() && !error.contains("lunora-test"), "last error is reported without the key: {error:?}");
+    let _server = nginx(&dir, rtmp);
+    assert!(wait_for(Duration::from_secs(10), || state(&daemon) == "live"), "did not come back: {}", daemon.output("program", "platform"));
+    assert!(as_u64(&daemon.output("program", "platform")["reconnects_total"]) >= 1);
+    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/encoder-out/stop", "").0, 404);
+    assert!(!daemon.log().contains("lunora-test"), "the stream key must never be logged");
+}
