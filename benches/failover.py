@@ -164,10 +164,12 @@ latency_ms = 200
         wait_for(lambda: active() == "main", 30)
         for s in get(http, "/api/v1/channels/program")["switches"]:
             seen[(s["at"], s["to"])] = s
-        for p in procs.procs:
-            if p is not reader:
-                procs.kill(p)
+        # Stop the sources first and let the reader end on its read timeout; lunora goes last,
+        # so the recording never ends in a frame cut short by a killed sender.
+        for p in procs.procs[2:]:
+            procs.kill(p)
         reader.wait(timeout=30)
+        procs.kill(procs.procs[0])
 
         losses = [s for s in seen.values() if s["reason"] == "input_lost"]
         returns = [s for s in seen.values() if s["reason"] == "return_to_primary"]

@@ -175,15 +175,20 @@ impl Daemon {
     /// Starts `lunora run` with `config` (its `[http]` section is supplied here) and waits for
     /// `/readyz`.
     pub fn start(config: &str) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_with_env(config, tempfile::tempdir().expect("temp dir"), &[])
+    }
+
+    /// Like [`Daemon::start`], in `dir`, with extra environment variables.
+    pub fn start_with_env(config: &str, dir: tempfile::TempDir, env: &[(&str, &std::path::Path)]) -> Daemon {
         let http = free_tcp_port();
         let path = dir.path().join("lunora.toml");
         std::fs::write(&path, format!("[http]\nlisten = \"127.0.0.1:{http}\"\n\n{config}")).expect("write config");
-        let process = Proc::spawn(
-            "lunora",
-            dir.path(),
-            Command::new(lunora_bin()).arg("run").arg("--config").arg(&path).env_remove("RUST_LOG"),
-        );
+        let mut command = Command::new(lunora_bin());
+        command.arg("run").arg("--config").arg(&path).env_remove("RUST_LOG");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let process = Proc::spawn("lunora", dir.path(), &mut command);
         let mut daemon = Daemon { http, dir, process };
         let ready = wait_for(Duration::from_secs(20), || daemon.get("/readyz").0 == 200);
         assert!(ready, "lunora did not become ready; log:\n{}", daemon.log());

@@ -6,8 +6,13 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// nginx-rtmp on loopback, recording every published stream into `dir`.
+/// nginx-rtmp on loopback, recording every published stream into `dir`; with `tls_port`, an
+/// nginx stream-module TLS front (certificate from `dir/leaf.pem`) proxies to it.
 fn nginx(dir: &Path, port: u16) -> Proc {
+    nginx_with_tls(dir, port, None)
+}
+
+fn nginx_with_tls(dir: &Path, port: u16, tls_port: Option<u16>) -> Proc {
     let nginx = require("nginx", "nginx");
     let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
     assert!(module.is_file(), "libnginx-mod-rtmp is missing: install the Debian package libnginx-mod-rtmp (bash .ci/run does)");
@@ -15,12 +20,17 @@ fn nginx(dir: &Path, port: u16) -> Proc {
     std::fs::write(
         &conf,
         format!(
-            "load_module {};\ndaemon off;\nmaster_process off;\nerror_log {}/nginx-error.log info;\npid {}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; record_path {}; record_unique off; }} }} }}\n",
+            "load_module {};\n{}daemon off;\nmaster_process off;\nerror_log {}/nginx-error.log info;\npid {}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; record_path {}; record_unique off; }} }} }}\n{}",
             module.display(),
+            if tls_port.is_some() { "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n" } else { "" },
             dir.display(),
             dir.display(),
-            dir.display()
+            dir.display(),
+            tls_port.map_or(String::new(), |tls| format!(
+                "stream {{ server {{ listen 127.0.0.1:{tls} ssl; ssl_certificate {d}/leaf.pem; ssl_certificate_key {d}/leaf.key; proxy_pass 127.0.0.1:{port}; }} }}\n",
+                d = dir.display()
+            )),
         ),
     )
     .expect("nginx.conf");
@@ -69,4 +79,43 @@ fn destination_goes_live_on_nginx_stops_starts_and_rides_out_a_restart() {
     assert!(as_u64(&daemon.output("program", "platform")["reconnects_total"]) >= 1);
     assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/encoder-out/stop", "").0, 404);
     assert!(!daemon.log().contains("lunora-test"), "the stream key must never be logged");
+}
+
+/// A test CA and a leaf certificate for 127.0.0.1 signed by it (rustls refuses a self-signed
+/// certificate that is its own CA), made with the openssl command-line tool.
+fn make_certificates(dir: &Path) {
+    let openssl = require("openssl", "openssl");
+    let step = |args: &[&str]| {
+        let out = run("openssl", Command::new(&openssl).args(args).current_dir(dir), Duration::from_secs(60));
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    step(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Lunora Test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+    step(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(dir.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").expect("ext");
+    step(&["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext"]);
+}
+
+#[test]
+fn rtmps_destination_goes_live_through_a_tls_front() {
+    let (input, rtmp, tls) = (free_udp_port(), free_tcp_port(), free_tcp_port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    make_certificates(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let outputs = format!(
+        "[[channels.outputs]]\nid = \"platform\"\ntype = \"rtmp\"\npreset = \"custom\"\nurl = \"rtmps://127.0.0.1:{tls}/live\"\nstream_key = \"tls-key\"\nautostart = true\n"
+    );
+    // The daemon trusts the test CA the way an operator would add a private CA.
+    let daemon = Daemon::start_with_env(&single_srt_channel("encoder", input, "", &outputs), dir, &[("SSL_CERT_FILE", &ca)]);
+    let dir = daemon.dir.path().to_path_buf();
+    let _server = nginx_with_tls(&dir, rtmp, Some(tls));
+    let source = make_ts(&dir, "source.ts", 30, "320x180", "300k");
+    let _encoder = ffmpeg_push(&dir, "encoder", &source, &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"));
+    assert!(wait_for(Duration::from_secs(20), || state(&daemon) == "live"), "never live over TLS: {}\n{}", daemon.output("program", "platform"), daemon.log());
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/stop-all", "").0, 202);
+    assert!(wait_for(Duration::from_secs(5), || state(&daemon) == "idle"));
+    std::thread::sleep(Duration::from_millis(500));
+    let frames = decoded_video_frames(&dir.join("tls-key.flv"));
+    assert!(frames >= 50, "nginx recorded {frames} frames through the TLS front");
 }

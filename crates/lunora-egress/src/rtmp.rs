@@ -11,7 +11,7 @@ use lunora_media::Secret;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType};
 use rml_rtmp::time::RtmpTimestamp;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,18 +20,24 @@ use tracing::{info, warn};
 use crate::bus::{Bus, BusItem};
 use crate::stats::{OutputState, OutputStatsHandle};
 
-/// `rtmp://host[:port]/app[/more]`: where to publish (the stream key is kept apart).
+/// `rtmp[s]://host[:port]/app[/more]`: where to publish (the stream key is kept apart).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtmpUrl {
     pub host: String,
     pub port: u16,
     pub app: String,
+    /// RTMPS: RTMP inside TLS.
+    pub tls: bool,
 }
 
 impl RtmpUrl {
-    /// Parses an `rtmp://` URL. `rtmps://` is refused here (TLS arrives with a later version).
+    /// Parses an `rtmp://` or `rtmps://` URL (default ports 1935 and 443).
     pub fn parse(url: &str) -> Result<RtmpUrl, String> {
-        let rest = url.strip_prefix("rtmp://").ok_or_else(|| format!("{url:?} is not an rtmp:// URL"))?;
+        let (tls, rest) = match (url.strip_prefix("rtmps://"), url.strip_prefix("rtmp://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(format!("{url:?} is not an rtmp:// or rtmps:// URL")),
+        };
         let (authority, app) = rest.split_once('/').ok_or_else(|| format!("{url:?} has no application path (rtmp://host/app)"))?;
         let app = app.trim_end_matches('/');
         if app.is_empty() || authority.is_empty() {
@@ -39,13 +45,13 @@ impl RtmpUrl {
         }
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) => (host, port.parse::<u16>().map_err(|_| format!("bad port in {url:?}"))?),
-            None => (authority, 1935),
+            None => (authority, if tls { 443 } else { 1935 }),
         };
-        Ok(RtmpUrl { host: host.to_string(), port, app: app.to_string() })
+        Ok(RtmpUrl { host: host.to_string(), port, app: app.to_string(), tls })
     }
 
     pub fn tc_url(&self) -> String {
-        format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
+        format!("{}://{}:{}/{}", if self.tls { "rtmps" } else { "rtmp" }, self.host, self.port, self.app)
     }
 }
 
@@ -206,8 +212,12 @@ async fn supervise(
     }
 }
 
+/// A byte stream to the server: plain TCP or TLS over it.
+trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
+
 struct Link {
-    stream: TcpStream,
+    stream: Box<dyn IoStream>,
     session: ClientSession,
     buffer: Vec<u8>,
 }
@@ -239,6 +249,26 @@ impl Link {
     }
 }
 
+/// TLS client for RTMPS: the system's trust store (which honours `SSL_CERT_FILE`), with the
+/// `ring` provider named explicitly (a workspace that unifies features can otherwise end up with
+/// two providers and panic).
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err("no trusted CA certificates found on this system (install ca-certificates or set SSL_CERT_FILE)".into());
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 fn refusal(event: &ClientSessionEvent) -> Option<String> {
     match event {
         ClientSessionEvent::ConnectionRequestRejected { description } => Some(format!("connection rejected: {description}")),
@@ -258,8 +288,19 @@ async fn connect(settings: &RtmpDestinationSettings) -> Result<(Link, SocketAddr
     };
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map_err(|e| Outcome::Failed(e.to_string()))?;
-    let mut link = Link { stream, session: ClientSession::new(ClientSessionConfig::new()).map_err(|e| Outcome::Failed(format!("{e:?}")))?.0, buffer: vec![0; 64 * 1024] };
     let failed = |e: String| Outcome::Failed(e);
+    let stream: Box<dyn IoStream> = if settings.url.tls {
+        let tls = tls_connector().map_err(failed)?;
+        let name = rustls::pki_types::ServerName::try_from(settings.url.host.clone()).map_err(|e| failed(format!("bad TLS server name {:?}: {e}", settings.url.host)))?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream)).await {
+            Ok(Ok(stream)) => Box::new(stream),
+            Ok(Err(e)) => return Err(failed(format!("TLS with {address}: {e}"))),
+            Err(_) => return Err(failed(format!("TLS with {address}: no answer within 5 s"))),
+        }
+    } else {
+        Box::new(stream)
+    };
+    let mut link = Link { stream, session: ClientSession::new(ClientSessionConfig::new()).map_err(|e| failed(format!("{e:?}")))?.0, buffer: vec![0; 64 * 1024] };
     // Handshake.
     let mut handshake = Handshake::new(PeerType::Client);
     let p0p1 = handshake.generate_outbound_p0_and_p1().map_err(|e| failed(format!("{e:?}")))?;
@@ -404,9 +445,10 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(RtmpUrl::parse("rtmp://a.example/live2"), Ok(RtmpUrl { host: "a.example".into(), port: 1935, app: "live2".into() }));
+        assert_eq!(RtmpUrl::parse("rtmp://a.example/live2"), Ok(RtmpUrl { host: "a.example".into(), port: 1935, app: "live2".into(), tls: false }));
         assert_eq!(RtmpUrl::parse("rtmp://127.0.0.1:19350/live/").map(|u| (u.port, u.app)), Ok((19350, "live".into())));
-        assert!(RtmpUrl::parse("rtmps://a.rtmps.youtube.com/live2").is_err());
+        assert_eq!(RtmpUrl::parse("rtmps://a.rtmps.youtube.com/live2").map(|u| (u.port, u.tls)), Ok((443, true)));
+        assert!(RtmpUrl::parse("http://a/b").is_err());
         assert!(RtmpUrl::parse("rtmp://host").is_err());
         assert_eq!(RtmpUrl::parse("rtmp://h/app").map(|u| u.to_string()), Ok("rtmp://h:1935/app/<key>".into()));
     }

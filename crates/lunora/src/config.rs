@@ -395,10 +395,10 @@ fn stream_key_secret(c: &mut Collector<'_>, value: &Spanned<String>, lookup: &dy
     }
 }
 
-/// The default ingest URL of a platform preset (plain RTMP until RTMPS lands).
+/// The default ingest URL of a platform preset (X and LinkedIn give each user their own).
 fn preset_url(preset: RawPreset) -> Option<&'static str> {
     match preset {
-        RawPreset::Youtube => Some("rtmp://a.rtmp.youtube.com/live2"),
+        RawPreset::Youtube => Some("rtmps://a.rtmps.youtube.com/live2"),
         RawPreset::X | RawPreset::Linkedin | RawPreset::Custom => None,
     }
 }
@@ -418,9 +418,8 @@ fn rtmp_output(c: &mut Collector<'_>, output: &RawOutput, span: Range<usize>, id
             return None;
         }
     };
-    if url_text.starts_with("rtmps://") {
-        c.at(url_span, "RTMPS is not supported by this version yet; use the platform's rtmp:// ingest address");
-        return None;
+    if preset == RawPreset::Linkedin && !url_text.starts_with("rtmps://") {
+        c.at(url_span.clone(), "LinkedIn accepts RTMPS only: use the rtmps:// URL LinkedIn gives you");
     }
     let url = match RtmpUrl::parse(&url_text) {
         Ok(url) => url,
