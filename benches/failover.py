@@ -109,6 +109,7 @@ mode = "main-backup"
 input_loss_ms = 500
 error_clear_ms = 3000
 switch = "{args.mode}"
+{'aligned_clock = "shared"' if args.mode == "aligned" else ""}
 [[channels.inputs]]
 id = "main"
 role = "main"

@@ -26,7 +26,8 @@ fn every_file_in_config_dir_passes() {
                     .arg(&path)
                     .env("LUNORA_SRT_PASSPHRASE", "an-srt-passphrase")
                     .env("MEDIALIVE_SRT_PASSPHRASE", "a-medialive-passphrase")
-                    .env("OBS_STREAM_KEY", "an-obs-key"),
+                    .env("OBS_STREAM_KEY", "an-obs-key")
+                    .env("YOUTUBE_STREAM_KEY", "a-youtube-key"),
                 Duration::from_secs(20),
             );
             assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));

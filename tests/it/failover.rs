@@ -230,7 +230,8 @@ fn killing_and_restoring_main_ten_times_keeps_the_output_clean() {
 #[test]
 fn aligned_mode_seams_are_frame_accurate_with_real_encoders() {
     let _turn = ONE_RIG_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let mut rig = Rig::start("switch = \"aligned\"");
+    // Both encoders carry the mezzanine's timestamps (-copyts), as timecode-locked encoders do.
+    let mut rig = Rig::start("switch = \"aligned\"\naligned_clock = \"shared\"");
     for cycle in 0..3 {
         rig.lose_main(cycle, Duration::from_secs(2));
     }

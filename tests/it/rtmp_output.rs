@@ -119,3 +119,42 @@ fn rtmps_destination_goes_live_through_a_tls_front() {
     let frames = decoded_video_frames(&dir.join("tls-key.flv"));
     assert!(frames >= 50, "nginx recorded {frames} frames through the TLS front");
 }
+
+#[test]
+fn a_stalled_destination_drops_alone_while_the_others_lose_nothing() {
+    let (input, rtmp_a, rtmp_b, srt_out) = (free_udp_port(), free_tcp_port(), free_tcp_port(), free_udp_port());
+    let outputs = format!(
+        "[[channels.outputs]]\nid = \"stalled\"\ntype = \"rtmp\"\nurl = \"rtmp://127.0.0.1:{rtmp_a}/live\"\nstream_key = \"a\"\nautostart = true\n\n\
+         [[channels.outputs]]\nid = \"healthy\"\ntype = \"rtmp\"\nurl = \"rtmp://127.0.0.1:{rtmp_b}/live\"\nstream_key = \"b\"\nautostart = true\n\n\
+         [[channels.outputs]]\nid = \"pull\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"127.0.0.1:{srt_out}\"\nlatency_ms = 200\n"
+    );
+    let daemon = Daemon::start(&single_srt_channel("encoder", input, "", &outputs));
+    let dir = daemon.dir.path().to_path_buf();
+    let (dir_a, dir_b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&dir_a).expect("dir a");
+    std::fs::create_dir_all(&dir_b).expect("dir b");
+    let stalled = nginx(&dir_a, rtmp_a);
+    let _healthy = nginx(&dir_b, rtmp_b);
+    let recording = dir.join("pull.ts");
+    let mut reader = ffmpeg_record(&dir, "reader", &format!("srt://127.0.0.1:{srt_out}?latency=200000&timeout=4000000"), &recording);
+    // A high bitrate fills the stalled server's socket buffers quickly.
+    let source = make_ts(&dir, "source.ts", 20, "1280x720", "8M");
+    let live = |id: &str| daemon.output("program", id)["state"] == "live";
+    assert!(wait_for(Duration::from_secs(20), || live("stalled") && live("healthy")), "{}", daemon.log());
+    let mut encoder = ffmpeg_push(&dir, "encoder", &source, &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"));
+    std::thread::sleep(Duration::from_secs(3));
+    // The first server stops reading: it accepts TCP but never drains it.
+    stalled.signal(Signal::SIGSTOP);
+    encoder.wait(Duration::from_secs(40)).expect("encoder finishes");
+    reader.wait(Duration::from_secs(20)).expect("reader ends after the stream");
+    stalled.signal(Signal::SIGCONT);
+
+    let dropped = |id: &str| as_u64(&daemon.output("program", id)["dropped_frames_total"]);
+    assert!(dropped("stalled") > 0, "the stalled destination must skip frames: {}", daemon.output("program", "stalled"));
+    assert_eq!(dropped("healthy"), 0, "{}", daemon.output("program", "healthy"));
+    assert_eq!(dropped("pull"), 0, "{}", daemon.output("program", "pull"));
+    let input_frames = as_u64(&daemon.input("program", "encoder")["frames_total"]["video"]);
+    let pulled = decoded_video_frames(&recording);
+    assert!(pulled + 30 >= input_frames, "the SRT output lost frames: {pulled} of {input_frames}");
+    assert_eq!(as_u64(&daemon.output("program", "healthy")["frames_total"]), as_u64(&daemon.output("program", "pull")["frames_total"]), "the healthy RTMP destination sent every frame the SRT output did");
+}

@@ -69,6 +69,7 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
     let output_bytes = f.counter("lunora_output_bytes_total", "Bytes sent.", OUTPUT)?;
     let output_frames = f.counter("lunora_output_frames_total", "Frames sent.", OUTPUT)?;
     let output_dropped = f.counter("lunora_output_dropped_frames_total", "Frames skipped because the output fell behind.", OUTPUT)?;
+    let output_warnings = f.int_gauge("lunora_output_conformance_warnings", "Platform rules the stream currently breaks.", OUTPUT)?;
     let output_reconnects = f.counter("lunora_output_reconnects_total", "Connections re-established after a loss.", OUTPUT)?;
     let active = f.int_gauge("lunora_channel_active_input", "1 for the input on air.", &["channel", "input"])?;
     let forced = f.int_gauge("lunora_channel_forced", "1 while an operator has forced an input on air.", &["channel"])?;
@@ -143,6 +144,7 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
             output_frames.with_label_values(&[c, o]).inc_by(s.frames_total);
             output_dropped.with_label_values(&[c, o]).inc_by(s.dropped_frames_total);
             output_reconnects.with_label_values(&[c, o]).inc_by(s.reconnects_total);
+            output_warnings.with_label_values(&[c, o]).set(s.warnings.len() as i64);
         }
     }
     let mut body = Vec::new();

@@ -8,11 +8,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod bus;
+mod conformance;
 mod rtmp;
 mod srt;
 mod stats;
 
 pub use bus::{Bus, BusItem, BusReceiver};
+pub use conformance::{Conformance, PlatformRules};
 pub use rtmp::{Control, RtmpDestination, RtmpDestinationSettings, RtmpUrl};
 pub use srt::{SrtOutput, SrtOutputMode, SrtOutputSettings};
 pub use stats::{OutputState, OutputStats, OutputStatsHandle};

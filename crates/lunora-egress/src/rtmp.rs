@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::bus::{Bus, BusItem};
+use crate::conformance::{Conformance, PlatformRules};
 use crate::stats::{OutputState, OutputStatsHandle};
 
 /// `rtmp[s]://host[:port]/app[/more]`: where to publish (the stream key is kept apart).
@@ -67,6 +68,8 @@ pub struct RtmpDestinationSettings {
     pub id: String,
     pub url: RtmpUrl,
     pub stream_key: Secret,
+    /// The platform's ingest rules to check the stream against (none for custom servers).
+    pub rules: Option<PlatformRules>,
     pub retry_min: Duration,
     pub retry_max: Duration,
 }
@@ -389,6 +392,8 @@ async fn session(settings: &RtmpDestinationSettings, bus: &Arc<Bus>, stats: &Out
     let mut events = Vec::new();
     let mut reported_drops = 0;
     let mut last_drop_log: Option<Instant> = None;
+    let mut conformance = settings.rules.map(Conformance::new);
+    let mut last_check = Instant::now();
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => return Outcome::Stopped,
@@ -407,6 +412,20 @@ async fn session(settings: &RtmpDestinationSettings, bus: &Arc<Bus>, stats: &Out
             },
         };
         let BusItem::Frame(frame) = item else { continue };
+        if let Some(conformance) = conformance.as_mut() {
+            conformance.observe(&frame);
+            if last_check.elapsed() >= Duration::from_secs(1) {
+                last_check = Instant::now();
+                let warnings = conformance.warnings();
+                let mut s = stats.lock();
+                if warnings != s.warnings {
+                    for warning in warnings.iter().filter(|w| !s.warnings.contains(w)) {
+                        warn!(output = %settings.id, "stream breaks the platform's rules: {warning}");
+                    }
+                    s.warnings = warnings;
+                }
+            }
+        }
         tags.clear();
         mux.write_frame(&frame, &mut tags);
         let mut written = 0;

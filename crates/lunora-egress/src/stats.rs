@@ -44,6 +44,8 @@ pub struct OutputStats {
     pub last_error: Option<String>,
     /// Seconds until the next connection attempt, while retrying.
     pub next_retry_seconds: Option<f64>,
+    /// Where the stream breaks the destination platform's rules.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -427,7 +427,7 @@ fn source_number(f: &Frame) -> i64 {
 
 #[test]
 fn aligned_seam_is_frame_accurate() {
-    let mut sim = Sim::new(Policy { mode: SwitchMode::Aligned { delay: None }, ..Policy::default() });
+    let mut sim = Sim::new(Policy { mode: SwitchMode::Aligned { delay: None, clock: AlignedClock::Arrival }, ..Policy::default() });
     // Main lost at 6 s; main back at 9 s; it returns after error_clear.
     sim.run(20_000, feeds(&[(0, 6_000, 9_000, Feed::Silent)]));
     sim.check_invariants();
@@ -449,6 +449,23 @@ fn aligned_seam_is_frame_accurate() {
     }
 }
 
+#[test]
+fn aligned_main_lost_soon_after_returning() {
+    let mut sim = Sim::new(Policy { mode: SwitchMode::Aligned { delay: None, clock: AlignedClock::Arrival }, error_clear: Duration::from_secs(3), ..Policy::default() });
+    // Main lost at 6 s, back at 8 s, returns on air after error_clear, lost again 1.5 s later.
+    sim.run(30_000, |i, t| if i == 0 && ((6_000..8_000).contains(&t) || t >= 16_500) { Feed::Silent } else { Feed::Normal });
+    sim.check_invariants();
+    let switches = sim.later_switches();
+    assert!(switches.len() >= 3, "{switches:?}");
+    for s in &switches {
+        assert_eq!(s.gap, Duration::ZERO, "{s:?}");
+    }
+    let numbers: Vec<i64> = sim.video_out().iter().map(|f| source_number(f)).collect();
+    for w in numbers.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "content jumps from frame {} to {}; switches {switches:?}", w[0], w[1]);
+    }
+}
+
 fn arbitrary_schedule() -> impl Strategy<Value = Vec<(usize, u64, u64, u8)>> {
     prop::collection::vec((0usize..2, 1_000u64..25_000, 50u64..4_000, 0u8..3), 0..6)
 }
@@ -462,7 +479,7 @@ proptest! {
         command_at in prop::option::of((2_000u64..20_000, 0usize..3)),
         aligned in any::<bool>(),
     ) {
-        let mode = if aligned { SwitchMode::Aligned { delay: None } } else { SwitchMode::Cut };
+        let mode = if aligned { SwitchMode::Aligned { delay: None, clock: AlignedClock::Arrival } } else { SwitchMode::Cut };
         let mut sim = Sim::new(Policy { mode, ..Policy::default() });
         let plan: Vec<(usize, u64, u64, Feed)> = schedule
             .iter()

@@ -57,7 +57,18 @@ pub enum SwitchMode {
     Cut,
     /// Output runs `delay` behind live (default: the measured GOP) for frame-accurate seams
     /// between two encoders fed the same source.
-    Aligned { delay: Option<Duration> },
+    Aligned { delay: Option<Duration>, clock: AlignedClock },
+}
+
+/// How aligned mode relates the two encoders' timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlignedClock {
+    /// Same content arrives at the same time on both inputs (encoders of one model and
+    /// setting): the clocks are related through arrival times.
+    Arrival,
+    /// Both encoders stamp frames from the same source clock (timecode-locked PTS): the same
+    /// content carries the same timestamp, whatever each encoder's latency.
+    Shared,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -695,7 +706,7 @@ impl Switcher {
 
     fn aligned_delay(&self) -> Duration {
         match self.policy.mode {
-            SwitchMode::Aligned { delay: Some(delay) } => delay,
+            SwitchMode::Aligned { delay: Some(delay), .. } => delay,
             // One GOP plus a margin: a keyframe of the standby always lies inside the delay.
             _ => self.inputs.iter().filter_map(|i| i.health.gop()).max().unwrap_or(Duration::from_secs(1)) + Duration::from_millis(200),
         }
@@ -781,8 +792,11 @@ impl Switcher {
             return;
         }
         let (Some(clock_out), Some(clock_in), Some(last_sent)) = (self.clock(active), self.clock(target), self.last_in_video_sent) else { return };
-        // Same content arrives at the same wall time on both inputs: dts_in = dts_out + shift.
-        let shift = clock_out - clock_in;
+        // dts_in = dts_out + shift for the same content.
+        let shift = match self.policy.mode {
+            SwitchMode::Aligned { clock: AlignedClock::Shared, .. } => 0,
+            _ => clock_out - clock_in,
+        };
         let frame_ticks = self.inputs[active].frame_ticks;
         let key = self.inputs[target]
             .window

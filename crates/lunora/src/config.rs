@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
-use lunora_egress::RtmpUrl;
+use lunora_egress::{PlatformRules, RtmpUrl};
 use lunora_media::Secret;
-use lunora_switch::{HealthSettings, Policy, Preference, Reason, SwitchMode};
+use lunora_switch::{AlignedClock, HealthSettings, Policy, Preference, Reason, SwitchMode};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -90,6 +90,14 @@ struct RawFailover {
     switch: Spanned<RawSwitch>,
     triggers: Option<Spanned<Vec<Spanned<String>>>>,
     aligned_delay_ms: Option<Spanned<u64>>,
+    aligned_clock: Option<Spanned<RawAlignedClock>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawAlignedClock {
+    Arrival,
+    Shared,
 }
 
 fn default_input_loss() -> Spanned<u64> {
@@ -117,6 +125,7 @@ impl Default for RawFailover {
             switch: default_switch(),
             triggers: None,
             aligned_delay_ms: None,
+            aligned_clock: None,
         }
     }
 }
@@ -267,7 +276,7 @@ pub(crate) enum InputTransport {
 #[derive(Debug, Clone)]
 pub(crate) enum OutputTarget {
     /// RTMP push to a platform or server; starts and stops on its own.
-    Rtmp { url: RtmpUrl, stream_key: Secret, autostart: bool },
+    Rtmp { url: RtmpUrl, stream_key: Secret, autostart: bool, rules: Option<PlatformRules> },
     Caller { address: SocketAddr, passphrase: Option<Secret>, key_length: u8, stream_id: Option<String> },
     Listener { listen: SocketAddr, passphrase: Option<Secret>, stream_id: Option<String> },
 }
@@ -433,7 +442,13 @@ fn rtmp_output(c: &mut Collector<'_>, output: &RawOutput, span: Range<usize>, id
         return None;
     };
     let stream_key = stream_key_secret(c, key, lookup)?;
-    Some(OutputTarget::Rtmp { url, stream_key, autostart: output.autostart })
+    let rules = match preset {
+        RawPreset::Youtube => Some(PlatformRules::YOUTUBE),
+        RawPreset::X => Some(PlatformRules::X),
+        RawPreset::Linkedin => Some(PlatformRules::LINKEDIN),
+        RawPreset::Custom => None,
+    };
+    Some(OutputTarget::Rtmp { url, stream_key, autostart: output.autostart, rules })
 }
 
 fn latency(c: &mut Collector<'_>, value: &Spanned<u64>) -> Duration {
@@ -460,9 +475,18 @@ fn failover_policy(c: &mut Collector<'_>, raw: &RawFailover) -> Policy {
             if let Some(d) = &raw.aligned_delay_ms {
                 c.at(d.span(), "aligned_delay_ms applies to switch = \"aligned\"");
             }
+            if let Some(clock) = &raw.aligned_clock {
+                c.at(clock.span(), "aligned_clock applies to switch = \"aligned\"");
+            }
             SwitchMode::Cut
         }
-        RawSwitch::Aligned => SwitchMode::Aligned { delay: aligned_delay },
+        RawSwitch::Aligned => SwitchMode::Aligned {
+            delay: aligned_delay,
+            clock: match raw.aligned_clock.as_ref().map(|c| *c.get_ref()) {
+                Some(RawAlignedClock::Shared) => AlignedClock::Shared,
+                _ => AlignedClock::Arrival,
+            },
+        },
         RawSwitch::Merge => {
             c.at(raw.switch.span(), "switch = \"merge\" is not supported by this version; use \"cut\" or \"aligned\"");
             SwitchMode::Cut

@@ -167,11 +167,12 @@ async fn run(config: Config) -> Result<()> {
         for output in &channel.outputs {
             let stats = OutputStatsHandle::new();
             let (mode, address, mode_name) = match &output.target {
-                OutputTarget::Rtmp { url, stream_key, autostart } => {
+                OutputTarget::Rtmp { url, stream_key, autostart, rules } => {
                     let settings = RtmpDestinationSettings {
                         id: output.id.clone(),
                         url: url.clone(),
                         stream_key: stream_key.clone(),
+                        rules: *rules,
                         retry_min: RETRY_MIN,
                         retry_max: RETRY_MAX,
                     };
