@@ -90,6 +90,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--losses", type=int, default=20)
     ap.add_argument("--mode", choices=["cut", "aligned"], default="cut")
+    ap.add_argument("--verbose", action="store_true", help="print every switch record")
     args = ap.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "lunora"], cwd=ROOT, check=True, capture_output=True)
@@ -172,6 +173,10 @@ latency_ms = 200
         reader.wait(timeout=30)
         procs.kill(procs.procs[0])
 
+        if args.verbose:
+            for s in sorted(seen.values(), key=lambda s: s["at"]):
+                print(json.dumps(s))
+            print(open(os.path.join(work, "lunora.log")).read()[-6000:])
         losses = [s for s in seen.values() if s["reason"] == "input_lost"]
         returns = [s for s in seen.values() if s["reason"] == "return_to_primary"]
         def row(name, values, unit):

@@ -188,9 +188,10 @@ impl InputHealth {
             if frame.keyframe {
                 if let Some(previous) = self.last_keyframe_at {
                     let interval = now.saturating_sub(previous);
-                    // Track the GOP, letting it shrink slowly if the encoder shortens it.
+                    // Track the longest recent GOP, letting it shrink only slowly: a keyframe that
+                    // arrives early through network jitter must not make the GOP look shorter.
                     self.gop = Some(match self.gop {
-                        Some(gop) if interval < gop => gop.mul_f64(0.8) + interval.mul_f64(0.2),
+                        Some(gop) if interval < gop => gop.mul_f64(0.95) + interval.mul_f64(0.05),
                         _ => interval,
                     });
                 }

@@ -459,7 +459,7 @@ impl Switcher {
         }
         if let Some(active) = self.active()
             && self.inputs[active].state == Health::Lost
-            && (self.policy.mode == SwitchMode::Cut || self.inputs[active].window.is_empty())
+            && (self.policy.mode == SwitchMode::Cut || (self.inputs[active].window.is_empty() && self.seam.is_none()))
         {
             // (Aligned mode first sends what it still holds of the lost input.)
             self.lose_on_air(now);
@@ -707,14 +707,27 @@ impl Switcher {
     fn aligned_delay(&self) -> Duration {
         match self.policy.mode {
             SwitchMode::Aligned { delay: Some(delay), .. } => delay,
-            // One GOP plus a margin: a keyframe of the standby always lies inside the delay.
-            _ => self.inputs.iter().filter_map(|i| i.health.gop()).max().unwrap_or(Duration::from_secs(1)) + Duration::from_millis(200),
+            // One GOP, plus the time it takes to notice a loss, plus a margin: when the loss is
+            // known, the standby still has a keyframe whose content the output has not reached.
+            _ => {
+                self.inputs.iter().filter_map(|i| i.health.gop()).max().unwrap_or(Duration::from_secs(1))
+                    + self.policy.health.input_loss
+                    + Duration::from_millis(200)
+            }
         }
     }
 
     /// The input's clock against the wall clock (minimum of arrival − DTS), if measured.
     fn clock(&self, input: usize) -> Option<i64> {
         self.inputs[input].clock_samples.iter().min().copied()
+    }
+
+    /// `dts_to = dts_from + shift` for the same content on two inputs.
+    fn shift(&self, from: usize, to: usize) -> Option<i64> {
+        match self.policy.mode {
+            SwitchMode::Aligned { clock: AlignedClock::Shared, .. } => Some(0),
+            _ => Some(self.clock(from)? - self.clock(to)?),
+        }
     }
 
     /// Aligned mode: releases frames of the input on air once they are `delay` old, starts
@@ -769,12 +782,23 @@ impl Switcher {
         }
     }
 
-    /// Nothing on air yet (or everything was lost): start on the pending input's oldest
-    /// keyframe that is due.
+    /// Nothing on air (at the start, or the outgoing input ran dry before a seam was found):
+    /// start on the pending input's keyframe that is due — the first one whose content comes
+    /// after what was last sent, so a late seam leaves a gap rather than repeating frames.
     fn start_aligned(&mut self, now: Duration, due: Duration) {
         let Some(pending) = self.pending.filter(|p| self.inputs[p.target].program.is_some()) else { return };
         let target = pending.target;
-        let Some(index) = self.inputs[target].window.iter().position(|(at, f)| *at <= due && self.can_start_on(target, f)) else { return };
+        let after = match (self.last_lost, self.last_in_video_sent) {
+            (Some(previous), Some(last)) => self.shift(previous, target).map(|shift| last.0 + shift),
+            _ => None,
+        };
+        let Some(index) = self.inputs[target]
+            .window
+            .iter()
+            .position(|(at, f)| *at <= due && self.can_start_on(target, f) && after.is_none_or(|after| f.dts.0 > after))
+        else {
+            return;
+        };
         let mut before: Vec<Frame> = self.inputs[target].window.drain(..index).map(|(_, f)| f).collect();
         let Some((_, keyframe)) = self.inputs[target].window.pop_front() else { return };
         before.retain(|f| !f.codec.is_video() && f.dts >= keyframe.dts);
@@ -791,12 +815,7 @@ impl Switcher {
         if target == active || self.inputs[target].program.is_none() {
             return;
         }
-        let (Some(clock_out), Some(clock_in), Some(last_sent)) = (self.clock(active), self.clock(target), self.last_in_video_sent) else { return };
-        // dts_in = dts_out + shift for the same content.
-        let shift = match self.policy.mode {
-            SwitchMode::Aligned { clock: AlignedClock::Shared, .. } => 0,
-            _ => clock_out - clock_in,
-        };
+        let (Some(shift), Some(last_sent)) = (self.shift(active, target), self.last_in_video_sent) else { return };
         let frame_ticks = self.inputs[active].frame_ticks;
         let key = self.inputs[target]
             .window
