@@ -164,6 +164,11 @@ pub fn single_srt_channel(input_id: &str, port: u16, input_extra: &str, outputs:
     )
 }
 
+/// An SRT listener output section, for receivers to pull the channel from.
+pub fn srt_listener_output(id: &str, port: u16) -> String {
+    format!("[[channels.outputs]]\nid = \"{id}\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"127.0.0.1:{port}\"\nlatency_ms = 200\n")
+}
+
 /// The daemon under test, on its own ports and temp dir.
 pub struct Daemon {
     pub http: u16,

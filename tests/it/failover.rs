@@ -69,13 +69,8 @@ type = "srt"
 listen = "127.0.0.1:{backup}"
 latency_ms = 200
 
-[[channels.outputs]]
-id = "out"
-type = "srt"
-mode = "listener"
-listen = "127.0.0.1:{output}"
-latency_ms = 200
-"#
+{}"#,
+        srt_listener_output("out", output)
     )
 }
 

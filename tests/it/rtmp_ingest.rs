@@ -22,13 +22,8 @@ id = "obs"
 type = "rtmp"
 stream_key = "{KEY}"
 
-[[channels.outputs]]
-id = "out"
-type = "srt"
-mode = "listener"
-listen = "127.0.0.1:{output}"
-latency_ms = 200
-"#
+{}"#,
+        srt_listener_output("out", output)
     )
 }
 

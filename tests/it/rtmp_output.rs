@@ -126,7 +126,8 @@ fn a_stalled_destination_drops_alone_while_the_others_lose_nothing() {
     let outputs = format!(
         "[[channels.outputs]]\nid = \"stalled\"\ntype = \"rtmp\"\nurl = \"rtmp://127.0.0.1:{rtmp_a}/live\"\nstream_key = \"a\"\nautostart = true\n\n\
          [[channels.outputs]]\nid = \"healthy\"\ntype = \"rtmp\"\nurl = \"rtmp://127.0.0.1:{rtmp_b}/live\"\nstream_key = \"b\"\nautostart = true\n\n\
-         [[channels.outputs]]\nid = \"pull\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"127.0.0.1:{srt_out}\"\nlatency_ms = 200\n"
+         {}",
+        srt_listener_output("pull", srt_out)
     );
     let daemon = Daemon::start(&single_srt_channel("encoder", input, "", &outputs));
     let dir = daemon.dir.path().to_path_buf();
@@ -150,7 +151,12 @@ fn a_stalled_destination_drops_alone_while_the_others_lose_nothing() {
     stalled.signal(Signal::SIGCONT);
 
     let dropped = |id: &str| as_u64(&daemon.output("program", id)["dropped_frames_total"]);
-    assert!(dropped("stalled") > 0, "the stalled destination must skip frames: {}", daemon.output("program", "stalled"));
+    // A destination blocked in a write notices what it missed once the write returns.
+    assert!(
+        wait_for(Duration::from_secs(15), || dropped("stalled") > 0),
+        "the stalled destination must skip frames: {}",
+        daemon.output("program", "stalled")
+    );
     assert_eq!(dropped("healthy"), 0, "{}", daemon.output("program", "healthy"));
     assert_eq!(dropped("pull"), 0, "{}", daemon.output("program", "pull"));
     let input_frames = as_u64(&daemon.input("program", "encoder")["frames_total"]["video"]);

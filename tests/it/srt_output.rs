@@ -11,7 +11,7 @@ fn listener_output_delivers_a_stream_ffprobe_decodes_cleanly() {
         "encoder",
         input,
         "",
-        &format!("[[channels.outputs]]\nid = \"out\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"127.0.0.1:{output}\"\nlatency_ms = 200\n"),
+        &srt_listener_output("out", output),
     ));
     let dir = daemon.dir.path().to_path_buf();
     // 8 s at 25 fps: 200 video frames, a keyframe every second.
