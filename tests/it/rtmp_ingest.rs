@@ -89,3 +89,25 @@ fn wrong_key_and_second_publisher_are_refused() {
     assert!(!log.contains(wrong_key) && !log.contains(KEY), "stream keys must never be logged:\n{log}");
     assert!(daemon.alive());
 }
+
+#[test]
+fn obs_over_rtmp_goes_out_to_an_rtmp_destination() {
+    let (rtmp_in, rtmp_out) = (free_tcp_port(), free_tcp_port());
+    let config = config(rtmp_in, free_udp_port()) + &crate::rtmp_output::rtmp_destination("platform", rtmp_out, "relay-key");
+    let daemon = Daemon::start(&config);
+    let dir = daemon.dir.path().to_path_buf();
+    let _nginx = crate::rtmp_output::nginx(&dir, rtmp_out);
+    let source = make_ts(&dir, "source.ts", 8, "320x180", "300k");
+    assert!(wait_for(Duration::from_secs(15), || daemon.output("program", "platform")["state"] == "live"), "{}", daemon.log());
+    let mut publisher = publish(&dir, "obs", &source, rtmp_in, KEY);
+    publisher.wait(Duration::from_secs(30)).expect("publisher finishes");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/platform/stop", "").0, 202);
+    assert!(wait_for(Duration::from_secs(5), || daemon.output("program", "platform")["state"] == "idle"));
+    std::thread::sleep(Duration::from_millis(500));
+    let recording = dir.join("relay-key.flv");
+    let frames = decoded_video_frames(&recording);
+    assert!(frames >= 150, "RTMP in → RTMP out: nginx recorded {frames} of 200 frames");
+    let decode = decode_warnings(&recording);
+    assert!(decode.trim().is_empty(), "RTMP in → RTMP out produced errors:\n{decode}");
+}

@@ -230,6 +230,8 @@ struct RawOutput {
     stream_key: Option<Spanned<String>>,
     #[serde(default)]
     autostart: bool,
+    retry_min_ms: Option<Spanned<u64>>,
+    retry_max_ms: Option<Spanned<u64>>,
     address: Option<Spanned<SocketAddr>>,
     listen: Option<Spanned<SocketAddr>>,
     #[serde(default = "default_latency")]
@@ -276,7 +278,7 @@ pub(crate) enum InputTransport {
 #[derive(Debug, Clone)]
 pub(crate) enum OutputTarget {
     /// RTMP push to a platform or server; starts and stops on its own.
-    Rtmp { url: RtmpUrl, stream_key: Secret, autostart: bool, rules: Option<PlatformRules> },
+    Rtmp { url: RtmpUrl, stream_key: Secret, autostart: bool, rules: Option<PlatformRules>, retry: (Duration, Duration) },
     Caller { address: SocketAddr, passphrase: Option<Secret>, key_length: u8, stream_id: Option<String> },
     Listener { listen: SocketAddr, passphrase: Option<Secret>, stream_id: Option<String> },
 }
@@ -448,7 +450,22 @@ fn rtmp_output(c: &mut Collector<'_>, output: &RawOutput, span: Range<usize>, id
         RawPreset::Linkedin => Some(PlatformRules::LINKEDIN),
         RawPreset::Custom => None,
     };
-    Some(OutputTarget::Rtmp { url, stream_key, autostart: output.autostart, rules })
+    let mut bound = |value: &Option<Spanned<u64>>, default: u64| {
+        let ms = value.as_ref().map_or(default, |v| *v.get_ref());
+        if !(100..=600_000).contains(&ms)
+            && let Some(v) = value
+        {
+            c.at(v.span(), format!("retry delays must be between 100 and 600000 ms; this is {ms}"));
+        }
+        Duration::from_millis(ms)
+    };
+    let retry = (bound(&output.retry_min_ms, 1_000), bound(&output.retry_max_ms, 30_000));
+    if retry.0 > retry.1
+        && let Some(v) = &output.retry_min_ms
+    {
+        c.at(v.span(), "retry_min_ms must not exceed retry_max_ms");
+    }
+    Some(OutputTarget::Rtmp { url, stream_key, autostart: output.autostart, rules, retry })
 }
 
 fn latency(c: &mut Collector<'_>, value: &Spanned<u64>) -> Duration {

@@ -167,14 +167,14 @@ async fn run(config: Config) -> Result<()> {
         for output in &channel.outputs {
             let stats = OutputStatsHandle::new();
             let (mode, address, mode_name) = match &output.target {
-                OutputTarget::Rtmp { url, stream_key, autostart, rules } => {
+                OutputTarget::Rtmp { url, stream_key, autostart, rules, retry } => {
                     let settings = RtmpDestinationSettings {
                         id: output.id.clone(),
                         url: url.clone(),
                         stream_key: stream_key.clone(),
                         rules: *rules,
-                        retry_min: RETRY_MIN,
-                        retry_max: RETRY_MAX,
+                        retry_min: retry.0,
+                        retry_max: retry.1,
                     };
                     let destination = RtmpDestination::spawn(settings, bus.clone(), stats.clone(), *autostart, cancel.child_token());
                     outputs.push(OutputHandle { id: output.id.clone(), kind: "rtmp", mode: "push", address: url.to_string(), stats, control: Some(destination) });
