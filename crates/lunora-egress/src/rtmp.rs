@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use lunora_flv::{FlvMux, FlvTag, TagKind};
 use lunora_media::Secret;
@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::bus::{Bus, BusItem};
 use crate::conformance::{Conformance, PlatformRules};
-use crate::stats::{OutputState, OutputStatsHandle};
+use crate::stats::{DropReport, OutputState, OutputStatsHandle, with_jitter};
 
 /// `rtmp[s]://host[:port]/app[/more]`: where to publish (the stream key is kept apart).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,6 @@ impl RtmpDestination {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 enum Outcome {
     /// Stopped by the user (or shutdown).
@@ -109,11 +108,6 @@ enum Outcome {
     Refused(String),
     /// Connection trouble: retry.
     Failed(String),
-}
-
-fn with_jitter(base: Duration) -> Duration {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }
 
 async fn supervise(
@@ -390,8 +384,7 @@ async fn session(settings: &RtmpDestinationSettings, bus: &Arc<Bus>, stats: &Out
     let mut mux = FlvMux::new();
     let mut tags: Vec<FlvTag> = Vec::new();
     let mut events = Vec::new();
-    let mut reported_drops = 0;
-    let mut last_drop_log: Option<Instant> = None;
+    let mut drops = DropReport::default();
     let mut conformance = settings.rules.map(Conformance::new);
     let mut last_check = Instant::now();
     loop {
@@ -443,18 +436,10 @@ async fn session(settings: &RtmpDestinationSettings, bus: &Arc<Bus>, stats: &Out
                 Err(e) => return Outcome::Failed(format!("{e:?}")),
             }
         }
-        let dropped = receiver.dropped_frames();
         let mut s = stats.lock();
         s.bytes_total += written;
         s.frames_total += 1;
-        if dropped != reported_drops {
-            s.dropped_frames_total += dropped - reported_drops;
-            reported_drops = dropped;
-            if last_drop_log.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL) {
-                warn!(output = %settings.id, dropped_frames = dropped, "RTMP destination too slow; skipped to the next keyframe");
-                last_drop_log = Some(Instant::now());
-            }
-        }
+        drops.update(&settings.id, receiver.dropped_frames(), &mut s, "RTMP destination too slow; skipped to the next keyframe");
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::bus::{Bus, BusItem};
-use crate::stats::{OutputState, OutputStatsHandle};
+use crate::stats::{DropReport, OutputState, OutputStatsHandle, with_jitter};
 
 #[derive(Debug, Clone)]
 pub enum SrtOutputMode {
@@ -54,8 +54,6 @@ pub struct SrtOutput {
 
 /// A partial datagram waits this long for more packets before it is sent as it is.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
-/// Drop summaries are logged at most this often per connection.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a caller may take to connect before the attempt counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -98,13 +96,6 @@ fn key_size(bytes: u8) -> KeySize {
         32 => KeySize::AES256,
         _ => KeySize::AES128,
     }
-}
-
-/// A delay in `[base/2, base]`, so outputs that failed together do not retry together.
-fn with_jitter(base: Duration) -> Duration {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
-    base.mul_f64(fraction)
 }
 
 async fn connect(settings: &SrtOutputSettings, caller: &Caller) -> Result<SrtSocket, String> {
@@ -253,8 +244,7 @@ async fn pump(id: &str, socket: &mut SrtSocket, bus: &Arc<Bus>, stats: &OutputSt
     let mut receiver = bus.subscribe();
     let mut muxer = Muxer::new(MuxSettings::default());
     let mut out = BytesMut::with_capacity(256 * 1024);
-    let mut reported_drops = 0;
-    let mut last_drop_log: Option<Instant> = None;
+    let mut drops = DropReport::default();
     // One timer, re-armed after each write, rather than a new one per loop turn.
     let flush = tokio::time::sleep(FLUSH_AFTER);
     tokio::pin!(flush);
@@ -278,12 +268,11 @@ async fn pump(id: &str, socket: &mut SrtSocket, bus: &Arc<Bus>, stats: &OutputSt
                 None => return Ok(()),
             },
         };
+        let mut sent_frame = false;
         match item {
             BusItem::Program(program) => muxer.set_program(&program),
             BusItem::Frame(frame) => {
-                if muxer.write_frame(&frame, &mut out) {
-                    stats.lock().frames_total += 1;
-                }
+                sent_frame = muxer.write_frame(&frame, &mut out);
                 while out.len() >= DATAGRAM_SIZE {
                     let datagram = out.split_to(DATAGRAM_SIZE).freeze();
                     send(socket, datagram, stats).await?;
@@ -291,15 +280,9 @@ async fn pump(id: &str, socket: &mut SrtSocket, bus: &Arc<Bus>, stats: &OutputSt
                 flush.as_mut().reset(tokio::time::Instant::now() + FLUSH_AFTER);
             }
         }
-        let dropped = receiver.dropped_frames();
-        if dropped != reported_drops {
-            stats.lock().dropped_frames_total += dropped - reported_drops;
-            reported_drops = dropped;
-            if last_drop_log.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL) {
-                warn!(output = %id, dropped_frames = dropped, "SRT peer is too slow; skipped to the next keyframe");
-                last_drop_log = Some(Instant::now());
-            }
-        }
+        let mut s = stats.lock();
+        s.frames_total += u64::from(sent_frame);
+        drops.update(id, receiver.dropped_frames(), &mut s, "SRT peer is too slow; skipped to the next keyframe");
     }
 }
 

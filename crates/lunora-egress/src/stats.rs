@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -62,5 +63,37 @@ impl OutputStatsHandle {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, OutputStats> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A delay in `[base/2, base]`, so outputs that failed together do not retry together.
+pub(crate) fn with_jitter(base: Duration) -> Duration {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
+/// Drop summaries are logged at most this often per connection.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Folds the frames a bus reader skipped into its output's counters, with a log line at most
+/// once per `DROP_LOG_INTERVAL`.
+#[derive(Debug, Default)]
+pub(crate) struct DropReport {
+    reported: u64,
+    last_log: Option<Instant>,
+}
+
+impl DropReport {
+    /// `dropped` is the reader's running total; `why` is the log line.
+    pub(crate) fn update(&mut self, output: &str, dropped: u64, stats: &mut OutputStats, why: &str) {
+        if dropped == self.reported {
+            return;
+        }
+        stats.dropped_frames_total += dropped - self.reported;
+        self.reported = dropped;
+        if self.last_log.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL) {
+            tracing::warn!(output = %output, dropped_frames = dropped, "{why}");
+            self.last_log = Some(Instant::now());
+        }
     }
 }
