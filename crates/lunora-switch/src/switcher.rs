@@ -251,7 +251,6 @@ pub struct Switcher {
     last_lost: Option<usize>,
     all_lost_reported: bool,
     outputs: VecDeque<Output>,
-    history: VecDeque<SwitchRecord>,
     next_tick: Duration,
     dropped_frames: u64,
     seam: Option<Seam>,
@@ -289,7 +288,6 @@ impl Switcher {
             last_lost: None,
             all_lost_reported: false,
             outputs: VecDeque::new(),
-            history: VecDeque::new(),
             next_tick: Duration::ZERO,
             dropped_frames: 0,
             seam: None,
@@ -311,11 +309,6 @@ impl Switcher {
 
     pub fn health(&self, input: usize) -> Option<&Health> {
         self.inputs.get(input).map(|i| &i.state)
-    }
-
-    /// The most recent switches, oldest first (at most 20).
-    pub fn history(&self) -> impl Iterator<Item = &SwitchRecord> {
-        self.history.iter()
     }
 
     /// Frames not sent because they would have broken the output timeline.
@@ -635,10 +628,6 @@ impl Switcher {
             incompatible,
             seam_error_frames: None,
         };
-        self.history.push_back(record.clone());
-        if self.history.len() > 20 {
-            self.history.pop_front();
-        }
         self.outputs.push_back(Output::Switched(record));
 
         let mut keyframe = keyframe;
@@ -799,10 +788,7 @@ impl Switcher {
         else {
             return;
         };
-        let mut before: Vec<Frame> = self.inputs[target].window.drain(..index).map(|(_, f)| f).collect();
-        let Some((_, keyframe)) = self.inputs[target].window.pop_front() else { return };
-        before.retain(|f| !f.codec.is_video() && f.dts >= keyframe.dts);
-        self.inputs[target].tail = before.into();
+        let Some(keyframe) = self.take_from_keyframe(target, index) else { return };
         self.seam = None;
         self.cut(now, target, pending, keyframe, None);
     }
@@ -827,6 +813,17 @@ impl Switcher {
         }
     }
 
+    /// Takes the frame at `index` (a keyframe) out of `input`'s window, dropping what came
+    /// before it except audio and data muxed ahead of it, which wait in the tail to go out right
+    /// after the keyframe.
+    fn take_from_keyframe(&mut self, input: usize, index: usize) -> Option<Frame> {
+        let window = &mut self.inputs[input].window;
+        let before: Vec<Frame> = window.drain(..index).map(|(_, f)| f).collect();
+        let (_, keyframe) = window.pop_front()?;
+        self.inputs[input].tail = before.into_iter().filter(|f| !f.codec.is_video() && f.dts >= keyframe.dts).collect();
+        Some(keyframe)
+    }
+
     /// Carries out a scheduled seam: the incoming input goes on air at its keyframe.
     fn make_seam(&mut self, now: Duration, seam: Seam, anchor: Option<MpegTime>) {
         self.seam = None;
@@ -835,10 +832,7 @@ impl Switcher {
             // The keyframe aged out of the window; a new seam will be found.
             return;
         };
-        let mut before: Vec<Frame> = self.inputs[target].window.drain(..index).map(|(_, f)| f).collect();
-        let Some((_, keyframe)) = self.inputs[target].window.pop_front() else { return };
-        before.retain(|f| !f.codec.is_video() && f.dts >= keyframe.dts);
-        self.inputs[target].tail = before.into();
+        let Some(keyframe) = self.take_from_keyframe(target, index) else { return };
         let outgoing = self.active();
         let frame_ticks = outgoing.map_or(DEFAULT_FRAME_TICKS, |a| self.inputs[a].frame_ticks);
         // How far the seam is from content-exact, in frames (the two frame grids may differ).
@@ -846,9 +840,6 @@ impl Switcher {
         self.cut(now, target, seam.pending, keyframe, anchor);
         if let Some(error) = error {
             let frames = error.round() as i64;
-            if let Some(record) = self.history.back_mut() {
-                record.seam_error_frames = Some(frames);
-            }
             if let Some(Output::Switched(record)) = self.outputs.iter_mut().rev().find(|o| matches!(o, Output::Switched(_))) {
                 record.seam_error_frames = Some(frames);
             }
