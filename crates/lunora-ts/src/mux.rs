@@ -173,28 +173,29 @@ impl Muxer {
             self.write_psi(out);
             self.last_psi_at = Some(clock);
         }
-        let stream = self.streams[index].clone();
+        // Only the Copy fields: cloning the stream would copy its descriptors on every frame.
+        let (pid, codec, stream_id) = (self.streams[index].pid, self.streams[index].codec, self.streams[index].stream_id);
         let pcr_pid = self.pcr_pid;
         let pcr_due = self.last_pcr.is_none_or(|last| clock.0 * 300 - last >= self.settings.pcr_interval * 300);
         let mut pcr = None;
-        if stream.pid == pcr_pid && (is_video || pcr_due) {
+        if pid == pcr_pid && (is_video || pcr_due) {
             pcr = self.next_pcr(clock);
         } else if pcr_due && let Some(value) = self.next_pcr(clock) {
             self.write_pcr_only(pcr_pid, value, out);
         }
 
-        if stream.codec == Codec::Scte35 {
+        if codec == Codec::Scte35 {
             let mut section = Vec::with_capacity(frame.data.len() + 1);
             section.push(0); // pointer_field
             section.extend_from_slice(&frame.data);
-            self.write_packets(stream.pid, None, false, &[&section], true, out);
+            self.write_packets(pid, None, false, &[&section], true, out);
             return true;
         }
         let mut header = std::mem::take(&mut self.pes_header);
         header.clear();
-        write_pes_header(&mut header, stream.stream_id, Some(frame.pts.wrapped()), Some(frame.dts.wrapped()), frame.data.len());
+        write_pes_header(&mut header, stream_id, Some(frame.pts.wrapped()), Some(frame.dts.wrapped()), frame.data.len());
         let random_access = frame.keyframe && (is_video || frame.codec.is_audio());
-        self.write_packets(stream.pid, pcr, random_access, &[&header, &frame.data], false, out);
+        self.write_packets(pid, pcr, random_access, &[&header, &frame.data], false, out);
         self.pes_header = header;
         true
     }
