@@ -286,7 +286,7 @@ async fn connect(settings: &RtmpDestinationSettings) -> Result<(Link, SocketAddr
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map_err(|e| Outcome::Failed(e.to_string()))?;
     let failed = |e: String| Outcome::Failed(e);
-    let stream: Box<dyn IoStream> = if settings.url.tls {
+    let mut stream: Box<dyn IoStream> = if settings.url.tls {
         let tls = tls_connector().map_err(failed)?;
         let name = rustls::pki_types::ServerName::try_from(settings.url.host.clone()).map_err(|e| failed(format!("bad TLS server name {:?}: {e}", settings.url.host)))?;
         match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream)).await {
@@ -297,23 +297,23 @@ async fn connect(settings: &RtmpDestinationSettings) -> Result<(Link, SocketAddr
     } else {
         Box::new(stream)
     };
-    let mut link = Link { stream, session: ClientSession::new(ClientSessionConfig::new()).map_err(|e| failed(format!("{e:?}")))?.0, buffer: vec![0; 64 * 1024] };
-    // Handshake.
+    let mut buffer = vec![0; 64 * 1024];
+    // Handshake, on the bare stream: the session exists only once it is done.
     let mut handshake = Handshake::new(PeerType::Client);
     let p0p1 = handshake.generate_outbound_p0_and_p1().map_err(|e| failed(format!("{e:?}")))?;
-    link.stream.write_all(&p0p1).await.map_err(|e| failed(e.to_string()))?;
+    stream.write_all(&p0p1).await.map_err(|e| failed(e.to_string()))?;
     let remaining = loop {
-        let n = tokio::time::timeout(CONNECT_TIMEOUT, link.stream.read(&mut link.buffer))
+        let n = tokio::time::timeout(CONNECT_TIMEOUT, stream.read(&mut buffer))
             .await
             .map_err(|_| failed("RTMP handshake timed out".into()))?
             .map_err(|e| failed(e.to_string()))?;
         if n == 0 {
             return Err(failed("the server closed the connection during the handshake".into()));
         }
-        match handshake.process_bytes(&link.buffer[..n]).map_err(|e| failed(format!("bad RTMP handshake: {e:?}")))? {
-            HandshakeProcessResult::InProgress { response_bytes } => link.stream.write_all(&response_bytes).await.map_err(|e| failed(e.to_string()))?,
+        match handshake.process_bytes(&buffer[..n]).map_err(|e| failed(format!("bad RTMP handshake: {e:?}")))? {
+            HandshakeProcessResult::InProgress { response_bytes } => stream.write_all(&response_bytes).await.map_err(|e| failed(e.to_string()))?,
             HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
-                link.stream.write_all(&response_bytes).await.map_err(|e| failed(e.to_string()))?;
+                stream.write_all(&response_bytes).await.map_err(|e| failed(e.to_string()))?;
                 break remaining_bytes;
             }
         }
@@ -321,7 +321,7 @@ async fn connect(settings: &RtmpDestinationSettings) -> Result<(Link, SocketAddr
     let mut config = ClientSessionConfig::new();
     config.tc_url = Some(settings.url.tc_url());
     let (session, initial) = ClientSession::new(config).map_err(|e| failed(format!("{e:?}")))?;
-    link.session = session;
+    let mut link = Link { stream, session, buffer };
     let mut events = Vec::new();
     link.write(initial, &mut events).await.map_err(failed)?;
     if !remaining.is_empty() {
