@@ -15,6 +15,10 @@ use lunora_switch::{AlignedClock, HealthSettings, Policy, Preference, Reason, Sw
 use serde::Deserialize;
 use toml::Spanned;
 
+/// Output reconnect backoff when the config names none: doubling from the first to the second,
+/// with jitter.
+pub(crate) const DEFAULT_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
 /// The configuration `lunora run` uses when given no file.
 pub(crate) const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 
@@ -459,7 +463,7 @@ fn rtmp_output(c: &mut Collector<'_>, output: &RawOutput, span: Range<usize>, id
         }
         Duration::from_millis(ms)
     };
-    let retry = (bound(&output.retry_min_ms, 1_000), bound(&output.retry_max_ms, 30_000));
+    let retry = (bound(&output.retry_min_ms, DEFAULT_RETRY.0.as_millis() as u64), bound(&output.retry_max_ms, DEFAULT_RETRY.1.as_millis() as u64));
     if retry.0 > retry.1
         && let Some(v) = &output.retry_min_ms
     {

@@ -51,9 +51,6 @@ enum Command {
 const UDP_BUFFER_BYTES: usize = 4 << 20;
 /// Items the channel bus keeps for readers that are behind.
 const BUS_CAPACITY: usize = 256;
-/// Output reconnect backoff: doubling from RETRY_MIN up to RETRY_MAX, with jitter.
-const RETRY_MIN: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Events an input may queue towards its channel before frames are dropped.
 const INPUT_QUEUE: usize = 2048;
 
@@ -196,8 +193,8 @@ async fn run(config: Config) -> Result<()> {
                 mode,
                 latency: output.latency,
                 udp_buffer_bytes: UDP_BUFFER_BYTES,
-                retry_min: RETRY_MIN,
-                retry_max: RETRY_MAX,
+                retry_min: config::DEFAULT_RETRY.0,
+                retry_max: config::DEFAULT_RETRY.1,
             };
             let started = SrtOutput::start(settings, bus.clone(), stats.clone(), cancel.child_token())
                 .await
