@@ -21,7 +21,7 @@ pub use h264::{H264Sps, parse_h264_sps};
 pub use hevc::{HevcSps, HevcVps, parse_hevc_sps, parse_hevc_vps};
 pub use secret::Secret;
 pub use nal::{AnnexBNalUnits, H264NalType, HevcNalType, remove_emulation_prevention};
-pub use time::{MpegTime, TIMESCALE_90K, WRAP_33_BIT, Unwrap33};
+pub use time::{MpegTime, WRAP_33_BIT, Unwrap33};
 
 /// Video properties read from a sequence parameter set.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,7 +1,5 @@
 //! MPEG timestamps: 90 kHz ticks on a 33-bit wrapping clock.
 
-/// MPEG system clock ticks per second for PTS/DTS.
-pub const TIMESCALE_90K: i64 = 90_000;
 /// PTS/DTS wrap after 2^33 ticks (about 26.5 hours).
 pub const WRAP_33_BIT: i64 = 1 << 33;
 
@@ -12,18 +10,6 @@ pub struct MpegTime(pub i64);
 
 impl MpegTime {
     pub const ZERO: MpegTime = MpegTime(0);
-
-    pub fn from_millis(ms: i64) -> Self {
-        MpegTime(ms * 90)
-    }
-
-    pub fn as_millis(self) -> i64 {
-        self.0.div_euclid(90)
-    }
-
-    pub fn as_secs_f64(self) -> f64 {
-        self.0 as f64 / TIMESCALE_90K as f64
-    }
 
     /// The value as it is written on the wire (33 bits).
     pub fn wrapped(self) -> u64 {

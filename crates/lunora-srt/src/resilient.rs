@@ -28,7 +28,6 @@ pub struct ResilientListener {
     latency: Duration,
     buffer_bytes: usize,
     current: Option<(SrtListener, SrtIncoming)>,
-    restarts: u64,
 }
 
 impl ResilientListener {
@@ -36,15 +35,11 @@ impl ResilientListener {
     /// output in log lines.
     pub async fn bind(label: impl Into<String>, address: SocketAddr, latency: Duration, buffer_bytes: usize) -> io::Result<Self> {
         let (listener, incoming, local) = bind_listener(address, latency, buffer_bytes).await?;
-        Ok(ResilientListener { label: label.into(), address: local, latency, buffer_bytes, current: Some((listener, incoming)), restarts: 0 })
+        Ok(ResilientListener { label: label.into(), address: local, latency, buffer_bytes, current: Some((listener, incoming)) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.address
-    }
-
-    pub fn restarts(&self) -> u64 {
-        self.restarts
     }
 
     /// The next caller, or news that the listener had to be rebuilt. Cancel-safe.
@@ -65,7 +60,6 @@ impl ResilientListener {
                         Ok((listener, incoming, _)) => {
                             info!(target: "lunora::srt", listener = %self.label, address = %self.address, "SRT listener rebound");
                             self.current = Some((listener, incoming));
-                            self.restarts += 1;
                             return ListenerEvent::Restarted;
                         }
                         Err(e) => warn!(target: "lunora::srt", listener = %self.label, address = %self.address, error = %e, "cannot rebind SRT port yet"),

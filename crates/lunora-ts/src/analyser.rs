@@ -120,7 +120,7 @@ pub struct AnalyserSettings {
     pub pcr_repetition: Duration,
     pub pcr_discontinuity: Duration,
     pub pts_repetition: Duration,
-    /// Events kept until polled; further ones are counted in `events_dropped` only.
+    /// Events kept until polled; further ones are not kept (the counters still count them).
     pub max_pending_events: usize,
 }
 
@@ -164,7 +164,6 @@ pub struct Analyser {
     pcr_pid: Option<Pid>,
     last_packet_at: Option<Duration>,
     events: VecDeque<Tr101290Event>,
-    events_dropped: u64,
 }
 
 impl Analyser {
@@ -179,16 +178,11 @@ impl Analyser {
             pcr_pid: None,
             last_packet_at: None,
             events: VecDeque::new(),
-            events_dropped: 0,
         }
     }
 
     pub fn counters(&self) -> Tr101290Counters {
         self.counters
-    }
-
-    pub fn events_dropped(&self) -> u64 {
-        self.events_dropped
     }
 
     pub fn poll_event(&mut self) -> Option<Tr101290Event> {
@@ -199,8 +193,6 @@ impl Analyser {
         self.counters.bump(indicator);
         if self.events.len() < self.settings.max_pending_events {
             self.events.push_back(Tr101290Event { indicator, pid, at: now });
-        } else {
-            self.events_dropped += 1;
         }
     }
 
