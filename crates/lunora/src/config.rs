@@ -379,35 +379,28 @@ pub(crate) fn parse(file: &str, source: &str, lookup: &dyn Fn(&str) -> Option<St
     if c.errors.is_empty() { Ok(config) } else { Err(ConfigErrors { file: file.to_string(), errors: c.errors }) }
 }
 
+/// `value` with its `${ENV}` references expanded; a missing variable is reported at `value`.
+fn expanded(c: &mut Collector<'_>, value: &Spanned<String>, lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    expand_env(value.get_ref(), lookup).map_err(|message| c.at(value.span(), message)).ok()
+}
+
 fn secret(c: &mut Collector<'_>, value: &Option<Spanned<String>>, lookup: &dyn Fn(&str) -> Option<String>, what: &str) -> Option<Secret> {
     let value = value.as_ref()?;
-    match expand_env(value.get_ref(), lookup) {
-        Ok(expanded) => {
-            let length = expanded.chars().count();
-            if !(10..=79).contains(&length) {
-                c.at(value.span(), format!("{what} must be 10–79 characters (SRT's rule); it is {length}"));
-            }
-            Some(Secret::new(expanded))
-        }
-        Err(message) => {
-            c.at(value.span(), message);
-            None
-        }
+    let expanded = expanded(c, value, lookup)?;
+    let length = expanded.chars().count();
+    if !(10..=79).contains(&length) {
+        c.at(value.span(), format!("{what} must be 10–79 characters (SRT's rule); it is {length}"));
     }
+    Some(Secret::new(expanded))
 }
 
 fn stream_key_secret(c: &mut Collector<'_>, value: &Spanned<String>, lookup: &dyn Fn(&str) -> Option<String>) -> Option<Secret> {
-    match expand_env(value.get_ref(), lookup) {
-        Ok(key) if key.is_empty() || key.len() > 256 || key.contains(['/', '?', ' ']) => {
-            c.at(value.span(), "stream_key must be 1–256 characters without '/', '?' or spaces");
-            None
-        }
-        Ok(key) => Some(Secret::new(key)),
-        Err(message) => {
-            c.at(value.span(), message);
-            None
-        }
+    let key = expanded(c, value, lookup)?;
+    if key.is_empty() || key.len() > 256 || key.contains(['/', '?', ' ']) {
+        c.at(value.span(), "stream_key must be 1–256 characters without '/', '?' or spaces");
+        return None;
     }
+    Some(Secret::new(key))
 }
 
 /// The default ingest URL of a platform preset (X and LinkedIn give each user their own).
