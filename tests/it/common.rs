@@ -25,7 +25,9 @@ pub fn require(binary: &str, package: &str) -> PathBuf {
             return candidate;
         }
     }
-    panic!("peer binary `{binary}` is missing: install the Debian package `{package}` (bash .ci/run does)");
+    panic!(
+        "peer binary `{binary}` is missing: install the Debian package `{package}` (bash .ci/run does)"
+    );
 }
 
 /// The `lunora` binary built from this workspace.
@@ -35,17 +37,31 @@ pub fn lunora_bin() -> PathBuf {
     }
     // target/<profile>/deps/it-<hash> → target/<profile>/lunora
     let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe.parent().and_then(Path::parent).map(|dir| dir.join("lunora")).expect("target dir");
-    assert!(bin.is_file(), "{} not found: run `cargo build --bins` first (the README test command does)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("lunora"))
+        .expect("target dir");
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build --bins` first (the README test command does)",
+        bin.display()
+    );
     bin
 }
 
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free UDP port")
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free UDP port")
 }
 
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free TCP port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free TCP port")
 }
 
 /// Polls `check` every 100 ms until it holds or `timeout` passes.
@@ -87,7 +103,11 @@ impl Proc {
     }
 
     /// Like [`Proc::spawn`] but with a pipe to the child's stdin.
-    pub fn spawn_with_stdin(name: &str, dir: &Path, command: &mut Command) -> (Proc, std::process::ChildStdin) {
+    pub fn spawn_with_stdin(
+        name: &str,
+        dir: &Path,
+        command: &mut Command,
+    ) -> (Proc, std::process::ChildStdin) {
         let mut proc = Proc::start(name, dir, command.stdin(Stdio::piped()));
         let stdin = proc.child.stdin.take().expect("piped stdin");
         (proc, stdin)
@@ -149,7 +169,9 @@ pub fn run(name: &str, command: &mut Command, timeout: Duration) -> Output {
             signal_group(pid, Signal::SIGKILL);
         }
     });
-    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let _ = done.send(());
     let _ = killer.join();
     output
@@ -166,7 +188,9 @@ pub fn single_srt_channel(input_id: &str, port: u16, input_extra: &str, outputs:
 
 /// An SRT listener output section, for receivers to pull the channel from.
 pub fn srt_listener_output(id: &str, port: u16) -> String {
-    format!("[[channels.outputs]]\nid = \"{id}\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"127.0.0.1:{port}\"\nlatency_ms = 200\n")
+    format!(
+        "[[channels.outputs]]\nid = \"{id}\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"127.0.0.1:{port}\"\nlatency_ms = 200\n"
+    )
 }
 
 /// The daemon under test, on its own ports and temp dir.
@@ -184,12 +208,43 @@ impl Daemon {
     }
 
     /// Like [`Daemon::start`], in `dir`, with extra environment variables.
-    pub fn start_with_env(config: &str, dir: tempfile::TempDir, env: &[(&str, &std::path::Path)]) -> Daemon {
+    pub fn start_with_env(
+        config: &str,
+        dir: tempfile::TempDir,
+        env: &[(&str, &std::path::Path)],
+    ) -> Daemon {
         let http = free_tcp_port();
         let path = dir.path().join("lunora.toml");
-        std::fs::write(&path, format!("[http]\nlisten = \"127.0.0.1:{http}\"\n\n{config}")).expect("write config");
+        std::fs::write(
+            &path,
+            format!("[http]\nlisten = \"127.0.0.1:{http}\"\n\n{config}"),
+        )
+        .expect("write config");
+        Self::launch(http, dir, env)
+    }
+
+    /// Stops the daemon (SIGTERM) and starts it again with the same config and state directory.
+    pub fn restart(self) -> Daemon {
+        let Daemon {
+            http,
+            dir,
+            mut process,
+        } = self;
+        process.signal(Signal::SIGTERM);
+        process
+            .wait(Duration::from_secs(10))
+            .expect("lunora stops within 10 s of SIGTERM");
+        Self::launch(http, dir, &[])
+    }
+
+    fn launch(http: u16, dir: tempfile::TempDir, env: &[(&str, &std::path::Path)]) -> Daemon {
         let mut command = Command::new(lunora_bin());
-        command.arg("run").arg("--config").arg(&path).env_remove("RUST_LOG");
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(dir.path().join("lunora.toml"))
+            .env_remove("RUST_LOG")
+            .env("LUNORA_STATE_DIR", dir.path().join("state"));
         for (key, value) in env {
             command.env(key, value);
         }
@@ -223,36 +278,56 @@ impl Daemon {
     /// `/api/v1/channels/{channel}` → the named input's JSON.
     pub fn input(&self, channel: &str, input: &str) -> Value {
         let c = self.json(&format!("/api/v1/channels/{channel}"));
-        c["inputs"].as_array().and_then(|a| a.iter().find(|i| i["id"] == input)).cloned().expect("input in status")
+        c["inputs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["id"] == input))
+            .cloned()
+            .expect("input in status")
     }
 
     pub fn output(&self, channel: &str, output: &str) -> Value {
         let c = self.json(&format!("/api/v1/channels/{channel}"));
-        c["outputs"].as_array().and_then(|a| a.iter().find(|o| o["id"] == output)).cloned().expect("output in status")
+        c["outputs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["id"] == output))
+            .cloned()
+            .expect("output in status")
     }
 
     pub fn stop(mut self) -> ExitStatus {
         self.process.signal(Signal::SIGTERM);
-        self.process.wait(Duration::from_secs(10)).expect("lunora stops within 10 s of SIGTERM")
+        self.process
+            .wait(Duration::from_secs(10))
+            .expect("lunora stops within 10 s of SIGTERM")
     }
 }
 
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    http_request(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 pub fn http_post_json(port: u16, path: &str, body: &str) -> (u16, String) {
+    http_send(port, "POST", path, body)
+}
+
+/// Any method with a JSON body: (status, body).
+pub fn http_send(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     http_request(
         port,
         &format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
     )
 }
 
 fn http_request(port: u16, request: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)) else {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
+    else {
         return (0, String::new());
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
@@ -261,8 +336,15 @@ fn http_request(port: u16, request: &str) -> (u16, String) {
     }
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, dechunk(&body))
 }
 
@@ -271,12 +353,18 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     loop {
-        let Some((size, after)) = rest.split_once("\r\n") else { return body.to_string() };
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return body.to_string() };
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
         if size == 0 {
             return out;
         }
-        let Some(chunk) = after.get(..size) else { return body.to_string() };
+        let Some(chunk) = after.get(..size) else {
+            return body.to_string();
+        };
         out.push_str(chunk);
         rest = after.get(size + 2..).unwrap_or("");
     }
@@ -288,38 +376,53 @@ pub fn make_ts(dir: &Path, name: &str, seconds: u32, size: &str, bitrate: &str) 
     let path = dir.join(name);
     let out = run(
         "ffmpeg (make test stream)",
-        Command::new(ffmpeg).args(["-v", "error", "-y", "-f", "lavfi", "-i"]).arg(format!("testsrc2=size={size}:rate=25")).args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=1000:sample_rate=48000",
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-            "-b:v",
-            bitrate,
-            "-c:a",
-            "aac",
-            "-f",
-            "mpegts",
-        ]).arg(&path),
+        Command::new(ffmpeg)
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={size}:rate=25"))
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=1000:sample_rate=48000",
+                "-t",
+                &seconds.to_string(),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                "25",
+                "-b:v",
+                bitrate,
+                "-c:a",
+                "aac",
+                "-f",
+                "mpegts",
+            ])
+            .arg(&path),
         Duration::from_secs(120),
     );
-    assert!(out.status.success(), "ffmpeg could not make {name}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 
 /// ffmpeg pushing `file` in real time to an SRT URL.
 pub fn ffmpeg_push(dir: &Path, name: &str, file: &Path, url: &str) -> Proc {
     let ffmpeg = require("ffmpeg", "ffmpeg");
-    Proc::spawn(name, dir, Command::new(ffmpeg).args(["-v", "warning", "-re", "-i"]).arg(file).args(["-c", "copy", "-f", "mpegts", url]))
+    Proc::spawn(
+        name,
+        dir,
+        Command::new(ffmpeg)
+            .args(["-v", "warning", "-re", "-i"])
+            .arg(file)
+            .args(["-c", "copy", "-f", "mpegts", url]),
+    )
 }
 
 /// ffmpeg pulling an SRT URL into a TS file. `url` should carry `timeout=` (microseconds) so
@@ -330,7 +433,21 @@ pub fn ffmpeg_record(dir: &Path, name: &str, url: &str, file: &Path) -> Proc {
         name,
         dir,
         Command::new(ffmpeg)
-            .args(["-v", "warning", "-analyzeduration", "1000000", "-probesize", "1000000", "-i", url, "-c", "copy", "-f", "mpegts", "-y"])
+            .args([
+                "-v",
+                "warning",
+                "-analyzeduration",
+                "1000000",
+                "-probesize",
+                "1000000",
+                "-i",
+                url,
+                "-c",
+                "copy",
+                "-f",
+                "mpegts",
+                "-y",
+            ])
             .arg(file),
     )
 }
@@ -341,21 +458,49 @@ pub fn decoded_video_frames(file: &Path) -> u64 {
     let out = run(
         "ffprobe",
         Command::new(ffprobe)
-            .args(["-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-count_frames",
+                "-show_entries",
+                "stream=nb_read_frames",
+                "-of",
+                "csv=p=0",
+            ])
             .arg(file),
         Duration::from_secs(60),
     );
     // ffprobe prints the count once per section (program and stream); take the first.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout.lines().next().unwrap_or("").trim().trim_end_matches(',').parse().unwrap_or_else(|_| {
-        panic!("ffprobe gave no frame count for {}: {stdout:?} {}", file.display(), String::from_utf8_lossy(&out.stderr))
-    })
+    stdout
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!(
+                "ffprobe gave no frame count for {}: {stdout:?} {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 /// Everything ffmpeg says (at warning level and above) while decoding `file` completely.
 pub fn decode_warnings(file: &Path) -> String {
     let ffmpeg = require("ffmpeg", "ffmpeg");
-    let out = run("ffmpeg decode", Command::new(ffmpeg).args(["-v", "warning", "-i"]).arg(file).args(["-f", "null", "-"]), Duration::from_secs(120));
+    let out = run(
+        "ffmpeg decode",
+        Command::new(ffmpeg)
+            .args(["-v", "warning", "-i"])
+            .arg(file)
+            .args(["-f", "null", "-"]),
+        Duration::from_secs(120),
+    );
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 

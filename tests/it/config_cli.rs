@@ -7,8 +7,15 @@ use std::time::Duration;
 use crate::common::*;
 
 fn check(path: &Path) -> (bool, String) {
-    let out = run("lunora check-config", Command::new(lunora_bin()).arg("check-config").arg(path), Duration::from_secs(20));
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    let out = run(
+        "lunora check-config",
+        Command::new(lunora_bin()).arg("check-config").arg(path),
+        Duration::from_secs(20),
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 #[test]
@@ -30,7 +37,12 @@ fn every_file_in_config_dir_passes() {
                     .env("YOUTUBE_STREAM_KEY", "a-youtube-key"),
                 Duration::from_secs(20),
             );
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             checked += 1;
         }
     }
@@ -41,12 +53,23 @@ fn every_file_in_config_dir_passes() {
 fn broken_configs_report_file_line_and_column() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cases: &[(&str, &str, &[&str])] = &[
-        ("syntax.toml", "[http]\nlisten = \"127.0.0.1:8080\n", &["syntax.toml:2:"]),
-        ("unknown.toml", "[http]\nlisten = \"127.0.0.1:8080\"\nport = 80\n", &["unknown.toml:3:1: unknown field `port`"]),
+        (
+            "syntax.toml",
+            "[http]\nlisten = \"127.0.0.1:8080\n",
+            &["syntax.toml:2:"],
+        ),
+        (
+            "unknown.toml",
+            "[http]\nlisten = \"127.0.0.1:8080\"\nport = 80\n",
+            &["unknown.toml:3:1: unknown field `port`"],
+        ),
         (
             "semantic.toml",
             "[[channels]]\nid = \"p\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"a\"\ntype = \"srt\"\nlisten = \"0.0.0.0:9000\"\npassphrase = \"${LUNORA_IT_UNSET}\"\n[[channels.outputs]]\nid = \"o\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"0.0.0.0:9000\"\n",
-            &["semantic.toml:8:14: environment variable LUNORA_IT_UNSET is not set", "semantic.toml:13:10: UDP port 9000 of output p/o is already used by input p/a"],
+            &[
+                "semantic.toml:8:14: environment variable LUNORA_IT_UNSET is not set",
+                "semantic.toml:13:10: UDP port 9000 of output p/o is already used by input p/a",
+            ],
         ),
     ];
     for (name, body, expected) in cases {
@@ -55,7 +78,10 @@ fn broken_configs_report_file_line_and_column() {
         let (ok, output) = check(&path);
         assert!(!ok, "{name} must fail");
         for line in *expected {
-            assert!(output.contains(line), "{name}: expected {line:?} in:\n{output}");
+            assert!(
+                output.contains(line),
+                "{name}: expected {line:?} in:\n{output}"
+            );
         }
     }
 }

@@ -23,8 +23,38 @@ fn mezzanine(dir: &Path, ports: [u16; 2]) -> Proc {
         "mezzanine",
         dir,
         Command::new(ffmpeg)
-            .args(["-v", "warning", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-map", "0:v", "-map", "1:a", "-c:v", "mpeg2video", "-q:v", "3", "-g", "12", "-c:a", "mp2", "-b:a", "128k", "-f", "tee", &tee]),
+            .args([
+                "-v",
+                "warning",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+            ])
+            .args([
+                "-map",
+                "0:v",
+                "-map",
+                "1:a",
+                "-c:v",
+                "mpeg2video",
+                "-q:v",
+                "3",
+                "-g",
+                "12",
+                "-c:a",
+                "mp2",
+                "-b:a",
+                "128k",
+                "-f",
+                "tee",
+                &tee,
+            ]),
     )
 }
 
@@ -36,11 +66,37 @@ pub fn encoder(dir: &Path, name: &str, udp_port: u16, srt_port: u16) -> Proc {
         name,
         dir,
         Command::new(ffmpeg)
-            .args(["-v", "error", "-analyzeduration", "1000000", "-probesize", "1000000", "-copyts", "-i"])
-            .arg(format!("udp://127.0.0.1:{udp_port}?fifo_size=100000&overrun_nonfatal=1"))
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
+            .args([
+                "-v",
+                "error",
+                "-analyzeduration",
+                "1000000",
+                "-probesize",
+                "1000000",
+                "-copyts",
+                "-i",
+            ])
+            .arg(format!(
+                "udp://127.0.0.1:{udp_port}?fifo_size=100000&overrun_nonfatal=1"
+            ))
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "25",
+                "-keyint_min",
+                "25",
+                "-sc_threshold",
+                "0",
+            ])
             .args(["-b:v", "800k", "-c:a", "aac", "-b:a", "96k", "-f", "mpegts"])
-            .arg(format!("srt://127.0.0.1:{srt_port}?latency=200000&pkt_size=1316")),
+            .arg(format!(
+                "srt://127.0.0.1:{srt_port}?latency=200000&pkt_size=1316"
+            )),
     )
 }
 
@@ -93,14 +149,26 @@ fn packet_dts(file: &Path) -> Vec<(u32, i64)> {
     let ffprobe = require("ffprobe", "ffmpeg");
     let out = run(
         "ffprobe packets",
-        Command::new(ffprobe).args(["-v", "error", "-show_entries", "packet=stream_index,dts", "-of", "csv=p=0"]).arg(file),
+        Command::new(ffprobe)
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "packet=stream_index,dts",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(file),
         Duration::from_secs(120),
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| {
             let mut parts = line.split(',');
-            Some((parts.next()?.trim().parse().ok()?, parts.next()?.trim().parse().ok()?))
+            Some((
+                parts.next()?.trim().parse().ok()?,
+                parts.next()?.trim().parse().ok()?,
+            ))
         })
         .collect()
 }
@@ -124,21 +192,43 @@ impl Rig {
     fn start(extra_failover: &str) -> Rig {
         let (main, backup, output) = (free_udp_port(), free_udp_port(), free_udp_port());
         let (udp_main, udp_backup) = (free_udp_port(), free_udp_port());
-        let config = failover_config(main, backup, output).replace("error_clear_ms = 2000", &format!("error_clear_ms = 2000\n{extra_failover}"));
+        let config = failover_config(main, backup, output).replace(
+            "error_clear_ms = 2000",
+            &format!("error_clear_ms = 2000\n{extra_failover}"),
+        );
         let daemon = Daemon::start(&config);
         let dir = daemon.dir.path().to_path_buf();
         let recording = dir.join("program.ts");
-        let reader = ffmpeg_record(&dir, "reader", &format!("srt://127.0.0.1:{output}?latency=200000&timeout=8000000"), &recording);
+        let reader = ffmpeg_record(
+            &dir,
+            "reader",
+            &format!("srt://127.0.0.1:{output}?latency=200000&timeout=8000000"),
+            &recording,
+        );
         let mezzanine = mezzanine(&dir, [udp_main, udp_backup]);
         let backup_encoder = encoder(&dir, "backup-encoder", udp_backup, backup);
         let main_encoder = encoder(&dir, "main-encoder", udp_main, main);
-        Rig { daemon, reader, recording, mezzanine: Some(mezzanine), backup_encoder: Some(backup_encoder), main_encoder: Some(main_encoder), udp_main, main_port: main }
+        Rig {
+            daemon,
+            reader,
+            recording,
+            mezzanine: Some(mezzanine),
+            backup_encoder: Some(backup_encoder),
+            main_encoder: Some(main_encoder),
+            udp_main,
+            main_port: main,
+        }
     }
 
     /// Restarts the main encoder if it gave up (as a real encoder would retry).
     fn keep_main_encoder_running(&mut self) {
         if self.main_encoder.as_mut().is_none_or(|e| !e.running()) {
-            self.main_encoder = Some(encoder(self.daemon.dir.path(), "main-encoder", self.udp_main, self.main_port));
+            self.main_encoder = Some(encoder(
+                self.daemon.dir.path(),
+                "main-encoder",
+                self.udp_main,
+                self.main_port,
+            ));
         }
     }
 
@@ -173,7 +263,12 @@ impl Rig {
             "cycle {cycle}: no switch to backup: {}",
             daemon.json("/api/v1/channels/program")
         );
-        self.main_encoder = Some(encoder(self.daemon.dir.path(), "main-encoder", self.udp_main, self.main_port));
+        self.main_encoder = Some(encoder(
+            self.daemon.dir.path(),
+            "main-encoder",
+            self.udp_main,
+            self.main_port,
+        ));
     }
 
     /// Stops the sources, lets the recorder finish, and checks the recording: it decodes
@@ -182,13 +277,28 @@ impl Rig {
         self.main_encoder = None;
         self.backup_encoder = None;
         self.mezzanine = None;
-        self.reader.wait(Duration::from_secs(30)).expect("reader stops after the stream ends");
+        self.reader
+            .wait(Duration::from_secs(30))
+            .expect("reader stops after the stream ends");
         let live = self.reader.stderr();
-        for bad in ["Non-monotonic", "non monotonically", "corrupt", "Continuity", "continuity", "Invalid"] {
-            assert!(!live.contains(bad), "ffmpeg reading the live output said {bad:?}:\n{live}");
+        for bad in [
+            "Non-monotonic",
+            "non monotonically",
+            "corrupt",
+            "Continuity",
+            "continuity",
+            "Invalid",
+        ] {
+            assert!(
+                !live.contains(bad),
+                "ffmpeg reading the live output said {bad:?}:\n{live}"
+            );
         }
         let decode = decode_warnings(&self.recording);
-        assert!(decode.trim().is_empty(), "decoding the recording produced errors:\n{decode}");
+        assert!(
+            decode.trim().is_empty(),
+            "decoding the recording produced errors:\n{decode}"
+        );
         self.recording.clone()
     }
 }
@@ -201,25 +311,51 @@ fn killing_and_restoring_main_ten_times_keeps_the_output_clean() {
     for cycle in 0..10 {
         rig.lose_main(cycle, Duration::from_millis(500));
     }
-    assert!(rig.wait_for_main(Duration::from_secs(30)), "main did not return after the last cycle");
+    assert!(
+        rig.wait_for_main(Duration::from_secs(30)),
+        "main did not return after the last cycle"
+    );
     let elapsed = started.elapsed();
     let channel = rig.daemon.json("/api/v1/channels/program");
-    assert!(switch_count(&channel, "main", "backup", "input_lost") >= 10, "{}", channel["switch_counts"]);
-    assert!(switch_count(&channel, "backup", "main", "return_to_primary") >= 10, "{}", channel["switch_counts"]);
-    for switch in channel["switches"].as_array().into_iter().flatten().filter(|s| s["reason"] == "return_to_primary") {
-        assert_eq!(as_u64(&switch["gap_ms"]), 0, "returning to a healthy main is seamless: {switch}");
+    assert!(
+        switch_count(&channel, "main", "backup", "input_lost") >= 10,
+        "{}",
+        channel["switch_counts"]
+    );
+    assert!(
+        switch_count(&channel, "backup", "main", "return_to_primary") >= 10,
+        "{}",
+        channel["switch_counts"]
+    );
+    for switch in channel["switches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["reason"] == "return_to_primary")
+    {
+        assert_eq!(
+            as_u64(&switch["gap_ms"]),
+            0,
+            "returning to a healthy main is seamless: {switch}"
+        );
     }
     let recording = rig.finish_and_check();
     let mut last: std::collections::HashMap<u32, i64> = std::collections::HashMap::new();
     for (stream, dts) in &packet_dts(&recording) {
         if let Some(previous) = last.insert(*stream, *dts) {
-            assert!(*dts > previous, "stream {stream}: DTS {dts} after {previous}");
+            assert!(
+                *dts > previous,
+                "stream {stream}: DTS {dts} after {previous}"
+            );
         }
     }
     // Video kept flowing: at most about a second and a half missing per loss.
     let frames = decoded_video_frames(&recording);
     let expected_min = ((elapsed.as_secs_f64() - 10.0 * 1.6 - 3.0) * 25.0) as u64;
-    assert!(frames >= expected_min, "{frames} frames decoded over {elapsed:?} (expected at least {expected_min})");
+    assert!(
+        frames >= expected_min,
+        "{frames} frames decoded over {elapsed:?} (expected at least {expected_min})"
+    );
 }
 
 #[test]
@@ -232,13 +368,25 @@ fn aligned_mode_seams_are_frame_accurate_with_real_encoders() {
     }
     assert!(rig.wait_for_main(Duration::from_secs(30)));
     let channel = rig.daemon.json("/api/v1/channels/program");
-    let seams: Vec<&Value> = channel["switches"].as_array().into_iter().flatten().filter(|s| s["reason"] != "start").collect();
+    let seams: Vec<&Value> = channel["switches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["reason"] != "start")
+        .collect();
     assert!(seams.len() >= 6, "{}", channel["switches"]);
     for seam in seams {
-        assert_eq!(as_u64(&seam["gap_ms"]), 0, "aligned seams have no gap: {seam}");
+        assert_eq!(
+            as_u64(&seam["gap_ms"]),
+            0,
+            "aligned seams have no gap: {seam}"
+        );
         // Both encoders carry the mezzanine's timestamps (-copyts): the input-clock step at
         // the seam is the content step. Zero: no frame skipped or repeated.
-        assert_eq!(seam["content_step_frames"], 0, "seam skipped or repeated frames: {seam}");
+        assert_eq!(
+            seam["content_step_frames"], 0,
+            "seam skipped or repeated frames: {seam}"
+        );
     }
     rig.finish_and_check();
 }
@@ -249,13 +397,31 @@ fn operator_forces_backup_then_hands_back_to_auto() {
     let daemon = Daemon::start(&failover_config(main, backup, free_udp_port()));
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 40, "320x180", "300k");
-    let _main = ffmpeg_push(&dir, "main-encoder", &source, &format!("srt://127.0.0.1:{main}?latency=200000&pkt_size=1316"));
-    let _backup = ffmpeg_push(&dir, "backup-encoder", &source, &format!("srt://127.0.0.1:{backup}?latency=200000&pkt_size=1316"));
-    assert!(wait_for(Duration::from_secs(15), || active(&daemon) == "main"), "{}", daemon.log());
+    let _main = ffmpeg_push(
+        &dir,
+        "main-encoder",
+        &source,
+        &format!("srt://127.0.0.1:{main}?latency=200000&pkt_size=1316"),
+    );
+    let _backup = ffmpeg_push(
+        &dir,
+        "backup-encoder",
+        &source,
+        &format!("srt://127.0.0.1:{backup}?latency=200000&pkt_size=1316"),
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || active(&daemon) == "main"),
+        "{}",
+        daemon.log()
+    );
     let post = |body: &str| http_post_json(daemon.http, "/api/v1/channels/program/switch", body);
 
     assert_eq!(post(r#"{"input": "backup"}"#).0, 202);
-    assert!(wait_for(Duration::from_secs(5), || active(&daemon) == "backup"), "force did not take: {}", daemon.json("/api/v1/channels/program"));
+    assert!(
+        wait_for(Duration::from_secs(5), || active(&daemon) == "backup"),
+        "force did not take: {}",
+        daemon.json("/api/v1/channels/program")
+    );
     let channel = daemon.json("/api/v1/channels/program");
     assert_eq!(channel["forced_input"], "backup");
     assert_eq!(switch_count(&channel, "main", "backup", "manual"), 1);
@@ -264,15 +430,34 @@ fn operator_forces_backup_then_hands_back_to_auto() {
     assert_eq!(active(&daemon), "backup");
 
     assert_eq!(post(r#"{"input": "auto"}"#).0, 202);
-    assert!(wait_for(Duration::from_secs(5), || active(&daemon) == "main"), "auto did not return to main");
+    assert!(
+        wait_for(Duration::from_secs(5), || active(&daemon) == "main"),
+        "auto did not return to main"
+    );
     assert!(daemon.json("/api/v1/channels/program")["forced_input"].is_null());
 
     let (status, body) = post(r#"{"input": "camera-9"}"#);
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("no input \\\"camera-9\\\"") || body.contains("camera-9"), "{body}");
-    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/nope/switch", r#"{"input": "auto"}"#).0, 404);
+    assert!(
+        body.contains("no input \\\"camera-9\\\"") || body.contains("camera-9"),
+        "{body}"
+    );
+    assert_eq!(
+        http_post_json(
+            daemon.http,
+            "/api/v1/channels/nope/switch",
+            r#"{"input": "auto"}"#
+        )
+        .0,
+        404
+    );
     assert_eq!(post("not json").0, 400);
     let (_, metrics) = daemon.get("/metrics");
     assert!(metrics.contains("lunora_switch_total{channel=\"program\",from_role=\"main\",reason=\"manual\",to_role=\"backup\"} 1"), "{metrics}");
-    assert!(metrics.contains("lunora_input_health_state{channel=\"program\",input=\"main\",state=\"healthy\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "lunora_input_health_state{channel=\"program\",input=\"main\",state=\"healthy\"} 1"
+        ),
+        "{metrics}"
+    );
 }

@@ -15,14 +15,27 @@ fn metrics_pass_promtool_and_match_the_api() {
     let (status, idle) = daemon.get("/metrics");
     assert_eq!(status, 200);
     assert!(idle.contains("lunora_input_tr101290_errors_total{channel=\"program\",indicator=\"continuity_count_error\",input=\"cam\",priority=\"1\"} 0"), "{idle}");
-    assert!(idle.contains("lunora_input_up{channel=\"program\",input=\"cam\",role=\"main\"} 0"), "{idle}");
+    assert!(
+        idle.contains("lunora_input_up{channel=\"program\",input=\"cam\",role=\"main\"} 0"),
+        "{idle}"
+    );
 
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 10, "320x180", "300k");
-    let _push = ffmpeg_push(&dir, "push", &source, &format!("srt://127.0.0.1:{port}?latency=200000&pkt_size=1316"));
-    assert!(wait_for(Duration::from_secs(15), || as_u64(&daemon.input("program", "cam")["frames_total"]["video"]) >= 50));
+    let _push = ffmpeg_push(
+        &dir,
+        "push",
+        &source,
+        &format!("srt://127.0.0.1:{port}?latency=200000&pkt_size=1316"),
+    );
+    assert!(wait_for(Duration::from_secs(15), || as_u64(
+        &daemon.input("program", "cam")["frames_total"]["video"]
+    ) >= 50));
     let (_, body) = daemon.get("/metrics");
-    assert!(body.contains("lunora_input_up{channel=\"program\",input=\"cam\",role=\"main\"} 1"), "{body}");
+    assert!(
+        body.contains("lunora_input_up{channel=\"program\",input=\"cam\",role=\"main\"} 1"),
+        "{body}"
+    );
 
     let mut check = Command::new(promtool)
         .args(["check", "metrics"])
@@ -31,11 +44,25 @@ fn metrics_pass_promtool_and_match_the_api() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool");
-    check.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write metrics");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write metrics");
     let out = check.wait_with_output().expect("promtool output");
-    assert!(out.status.success(), "promtool check metrics failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let complaints = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(complaints.trim().is_empty(), "promtool lint findings:\n{complaints}");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let complaints =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        complaints.trim().is_empty(),
+        "promtool lint findings:\n{complaints}"
+    );
 
     let api_bytes = as_u64(&daemon.input("program", "cam")["bytes_total"]);
     let (_, body) = daemon.get("/metrics");
@@ -45,5 +72,8 @@ fn metrics_pass_promtool_and_match_the_api() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .expect("bytes metric");
-    assert!(metric_bytes >= api_bytes && metric_bytes > 0, "metric {metric_bytes} vs API {api_bytes}");
+    assert!(
+        metric_bytes >= api_bytes && metric_bytes > 0,
+        "metric {metric_bytes} vs API {api_bytes}"
+    );
 }

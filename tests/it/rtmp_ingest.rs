@@ -27,12 +27,22 @@ stream_key = "{KEY}"
     )
 }
 
-fn publish(dir: &std::path::Path, name: &str, source: &std::path::Path, rtmp: u16, key: &str) -> Proc {
+fn publish(
+    dir: &std::path::Path,
+    name: &str,
+    source: &std::path::Path,
+    rtmp: u16,
+    key: &str,
+) -> Proc {
     let ffmpeg = require("ffmpeg", "ffmpeg");
     Proc::spawn(
         name,
         dir,
-        Command::new(ffmpeg).args(["-v", "error", "-re", "-i"]).arg(source).args(["-c", "copy", "-f", "flv"]).arg(format!("rtmp://127.0.0.1:{rtmp}/live/{key}")),
+        Command::new(ffmpeg)
+            .args(["-v", "error", "-re", "-i"])
+            .arg(source)
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(format!("rtmp://127.0.0.1:{rtmp}/live/{key}")),
     )
 }
 
@@ -43,25 +53,52 @@ fn ffmpeg_publishing_flv_comes_out_as_clean_srt() {
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 8, "640x360", "1000k");
     let recording = dir.join("recording.ts");
-    let mut reader = ffmpeg_record(&dir, "reader", &format!("srt://127.0.0.1:{output}?latency=200000&timeout=4000000"), &recording);
-    assert!(wait_for(Duration::from_secs(10), || daemon.output("program", "out")["peers"].as_array().map_or(0, Vec::len) == 1));
+    let mut reader = ffmpeg_record(
+        &dir,
+        "reader",
+        &format!("srt://127.0.0.1:{output}?latency=200000&timeout=4000000"),
+        &recording,
+    );
+    assert!(wait_for(Duration::from_secs(10), || daemon
+        .output("program", "out")["peers"]
+        .as_array()
+        .map_or(0, Vec::len)
+        == 1));
     let mut publisher = publish(&dir, "obs", &source, rtmp, KEY);
-    let status = publisher.wait(Duration::from_secs(40)).expect("publisher finishes");
-    assert!(status.success(), "ffmpeg RTMP publish failed: {}\n{}", publisher.stderr(), daemon.log());
-    reader.wait(Duration::from_secs(20)).expect("reader stops once the stream ends");
+    let status = publisher
+        .wait(Duration::from_secs(40))
+        .expect("publisher finishes");
+    assert!(
+        status.success(),
+        "ffmpeg RTMP publish failed: {}\n{}",
+        publisher.stderr(),
+        daemon.log()
+    );
+    reader
+        .wait(Duration::from_secs(20))
+        .expect("reader stops once the stream ends");
 
     let input = daemon.input("program", "obs");
     assert_eq!(input["type"], "rtmp");
     assert_eq!(as_u64(&input["connections_total"]), 1);
     let frames = decoded_video_frames(&recording);
-    assert!((175..=200).contains(&frames), "decoded {frames} of 200 frames; input: {input}");
+    assert!(
+        (175..=200).contains(&frames),
+        "decoded {frames} of 200 frames; input: {input}"
+    );
     let decode = decode_warnings(&recording);
-    assert!(decode.trim().is_empty(), "the FLV → TS path produced errors:\n{decode}");
+    assert!(
+        decode.trim().is_empty(),
+        "the FLV → TS path produced errors:\n{decode}"
+    );
     let live = reader.stderr();
     for bad in ["Non-monotonic", "corrupt", "Continuity"] {
         assert!(!live.contains(bad), "reader said {bad:?}:\n{live}");
     }
-    assert!(!daemon.log().contains(KEY), "the stream key must never be logged");
+    assert!(
+        !daemon.log().contains(KEY),
+        "the stream key must never be logged"
+    );
 }
 
 #[test]
@@ -73,41 +110,91 @@ fn wrong_key_and_second_publisher_are_refused() {
 
     let wrong_key = "zz-not-the-key-77";
     let mut wrong = publish(&dir, "wrong-key", &source, rtmp, wrong_key);
-    let status = wrong.wait(Duration::from_secs(15)).expect("a refused publisher gives up at once");
+    let status = wrong
+        .wait(Duration::from_secs(15))
+        .expect("a refused publisher gives up at once");
     assert!(!status.success(), "an unknown stream key must be refused");
 
     let _first = publish(&dir, "first", &source, rtmp, KEY);
-    assert!(wait_for(Duration::from_secs(15), || as_u64(&daemon.input("program", "obs")["frames_total"]["video"]) > 25), "{}", daemon.log());
+    assert!(
+        wait_for(Duration::from_secs(15), || as_u64(
+            &daemon.input("program", "obs")["frames_total"]["video"]
+        ) > 25),
+        "{}",
+        daemon.log()
+    );
     let mut second = publish(&dir, "second", &source, rtmp, KEY);
-    let status = second.wait(Duration::from_secs(15)).expect("the second publisher is refused at once");
-    assert!(!status.success(), "a second publisher on a live key must be refused");
-    assert_eq!(as_u64(&daemon.input("program", "obs")["rejected_total"]["busy"]), 1);
+    let status = second
+        .wait(Duration::from_secs(15))
+        .expect("the second publisher is refused at once");
+    assert!(
+        !status.success(),
+        "a second publisher on a live key must be refused"
+    );
+    assert_eq!(
+        as_u64(&daemon.input("program", "obs")["rejected_total"]["busy"]),
+        1
+    );
 
     let log = daemon.log();
-    assert!(log.contains("rejected RTMP publisher: unknown stream key"), "{log}");
-    assert!(log.contains("another publisher is live on this key"), "{log}");
-    assert!(!log.contains(wrong_key) && !log.contains(KEY), "stream keys must never be logged:\n{log}");
+    assert!(
+        log.contains("rejected RTMP publisher: unknown stream key"),
+        "{log}"
+    );
+    assert!(
+        log.contains("another publisher is live on this key"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(wrong_key) && !log.contains(KEY),
+        "stream keys must never be logged:\n{log}"
+    );
     assert!(daemon.alive());
 }
 
 #[test]
 fn obs_over_rtmp_goes_out_to_an_rtmp_destination() {
     let (rtmp_in, rtmp_out) = (free_tcp_port(), free_tcp_port());
-    let config = config(rtmp_in, free_udp_port()) + &crate::rtmp_output::rtmp_destination("platform", rtmp_out, "relay-key");
+    let config = config(rtmp_in, free_udp_port())
+        + &crate::rtmp_output::rtmp_destination("platform", rtmp_out, "relay-key");
     let daemon = Daemon::start(&config);
     let dir = daemon.dir.path().to_path_buf();
     let _nginx = crate::rtmp_output::nginx(&dir, rtmp_out);
     let source = make_ts(&dir, "source.ts", 8, "320x180", "300k");
-    assert!(wait_for(Duration::from_secs(15), || daemon.output("program", "platform")["state"] == "live"), "{}", daemon.log());
+    assert!(
+        wait_for(Duration::from_secs(15), || daemon
+            .output("program", "platform")["state"]
+            == "live"),
+        "{}",
+        daemon.log()
+    );
     let mut publisher = publish(&dir, "obs", &source, rtmp_in, KEY);
-    publisher.wait(Duration::from_secs(30)).expect("publisher finishes");
+    publisher
+        .wait(Duration::from_secs(30))
+        .expect("publisher finishes");
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/platform/stop", "").0, 202);
-    assert!(wait_for(Duration::from_secs(5), || daemon.output("program", "platform")["state"] == "idle"));
+    assert_eq!(
+        http_post_json(
+            daemon.http,
+            "/api/v1/channels/program/outputs/platform/stop",
+            ""
+        )
+        .0,
+        202
+    );
+    assert!(wait_for(Duration::from_secs(5), || daemon
+        .output("program", "platform")["state"]
+        == "idle"));
     std::thread::sleep(Duration::from_millis(500));
     let recording = dir.join("relay-key.flv");
     let frames = decoded_video_frames(&recording);
-    assert!(frames >= 150, "RTMP in → RTMP out: nginx recorded {frames} of 200 frames");
+    assert!(
+        frames >= 150,
+        "RTMP in → RTMP out: nginx recorded {frames} of 200 frames"
+    );
     let decode = decode_warnings(&recording);
-    assert!(decode.trim().is_empty(), "RTMP in → RTMP out produced errors:\n{decode}");
+    assert!(
+        decode.trim().is_empty(),
+        "RTMP in → RTMP out produced errors:\n{decode}"
+    );
 }

@@ -15,13 +15,21 @@ pub fn nginx(dir: &Path, port: u16) -> Proc {
 fn nginx_with_tls(dir: &Path, port: u16, tls_port: Option<u16>) -> Proc {
     let nginx = require("nginx", "nginx");
     let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
-    assert!(module.is_file(), "libnginx-mod-rtmp is missing: install the Debian package libnginx-mod-rtmp (bash .ci/run does)");
+    assert!(
+        module.is_file(),
+        "libnginx-mod-rtmp is missing: install the Debian package libnginx-mod-rtmp (bash .ci/run does)"
+    );
     let conf = dir.join("nginx.conf");
+    // `locked` refuses every publisher through nginx-rtmp's on_publish callback, answered 403
+    // by nginx's own http module: a platform refusing a stream key.
+    let auth = free_tcp_port();
     std::fs::write(
         &conf,
         format!(
             "load_module {};\n{}daemon off;\nmaster_process off;\nerror_log {}/nginx-error.log info;\npid {}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; record_path {}; record_unique off; }} }} }}\n{}",
+             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; record_path {}; record_unique off; }} \
+             application locked {{ live on; on_publish http://127.0.0.1:{auth}/deny; }} }} }}\n\
+             http {{ access_log off; server {{ listen 127.0.0.1:{auth}; location /deny {{ return 403; }} }} }}\n{}",
             module.display(),
             if tls_port.is_some() { "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n" } else { "" },
             dir.display(),
@@ -34,11 +42,18 @@ fn nginx_with_tls(dir: &Path, port: u16, tls_port: Option<u16>) -> Proc {
         ),
     )
     .expect("nginx.conf");
-    Proc::spawn("nginx", dir, Command::new(nginx).arg("-p").arg(dir).arg("-c").arg(&conf))
+    Proc::spawn(
+        "nginx",
+        dir,
+        Command::new(nginx).arg("-p").arg(dir).arg("-c").arg(&conf),
+    )
 }
 
 fn platform_state(daemon: &Daemon) -> String {
-    daemon.output("program", "platform")["state"].as_str().unwrap_or("").to_string()
+    daemon.output("program", "platform")["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// An RTMP destination section pushing to `rtmp://127.0.0.1:{port}/live/{key}` with short retry
@@ -52,59 +67,140 @@ pub fn rtmp_destination(id: &str, port: u16, key: &str) -> String {
 #[test]
 fn three_destinations_on_nginx_stop_start_and_ride_out_a_restart() {
     let (input, rtmp) = (free_udp_port(), free_tcp_port());
-    let outputs: String = ["one", "two", "three"].iter().map(|id| rtmp_destination(id, rtmp, &format!("key-{id}"))).collect();
+    let outputs: String = ["one", "two", "three"]
+        .iter()
+        .map(|id| rtmp_destination(id, rtmp, &format!("key-{id}")))
+        .collect();
     let daemon = Daemon::start(&single_srt_channel("encoder", input, "", &outputs));
     let dir = daemon.dir.path().to_path_buf();
     let mut server = nginx(&dir, rtmp);
     let source = make_ts(&dir, "source.ts", 60, "320x180", "300k");
-    let _encoder = ffmpeg_push(&dir, "encoder", &source, &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"));
-    let state = |id: &str| daemon.output("program", id)["state"].as_str().unwrap_or("").to_string();
+    let _encoder = ffmpeg_push(
+        &dir,
+        "encoder",
+        &source,
+        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
+    );
+    let state = |id: &str| {
+        daemon.output("program", id)["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
     let all = |wanted: &str| ["one", "two", "three"].iter().all(|id| state(id) == wanted);
-    assert!(wait_for(Duration::from_secs(20), || all("live")), "not all live: {}\n{}", daemon.json("/api/v1/channels/program")["outputs"], daemon.log());
+    assert!(
+        wait_for(Duration::from_secs(20), || all("live")),
+        "not all live: {}\n{}",
+        daemon.json("/api/v1/channels/program")["outputs"],
+        daemon.log()
+    );
     std::thread::sleep(Duration::from_secs(3));
 
     // Stop one through the API; the others keep going without dropping a frame.
-    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/one/stop", "").0, 202);
+    assert_eq!(
+        http_post_json(daemon.http, "/api/v1/channels/program/outputs/one/stop", "").0,
+        202
+    );
     assert!(wait_for(Duration::from_secs(5), || state("one") == "idle"));
     std::thread::sleep(Duration::from_secs(3));
     for id in ["two", "three"] {
         assert_eq!(state(id), "live");
-        assert_eq!(as_u64(&daemon.output("program", id)["dropped_frames_total"]), 0, "{id} dropped frames");
+        assert_eq!(
+            as_u64(&daemon.output("program", id)["dropped_frames_total"]),
+            0,
+            "{id} dropped frames"
+        );
     }
-    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/one/start", "").0, 202);
+    assert_eq!(
+        http_post_json(
+            daemon.http,
+            "/api/v1/channels/program/outputs/one/start",
+            ""
+        )
+        .0,
+        202
+    );
     assert!(wait_for(Duration::from_secs(5), || state("one") == "live"));
     std::thread::sleep(Duration::from_secs(2));
 
     // Every destination's recording decodes.
-    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/stop-all", "").0, 202);
+    assert_eq!(
+        http_post_json(daemon.http, "/api/v1/channels/program/outputs/stop-all", "").0,
+        202
+    );
     assert!(wait_for(Duration::from_secs(5), || all("idle")));
     std::thread::sleep(Duration::from_millis(500));
     for id in ["one", "two", "three"] {
         let recording = dir.join(format!("key-{id}.flv"));
         let frames = decoded_video_frames(&recording);
-        assert!(frames >= 25, "{id}: nginx recorded {frames} decodable frames");
+        assert!(
+            frames >= 25,
+            "{id}: nginx recorded {frames} decodable frames"
+        );
         let decode = decode_warnings(&recording);
-        assert!(decode.trim().is_empty(), "{id}: the TS → FLV path produced errors:\n{decode}");
+        assert!(
+            decode.trim().is_empty(),
+            "{id}: the TS → FLV path produced errors:\n{decode}"
+        );
     }
 
     // nginx goes away: all retrying, with the reason; back: all live again within 2 s.
-    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/start-all", "").0, 202);
+    assert_eq!(
+        http_post_json(
+            daemon.http,
+            "/api/v1/channels/program/outputs/start-all",
+            ""
+        )
+        .0,
+        202
+    );
     assert!(wait_for(Duration::from_secs(10), || all("live")));
     server.signal(Signal::SIGKILL);
     server.wait(Duration::from_secs(5));
-    assert!(wait_for(Duration::from_secs(10), || all("retrying")), "{}", daemon.json("/api/v1/channels/program")["outputs"]);
-    let error = daemon.output("program", "two")["last_error"].as_str().unwrap_or("").to_string();
-    assert!(!error.is_empty() && !error.contains("key-two"), "last error is reported without the key: {error:?}");
+    assert!(
+        wait_for(Duration::from_secs(10), || all("retrying")),
+        "{}",
+        daemon.json("/api/v1/channels/program")["outputs"]
+    );
+    let error = daemon.output("program", "two")["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        !error.is_empty() && !error.contains("key-two"),
+        "last error is reported without the key: {error:?}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let _server = nginx(&dir, rtmp);
     let back = std::time::Instant::now();
-    assert!(wait_for(Duration::from_secs(10), || all("live")), "did not come back: {}", daemon.json("/api/v1/channels/program")["outputs"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || all("live")),
+        "did not come back: {}",
+        daemon.json("/api/v1/channels/program")["outputs"]
+    );
     // nginx itself takes a moment to listen; the retry bound (500 ms) does the rest.
-    assert!(back.elapsed() < Duration::from_secs(3), "back live {:?} after nginx restarted", back.elapsed());
+    assert!(
+        back.elapsed() < Duration::from_secs(3),
+        "back live {:?} after nginx restarted",
+        back.elapsed()
+    );
     assert!(as_u64(&daemon.output("program", "two")["reconnects_total"]) >= 1);
-    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/nope/stop", "").0, 404);
+    assert_eq!(
+        http_post_json(
+            daemon.http,
+            "/api/v1/channels/program/outputs/nope/stop",
+            ""
+        )
+        .0,
+        404
+    );
     let log = daemon.log();
-    assert!(["key-one", "key-two", "key-three"].iter().all(|k| !log.contains(k)), "stream keys must never be logged");
+    assert!(
+        ["key-one", "key-two", "key-three"]
+            .iter()
+            .all(|k| !log.contains(k)),
+        "stream keys must never be logged"
+    );
 }
 
 /// A test CA and a leaf certificate for 127.0.0.1 signed by it (rustls refuses a self-signed
@@ -112,14 +208,70 @@ fn three_destinations_on_nginx_stop_start_and_ride_out_a_restart() {
 fn make_certificates(dir: &Path) {
     let openssl = require("openssl", "openssl");
     let step = |args: &[&str]| {
-        let out = run("openssl", Command::new(&openssl).args(args).current_dir(dir), Duration::from_secs(60));
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run(
+            "openssl",
+            Command::new(&openssl).args(args).current_dir(dir),
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    step(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Lunora Test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
-    step(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]);
-    std::fs::write(dir.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").expect("ext");
-    step(&["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext"]);
+    step(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Lunora Test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    step(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    step(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
 }
 
 #[test]
@@ -132,23 +284,49 @@ fn rtmps_destination_goes_live_through_a_tls_front() {
         "[[channels.outputs]]\nid = \"platform\"\ntype = \"rtmp\"\npreset = \"custom\"\nurl = \"rtmps://127.0.0.1:{tls}/live\"\nstream_key = \"tls-key\"\nautostart = true\n"
     );
     // The daemon trusts the test CA the way an operator would add a private CA.
-    let daemon = Daemon::start_with_env(&single_srt_channel("encoder", input, "", &outputs), dir, &[("SSL_CERT_FILE", &ca)]);
+    let daemon = Daemon::start_with_env(
+        &single_srt_channel("encoder", input, "", &outputs),
+        dir,
+        &[("SSL_CERT_FILE", &ca)],
+    );
     let dir = daemon.dir.path().to_path_buf();
     let _server = nginx_with_tls(&dir, rtmp, Some(tls));
     let source = make_ts(&dir, "source.ts", 30, "320x180", "300k");
-    let _encoder = ffmpeg_push(&dir, "encoder", &source, &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"));
-    assert!(wait_for(Duration::from_secs(20), || platform_state(&daemon) == "live"), "never live over TLS: {}\n{}", daemon.output("program", "platform"), daemon.log());
+    let _encoder = ffmpeg_push(
+        &dir,
+        "encoder",
+        &source,
+        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || platform_state(&daemon)
+            == "live"),
+        "never live over TLS: {}\n{}",
+        daemon.output("program", "platform"),
+        daemon.log()
+    );
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(http_post_json(daemon.http, "/api/v1/channels/program/outputs/stop-all", "").0, 202);
+    assert_eq!(
+        http_post_json(daemon.http, "/api/v1/channels/program/outputs/stop-all", "").0,
+        202
+    );
     assert!(wait_for(Duration::from_secs(5), || platform_state(&daemon) == "idle"));
     std::thread::sleep(Duration::from_millis(500));
     let frames = decoded_video_frames(&dir.join("tls-key.flv"));
-    assert!(frames >= 50, "nginx recorded {frames} frames through the TLS front");
+    assert!(
+        frames >= 50,
+        "nginx recorded {frames} frames through the TLS front"
+    );
 }
 
 #[test]
 fn a_stalled_destination_drops_alone_while_the_others_lose_nothing() {
-    let (input, rtmp_a, rtmp_b, srt_out) = (free_udp_port(), free_tcp_port(), free_tcp_port(), free_udp_port());
+    let (input, rtmp_a, rtmp_b, srt_out) = (
+        free_udp_port(),
+        free_tcp_port(),
+        free_tcp_port(),
+        free_udp_port(),
+    );
     let outputs = format!(
         "[[channels.outputs]]\nid = \"stalled\"\ntype = \"rtmp\"\nurl = \"rtmp://127.0.0.1:{rtmp_a}/live\"\nstream_key = \"a\"\nautostart = true\n\n\
          [[channels.outputs]]\nid = \"healthy\"\ntype = \"rtmp\"\nurl = \"rtmp://127.0.0.1:{rtmp_b}/live\"\nstream_key = \"b\"\nautostart = true\n\n\
@@ -163,17 +341,36 @@ fn a_stalled_destination_drops_alone_while_the_others_lose_nothing() {
     let stalled = nginx(&dir_a, rtmp_a);
     let _healthy = nginx(&dir_b, rtmp_b);
     let recording = dir.join("pull.ts");
-    let mut reader = ffmpeg_record(&dir, "reader", &format!("srt://127.0.0.1:{srt_out}?latency=200000&timeout=4000000"), &recording);
+    let mut reader = ffmpeg_record(
+        &dir,
+        "reader",
+        &format!("srt://127.0.0.1:{srt_out}?latency=200000&timeout=4000000"),
+        &recording,
+    );
     // A high bitrate fills the stalled server's socket buffers quickly.
     let source = make_ts(&dir, "source.ts", 20, "1280x720", "8M");
     let live = |id: &str| daemon.output("program", id)["state"] == "live";
-    assert!(wait_for(Duration::from_secs(20), || live("stalled") && live("healthy")), "{}", daemon.log());
-    let mut encoder = ffmpeg_push(&dir, "encoder", &source, &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"));
+    assert!(
+        wait_for(Duration::from_secs(20), || live("stalled")
+            && live("healthy")),
+        "{}",
+        daemon.log()
+    );
+    let mut encoder = ffmpeg_push(
+        &dir,
+        "encoder",
+        &source,
+        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
+    );
     std::thread::sleep(Duration::from_secs(3));
     // The first server stops reading: it accepts TCP but never drains it.
     stalled.signal(Signal::SIGSTOP);
-    encoder.wait(Duration::from_secs(40)).expect("encoder finishes");
-    reader.wait(Duration::from_secs(20)).expect("reader ends after the stream");
+    encoder
+        .wait(Duration::from_secs(40))
+        .expect("encoder finishes");
+    reader
+        .wait(Duration::from_secs(20))
+        .expect("reader ends after the stream");
     stalled.signal(Signal::SIGCONT);
 
     let dropped = |id: &str| as_u64(&daemon.output("program", id)["dropped_frames_total"]);
@@ -183,10 +380,236 @@ fn a_stalled_destination_drops_alone_while_the_others_lose_nothing() {
         "the stalled destination must skip frames: {}",
         daemon.output("program", "stalled")
     );
-    assert_eq!(dropped("healthy"), 0, "{}", daemon.output("program", "healthy"));
+    assert_eq!(
+        dropped("healthy"),
+        0,
+        "{}",
+        daemon.output("program", "healthy")
+    );
     assert_eq!(dropped("pull"), 0, "{}", daemon.output("program", "pull"));
     let input_frames = as_u64(&daemon.input("program", "encoder")["frames_total"]["video"]);
     let pulled = decoded_video_frames(&recording);
-    assert!(pulled + 30 >= input_frames, "the SRT output lost frames: {pulled} of {input_frames}");
-    assert_eq!(as_u64(&daemon.output("program", "healthy")["frames_total"]), as_u64(&daemon.output("program", "pull")["frames_total"]), "the healthy RTMP destination sent every frame the SRT output did");
+    assert!(
+        pulled + 30 >= input_frames,
+        "the SRT output lost frames: {pulled} of {input_frames}"
+    );
+    assert_eq!(
+        as_u64(&daemon.output("program", "healthy")["frames_total"]),
+        as_u64(&daemon.output("program", "pull")["frames_total"]),
+        "the healthy RTMP destination sent every frame the SRT output did"
+    );
+}
+
+#[test]
+fn destinations_are_added_changed_and_removed_through_the_api_and_survive_a_restart() {
+    let (input, rtmp, srt_out) = (free_udp_port(), free_tcp_port(), free_udp_port());
+    let outputs = format!(
+        "{}{}",
+        srt_listener_output("srt-out", srt_out),
+        rtmp_destination("cfg", rtmp, "key-cfg")
+    );
+    let daemon = Daemon::start(&single_srt_channel("encoder", input, "", &outputs));
+    let dir = daemon.dir.path().to_path_buf();
+    let _server = nginx(&dir, rtmp);
+    let source = make_ts(&dir, "source.ts", 120, "320x180", "300k");
+    let _encoder = ffmpeg_push(
+        &dir,
+        "encoder",
+        &source,
+        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
+    );
+    let port = daemon.http;
+    let state = |d: &Daemon, id: &str| {
+        d.output("program", id)["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let ids = |d: &Daemon| -> Vec<String> {
+        d.json("/api/v1/channels/program/outputs")
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || state(&daemon, "cfg") == "live"),
+        "{}",
+        daemon.log()
+    );
+
+    // Add: 201 with the settings shown, the key only as "set".
+    let url = format!("rtmp://127.0.0.1:{rtmp}/live");
+    let body = format!(
+        r#"{{"id": "added", "preset": "custom", "url": "{url}", "stream_key": "key-added", "autostart": true, "retry_min_ms": 200, "retry_max_ms": 500}}"#
+    );
+    let (status, created) = http_post_json(port, "/api/v1/channels/program/outputs", &body);
+    assert_eq!(status, 201, "{created}");
+    assert!(
+        created.contains("\"stream_key_set\":true") && !created.contains("key-added"),
+        "{created}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || state(&daemon, "added")
+            == "live"),
+        "{}",
+        daemon.json("/api/v1/channels/program/outputs")
+    );
+
+    // Refusals name the problem.
+    assert_eq!(
+        http_post_json(port, "/api/v1/channels/program/outputs", &body).0,
+        409,
+        "same id twice"
+    );
+    let (status, invalid) = http_post_json(
+        port,
+        "/api/v1/channels/program/outputs",
+        r#"{"id": "li", "preset": "linkedin", "url": "rtmp://li.example/live"}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        invalid.contains("RTMPS only") && invalid.contains("stream_key"),
+        "{invalid}"
+    );
+    assert_eq!(
+        http_send(
+            port,
+            "PUT",
+            "/api/v1/channels/program/outputs/srt-out",
+            r#"{"url": "rtmp://a/b"}"#
+        )
+        .0,
+        409,
+        "SRT outputs come from the config"
+    );
+    assert_eq!(
+        http_send(port, "DELETE", "/api/v1/channels/program/outputs/nope", "").0,
+        404
+    );
+    assert_eq!(
+        http_post_json(
+            port,
+            "/api/v1/channels/program/outputs",
+            r#"{"id": "Bad Id", "url": "rtmp://a/b", "stream_key": "k"}"#
+        )
+        .0,
+        400
+    );
+
+    // Update the config file's destination with a new key: it restarts on it and is live again.
+    let (status, updated) = http_send(
+        port,
+        "PUT",
+        "/api/v1/channels/program/outputs/cfg",
+        &format!(
+            r#"{{"url": "{url}", "stream_key": "key-cfg2", "autostart": true, "retry_min_ms": 200, "retry_max_ms": 500}}"#
+        ),
+    );
+    assert_eq!(status, 200, "{updated}");
+    assert!(
+        wait_for(Duration::from_secs(10), || state(&daemon, "cfg") == "live"
+            && dir.join("key-cfg2.flv").exists()),
+        "{}",
+        daemon.log()
+    );
+    // An edit that leaves the key out keeps the saved one.
+    assert_eq!(
+        http_send(
+            port,
+            "PUT",
+            "/api/v1/channels/program/outputs/added",
+            &format!(r#"{{"url": "{url}", "autostart": true}}"#)
+        )
+        .0,
+        200
+    );
+    assert!(wait_for(Duration::from_secs(10), || state(
+        &daemon, "added"
+    ) == "live"));
+
+    // A platform that refuses the key: failed with the reason, and no hammering.
+    let locked = format!(
+        r#"{{"id": "locked", "url": "rtmp://127.0.0.1:{rtmp}/locked", "stream_key": "wrong-key", "autostart": true, "retry_min_ms": 200, "retry_max_ms": 500}}"#
+    );
+    assert_eq!(
+        http_post_json(port, "/api/v1/channels/program/outputs", &locked).0,
+        201
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || state(&daemon, "locked")
+            == "failed"),
+        "{}\n{}\n{}",
+        daemon.output("program", "locked"),
+        daemon.log(),
+        std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let refused = daemon.output("program", "locked");
+    assert_eq!(
+        refused["state"], "failed",
+        "stays failed instead of retrying: {refused}"
+    );
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused"),
+        "{refused}"
+    );
+
+    // Remove: gone from the API at once.
+    assert_eq!(
+        http_send(port, "DELETE", "/api/v1/channels/program/outputs/added", "").0,
+        204
+    );
+    assert_eq!(ids(&daemon), ["srt-out", "cfg", "locked"]);
+
+    // Restart: the same outputs, the changed key in use, the removed one still gone.
+    let restarted_at = std::time::SystemTime::now();
+    let daemon = daemon.restart();
+    assert_eq!(ids(&daemon), ["srt-out", "cfg", "locked"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || state(&daemon, "cfg") == "live"),
+        "{}",
+        daemon.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let modified = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    assert!(
+        modified("key-cfg2.flv").is_some_and(|t| t > restarted_at),
+        "the saved key is used after the restart"
+    );
+    assert!(
+        modified("key-cfg.flv").is_some_and(|t| t < restarted_at),
+        "the config file's old key is not"
+    );
+    assert_eq!(
+        daemon.output("program", "cfg")["destination"]["stream_key_set"],
+        true
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let saved = dir.join("state/destinations.json");
+    assert_eq!(
+        std::fs::metadata(&saved)
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok(),
+        Some(0o600),
+        "the state file holds keys: owner only"
+    );
+    let log = daemon.log();
+    assert!(
+        ["key-added", "key-cfg2", "wrong-key"]
+            .iter()
+            .all(|k| !log.contains(k)),
+        "stream keys must never be logged"
+    );
 }

@@ -17,7 +17,12 @@ fn video_frames(daemon: &Daemon) -> u64 {
 }
 
 /// srt-live-transmit reading ffmpeg's real-time output from a pipe, the way a relay would.
-fn srt_live_transmit_push(dir: &std::path::Path, name: &str, file: &std::path::Path, url: &str) -> Proc {
+fn srt_live_transmit_push(
+    dir: &std::path::Path,
+    name: &str,
+    file: &std::path::Path,
+    url: &str,
+) -> Proc {
     let ffmpeg = require("ffmpeg", "ffmpeg");
     let slt = require("srt-live-transmit", "srt-tools");
     let script = format!(
@@ -33,7 +38,10 @@ fn srt_live_transmit_push(dir: &std::path::Path, name: &str, file: &std::path::P
 #[test]
 fn encrypted_callers_at_key_lengths_16_and_32_with_stream_id_are_received() {
     let port = free_udp_port();
-    let daemon = Daemon::start(&channel(port, &format!("passphrase = \"{PASSPHRASE}\"\nstream_id = \"videon-a\"")));
+    let daemon = Daemon::start(&channel(
+        port,
+        &format!("passphrase = \"{PASSPHRASE}\"\nstream_id = \"videon-a\""),
+    ));
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 20, "320x180", "300k");
 
@@ -42,9 +50,15 @@ fn encrypted_callers_at_key_lengths_16_and_32_with_stream_id_are_received() {
         &dir,
         "ffmpeg-aes128",
         &source,
-        &format!("srt://127.0.0.1:{port}?latency=200000&pkt_size=1316&passphrase={PASSPHRASE}&pbkeylen=16&streamid=videon-a"),
+        &format!(
+            "srt://127.0.0.1:{port}?latency=200000&pkt_size=1316&passphrase={PASSPHRASE}&pbkeylen=16&streamid=videon-a"
+        ),
     );
-    assert!(wait_for(Duration::from_secs(15), || video_frames(&daemon) >= 50), "AES-128 caller not received: {}", daemon.log());
+    assert!(
+        wait_for(Duration::from_secs(15), || video_frames(&daemon) >= 50),
+        "AES-128 caller not received: {}",
+        daemon.log()
+    );
     ffmpeg.signal(Signal::SIGKILL);
     ffmpeg.wait(Duration::from_secs(5));
     let after_first = video_frames(&daemon);
@@ -54,18 +68,27 @@ fn encrypted_callers_at_key_lengths_16_and_32_with_stream_id_are_received() {
         &dir,
         "slt-aes256",
         &source,
-        &format!("srt://127.0.0.1:{port}?latency=200&passphrase={PASSPHRASE}&pbkeylen=32&streamid=#!::r=videon-a,m=publish"),
+        &format!(
+            "srt://127.0.0.1:{port}?latency=200&passphrase={PASSPHRASE}&pbkeylen=32&streamid=#!::r=videon-a,m=publish"
+        ),
     );
     assert!(
-        wait_for(Duration::from_secs(20), || video_frames(&daemon) >= after_first + 50),
+        wait_for(Duration::from_secs(20), || video_frames(&daemon)
+            >= after_first + 50),
         "AES-256 srt-live-transmit caller not received: {}",
         daemon.log()
     );
     let input = daemon.input("program", "videon-a");
     assert_eq!(as_u64(&input["connections_total"]), 2);
     assert_eq!(as_u64(&input["srt"]["decrypt_errors"]), 0);
-    assert!(as_u64(&input["srt"]["packets_received"]) > 100, "SRT link stats are exported: {input}");
-    assert!(!daemon.log().contains(PASSPHRASE), "the passphrase must never be logged");
+    assert!(
+        as_u64(&input["srt"]["packets_received"]) > 100,
+        "SRT link stats are exported: {input}"
+    );
+    assert!(
+        !daemon.log().contains(PASSPHRASE),
+        "the passphrase must never be logged"
+    );
 }
 
 #[test]
@@ -74,8 +97,17 @@ fn unencrypted_srt_live_transmit_caller_is_received() {
     let daemon = Daemon::start(&channel(port, ""));
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 10, "320x180", "300k");
-    let _slt = srt_live_transmit_push(&dir, "slt", &source, &format!("srt://127.0.0.1:{port}?latency=200"));
-    assert!(wait_for(Duration::from_secs(20), || video_frames(&daemon) >= 100), "not received: {}", daemon.log());
+    let _slt = srt_live_transmit_push(
+        &dir,
+        "slt",
+        &source,
+        &format!("srt://127.0.0.1:{port}?latency=200"),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || video_frames(&daemon) >= 100),
+        "not received: {}",
+        daemon.log()
+    );
     let input = daemon.input("program", "videon-a");
     assert_eq!(input["video"]["width"], 320);
     assert_eq!(input["video"]["codec"], "h264");
@@ -86,7 +118,10 @@ fn unencrypted_srt_live_transmit_caller_is_received() {
 fn wrong_passphrase_and_wrong_stream_id_are_rejected_and_the_daemon_keeps_serving() {
     let ffmpeg_bin = require("ffmpeg", "ffmpeg");
     let port = free_udp_port();
-    let mut daemon = Daemon::start(&channel(port, &format!("passphrase = \"{PASSPHRASE}\"\nstream_id = \"videon-a\"")));
+    let mut daemon = Daemon::start(&channel(
+        port,
+        &format!("passphrase = \"{PASSPHRASE}\"\nstream_id = \"videon-a\""),
+    ));
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 10, "320x180", "300k");
     let attempt = |query: &str| {
@@ -96,25 +131,48 @@ fn wrong_passphrase_and_wrong_stream_id_are_rejected_and_the_daemon_keeps_servin
                 .args(["-v", "error", "-re", "-i"])
                 .arg(&source)
                 .args(["-t", "3", "-c", "copy", "-f", "mpegts"])
-                .arg(format!("srt://127.0.0.1:{port}?latency=200000&connect_timeout=3000&{query}")),
+                .arg(format!(
+                    "srt://127.0.0.1:{port}?latency=200000&connect_timeout=3000&{query}"
+                )),
             Duration::from_secs(30),
         )
     };
     let wrong_pass = attempt("passphrase=not-the-passphrase&pbkeylen=16&streamid=videon-a");
-    assert!(!wrong_pass.status.success(), "a wrong passphrase must not connect");
-    let wrong_id = attempt(&format!("passphrase={PASSPHRASE}&pbkeylen=16&streamid=videon-b"));
-    assert!(!wrong_id.status.success(), "a wrong stream id must not connect");
+    assert!(
+        !wrong_pass.status.success(),
+        "a wrong passphrase must not connect"
+    );
+    let wrong_id = attempt(&format!(
+        "passphrase={PASSPHRASE}&pbkeylen=16&streamid=videon-b"
+    ));
+    assert!(
+        !wrong_id.status.success(),
+        "a wrong stream id must not connect"
+    );
     let no_pass = attempt("streamid=videon-a");
-    assert!(!no_pass.status.success(), "an unencrypted caller must not connect");
+    assert!(
+        !no_pass.status.success(),
+        "an unencrypted caller must not connect"
+    );
 
     let rejected = &daemon.input("program", "videon-a")["rejected_total"];
     assert_eq!(as_u64(&rejected["stream_id"]), 1, "{rejected}");
     assert_eq!(as_u64(&rejected["passphrase"]), 2, "{rejected}");
     let log = daemon.log();
-    assert!(log.contains("stream id \\\"videon-b\\\" does not match") || log.contains("stream id \"videon-b\" does not match"), "{log}");
-    assert!(log.contains("not encrypted but a passphrase is required"), "{log}");
+    assert!(
+        log.contains("stream id \\\"videon-b\\\" does not match")
+            || log.contains("stream id \"videon-b\" does not match"),
+        "{log}"
+    );
+    assert!(
+        log.contains("not encrypted but a passphrase is required"),
+        "{log}"
+    );
     assert!(log.contains("wrong passphrase"), "{log}");
-    assert!(!log.contains(PASSPHRASE), "the passphrase must never be logged");
+    assert!(
+        !log.contains(PASSPHRASE),
+        "the passphrase must never be logged"
+    );
 
     // Still serving: the right caller gets in.
     assert!(daemon.alive());
@@ -122,9 +180,15 @@ fn wrong_passphrase_and_wrong_stream_id_are_rejected_and_the_daemon_keeps_servin
         &dir,
         "good",
         &source,
-        &format!("srt://127.0.0.1:{port}?latency=200000&pkt_size=1316&passphrase={PASSPHRASE}&pbkeylen=32&streamid=videon-a"),
+        &format!(
+            "srt://127.0.0.1:{port}?latency=200000&pkt_size=1316&passphrase={PASSPHRASE}&pbkeylen=32&streamid=videon-a"
+        ),
     );
-    assert!(wait_for(Duration::from_secs(15), || video_frames(&daemon) >= 50), "correct caller not received: {}", daemon.log());
+    assert!(
+        wait_for(Duration::from_secs(15), || video_frames(&daemon) >= 50),
+        "correct caller not received: {}",
+        daemon.log()
+    );
 }
 
 #[test]
@@ -144,11 +208,14 @@ fn a_new_caller_replaces_a_vanished_one_at_once() {
     let started = std::time::Instant::now();
     let _second = ffmpeg_push(&dir, "encoder-after-reboot", &source, &url);
     assert!(
-        wait_for(Duration::from_secs(5), || as_u64(&daemon.input("program", "videon-a")["connections_total"]) == 2),
+        wait_for(Duration::from_secs(5), || as_u64(
+            &daemon.input("program", "videon-a")["connections_total"]
+        ) == 2),
         "the rebooted encoder was not accepted at once: {}",
         daemon.log()
     );
-    assert!(wait_for(Duration::from_secs(10), || video_frames(&daemon) >= before + 25));
+    assert!(wait_for(Duration::from_secs(10), || video_frames(&daemon)
+        >= before + 25));
     assert!(started.elapsed() < Duration::from_secs(12));
 }
 
@@ -190,11 +257,16 @@ fn garbage_datagrams_and_corrupt_ts_do_not_hurt_the_listener() {
             _ => corrupt.extend_from_slice(packet),
         }
     }
-        let slt = require("srt-live-transmit", "srt-tools");
+    let slt = require("srt-live-transmit", "srt-tools");
     let (mut push, mut stdin) = Proc::spawn_with_stdin(
         "slt-corrupt",
         &dir,
-        Command::new(slt).args(["-q", "file://con", &format!("srt://127.0.0.1:{port}?latency=200"), "-chunk:1316"]),
+        Command::new(slt).args([
+            "-q",
+            "file://con",
+            &format!("srt://127.0.0.1:{port}?latency=200"),
+            "-chunk:1316",
+        ]),
     );
     // Paced at about 5 Mbit/s; srt-live-transmit exits at end of input, so the pipe stays
     // open a moment after the last byte for it to be delivered.
@@ -219,15 +291,25 @@ fn garbage_datagrams_and_corrupt_ts_do_not_hurt_the_listener() {
     push.signal(Signal::SIGKILL);
     push.wait(Duration::from_secs(5));
     assert!(daemon.alive(), "lunora died from corrupt TS");
-    assert!(as_u64(&daemon.input("program", "videon-a")["frames_total"]["video"]) > 0, "good packets between the bad ones still decode");
+    assert!(
+        as_u64(&daemon.input("program", "videon-a")["frames_total"]["video"]) > 0,
+        "good packets between the bad ones still decode"
+    );
 
     // 3. And a clean caller afterwards is served as usual (once the last one has been silent
     //    for input_loss_ms; a caller arriving while another is live is refused as busy).
     std::thread::sleep(Duration::from_millis(1500));
-    let _clean = ffmpeg_push(&dir, "clean", &source, &format!("srt://127.0.0.1:{port}?latency=200000&pkt_size=1316"));
+    let _clean = ffmpeg_push(
+        &dir,
+        "clean",
+        &source,
+        &format!("srt://127.0.0.1:{port}?latency=200000&pkt_size=1316"),
+    );
     let before = as_u64(&daemon.input("program", "videon-a")["frames_total"]["video"]);
     assert!(
-        wait_for(Duration::from_secs(15), || as_u64(&daemon.input("program", "videon-a")["frames_total"]["video"]) >= before + 50),
+        wait_for(Duration::from_secs(15), || as_u64(
+            &daemon.input("program", "videon-a")["frames_total"]["video"]
+        ) >= before + 50),
         "clean caller after the corrupt one not received: {}",
         daemon.log()
     );

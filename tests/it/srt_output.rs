@@ -17,17 +17,35 @@ fn listener_output_delivers_a_stream_ffprobe_decodes_cleanly() {
     // 8 s at 25 fps: 200 video frames, a keyframe every second.
     let source = make_ts(&dir, "source.ts", 8, "640x360", "1500k");
     let recording = dir.join("recording.ts");
-    let mut reader = ffmpeg_record(&dir, "reader", &format!("srt://127.0.0.1:{output}?latency=200000&timeout=3000000"), &recording);
+    let mut reader = ffmpeg_record(
+        &dir,
+        "reader",
+        &format!("srt://127.0.0.1:{output}?latency=200000&timeout=3000000"),
+        &recording,
+    );
     assert!(
-        wait_for(Duration::from_secs(10), || daemon.output("program", "out")["peers"].as_array().map_or(0, Vec::len) == 1),
+        wait_for(Duration::from_secs(10), || daemon.output("program", "out")
+            ["peers"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 1),
         "the reader never connected to the SRT output"
     );
 
-    let mut pusher = ffmpeg_push(&dir, "pusher", &source, &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"));
-    let status = pusher.wait(Duration::from_secs(40)).expect("pusher finishes");
+    let mut pusher = ffmpeg_push(
+        &dir,
+        "pusher",
+        &source,
+        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
+    );
+    let status = pusher
+        .wait(Duration::from_secs(40))
+        .expect("pusher finishes");
     assert!(status.success(), "ffmpeg push failed: {}", pusher.stderr());
     // The reader ends by itself 3 s after the stream stops (its SRT read timeout).
-    reader.wait(Duration::from_secs(20)).expect("reader stops once the stream ends");
+    reader
+        .wait(Duration::from_secs(20))
+        .expect("reader stops once the stream ends");
 
     let frames = decoded_video_frames(&recording);
     assert!(
@@ -38,16 +56,35 @@ fn listener_output_delivers_a_stream_ffprobe_decodes_cleanly() {
         daemon.input("program", "encoder"),
     );
     let decode = decode_warnings(&recording);
-    assert!(decode.trim().is_empty(), "decoding the output produced warnings:\n{decode}");
+    assert!(
+        decode.trim().is_empty(),
+        "decoding the output produced warnings:\n{decode}"
+    );
     let live = reader.stderr();
-    for bad in ["Non-monotonic", "non monotonically", "corrupt", "Continuity", "continuity", "Invalid"] {
-        assert!(!live.contains(bad), "ffmpeg reading the live output said {bad:?}:\n{live}");
+    for bad in [
+        "Non-monotonic",
+        "non monotonically",
+        "corrupt",
+        "Continuity",
+        "continuity",
+        "Invalid",
+    ] {
+        assert!(
+            !live.contains(bad),
+            "ffmpeg reading the live output said {bad:?}:\n{live}"
+        );
     }
     let input_status = daemon.input("program", "encoder");
     // ffmpeg's SRT caller closes without lingering, so its last few packets may never arrive.
     let demuxed = as_u64(&input_status["frames_total"]["video"]);
-    assert!((195..=200).contains(&demuxed), "lunora demuxed {demuxed} of the 200 video frames sent");
-    assert_eq!(as_u64(&input_status["tr101290"]["continuity_count_error"]), 0);
+    assert!(
+        (195..=200).contains(&demuxed),
+        "lunora demuxed {demuxed} of the 200 video frames sent"
+    );
+    assert_eq!(
+        as_u64(&input_status["tr101290"]["continuity_count_error"]),
+        0
+    );
     let status = daemon.stop();
     assert!(status.success(), "lunora exits 0 on SIGTERM, got {status}");
 }
@@ -66,29 +103,60 @@ fn caller_output_reaches_an_encrypted_listener_and_reconnects_after_it_restarts(
     ));
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 30, "320x180", "300k");
-    let _pusher = ffmpeg_push(&dir, "pusher", &source, &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"));
-    let listener_url = format!("srt://127.0.0.1:{target}?mode=listener&latency=200000&passphrase={passphrase}&pbkeylen=32");
+    let _pusher = ffmpeg_push(
+        &dir,
+        "pusher",
+        &source,
+        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
+    );
+    let listener_url = format!(
+        "srt://127.0.0.1:{target}?mode=listener&latency=200000&passphrase={passphrase}&pbkeylen=32"
+    );
     let listen = |name: &str, file: &str| ffmpeg_record(&dir, name, &listener_url, &dir.join(file));
     let mut first = listen("receiver-1", "first.ts");
-    assert!(wait_for(Duration::from_secs(20), || daemon.output("program", "medialive")["state"] == "live"), "never went live: {}", daemon.log());
+    assert!(
+        wait_for(Duration::from_secs(20), || daemon
+            .output("program", "medialive")["state"]
+            == "live"),
+        "never went live: {}",
+        daemon.log()
+    );
     // Stop it while data flows (ffmpeg acts on SIGINT between reads).
     std::thread::sleep(Duration::from_secs(6));
     first.signal(Signal::SIGINT);
     first.wait(Duration::from_secs(10)).expect("receiver stops");
-    assert!(decoded_video_frames(&dir.join("first.ts")) > 25, "the first receiver got video");
+    assert!(
+        decoded_video_frames(&dir.join("first.ts")) > 25,
+        "the first receiver got video"
+    );
 
     assert!(
-        wait_for(Duration::from_secs(15), || daemon.output("program", "medialive")["state"] == "retrying"),
+        wait_for(Duration::from_secs(15), || daemon
+            .output("program", "medialive")["state"]
+            == "retrying"),
         "output did not notice its listener went away: {}",
         daemon.output("program", "medialive")
     );
     let mut second = listen("receiver-2", "second.ts");
-    assert!(wait_for(Duration::from_secs(20), || daemon.output("program", "medialive")["state"] == "live"), "did not reconnect");
+    assert!(
+        wait_for(Duration::from_secs(20), || daemon
+            .output("program", "medialive")["state"]
+            == "live"),
+        "did not reconnect"
+    );
     std::thread::sleep(Duration::from_secs(6));
     second.signal(Signal::SIGINT);
-    second.wait(Duration::from_secs(10)).expect("receiver stops");
-    assert!(decoded_video_frames(&dir.join("second.ts")) > 25, "the restarted receiver got video");
+    second
+        .wait(Duration::from_secs(10))
+        .expect("receiver stops");
+    assert!(
+        decoded_video_frames(&dir.join("second.ts")) > 25,
+        "the restarted receiver got video"
+    );
     assert!(as_u64(&daemon.output("program", "medialive")["reconnects_total"]) >= 1);
     let log = daemon.log();
-    assert!(!log.contains(passphrase), "the passphrase must never be logged");
+    assert!(
+        !log.contains(passphrase),
+        "the passphrase must never be logged"
+    );
 }

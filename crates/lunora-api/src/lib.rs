@@ -3,6 +3,8 @@
 //! The API and `/metrics` render the same snapshots, so they can never disagree.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+// Helpers return a finished error response for handlers to send as is; they run once per request.
+#![allow(clippy::result_large_err)]
 
 mod metrics;
 mod status;
@@ -16,10 +18,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use lunora_egress::DestinationSpec;
 use serde_json::json;
 
 pub use metrics::render_metrics;
-pub use status::{ChannelStatus, HealthView, InputStatus, OutputStatus, SwitchCount, SwitchView};
+pub use status::{
+    ChannelStatus, DestinationView, HealthView, InputStatus, OutputStatus, SwitchCount, SwitchView,
+};
 
 /// Where the HTTP layer gets its data and sends commands; implemented by the binary, which
 /// knows the graph.
@@ -31,7 +36,42 @@ pub trait StatusSource: Send + Sync + 'static {
     fn switch(&self, channel: &str, input: &str) -> Result<(), SwitchError>;
     /// Starts or stops one output (`Some(id)`) or every startable output of the channel;
     /// returns how many were told.
-    fn control_outputs(&self, channel: &str, output: Option<&str>, start: bool) -> Result<usize, ControlError>;
+    fn control_outputs(
+        &self,
+        channel: &str,
+        output: Option<&str>,
+        start: bool,
+    ) -> Result<usize, ControlError>;
+    /// Adds an RTMP destination, saved so it survives a restart.
+    fn add_destination(
+        &self,
+        channel: &str,
+        id: &str,
+        spec: DestinationSpec,
+    ) -> Result<(), DestinationError>;
+    /// Replaces a destination's settings; a spec without a stream key keeps the saved one. A
+    /// destination that was running restarts with the new settings.
+    fn update_destination(
+        &self,
+        channel: &str,
+        id: &str,
+        spec: DestinationSpec,
+    ) -> Result<(), DestinationError>;
+    fn remove_destination(&self, channel: &str, id: &str) -> Result<(), DestinationError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestinationError {
+    NoChannel,
+    NoOutput,
+    /// The id is taken in this channel.
+    Exists,
+    /// SRT outputs come from the config file only.
+    NotDestination,
+    BadId,
+    Invalid(Vec<String>),
+    /// The change could not be saved; nothing changed.
+    Storage(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,17 +107,49 @@ pub fn router(source: Source) -> Router {
         .route("/api/v1/channels", get(list_channels))
         .route("/api/v1/channels/{id}", get(get_channel))
         .route("/api/v1/channels/{id}/switch", post(switch))
-        .route("/api/v1/channels/{id}/outputs/start-all", post(|s, p| control(s, p, None, true)))
-        .route("/api/v1/channels/{id}/outputs/stop-all", post(|s, p| control(s, p, None, false)))
-        .route("/api/v1/channels/{id}/outputs/{oid}/start", post(|s, Path((id, oid)): Path<(String, String)>| control(s, Path(id), Some(oid), true)))
-        .route("/api/v1/channels/{id}/outputs/{oid}/stop", post(|s, Path((id, oid)): Path<(String, String)>| control(s, Path(id), Some(oid), false)))
+        .route(
+            "/api/v1/channels/{id}/outputs",
+            get(list_outputs).post(add_destination),
+        )
+        .route(
+            "/api/v1/channels/{id}/outputs/{oid}",
+            get(get_output)
+                .put(update_destination)
+                .delete(remove_destination),
+        )
+        .route(
+            "/api/v1/channels/{id}/outputs/start-all",
+            post(|s, p| control(s, p, None, true)),
+        )
+        .route(
+            "/api/v1/channels/{id}/outputs/stop-all",
+            post(|s, p| control(s, p, None, false)),
+        )
+        .route(
+            "/api/v1/channels/{id}/outputs/{oid}/start",
+            post(|s, Path((id, oid)): Path<(String, String)>| {
+                control(s, Path(id), Some(oid), true)
+            }),
+        )
+        .route(
+            "/api/v1/channels/{id}/outputs/{oid}/stop",
+            post(|s, Path((id, oid)): Path<(String, String)>| {
+                control(s, Path(id), Some(oid), false)
+            }),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see /api/v1/channels") })
         .with_state(source)
 }
 
 /// Serves on an already-bound listener until `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, source: Source, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(source)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    source: Source,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(source))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -85,13 +157,27 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn readyz(State(source): State<Source>) -> Response {
-    if source.ready() { (StatusCode::OK, "ready\n").into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response() }
+    if source.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
 }
 
 async fn metrics(State(source): State<Source>) -> Response {
     match render_metrics(&source.channels()) {
-        Ok(body) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("metrics encoding failed: {e}")),
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("metrics encoding failed: {e}"),
+        ),
     }
 }
 
@@ -99,27 +185,77 @@ async fn list_channels(State(source): State<Source>) -> Json<Vec<ChannelStatus>>
     Json(source.channels())
 }
 
-async fn switch(State(source): State<Source>, Path(id): Path<String>, body: Result<Json<SwitchRequest>, JsonRejection>) -> Response {
+async fn switch(
+    State(source): State<Source>,
+    Path(id): Path<String>,
+    body: Result<Json<SwitchRequest>, JsonRejection>,
+) -> Response {
     let Json(request) = match body {
         Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, &format!("expected {{\"input\": \"<input id>\" | \"auto\"}}: {}", rejection.body_text())),
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "expected {{\"input\": \"<input id>\" | \"auto\"}}: {}",
+                    rejection.body_text()
+                ),
+            );
+        }
     };
     match source.switch(&id, &request.input) {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "channel": id, "requested": request.input }))).into_response(),
-        Err(SwitchError::NoChannel) => error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}")),
-        Err(SwitchError::NoInput) => error(StatusCode::BAD_REQUEST, &format!("channel {id:?} has no input {:?}; use an input id or \"auto\"", request.input)),
-        Err(SwitchError::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "the channel is still applying earlier commands; try again"),
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "channel": id, "requested": request.input })),
+        )
+            .into_response(),
+        Err(SwitchError::NoChannel) => {
+            error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}"))
+        }
+        Err(SwitchError::NoInput) => error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "channel {id:?} has no input {:?}; use an input id or \"auto\"",
+                request.input
+            ),
+        ),
+        Err(SwitchError::Busy) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the channel is still applying earlier commands; try again",
+        ),
     }
 }
 
-async fn control(State(source): State<Source>, Path(id): Path<String>, output: Option<String>, start: bool) -> Response {
+async fn control(
+    State(source): State<Source>,
+    Path(id): Path<String>,
+    output: Option<String>,
+    start: bool,
+) -> Response {
     let action = if start { "start" } else { "stop" };
     match source.control_outputs(&id, output.as_deref(), start) {
-        Ok(count) => (StatusCode::ACCEPTED, Json(json!({ "channel": id, "output": output, "action": action, "outputs": count }))).into_response(),
-        Err(ControlError::NoChannel) => error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}")),
-        Err(ControlError::NoOutput) => error(StatusCode::NOT_FOUND, &format!("channel {id:?} has no output {:?}", output.unwrap_or_default())),
-        Err(ControlError::AlwaysOn) => error(StatusCode::CONFLICT, "SRT outputs run whenever lunora runs; only RTMP destinations start and stop"),
-        Err(ControlError::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "the output is still applying earlier commands; try again"),
+        Ok(count) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "channel": id, "output": output, "action": action, "outputs": count })),
+        )
+            .into_response(),
+        Err(ControlError::NoChannel) => {
+            error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}"))
+        }
+        Err(ControlError::NoOutput) => error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "channel {id:?} has no output {:?}",
+                output.unwrap_or_default()
+            ),
+        ),
+        Err(ControlError::AlwaysOn) => error(
+            StatusCode::CONFLICT,
+            "SRT outputs run whenever lunora runs; only RTMP destinations start and stop",
+        ),
+        Err(ControlError::Busy) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the output is still applying earlier commands; try again",
+        ),
     }
 }
 
@@ -128,4 +264,135 @@ async fn get_channel(State(source): State<Source>, Path(id): Path<String>) -> Re
         Some(channel) => Json(channel).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}")),
     }
+}
+
+fn find_channel(source: &Source, id: &str) -> Result<ChannelStatus, Response> {
+    source
+        .channels()
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}")))
+}
+
+async fn list_outputs(State(source): State<Source>, Path(id): Path<String>) -> Response {
+    match find_channel(&source, &id) {
+        Ok(channel) => Json(channel.outputs).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn get_output(
+    State(source): State<Source>,
+    Path((id, oid)): Path<(String, String)>,
+) -> Response {
+    match find_channel(&source, &id) {
+        Ok(channel) => match channel.outputs.into_iter().find(|o| o.id == oid) {
+            Some(output) => Json(output).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!("channel {id:?} has no output {oid:?}"),
+            ),
+        },
+        Err(response) => response,
+    }
+}
+
+const SPEC_HELP: &str = "expected {\"preset\": \"youtube\"|\"x\"|\"linkedin\"|\"custom\", \"url\", \"region\", \"backup_ingest\", \"stream_key\", \"autostart\", \"retry_min_ms\", \"retry_max_ms\"}";
+
+fn spec_from(
+    mut body: serde_json::Value,
+    take_id: bool,
+) -> Result<(Option<String>, DestinationSpec), Response> {
+    let id = if take_id {
+        body.as_object_mut()
+            .and_then(|o| o.remove("id"))
+            .and_then(|v| v.as_str().map(str::to_string))
+    } else {
+        None
+    };
+    serde_json::from_value(body)
+        .map(|spec| (id, spec))
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("{SPEC_HELP}: {e}")))
+}
+
+fn destination_result(
+    result: Result<(), DestinationError>,
+    source: &Source,
+    channel: &str,
+    id: &str,
+    success: StatusCode,
+) -> Response {
+    match result {
+        Ok(()) if success == StatusCode::NO_CONTENT => StatusCode::NO_CONTENT.into_response(),
+        Ok(()) => match find_channel(source, channel).ok().and_then(|c| c.outputs.into_iter().find(|o| o.id == id)) {
+            Some(output) => (success, Json(output)).into_response(),
+            None => success.into_response(),
+        },
+        Err(DestinationError::NoChannel) => error(StatusCode::NOT_FOUND, &format!("no channel with id {channel:?}")),
+        Err(DestinationError::NoOutput) => error(StatusCode::NOT_FOUND, &format!("channel {channel:?} has no output {id:?}")),
+        Err(DestinationError::Exists) => error(StatusCode::CONFLICT, &format!("channel {channel:?} already has an output {id:?}; choose another id or update it with PUT")),
+        Err(DestinationError::NotDestination) => error(StatusCode::CONFLICT, &format!("output {id:?} is an SRT output; those are set in the config file")),
+        Err(DestinationError::BadId) => error(StatusCode::BAD_REQUEST, "\"id\" must be 1–64 characters of a-z, 0-9, '-' or '_'"),
+        Err(DestinationError::Invalid(problems)) => {
+            (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("destination {id:?}: {}", problems.join("; ")), "problems": problems }))).into_response()
+        }
+        Err(DestinationError::Storage(reason)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("the change could not be saved, so nothing changed: {reason}")),
+    }
+}
+
+async fn add_destination(
+    State(source): State<Source>,
+    Path(channel): Path<String>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("{SPEC_HELP} plus \"id\": {}", rejection.body_text()),
+            );
+        }
+    };
+    let (id, spec) = match spec_from(body, true) {
+        Ok((Some(id), spec)) => (id, spec),
+        Ok((None, _)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the new destination needs an \"id\" (a-z, 0-9, '-', '_')",
+            );
+        }
+        Err(response) => return response,
+    };
+    let result = source.add_destination(&channel, &id, spec);
+    destination_result(result, &source, &channel, &id, StatusCode::CREATED)
+}
+
+async fn update_destination(
+    State(source): State<Source>,
+    Path((channel, id)): Path<(String, String)>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Response {
+    let spec = match body
+        .map_err(|r| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("{SPEC_HELP}: {}", r.body_text()),
+            )
+        })
+        .and_then(|Json(b)| spec_from(b, false))
+    {
+        Ok((_, spec)) => spec,
+        Err(response) => return response,
+    };
+    let result = source.update_destination(&channel, &id, spec);
+    destination_result(result, &source, &channel, &id, StatusCode::OK)
+}
+
+async fn remove_destination(
+    State(source): State<Source>,
+    Path((channel, id)): Path<(String, String)>,
+) -> Response {
+    let result = source.remove_destination(&channel, &id);
+    destination_result(result, &source, &channel, &id, StatusCode::NO_CONTENT)
 }

@@ -16,7 +16,12 @@ struct Families {
 }
 
 impl Families {
-    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
         let c = IntCounterVec::new(Opts::new(name, help), labels)?;
         self.registry.register(Box::new(c.clone()))?;
         Ok(c)
@@ -28,7 +33,12 @@ impl Families {
         Ok(g)
     }
 
-    fn int_gauge(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    fn int_gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntGaugeVec> {
         let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
         self.registry.register(Box::new(g.clone()))?;
         Ok(g)
@@ -39,61 +49,188 @@ const INPUT: &[&str] = &["channel", "input"];
 const OUTPUT: &[&str] = &["channel", "output"];
 
 pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> {
-    let f = Families { registry: Registry::new() };
-    let build = f.int_gauge("lunora_build_info", "Build information; always 1.", &["version"])?;
+    let f = Families {
+        registry: Registry::new(),
+    };
+    let build = f.int_gauge(
+        "lunora_build_info",
+        "Build information; always 1.",
+        &["version"],
+    )?;
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
-    let input_up = f.int_gauge("lunora_input_up", "1 while a sender is connected to the input.", &["channel", "input", "role"])?;
-    let bytes = f.counter("lunora_input_received_bytes_total", "Payload bytes received.", INPUT)?;
-    let packets = f.counter("lunora_input_ts_packets_total", "MPEG-TS packets received in sync.", INPUT)?;
-    let bitrate = f.gauge("lunora_input_receive_rate_bytes_per_second", "Receive rate over the last second.", INPUT)?;
-    let frames = f.counter("lunora_input_frames_total", "Access units demultiplexed, by kind.", &["channel", "input", "kind"])?;
-    let frames_dropped = f.counter("lunora_input_frames_dropped_total", "Frames the channel could not take in time.", INPUT)?;
-    let pes_dropped = f.counter("lunora_input_pes_dropped_total", "PES packets discarded because a packet inside was lost.", INPUT)?;
+    let input_up = f.int_gauge(
+        "lunora_input_up",
+        "1 while a sender is connected to the input.",
+        &["channel", "input", "role"],
+    )?;
+    let bytes = f.counter(
+        "lunora_input_received_bytes_total",
+        "Payload bytes received.",
+        INPUT,
+    )?;
+    let packets = f.counter(
+        "lunora_input_ts_packets_total",
+        "MPEG-TS packets received in sync.",
+        INPUT,
+    )?;
+    let bitrate = f.gauge(
+        "lunora_input_receive_rate_bytes_per_second",
+        "Receive rate over the last second.",
+        INPUT,
+    )?;
+    let frames = f.counter(
+        "lunora_input_frames_total",
+        "Access units demultiplexed, by kind.",
+        &["channel", "input", "kind"],
+    )?;
+    let frames_dropped = f.counter(
+        "lunora_input_frames_dropped_total",
+        "Frames the channel could not take in time.",
+        INPUT,
+    )?;
+    let pes_dropped = f.counter(
+        "lunora_input_pes_dropped_total",
+        "PES packets discarded because a packet inside was lost.",
+        INPUT,
+    )?;
     let connections = f.counter("lunora_input_connections_total", "Senders accepted.", INPUT)?;
-    let rejected = f.counter("lunora_input_rejected_callers_total", "Callers refused, by reason.", &["channel", "input", "reason"])?;
+    let rejected = f.counter(
+        "lunora_input_rejected_callers_total",
+        "Callers refused, by reason.",
+        &["channel", "input", "reason"],
+    )?;
     let tr = f.counter(
         "lunora_input_tr101290_errors_total",
         "ETSI TR 101 290 errors by indicator and priority.",
         &["channel", "input", "indicator", "priority"],
     )?;
-    let rtt = f.gauge("lunora_input_srt_rtt_seconds", "SRT round-trip time.", INPUT)?;
-    let srt_received = f.counter("lunora_input_srt_packets_received_total", "SRT data packets received (unique).", INPUT)?;
-    let srt_lost = f.counter("lunora_input_srt_packets_lost_total", "SRT data packets reported lost.", INPUT)?;
-    let srt_retransmitted = f.counter("lunora_input_srt_packets_retransmitted_total", "SRT retransmitted data packets received.", INPUT)?;
-    let srt_dropped = f.counter("lunora_input_srt_packets_dropped_total", "SRT packets dropped as too late.", INPUT)?;
-    let srt_decrypt = f.counter("lunora_input_srt_decrypt_errors_total", "SRT packets that failed to decrypt.", INPUT)?;
+    let rtt = f.gauge(
+        "lunora_input_srt_rtt_seconds",
+        "SRT round-trip time.",
+        INPUT,
+    )?;
+    let srt_received = f.counter(
+        "lunora_input_srt_packets_received_total",
+        "SRT data packets received (unique).",
+        INPUT,
+    )?;
+    let srt_lost = f.counter(
+        "lunora_input_srt_packets_lost_total",
+        "SRT data packets reported lost.",
+        INPUT,
+    )?;
+    let srt_retransmitted = f.counter(
+        "lunora_input_srt_packets_retransmitted_total",
+        "SRT retransmitted data packets received.",
+        INPUT,
+    )?;
+    let srt_dropped = f.counter(
+        "lunora_input_srt_packets_dropped_total",
+        "SRT packets dropped as too late.",
+        INPUT,
+    )?;
+    let srt_decrypt = f.counter(
+        "lunora_input_srt_decrypt_errors_total",
+        "SRT packets that failed to decrypt.",
+        INPUT,
+    )?;
 
-    let output_state = f.int_gauge("lunora_output_state", "1 for the output's current state.", &["channel", "output", "state"])?;
+    let output_state = f.int_gauge(
+        "lunora_output_state",
+        "1 for the output's current state.",
+        &["channel", "output", "state"],
+    )?;
     let output_peers = f.int_gauge("lunora_output_peers", "Connected receivers.", OUTPUT)?;
     let output_bytes = f.counter("lunora_output_bytes_total", "Bytes sent.", OUTPUT)?;
     let output_frames = f.counter("lunora_output_frames_total", "Frames sent.", OUTPUT)?;
-    let output_dropped = f.counter("lunora_output_dropped_frames_total", "Frames skipped because the output fell behind.", OUTPUT)?;
-    let output_warnings = f.int_gauge("lunora_output_conformance_warnings", "Platform rules the stream currently breaks.", OUTPUT)?;
-    let output_reconnects = f.counter("lunora_output_reconnects_total", "Connections re-established after a loss.", OUTPUT)?;
-    let active = f.int_gauge("lunora_channel_active_input", "1 for the input on air.", &["channel", "input"])?;
-    let forced = f.int_gauge("lunora_channel_forced", "1 while an operator has forced an input on air.", &["channel"])?;
-    let health = f.int_gauge("lunora_input_health_state", "1 for the input's health: healthy, degraded or lost.", &["channel", "input", "state"])?;
-    let degraded = f.int_gauge("lunora_input_degraded", "1 while the input shows this symptom.", &["channel", "input", "reason"])?;
-    let switches = f.counter("lunora_switch_total", "Switches, by roles and reason.", &["channel", "from_role", "to_role", "reason"])?;
-    let incompatible = f.counter("lunora_switch_incompatible_total", "Switches between inputs whose codec or resolution differ.", &["channel"])?;
-    let seam_error = f.gauge("lunora_switch_seam_error_frames", "Aligned mode: distance of the last seam from content-exact, in frames.", &["channel"])?;
-    let timeline_dropped =
-        f.counter("lunora_channel_timeline_dropped_frames_total", "Frames dropped to keep the output timeline strictly increasing.", &["channel"])?;
+    let output_dropped = f.counter(
+        "lunora_output_dropped_frames_total",
+        "Frames skipped because the output fell behind.",
+        OUTPUT,
+    )?;
+    let output_warnings = f.int_gauge(
+        "lunora_output_conformance_warnings",
+        "Platform rules the stream currently breaks.",
+        OUTPUT,
+    )?;
+    let output_reconnects = f.counter(
+        "lunora_output_reconnects_total",
+        "Connections re-established after a loss.",
+        OUTPUT,
+    )?;
+    let active = f.int_gauge(
+        "lunora_channel_active_input",
+        "1 for the input on air.",
+        &["channel", "input"],
+    )?;
+    let forced = f.int_gauge(
+        "lunora_channel_forced",
+        "1 while an operator has forced an input on air.",
+        &["channel"],
+    )?;
+    let health = f.int_gauge(
+        "lunora_input_health_state",
+        "1 for the input's health: healthy, degraded or lost.",
+        &["channel", "input", "state"],
+    )?;
+    let degraded = f.int_gauge(
+        "lunora_input_degraded",
+        "1 while the input shows this symptom.",
+        &["channel", "input", "reason"],
+    )?;
+    let switches = f.counter(
+        "lunora_switch_total",
+        "Switches, by roles and reason.",
+        &["channel", "from_role", "to_role", "reason"],
+    )?;
+    let incompatible = f.counter(
+        "lunora_switch_incompatible_total",
+        "Switches between inputs whose codec or resolution differ.",
+        &["channel"],
+    )?;
+    let seam_error = f.gauge(
+        "lunora_switch_seam_error_frames",
+        "Aligned mode: distance of the last seam from content-exact, in frames.",
+        &["channel"],
+    )?;
+    let timeline_dropped = f.counter(
+        "lunora_channel_timeline_dropped_frames_total",
+        "Frames dropped to keep the output timeline strictly increasing.",
+        &["channel"],
+    )?;
 
     for channel in channels {
         let c = channel.id.as_str();
-        forced.with_label_values(&[c]).set(i64::from(channel.forced_input.is_some()));
-        let last_seam = channel.switches.iter().rev().find_map(|s| s.seam_error_frames).unwrap_or(0);
+        forced
+            .with_label_values(&[c])
+            .set(i64::from(channel.forced_input.is_some()));
+        let last_seam = channel
+            .switches
+            .iter()
+            .rev()
+            .find_map(|s| s.seam_error_frames)
+            .unwrap_or(0);
         seam_error.with_label_values(&[c]).set(last_seam as f64);
-        incompatible.with_label_values(&[c]).inc_by(channel.incompatible_switches_total);
-        timeline_dropped.with_label_values(&[c]).inc_by(channel.timeline_dropped_frames_total);
+        incompatible
+            .with_label_values(&[c])
+            .inc_by(channel.incompatible_switches_total);
+        timeline_dropped
+            .with_label_values(&[c])
+            .inc_by(channel.timeline_dropped_frames_total);
         // The common switches exist from the start, at zero.
-        for (from_role, to_role, reason) in [("main", "backup", "input_lost"), ("backup", "main", "return_to_primary")] {
-            switches.with_label_values(&[c, from_role, to_role, reason]).inc_by(0);
+        for (from_role, to_role, reason) in [
+            ("main", "backup", "input_lost"),
+            ("backup", "main", "return_to_primary"),
+        ] {
+            switches
+                .with_label_values(&[c, from_role, to_role, reason])
+                .inc_by(0);
         }
         for count in &channel.switch_counts {
-            switches.with_label_values(&[c, count.from_role, count.to_role, count.reason]).inc_by(count.count);
+            switches
+                .with_label_values(&[c, count.from_role, count.to_role, count.reason])
+                .inc_by(count.count);
         }
         for input in &channel.inputs {
             let i = input.id.as_str();
@@ -101,50 +238,103 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
             let labels = [c, i];
             input_up
                 .with_label_values(&[c, i, input.role])
-                .set(i64::from(s.state == lunora_ingest::ConnectionState::Connected));
+                .set(i64::from(
+                    s.state == lunora_ingest::ConnectionState::Connected,
+                ));
             bytes.with_label_values(&labels).inc_by(s.bytes_total);
-            packets.with_label_values(&labels).inc_by(s.ts_packets_total);
+            packets
+                .with_label_values(&labels)
+                .inc_by(s.ts_packets_total);
             bitrate.with_label_values(&labels).set(s.bitrate_bps / 8.0);
-            for (kind, n) in [("video", s.frames_total.video), ("audio", s.frames_total.audio), ("data", s.frames_total.data)] {
+            for (kind, n) in [
+                ("video", s.frames_total.video),
+                ("audio", s.frames_total.audio),
+                ("data", s.frames_total.data),
+            ] {
                 frames.with_label_values(&[c, i, kind]).inc_by(n);
             }
-            frames_dropped.with_label_values(&labels).inc_by(s.frames_dropped_total);
-            pes_dropped.with_label_values(&labels).inc_by(s.pes_dropped_total);
-            connections.with_label_values(&labels).inc_by(s.connections_total);
+            frames_dropped
+                .with_label_values(&labels)
+                .inc_by(s.frames_dropped_total);
+            pes_dropped
+                .with_label_values(&labels)
+                .inc_by(s.pes_dropped_total);
+            connections
+                .with_label_values(&labels)
+                .inc_by(s.connections_total);
             let r = s.rejected_total;
-            for (reason, n) in [("stream_id", r.stream_id), ("passphrase", r.passphrase), ("busy", r.busy), ("handshake", r.handshake)] {
+            for (reason, n) in [
+                ("stream_id", r.stream_id),
+                ("passphrase", r.passphrase),
+                ("busy", r.busy),
+                ("handshake", r.handshake),
+            ] {
                 rejected.with_label_values(&[c, i, reason]).inc_by(n);
             }
             for (indicator, n) in &s.tr101290 {
-                let priority = Indicator::ALL.iter().find(|x| x.name() == *indicator).map_or(0, |x| x.priority());
-                tr.with_label_values(&[c, i, indicator, &priority.to_string()]).inc_by(*n);
+                let priority = Indicator::ALL
+                    .iter()
+                    .find(|x| x.name() == *indicator)
+                    .map_or(0, |x| x.priority());
+                tr.with_label_values(&[c, i, indicator, &priority.to_string()])
+                    .inc_by(*n);
             }
             rtt.with_label_values(&labels).set(s.srt.rtt_ms / 1000.0);
-            srt_received.with_label_values(&labels).inc_by(s.srt.packets_received);
-            srt_lost.with_label_values(&labels).inc_by(s.srt.packets_lost);
-            srt_retransmitted.with_label_values(&labels).inc_by(s.srt.packets_retransmitted);
-            srt_dropped.with_label_values(&labels).inc_by(s.srt.packets_dropped);
-            srt_decrypt.with_label_values(&labels).inc_by(s.srt.decrypt_errors);
-            active.with_label_values(&labels).set(i64::from(channel.active_input.as_deref() == Some(i)));
+            srt_received
+                .with_label_values(&labels)
+                .inc_by(s.srt.packets_received);
+            srt_lost
+                .with_label_values(&labels)
+                .inc_by(s.srt.packets_lost);
+            srt_retransmitted
+                .with_label_values(&labels)
+                .inc_by(s.srt.packets_retransmitted);
+            srt_dropped
+                .with_label_values(&labels)
+                .inc_by(s.srt.packets_dropped);
+            srt_decrypt
+                .with_label_values(&labels)
+                .inc_by(s.srt.decrypt_errors);
+            active
+                .with_label_values(&labels)
+                .set(i64::from(channel.active_input.as_deref() == Some(i)));
             for state in ["healthy", "degraded", "lost"] {
-                health.with_label_values(&[c, i, state]).set(i64::from(input.health.state == state));
+                health
+                    .with_label_values(&[c, i, state])
+                    .set(i64::from(input.health.state == state));
             }
             for reason in Reason::ALL {
-                degraded.with_label_values(&[c, i, reason.name()]).set(i64::from(input.health.reasons.contains(&reason.name())));
+                degraded
+                    .with_label_values(&[c, i, reason.name()])
+                    .set(i64::from(input.health.reasons.contains(&reason.name())));
             }
         }
         for output in &channel.outputs {
             let o = output.id.as_str();
             let s = &output.stats;
             for state in OutputState::ALL {
-                output_state.with_label_values(&[c, o, state.name()]).set(i64::from(s.state == state));
+                output_state
+                    .with_label_values(&[c, o, state.name()])
+                    .set(i64::from(s.state == state));
             }
-            output_peers.with_label_values(&[c, o]).set(s.peers.len() as i64);
-            output_bytes.with_label_values(&[c, o]).inc_by(s.bytes_total);
-            output_frames.with_label_values(&[c, o]).inc_by(s.frames_total);
-            output_dropped.with_label_values(&[c, o]).inc_by(s.dropped_frames_total);
-            output_reconnects.with_label_values(&[c, o]).inc_by(s.reconnects_total);
-            output_warnings.with_label_values(&[c, o]).set(s.warnings.len() as i64);
+            output_peers
+                .with_label_values(&[c, o])
+                .set(s.peers.len() as i64);
+            output_bytes
+                .with_label_values(&[c, o])
+                .inc_by(s.bytes_total);
+            output_frames
+                .with_label_values(&[c, o])
+                .inc_by(s.frames_total);
+            output_dropped
+                .with_label_values(&[c, o])
+                .inc_by(s.dropped_frames_total);
+            output_reconnects
+                .with_label_values(&[c, o])
+                .inc_by(s.reconnects_total);
+            output_warnings
+                .with_label_values(&[c, o])
+                .set(s.warnings.len() as i64);
         }
     }
     let mut body = Vec::new();

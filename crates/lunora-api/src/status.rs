@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use lunora_egress::OutputStats;
+use lunora_egress::{DestinationSpec, OutputStats};
 use lunora_ingest::InputStats;
 use serde::Serialize;
 
@@ -79,8 +79,38 @@ pub struct OutputStatus {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub mode: &'static str,
-    /// Where it sends (caller) or listens (listener).
+    /// Where it sends (caller, RTMP push; never with a stream key) or listens (listener).
     pub address: String,
+    /// RTMP destinations: how the user described it, stream key left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<DestinationView>,
     #[serde(flatten)]
     pub stats: OutputStats,
+}
+
+/// An RTMP destination's settings as the API shows them: everything but the stream key.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationView {
+    pub preset: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub backup_ingest: bool,
+    pub autostart: bool,
+    /// Always true: a saved key is never sent back, only that one is set.
+    pub stream_key_set: bool,
+}
+
+impl From<&DestinationSpec> for DestinationView {
+    fn from(spec: &DestinationSpec) -> Self {
+        DestinationView {
+            preset: spec.preset.name(),
+            url: spec.url.clone(),
+            region: spec.region.clone(),
+            backup_ingest: spec.backup_ingest,
+            autostart: spec.autostart,
+            stream_key_set: spec.stream_key.is_some(),
+        }
+    }
 }

@@ -37,11 +37,16 @@ impl Bus {
     /// `capacity` items are kept for readers that are behind; past that they lag and skip.
     pub fn new(capacity: usize) -> Arc<Bus> {
         let (sender, _) = broadcast::channel(capacity.max(16));
-        Arc::new(Bus { sender, cache: Mutex::new(GopCache::default()) })
+        Arc::new(Bus {
+            sender,
+            cache: Mutex::new(GopCache::default()),
+        })
     }
 
     fn cache(&self) -> MutexGuard<'_, GopCache> {
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn publish_program(&self, program: Program) {
@@ -56,7 +61,10 @@ impl Bus {
     pub fn publish_frame(&self, frame: Frame) {
         let frame = Arc::new(frame);
         let mut cache = self.cache();
-        let has_video = cache.program.as_ref().is_some_and(|p| p.tracks.iter().any(|t| t.codec.is_video()));
+        let has_video = cache
+            .program
+            .as_ref()
+            .is_some_and(|p| p.tracks.iter().any(|t| t.codec.is_video()));
         if frame.codec.is_video() && frame.keyframe {
             cache.frames.clear();
             cache.bytes = 0;
@@ -85,7 +93,13 @@ impl Bus {
         backlog.extend(cache.frames.iter().cloned().map(BusItem::Frame));
         let receiver = self.sender.subscribe();
         drop(cache);
-        BusReceiver { bus: self.clone(), receiver, backlog, waiting_for_keyframe: true, dropped_frames: 0 }
+        BusReceiver {
+            bus: self.clone(),
+            receiver,
+            backlog,
+            waiting_for_keyframe: true,
+            dropped_frames: 0,
+        }
     }
 
     pub fn current_program(&self) -> Option<Arc<Program>> {
@@ -144,8 +158,15 @@ impl BusReceiver {
     }
 
     fn can_start_at(&self, frame: &Frame) -> bool {
-        let has_video = self.bus.current_program().is_some_and(|p| p.tracks.iter().any(|t| t.codec.is_video()));
-        if has_video { frame.codec.is_video() && frame.keyframe } else { frame.keyframe }
+        let has_video = self
+            .bus
+            .current_program()
+            .is_some_and(|p| p.tracks.iter().any(|t| t.codec.is_video()));
+        if has_video {
+            frame.codec.is_video() && frame.keyframe
+        } else {
+            frame.keyframe
+        }
     }
 }
 
@@ -159,14 +180,31 @@ mod tests {
     fn program() -> Program {
         Program {
             tracks: vec![
-                Track { id: TrackId(1), codec: Codec::H264, language: None, descriptors: Bytes::new() },
-                Track { id: TrackId(2), codec: Codec::AacAdts, language: None, descriptors: Bytes::new() },
+                Track {
+                    id: TrackId(1),
+                    codec: Codec::H264,
+                    language: None,
+                    descriptors: Bytes::new(),
+                },
+                Track {
+                    id: TrackId(2),
+                    codec: Codec::AacAdts,
+                    language: None,
+                    descriptors: Bytes::new(),
+                },
             ],
         }
     }
 
     fn video(t: i64, keyframe: bool) -> Frame {
-        Frame { track: TrackId(1), codec: Codec::H264, pts: MpegTime(t), dts: MpegTime(t), keyframe, data: Bytes::from_static(b"v") }
+        Frame {
+            track: TrackId(1),
+            codec: Codec::H264,
+            pts: MpegTime(t),
+            dts: MpegTime(t),
+            keyframe,
+            data: Bytes::from_static(b"v"),
+        }
     }
 
     async fn next_frame(rx: &mut BusReceiver) -> Arc<Frame> {

@@ -91,7 +91,9 @@ impl Conformance {
                 self.last_keyframe_dts = Some(dts);
                 if frame.codec == Codec::H264 {
                     for nal in AnnexBNalUnits::new(&frame.data) {
-                        if nal.first().is_some_and(|h| H264NalType::from_header(*h) == H264NalType::Sps)
+                        if nal
+                            .first()
+                            .is_some_and(|h| H264NalType::from_header(*h) == H264NalType::Sps)
                             && let Ok(sps) = parse_h264_sps(nal)
                         {
                             self.interlaced = Some(sps.format.interlaced);
@@ -101,7 +103,10 @@ impl Conformance {
             }
         } else if frame.codec.is_audio() {
             let format = (frame.codec == Codec::AacAdts)
-                .then(|| AdtsHeader::parse(&frame.data).map(|h| (h.sample_rate(), h.channel_configuration)))
+                .then(|| {
+                    AdtsHeader::parse(&frame.data)
+                        .map(|h| (h.sample_rate(), h.channel_configuration))
+                })
                 .flatten();
             self.audio = Some((frame.codec, format));
         }
@@ -112,10 +117,17 @@ impl Conformance {
         let r = &self.rules;
         let mut warnings = Vec::new();
         if r.h264_only && self.video_codec.is_some_and(|c| c != Codec::H264) {
-            warnings.push(format!("{} takes H.264 video; this channel sends {}", r.name, self.video_codec.map_or("?", |c| c.name())));
+            warnings.push(format!(
+                "{} takes H.264 video; this channel sends {}",
+                r.name,
+                self.video_codec.map_or("?", |c| c.name())
+            ));
         }
         if self.longest_gop_s > r.max_keyframe_interval_s {
-            warnings.push(format!("keyframe interval {:.1} s is over {}'s {} s", self.longest_gop_s, r.name, r.max_keyframe_interval_s));
+            warnings.push(format!(
+                "keyframe interval {:.1} s is over {}'s {} s",
+                self.longest_gop_s, r.name, r.max_keyframe_interval_s
+            ));
         }
         if let (Some(max), Some(ticks)) = (r.max_fps, self.frame_ticks) {
             let fps = 90_000.0 / ticks as f64;
@@ -127,15 +139,24 @@ impl Conformance {
             warnings.push(format!("interlaced video: {} expects progressive", r.name));
         }
         match self.audio {
-            Some((codec, _)) if codec != Codec::AacAdts && codec != Codec::MpegAudio => {
-                warnings.push(format!("{} audio is not accepted by {}", codec.name(), r.name))
-            }
+            Some((codec, _)) if codec != Codec::AacAdts && codec != Codec::MpegAudio => warnings
+                .push(format!(
+                    "{} audio is not accepted by {}",
+                    codec.name(),
+                    r.name
+                )),
             Some((_, Some((rate, channels)))) => {
                 if !r.audio_rates.contains(&rate) {
-                    warnings.push(format!("audio at {rate} Hz: {} takes {:?} Hz", r.name, r.audio_rates));
+                    warnings.push(format!(
+                        "audio at {rate} Hz: {} takes {:?} Hz",
+                        r.name, r.audio_rates
+                    ));
                 }
                 if channels > r.max_audio_channels {
-                    warnings.push(format!("{channels} audio channels: {} takes at most {}", r.name, r.max_audio_channels));
+                    warnings.push(format!(
+                        "{channels} audio channels: {} takes at most {}",
+                        r.name, r.max_audio_channels
+                    ));
                 }
             }
             _ => {}
@@ -152,7 +173,14 @@ mod tests {
     use super::*;
 
     fn video(dts: i64, keyframe: bool, codec: Codec) -> Frame {
-        Frame { track: TrackId(0), codec, pts: MpegTime(dts), dts: MpegTime(dts), keyframe, data: Bytes::from_static(&[0, 0, 0, 1, 0x65]) }
+        Frame {
+            track: TrackId(0),
+            codec,
+            pts: MpegTime(dts),
+            dts: MpegTime(dts),
+            keyframe,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        }
     }
 
     #[test]
@@ -161,10 +189,21 @@ mod tests {
         for n in 0..400i64 {
             c.observe(&video(n * 3003, n % 150 == 0, Codec::H264));
         }
-        let asc = AudioSpecificConfig { audio_object_type: 2, sampling_frequency_index: 4, channel_configuration: 2 };
+        let asc = AudioSpecificConfig {
+            audio_object_type: 2,
+            sampling_frequency_index: 4,
+            channel_configuration: 2,
+        };
         let mut adts = asc.adts_header(4).to_vec();
         adts.extend([0; 4]);
-        c.observe(&Frame { track: TrackId(1), codec: Codec::AacAdts, pts: MpegTime(0), dts: MpegTime(0), keyframe: true, data: adts.into() });
+        c.observe(&Frame {
+            track: TrackId(1),
+            codec: Codec::AacAdts,
+            pts: MpegTime(0),
+            dts: MpegTime(0),
+            keyframe: true,
+            data: adts.into(),
+        });
         let w = c.warnings();
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("keyframe interval 5.0 s"), "{w:?}");

@@ -9,12 +9,16 @@
 
 mod bus;
 mod conformance;
+mod destination;
 mod rtmp;
 mod srt;
 mod stats;
 
 pub use bus::{Bus, BusItem, BusReceiver};
 pub use conformance::{Conformance, PlatformRules};
+pub use destination::{
+    DEFAULT_RETRY, DestinationSpec, Preset, SpecField, SpecProblem, ValidDestination,
+};
 pub use rtmp::{Control, RtmpDestination, RtmpDestinationSettings, RtmpUrl};
 pub use srt::{SrtOutput, SrtOutputMode, SrtOutputSettings};
 pub use stats::{OutputState, OutputStats, OutputStatsHandle};

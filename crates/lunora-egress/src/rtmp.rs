@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use lunora_flv::{FlvMux, FlvTag, TagKind};
 use lunora_media::Secret;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+};
 use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,20 +41,39 @@ impl RtmpUrl {
             (None, Some(rest)) => (false, rest),
             (None, None) => return Err(format!("{url:?} is not an rtmp:// or rtmps:// URL")),
         };
-        let (authority, app) = rest.split_once('/').ok_or_else(|| format!("{url:?} has no application path (rtmp://host/app)"))?;
+        let (authority, app) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("{url:?} has no application path (rtmp://host/app)"))?;
         let app = app.trim_end_matches('/');
         if app.is_empty() || authority.is_empty() {
-            return Err(format!("{url:?} needs a host and an application (rtmp://host/app)"));
+            return Err(format!(
+                "{url:?} needs a host and an application (rtmp://host/app)"
+            ));
         }
         let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) => (host, port.parse::<u16>().map_err(|_| format!("bad port in {url:?}"))?),
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| format!("bad port in {url:?}"))?,
+            ),
             None => (authority, if tls { 443 } else { 1935 }),
         };
-        Ok(RtmpUrl { host: host.to_string(), port, app: app.to_string(), tls })
+        Ok(RtmpUrl {
+            host: host.to_string(),
+            port,
+            app: app.to_string(),
+            tls,
+        })
     }
 
     pub fn tc_url(&self) -> String {
-        format!("{}://{}:{}/{}", if self.tls { "rtmps" } else { "rtmp" }, self.host, self.port, self.app)
+        format!(
+            "{}://{}:{}/{}",
+            if self.tls { "rtmps" } else { "rtmp" },
+            self.host,
+            self.port,
+            self.app
+        )
     }
 }
 
@@ -87,7 +108,13 @@ pub struct RtmpDestination {
 }
 
 impl RtmpDestination {
-    pub fn spawn(settings: RtmpDestinationSettings, bus: Arc<Bus>, stats: OutputStatsHandle, autostart: bool, cancel: CancellationToken) -> RtmpDestination {
+    pub fn spawn(
+        settings: RtmpDestinationSettings,
+        bus: Arc<Bus>,
+        stats: OutputStatsHandle,
+        autostart: bool,
+        cancel: CancellationToken,
+    ) -> RtmpDestination {
         let (control, commands) = mpsc::channel(8);
         tokio::spawn(supervise(settings, bus, stats, autostart, commands, cancel));
         RtmpDestination { control }
@@ -108,7 +135,13 @@ enum Outcome {
     Refused(String),
     /// Connection trouble: retry.
     Failed(String),
+    /// The server hung up right after the publish request: how nginx-rtmp's `on_publish` and
+    /// several platforms answer a wrong key, but also what a server restart looks like.
+    ClosedAtPublish(String),
 }
+
+/// Hang-ups at publish in a row that count as a refused key.
+const CLOSES_AT_PUBLISH_MEAN_REFUSED: u32 = 3;
 
 async fn supervise(
     settings: RtmpDestinationSettings,
@@ -121,6 +154,7 @@ async fn supervise(
     let mut started = autostart;
     let mut backoff = settings.retry_min;
     let mut ever_live = false;
+    let mut closes_at_publish = 0;
     loop {
         if !started {
             stats.lock().next_retry_seconds = None;
@@ -130,6 +164,7 @@ async fn supervise(
                     Some(Control::Start) => {
                         started = true;
                         backoff = settings.retry_min;
+                        closes_at_publish = 0;
                         stats.lock().last_error = None;
                     }
                     Some(Control::Stop) => continue,
@@ -160,6 +195,22 @@ async fn supervise(
             }
         };
         stats.lock().peers.clear();
+        let outcome = match outcome {
+            Outcome::ClosedAtPublish(error) => {
+                closes_at_publish += 1;
+                if closes_at_publish >= CLOSES_AT_PUBLISH_MEAN_REFUSED {
+                    Outcome::Refused(format!(
+                        "publish refused: the server hung up each time lunora asked to publish ({closes_at_publish} times in a row): check the stream key"
+                    ))
+                } else {
+                    Outcome::Failed(format!("{error} when asked to publish"))
+                }
+            }
+            other => {
+                closes_at_publish = 0;
+                other
+            }
+        };
         match outcome {
             Outcome::Stopped => {
                 info!(output = %settings.id, "RTMP destination stopped");
@@ -173,7 +224,7 @@ async fn supervise(
                 s.state = OutputState::Failed;
                 s.last_error = Some(reason);
             }
-            Outcome::Failed(error) => {
+            Outcome::Failed(error) | Outcome::ClosedAtPublish(error) => {
                 // A connection that made it to live restarts the backoff from the bottom.
                 if stats.lock().state == OutputState::Live {
                     backoff = settings.retry_min;
@@ -220,12 +271,19 @@ struct Link {
 }
 
 impl Link {
-    async fn write(&mut self, results: Vec<ClientSessionResult>, events: &mut Vec<ClientSessionEvent>) -> Result<u64, String> {
+    async fn write(
+        &mut self,
+        results: Vec<ClientSessionResult>,
+        events: &mut Vec<ClientSessionEvent>,
+    ) -> Result<u64, String> {
         let mut written = 0;
         for result in results {
             match result {
                 ClientSessionResult::OutboundResponse(packet) => {
-                    self.stream.write_all(&packet.bytes).await.map_err(|e| format!("write failed: {e}"))?;
+                    self.stream
+                        .write_all(&packet.bytes)
+                        .await
+                        .map_err(|e| format!("write failed: {e}"))?;
                     written += packet.bytes.len() as u64;
                 }
                 ClientSessionResult::RaisedEvent(event) => events.push(event),
@@ -236,11 +294,18 @@ impl Link {
     }
 
     async fn read(&mut self, events: &mut Vec<ClientSessionEvent>) -> Result<(), String> {
-        let n = self.stream.read(&mut self.buffer).await.map_err(|e| format!("read failed: {e}"))?;
+        let n = self
+            .stream
+            .read(&mut self.buffer)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
         if n == 0 {
             return Err("the server closed the connection".into());
         }
-        let results = self.session.handle_input(&self.buffer[..n]).map_err(|e| format!("bad RTMP data from the server: {e:?}"))?;
+        let results = self
+            .session
+            .handle_input(&self.buffer[..n])
+            .map_err(|e| format!("bad RTMP data from the server: {e:?}"))?;
         self.write(results, events).await?;
         Ok(())
     }
@@ -258,18 +323,27 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
     if roots.is_empty() {
         return Err("no trusted CA certificates found on this system (install ca-certificates or set SSL_CERT_FILE)".into());
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 fn refusal(event: &ClientSessionEvent) -> Option<String> {
     match event {
-        ClientSessionEvent::ConnectionRequestRejected { description } => Some(format!("connection rejected: {description}")),
-        ClientSessionEvent::UnhandleableOnStatusCode { code } if code.contains("BadName") || code.contains("Denied") || code.contains("Rejected") || code.contains("Failed") => {
+        ClientSessionEvent::ConnectionRequestRejected { description } => {
+            Some(format!("connection rejected: {description}"))
+        }
+        ClientSessionEvent::UnhandleableOnStatusCode { code }
+            if code.contains("BadName")
+                || code.contains("Denied")
+                || code.contains("Rejected")
+                || code.contains("Failed") =>
+        {
             Some(format!("publish refused ({code}): check the stream key"))
         }
         _ => None,
@@ -281,14 +355,21 @@ async fn connect(settings: &RtmpDestinationSettings) -> Result<(Link, SocketAddr
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(Outcome::Failed(format!("connecting to {address}: {e}"))),
-        Err(_) => return Err(Outcome::Failed(format!("connecting to {address}: no answer within 5 s"))),
+        Err(_) => {
+            return Err(Outcome::Failed(format!(
+                "connecting to {address}: no answer within 5 s"
+            )));
+        }
     };
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().map_err(|e| Outcome::Failed(e.to_string()))?;
+    let peer = stream
+        .peer_addr()
+        .map_err(|e| Outcome::Failed(e.to_string()))?;
     let failed = |e: String| Outcome::Failed(e);
     let mut stream: Box<dyn IoStream> = if settings.url.tls {
         let tls = tls_connector().map_err(failed)?;
-        let name = rustls::pki_types::ServerName::try_from(settings.url.host.clone()).map_err(|e| failed(format!("bad TLS server name {:?}: {e}", settings.url.host)))?;
+        let name = rustls::pki_types::ServerName::try_from(settings.url.host.clone())
+            .map_err(|e| failed(format!("bad TLS server name {:?}: {e}", settings.url.host)))?;
         match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream)).await {
             Ok(Ok(stream)) => Box::new(stream),
             Ok(Err(e)) => return Err(failed(format!("TLS with {address}: {e}"))),
@@ -300,20 +381,39 @@ async fn connect(settings: &RtmpDestinationSettings) -> Result<(Link, SocketAddr
     let mut buffer = vec![0; 64 * 1024];
     // Handshake, on the bare stream: the session exists only once it is done.
     let mut handshake = Handshake::new(PeerType::Client);
-    let p0p1 = handshake.generate_outbound_p0_and_p1().map_err(|e| failed(format!("{e:?}")))?;
-    stream.write_all(&p0p1).await.map_err(|e| failed(e.to_string()))?;
+    let p0p1 = handshake
+        .generate_outbound_p0_and_p1()
+        .map_err(|e| failed(format!("{e:?}")))?;
+    stream
+        .write_all(&p0p1)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let remaining = loop {
         let n = tokio::time::timeout(CONNECT_TIMEOUT, stream.read(&mut buffer))
             .await
             .map_err(|_| failed("RTMP handshake timed out".into()))?
             .map_err(|e| failed(e.to_string()))?;
         if n == 0 {
-            return Err(failed("the server closed the connection during the handshake".into()));
+            return Err(failed(
+                "the server closed the connection during the handshake".into(),
+            ));
         }
-        match handshake.process_bytes(&buffer[..n]).map_err(|e| failed(format!("bad RTMP handshake: {e:?}")))? {
-            HandshakeProcessResult::InProgress { response_bytes } => stream.write_all(&response_bytes).await.map_err(|e| failed(e.to_string()))?,
-            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
-                stream.write_all(&response_bytes).await.map_err(|e| failed(e.to_string()))?;
+        match handshake
+            .process_bytes(&buffer[..n])
+            .map_err(|e| failed(format!("bad RTMP handshake: {e:?}")))?
+        {
+            HandshakeProcessResult::InProgress { response_bytes } => stream
+                .write_all(&response_bytes)
+                .await
+                .map_err(|e| failed(e.to_string()))?,
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                stream
+                    .write_all(&response_bytes)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
                 break remaining_bytes;
             }
         }
@@ -321,15 +421,27 @@ async fn connect(settings: &RtmpDestinationSettings) -> Result<(Link, SocketAddr
     let mut config = ClientSessionConfig::new();
     config.tc_url = Some(settings.url.tc_url());
     let (session, initial) = ClientSession::new(config).map_err(|e| failed(format!("{e:?}")))?;
-    let mut link = Link { stream, session, buffer };
+    let mut link = Link {
+        stream,
+        session,
+        buffer,
+    };
     let mut events = Vec::new();
     link.write(initial, &mut events).await.map_err(failed)?;
     if !remaining.is_empty() {
-        let results = link.session.handle_input(&remaining).map_err(|e| failed(format!("{e:?}")))?;
+        let results = link
+            .session
+            .handle_input(&remaining)
+            .map_err(|e| failed(format!("{e:?}")))?;
         link.write(results, &mut events).await.map_err(failed)?;
     }
-    let request = link.session.request_connection(settings.url.app.clone()).map_err(|e| failed(format!("{e:?}")))?;
-    link.write(vec![request], &mut events).await.map_err(failed)?;
+    let request = link
+        .session
+        .request_connection(settings.url.app.clone())
+        .map_err(|e| failed(format!("{e:?}")))?;
+    link.write(vec![request], &mut events)
+        .await
+        .map_err(failed)?;
     // Connect, then publish.
     let deadline = Instant::now() + CONNECT_TIMEOUT * 2;
     let mut publish_requested = false;
@@ -343,18 +455,26 @@ async fn connect(settings: &RtmpDestinationSettings) -> Result<(Link, SocketAddr
                     publish_requested = true;
                     let request = link
                         .session
-                        .request_publishing(settings.stream_key.expose().to_string(), PublishRequestType::Live)
+                        .request_publishing(
+                            settings.stream_key.expose().to_string(),
+                            PublishRequestType::Live,
+                        )
                         .map_err(|e| failed(format!("{e:?}")))?;
-                    link.write(vec![request], &mut events).await.map_err(failed)?;
+                    link.write(vec![request], &mut events)
+                        .await
+                        .map_err(failed)?;
                 }
                 ClientSessionEvent::PublishRequestAccepted => return Ok((link, peer)),
                 _ => {}
             }
         }
         if Instant::now() > deadline {
-            return Err(failed("the server did not accept the stream within 10 s".into()));
+            return Err(failed(
+                "the server did not accept the stream within 10 s".into(),
+            ));
         }
         match tokio::time::timeout(CONNECT_TIMEOUT, link.read(&mut events)).await {
+            Ok(Err(e)) if publish_requested => return Err(Outcome::ClosedAtPublish(e)),
             Ok(result) => result.map_err(failed)?,
             Err(_) => return Err(failed("no answer from the server".into())),
         }
@@ -362,7 +482,13 @@ async fn connect(settings: &RtmpDestinationSettings) -> Result<(Link, SocketAddr
 }
 
 /// One connection: connect, publish, then send the bus until stopped or broken.
-async fn session(settings: &RtmpDestinationSettings, bus: &Arc<Bus>, stats: &OutputStatsHandle, stop: &CancellationToken, was_live: bool) -> Outcome {
+async fn session(
+    settings: &RtmpDestinationSettings,
+    bus: &Arc<Bus>,
+    stats: &OutputStatsHandle,
+    stop: &CancellationToken,
+    was_live: bool,
+) -> Outcome {
     let (mut link, peer) = tokio::select! {
         _ = stop.cancelled() => return Outcome::Stopped,
         connected = connect(settings) => match connected {
@@ -404,7 +530,9 @@ async fn session(settings: &RtmpDestinationSettings, bus: &Arc<Bus>, stats: &Out
                 None => return Outcome::Stopped,
             },
         };
-        let BusItem::Frame(frame) = item else { continue };
+        let BusItem::Frame(frame) = item else {
+            continue;
+        };
         if let Some(conformance) = conformance.as_mut() {
             conformance.observe(&frame);
             if last_check.elapsed() >= Duration::from_secs(1) {
@@ -439,7 +567,12 @@ async fn session(settings: &RtmpDestinationSettings, bus: &Arc<Bus>, stats: &Out
         let mut s = stats.lock();
         s.bytes_total += written;
         s.frames_total += 1;
-        drops.update(&settings.id, receiver.dropped_frames(), &mut s, "RTMP destination too slow; skipped to the next keyframe");
+        drops.update(
+            &settings.id,
+            receiver.dropped_frames(),
+            &mut s,
+            "RTMP destination too slow; skipped to the next keyframe",
+        );
     }
 }
 
@@ -449,11 +582,28 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(RtmpUrl::parse("rtmp://a.example/live2"), Ok(RtmpUrl { host: "a.example".into(), port: 1935, app: "live2".into(), tls: false }));
-        assert_eq!(RtmpUrl::parse("rtmp://127.0.0.1:19350/live/").map(|u| (u.port, u.app)), Ok((19350, "live".into())));
-        assert_eq!(RtmpUrl::parse("rtmps://a.rtmps.youtube.com/live2").map(|u| (u.port, u.tls)), Ok((443, true)));
+        assert_eq!(
+            RtmpUrl::parse("rtmp://a.example/live2"),
+            Ok(RtmpUrl {
+                host: "a.example".into(),
+                port: 1935,
+                app: "live2".into(),
+                tls: false
+            })
+        );
+        assert_eq!(
+            RtmpUrl::parse("rtmp://127.0.0.1:19350/live/").map(|u| (u.port, u.app)),
+            Ok((19350, "live".into()))
+        );
+        assert_eq!(
+            RtmpUrl::parse("rtmps://a.rtmps.youtube.com/live2").map(|u| (u.port, u.tls)),
+            Ok((443, true))
+        );
         assert!(RtmpUrl::parse("http://a/b").is_err());
         assert!(RtmpUrl::parse("rtmp://host").is_err());
-        assert_eq!(RtmpUrl::parse("rtmp://h/app").map(|u| u.to_string()), Ok("rtmp://h:1935/app/<key>".into()));
+        assert_eq!(
+            RtmpUrl::parse("rtmp://h/app").map(|u| u.to_string()),
+            Ok("rtmp://h:1935/app/<key>".into())
+        );
     }
 }

@@ -60,19 +60,42 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 impl SrtOutput {
     /// Starts the output. A listener binds before this returns, so a port conflict is an
     /// error here rather than a log line later.
-    pub async fn start(settings: SrtOutputSettings, bus: Arc<Bus>, stats: OutputStatsHandle, cancel: CancellationToken) -> std::io::Result<SrtOutput> {
+    pub async fn start(
+        settings: SrtOutputSettings,
+        bus: Arc<Bus>,
+        stats: OutputStatsHandle,
+        cancel: CancellationToken,
+    ) -> std::io::Result<SrtOutput> {
         match settings.mode.clone() {
-            SrtOutputMode::Caller { address, stream_id, passphrase, key_length } => {
-                let caller = Caller { address, stream_id, passphrase, key_length };
+            SrtOutputMode::Caller {
+                address,
+                stream_id,
+                passphrase,
+                key_length,
+            } => {
+                let caller = Caller {
+                    address,
+                    stream_id,
+                    passphrase,
+                    key_length,
+                };
                 tokio::spawn(run_caller(settings, caller, bus, stats, cancel));
                 Ok(SrtOutput { local_addr: None })
             }
             SrtOutputMode::Listener { listen, access } => {
-                let listener = ResilientListener::bind(settings.id.clone(), listen, settings.latency, settings.udp_buffer_bytes).await?;
+                let listener = ResilientListener::bind(
+                    settings.id.clone(),
+                    listen,
+                    settings.latency,
+                    settings.udp_buffer_bytes,
+                )
+                .await?;
                 let local_addr = listener.local_addr();
                 info!(output = %settings.id, listen = %local_addr, "SRT output listening");
                 tokio::spawn(run_listener(settings, listener, access, bus, stats, cancel));
-                Ok(SrtOutput { local_addr: Some(local_addr) })
+                Ok(SrtOutput {
+                    local_addr: Some(local_addr),
+                })
             }
         }
     }
@@ -101,28 +124,48 @@ fn key_size(bytes: u8) -> KeySize {
 async fn connect(settings: &SrtOutputSettings, caller: &Caller) -> Result<SrtSocket, String> {
     let buffer = ByteCount(settings.udp_buffer_bytes as u64);
     let passphrase = match &caller.passphrase {
-        Some(p) => Some(Passphrase::try_from(p.expose().to_string()).map_err(|_| "passphrase must be 10–79 characters".to_string())?),
+        Some(p) => Some(
+            Passphrase::try_from(p.expose().to_string())
+                .map_err(|_| "passphrase must be 10–79 characters".to_string())?,
+        ),
         None => None,
     };
     let key = key_size(caller.key_length);
-    let builder = SrtSocket::builder().latency(settings.latency).set(|options| {
-        options.connect.udp_recv_buffer_size = buffer;
-        options.connect.udp_send_buffer_size = buffer;
-        options.connect.timeout = CONNECT_TIMEOUT;
-        options.sender.buffer_size = buffer;
-        if let Some(passphrase) = passphrase {
-            options.encryption.key_size = key;
-            options.encryption.passphrase = Some(passphrase);
-        }
-    });
-    match tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), builder.call(caller.address, caller.stream_id.as_deref())).await {
+    let builder = SrtSocket::builder()
+        .latency(settings.latency)
+        .set(|options| {
+            options.connect.udp_recv_buffer_size = buffer;
+            options.connect.udp_send_buffer_size = buffer;
+            options.connect.timeout = CONNECT_TIMEOUT;
+            options.sender.buffer_size = buffer;
+            if let Some(passphrase) = passphrase {
+                options.encryption.key_size = key;
+                options.encryption.passphrase = Some(passphrase);
+            }
+        });
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT + Duration::from_secs(1),
+        builder.call(caller.address, caller.stream_id.as_deref()),
+    )
+    .await
+    {
         Ok(Ok(socket)) => Ok(socket),
         Ok(Err(e)) => Err(format!("connecting to {}: {e}", caller.address)),
-        Err(_) => Err(format!("connecting to {}: no answer within {} s", caller.address, CONNECT_TIMEOUT.as_secs())),
+        Err(_) => Err(format!(
+            "connecting to {}: no answer within {} s",
+            caller.address,
+            CONNECT_TIMEOUT.as_secs()
+        )),
     }
 }
 
-async fn run_caller(settings: SrtOutputSettings, caller: Caller, bus: Arc<Bus>, stats: OutputStatsHandle, cancel: CancellationToken) {
+async fn run_caller(
+    settings: SrtOutputSettings,
+    caller: Caller,
+    bus: Arc<Bus>,
+    stats: OutputStatsHandle,
+    cancel: CancellationToken,
+) {
     let mut backoff = settings.retry_min;
     let mut attempts = 0u64;
     while !cancel.is_cancelled() {
@@ -215,7 +258,12 @@ async fn run_listener(
                 continue;
             }
         };
-        let (id, bus, stats, connection_cancel) = (settings.id.clone(), bus.clone(), stats.clone(), generation.child_token());
+        let (id, bus, stats, connection_cancel) = (
+            settings.id.clone(),
+            bus.clone(),
+            stats.clone(),
+            generation.child_token(),
+        );
         tokio::spawn(async move {
             let mut socket = socket;
             info!(output = %id, %peer, "SRT output caller connected");
@@ -240,7 +288,13 @@ async fn run_listener(
 
 /// Sends the bus to one peer until it leaves (`Err` with the reason) or `cancel` fires / the
 /// bus closes (`Ok`).
-async fn pump(id: &str, socket: &mut SrtSocket, bus: &Arc<Bus>, stats: &OutputStatsHandle, cancel: &CancellationToken) -> Result<(), String> {
+async fn pump(
+    id: &str,
+    socket: &mut SrtSocket,
+    bus: &Arc<Bus>,
+    stats: &OutputStatsHandle,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
     let mut receiver = bus.subscribe();
     let mut muxer = Muxer::new(MuxSettings::default());
     let mut out = BytesMut::with_capacity(256 * 1024);
@@ -277,18 +331,32 @@ async fn pump(id: &str, socket: &mut SrtSocket, bus: &Arc<Bus>, stats: &OutputSt
                     let datagram = out.split_to(DATAGRAM_SIZE).freeze();
                     send(socket, datagram, stats).await?;
                 }
-                flush.as_mut().reset(tokio::time::Instant::now() + FLUSH_AFTER);
+                flush
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + FLUSH_AFTER);
             }
         }
         let mut s = stats.lock();
         s.frames_total += u64::from(sent_frame);
-        drops.update(id, receiver.dropped_frames(), &mut s, "SRT peer is too slow; skipped to the next keyframe");
+        drops.update(
+            id,
+            receiver.dropped_frames(),
+            &mut s,
+            "SRT peer is too slow; skipped to the next keyframe",
+        );
     }
 }
 
-async fn send(socket: &mut SrtSocket, datagram: bytes::Bytes, stats: &OutputStatsHandle) -> Result<(), String> {
+async fn send(
+    socket: &mut SrtSocket,
+    datagram: bytes::Bytes,
+    stats: &OutputStatsHandle,
+) -> Result<(), String> {
     let length = datagram.len() as u64;
-    socket.send((Instant::now(), datagram)).await.map_err(|e| format!("send failed: {e}"))?;
+    socket
+        .send((Instant::now(), datagram))
+        .await
+        .map_err(|e| format!("send failed: {e}"))?;
     stats.lock().bytes_total += length;
     Ok(())
 }

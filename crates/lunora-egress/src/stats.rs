@@ -20,7 +20,13 @@ pub enum OutputState {
 }
 
 impl OutputState {
-    pub const ALL: [OutputState; 5] = [OutputState::Idle, OutputState::Connecting, OutputState::Live, OutputState::Retrying, OutputState::Failed];
+    pub const ALL: [OutputState; 5] = [
+        OutputState::Idle,
+        OutputState::Connecting,
+        OutputState::Live,
+        OutputState::Retrying,
+        OutputState::Failed,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -57,18 +63,33 @@ impl OutputStatsHandle {
         Self::default()
     }
 
+    /// A fresh handle that goes on counting from `previous` (an output replaced by new settings).
+    pub fn carrying_counters(previous: &OutputStats) -> Self {
+        OutputStatsHandle(Arc::new(Mutex::new(OutputStats {
+            bytes_total: previous.bytes_total,
+            frames_total: previous.frames_total,
+            dropped_frames_total: previous.dropped_frames_total,
+            reconnects_total: previous.reconnects_total,
+            ..OutputStats::default()
+        })))
+    }
+
     pub fn snapshot(&self) -> OutputStats {
         self.lock().clone()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, OutputStats> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// A delay in `[base/2, base]`, so outputs that failed together do not retry together.
 pub(crate) fn with_jitter(base: Duration) -> Duration {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }
 
@@ -85,13 +106,22 @@ pub(crate) struct DropReport {
 
 impl DropReport {
     /// `dropped` is the reader's running total; `why` is the log line.
-    pub(crate) fn update(&mut self, output: &str, dropped: u64, stats: &mut OutputStats, why: &str) {
+    pub(crate) fn update(
+        &mut self,
+        output: &str,
+        dropped: u64,
+        stats: &mut OutputStats,
+        why: &str,
+    ) {
         if dropped == self.reported {
             return;
         }
         stats.dropped_frames_total += dropped - self.reported;
         self.reported = dropped;
-        if self.last_log.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL) {
+        if self
+            .last_log
+            .is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL)
+        {
             tracing::warn!(output = %output, dropped_frames = dropped, "{why}");
             self.last_log = Some(Instant::now());
         }

@@ -79,7 +79,12 @@ impl FlvDemux {
     }
 
     /// A video tag body with its RTMP timestamp (ms).
-    pub fn handle_video(&mut self, timestamp_ms: u32, body: &[u8], out: &mut Vec<FlvEvent>) -> Result<(), FlvError> {
+    pub fn handle_video(
+        &mut self,
+        timestamp_ms: u32,
+        body: &[u8],
+        out: &mut Vec<FlvEvent>,
+    ) -> Result<(), FlvError> {
         let dts = self.clock.ticks(timestamp_ms);
         let &first = body.first().ok_or(FlvError::Truncated(body.len()))?;
         if first & 0x80 != 0 {
@@ -90,7 +95,9 @@ impl FlvDemux {
         if codec_id != 7 {
             return Err(FlvError::UnsupportedVideoCodec(codec_id));
         }
-        let [_, packet_type, c0, c1, c2, data @ ..] = body else { return Err(FlvError::Truncated(body.len())) };
+        let [_, packet_type, c0, c1, c2, data @ ..] = body else {
+            return Err(FlvError::Truncated(body.len()));
+        };
         match packet_type {
             0 => {
                 self.video = Some(VideoConfig::Avc(AvcDecoderConfig::parse(data)?));
@@ -99,20 +106,41 @@ impl FlvDemux {
             }
             1 => {
                 let cts = composition_time([*c0, *c1, *c2]);
-                let Some(VideoConfig::Avc(config)) = &self.video else { return Err(FlvError::NoConfig) };
-                let prefix: Vec<&Bytes> = if keyframe { config.sps.iter().chain(&config.pps).collect() } else { Vec::new() };
+                let Some(VideoConfig::Avc(config)) = &self.video else {
+                    return Err(FlvError::NoConfig);
+                };
+                let prefix: Vec<&Bytes> = if keyframe {
+                    config.sps.iter().chain(&config.pps).collect()
+                } else {
+                    Vec::new()
+                };
                 let data = to_annex_b(data, config.length_size, &prefix)?;
-                out.push(FlvEvent::Frame(video_frame(Codec::H264, dts, cts, keyframe, data)));
+                out.push(FlvEvent::Frame(video_frame(
+                    Codec::H264,
+                    dts,
+                    cts,
+                    keyframe,
+                    data,
+                )));
                 Ok(())
             }
             _ => Ok(()), // end of sequence
         }
     }
 
-    fn handle_enhanced_video(&mut self, dts: i64, first: u8, body: &[u8], out: &mut Vec<FlvEvent>) -> Result<(), FlvError> {
+    fn handle_enhanced_video(
+        &mut self,
+        dts: i64,
+        first: u8,
+        body: &[u8],
+        out: &mut Vec<FlvEvent>,
+    ) -> Result<(), FlvError> {
         let keyframe = (first >> 4) & 7 == 1;
         let packet_type = first & 0x0F;
-        let fourcc: [u8; 4] = body.get(1..5).and_then(|f| f.try_into().ok()).ok_or(FlvError::Truncated(body.len()))?;
+        let fourcc: [u8; 4] = body
+            .get(1..5)
+            .and_then(|f| f.try_into().ok())
+            .ok_or(FlvError::Truncated(body.len()))?;
         if &fourcc != b"hvc1" {
             return Err(FlvError::UnsupportedFourCc(fourcc));
         }
@@ -124,23 +152,44 @@ impl FlvDemux {
                 return Ok(());
             }
             1 => {
-                let [c0, c1, c2, data @ ..] = rest else { return Err(FlvError::Truncated(body.len())) };
+                let [c0, c1, c2, data @ ..] = rest else {
+                    return Err(FlvError::Truncated(body.len()));
+                };
                 (composition_time([*c0, *c1, *c2]), data)
             }
             3 => (0, rest),
             _ => return Ok(()),
         };
-        let Some(VideoConfig::Hevc(config)) = &self.video else { return Err(FlvError::NoConfig) };
-        let prefix: Vec<&Bytes> = if keyframe { config.parameter_sets.iter().collect() } else { Vec::new() };
+        let Some(VideoConfig::Hevc(config)) = &self.video else {
+            return Err(FlvError::NoConfig);
+        };
+        let prefix: Vec<&Bytes> = if keyframe {
+            config.parameter_sets.iter().collect()
+        } else {
+            Vec::new()
+        };
         let data = to_annex_b(data, config.length_size, &prefix)?;
-        out.push(FlvEvent::Frame(video_frame(Codec::Hevc, dts, cts, keyframe, data)));
+        out.push(FlvEvent::Frame(video_frame(
+            Codec::Hevc,
+            dts,
+            cts,
+            keyframe,
+            data,
+        )));
         Ok(())
     }
 
     /// An audio tag body with its RTMP timestamp (ms).
-    pub fn handle_audio(&mut self, timestamp_ms: u32, body: &[u8], out: &mut Vec<FlvEvent>) -> Result<(), FlvError> {
+    pub fn handle_audio(
+        &mut self,
+        timestamp_ms: u32,
+        body: &[u8],
+        out: &mut Vec<FlvEvent>,
+    ) -> Result<(), FlvError> {
         let dts = self.clock.ticks(timestamp_ms);
-        let [first, packet_type, data @ ..] = body else { return Err(FlvError::Truncated(body.len())) };
+        let [first, packet_type, data @ ..] = body else {
+            return Err(FlvError::Truncated(body.len()));
+        };
         let format = first >> 4;
         if format != 10 {
             return Err(FlvError::UnsupportedAudioFormat(format));
@@ -167,7 +216,12 @@ impl FlvDemux {
 }
 
 fn track(id: lunora_media::TrackId, codec: Codec) -> Track {
-    Track { id, codec, language: None, descriptors: Bytes::new() }
+    Track {
+        id,
+        codec,
+        language: None,
+        descriptors: Bytes::new(),
+    }
 }
 
 /// Signed 24-bit composition time offset in ms → 90 kHz ticks.
@@ -178,7 +232,14 @@ fn composition_time(bytes: [u8; 3]) -> i64 {
 }
 
 fn video_frame(codec: Codec, dts: i64, cts: i64, keyframe: bool, data: Bytes) -> Frame {
-    Frame { track: VIDEO_TRACK, codec, pts: MpegTime(dts + cts), dts: MpegTime(dts), keyframe, data }
+    Frame {
+        track: VIDEO_TRACK,
+        codec,
+        pts: MpegTime(dts + cts),
+        dts: MpegTime(dts),
+        keyframe,
+        data,
+    }
 }
 
 /// Length-prefixed NAL units → Annex-B, with `prefix` NAL units (parameter sets) first.
@@ -189,9 +250,15 @@ fn to_annex_b(mut data: &[u8], length_size: usize, prefix: &[&Bytes]) -> Result<
         out.put_slice(nal);
     }
     while !data.is_empty() {
-        let Some(head) = data.get(..length_size) else { return Err(FlvError::Truncated(data.len())) };
-        let length = head.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        let Some(nal) = data.get(length_size..length_size + length) else { return Err(FlvError::Truncated(data.len())) };
+        let Some(head) = data.get(..length_size) else {
+            return Err(FlvError::Truncated(data.len()));
+        };
+        let length = head
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let Some(nal) = data.get(length_size..length_size + length) else {
+            return Err(FlvError::Truncated(data.len()));
+        };
         out.put_slice(&[0, 0, 0, 1]);
         out.put_slice(nal);
         data = &data[length_size + length..];
@@ -218,31 +285,61 @@ mod tests {
 
     #[test]
     fn avc_tags_become_annex_b_frames_with_parameter_sets_on_keyframes() {
-        let record = AvcDecoderConfig::from_parameter_sets(Bytes::from_static(&[0x67, 0x64, 0, 0x1F]), Bytes::from_static(&[0x68, 0xEE])).expect("record");
+        let record = AvcDecoderConfig::from_parameter_sets(
+            Bytes::from_static(&[0x67, 0x64, 0, 0x1F]),
+            Bytes::from_static(&[0x68, 0xEE]),
+        )
+        .expect("record");
         let mut demux = FlvDemux::new();
         let mut out = Vec::new();
         let mut header = vec![0x17, 0, 0, 0, 0];
         header.extend_from_slice(&record.to_bytes());
-        demux.handle_video(0, &header, &mut out).expect("sequence header");
+        demux
+            .handle_video(0, &header, &mut out)
+            .expect("sequence header");
         assert!(matches!(&out[0], FlvEvent::Program(p) if p.tracks[0].codec == Codec::H264));
-        demux.handle_video(40, &[0x17, 1, 0, 0, 40, 0, 0, 0, 2, 0x65, 0x88], &mut out).expect("keyframe");
-        let FlvEvent::Frame(frame) = &out[1] else { panic!("frame expected") };
+        demux
+            .handle_video(40, &[0x17, 1, 0, 0, 40, 0, 0, 0, 2, 0x65, 0x88], &mut out)
+            .expect("keyframe");
+        let FlvEvent::Frame(frame) = &out[1] else {
+            panic!("frame expected")
+        };
         assert!(frame.keyframe);
-        assert_eq!((frame.dts, frame.pts), (MpegTime(40 * 90), MpegTime(80 * 90)));
-        assert_eq!(&frame.data[..], &[0, 0, 0, 1, 0x67, 0x64, 0, 0x1F, 0, 0, 0, 1, 0x68, 0xEE, 0, 0, 0, 1, 0x65, 0x88]);
+        assert_eq!(
+            (frame.dts, frame.pts),
+            (MpegTime(40 * 90), MpegTime(80 * 90))
+        );
+        assert_eq!(
+            &frame.data[..],
+            &[
+                0, 0, 0, 1, 0x67, 0x64, 0, 0x1F, 0, 0, 0, 1, 0x68, 0xEE, 0, 0, 0, 1, 0x65, 0x88
+            ]
+        );
         // Truncated NAL length: an error, not a panic.
-        assert_eq!(demux.handle_video(80, &[0x27, 1, 0, 0, 0, 0, 0, 0, 9, 0x41], &mut out), Err(FlvError::Truncated(5)));
+        assert_eq!(
+            demux.handle_video(80, &[0x27, 1, 0, 0, 0, 0, 0, 0, 9, 0x41], &mut out),
+            Err(FlvError::Truncated(5))
+        );
     }
 
     #[test]
     fn aac_raw_frames_get_adts_headers() {
         let mut demux = FlvDemux::new();
         let mut out = Vec::new();
-        demux.handle_audio(0, &[0xAF, 0, 0x11, 0x90], &mut out).expect("config");
-        demux.handle_audio(21, &[0xAF, 1, 0xDE, 0xAD], &mut out).expect("frame");
-        let FlvEvent::Frame(frame) = &out[1] else { panic!("frame expected") };
+        demux
+            .handle_audio(0, &[0xAF, 0, 0x11, 0x90], &mut out)
+            .expect("config");
+        demux
+            .handle_audio(21, &[0xAF, 1, 0xDE, 0xAD], &mut out)
+            .expect("frame");
+        let FlvEvent::Frame(frame) = &out[1] else {
+            panic!("frame expected")
+        };
         let header = lunora_media::AdtsHeader::parse(&frame.data).expect("adts");
         assert_eq!((header.sample_rate(), header.frame_length), (48_000, 9));
-        assert_eq!(demux.handle_audio(0, &[0x2F, 1], &mut out), Err(FlvError::UnsupportedAudioFormat(2)));
+        assert_eq!(
+            demux.handle_audio(0, &[0x2F, 1], &mut out),
+            Err(FlvError::UnsupportedAudioFormat(2))
+        );
     }
 }

@@ -70,7 +70,12 @@ impl FlvMux {
             let mut body = BytesMut::new();
             body.put_slice(&[0x17, 0, 0, 0, 0]);
             body.put_slice(&config.to_bytes());
-            out.push(FlvTag { kind: TagKind::Video, timestamp_ms: ts, body: body.freeze(), keyframe: true });
+            out.push(FlvTag {
+                kind: TagKind::Video,
+                timestamp_ms: ts,
+                body: body.freeze(),
+                keyframe: true,
+            });
             self.avc = Some(config);
         }
         if self.avc.is_none() {
@@ -87,7 +92,12 @@ impl FlvMux {
             body.put_u32(nal.len() as u32);
             body.put_slice(nal);
         }
-        out.push(FlvTag { kind: TagKind::Video, timestamp_ms: ts, body: body.freeze(), keyframe: frame.keyframe });
+        out.push(FlvTag {
+            kind: TagKind::Video,
+            timestamp_ms: ts,
+            body: body.freeze(),
+            keyframe: frame.keyframe,
+        });
     }
 
     fn write_aac(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
@@ -99,14 +109,26 @@ impl FlvMux {
         // 0xAF: AAC, 44 kHz, 16-bit, stereo (FLV's fixed flags for AAC).
         let config = header.audio_specific_config().to_bytes();
         if self.audio_config != Some(config) {
-            out.push(FlvTag { kind: TagKind::Audio, timestamp_ms: ts, body: Bytes::from(vec![0xAF, 0, config[0], config[1]]), keyframe: true });
+            out.push(FlvTag {
+                kind: TagKind::Audio,
+                timestamp_ms: ts,
+                body: Bytes::from(vec![0xAF, 0, config[0], config[1]]),
+                keyframe: true,
+            });
             self.audio_config = Some(config);
         }
-        let payload = frame.data.slice(header.header_length.min(frame.data.len())..header.frame_length.min(frame.data.len()));
+        let payload = frame.data.slice(
+            header.header_length.min(frame.data.len())..header.frame_length.min(frame.data.len()),
+        );
         let mut body = BytesMut::with_capacity(payload.len() + 2);
         body.put_slice(&[0xAF, 1]);
         body.put_slice(&payload);
-        out.push(FlvTag { kind: TagKind::Audio, timestamp_ms: ts, body: body.freeze(), keyframe: true });
+        out.push(FlvTag {
+            kind: TagKind::Audio,
+            timestamp_ms: ts,
+            body: body.freeze(),
+            keyframe: true,
+        });
     }
 }
 
@@ -125,12 +147,26 @@ mod tests {
             pts: MpegTime(90 * 1080),
             dts: MpegTime(90 * 1000),
             keyframe: true,
-            data: Bytes::from_static(&[0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1, 0x67, 0x64, 0, 0x1F, 0, 0, 0, 1, 0x68, 0xEE, 0, 0, 0, 1, 0x65, 0x88, 0x84]),
+            data: Bytes::from_static(&[
+                0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1, 0x67, 0x64, 0, 0x1F, 0, 0, 0, 1, 0x68, 0xEE, 0,
+                0, 0, 1, 0x65, 0x88, 0x84,
+            ]),
         };
-        let asc = lunora_media::AudioSpecificConfig { audio_object_type: 2, sampling_frequency_index: 3, channel_configuration: 2 };
+        let asc = lunora_media::AudioSpecificConfig {
+            audio_object_type: 2,
+            sampling_frequency_index: 3,
+            channel_configuration: 2,
+        };
         let mut adts = asc.adts_header(3).to_vec();
         adts.extend([1, 2, 3]);
-        let audio = Frame { track: TrackId(2), codec: Codec::AacAdts, pts: MpegTime(90 * 1010), dts: MpegTime(90 * 1010), keyframe: true, data: adts.into() };
+        let audio = Frame {
+            track: TrackId(2),
+            codec: Codec::AacAdts,
+            pts: MpegTime(90 * 1010),
+            dts: MpegTime(90 * 1010),
+            keyframe: true,
+            data: adts.into(),
+        };
         let mut mux = FlvMux::new();
         let mut tags = Vec::new();
         mux.write_frame(&video, &mut tags);
@@ -146,7 +182,16 @@ mod tests {
             }
             .expect("valid tag");
         }
-        let frames: Vec<&Frame> = events.iter().filter_map(|e| if let FlvEvent::Frame(f) = e { Some(f) } else { None }).collect();
+        let frames: Vec<&Frame> = events
+            .iter()
+            .filter_map(|e| {
+                if let FlvEvent::Frame(f) = e {
+                    Some(f)
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(frames.len(), 3);
         assert_eq!((frames[0].dts, frames[0].pts), (video.dts, video.pts));
         // The AUD is gone; SPS/PPS come back from the sequence header on the keyframe.

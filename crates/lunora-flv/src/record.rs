@@ -45,18 +45,39 @@ impl AvcDecoderConfig {
         let sps = parameter_sets(&mut data, sps_count)?;
         let pps_count = usize::from(take(&mut data, 1)?[0]);
         let pps = parameter_sets(&mut data, pps_count)?;
-        Ok(AvcDecoderConfig { profile: head[1], compatibility: head[2], level: head[3], length_size, sps, pps })
+        Ok(AvcDecoderConfig {
+            profile: head[1],
+            compatibility: head[2],
+            level: head[3],
+            length_size,
+            sps,
+            pps,
+        })
     }
 
     /// Builds the record from one SPS and PPS (as NAL units, header included).
     pub fn from_parameter_sets(sps: Bytes, pps: Bytes) -> Option<Self> {
         let profile = *sps.get(1)?;
-        Some(AvcDecoderConfig { profile, compatibility: *sps.get(2)?, level: *sps.get(3)?, length_size: 4, sps: vec![sps], pps: vec![pps] })
+        Some(AvcDecoderConfig {
+            profile,
+            compatibility: *sps.get(2)?,
+            level: *sps.get(3)?,
+            length_size: 4,
+            sps: vec![sps],
+            pps: vec![pps],
+        })
     }
 
     pub fn to_bytes(&self) -> Bytes {
         let mut out = BytesMut::new();
-        out.put_slice(&[1, self.profile, self.compatibility, self.level, 0xFC | (self.length_size as u8 - 1), 0xE0 | self.sps.len() as u8]);
+        out.put_slice(&[
+            1,
+            self.profile,
+            self.compatibility,
+            self.level,
+            0xFC | (self.length_size as u8 - 1),
+            0xE0 | self.sps.len() as u8,
+        ]);
         for sps in &self.sps {
             out.put_u16(sps.len() as u16);
             out.put_slice(sps);
@@ -88,10 +109,16 @@ impl HevcDecoderConfig {
         let mut parameter_sets = Vec::new();
         for _ in 0..arrays {
             take(&mut data, 1)?; // array_completeness, NAL unit type
-            let count = usize::from(u16::from_be_bytes([take(&mut data, 1)?[0], take(&mut data, 1)?[0]]));
+            let count = usize::from(u16::from_be_bytes([
+                take(&mut data, 1)?[0],
+                take(&mut data, 1)?[0],
+            ]));
             parameter_sets.extend(self::parameter_sets(&mut data, count)?);
         }
-        Ok(HevcDecoderConfig { length_size, parameter_sets })
+        Ok(HevcDecoderConfig {
+            length_size,
+            parameter_sets,
+        })
     }
 }
 
@@ -105,6 +132,9 @@ mod tests {
         let pps = Bytes::from_static(&[0x68, 0xEB, 0xE3]);
         let record = AvcDecoderConfig::from_parameter_sets(sps, pps).expect("record");
         assert_eq!(AvcDecoderConfig::parse(&record.to_bytes()), Ok(record));
-        assert_eq!(AvcDecoderConfig::parse(&[1, 2, 3]), Err(FlvError::BadConfig));
+        assert_eq!(
+            AvcDecoderConfig::parse(&[1, 2, 3]),
+            Err(FlvError::BadConfig)
+        );
     }
 }

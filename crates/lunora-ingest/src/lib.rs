@@ -19,10 +19,16 @@ use lunora_media::{Frame, Program};
 /// What an input tells its channel.
 #[derive(Debug, Clone)]
 pub enum InputEvent {
-    Connected { peer: std::net::SocketAddr },
+    Connected {
+        peer: std::net::SocketAddr,
+    },
     Disconnected,
     Program(Program),
     Frame(Frame),
     /// Link and analyser totals, a few times a second, for the channel's health model.
-    Stats { packets_received: u64, packets_lost: u64, tr101290_priority1: u64 },
+    Stats {
+        packets_received: u64,
+        packets_lost: u64,
+        tr101290_priority1: u64,
+    },
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use lunora_flv::{FlvDemux, FlvError, FlvEvent};
 use lunora_media::Secret;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -54,7 +56,9 @@ pub struct RtmpServer {
 
 impl RtmpServer {
     pub async fn bind(address: SocketAddr) -> std::io::Result<RtmpServer> {
-        Ok(RtmpServer { listener: TcpListener::bind(address).await? })
+        Ok(RtmpServer {
+            listener: TcpListener::bind(address).await?,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -63,7 +67,15 @@ impl RtmpServer {
 
     /// Serves `inputs` until `shutdown` resolves.
     pub async fn run(self, inputs: Vec<RtmpInput>, shutdown: impl Future<Output = ()>) {
-        let slots: Arc<Vec<Slot>> = Arc::new(inputs.into_iter().map(|input| Slot { input, live: AtomicBool::new(false) }).collect());
+        let slots: Arc<Vec<Slot>> = Arc::new(
+            inputs
+                .into_iter()
+                .map(|input| Slot {
+                    input,
+                    live: AtomicBool::new(false),
+                })
+                .collect(),
+        );
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::pin!(shutdown);
         loop {
@@ -142,7 +154,10 @@ impl Connection {
                         return Ended::Failed(e.to_string());
                     }
                 }
-                Ok(HandshakeProcessResult::Completed { response_bytes, remaining_bytes }) => {
+                Ok(HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                }) => {
                     if let Err(e) = stream.write_all(&response_bytes).await {
                         return Ended::Failed(e.to_string());
                     }
@@ -175,10 +190,12 @@ impl Connection {
                                 return Ended::Failed(e.to_string());
                             }
                         }
-                        ServerSessionResult::RaisedEvent(event) => match self.handle_event(&mut session, event) {
-                            Ok(more) => pending.extend(more),
-                            Err(ended) => return ended,
-                        },
+                        ServerSessionResult::RaisedEvent(event) => {
+                            match self.handle_event(&mut session, event) {
+                                Ok(more) => pending.extend(more),
+                                Err(ended) => return ended,
+                            }
+                        }
                         ServerSessionResult::UnhandleableMessageReceived(_) => {}
                     }
                 }
@@ -211,24 +228,53 @@ impl Connection {
         }
     }
 
-    fn handle_event(&mut self, session: &mut ServerSession, event: ServerSessionEvent) -> Result<Vec<ServerSessionResult>, Ended> {
+    fn handle_event(
+        &mut self,
+        session: &mut ServerSession,
+        event: ServerSessionEvent,
+    ) -> Result<Vec<ServerSessionResult>, Ended> {
         match event {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
                 if app_name != APP {
                     warn!(peer = %self.peer, app = %app_name, "RTMP connection refused: the application must be \"{APP}\" (rtmp://HOST:1935/{APP})");
                     return Err(Ended::Refused("wrong application name"));
                 }
-                session.accept_request(request_id).map_err(|e| Ended::Failed(format!("{e:?}")))
+                session
+                    .accept_request(request_id)
+                    .map_err(|e| Ended::Failed(format!("{e:?}")))
             }
-            ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
-                let Some(slot) = self.slots.iter().position(|s| s.input.stream_key.expose() == stream_key) else {
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                stream_key,
+                ..
+            } => {
+                let Some(slot) = self
+                    .slots
+                    .iter()
+                    .position(|s| s.input.stream_key.expose() == stream_key)
+                else {
                     warn!(peer = %self.peer, "rejected RTMP publisher: unknown stream key (check the key in the encoder)");
-                    return self.refuse(session, request_id, "NetStream.Publish.BadName", "invalid stream key", "unknown stream key");
+                    return self.refuse(
+                        session,
+                        request_id,
+                        "NetStream.Publish.BadName",
+                        "invalid stream key",
+                        "unknown stream key",
+                    );
                 };
                 if self.slots[slot].live.swap(true, Ordering::AcqRel) {
                     warn!(peer = %self.peer, input = %self.slots[slot].input.name, "rejected RTMP publisher: another publisher is live on this key");
                     self.slots[slot].input.stats.lock().rejected_total.busy += 1;
-                    return self.refuse(session, request_id, "NetStream.Publish.BadName", "stream key already in use", "key busy");
+                    return self.refuse(
+                        session,
+                        request_id,
+                        "NetStream.Publish.BadName",
+                        "stream key already in use",
+                        "key busy",
+                    );
                 }
                 self.publishing = Some(slot);
                 let input = &self.slots[slot].input;
@@ -239,14 +285,22 @@ impl Connection {
                     stats.peer = Some(self.peer);
                     stats.connections_total += 1;
                 }
-                let _ = input.events.try_send((input.index, InputEvent::Connected { peer: self.peer }));
-                session.accept_request(request_id).map_err(|e| Ended::Failed(format!("{e:?}")))
+                let _ = input
+                    .events
+                    .try_send((input.index, InputEvent::Connected { peer: self.peer }));
+                session
+                    .accept_request(request_id)
+                    .map_err(|e| Ended::Failed(format!("{e:?}")))
             }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
                 self.media(|demux, out| demux.handle_video(timestamp.value, &data, out));
                 Ok(Vec::new())
             }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
                 self.media(|demux, out| demux.handle_audio(timestamp.value, &data, out));
                 Ok(Vec::new())
             }
@@ -257,12 +311,24 @@ impl Connection {
 
     /// Answers the publish request with an error (ffmpeg and OBS then report "invalid stream
     /// key" at once) and closes the connection once that answer is written.
-    fn refuse(&mut self, session: &mut ServerSession, request_id: u32, code: &str, description: &str, reason: &'static str) -> Result<Vec<ServerSessionResult>, Ended> {
+    fn refuse(
+        &mut self,
+        session: &mut ServerSession,
+        request_id: u32,
+        code: &str,
+        description: &str,
+        reason: &'static str,
+    ) -> Result<Vec<ServerSessionResult>, Ended> {
         self.closing = Some(reason);
-        session.reject_request(request_id, code, description).map_err(|e| Ended::Failed(format!("{e:?}")))
+        session
+            .reject_request(request_id, code, description)
+            .map_err(|e| Ended::Failed(format!("{e:?}")))
     }
 
-    fn media(&mut self, handle: impl FnOnce(&mut FlvDemux, &mut Vec<FlvEvent>) -> Result<(), FlvError>) {
+    fn media(
+        &mut self,
+        handle: impl FnOnce(&mut FlvDemux, &mut Vec<FlvEvent>) -> Result<(), FlvError>,
+    ) {
         let Some(slot) = self.publishing else { return };
         let mut out = Vec::new();
         if let Err(e) = handle(&mut self.demux, &mut out) {
@@ -279,7 +345,11 @@ impl Connection {
             let event = match event {
                 FlvEvent::Program(program) => InputEvent::Program(program),
                 FlvEvent::Frame(frame) => {
-                    if frame.codec.is_video() { video += 1 } else { audio += 1 }
+                    if frame.codec.is_video() {
+                        video += 1
+                    } else {
+                        audio += 1
+                    }
                     InputEvent::Frame(frame)
                 }
             };
@@ -298,7 +368,9 @@ impl Connection {
         match &outcome {
             Ended::Closed => debug!(peer = %self.peer, "RTMP connection closed"),
             Ended::Refused(reason) => debug!(peer = %self.peer, reason, "RTMP connection refused"),
-            Ended::Failed(error) => info!(peer = %self.peer, error = %error, "RTMP connection ended"),
+            Ended::Failed(error) => {
+                info!(peer = %self.peer, error = %error, "RTMP connection ended")
+            }
         }
         if let Some(slot) = self.publishing.take() {
             let slot = &self.slots[slot];
@@ -309,7 +381,10 @@ impl Connection {
                 stats.peer = None;
                 stats.bitrate_bps = 0.0;
             }
-            let _ = slot.input.events.try_send((slot.input.index, InputEvent::Disconnected));
+            let _ = slot
+                .input
+                .events
+                .try_send((slot.input.index, InputEvent::Disconnected));
             slot.live.store(false, Ordering::Release);
         }
     }

@@ -62,7 +62,11 @@ pub struct BoundSrtInput {
 
 enum Decision {
     Accept(Option<KeySettings>),
-    Reject { reason: RejectReason, why: String, count: fn(&mut crate::RejectCounts) },
+    Reject {
+        reason: RejectReason,
+        why: String,
+        count: fn(&mut crate::RejectCounts),
+    },
 }
 
 fn count_stream_id(c: &mut crate::RejectCounts) {
@@ -75,8 +79,18 @@ fn count_passphrase(c: &mut crate::RejectCounts) {
 
 impl BoundSrtInput {
     pub async fn bind(settings: SrtInputSettings, stats: StatsHandle) -> std::io::Result<Self> {
-        let listener = ResilientListener::bind(settings.id.clone(), settings.listen, settings.latency, settings.udp_buffer_bytes).await?;
-        Ok(BoundSrtInput { settings, listener, stats })
+        let listener = ResilientListener::bind(
+            settings.id.clone(),
+            settings.listen,
+            settings.latency,
+            settings.udp_buffer_bytes,
+        )
+        .await?;
+        Ok(BoundSrtInput {
+            settings,
+            listener,
+            stats,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -86,8 +100,17 @@ impl BoundSrtInput {
     /// Receives until `shutdown` resolves, sending what it demuxes to `events` tagged with
     /// `index`. Never blocks on `events`: when the channel is behind, frames are dropped and
     /// counted.
-    pub async fn run(self, index: usize, events: mpsc::Sender<(usize, InputEvent)>, shutdown: impl Future<Output = ()>) {
-        let BoundSrtInput { settings, mut listener, stats } = self;
+    pub async fn run(
+        self,
+        index: usize,
+        events: mpsc::Sender<(usize, InputEvent)>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let BoundSrtInput {
+            settings,
+            mut listener,
+            stats,
+        } = self;
         let mut input = Input {
             id: settings.id.clone(),
             index,
@@ -164,7 +187,9 @@ impl BoundSrtInput {
     }
 }
 
-async fn next_packet(session: &mut Option<Session>) -> Option<Result<(Instant, Bytes), std::io::Error>> {
+async fn next_packet(
+    session: &mut Option<Session>,
+) -> Option<Result<(Instant, Bytes), std::io::Error>> {
     match session {
         Some(session) => session.socket.next().await,
         None => std::future::pending().await,
@@ -199,14 +224,26 @@ const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 const BATCH: usize = 64;
 
 impl Input {
-    fn decide(&self, settings: &SrtInputSettings, request: &ConnectionRequest, session: &Option<Session>) -> Decision {
-        let key = match settings.access.judge(request.stream_id().map(|s| s.as_str()), request.key_size()) {
+    fn decide(
+        &self,
+        settings: &SrtInputSettings,
+        request: &ConnectionRequest,
+        session: &Option<Session>,
+    ) -> Decision {
+        let key = match settings
+            .access
+            .judge(request.stream_id().map(|s| s.as_str()), request.key_size())
+        {
             Ok(key) => key,
             Err(refusal) => {
                 return Decision::Reject {
                     reason: refusal.reject_reason(),
                     why: refusal.to_string(),
-                    count: if refusal.is_passphrase() { count_passphrase } else { count_stream_id },
+                    count: if refusal.is_passphrase() {
+                        count_passphrase
+                    } else {
+                        count_stream_id
+                    },
                 };
             }
         };
@@ -248,14 +285,26 @@ impl Input {
                             self.disconnected();
                         }
                         *link = Some(Box::pin(socket.statistics().clone()));
-                        *session = Some(Session { socket, peer, last_activity: Instant::now() });
+                        *session = Some(Session {
+                            socket,
+                            peer,
+                            last_activity: Instant::now(),
+                        });
                         self.connected(peer);
                     }
                     Ok(Err(e)) => {
-                        let why = if encrypted { "handshake failed (wrong passphrase?)" } else { "handshake failed" };
+                        let why = if encrypted {
+                            "handshake failed (wrong passphrase?)"
+                        } else {
+                            "handshake failed"
+                        };
                         warn!(input = %self.id, %peer, error = %e, "rejected SRT caller: {why}");
                         let mut stats = self.stats.lock();
-                        if encrypted { stats.rejected_total.passphrase += 1 } else { stats.rejected_total.handshake += 1 }
+                        if encrypted {
+                            stats.rejected_total.passphrase += 1
+                        } else {
+                            stats.rejected_total.handshake += 1
+                        }
                     }
                     Err(_) => {
                         warn!(input = %self.id, %peer, "rejected SRT caller: handshake did not complete within 3 s");
@@ -276,7 +325,9 @@ impl Input {
             stats.peer = Some(peer);
             stats.connections_total += 1;
         }
-        let _ = self.events.try_send((self.index, InputEvent::Connected { peer }));
+        let _ = self
+            .events
+            .try_send((self.index, InputEvent::Connected { peer }));
     }
 
     fn disconnected(&mut self) {
@@ -343,8 +394,13 @@ impl Input {
                 *self.unreported.entry(event.indicator.name()).or_default() += 1;
             }
         }
-        if !self.unreported.is_empty() && now.duration_since(self.last_summary) >= SUMMARY_INTERVAL {
-            let summary: Vec<String> = self.unreported.iter().map(|(name, n)| format!("{name}={n}")).collect();
+        if !self.unreported.is_empty() && now.duration_since(self.last_summary) >= SUMMARY_INTERVAL
+        {
+            let summary: Vec<String> = self
+                .unreported
+                .iter()
+                .map(|(name, n)| format!("{name}={n}"))
+                .collect();
             warn!(input = %self.id, errors = %summary.join(" "), "TR 101 290 errors in the last interval");
             self.unreported.clear();
             self.last_summary = now;
@@ -355,7 +411,10 @@ impl Input {
             self.window_start = now;
             self.window_bytes = 0;
         }
-        if stats.last_packet_at.is_none_or(|at| now.duration_since(at) > Duration::from_secs(1)) {
+        if stats
+            .last_packet_at
+            .is_none_or(|at| now.duration_since(at) > Duration::from_secs(1))
+        {
             stats.bitrate_bps = 0.0;
         }
         let counters = self.ts.counters();
@@ -372,6 +431,9 @@ impl Input {
         stats.truncated_packets_total = self.ts.truncated_packets();
         stats.pes_dropped_total = self.ts.demux_counters().pes_dropped;
         let codec = self.ts.video_codec().map_or("unknown", Codec::name);
-        stats.video = self.ts.video_format().map(|format| VideoInfo::new(codec, format));
+        stats.video = self
+            .ts
+            .video_format()
+            .map(|format| VideoInfo::new(codec, format));
     }
 }

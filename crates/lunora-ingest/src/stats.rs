@@ -45,7 +45,13 @@ pub struct VideoInfo {
 
 impl VideoInfo {
     pub(crate) fn new(codec: &'static str, format: VideoFormat) -> Self {
-        VideoInfo { codec, width: format.width, height: format.height, frame_rate: format.frame_rate, interlaced: format.interlaced }
+        VideoInfo {
+            codec,
+            width: format.width,
+            height: format.height,
+            frame_rate: format.frame_rate,
+            interlaced: format.interlaced,
+        }
     }
 }
 
@@ -97,12 +103,16 @@ impl StatsHandle {
     /// A copy for the API and metrics, with ages computed against `now`.
     pub fn snapshot(&self, now: Instant) -> InputStats {
         let mut stats = self.lock().clone();
-        stats.seconds_since_last_packet = stats.last_packet_at.map(|at| now.saturating_duration_since(at).as_secs_f64());
+        stats.seconds_since_last_packet = stats
+            .last_packet_at
+            .map(|at| now.saturating_duration_since(at).as_secs_f64());
         stats
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, InputStats> {
         // A poisoned lock only means a panic elsewhere mid-update; the counters are still usable.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -1,6 +1,8 @@
 //! AAC: ADTS headers (ISO/IEC 13818-7 §6.2) and AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1).
 
-const SAMPLE_RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
+const SAMPLE_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
 
 /// Samples per AAC frame (AAC-LC and HE-AAC core).
 pub const AAC_SAMPLES_PER_FRAME: u32 = 1024;
@@ -26,12 +28,22 @@ impl AdtsHeader {
         let audio_object_type = (data[2] >> 6) + 1;
         let sampling_frequency_index = (data[2] >> 2) & 0x0F;
         let channel_configuration = ((data[2] & 1) << 2) | (data[3] >> 6);
-        let frame_length = (usize::from(data[3] & 3) << 11) | (usize::from(data[4]) << 3) | usize::from(data[5] >> 5);
+        let frame_length = (usize::from(data[3] & 3) << 11)
+            | (usize::from(data[4]) << 3)
+            | usize::from(data[5] >> 5);
         let header_length = if protection_absent { 7 } else { 9 };
-        if usize::from(sampling_frequency_index) >= SAMPLE_RATES.len() || frame_length < header_length {
+        if usize::from(sampling_frequency_index) >= SAMPLE_RATES.len()
+            || frame_length < header_length
+        {
             return None;
         }
-        Some(AdtsHeader { audio_object_type, sampling_frequency_index, channel_configuration, frame_length, header_length })
+        Some(AdtsHeader {
+            audio_object_type,
+            sampling_frequency_index,
+            channel_configuration,
+            frame_length,
+            header_length,
+        })
     }
 
     pub fn sample_rate(&self) -> u32 {
@@ -78,13 +90,19 @@ pub struct AudioSpecificConfig {
 
 impl AudioSpecificConfig {
     pub fn parse(data: &[u8]) -> Option<AudioSpecificConfig> {
-        let [first, second, ..] = *data else { return None };
+        let [first, second, ..] = *data else {
+            return None;
+        };
         let audio_object_type = first >> 3;
         let sampling_frequency_index = ((first & 7) << 1) | (second >> 7);
         let channel_configuration = (second >> 3) & 0x0F;
         // Object type escape (31) and explicit frequencies (15) are not used by broadcast AAC.
         (audio_object_type != 31 && usize::from(sampling_frequency_index) < SAMPLE_RATES.len())
-            .then_some(AudioSpecificConfig { audio_object_type, sampling_frequency_index, channel_configuration })
+            .then_some(AudioSpecificConfig {
+                audio_object_type,
+                sampling_frequency_index,
+                channel_configuration,
+            })
     }
 
     pub fn to_bytes(&self) -> [u8; 2] {
@@ -105,7 +123,9 @@ impl AudioSpecificConfig {
         [
             0xFF,
             0xF1,
-            (profile << 6) | (self.sampling_frequency_index << 2) | (self.channel_configuration >> 2),
+            (profile << 6)
+                | (self.sampling_frequency_index << 2)
+                | (self.channel_configuration >> 2),
             ((self.channel_configuration & 3) << 6) | ((frame_length >> 11) as u8 & 3),
             (frame_length >> 3) as u8,
             (((frame_length & 7) as u8) << 5) | 0x1F,
@@ -120,7 +140,11 @@ mod tests {
 
     #[test]
     fn adts_round_trip_through_audio_specific_config() {
-        let asc = AudioSpecificConfig { audio_object_type: 2, sampling_frequency_index: 3, channel_configuration: 2 };
+        let asc = AudioSpecificConfig {
+            audio_object_type: 2,
+            sampling_frequency_index: 3,
+            channel_configuration: 2,
+        };
         assert_eq!(asc.to_bytes(), [0x11, 0x90]);
         assert_eq!(AudioSpecificConfig::parse(&asc.to_bytes()), Some(asc));
         let mut frame = asc.adts_header(100).to_vec();
@@ -134,7 +158,11 @@ mod tests {
 
     #[test]
     fn split_reports_truncated_tail() {
-        let asc = AudioSpecificConfig { audio_object_type: 2, sampling_frequency_index: 4, channel_configuration: 1 };
+        let asc = AudioSpecificConfig {
+            audio_object_type: 2,
+            sampling_frequency_index: 4,
+            channel_configuration: 1,
+        };
         let mut data = Vec::new();
         for _ in 0..3 {
             data.extend(asc.adts_header(10));

@@ -30,7 +30,9 @@ impl<'a> BitReader<'a> {
     pub fn read_bits(&mut self, count: usize) -> Result<u64, BitReaderError> {
         debug_assert!(count <= 64);
         if self.bits_left() < count {
-            return Err(BitReaderError::EndOfData { needed: count - self.bits_left() });
+            return Err(BitReaderError::EndOfData {
+                needed: count - self.bits_left(),
+            });
         }
         let mut value = 0u64;
         for _ in 0..count {
@@ -44,7 +46,9 @@ impl<'a> BitReader<'a> {
 
     pub fn skip_bits(&mut self, count: usize) -> Result<(), BitReaderError> {
         if self.bits_left() < count {
-            return Err(BitReaderError::EndOfData { needed: count - self.bits_left() });
+            return Err(BitReaderError::EndOfData {
+                needed: count - self.bits_left(),
+            });
         }
         self.position += count;
         Ok(())
@@ -66,7 +70,11 @@ impl<'a> BitReader<'a> {
     /// se(v)
     pub fn read_se(&mut self) -> Result<i32, BitReaderError> {
         let code = i64::from(self.read_ue()?);
-        Ok(if code % 2 == 1 { (code + 1) / 2 } else { -(code / 2) } as i32)
+        Ok(if code % 2 == 1 {
+            (code + 1) / 2
+        } else {
+            -(code / 2)
+        } as i32)
     }
 }
 

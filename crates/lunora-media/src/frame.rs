@@ -29,7 +29,9 @@ pub enum Codec {
     Scte35,
     /// Any other elementary stream, carried byte-for-byte. `stream_type` is the MPEG-TS
     /// stream type it arrived with, so it can leave the same way.
-    Private { stream_type: u8 },
+    Private {
+        stream_type: u8,
+    },
 }
 
 impl Codec {
@@ -38,7 +40,10 @@ impl Codec {
     }
 
     pub fn is_audio(self) -> bool {
-        matches!(self, Codec::AacAdts | Codec::AacLatm | Codec::MpegAudio | Codec::Ac3 | Codec::Eac3)
+        matches!(
+            self,
+            Codec::AacAdts | Codec::AacLatm | Codec::MpegAudio | Codec::Ac3 | Codec::Eac3
+        )
     }
 
     /// Short lowercase name for logs, metrics labels and the API.

@@ -24,7 +24,10 @@ pub fn parse_h264_sps(nal: &[u8]) -> Result<H264Sps, BitReaderError> {
 
     let mut chroma_format_idc = 1;
     let mut separate_colour_plane = false;
-    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
         chroma_format_idc = r.read_ue()?;
         if chroma_format_idc == 3 {
             separate_colour_plane = r.read_bit()?;
@@ -81,7 +84,11 @@ pub fn parse_h264_sps(nal: &[u8]) -> Result<H264Sps, BitReaderError> {
     let height = (height_in_map_units * 16 * frame_height_factor)
         .saturating_sub(crop_unit_y * (crop_top + crop_bottom));
 
-    let frame_rate = if r.read_bit()? { read_vui_frame_rate(&mut r).unwrap_or(None) } else { None };
+    let frame_rate = if r.read_bit()? {
+        read_vui_frame_rate(&mut r).unwrap_or(None)
+    } else {
+        None
+    };
 
     Ok(H264Sps {
         profile_idc,

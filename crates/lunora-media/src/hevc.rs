@@ -28,7 +28,10 @@ struct ProfileTierLevel {
     progressive_source: bool,
 }
 
-fn read_profile_tier_level(r: &mut BitReader<'_>, max_sub_layers_minus1: u8) -> Result<ProfileTierLevel, BitReaderError> {
+fn read_profile_tier_level(
+    r: &mut BitReader<'_>,
+    max_sub_layers_minus1: u8,
+) -> Result<ProfileTierLevel, BitReaderError> {
     r.skip_bits(2)?; // general_profile_space
     let tier = r.read_bit()?;
     let profile_idc = r.read_bits(5)? as u8;
@@ -54,7 +57,13 @@ fn read_profile_tier_level(r: &mut BitReader<'_>, max_sub_layers_minus1: u8) -> 
             r.skip_bits(8)?;
         }
     }
-    Ok(ProfileTierLevel { profile_idc, tier, level_idc, interlaced_source, progressive_source })
+    Ok(ProfileTierLevel {
+        profile_idc,
+        tier,
+        level_idc,
+        interlaced_source,
+        progressive_source,
+    })
 }
 
 /// Parses an SPS NAL unit (two-byte header included).
@@ -107,7 +116,11 @@ pub fn parse_hevc_vps(nal: &[u8]) -> Result<HevcVps, BitReaderError> {
     r.skip_bits(1 + 16)?; // temporal_id_nesting, reserved 0xffff
     read_profile_tier_level(&mut r, max_sub_layers_minus1)?;
     let ordering_info_for_all = r.read_bit()?;
-    let first = if ordering_info_for_all { 0 } else { max_sub_layers_minus1 };
+    let first = if ordering_info_for_all {
+        0
+    } else {
+        max_sub_layers_minus1
+    };
     for _ in first..=max_sub_layers_minus1 {
         r.read_ue()?;
         r.read_ue()?;

@@ -132,9 +132,18 @@ mod tests {
 
     #[test]
     fn splits_three_and_four_byte_start_codes() {
-        let data = [0xFF, 0, 0, 0, 1, 0x67, 0xAA, 0, 0, 1, 0x68, 0xBB, 0, 0, 0, 1, 0x65, 0x00, 0x01];
+        let data = [
+            0xFF, 0, 0, 0, 1, 0x67, 0xAA, 0, 0, 1, 0x68, 0xBB, 0, 0, 0, 1, 0x65, 0x00, 0x01,
+        ];
         let units: Vec<&[u8]> = AnnexBNalUnits::new(&data).collect();
-        assert_eq!(units, vec![&[0x67, 0xAA][..], &[0x68, 0xBB][..], &[0x65, 0x00, 0x01][..]]);
+        assert_eq!(
+            units,
+            vec![
+                &[0x67, 0xAA][..],
+                &[0x68, 0xBB][..],
+                &[0x65, 0x00, 0x01][..]
+            ]
+        );
     }
 
     #[test]
@@ -153,6 +162,9 @@ mod tests {
 
     #[test]
     fn emulation_prevention_removed() {
-        assert_eq!(remove_emulation_prevention(&[0, 0, 3, 1, 0, 0, 3]), vec![0, 0, 1, 0, 0]);
+        assert_eq!(
+            remove_emulation_prevention(&[0, 0, 3, 1, 0, 0, 3]),
+            vec![0, 0, 1, 0, 0]
+        );
     }
 }

@@ -14,7 +14,20 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
 
+/// How [`valid_stream_key`] is explained to a user.
+pub const STREAM_KEY_RULE: &str =
+    "stream_key must be 1–256 printable characters without '/', '?' or spaces";
+
+/// Whether `key` can travel as the last path segment of an RTMP URL (what OBS and the platforms
+/// send and expect).
+pub fn valid_stream_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 256
+        && key
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '/' && c != '?')
 }
 
 impl std::fmt::Debug for Secret {

@@ -20,7 +20,11 @@ impl MpegTime {
     /// round the wrap.
     pub fn wrapping_diff_33(later: u64, earlier: u64) -> i64 {
         let diff = (later as i64 - earlier as i64).rem_euclid(WRAP_33_BIT);
-        if diff >= WRAP_33_BIT / 2 { diff - WRAP_33_BIT } else { diff }
+        if diff >= WRAP_33_BIT / 2 {
+            diff - WRAP_33_BIT
+        } else {
+            diff
+        }
     }
 }
 
@@ -52,7 +56,9 @@ impl Unwrap33 {
         let wire = (wire as i64).rem_euclid(WRAP_33_BIT);
         let value = match self.last {
             None => wire,
-            Some(last) => last + MpegTime::wrapping_diff_33(wire as u64, last.rem_euclid(WRAP_33_BIT) as u64),
+            Some(last) => {
+                last + MpegTime::wrapping_diff_33(wire as u64, last.rem_euclid(WRAP_33_BIT) as u64)
+            }
         };
         self.last = Some(value);
         MpegTime(value)
@@ -64,7 +70,9 @@ impl Unwrap33 {
         let wire = (wire as i64).rem_euclid(WRAP_33_BIT);
         match self.last {
             None => MpegTime(wire),
-            Some(last) => MpegTime(last + MpegTime::wrapping_diff_33(wire as u64, last.rem_euclid(WRAP_33_BIT) as u64)),
+            Some(last) => MpegTime(
+                last + MpegTime::wrapping_diff_33(wire as u64, last.rem_euclid(WRAP_33_BIT) as u64),
+            ),
         }
     }
 }

@@ -16,7 +16,9 @@ pub struct AccessPolicy {
 /// Why a caller was turned away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    StreamId { given: Option<String> },
+    StreamId {
+        given: Option<String>,
+    },
     /// The caller is encrypted but the listener has no passphrase.
     UnexpectedEncryption,
     /// The listener requires a passphrase but the caller sent none.
@@ -30,7 +32,9 @@ impl Refusal {
         match self {
             Refusal::StreamId { .. } => RejectReason::Server(ServerRejectReason::Forbidden),
             Refusal::NotEncrypted => RejectReason::Core(CoreRejectReason::Unsecure),
-            Refusal::UnexpectedEncryption | Refusal::InvalidPassphrase => RejectReason::Core(CoreRejectReason::BadSecret),
+            Refusal::UnexpectedEncryption | Refusal::InvalidPassphrase => {
+                RejectReason::Core(CoreRejectReason::BadSecret)
+            }
         }
     }
 
@@ -56,24 +60,38 @@ impl std::fmt::Display for Refusal {
 pub fn stream_id_matches(expected: &str, given: Option<&str>) -> bool {
     let Some(given) = given else { return false };
     given == expected
-        || given.strip_prefix("#!::").is_some_and(|rest| rest.split(',').any(|pair| pair.strip_prefix("r=") == Some(expected)))
+        || given.strip_prefix("#!::").is_some_and(|rest| {
+            rest.split(',')
+                .any(|pair| pair.strip_prefix("r=") == Some(expected))
+        })
 }
 
 impl AccessPolicy {
     /// Decides on a caller. On acceptance returns the key settings to accept with: the
     /// caller's own key length, so AES-128/192/256 callers all work with one passphrase.
-    pub fn judge(&self, stream_id: Option<&str>, key_size: KeySize) -> Result<Option<KeySettings>, Refusal> {
+    pub fn judge(
+        &self,
+        stream_id: Option<&str>,
+        key_size: KeySize,
+    ) -> Result<Option<KeySettings>, Refusal> {
         if let Some(expected) = &self.stream_id
             && !stream_id_matches(expected, stream_id)
         {
-            return Err(Refusal::StreamId { given: stream_id.map(str::to_string) });
+            return Err(Refusal::StreamId {
+                given: stream_id.map(str::to_string),
+            });
         }
         match (&self.passphrase, key_size) {
             (None, KeySize::Unspecified) => Ok(None),
             (None, _) => Err(Refusal::UnexpectedEncryption),
             (Some(_), KeySize::Unspecified) => Err(Refusal::NotEncrypted),
             (Some(passphrase), key_size) => Passphrase::try_from(passphrase.expose().to_string())
-                .map(|passphrase| Some(KeySettings { key_size, passphrase }))
+                .map(|passphrase| {
+                    Some(KeySettings {
+                        key_size,
+                        passphrase,
+                    })
+                })
                 .map_err(|_| Refusal::InvalidPassphrase),
         }
     }
@@ -86,7 +104,10 @@ mod tests {
     #[test]
     fn stream_id_forms() {
         assert!(stream_id_matches("videon-a", Some("videon-a")));
-        assert!(stream_id_matches("videon-a", Some("#!::m=publish,r=videon-a")));
+        assert!(stream_id_matches(
+            "videon-a",
+            Some("#!::m=publish,r=videon-a")
+        ));
         assert!(!stream_id_matches("videon-a", Some("#!::r=videon-b")));
         assert!(!stream_id_matches("videon-a", None));
     }
@@ -95,13 +116,31 @@ mod tests {
     fn encryption_combinations() {
         let open = AccessPolicy::default();
         assert_eq!(open.judge(None, KeySize::Unspecified), Ok(None));
-        assert_eq!(open.judge(None, KeySize::AES256), Err(Refusal::UnexpectedEncryption));
-        let locked = AccessPolicy { passphrase: Some(Secret::new("0123456789abc")), stream_id: None };
-        assert_eq!(locked.judge(None, KeySize::Unspecified), Err(Refusal::NotEncrypted));
+        assert_eq!(
+            open.judge(None, KeySize::AES256),
+            Err(Refusal::UnexpectedEncryption)
+        );
+        let locked = AccessPolicy {
+            passphrase: Some(Secret::new("0123456789abc")),
+            stream_id: None,
+        };
+        assert_eq!(
+            locked.judge(None, KeySize::Unspecified),
+            Err(Refusal::NotEncrypted)
+        );
         for size in [KeySize::AES128, KeySize::AES192, KeySize::AES256] {
-            assert_eq!(locked.judge(None, size).map(|k| k.map(|k| k.key_size)), Ok(Some(size)));
+            assert_eq!(
+                locked.judge(None, size).map(|k| k.map(|k| k.key_size)),
+                Ok(Some(size))
+            );
         }
-        let short = AccessPolicy { passphrase: Some(Secret::new("short")), stream_id: None };
-        assert_eq!(short.judge(None, KeySize::AES128).map(|_| ()), Err(Refusal::InvalidPassphrase));
+        let short = AccessPolicy {
+            passphrase: Some(Secret::new("short")),
+            stream_id: None,
+        };
+        assert_eq!(
+            short.judge(None, KeySize::AES128).map(|_| ()),
+            Err(Refusal::InvalidPassphrase)
+        );
     }
 }

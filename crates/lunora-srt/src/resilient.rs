@@ -33,9 +33,20 @@ pub struct ResilientListener {
 impl ResilientListener {
     /// Binds now, so a port conflict is reported at start-up. `label` names the input or
     /// output in log lines.
-    pub async fn bind(label: impl Into<String>, address: SocketAddr, latency: Duration, buffer_bytes: usize) -> io::Result<Self> {
+    pub async fn bind(
+        label: impl Into<String>,
+        address: SocketAddr,
+        latency: Duration,
+        buffer_bytes: usize,
+    ) -> io::Result<Self> {
         let (listener, incoming, local) = bind_listener(address, latency, buffer_bytes).await?;
-        Ok(ResilientListener { label: label.into(), address: local, latency, buffer_bytes, current: Some((listener, incoming)) })
+        Ok(ResilientListener {
+            label: label.into(),
+            address: local,
+            latency,
+            buffer_bytes,
+            current: Some((listener, incoming)),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -62,7 +73,9 @@ impl ResilientListener {
                             self.current = Some((listener, incoming));
                             return ListenerEvent::Restarted;
                         }
-                        Err(e) => warn!(target: "lunora::srt", listener = %self.label, address = %self.address, error = %e, "cannot rebind SRT port yet"),
+                        Err(e) => {
+                            warn!(target: "lunora::srt", listener = %self.label, address = %self.address, error = %e, "cannot rebind SRT port yet")
+                        }
                     }
                 }
             }

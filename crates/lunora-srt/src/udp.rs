@@ -9,7 +9,11 @@ use srt_tokio::{SrtIncoming, SrtListener};
 /// Binds a UDP socket with explicit kernel buffer sizes. The default 64 KiB receive buffer
 /// overflows at 50 Mbit/s; the kernel caps the request at `net.core.rmem_max`.
 pub fn bind_udp(address: SocketAddr, buffer_bytes: usize) -> io::Result<tokio::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     socket.set_nonblocking(true)?;
     socket.set_recv_buffer_size(buffer_bytes)?;
     socket.set_send_buffer_size(buffer_bytes)?;
@@ -20,7 +24,11 @@ pub fn bind_udp(address: SocketAddr, buffer_bytes: usize) -> io::Result<tokio::n
 /// Binds an SRT listener on `address` (port 0 allowed) and returns the address it got.
 /// The SRT sender buffer is raised to `buffer_bytes` too: the 46 KB default stalls a sender
 /// above about 12 Mbit/s.
-pub async fn bind_listener(address: SocketAddr, latency: Duration, buffer_bytes: usize) -> io::Result<(SrtListener, SrtIncoming, SocketAddr)> {
+pub async fn bind_listener(
+    address: SocketAddr,
+    latency: Duration,
+    buffer_bytes: usize,
+) -> io::Result<(SrtListener, SrtIncoming, SocketAddr)> {
     let socket = bind_udp(address, buffer_bytes)?;
     let local = socket.local_addr()?;
     let buffer = ByteCount(buffer_bytes as u64);

@@ -28,7 +28,14 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [Reason::SrtLoss, Reason::Tr101290, Reason::FrameRate, Reason::NoKeyframe, Reason::TimestampJump, Reason::Bitrate];
+    pub const ALL: [Reason; 6] = [
+        Reason::SrtLoss,
+        Reason::Tr101290,
+        Reason::FrameRate,
+        Reason::NoKeyframe,
+        Reason::TimestampJump,
+        Reason::Bitrate,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -74,7 +81,10 @@ pub struct HealthSettings {
 
 impl Default for HealthSettings {
     fn default() -> Self {
-        HealthSettings { input_loss: Duration::from_millis(500), srt_loss_ratio: 0.01 }
+        HealthSettings {
+            input_loss: Duration::from_millis(500),
+            srt_loss_ratio: 0.01,
+        }
     }
 }
 
@@ -206,7 +216,9 @@ impl InputHealth {
         if let Some((received, lost)) = self.last_link {
             let received = packets_received.saturating_sub(received);
             let lost = packets_lost.saturating_sub(lost);
-            if received + lost > 0 && lost as f64 / (received + lost) as f64 > self.settings.srt_loss_ratio {
+            if received + lost > 0
+                && lost as f64 / (received + lost) as f64 > self.settings.srt_loss_ratio
+            {
                 self.raise(Reason::SrtLoss, now);
             }
         }
@@ -215,7 +227,10 @@ impl InputHealth {
 
     /// TR 101 290 priority-1 total (any monotonic count).
     pub fn handle_tr101290(&mut self, now: Duration, priority1_total: u64) {
-        if self.last_tr101290.is_some_and(|last| priority1_total > last) {
+        if self
+            .last_tr101290
+            .is_some_and(|last| priority1_total > last)
+        {
             self.raise(Reason::Tr101290, now);
         }
         self.last_tr101290 = Some(priority1_total);
@@ -238,15 +253,23 @@ impl InputHealth {
     /// Judges the input at `now`, updating the stream-level symptoms that depend on time.
     pub fn evaluate(&mut self, now: Duration) -> Health {
         self.trim(now);
-        let lost = self.connected_at.is_none() || self.last_frame_at.is_none_or(|at| now.saturating_sub(at) >= self.settings.input_loss);
+        let lost = self.connected_at.is_none()
+            || self
+                .last_frame_at
+                .is_none_or(|at| now.saturating_sub(at) >= self.settings.input_loss);
         if lost {
             self.healthy_since = None;
             return Health::Lost;
         }
-        let warmed_up = self.connected_at.is_some_and(|at| now.saturating_sub(at) >= WARM_UP);
+        let warmed_up = self
+            .connected_at
+            .is_some_and(|at| now.saturating_sub(at) >= WARM_UP);
         // The input's own normal is learned once a second from windows that looked fine, so a
         // collapse is judged against the past rather than chased by it.
-        let learn = warmed_up && self.last_learned_at.is_none_or(|at| now.saturating_sub(at) >= WINDOW);
+        let learn = warmed_up
+            && self
+                .last_learned_at
+                .is_none_or(|at| now.saturating_sub(at) >= WINDOW);
         if warmed_up && self.has_video {
             let fps = self.video_arrivals.len() as f64 / WINDOW.as_secs_f64();
             match self.normal_fps {
@@ -265,7 +288,9 @@ impl InputHealth {
             let bytes = self.window_bytes as f64;
             match self.normal_bytes_per_window {
                 Some(normal) if bytes < normal * 0.25 => self.raise(Reason::Bitrate, now),
-                Some(normal) if learn => self.normal_bytes_per_window = Some(normal * 0.8 + bytes * 0.2),
+                Some(normal) if learn => {
+                    self.normal_bytes_per_window = Some(normal * 0.8 + bytes * 0.2)
+                }
                 Some(_) => {}
                 None => self.normal_bytes_per_window = Some(bytes),
             }
@@ -290,7 +315,8 @@ impl InputHealth {
 
     /// How long the input has been continuously healthy (as of its last evaluation).
     pub fn healthy_for(&self, now: Duration) -> Duration {
-        self.healthy_since.map_or(Duration::ZERO, |since| now.saturating_sub(since))
+        self.healthy_since
+            .map_or(Duration::ZERO, |since| now.saturating_sub(since))
     }
 }
 
@@ -306,7 +332,14 @@ mod tests {
     }
 
     fn video(dts: i64, keyframe: bool) -> Frame {
-        Frame { track: TrackId(1), codec: Codec::H264, pts: MpegTime(dts), dts: MpegTime(dts), keyframe, data: Bytes::from(vec![0u8; 1000]) }
+        Frame {
+            track: TrackId(1),
+            codec: Codec::H264,
+            pts: MpegTime(dts),
+            dts: MpegTime(dts),
+            keyframe,
+            data: Bytes::from(vec![0u8; 1000]),
+        }
     }
 
     /// Feeds 25 fps video (keyframe each second) from `from` to `to`.
@@ -354,10 +387,16 @@ mod tests {
         h.connected(ms(0));
         feed(&mut h, 0, 3000);
         h.handle_frame(ms(3000), &video(10 * 90_000, false));
-        assert_eq!(h.evaluate(ms(3000)), Health::Degraded(vec![Reason::TimestampJump]));
+        assert_eq!(
+            h.evaluate(ms(3000)),
+            Health::Degraded(vec![Reason::TimestampJump])
+        );
         let mut t = 3040;
         while t < 6000 {
-            h.handle_frame(ms(t), &video(10 * 90_000 + (t as i64 - 3000) * 90, t % 1000 == 0));
+            h.handle_frame(
+                ms(t),
+                &video(10 * 90_000 + (t as i64 - 3000) * 90, t % 1000 == 0),
+            );
             t += 40;
         }
         assert_eq!(h.evaluate(ms(6000)), Health::Healthy);
@@ -372,7 +411,10 @@ mod tests {
         h.handle_link(ms(1000), 2000, 50);
         h.handle_tr101290(ms(500), 0);
         h.handle_tr101290(ms(1000), 3);
-        assert_eq!(h.evaluate(ms(1000)), Health::Degraded(vec![Reason::SrtLoss, Reason::Tr101290]));
+        assert_eq!(
+            h.evaluate(ms(1000)),
+            Health::Degraded(vec![Reason::SrtLoss, Reason::Tr101290])
+        );
     }
 
     #[test]
@@ -386,6 +428,8 @@ mod tests {
             h.handle_frame(ms(t), &video(t as i64 * 90, false));
             t += 40;
         }
-        assert!(matches!(h.evaluate(ms(7000)), Health::Degraded(ref r) if r.contains(&Reason::NoKeyframe)));
+        assert!(
+            matches!(h.evaluate(ms(7000)), Health::Degraded(ref r) if r.contains(&Reason::NoKeyframe))
+        );
     }
 }

@@ -12,7 +12,10 @@ mod switcher;
 mod tracks;
 
 pub use health::{Health, HealthSettings, InputHealth, Reason};
-pub use switcher::{AlignedClock, Command, InputSpec, Output, Policy, Preference, Role, SwitchMode, SwitchReason, SwitchRecord, Switcher};
+pub use switcher::{
+    AlignedClock, Command, InputSpec, Output, Policy, Preference, Role, SwitchMode, SwitchReason,
+    SwitchRecord, Switcher,
+};
 
 #[cfg(test)]
 mod scenarios;

@@ -2,7 +2,9 @@
 //! encoder's parameter sets in band right before its first keyframe.
 
 use bytes::{Bytes, BytesMut};
-use lunora_media::{AnnexBNalUnits, Codec, H264NalType, HevcNalType, VideoFormat, parse_h264_sps, parse_hevc_sps};
+use lunora_media::{
+    AnnexBNalUnits, Codec, H264NalType, HevcNalType, VideoFormat, parse_h264_sps, parse_hevc_sps,
+};
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ParameterSets {
@@ -84,11 +86,15 @@ impl ParameterSets {
                 _ => break,
             }
         }
-        let sets: Vec<&Bytes> = [&self.vps, &self.sps, &self.pps].into_iter().flatten().collect();
+        let sets: Vec<&Bytes> = [&self.vps, &self.sps, &self.pps]
+            .into_iter()
+            .flatten()
+            .collect();
         if sets.is_empty() {
             return data.clone();
         }
-        let mut out = BytesMut::with_capacity(data.len() + sets.iter().map(|s| s.len() + 4).sum::<usize>());
+        let mut out =
+            BytesMut::with_capacity(data.len() + sets.iter().map(|s| s.len() + 4).sum::<usize>());
         out.extend_from_slice(&data[..insert_at]);
         for set in sets {
             out.extend_from_slice(&[0, 0, 0, 1]);
@@ -103,7 +109,11 @@ impl ParameterSets {
 /// `from`.
 fn next_start_code(data: &[u8], from: usize) -> Option<usize> {
     let position = data.get(from..)?.windows(3).position(|w| w == [0, 0, 1])? + from;
-    Some(if position > 0 && data[position - 1] == 0 { position - 1 } else { position })
+    Some(if position > 0 && data[position - 1] == 0 {
+        position - 1
+    } else {
+        position
+    })
 }
 
 #[cfg(test)]
@@ -113,11 +123,24 @@ mod tests {
     #[test]
     fn parameter_sets_go_after_the_delimiter_and_before_the_slice() {
         let mut sets = ParameterSets::default();
-        let with_sets = Bytes::from_static(&[0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xCE, 0, 0, 0, 1, 0x65, 0x88]);
+        let with_sets = Bytes::from_static(&[
+            0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xCE, 0, 0, 0, 1,
+            0x65, 0x88,
+        ]);
         sets.observe(Codec::H264, &with_sets);
-        assert_eq!(sets.in_band(Codec::H264, &with_sets), with_sets, "already in band: unchanged");
+        assert_eq!(
+            sets.in_band(Codec::H264, &with_sets),
+            with_sets,
+            "already in band: unchanged"
+        );
         let bare = Bytes::from_static(&[0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1, 0x65, 0x99]);
         let fixed = sets.in_band(Codec::H264, &bare);
-        assert_eq!(&fixed[..], &[0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xCE, 0, 0, 0, 1, 0x65, 0x99]);
+        assert_eq!(
+            &fixed[..],
+            &[
+                0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xCE, 0, 0, 0, 1,
+                0x65, 0x99
+            ]
+        );
     }
 }

@@ -56,12 +56,35 @@ const SPS_B: &[u8] = &[0x67, 0x4D, 0x00, 0x28, 0xBB];
 
 impl Sim {
     fn new(policy: Policy) -> Sim {
-        let specs = vec![InputSpec { id: "main".into(), role: Role::Main }, InputSpec { id: "backup".into(), role: Role::Backup }];
+        let specs = vec![
+            InputSpec {
+                id: "main".into(),
+                role: Role::Main,
+            },
+            InputSpec {
+                id: "backup".into(),
+                role: Role::Backup,
+            },
+        ];
         let mut sim = Sim {
             switcher: Switcher::new(policy, specs),
             encoders: vec![
-                Encoder { base: 1_000_000, phase: 0, video_pid: 0x100, audio_pid: 0x101, sps: SPS_A, connected: false },
-                Encoder { base: 7_777_777, phase: 11, video_pid: 0x1E1, audio_pid: 0x1E2, sps: SPS_B, connected: false },
+                Encoder {
+                    base: 1_000_000,
+                    phase: 0,
+                    video_pid: 0x100,
+                    audio_pid: 0x101,
+                    sps: SPS_A,
+                    connected: false,
+                },
+                Encoder {
+                    base: 7_777_777,
+                    phase: 11,
+                    video_pid: 0x1E1,
+                    audio_pid: 0x1E2,
+                    sps: SPS_B,
+                    connected: false,
+                },
             ],
             now_ms: 0,
             out: Vec::new(),
@@ -87,8 +110,18 @@ impl Sim {
         e.connected = true;
         let program = Program {
             tracks: vec![
-                Track { id: TrackId(e.video_pid), codec: Codec::H264, language: None, descriptors: Bytes::new() },
-                Track { id: TrackId(e.audio_pid), codec: Codec::AacAdts, language: None, descriptors: Bytes::new() },
+                Track {
+                    id: TrackId(e.video_pid),
+                    codec: Codec::H264,
+                    language: None,
+                    descriptors: Bytes::new(),
+                },
+                Track {
+                    id: TrackId(e.audio_pid),
+                    codec: Codec::AacAdts,
+                    language: None,
+                    descriptors: Bytes::new(),
+                },
             ],
         };
         self.switcher.handle_connected(now, i);
@@ -109,13 +142,27 @@ impl Sim {
         data.extend([0, 0, 0, 1, if keyframe { 0x65 } else { 0x41 }]);
         data.extend((n as u32).to_be_bytes());
         let dts = e.base + n * FRAME;
-        Frame { track: TrackId(e.video_pid), codec: Codec::H264, pts: MpegTime(dts + 2 * FRAME), dts: MpegTime(dts), keyframe, data: data.into() }
+        Frame {
+            track: TrackId(e.video_pid),
+            codec: Codec::H264,
+            pts: MpegTime(dts + 2 * FRAME),
+            dts: MpegTime(dts),
+            keyframe,
+            data: data.into(),
+        }
     }
 
     fn audio(&self, i: usize, n: i64) -> Frame {
         let e = &self.encoders[i];
         let dts = e.base + n * AUDIO;
-        Frame { track: TrackId(e.audio_pid), codec: Codec::AacAdts, pts: MpegTime(dts), dts: MpegTime(dts), keyframe: true, data: Bytes::from((n as u32).to_be_bytes().to_vec()) }
+        Frame {
+            track: TrackId(e.audio_pid),
+            codec: Codec::AacAdts,
+            pts: MpegTime(dts),
+            dts: MpegTime(dts),
+            keyframe: true,
+            data: Bytes::from((n as u32).to_be_bytes().to_vec()),
+        }
     }
 
     /// Runs until `until_ms` with each input fed as `feeds` says at each millisecond.
@@ -179,7 +226,10 @@ impl Sim {
 
     /// Switches after the start.
     fn later_switches(&self) -> Vec<&SwitchRecord> {
-        self.switches.iter().filter(|s| s.reason != SwitchReason::Start).collect()
+        self.switches
+            .iter()
+            .filter(|s| s.reason != SwitchReason::Start)
+            .collect()
     }
 
     fn video_out(&self) -> Vec<&Frame> {
@@ -191,43 +241,87 @@ impl Sim {
         let mut last: HashMap<TrackId, MpegTime> = HashMap::new();
         for f in &self.out {
             if let Some(prev) = last.insert(f.track, f.dts) {
-                assert!(f.dts > prev, "DTS not strictly increasing on output track {:?}: {prev:?} then {:?}", f.track, f.dts);
+                assert!(
+                    f.dts > prev,
+                    "DTS not strictly increasing on output track {:?}: {prev:?} then {:?}",
+                    f.track,
+                    f.dts
+                );
             }
         }
         // After every switch, the first video frame is a keyframe carrying the new input's
         // own SPS in band (once that input has ever sent one).
         let video = self.video_out();
-        assert!(video.first().is_none_or(|f| f.keyframe), "output starts on a keyframe");
+        assert!(
+            video.first().is_none_or(|f| f.keyframe),
+            "output starts on a keyframe"
+        );
         for (switch, start) in self.switches.iter().zip(&self.segment_starts) {
-            let first = self.out[*start..].iter().find(|f| f.codec.is_video()).expect("a video frame after a switch");
-            assert!(first.keyframe, "the first video frame after a switch is a keyframe");
+            let first = self.out[*start..]
+                .iter()
+                .find(|f| f.codec.is_video())
+                .expect("a video frame after a switch");
+            assert!(
+                first.keyframe,
+                "the first video frame after a switch is a keyframe"
+            );
             let sps = if switch.to == 0 { SPS_A } else { SPS_B };
             if self.sps_sent_at[switch.to].is_some_and(|at| at < switch.at) {
-                assert!(first.data.windows(sps.len()).any(|w| w == sps), "keyframe after switch to {} lacks its SPS", switch.to);
+                assert!(
+                    first.data.windows(sps.len()).any(|w| w == sps),
+                    "keyframe after switch to {} lacks its SPS",
+                    switch.to
+                );
             }
         }
         // Output track ids are the fixed slots.
         for f in &self.out {
-            assert!(f.track == TrackId(0) || f.track == TrackId(1), "unexpected output track {:?}", f.track);
+            assert!(
+                f.track == TrackId(0) || f.track == TrackId(1),
+                "unexpected output track {:?}",
+                f.track
+            );
         }
     }
 
     /// Aligned mode: audio and video keep one offset against source time across seams too.
     fn check_av_sync_across_seams(&self) {
         let deltas = |video: bool| -> Vec<i64> {
-            self.out.iter().filter(|f| f.codec.is_video() == video).map(|f| f.dts.0 - source_number(f) * if video { FRAME } else { AUDIO }).collect()
+            self.out
+                .iter()
+                .filter(|f| f.codec.is_video() == video)
+                .map(|f| f.dts.0 - source_number(f) * if video { FRAME } else { AUDIO })
+                .collect()
         };
         let (v, a) = (deltas(true), deltas(false));
-        let spread = |d: &[i64]| d.iter().max().zip(d.iter().min()).map_or(0, |(max, min)| max - min);
-        assert!(spread(&v) <= 1, "video drifts against source time by {}", spread(&v));
-        assert!(spread(&a) <= AUDIO, "audio drifts against source time by {}", spread(&a));
+        let spread = |d: &[i64]| {
+            d.iter()
+                .max()
+                .zip(d.iter().min())
+                .map_or(0, |(max, min)| max - min)
+        };
+        assert!(
+            spread(&v) <= 1,
+            "video drifts against source time by {}",
+            spread(&v)
+        );
+        assert!(
+            spread(&a) <= AUDIO,
+            "audio drifts against source time by {}",
+            spread(&a)
+        );
     }
 
     /// No audio frame starts inside the previous one (decoders' output would go backwards).
     fn check_no_audio_overlap(&self) {
         let audio: Vec<&Frame> = self.out.iter().filter(|f| !f.codec.is_video()).collect();
         for w in audio.windows(2) {
-            assert!(w[1].dts - w[0].dts >= AUDIO, "audio frames overlap: {:?} then {:?}", w[0].dts, w[1].dts);
+            assert!(
+                w[1].dts - w[0].dts >= AUDIO,
+                "audio frames overlap: {:?} then {:?}",
+                w[0].dts,
+                w[1].dts
+            );
         }
     }
 
@@ -247,14 +341,23 @@ impl Sim {
                 })
                 .collect();
             if let (Some(min), Some(max)) = (deltas.iter().min(), deltas.iter().max()) {
-                assert!(max - min <= AUDIO, "A/V offset drifts by {} ticks within a segment", max - min);
+                assert!(
+                    max - min <= AUDIO,
+                    "A/V offset drifts by {} ticks within a segment",
+                    max - min
+                );
             }
         }
     }
 }
 
 fn feeds(schedule: &'static [(usize, u64, u64, Feed)]) -> impl Fn(usize, u64) -> Feed {
-    move |i, t| schedule.iter().find(|(input, from, to, _)| *input == i && (*from..*to).contains(&t)).map_or(Feed::Normal, |s| s.3)
+    move |i, t| {
+        schedule
+            .iter()
+            .find(|(input, from, to, _)| *input == i && (*from..*to).contains(&t))
+            .map_or(Feed::Normal, |s| s.3)
+    }
 }
 
 #[test]
@@ -275,7 +378,11 @@ fn short_drop_below_threshold_no_switch() {
     let mut sim = Sim::new(Policy::default());
     sim.run(10_000, feeds(&[(0, 5_000, 5_300, Feed::Silent)]));
     sim.check_invariants();
-    assert!(sim.later_switches().is_empty(), "{:?}", sim.later_switches());
+    assert!(
+        sim.later_switches().is_empty(),
+        "{:?}",
+        sim.later_switches()
+    );
 }
 
 #[test]
@@ -286,18 +393,33 @@ fn main_lost_switches_at_backup_keyframe() {
     let switches = sim.later_switches();
     assert_eq!(switches.len(), 1, "{switches:?}");
     let s = switches[0];
-    assert_eq!((s.from, s.to, s.reason), (Some(0), 1, SwitchReason::InputLost));
+    assert_eq!(
+        (s.from, s.to, s.reason),
+        (Some(0), 1, SwitchReason::InputLost)
+    );
     // Detection: main's last frame (audio, muxed ahead) arrived just before 5000 ms; it is
     // declared lost 500 ms after that, to the millisecond (no polling delay).
-    assert!(s.decided_at >= Duration::from_millis(5_480) && s.decided_at <= Duration::from_millis(5_500), "{:?}", s.decided_at);
+    assert!(
+        s.decided_at >= Duration::from_millis(5_480)
+            && s.decided_at <= Duration::from_millis(5_500),
+        "{:?}",
+        s.decided_at
+    );
     // The cut waits for backup's next keyframe: within one GOP of the decision.
     assert!(s.at - s.decided_at <= Duration::from_secs(1));
     // Output is tied to the wall clock: the DTS gap equals the real gap.
     let video = sim.video_out();
-    let (before, after) = video.windows(2).map(|w| (w[0], w[1])).find(|(a, b)| b.dts - a.dts != FRAME).expect("a gap at the switch");
+    let (before, after) = video
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .find(|(a, b)| b.dts - a.dts != FRAME)
+        .expect("a gap at the switch");
     let dts_gap_ms = (after.dts - before.dts) / 90;
     let wall_gap_ms = (s.at.as_millis() as i64) - 4_960;
-    assert!((dts_gap_ms - wall_gap_ms).abs() <= FRAME_MS as i64, "DTS gap {dts_gap_ms} ms vs wall {wall_gap_ms} ms");
+    assert!(
+        (dts_gap_ms - wall_gap_ms).abs() <= FRAME_MS as i64,
+        "DTS gap {dts_gap_ms} ms vs wall {wall_gap_ms} ms"
+    );
 }
 
 #[test]
@@ -307,11 +429,20 @@ fn main_degraded_cuts_without_gap() {
     let switches = sim.later_switches();
     assert_eq!(switches.len(), 1, "{switches:?}");
     let s = switches[0];
-    assert_eq!((s.from, s.to, s.reason), (Some(0), 1, SwitchReason::Degraded(Reason::FrameRate)));
+    assert_eq!(
+        (s.from, s.to, s.reason),
+        (Some(0), 1, SwitchReason::Degraded(Reason::FrameRate))
+    );
     assert_eq!(s.gap, Duration::ZERO);
     // At the cut the output advances by exactly one frame.
     let video = sim.video_out();
-    let cut = video.iter().position(|f| f.data.windows(5).any(|w| w == [0, 0, 0, 1, 0x67]) && f.data.windows(5).any(|w| w == SPS_B)).expect("backup keyframe");
+    let cut = video
+        .iter()
+        .position(|f| {
+            f.data.windows(5).any(|w| w == [0, 0, 0, 1, 0x67])
+                && f.data.windows(5).any(|w| w == SPS_B)
+        })
+        .expect("backup keyframe");
     assert_eq!(video[cut].dts - video[cut - 1].dts, FRAME);
 }
 
@@ -322,16 +453,33 @@ fn primary_returns_after_error_clear() {
     sim.check_invariants();
     let switches = sim.later_switches();
     assert_eq!(switches.len(), 2, "{switches:?}");
-    assert_eq!((switches[0].to, switches[0].reason), (1, SwitchReason::InputLost));
-    assert_eq!((switches[1].to, switches[1].reason), (0, SwitchReason::ReturnToPrimary));
+    assert_eq!(
+        (switches[0].to, switches[0].reason),
+        (1, SwitchReason::InputLost)
+    );
+    assert_eq!(
+        (switches[1].to, switches[1].reason),
+        (0, SwitchReason::ReturnToPrimary)
+    );
     // Main is back at 6 s; it must be healthy for 5 s first.
-    assert!(switches[1].decided_at >= Duration::from_millis(11_000), "{:?}", switches[1].decided_at);
-    assert_eq!(switches[1].gap, Duration::ZERO, "returning to a healthy main is seamless");
+    assert!(
+        switches[1].decided_at >= Duration::from_millis(11_000),
+        "{:?}",
+        switches[1].decided_at
+    );
+    assert_eq!(
+        switches[1].gap,
+        Duration::ZERO,
+        "returning to a healthy main is seamless"
+    );
 }
 
 #[test]
 fn equal_preference_stays_on_backup() {
-    let mut sim = Sim::new(Policy { preference: Preference::Equal, ..Policy::default() });
+    let mut sim = Sim::new(Policy {
+        preference: Preference::Equal,
+        ..Policy::default()
+    });
     sim.run(20_000, feeds(&[(0, 3_000, 6_000, Feed::Silent)]));
     sim.check_invariants();
     let switches = sim.later_switches();
@@ -359,16 +507,29 @@ fn manual_force_backup_then_auto() {
 #[test]
 fn both_lost_then_backup_returns() {
     let mut sim = Sim::new(Policy::default());
-    sim.run(15_000, feeds(&[(0, 3_000, 60_000, Feed::Silent), (1, 3_000, 8_000, Feed::Silent)]));
+    sim.run(
+        15_000,
+        feeds(&[
+            (0, 3_000, 60_000, Feed::Silent),
+            (1, 3_000, 8_000, Feed::Silent),
+        ]),
+    );
     sim.check_invariants();
     assert_eq!(sim.all_lost, 1);
     let switches = sim.later_switches();
     assert_eq!(switches.len(), 1, "{switches:?}");
-    assert_eq!((switches[0].to, switches[0].reason), (1, SwitchReason::Resume));
+    assert_eq!(
+        (switches[0].to, switches[0].reason),
+        (1, SwitchReason::Resume)
+    );
     assert!(switches[0].at >= Duration::from_millis(8_000));
     // The timeline resumed forward by about the time without signal.
     let video = sim.video_out();
-    let (a, b) = video.windows(2).map(|w| (w[0], w[1])).find(|(a, b)| b.dts - a.dts != FRAME).expect("gap");
+    let (a, b) = video
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .find(|(a, b)| b.dts - a.dts != FRAME)
+        .expect("gap");
     assert!((b.dts - a.dts) / 90 >= 5_000, "{} ms", (b.dts - a.dts) / 90);
 }
 
@@ -376,12 +537,26 @@ fn both_lost_then_backup_returns() {
 fn flapping_main_does_not_storm() {
     let mut sim = Sim::new(Policy::default());
     // From 3 s, main drops for 0.6 s out of every 1.5 s until 30 s, then settles.
-    sim.run(45_000, |i, t| if i == 0 && (3_000..30_000).contains(&t) && t % 1_500 < 600 { Feed::Silent } else { Feed::Normal });
+    sim.run(45_000, |i, t| {
+        if i == 0 && (3_000..30_000).contains(&t) && t % 1_500 < 600 {
+            Feed::Silent
+        } else {
+            Feed::Normal
+        }
+    });
     sim.check_invariants();
     let switches = sim.later_switches();
-    assert_eq!(switches.len(), 2, "one switch away, one back after main settles: {switches:?}");
+    assert_eq!(
+        switches.len(),
+        2,
+        "one switch away, one back after main settles: {switches:?}"
+    );
     // Main's last drop ends at 29.1 s; it must then stay healthy for error_clear (5 s).
-    assert!(switches[1].decided_at >= Duration::from_millis(34_100), "{:?}", switches[1].decided_at);
+    assert!(
+        switches[1].decided_at >= Duration::from_millis(34_100),
+        "{:?}",
+        switches[1].decided_at
+    );
 }
 
 #[test]
@@ -391,10 +566,23 @@ fn encoders_with_different_sps() {
     sim.run(12_000, feeds(&[(0, 7_000, 60_000, Feed::Silent)]));
     sim.check_invariants();
     let switch = sim.later_switches()[0].clone();
-    let start = sim.segment_starts[sim.switches.iter().position(|s| *s == switch).expect("recorded")];
-    let first = sim.out[start..].iter().find(|f| f.codec.is_video()).expect("video after the cut");
-    assert!(first.data.windows(SPS_B.len()).any(|w| w == SPS_B), "backup's own SPS goes in band before its first keyframe");
-    assert!(!first.data.windows(SPS_A.len()).any(|w| w == SPS_A), "never main's");
+    let start = sim.segment_starts[sim
+        .switches
+        .iter()
+        .position(|s| *s == switch)
+        .expect("recorded")];
+    let first = sim.out[start..]
+        .iter()
+        .find(|f| f.codec.is_video())
+        .expect("video after the cut");
+    assert!(
+        first.data.windows(SPS_B.len()).any(|w| w == SPS_B),
+        "backup's own SPS goes in band before its first keyframe"
+    );
+    assert!(
+        !first.data.windows(SPS_A.len()).any(|w| w == SPS_A),
+        "never main's"
+    );
     // The access unit delimiter stays first.
     assert_eq!(&first.data[..6], &[0, 0, 0, 1, 0x09, 0xF0]);
 }
@@ -406,8 +594,18 @@ fn incompatible_backup_is_still_switched_to_and_reported() {
     sim.run(2_000, |_, _| Feed::Normal);
     let hevc = Program {
         tracks: vec![
-            Track { id: TrackId(0x1E1), codec: Codec::Hevc, language: None, descriptors: Bytes::new() },
-            Track { id: TrackId(0x1E2), codec: Codec::AacAdts, language: None, descriptors: Bytes::new() },
+            Track {
+                id: TrackId(0x1E1),
+                codec: Codec::Hevc,
+                language: None,
+                descriptors: Bytes::new(),
+            },
+            Track {
+                id: TrackId(0x1E2),
+                codec: Codec::AacAdts,
+                language: None,
+                descriptors: Bytes::new(),
+            },
         ],
     };
     let now = sim.now();
@@ -416,7 +614,11 @@ fn incompatible_backup_is_still_switched_to_and_reported() {
     let switches = sim.later_switches();
     assert_eq!(switches.len(), 1);
     assert!(!switches[0].incompatible.is_empty(), "{switches:?}");
-    assert_eq!(sim.programs.last().map(|p| p.tracks[0].codec), Some(Codec::Hevc), "PMT follows the new codec, same slots");
+    assert_eq!(
+        sim.programs.last().map(|p| p.tracks[0].codec),
+        Some(Codec::Hevc),
+        "PMT follows the new codec, same slots"
+    );
 }
 
 /// Source frame number carried in a frame's payload.
@@ -427,7 +629,13 @@ fn source_number(f: &Frame) -> i64 {
 
 #[test]
 fn aligned_seam_is_frame_accurate() {
-    let mut sim = Sim::new(Policy { mode: SwitchMode::Aligned { delay: None, clock: AlignedClock::Arrival }, ..Policy::default() });
+    let mut sim = Sim::new(Policy {
+        mode: SwitchMode::Aligned {
+            delay: None,
+            clock: AlignedClock::Arrival,
+        },
+        ..Policy::default()
+    });
     // Main lost at 6 s; main back at 9 s; it returns after error_clear.
     sim.run(20_000, feeds(&[(0, 6_000, 9_000, Feed::Silent)]));
     sim.check_invariants();
@@ -441,7 +649,13 @@ fn aligned_seam_is_frame_accurate() {
     // By content: every source frame exactly once, in order, across both seams.
     let numbers: Vec<i64> = sim.video_out().iter().map(|f| source_number(f)).collect();
     for w in numbers.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "content jumps from frame {} to {}", w[0], w[1]);
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "content jumps from frame {} to {}",
+            w[0],
+            w[1]
+        );
     }
     // And the output cadence never breaks.
     for w in sim.video_out().windows(2) {
@@ -451,9 +665,22 @@ fn aligned_seam_is_frame_accurate() {
 
 #[test]
 fn aligned_main_lost_soon_after_returning() {
-    let mut sim = Sim::new(Policy { mode: SwitchMode::Aligned { delay: None, clock: AlignedClock::Arrival }, error_clear: Duration::from_secs(3), ..Policy::default() });
+    let mut sim = Sim::new(Policy {
+        mode: SwitchMode::Aligned {
+            delay: None,
+            clock: AlignedClock::Arrival,
+        },
+        error_clear: Duration::from_secs(3),
+        ..Policy::default()
+    });
     // Main lost at 6 s, back at 8 s, returns on air after error_clear, lost again 1.5 s later.
-    sim.run(30_000, |i, t| if i == 0 && ((6_000..8_000).contains(&t) || t >= 16_500) { Feed::Silent } else { Feed::Normal });
+    sim.run(30_000, |i, t| {
+        if i == 0 && ((6_000..8_000).contains(&t) || t >= 16_500) {
+            Feed::Silent
+        } else {
+            Feed::Normal
+        }
+    });
     sim.check_invariants();
     let switches = sim.later_switches();
     assert!(switches.len() >= 3, "{switches:?}");
@@ -462,7 +689,13 @@ fn aligned_main_lost_soon_after_returning() {
     }
     let numbers: Vec<i64> = sim.video_out().iter().map(|f| source_number(f)).collect();
     for w in numbers.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "content jumps from frame {} to {}; switches {switches:?}", w[0], w[1]);
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "content jumps from frame {} to {}; switches {switches:?}",
+            w[0],
+            w[1]
+        );
     }
 }
 

@@ -57,7 +57,10 @@ pub enum SwitchMode {
     Cut,
     /// Output runs `delay` behind live (default: the measured GOP) for frame-accurate seams
     /// between two encoders fed the same source.
-    Aligned { delay: Option<Duration>, clock: AlignedClock },
+    Aligned {
+        delay: Option<Duration>,
+        clock: AlignedClock,
+    },
 }
 
 /// How aligned mode relates the two encoders' timestamps.
@@ -158,9 +161,14 @@ pub enum Output {
     Program(Program),
     Frame(Frame),
     Switched(SwitchRecord),
-    HealthChanged { input: usize, health: Health },
+    HealthChanged {
+        input: usize,
+        health: Health,
+    },
     /// Every input is lost: the output pauses.
-    AllLost { at: Duration },
+    AllLost {
+        at: Duration,
+    },
 }
 
 /// Non-video frames kept per standby input, so that audio muxed ahead of its video is still
@@ -331,7 +339,10 @@ impl Switcher {
         }
         // Aligned mode: the next frame of the input on air becomes due.
         let delay = self.aligned_delay();
-        let release = self.active().and_then(|a| self.inputs[a].window.front()).map(|(at, _)| *at + delay);
+        let release = self
+            .active()
+            .and_then(|a| self.inputs[a].window.front())
+            .map(|(at, _)| *at + delay);
         release.map_or(next, |r| r.min(next))
     }
 
@@ -355,7 +366,9 @@ impl Switcher {
     }
 
     pub fn handle_connected(&mut self, now: Duration, input: usize) {
-        let Some(i) = self.inputs.get_mut(input) else { return };
+        let Some(i) = self.inputs.get_mut(input) else {
+            return;
+        };
         i.health.connected(now);
         i.last_video_dts = None;
         i.tail.clear();
@@ -369,15 +382,24 @@ impl Switcher {
     }
 
     pub fn handle_disconnected(&mut self, now: Duration, input: usize) {
-        let Some(i) = self.inputs.get_mut(input) else { return };
+        let Some(i) = self.inputs.get_mut(input) else {
+            return;
+        };
         i.health.disconnected();
         self.evaluate(now);
     }
 
     pub fn handle_program(&mut self, now: Duration, input: usize, program: Program) {
-        let Some(i) = self.inputs.get_mut(input) else { return };
-        i.health.set_has_video(program.tracks.iter().any(|t| t.codec.is_video()));
-        i.video_codec = program.tracks.iter().map(|t| t.codec).find(|c| c.is_video());
+        let Some(i) = self.inputs.get_mut(input) else {
+            return;
+        };
+        i.health
+            .set_has_video(program.tracks.iter().any(|t| t.codec.is_video()));
+        i.video_codec = program
+            .tracks
+            .iter()
+            .map(|t| t.codec)
+            .find(|c| c.is_video());
         i.program = Some(program);
         if self.active() == Some(input) {
             // The encoder changed its streams mid-air: remap at its next keyframe.
@@ -387,7 +409,13 @@ impl Switcher {
     }
 
     /// SRT counters of the input's current connection.
-    pub fn handle_link(&mut self, now: Duration, input: usize, packets_received: u64, packets_lost: u64) {
+    pub fn handle_link(
+        &mut self,
+        now: Duration,
+        input: usize,
+        packets_received: u64,
+        packets_lost: u64,
+    ) {
         if let Some(i) = self.inputs.get_mut(input) {
             i.health.handle_link(now, packets_received, packets_lost);
         }
@@ -401,7 +429,9 @@ impl Switcher {
     }
 
     pub fn handle_frame(&mut self, now: Duration, input: usize, frame: Frame) {
-        let Some(i) = self.inputs.get_mut(input) else { return };
+        let Some(i) = self.inputs.get_mut(input) else {
+            return;
+        };
         i.health.handle_frame(now, &frame);
         if frame.codec.is_video() {
             if let Some(last) = i.last_video_dts {
@@ -438,7 +468,10 @@ impl Switcher {
         match health {
             Health::Healthy => None,
             Health::Lost => Some(SwitchReason::InputLost),
-            Health::Degraded(reasons) => reasons.iter().find(|r| self.policy.triggers.contains(r)).map(|r| SwitchReason::Degraded(*r)),
+            Health::Degraded(reasons) => reasons
+                .iter()
+                .find(|r| self.policy.triggers.contains(r))
+                .map(|r| SwitchReason::Degraded(*r)),
         }
     }
 
@@ -447,12 +480,16 @@ impl Switcher {
             let health = self.inputs[index].health.evaluate(now);
             if health != self.inputs[index].state {
                 self.inputs[index].state = health.clone();
-                self.outputs.push_back(Output::HealthChanged { input: index, health });
+                self.outputs.push_back(Output::HealthChanged {
+                    input: index,
+                    health,
+                });
             }
         }
         if let Some(active) = self.active()
             && self.inputs[active].state == Health::Lost
-            && (self.policy.mode == SwitchMode::Cut || (self.inputs[active].window.is_empty() && self.seam.is_none()))
+            && (self.policy.mode == SwitchMode::Cut
+                || (self.inputs[active].window.is_empty() && self.seam.is_none()))
         {
             // (Aligned mode first sends what it still holds of the lost input.)
             self.lose_on_air(now);
@@ -462,15 +499,23 @@ impl Switcher {
             Some((target, _)) if Some(target) == self.active() => self.pending = None,
             Some((target, reason)) => {
                 if self.pending.is_none_or(|p| p.target != target) {
-                    self.pending = Some(Pending { target, reason, decided_at: now });
+                    self.pending = Some(Pending {
+                        target,
+                        reason,
+                        decided_at: now,
+                    });
                 }
             }
             None => self.pending = None,
         }
-        if self.seam.is_some_and(|seam| self.pending.is_none_or(|p| p.target != seam.pending.target)) {
+        if self
+            .seam
+            .is_some_and(|seam| self.pending.is_none_or(|p| p.target != seam.pending.target))
+        {
             self.seam = None;
         }
-        let nothing_flows = self.active().is_none() && self.inputs.iter().all(|i| i.state == Health::Lost);
+        let nothing_flows =
+            self.active().is_none() && self.inputs.iter().all(|i| i.state == Health::Lost);
         if nothing_flows && self.last_video_out.is_some() && !self.all_lost_reported {
             self.all_lost_reported = true;
             self.outputs.push_back(Output::AllLost { at: now });
@@ -496,12 +541,17 @@ impl Switcher {
             } else {
                 SwitchReason::Start
             };
-            let pick = by_priority.clone().find(|&i| fine(i)).or_else(|| by_priority.clone().find(|&i| usable(i)));
+            let pick = by_priority
+                .clone()
+                .find(|&i| fine(i))
+                .or_else(|| by_priority.clone().find(|&i| usable(i)));
             return pick.map(|i| (i, reason));
         };
         if fine(current) {
             if self.policy.preference == Preference::Primary {
-                let better = (0..current).find(|&i| fine(i) && self.inputs[i].health.healthy_for(now) >= self.policy.error_clear);
+                let better = (0..current).find(|&i| {
+                    fine(i) && self.inputs[i].health.healthy_for(now) >= self.policy.error_clear
+                });
                 if let Some(better) = better {
                     return Some((better, SwitchReason::ReturnToPrimary));
                 }
@@ -509,16 +559,25 @@ impl Switcher {
             return Some((current, SwitchReason::Start));
         }
         // The input on air is degraded in a way that triggers a switch, or lost.
-        let reason = self.triggers(&self.inputs[current].state).unwrap_or(SwitchReason::InputLost);
+        let reason = self
+            .triggers(&self.inputs[current].state)
+            .unwrap_or(SwitchReason::InputLost);
         let lost = self.inputs[current].state == Health::Lost;
-        let dwelling = !lost && self.last_switch_at.is_some_and(|at| now.saturating_sub(at) < MIN_DWELL);
+        let dwelling = !lost
+            && self
+                .last_switch_at
+                .is_some_and(|at| now.saturating_sub(at) < MIN_DWELL);
         if dwelling {
             return Some((current, reason));
         }
         let mut others = by_priority.filter(|&i| i != current);
         let alternative = others.clone().find(|&i| fine(i));
         // Anything flowing beats an input that is gone, even if it is degraded itself.
-        let alternative = if lost { alternative.or_else(|| others.find(|&i| usable(i))) } else { alternative };
+        let alternative = if lost {
+            alternative.or_else(|| others.find(|&i| usable(i)))
+        } else {
+            alternative
+        };
         Some((alternative.unwrap_or(current), reason))
     }
 
@@ -536,7 +595,11 @@ impl Switcher {
 
     fn can_start_on(&self, input: usize, frame: &Frame) -> bool {
         let has_video = self.inputs[input].video_codec.is_some();
-        if has_video { frame.codec.is_video() && frame.keyframe } else { frame.keyframe }
+        if has_video {
+            frame.codec.is_video() && frame.keyframe
+        } else {
+            frame.keyframe
+        }
     }
 
     fn route(&mut self, now: Duration, input: usize, frame: Frame) {
@@ -563,8 +626,19 @@ impl Switcher {
 
     /// Puts `input` on air starting with `keyframe`. `anchor` (aligned mode) is the output DTS
     /// the keyframe takes to continue the content exactly.
-    fn cut(&mut self, now: Duration, input: usize, pending: Pending, keyframe: Frame, anchor: Option<MpegTime>) {
-        let from = if pending.reason == SwitchReason::Start { None } else { self.active().or(self.last_lost) };
+    fn cut(
+        &mut self,
+        now: Duration,
+        input: usize,
+        pending: Pending,
+        keyframe: Frame,
+        anchor: Option<MpegTime>,
+    ) {
+        let from = if pending.reason == SwitchReason::Start {
+            None
+        } else {
+            self.active().or(self.last_lost)
+        };
         let frame_ticks = self.inputs[input].frame_ticks;
         let (target, gap) = match (anchor, self.last_video_out) {
             (Some(anchor), _) => (anchor, Duration::ZERO),
@@ -602,14 +676,26 @@ impl Switcher {
             self.outputs.push_back(Output::Program(adopted));
         }
         if let Some(previous) = from.filter(|f| *f != input)
-            && let (Some(a), Some(b)) = (self.inputs[previous].params.format, self.inputs[input].params.format)
+            && let (Some(a), Some(b)) = (
+                self.inputs[previous].params.format,
+                self.inputs[input].params.format,
+            )
             && (a.width, a.height) != (b.width, b.height)
         {
-            incompatible.push(format!("resolution {}x{} → {}x{}", a.width, a.height, b.width, b.height));
+            incompatible.push(format!(
+                "resolution {}x{} → {}x{}",
+                a.width, a.height, b.width, b.height
+            ));
         }
         let offset = target.0 - keyframe.dts.0;
         self.segment += 1;
-        self.on_air = Some(OnAir { input, offset, cut_dts: keyframe.dts, map, last_in_video: None });
+        self.on_air = Some(OnAir {
+            input,
+            offset,
+            cut_dts: keyframe.dts,
+            map,
+            last_in_video: None,
+        });
         self.pending = None;
         self.last_switch_at = Some(now);
         self.all_lost_reported = false;
@@ -621,10 +707,16 @@ impl Switcher {
             decided_at: pending.decided_at,
             at: now,
             gap,
-            detection: (pending.reason == SwitchReason::InputLost || pending.reason == SwitchReason::Resume)
-                .then(|| from.and_then(|f| self.inputs[f].health.last_frame_at()).map(|last| pending.decided_at.saturating_sub(last)))
+            detection: (pending.reason == SwitchReason::InputLost
+                || pending.reason == SwitchReason::Resume)
+                .then(|| {
+                    from.and_then(|f| self.inputs[f].health.last_frame_at())
+                        .map(|last| pending.decided_at.saturating_sub(last))
+                })
                 .flatten(),
-            content_step_frames: self.last_in_video_sent.map(|last| (keyframe.dts.0 - last.0) / frame_ticks.max(1) - 1),
+            content_step_frames: self
+                .last_in_video_sent
+                .map(|last| (keyframe.dts.0 - last.0) / frame_ticks.max(1) - 1),
             incompatible,
             seam_error_frames: None,
         };
@@ -660,10 +752,18 @@ impl Switcher {
             // The input's clock jumped while on air: re-anchor at its next keyframe.
             let input = on_air.input;
             self.on_air = None;
-            self.pending = Some(Pending { target: input, reason: SwitchReason::Degraded(Reason::TimestampJump), decided_at: now });
+            self.pending = Some(Pending {
+                target: input,
+                reason: SwitchReason::Degraded(Reason::TimestampJump),
+                decided_at: now,
+            });
             self.dropped_frames += 1;
             if self.can_start_on(input, &frame) {
-                let pending = self.pending.take().unwrap_or(Pending { target: input, reason: SwitchReason::InputLost, decided_at: now });
+                let pending = self.pending.take().unwrap_or(Pending {
+                    target: input,
+                    reason: SwitchReason::InputLost,
+                    decided_at: now,
+                });
                 self.cut(now, input, pending, frame, None);
             }
             return;
@@ -673,14 +773,25 @@ impl Switcher {
             // Within a segment DTS must increase; across a cut a frame must also not overlap
             // the last one sent (an audio frame starting inside the previous one would make
             // decoders' output go backwards).
-            let overlaps = !frame.codec.is_video() && last.segment != self.segment && dts.0 < last.dts.0 + last.step;
+            let overlaps = !frame.codec.is_video()
+                && last.segment != self.segment
+                && dts.0 < last.dts.0 + last.step;
             if dts <= last.dts || overlaps {
                 self.dropped_frames += 1;
                 return;
             }
         }
-        let step = previous.filter(|last| last.segment == self.segment).map_or(0, |last| dts - last.dts);
-        self.last_out.insert(track, LastOut { dts, step, segment: self.segment });
+        let step = previous
+            .filter(|last| last.segment == self.segment)
+            .map_or(0, |last| dts - last.dts);
+        self.last_out.insert(
+            track,
+            LastOut {
+                dts,
+                step,
+                segment: self.segment,
+            },
+        );
         if frame.codec.is_video() {
             self.last_video_out = Some((dts, now));
             self.last_in_video_sent = Some(frame.dts);
@@ -688,18 +799,31 @@ impl Switcher {
                 on_air.last_in_video = Some(frame.dts);
             }
         }
-        self.outputs.push_back(Output::Frame(Frame { track, codec: frame.codec, pts, dts, keyframe: frame.keyframe, data: frame.data }));
+        self.outputs.push_back(Output::Frame(Frame {
+            track,
+            codec: frame.codec,
+            pts,
+            dts,
+            keyframe: frame.keyframe,
+            data: frame.data,
+        }));
     }
 
     // ---- aligned mode ------------------------------------------------------------------------
 
     fn aligned_delay(&self) -> Duration {
         match self.policy.mode {
-            SwitchMode::Aligned { delay: Some(delay), .. } => delay,
+            SwitchMode::Aligned {
+                delay: Some(delay), ..
+            } => delay,
             // One GOP, plus the time it takes to notice a loss, plus a margin: when the loss is
             // known, the standby still has a keyframe whose content the output has not reached.
             _ => {
-                self.inputs.iter().filter_map(|i| i.health.gop()).max().unwrap_or(Duration::from_secs(1))
+                self.inputs
+                    .iter()
+                    .filter_map(|i| i.health.gop())
+                    .max()
+                    .unwrap_or(Duration::from_secs(1))
                     + self.policy.health.input_loss
                     + Duration::from_millis(200)
             }
@@ -714,7 +838,10 @@ impl Switcher {
     /// `dts_to = dts_from + shift` for the same content on two inputs.
     fn shift(&self, from: usize, to: usize) -> Option<i64> {
         match self.policy.mode {
-            SwitchMode::Aligned { clock: AlignedClock::Shared, .. } => Some(0),
+            SwitchMode::Aligned {
+                clock: AlignedClock::Shared,
+                ..
+            } => Some(0),
             _ => Some(self.clock(from)? - self.clock(to)?),
         }
     }
@@ -729,7 +856,11 @@ impl Switcher {
         let due = now.saturating_sub(delay);
         let keep = delay * 2 + Duration::from_secs(1);
         for input in &mut self.inputs {
-            while input.window.front().is_some_and(|(at, _)| now.saturating_sub(*at) > keep) {
+            while input
+                .window
+                .front()
+                .is_some_and(|(at, _)| now.saturating_sub(*at) > keep)
+            {
                 input.window.pop_front();
             }
         }
@@ -741,22 +872,33 @@ impl Switcher {
         }
         loop {
             let Some(active) = self.active() else { return };
-            let next_due = self.inputs[active].window.front().is_some_and(|(at, _)| *at <= due);
+            let next_due = self.inputs[active]
+                .window
+                .front()
+                .is_some_and(|(at, _)| *at <= due);
             if !next_due {
                 // The outgoing input has nothing more to send: if it is gone, the seam happens
                 // when the keyframe it waits for is due.
                 if let Some(seam) = self.seam
                     && self.inputs[active].window.is_empty()
                     && self.inputs[active].state == Health::Lost
-                    && self.inputs[seam.pending.target].window.iter().any(|(at, f)| f.dts == seam.key_dts && *at <= due)
+                    && self.inputs[seam.pending.target]
+                        .window
+                        .iter()
+                        .any(|(at, f)| f.dts == seam.key_dts && *at <= due)
                 {
-                    let anchor = self.on_air.as_ref().map(|a| MpegTime(seam.key_on_outgoing + a.offset));
+                    let anchor = self
+                        .on_air
+                        .as_ref()
+                        .map(|a| MpegTime(seam.key_on_outgoing + a.offset));
                     self.make_seam(now, seam, anchor);
                     continue;
                 }
                 return;
             }
-            let Some((_, frame)) = self.inputs[active].window.pop_front() else { return };
+            let Some((_, frame)) = self.inputs[active].window.pop_front() else {
+                return;
+            };
             if let Some(seam) = self.seam
                 && frame.dts.0 >= seam.key_on_outgoing - self.inputs[active].frame_ticks / 2
             {
@@ -775,20 +917,27 @@ impl Switcher {
     /// start on the pending input's keyframe that is due — the first one whose content comes
     /// after what was last sent, so a late seam leaves a gap rather than repeating frames.
     fn start_aligned(&mut self, now: Duration, due: Duration) {
-        let Some(pending) = self.pending.filter(|p| self.inputs[p.target].program.is_some()) else { return };
-        let target = pending.target;
-        let after = match (self.last_lost, self.last_in_video_sent) {
-            (Some(previous), Some(last)) => self.shift(previous, target).map(|shift| last.0 + shift),
-            _ => None,
-        };
-        let Some(index) = self.inputs[target]
-            .window
-            .iter()
-            .position(|(at, f)| *at <= due && self.can_start_on(target, f) && after.is_none_or(|after| f.dts.0 > after))
+        let Some(pending) = self
+            .pending
+            .filter(|p| self.inputs[p.target].program.is_some())
         else {
             return;
         };
-        let Some(keyframe) = self.take_from_keyframe(target, index) else { return };
+        let target = pending.target;
+        let after = match (self.last_lost, self.last_in_video_sent) {
+            (Some(previous), Some(last)) => {
+                self.shift(previous, target).map(|shift| last.0 + shift)
+            }
+            _ => None,
+        };
+        let Some(index) = self.inputs[target].window.iter().position(|(at, f)| {
+            *at <= due && self.can_start_on(target, f) && after.is_none_or(|after| f.dts.0 > after)
+        }) else {
+            return;
+        };
+        let Some(keyframe) = self.take_from_keyframe(target, index) else {
+            return;
+        };
         self.seam = None;
         self.cut(now, target, pending, keyframe, None);
     }
@@ -796,20 +945,27 @@ impl Switcher {
     /// With a switch pending, finds the incoming input's first keyframe whose content comes
     /// after the last frame sent, and notes where on the outgoing input's clock it falls.
     fn schedule_seam(&mut self) {
-        let (Some(active), Some(pending)) = (self.active(), self.pending) else { return };
+        let (Some(active), Some(pending)) = (self.active(), self.pending) else {
+            return;
+        };
         let target = pending.target;
         if target == active || self.inputs[target].program.is_none() {
             return;
         }
-        let (Some(shift), Some(last_sent)) = (self.shift(active, target), self.last_in_video_sent) else { return };
+        let (Some(shift), Some(last_sent)) = (self.shift(active, target), self.last_in_video_sent)
+        else {
+            return;
+        };
         let frame_ticks = self.inputs[active].frame_ticks;
-        let key = self.inputs[target]
-            .window
-            .iter()
-            .map(|(_, f)| f)
-            .find(|f| f.codec.is_video() && f.keyframe && f.dts.0 - shift > last_sent.0 + frame_ticks / 2);
+        let key = self.inputs[target].window.iter().map(|(_, f)| f).find(|f| {
+            f.codec.is_video() && f.keyframe && f.dts.0 - shift > last_sent.0 + frame_ticks / 2
+        });
         if let Some(key) = key {
-            self.seam = Some(Seam { pending, key_dts: key.dts, key_on_outgoing: key.dts.0 - shift });
+            self.seam = Some(Seam {
+                pending,
+                key_dts: key.dts,
+                key_on_outgoing: key.dts.0 - shift,
+            });
         }
     }
 
@@ -820,7 +976,10 @@ impl Switcher {
         let window = &mut self.inputs[input].window;
         let before: Vec<Frame> = window.drain(..index).map(|(_, f)| f).collect();
         let (_, keyframe) = window.pop_front()?;
-        self.inputs[input].tail = before.into_iter().filter(|f| !f.codec.is_video() && f.dts >= keyframe.dts).collect();
+        self.inputs[input].tail = before
+            .into_iter()
+            .filter(|f| !f.codec.is_video() && f.dts >= keyframe.dts)
+            .collect();
         Some(keyframe)
     }
 
@@ -828,19 +987,32 @@ impl Switcher {
     fn make_seam(&mut self, now: Duration, seam: Seam, anchor: Option<MpegTime>) {
         self.seam = None;
         let target = seam.pending.target;
-        let Some(index) = self.inputs[target].window.iter().position(|(_, f)| f.dts == seam.key_dts && f.codec.is_video()) else {
+        let Some(index) = self.inputs[target]
+            .window
+            .iter()
+            .position(|(_, f)| f.dts == seam.key_dts && f.codec.is_video())
+        else {
             // The keyframe aged out of the window; a new seam will be found.
             return;
         };
-        let Some(keyframe) = self.take_from_keyframe(target, index) else { return };
+        let Some(keyframe) = self.take_from_keyframe(target, index) else {
+            return;
+        };
         let outgoing = self.active();
         let frame_ticks = outgoing.map_or(DEFAULT_FRAME_TICKS, |a| self.inputs[a].frame_ticks);
         // How far the seam is from content-exact, in frames (the two frame grids may differ).
-        let error = anchor.zip(self.on_air.as_ref()).map(|(anchor, a)| (anchor.0 - a.offset - seam.key_on_outgoing) as f64 / frame_ticks as f64);
+        let error = anchor.zip(self.on_air.as_ref()).map(|(anchor, a)| {
+            (anchor.0 - a.offset - seam.key_on_outgoing) as f64 / frame_ticks as f64
+        });
         self.cut(now, target, seam.pending, keyframe, anchor);
         if let Some(error) = error {
             let frames = error.round() as i64;
-            if let Some(Output::Switched(record)) = self.outputs.iter_mut().rev().find(|o| matches!(o, Output::Switched(_))) {
+            if let Some(Output::Switched(record)) = self
+                .outputs
+                .iter_mut()
+                .rev()
+                .find(|o| matches!(o, Output::Switched(_)))
+            {
                 record.seam_error_frames = Some(frames);
             }
         }

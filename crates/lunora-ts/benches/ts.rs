@@ -16,15 +16,29 @@ use lunora_ts::{AnalyserSettings, DATAGRAM_SIZE, DemuxEvent, MuxSettings, Muxer,
 fn program() -> Program {
     Program {
         tracks: vec![
-            Track { id: TrackId(1), codec: Codec::H264, language: None, descriptors: Bytes::new() },
-            Track { id: TrackId(2), codec: Codec::AacAdts, language: None, descriptors: Bytes::new() },
+            Track {
+                id: TrackId(1),
+                codec: Codec::H264,
+                language: None,
+                descriptors: Bytes::new(),
+            },
+            Track {
+                id: TrackId(2),
+                codec: Codec::AacAdts,
+                language: None,
+                descriptors: Bytes::new(),
+            },
         ],
     }
 }
 
 /// One second of 29.97 fps video at about 50 Mbit/s plus 48 kHz AAC.
 fn frames() -> Vec<Frame> {
-    let asc = AudioSpecificConfig { audio_object_type: 2, sampling_frequency_index: 3, channel_configuration: 2 };
+    let asc = AudioSpecificConfig {
+        audio_object_type: 2,
+        sampling_frequency_index: 3,
+        channel_configuration: 2,
+    };
     let mut frames = Vec::new();
     let mut audio_t = 0;
     for n in 0..30i64 {
@@ -33,11 +47,25 @@ fn frames() -> Vec<Frame> {
         let size = if keyframe { 600_000 } else { 190_000 };
         let mut data = vec![0, 0, 0, 1, if keyframe { 0x65 } else { 0x41 }];
         data.resize(size, 0x5A);
-        frames.push(Frame { track: TrackId(1), codec: Codec::H264, pts: MpegTime(dts + 6006), dts: MpegTime(dts), keyframe, data: data.into() });
+        frames.push(Frame {
+            track: TrackId(1),
+            codec: Codec::H264,
+            pts: MpegTime(dts + 6006),
+            dts: MpegTime(dts),
+            keyframe,
+            data: data.into(),
+        });
         while audio_t <= dts {
             let mut adts = asc.adts_header(380).to_vec();
             adts.resize(387, 0x11);
-            frames.push(Frame { track: TrackId(2), codec: Codec::AacAdts, pts: MpegTime(audio_t), dts: MpegTime(audio_t), keyframe: true, data: adts.into() });
+            frames.push(Frame {
+                track: TrackId(2),
+                codec: Codec::AacAdts,
+                pts: MpegTime(audio_t),
+                dts: MpegTime(audio_t),
+                keyframe: true,
+                data: adts.into(),
+            });
             audio_t += 1920;
         }
     }
@@ -75,7 +103,9 @@ fn bench(c: &mut Criterion) {
             black_box(produced)
         })
     });
-    group.bench_function("mux_1s_50mbit", |b| b.iter(|| black_box(mux_all(&frames).len())));
+    group.bench_function("mux_1s_50mbit", |b| {
+        b.iter(|| black_box(mux_all(&frames).len()))
+    });
     group.finish();
 }
 

@@ -95,7 +95,10 @@ impl Tr101290Counters {
     }
 
     pub fn priority_total(&self, priority: u8) -> u64 {
-        self.iter().filter(|(i, _)| i.priority() == priority).map(|(_, n)| n).sum()
+        self.iter()
+            .filter(|(i, _)| i.priority() == priority)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn bump(&mut self, indicator: Indicator) {
@@ -192,7 +195,11 @@ impl Analyser {
     pub fn record(&mut self, now: Duration, indicator: Indicator, pid: Option<Pid>) {
         self.counters.bump(indicator);
         if self.events.len() < self.settings.max_pending_events {
-            self.events.push_back(Tr101290Event { indicator, pid, at: now });
+            self.events.push_back(Tr101290Event {
+                indicator,
+                pid,
+                at: now,
+            });
         }
     }
 
@@ -227,16 +234,25 @@ impl Analyser {
                 self.pmt_due.retain(|d| pmt_pids.contains(&d.pid));
                 for pid in pmt_pids {
                     if !self.pmt_due.iter().any(|d| d.pid == *pid) {
-                        self.pmt_due.push(Deadline { pid: *pid, due: now + self.settings.pmt_interval });
+                        self.pmt_due.push(Deadline {
+                            pid: *pid,
+                            due: now + self.settings.pmt_interval,
+                        });
                     }
                 }
             }
-            PsiNotice::Pmt { pid, elementary_pids, pcr_pid } => {
+            PsiNotice::Pmt {
+                pid,
+                elementary_pids,
+                pcr_pid,
+            } => {
                 if let Some(deadline) = self.pmt_due.iter_mut().find(|d| d.pid == *pid) {
                     deadline.due = now + self.settings.pmt_interval;
                 }
                 self.pcr_pid = Some(*pcr_pid);
-                let watched = elementary_pids.iter().filter(|(_, codec)| is_continuous(*codec));
+                let watched = elementary_pids
+                    .iter()
+                    .filter(|(_, codec)| is_continuous(*codec));
                 let mut next = Vec::with_capacity(elementary_pids.len());
                 for (es_pid, _) in watched {
                     let due = self
@@ -253,7 +269,9 @@ impl Analyser {
                 SectionError::TableId(_) | SectionError::Malformed if *pid == Pid::PAT => {
                     self.record(now, Indicator::PatError, Some(*pid))
                 }
-                SectionError::TableId(_) | SectionError::Malformed => self.record(now, Indicator::PmtError, Some(*pid)),
+                SectionError::TableId(_) | SectionError::Malformed => {
+                    self.record(now, Indicator::PmtError, Some(*pid))
+                }
             },
         }
     }
@@ -296,9 +314,13 @@ impl Analyser {
     fn check_continuity(&mut self, now: Duration, packet: &Packet<'_>) {
         let pid = packet.pid();
         let cc = packet.continuity_counter();
-        let discontinuity = packet.adaptation_field().is_some_and(|af| af.discontinuity_indicator());
+        let discontinuity = packet
+            .adaptation_field()
+            .is_some_and(|af| af.discontinuity_indicator());
         let state = &mut self.pids[usize::from(pid.value())];
-        let Some(last) = state.last_cc.replace(cc) else { return };
+        let Some(last) = state.last_cc.replace(cc) else {
+            return;
+        };
         if discontinuity {
             state.repeats = 0;
             return;
@@ -320,7 +342,9 @@ impl Analyser {
     }
 
     fn check_pcr(&mut self, now: Duration, packet: &Packet<'_>) {
-        let Some(af) = packet.adaptation_field() else { return };
+        let Some(af) = packet.adaptation_field() else {
+            return;
+        };
         let Some(pcr) = af.pcr() else { return };
         let pid = packet.pid();
         let state = &mut self.pids[usize::from(pid.value())];
@@ -339,10 +363,14 @@ impl Analyser {
     }
 
     fn check_pts(&mut self, now: Duration, packet: &Packet<'_>) {
-        if !packet.payload_unit_start_indicator() || !self.pid_due.iter().any(|d| d.pid == packet.pid()) {
+        if !packet.payload_unit_start_indicator()
+            || !self.pid_due.iter().any(|d| d.pid == packet.pid())
+        {
             return;
         }
-        let Some(header) = packet.payload().and_then(PesHeader::parse) else { return };
+        let Some(header) = packet.payload().and_then(PesHeader::parse) else {
+            return;
+        };
         if header.pts.is_none() {
             return;
         }

@@ -8,8 +8,8 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use lunora_media::{
-    AnnexBNalUnits, Codec, Frame, H264NalType, HevcNalType, MpegTime, Program, Track, TrackId, Unwrap33, VideoFormat,
-    parse_h264_sps, parse_hevc_sps, parse_hevc_vps, split_adts_frames,
+    AnnexBNalUnits, Codec, Frame, H264NalType, HevcNalType, MpegTime, Program, Track, TrackId,
+    Unwrap33, VideoFormat, parse_h264_sps, parse_hevc_sps, parse_hevc_vps, split_adts_frames,
 };
 
 use crate::packet::{ContinuityCounter, Packet, Pid};
@@ -27,9 +27,18 @@ pub enum DemuxEvent {
 /// A PSI observation for the analyser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PsiNotice {
-    Pat { pmt_pids: Vec<Pid> },
-    Pmt { pid: Pid, elementary_pids: Vec<(Pid, Codec)>, pcr_pid: Pid },
-    SectionError { pid: Pid, error: SectionError },
+    Pat {
+        pmt_pids: Vec<Pid>,
+    },
+    Pmt {
+        pid: Pid,
+        elementary_pids: Vec<(Pid, Codec)>,
+        pcr_pid: Pid,
+    },
+    SectionError {
+        pid: Pid,
+        error: SectionError,
+    },
 }
 
 /// Counters of things the demuxer had to throw away.
@@ -104,12 +113,18 @@ impl Demux {
 
     /// The most recent video format seen in a parameter set, if any.
     pub fn video_format(&self) -> Option<VideoFormat> {
-        self.streams.values().filter(|s| s.codec.is_video()).find_map(|s| s.format)
+        self.streams
+            .values()
+            .filter(|s| s.codec.is_video())
+            .find_map(|s| s.format)
     }
 
     /// The codec of the first video track, if the program has one.
     pub fn video_codec(&self) -> Option<Codec> {
-        self.streams.values().map(|s| s.codec).find(|c| c.is_video())
+        self.streams
+            .values()
+            .map(|s| s.codec)
+            .find(|c| c.is_video())
     }
 
     pub fn poll_event(&mut self) -> Option<DemuxEvent> {
@@ -126,7 +141,9 @@ impl Demux {
             return;
         }
         let pid = packet.pid();
-        let Some(payload) = packet.payload() else { return };
+        let Some(payload) = packet.payload() else {
+            return;
+        };
         if pid == Pid::PAT || Some(pid) == self.pmt_pid || self.is_section_stream(pid) {
             self.handle_section_payload(pid, packet, payload);
         } else if self.streams.contains_key(&pid) {
@@ -156,13 +173,20 @@ impl Demux {
     }
 
     fn is_section_stream(&self, pid: Pid) -> bool {
-        self.streams.get(&pid).is_some_and(|s| s.codec == Codec::Scte35)
+        self.streams
+            .get(&pid)
+            .is_some_and(|s| s.codec == Codec::Scte35)
     }
 
     fn handle_section_payload(&mut self, pid: Pid, packet: &Packet<'_>, payload: &[u8]) {
         let discontinuity = self.section_discontinuity(pid, packet);
         let mut sections = std::mem::take(&mut self.scratch);
-        self.sections.entry(pid).or_default().push(payload, packet.payload_unit_start_indicator(), discontinuity, &mut sections);
+        self.sections.entry(pid).or_default().push(
+            payload,
+            packet.payload_unit_start_indicator(),
+            discontinuity,
+            &mut sections,
+        );
         for section in sections.drain(..) {
             self.handle_section(pid, section);
         }
@@ -173,7 +197,9 @@ impl Demux {
         match self.streams.get_mut(&pid) {
             Some(stream) => {
                 let cc = packet.continuity_counter();
-                let lost = stream.last_cc.is_some_and(|last| !cc.follows(last) && cc != last);
+                let lost = stream
+                    .last_cc
+                    .is_some_and(|last| !cc.follows(last) && cc != last);
                 stream.last_cc = Some(cc);
                 lost
             }
@@ -185,8 +211,14 @@ impl Demux {
         if pid == Pid::PAT {
             match Pat::parse(&section) {
                 Ok(pat) => {
-                    self.notices.push(PsiNotice::Pat { pmt_pids: pat.programs.iter().map(|(_, p)| *p).collect() });
-                    let first = pat.programs.iter().min_by_key(|(number, _)| *number).map(|(_, p)| *p);
+                    self.notices.push(PsiNotice::Pat {
+                        pmt_pids: pat.programs.iter().map(|(_, p)| *p).collect(),
+                    });
+                    let first = pat
+                        .programs
+                        .iter()
+                        .min_by_key(|(number, _)| *number)
+                        .map(|(_, p)| *p);
                     if first != self.pmt_pid {
                         self.pmt_pid = first;
                         self.pmt_version = None;
@@ -203,7 +235,15 @@ impl Demux {
                         elementary_pids: pmt
                             .streams
                             .iter()
-                            .map(|s| (s.elementary_pid, codec_for_stream_type(s.stream_type, s.descriptors().map(|(t, _)| t))))
+                            .map(|s| {
+                                (
+                                    s.elementary_pid,
+                                    codec_for_stream_type(
+                                        s.stream_type,
+                                        s.descriptors().map(|(t, _)| t),
+                                    ),
+                                )
+                            })
                             .collect(),
                         pcr_pid: pmt.pcr_pid,
                     });
@@ -216,10 +256,17 @@ impl Demux {
             }
         } else if section.first() == Some(&TABLE_ID_SCTE35) {
             if !section_crc_ok(&section) {
-                self.notices.push(PsiNotice::SectionError { pid, error: SectionError::Crc });
+                self.notices.push(PsiNotice::SectionError {
+                    pid,
+                    error: SectionError::Crc,
+                });
                 return;
             }
-            let track = self.streams.get(&pid).map(|s| s.track).unwrap_or(TrackId(pid.value()));
+            let track = self
+                .streams
+                .get(&pid)
+                .map(|s| s.track)
+                .unwrap_or(TrackId(pid.value()));
             self.events.push_back(DemuxEvent::Frame(Frame {
                 track,
                 codec: Codec::Scte35,
@@ -237,12 +284,18 @@ impl Demux {
         let mut kept = HashMap::with_capacity(pmt.streams.len());
         for entry in &pmt.streams {
             let pid = entry.elementary_pid;
-            let codec = codec_for_stream_type(entry.stream_type, entry.descriptors().map(|(tag, _)| tag));
+            let codec =
+                codec_for_stream_type(entry.stream_type, entry.descriptors().map(|(tag, _)| tag));
             let language = entry
                 .descriptors()
                 .find(|(tag, body)| *tag == 0x0A && body.len() >= 3)
                 .map(|(_, body)| [body[0], body[1], body[2]]);
-            tracks.push(Track { id: TrackId(pid.value()), codec, language, descriptors: Bytes::copy_from_slice(&entry.descriptors) });
+            tracks.push(Track {
+                id: TrackId(pid.value()),
+                codec,
+                language,
+                descriptors: Bytes::copy_from_slice(&entry.descriptors),
+            });
             let stream = match self.streams.remove(&pid) {
                 Some(existing) if existing.codec == codec => existing,
                 _ => ElementaryStream {
@@ -258,14 +311,21 @@ impl Demux {
             kept.insert(pid, stream);
         }
         self.streams = kept;
-        self.sections.retain(|pid, _| *pid == Pid::PAT || Some(*pid) == self.pmt_pid || self.streams.contains_key(pid));
-        self.events.push_back(DemuxEvent::Program(Program { tracks }));
+        self.sections.retain(|pid, _| {
+            *pid == Pid::PAT || Some(*pid) == self.pmt_pid || self.streams.contains_key(pid)
+        });
+        self.events
+            .push_back(DemuxEvent::Program(Program { tracks }));
     }
 
     fn handle_pes_payload(&mut self, pid: Pid, packet: &Packet<'_>, payload: &[u8]) {
         let cc = packet.continuity_counter();
-        let discontinuity_flagged = packet.adaptation_field().is_some_and(|af| af.discontinuity_indicator());
-        let Some(stream) = self.streams.get_mut(&pid) else { return };
+        let discontinuity_flagged = packet
+            .adaptation_field()
+            .is_some_and(|af| af.discontinuity_indicator());
+        let Some(stream) = self.streams.get_mut(&pid) else {
+            return;
+        };
         let duplicate = stream.last_cc == Some(cc);
         if duplicate && !discontinuity_flagged {
             return; // A legal duplicate packet: drop the copy.
@@ -282,8 +342,10 @@ impl Demux {
             }
         } else if !stream.buffer.is_empty() {
             stream.buffer.extend_from_slice(payload);
-            let complete = PesHeader::parse(&stream.buffer)
-                .is_some_and(|h| h.pes_packet_length != 0 && stream.buffer.len() >= 6 + usize::from(h.pes_packet_length));
+            let complete = PesHeader::parse(&stream.buffer).is_some_and(|h| {
+                h.pes_packet_length != 0
+                    && stream.buffer.len() >= 6 + usize::from(h.pes_packet_length)
+            });
             if complete {
                 self.finish_pes(pid);
             }
@@ -291,7 +353,9 @@ impl Demux {
     }
 
     fn finish_pes(&mut self, pid: Pid) {
-        let Some(stream) = self.streams.get_mut(&pid) else { return };
+        let Some(stream) = self.streams.get_mut(&pid) else {
+            return;
+        };
         if stream.buffer.is_empty() {
             stream.broken = false;
             return;
@@ -324,7 +388,14 @@ impl Demux {
         match codec {
             Codec::H264 | Codec::Hevc => {
                 let keyframe = inspect_video_access_unit(stream, &payload);
-                self.events.push_back(DemuxEvent::Frame(Frame { track, codec, pts, dts, keyframe, data: payload }));
+                self.events.push_back(DemuxEvent::Frame(Frame {
+                    track,
+                    codec,
+                    pts,
+                    dts,
+                    keyframe,
+                    data: payload,
+                }));
             }
             Codec::AacAdts => {
                 let (frames, leftover) = split_adts_frames(&payload);
@@ -344,7 +415,14 @@ impl Demux {
             }
             _ => {
                 let keyframe = !matches!(codec, Codec::Private { .. });
-                self.events.push_back(DemuxEvent::Frame(Frame { track, codec, pts, dts, keyframe, data: payload }));
+                self.events.push_back(DemuxEvent::Frame(Frame {
+                    track,
+                    codec,
+                    pts,
+                    dts,
+                    keyframe,
+                    data: payload,
+                }));
             }
         }
     }
@@ -380,7 +458,10 @@ fn inspect_video_access_unit(stream: &mut ElementaryStream, payload: &[u8]) -> b
                 }
                 HevcNalType::Sps => {
                     if let Some(Ok(sps)) = units.next().map(parse_hevc_sps) {
-                        stream.format = Some(VideoFormat { frame_rate: stream.hevc_frame_rate, ..sps.format });
+                        stream.format = Some(VideoFormat {
+                            frame_rate: stream.hevc_frame_rate,
+                            ..sps.format
+                        });
                     }
                 }
                 _ => {

@@ -37,12 +37,24 @@ pub struct TsInput {
 
 impl TsInput {
     pub fn new(settings: AnalyserSettings) -> Self {
-        TsInput { resync: Resync::new(), analyser: Analyser::new(settings), demux: Demux::new(), packets: 0, truncated_packets: 0 }
+        TsInput {
+            resync: Resync::new(),
+            analyser: Analyser::new(settings),
+            demux: Demux::new(),
+            packets: 0,
+            truncated_packets: 0,
+        }
     }
 
     /// Feeds one received chunk (normally a 1316-byte datagram) that arrived at `now`.
     pub fn handle_bytes(&mut self, now: Duration, data: &[u8]) {
-        let TsInput { resync, analyser, demux, packets, truncated_packets } = self;
+        let TsInput {
+            resync,
+            analyser,
+            demux,
+            packets,
+            truncated_packets,
+        } = self;
         resync.push(data, &mut |output| match output {
             SyncOutput::Packet(packet) => {
                 *packets += 1;

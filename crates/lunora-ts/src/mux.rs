@@ -88,7 +88,11 @@ pub struct Muxer {
 
 impl Muxer {
     pub fn new(settings: MuxSettings) -> Self {
-        let pat = Pat { transport_stream_id: settings.transport_stream_id, version: 0, programs: vec![(settings.program_number, settings.pmt_pid)] };
+        let pat = Pat {
+            transport_stream_id: settings.transport_stream_id,
+            version: 0,
+            programs: vec![(settings.program_number, settings.pmt_pid)],
+        };
         Muxer {
             settings,
             streams: Vec::new(),
@@ -107,7 +111,10 @@ impl Muxer {
 
     /// The PID a track is written on, once the program has named it.
     pub fn pid_of(&self, track: TrackId) -> Option<Pid> {
-        self.streams.iter().find(|s| s.track == track).map(|s| s.pid)
+        self.streams
+            .iter()
+            .find(|s| s.track == track)
+            .map(|s| s.pid)
     }
 
     /// Declares the tracks to write. Tracks keep their PIDs across calls; the PMT version
@@ -117,7 +124,10 @@ impl Muxer {
         let (mut videos, mut audios) = (0u8, 0u8);
         for track in &program.tracks {
             let next_free = self.settings.first_elementary_pid.value() + self.assigned.len() as u16;
-            let pid = *self.assigned.entry(track.id).or_insert(Pid::new(next_free).unwrap_or(Pid::NULL));
+            let pid = *self
+                .assigned
+                .entry(track.id)
+                .or_insert(Pid::new(next_free).unwrap_or(Pid::NULL));
             let index = if track.codec.is_video() {
                 videos += 1;
                 videos - 1
@@ -128,7 +138,14 @@ impl Muxer {
                 0
             };
             let (stream_type, stream_id) = stream_type_and_id(track.codec, index.min(15));
-            streams.push(OutputStream { track: track.id, pid, codec: track.codec, stream_type, stream_id, descriptors: track.descriptors.to_vec() });
+            streams.push(OutputStream {
+                track: track.id,
+                pid,
+                codec: track.codec,
+                stream_type,
+                stream_id,
+                descriptors: track.descriptors.to_vec(),
+            });
         }
         let pcr_pid = streams
             .iter()
@@ -142,13 +159,22 @@ impl Muxer {
             version,
             pcr_pid,
             // Registration descriptor "CUEI" (SCTE 35 §8.1) so receivers look for cues.
-            program_info: if has_scte35 { vec![0x05, 0x04, b'C', b'U', b'E', b'I'] } else { Vec::new() },
+            program_info: if has_scte35 {
+                vec![0x05, 0x04, b'C', b'U', b'E', b'I']
+            } else {
+                Vec::new()
+            },
             streams: streams
                 .iter()
-                .map(|s| PmtStream { stream_type: s.stream_type, elementary_pid: s.pid, descriptors: s.descriptors.clone() })
+                .map(|s| PmtStream {
+                    stream_type: s.stream_type,
+                    elementary_pid: s.pid,
+                    descriptors: s.descriptors.clone(),
+                })
                 .collect(),
         };
-        let unchanged = !self.pmt_section.is_empty() && pmt(self.pmt_version).to_section() == self.pmt_section;
+        let unchanged =
+            !self.pmt_section.is_empty() && pmt(self.pmt_version).to_section() == self.pmt_section;
         if !unchanged {
             if !self.pmt_section.is_empty() {
                 self.pmt_version = (self.pmt_version + 1) & 0x1F;
@@ -164,19 +190,29 @@ impl Muxer {
     /// Appends the packets for one frame to `out`. Frames on tracks the program does not name
     /// are dropped (returns false).
     pub fn write_frame(&mut self, frame: &Frame, out: &mut BytesMut) -> bool {
-        let Some(index) = self.streams.iter().position(|s| s.track == frame.track) else { return false };
+        let Some(index) = self.streams.iter().position(|s| s.track == frame.track) else {
+            return false;
+        };
         let clock = self.clock.map_or(frame.dts, |c| c.max(frame.dts));
         self.clock = Some(clock);
         let is_video = frame.codec.is_video();
-        let psi_due = self.last_psi_at.is_none_or(|at| clock - at >= self.settings.psi_interval);
+        let psi_due = self
+            .last_psi_at
+            .is_none_or(|at| clock - at >= self.settings.psi_interval);
         if psi_due || (is_video && frame.keyframe) {
             self.write_psi(out);
             self.last_psi_at = Some(clock);
         }
         // Only the Copy fields: cloning the stream would copy its descriptors on every frame.
-        let (pid, codec, stream_id) = (self.streams[index].pid, self.streams[index].codec, self.streams[index].stream_id);
+        let (pid, codec, stream_id) = (
+            self.streams[index].pid,
+            self.streams[index].codec,
+            self.streams[index].stream_id,
+        );
         let pcr_pid = self.pcr_pid;
-        let pcr_due = self.last_pcr.is_none_or(|last| clock.0 * 300 - last >= self.settings.pcr_interval * 300);
+        let pcr_due = self
+            .last_pcr
+            .is_none_or(|last| clock.0 * 300 - last >= self.settings.pcr_interval * 300);
         let mut pcr = None;
         if pid == pcr_pid && (is_video || pcr_due) {
             pcr = self.next_pcr(clock);
@@ -193,7 +229,13 @@ impl Muxer {
         }
         let mut header = std::mem::take(&mut self.pes_header);
         header.clear();
-        write_pes_header(&mut header, stream_id, Some(frame.pts.wrapped()), Some(frame.dts.wrapped()), frame.data.len());
+        write_pes_header(
+            &mut header,
+            stream_id,
+            Some(frame.pts.wrapped()),
+            Some(frame.dts.wrapped()),
+            frame.data.len(),
+        );
         let random_access = frame.keyframe && (is_video || frame.codec.is_audio());
         self.write_packets(pid, pcr, random_access, &[&header, &frame.data], false, out);
         self.pes_header = header;
@@ -245,7 +287,15 @@ impl Muxer {
     /// Splits the concatenation of `parts` into packets on `pid`. The first packet carries
     /// PUSI, the PCR and the random access flag; the last is padded with adaptation-field
     /// stuffing, or with 0xFF after the data for sections (`pad_with_ff`).
-    fn write_packets(&mut self, pid: Pid, pcr: Option<Pcr>, random_access: bool, parts: &[&[u8]], pad_with_ff: bool, out: &mut BytesMut) {
+    fn write_packets(
+        &mut self,
+        pid: Pid,
+        pcr: Option<Pcr>,
+        random_access: bool,
+        parts: &[&[u8]],
+        pad_with_ff: bool,
+        out: &mut BytesMut,
+    ) {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut written = 0;
         let mut part = 0;

@@ -15,7 +15,11 @@ impl Pid {
 
     /// `None` when `value` does not fit in 13 bits.
     pub const fn new(value: u16) -> Option<Pid> {
-        if value <= Pid::MAX { Some(Pid(value)) } else { None }
+        if value <= Pid::MAX {
+            Some(Pid(value))
+        } else {
+            None
+        }
     }
 
     pub(crate) const fn from_masked(value: u16) -> Pid {
@@ -69,7 +73,10 @@ impl Pcr {
 
     pub fn from_27mhz(ticks: i64) -> Pcr {
         let ticks = ticks.rem_euclid(Pcr::WRAP_27MHZ);
-        Pcr { base: (ticks / 300) as u64, extension: (ticks % 300) as u16 }
+        Pcr {
+            base: (ticks / 300) as u64,
+            extension: (ticks % 300) as u16,
+        }
     }
 
     pub fn as_27mhz(self) -> i64 {
@@ -79,7 +86,11 @@ impl Pcr {
     /// `self - earlier` in 27 MHz ticks, the short way round the wrap.
     pub fn diff_27mhz(self, earlier: Pcr) -> i64 {
         let diff = (self.as_27mhz() - earlier.as_27mhz()).rem_euclid(Pcr::WRAP_27MHZ);
-        if diff >= Pcr::WRAP_27MHZ / 2 { diff - Pcr::WRAP_27MHZ } else { diff }
+        if diff >= Pcr::WRAP_27MHZ / 2 {
+            diff - Pcr::WRAP_27MHZ
+        } else {
+            diff
+        }
     }
 
     fn parse(bytes: &[u8; 6]) -> Pcr {
@@ -177,7 +188,11 @@ impl<'a> Packet<'a> {
         if !self.has_payload() {
             return None;
         }
-        let start = if self.adaptation_field_control() & 2 != 0 { 5 + usize::from(self.data[4]) } else { 4 };
+        let start = if self.adaptation_field_control() & 2 != 0 {
+            5 + usize::from(self.data[4])
+        } else {
+            4
+        };
         self.data.get(start..).filter(|p| !p.is_empty())
     }
 }
@@ -220,7 +235,11 @@ mod tests {
         data[..4].copy_from_slice(&[0x47, 0x41, 0x00, 0x3A]);
         data[4] = 7;
         data[5] = 0x50; // random access + PCR
-        Pcr { base: 123_456_789, extension: 299 }.write((&mut data[6..12]).try_into().expect("6 bytes"));
+        Pcr {
+            base: 123_456_789,
+            extension: 299,
+        }
+        .write((&mut data[6..12]).try_into().expect("6 bytes"));
         let p = Packet::new(&data);
         assert!(p.payload_unit_start_indicator());
         assert!(!p.transport_error_indicator());
@@ -229,7 +248,13 @@ mod tests {
         assert_eq!(p.continuity_counter().value(), 10);
         let af = p.adaptation_field().expect("adaptation field");
         assert!(af.random_access_indicator());
-        assert_eq!(af.pcr(), Some(Pcr { base: 123_456_789, extension: 299 }));
+        assert_eq!(
+            af.pcr(),
+            Some(Pcr {
+                base: 123_456_789,
+                extension: 299
+            })
+        );
         assert_eq!(p.payload().map(<[u8]>::len), Some(188 - 12));
     }
 

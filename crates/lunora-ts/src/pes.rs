@@ -21,8 +21,17 @@ impl PesHeader {
         let stream_id = data[3];
         let pes_packet_length = u16::from_be_bytes([data[4], data[5]]);
         // Streams without the optional header (§2.4.3.7: padding, private_stream_2, ECM, …).
-        if matches!(stream_id, 0xBC | 0xBE | 0xBF | 0xF0 | 0xF1 | 0xF2 | 0xF8 | 0xFF) {
-            return Some(PesHeader { stream_id, pes_packet_length, pts: None, dts: None, header_length: 6 });
+        if matches!(
+            stream_id,
+            0xBC | 0xBE | 0xBF | 0xF0 | 0xF1 | 0xF2 | 0xF8 | 0xFF
+        ) {
+            return Some(PesHeader {
+                stream_id,
+                pes_packet_length,
+                pts: None,
+                dts: None,
+                header_length: 6,
+            });
         }
         if data.len() < 9 || data[6] & 0xC0 != 0x80 {
             return None;
@@ -32,10 +41,19 @@ impl PesHeader {
         let optional = data.get(9..header_length)?;
         let (pts, dts) = match flags {
             0b10 => (Some(read_timestamp(optional.get(..5)?)), None),
-            0b11 => (Some(read_timestamp(optional.get(..5)?)), Some(read_timestamp(optional.get(5..10)?))),
+            0b11 => (
+                Some(read_timestamp(optional.get(..5)?)),
+                Some(read_timestamp(optional.get(5..10)?)),
+            ),
             _ => (None, None),
         };
-        Some(PesHeader { stream_id, pes_packet_length, pts, dts, header_length })
+        Some(PesHeader {
+            stream_id,
+            pes_packet_length,
+            pts,
+            dts,
+            header_length,
+        })
     }
 }
 
@@ -56,7 +74,13 @@ fn write_timestamp(out: &mut Vec<u8>, marker: u8, ts: u64) {
 
 /// Writes a PES header for a payload of `payload_length` bytes. `dts` is written only when it
 /// differs from `pts`. Video with a payload too big for the 16-bit length gets length 0.
-pub fn write_pes_header(out: &mut Vec<u8>, stream_id: u8, pts: Option<u64>, dts: Option<u64>, payload_length: usize) {
+pub fn write_pes_header(
+    out: &mut Vec<u8>,
+    stream_id: u8,
+    pts: Option<u64>,
+    dts: Option<u64>,
+    payload_length: usize,
+) {
     let dts = dts.filter(|d| Some(*d) != pts);
     let optional_length = match (pts, dts) {
         (Some(_), Some(_)) => 10,
@@ -64,7 +88,11 @@ pub fn write_pes_header(out: &mut Vec<u8>, stream_id: u8, pts: Option<u64>, dts:
         _ => 0,
     };
     let packet_length = 3 + optional_length + payload_length;
-    let length_field = if packet_length > usize::from(u16::MAX) { 0 } else { packet_length as u16 };
+    let length_field = if packet_length > usize::from(u16::MAX) {
+        0
+    } else {
+        packet_length as u16
+    };
     out.extend([0, 0, 1, stream_id]);
     out.extend(length_field.to_be_bytes());
     out.push(0x80); // '10', not scrambled, no priority/alignment/copyright flags
@@ -111,6 +139,9 @@ mod tests {
     #[test]
     fn garbage_is_not_a_pes_header() {
         assert_eq!(PesHeader::parse(&[0, 0, 2, 0xE0, 0, 0, 0x80, 0, 0]), None);
-        assert_eq!(PesHeader::parse(&[0, 0, 1, 0xE0, 0, 0, 0x80, 0x80, 20]), None);
+        assert_eq!(
+            PesHeader::parse(&[0, 0, 1, 0xE0, 0, 0, 0x80, 0x80, 20]),
+            None
+        );
     }
 }

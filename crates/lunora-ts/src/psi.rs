@@ -15,7 +15,11 @@ const CRC_TABLE: [u32; 256] = {
         let mut crc = (i as u32) << 24;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 0x8000_0000 != 0 { (crc << 1) ^ 0x04C1_1DB7 } else { crc << 1 };
+            crc = if crc & 0x8000_0000 != 0 {
+                (crc << 1) ^ 0x04C1_1DB7
+            } else {
+                crc << 1
+            };
             bit += 1;
         }
         table[i] = crc;
@@ -26,7 +30,9 @@ const CRC_TABLE: [u32; 256] = {
 
 /// CRC-32/MPEG-2 (polynomial 0x04C11DB7, initial 0xFFFFFFFF, no reflection, no final xor).
 pub fn crc32_mpeg2(data: &[u8]) -> u32 {
-    data.iter().fold(0xFFFF_FFFF, |crc, &byte| (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ byte)])
+    data.iter().fold(0xFFFF_FFFF, |crc, &byte| {
+        (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ byte)]
+    })
 }
 
 /// Reassembles PSI sections from the payloads of one PID.
@@ -40,14 +46,22 @@ pub struct SectionAssembler {
 impl SectionAssembler {
     /// Feeds one packet payload; complete sections (header to CRC) are appended to `out`.
     /// A lost packet (`discontinuity`) throws away the partial section.
-    pub fn push(&mut self, payload: &[u8], payload_unit_start: bool, discontinuity: bool, out: &mut Vec<Vec<u8>>) {
+    pub fn push(
+        &mut self,
+        payload: &[u8],
+        payload_unit_start: bool,
+        discontinuity: bool,
+        out: &mut Vec<Vec<u8>>,
+    ) {
         if discontinuity {
             self.buffer.clear();
             self.in_section = false;
         }
         let mut data = payload;
         if payload_unit_start {
-            let Some((&pointer, rest)) = data.split_first() else { return };
+            let Some((&pointer, rest)) = data.split_first() else {
+                return;
+            };
             let pointer = usize::from(pointer);
             if self.in_section && pointer <= rest.len() {
                 self.buffer.extend_from_slice(&rest[..pointer]);
@@ -133,10 +147,19 @@ impl Pat {
         let (body, version) = long_section_body(section, TABLE_ID_PAT)?;
         let programs = body
             .chunks_exact(4)
-            .map(|e| (u16::from_be_bytes([e[0], e[1]]), Pid::from_masked(u16::from_be_bytes([e[2], e[3]]))))
+            .map(|e| {
+                (
+                    u16::from_be_bytes([e[0], e[1]]),
+                    Pid::from_masked(u16::from_be_bytes([e[2], e[3]])),
+                )
+            })
             .filter(|(number, _)| *number != 0)
             .collect();
-        Ok(Pat { transport_stream_id: u16::from_be_bytes([section[3], section[4]]), version, programs })
+        Ok(Pat {
+            transport_stream_id: u16::from_be_bytes([section[3], section[4]]),
+            version,
+            programs,
+        })
     }
 
     pub fn to_section(&self) -> Vec<u8> {
@@ -159,7 +182,9 @@ pub struct PmtStream {
 impl PmtStream {
     /// The descriptors as (tag, body) pairs; a truncated last descriptor is ignored.
     pub fn descriptors(&self) -> impl Iterator<Item = (u8, &[u8])> {
-        Descriptors { rest: &self.descriptors }
+        Descriptors {
+            rest: &self.descriptors,
+        }
     }
 }
 
@@ -180,12 +205,18 @@ impl Pmt {
         }
         let pcr_pid = Pid::from_masked(u16::from_be_bytes([body[0], body[1]]));
         let info_length = usize::from(u16::from_be_bytes([body[2], body[3]]) & 0x0FFF);
-        let program_info = body.get(4..4 + info_length).ok_or(SectionError::Malformed)?.to_vec();
+        let program_info = body
+            .get(4..4 + info_length)
+            .ok_or(SectionError::Malformed)?
+            .to_vec();
         let mut rest = &body[4 + info_length..];
         let mut streams = Vec::new();
         while rest.len() >= 5 {
             let es_info_length = usize::from(u16::from_be_bytes([rest[3], rest[4]]) & 0x0FFF);
-            let descriptors = rest.get(5..5 + es_info_length).ok_or(SectionError::Malformed)?.to_vec();
+            let descriptors = rest
+                .get(5..5 + es_info_length)
+                .ok_or(SectionError::Malformed)?
+                .to_vec();
             streams.push(PmtStream {
                 stream_type: rest[0],
                 elementary_pid: Pid::from_masked(u16::from_be_bytes([rest[1], rest[2]])),
@@ -193,7 +224,13 @@ impl Pmt {
             });
             rest = &rest[5 + es_info_length..];
         }
-        Ok(Pmt { program_number: u16::from_be_bytes([section[3], section[4]]), version, pcr_pid, program_info, streams })
+        Ok(Pmt {
+            program_number: u16::from_be_bytes([section[3], section[4]]),
+            version,
+            pcr_pid,
+            program_info,
+            streams,
+        })
     }
 
     pub fn to_section(&self) -> Vec<u8> {
@@ -234,7 +271,9 @@ impl<'a> Iterator for Descriptors<'a> {
     type Item = (u8, &'a [u8]);
 
     fn next(&mut self) -> Option<(u8, &'a [u8])> {
-        let [tag, length, rest @ ..] = self.rest else { return None };
+        let [tag, length, rest @ ..] = self.rest else {
+            return None;
+        };
         let body = rest.get(..usize::from(*length))?;
         self.rest = &rest[usize::from(*length)..];
         Some((*tag, body))
@@ -252,13 +291,19 @@ mod tests {
     #[test]
     fn crc_of_known_pat() {
         // PAT from ffmpeg's mpegts muxer: program 1 on PMT PID 0x1000.
-        let pat = [0x00, 0xB0, 0x0D, 0x00, 0x01, 0xC1, 0x00, 0x00, 0x00, 0x01, 0xF0, 0x00];
+        let pat = [
+            0x00, 0xB0, 0x0D, 0x00, 0x01, 0xC1, 0x00, 0x00, 0x00, 0x01, 0xF0, 0x00,
+        ];
         assert_eq!(crc32_mpeg2(&pat), 0x2AB104B2);
     }
 
     #[test]
     fn pat_and_pmt_round_trip() {
-        let pat = Pat { transport_stream_id: 1, version: 3, programs: vec![(1, pid(0x1000))] };
+        let pat = Pat {
+            transport_stream_id: 1,
+            version: 3,
+            programs: vec![(1, pid(0x1000))],
+        };
         assert_eq!(Pat::parse(&pat.to_section()), Ok(pat));
         let pmt = Pmt {
             program_number: 1,
@@ -266,18 +311,34 @@ mod tests {
             pcr_pid: pid(0x100),
             program_info: vec![0x05, 0x04, b'C', b'U', b'E', b'I'],
             streams: vec![
-                PmtStream { stream_type: 0x1B, elementary_pid: pid(0x100), descriptors: vec![] },
-                PmtStream { stream_type: 0x0F, elementary_pid: pid(0x101), descriptors: vec![0x0A, 4, b'e', b'n', b'g', 0] },
+                PmtStream {
+                    stream_type: 0x1B,
+                    elementary_pid: pid(0x100),
+                    descriptors: vec![],
+                },
+                PmtStream {
+                    stream_type: 0x0F,
+                    elementary_pid: pid(0x101),
+                    descriptors: vec![0x0A, 4, b'e', b'n', b'g', 0],
+                },
             ],
         };
         let parsed = Pmt::parse(&pmt.to_section()).expect("valid pmt");
         assert_eq!(parsed, pmt);
-        assert_eq!(parsed.streams[1].descriptors().collect::<Vec<_>>(), vec![(0x0A, &b"eng\0"[..])]);
+        assert_eq!(
+            parsed.streams[1].descriptors().collect::<Vec<_>>(),
+            vec![(0x0A, &b"eng\0"[..])]
+        );
     }
 
     #[test]
     fn corrupted_section_fails_crc() {
-        let mut section = Pat { transport_stream_id: 1, version: 0, programs: vec![(1, pid(0x1000))] }.to_section();
+        let mut section = Pat {
+            transport_stream_id: 1,
+            version: 0,
+            programs: vec![(1, pid(0x1000))],
+        }
+        .to_section();
         section[9] ^= 0x01;
         assert_eq!(Pat::parse(&section), Err(SectionError::Crc));
         assert_eq!(Pmt::parse(&section), Err(SectionError::TableId(0)));
@@ -286,7 +347,12 @@ mod tests {
 
     #[test]
     fn assembler_handles_split_and_packed_sections() {
-        let section = Pat { transport_stream_id: 7, version: 1, programs: vec![(1, pid(0x20)), (2, pid(0x21))] }.to_section();
+        let section = Pat {
+            transport_stream_id: 7,
+            version: 1,
+            programs: vec![(1, pid(0x20)), (2, pid(0x21))],
+        }
+        .to_section();
         let mut asm = SectionAssembler::default();
         let mut out = Vec::new();
         // Split across two payloads.

@@ -32,7 +32,11 @@ pub struct Resync {
 
 impl Default for Resync {
     fn default() -> Self {
-        Resync { carry: Vec::with_capacity(PACKET_SIZE), in_sync: true, bad_run: 0 }
+        Resync {
+            carry: Vec::with_capacity(PACKET_SIZE),
+            in_sync: true,
+            bad_run: 0,
+        }
     }
 }
 
@@ -49,7 +53,8 @@ impl Resync {
     /// without copying.
     pub fn push(&mut self, data: &[u8], on_output: &mut impl FnMut(SyncOutput<'_>)) {
         if !self.carry.is_empty() {
-            let looks_aligned = data.first() == Some(&SYNC_BYTE) && data.len().is_multiple_of(PACKET_SIZE);
+            let looks_aligned =
+                data.first() == Some(&SYNC_BYTE) && data.len().is_multiple_of(PACKET_SIZE);
             if looks_aligned && self.carry[0] == SYNC_BYTE && self.in_sync {
                 self.carry.clear();
                 on_output(SyncOutput::TruncatedPacket);
@@ -105,7 +110,8 @@ impl Resync {
                 // Not enough bytes to confirm yet: keep them for the next chunk.
                 return pos;
             }
-            let confirmed = (0..SYNC_ACQUIRE_AFTER as usize).all(|i| data[pos + i * PACKET_SIZE] == SYNC_BYTE);
+            let confirmed =
+                (0..SYNC_ACQUIRE_AFTER as usize).all(|i| data[pos + i * PACKET_SIZE] == SYNC_BYTE);
             if confirmed {
                 self.in_sync = true;
                 self.bad_run = 0;

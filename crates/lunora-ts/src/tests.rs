@@ -40,11 +40,21 @@ fn fixture_demuxes_to_the_frames_ffprobe_counts() {
     // testdata/h264_aac_2s.txt: 50 video frames, 95 audio frames.
     assert_eq!(count(&frames, Codec::H264), 50);
     assert_eq!(count(&frames, Codec::AacAdts), 95);
-    let keyframes = frames.iter().filter(|f| f.codec == Codec::H264 && f.keyframe).count();
+    let keyframes = frames
+        .iter()
+        .filter(|f| f.codec == Codec::H264 && f.keyframe)
+        .count();
     assert_eq!(keyframes, 2, "GOP of 25 frames over 50 frames");
     let format = input.video_format().expect("SPS parsed");
-    assert_eq!((format.width, format.height, format.frame_rate), (320, 180, Some(25.0)));
-    assert_eq!(input.counters(), Tr101290Counters::default(), "clean fixture has no TR 101 290 errors");
+    assert_eq!(
+        (format.width, format.height, format.frame_rate),
+        (320, 180, Some(25.0))
+    );
+    assert_eq!(
+        input.counters(),
+        Tr101290Counters::default(),
+        "clean fixture has no TR 101 290 errors"
+    );
 }
 
 #[test]
@@ -58,14 +68,26 @@ fn demux_mux_demux_round_trip_preserves_frames() {
     }
     assert_eq!(out.len() % PACKET_SIZE, 0);
     let (programs2, frames2, input2) = demux_all(&out);
-    assert_eq!(input2.counters(), Tr101290Counters::default(), "muxer output is TR 101 290 clean");
+    assert_eq!(
+        input2.counters(),
+        Tr101290Counters::default(),
+        "muxer output is TR 101 290 clean"
+    );
     assert_eq!(programs2.len(), 1);
     assert_eq!(frames2.len(), frames.len());
     // Interleaving may differ (audio PES with a length completes before the video PES that
     // ends at the next start); each track's own sequence must be identical.
     for codec in [Codec::H264, Codec::AacAdts] {
-        let a: Vec<_> = frames.iter().filter(|f| f.codec == codec).map(|f| (f.pts, f.dts, f.keyframe, &f.data)).collect();
-        let b: Vec<_> = frames2.iter().filter(|f| f.codec == codec).map(|f| (f.pts, f.dts, f.keyframe, &f.data)).collect();
+        let a: Vec<_> = frames
+            .iter()
+            .filter(|f| f.codec == codec)
+            .map(|f| (f.pts, f.dts, f.keyframe, &f.data))
+            .collect();
+        let b: Vec<_> = frames2
+            .iter()
+            .filter(|f| f.codec == codec)
+            .map(|f| (f.pts, f.dts, f.keyframe, &f.data))
+            .collect();
         assert_eq!(a, b, "{codec:?}");
     }
     // Stable PIDs: video first from 0x100.
@@ -76,7 +98,12 @@ fn demux_mux_demux_round_trip_preserves_frames() {
 #[test]
 fn muxer_keeps_pids_and_version_for_an_identical_program() {
     let program = Program {
-        tracks: vec![Track { id: TrackId(7), codec: Codec::H264, language: None, descriptors: Bytes::new() }],
+        tracks: vec![Track {
+            id: TrackId(7),
+            codec: Codec::H264,
+            language: None,
+            descriptors: Bytes::new(),
+        }],
     };
     let mut muxer = Muxer::new(MuxSettings::default());
     muxer.set_program(&program);
@@ -89,21 +116,47 @@ fn muxer_keeps_pids_and_version_for_an_identical_program() {
 fn scte35_sections_are_carried() {
     let program = Program {
         tracks: vec![
-            Track { id: TrackId(1), codec: Codec::H264, language: None, descriptors: Bytes::new() },
-            Track { id: TrackId(2), codec: Codec::Scte35, language: None, descriptors: Bytes::new() },
+            Track {
+                id: TrackId(1),
+                codec: Codec::H264,
+                language: None,
+                descriptors: Bytes::new(),
+            },
+            Track {
+                id: TrackId(2),
+                codec: Codec::Scte35,
+                language: None,
+                descriptors: Bytes::new(),
+            },
         ],
     };
     // A splice_null() splice_info_section with a valid CRC.
-    let mut section = vec![0xFC, 0x30, 0x11, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0xFF, 0xF0, 0x00, 0x00, 0x00, 0x00];
+    let mut section = vec![
+        0xFC, 0x30, 0x11, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0xFF, 0xF0, 0x00, 0x00, 0x00, 0x00,
+    ];
     section[2] = (section.len() - 3 + 4) as u8;
     let crc = crc32_mpeg2(&section);
     section.extend(crc.to_be_bytes());
     let mut muxer = Muxer::new(MuxSettings::default());
     muxer.set_program(&program);
     let mut out = BytesMut::new();
-    let video = Frame { track: TrackId(1), codec: Codec::H264, pts: MpegTime(9000), dts: MpegTime(9000), keyframe: true, data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88]) };
+    let video = Frame {
+        track: TrackId(1),
+        codec: Codec::H264,
+        pts: MpegTime(9000),
+        dts: MpegTime(9000),
+        keyframe: true,
+        data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88]),
+    };
     muxer.write_frame(&video, &mut out);
-    let cue = Frame { track: TrackId(2), codec: Codec::Scte35, pts: MpegTime(9000), dts: MpegTime(9000), keyframe: true, data: Bytes::from(section.clone()) };
+    let cue = Frame {
+        track: TrackId(2),
+        codec: Codec::Scte35,
+        pts: MpegTime(9000),
+        dts: MpegTime(9000),
+        keyframe: true,
+        data: Bytes::from(section.clone()),
+    };
     muxer.write_frame(&cue, &mut out);
     let (_, frames, _) = demux_all(&out);
     let cues: Vec<&Frame> = frames.iter().filter(|f| f.codec == Codec::Scte35).collect();
@@ -117,31 +170,61 @@ fn scte35_sections_are_carried() {
 fn synthetic_stream(seconds: i64) -> Vec<[u8; PACKET_SIZE]> {
     let program = Program {
         tracks: vec![
-            Track { id: TrackId(1), codec: Codec::H264, language: None, descriptors: Bytes::new() },
-            Track { id: TrackId(2), codec: Codec::AacAdts, language: None, descriptors: Bytes::new() },
+            Track {
+                id: TrackId(1),
+                codec: Codec::H264,
+                language: None,
+                descriptors: Bytes::new(),
+            },
+            Track {
+                id: TrackId(2),
+                codec: Codec::AacAdts,
+                language: None,
+                descriptors: Bytes::new(),
+            },
         ],
     };
     let mut muxer = Muxer::new(MuxSettings::default());
     muxer.set_program(&program);
-    let asc = lunora_media::AudioSpecificConfig { audio_object_type: 2, sampling_frequency_index: 3, channel_configuration: 2 };
+    let asc = lunora_media::AudioSpecificConfig {
+        audio_object_type: 2,
+        sampling_frequency_index: 3,
+        channel_configuration: 2,
+    };
     let mut out = BytesMut::new();
     let (mut video_t, mut audio_t) = (0i64, 0i64);
     while video_t < seconds * 90_000 {
         let keyframe = video_t % 90_000 == 0;
         let mut data = vec![0, 0, 0, 1, if keyframe { 0x65 } else { 0x41 }];
         data.extend(std::iter::repeat_n(0xAB, 600));
-        let frame = Frame { track: TrackId(1), codec: Codec::H264, pts: MpegTime(video_t), dts: MpegTime(video_t), keyframe, data: data.into() };
+        let frame = Frame {
+            track: TrackId(1),
+            codec: Codec::H264,
+            pts: MpegTime(video_t),
+            dts: MpegTime(video_t),
+            keyframe,
+            data: data.into(),
+        };
         muxer.write_frame(&frame, &mut out);
         while audio_t <= video_t {
             let mut adts = asc.adts_header(50).to_vec();
             adts.extend([0x11; 50]);
-            let frame = Frame { track: TrackId(2), codec: Codec::AacAdts, pts: MpegTime(audio_t), dts: MpegTime(audio_t), keyframe: true, data: adts.into() };
+            let frame = Frame {
+                track: TrackId(2),
+                codec: Codec::AacAdts,
+                pts: MpegTime(audio_t),
+                dts: MpegTime(audio_t),
+                keyframe: true,
+                data: adts.into(),
+            };
             muxer.write_frame(&frame, &mut out);
             audio_t += 1920;
         }
         video_t += 3600;
     }
-    out.chunks_exact(PACKET_SIZE).map(|c| c.try_into().expect("188 bytes")).collect()
+    out.chunks_exact(PACKET_SIZE)
+        .map(|c| c.try_into().expect("188 bytes"))
+        .collect()
 }
 
 /// Feeds packets spread evenly over `seconds` of virtual time; returns the counters.
@@ -157,7 +240,13 @@ fn analyse(packets: &[[u8; PACKET_SIZE]], seconds: u64) -> Tr101290Counters {
 fn only(counters: Tr101290Counters, indicator: Indicator) -> u64 {
     for (other, n) in counters.iter() {
         if other != indicator {
-            assert_eq!(n, 0, "{} should be 0 while testing {}", other.name(), indicator.name());
+            assert_eq!(
+                n,
+                0,
+                "{} should be 0 while testing {}",
+                other.name(),
+                indicator.name()
+            );
         }
     }
     counters.get(indicator)
@@ -189,7 +278,10 @@ fn sync_byte_error_and_sync_loss() {
 
 #[test]
 fn pat_error_when_pat_missing_for_more_than_500ms() {
-    let packets: Vec<_> = synthetic_stream(3).into_iter().filter(|p| pid_of(p) != 0).collect();
+    let packets: Vec<_> = synthetic_stream(3)
+        .into_iter()
+        .filter(|p| pid_of(p) != 0)
+        .collect();
     assert!(only(analyse(&packets, 3), Indicator::PatError) >= 4);
 }
 
@@ -205,39 +297,63 @@ fn pat_error_on_wrong_table_id() {
 #[test]
 fn continuity_count_error_on_lost_packet() {
     let mut packets = synthetic_stream(2);
-    let video = packets.iter().enumerate().filter(|(_, p)| pid_of(p) == 0x100).nth(10).map(|(i, _)| i).expect("video");
+    let video = packets
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| pid_of(p) == 0x100)
+        .nth(10)
+        .map(|(i, _)| i)
+        .expect("video");
     packets.remove(video);
-    assert_eq!(only(analyse(&packets, 2), Indicator::ContinuityCountError), 1);
+    assert_eq!(
+        only(analyse(&packets, 2), Indicator::ContinuityCountError),
+        1
+    );
 }
 
 #[test]
 fn one_duplicate_is_allowed_a_third_copy_is_not() {
     let mut packets = synthetic_stream(2);
-    let video = packets.iter().position(|p| pid_of(p) == 0x100).expect("video");
+    let video = packets
+        .iter()
+        .position(|p| pid_of(p) == 0x100)
+        .expect("video");
     let copy = packets[video + 1];
     let at = video + 1;
     packets.insert(at, copy);
     assert_eq!(analyse(&packets, 2), Tr101290Counters::default());
     packets.insert(at, copy);
-    assert_eq!(only(analyse(&packets, 2), Indicator::ContinuityCountError), 1);
+    assert_eq!(
+        only(analyse(&packets, 2), Indicator::ContinuityCountError),
+        1
+    );
 }
 
 #[test]
 fn pmt_error_when_pmt_missing() {
-    let packets: Vec<_> = synthetic_stream(3).into_iter().filter(|p| pid_of(p) != 0x1000).collect();
+    let packets: Vec<_> = synthetic_stream(3)
+        .into_iter()
+        .filter(|p| pid_of(p) != 0x1000)
+        .collect();
     assert!(only(analyse(&packets, 3), Indicator::PmtError) >= 4);
 }
 
 #[test]
 fn pid_error_when_an_elementary_pid_goes_silent() {
-    let packets: Vec<_> = synthetic_stream(12).into_iter().filter(|p| pid_of(p) != 0x101).collect();
+    let packets: Vec<_> = synthetic_stream(12)
+        .into_iter()
+        .filter(|p| pid_of(p) != 0x101)
+        .collect();
     assert!(only(analyse(&packets, 12), Indicator::PidError) >= 1);
 }
 
 #[test]
 fn transport_error_indicator_is_counted() {
     let mut packets = synthetic_stream(2);
-    let video = packets.iter().position(|p| pid_of(p) == 0x100).expect("video");
+    let video = packets
+        .iter()
+        .position(|p| pid_of(p) == 0x100)
+        .expect("video");
     packets[video][1] |= 0x80;
     assert_eq!(only(analyse(&packets, 2), Indicator::TransportError), 1);
 }
@@ -245,7 +361,10 @@ fn transport_error_indicator_is_counted() {
 #[test]
 fn crc_error_in_pmt() {
     let mut packets = synthetic_stream(2);
-    let pmt = packets.iter().position(|p| pid_of(p) == 0x1000).expect("pmt");
+    let pmt = packets
+        .iter()
+        .position(|p| pid_of(p) == 0x1000)
+        .expect("pmt");
     packets[pmt][20] ^= 0x01;
     assert!(only(analyse(&packets, 2), Indicator::CrcError) == 1);
 }
@@ -254,14 +373,22 @@ fn first_pcr_packet(packets: &[[u8; PACKET_SIZE]], skip: usize) -> usize {
     packets
         .iter()
         .enumerate()
-        .filter(|(_, p)| Packet::new(p).adaptation_field().and_then(|af| af.pcr()).is_some())
+        .filter(|(_, p)| {
+            Packet::new(p)
+                .adaptation_field()
+                .and_then(|af| af.pcr())
+                .is_some()
+        })
         .nth(skip)
         .map(|(i, _)| i)
         .expect("pcr packet")
 }
 
 fn shift_pcr(packet: &mut [u8; PACKET_SIZE], ticks_27mhz: i64) {
-    let pcr = Packet::new(packet).adaptation_field().and_then(|af| af.pcr()).expect("pcr");
+    let pcr = Packet::new(packet)
+        .adaptation_field()
+        .and_then(|af| af.pcr())
+        .expect("pcr");
     let shifted = Pcr::from_27mhz(pcr.as_27mhz() + ticks_27mhz);
     shifted.write((&mut packet[6..12]).try_into().expect("6 bytes"));
 }
@@ -272,7 +399,13 @@ fn pcr_discontinuity_without_indicator() {
     let index = first_pcr_packet(&packets, 10);
     // Jump 200 ms forward: both this step and the step back after it exceed 100 ms.
     shift_pcr(&mut packets[index], 200 * 27_000);
-    assert_eq!(only(analyse(&packets, 2), Indicator::PcrDiscontinuityIndicatorError), 2);
+    assert_eq!(
+        only(
+            analyse(&packets, 2),
+            Indicator::PcrDiscontinuityIndicatorError
+        ),
+        2
+    );
 }
 
 #[test]

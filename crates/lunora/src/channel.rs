@@ -28,7 +28,15 @@ pub(crate) struct ChannelRuntime {
 
 impl ChannelRuntime {
     pub(crate) fn switch_counts(&self) -> Vec<SwitchCount> {
-        self.switch_counts.iter().map(|((from_role, to_role, reason), count)| SwitchCount { from_role, to_role, reason, count: *count }).collect()
+        self.switch_counts
+            .iter()
+            .map(|((from_role, to_role, reason), count)| SwitchCount {
+                from_role,
+                to_role,
+                reason,
+                count: *count,
+            })
+            .collect()
     }
 }
 
@@ -56,11 +64,18 @@ pub(crate) struct ChannelTask {
 }
 
 impl ChannelTask {
-    pub(crate) async fn run(mut self, mut events: mpsc::Receiver<(usize, InputEvent)>, mut commands: mpsc::Receiver<Command>, cancel: CancellationToken) {
+    pub(crate) async fn run(
+        mut self,
+        mut events: mpsc::Receiver<(usize, InputEvent)>,
+        mut commands: mpsc::Receiver<Command>,
+        cancel: CancellationToken,
+    ) {
         let origin = Instant::now();
         {
             let mut runtime = lock(&self.runtime);
-            runtime.health = (0..self.input_count()).map(|i| self.switcher.health(i).map(health_view).unwrap_or_default()).collect();
+            runtime.health = (0..self.input_count())
+                .map(|i| self.switcher.health(i).map(health_view).unwrap_or_default())
+                .collect();
         }
         loop {
             let wake = origin + self.switcher.poll_timeout();
@@ -94,7 +109,9 @@ impl ChannelTask {
     }
 
     fn input_count(&self) -> usize {
-        (0..).take_while(|i| self.switcher.spec(*i).is_some()).count()
+        (0..)
+            .take_while(|i| self.switcher.spec(*i).is_some())
+            .count()
     }
 
     fn name(&self, input: usize) -> Option<String> {
@@ -102,7 +119,9 @@ impl ChannelTask {
     }
 
     fn role(&self, input: Option<usize>) -> &'static str {
-        input.and_then(|i| self.switcher.spec(i)).map_or("none", |s| s.role.name())
+        input
+            .and_then(|i| self.switcher.spec(i))
+            .map_or("none", |s| s.role.name())
     }
 
     fn drain(&mut self) {
@@ -114,7 +133,9 @@ impl ChannelTask {
                 Output::HealthChanged { input, health } => {
                     let name = self.name(input).unwrap_or_default();
                     match &health {
-                        Health::Healthy => info!(channel = %self.id, input = %name, "input healthy"),
+                        Health::Healthy => {
+                            info!(channel = %self.id, input = %name, "input healthy")
+                        }
                         Health::Degraded(reasons) => {
                             let reasons: Vec<&str> = reasons.iter().map(|r| r.name()).collect();
                             warn!(channel = %self.id, input = %name, reasons = %reasons.join(","), "input degraded")
@@ -155,7 +176,10 @@ impl ChannelTask {
         let to_role = self.role(Some(record.to));
         let mut runtime = lock(&self.runtime);
         runtime.active_input = Some(to.clone());
-        *runtime.switch_counts.entry((from_role, to_role, record.reason.name())).or_default() += 1;
+        *runtime
+            .switch_counts
+            .entry((from_role, to_role, record.reason.name()))
+            .or_default() += 1;
         if !record.incompatible.is_empty() {
             runtime.incompatible_total += 1;
         }
@@ -179,7 +203,9 @@ impl ChannelTask {
 
 /// RFC 3339 UTC with milliseconds, without pulling in a date crate.
 fn humantime_rfc3339(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let since_epoch = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
     let secs = since_epoch.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -209,6 +235,9 @@ mod tests {
     fn rfc3339_formatting() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_500_123_456);
         assert_eq!(humantime_rfc3339(t), "2026-11-24T06:02:03.456Z");
-        assert_eq!(humantime_rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            humantime_rfc3339(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 }

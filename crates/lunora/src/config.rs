@@ -7,17 +7,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use lunora_egress::{PlatformRules, RtmpUrl};
+use lunora_egress::{DestinationSpec, Preset, SpecField, ValidDestination};
 use lunora_media::Secret;
 use lunora_switch::{AlignedClock, HealthSettings, Policy, Preference, Reason, SwitchMode};
 use serde::Deserialize;
 use toml::Spanned;
-
-/// Output reconnect backoff when the config names none: doubling from the first to the second,
-/// with jitter.
-pub(crate) const DEFAULT_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 
 /// The configuration `lunora run` uses when given no file.
 pub(crate) const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
@@ -30,8 +27,16 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     rtmp: Option<RawRtmp>,
+    state: Option<RawState>,
     #[serde(default)]
     channels: Vec<RawChannel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    /// Where changes made through the API are saved.
+    dir: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,7 +47,9 @@ struct RawHttp {
 
 impl Default for RawHttp {
     fn default() -> Self {
-        RawHttp { listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 8080))) }
+        RawHttp {
+            listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 8080))),
+        }
     }
 }
 
@@ -208,15 +215,6 @@ enum OutputKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum RawPreset {
-    Youtube,
-    X,
-    Linkedin,
-    Custom,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
 enum OutputMode {
     Caller,
     Listener,
@@ -229,7 +227,9 @@ struct RawOutput {
     #[serde(rename = "type")]
     kind: Spanned<OutputKind>,
     mode: Option<Spanned<OutputMode>>,
-    preset: Option<Spanned<RawPreset>>,
+    preset: Option<Spanned<Preset>>,
+    region: Option<Spanned<String>>,
+    backup_ingest: Option<Spanned<bool>>,
     url: Option<Spanned<String>>,
     stream_key: Option<Spanned<String>>,
     #[serde(default)]
@@ -252,6 +252,8 @@ pub(crate) struct Config {
     pub(crate) http_listen: SocketAddr,
     /// The shared RTMP server's address (bound only when an RTMP input exists).
     pub(crate) rtmp_listen: SocketAddr,
+    /// `[state] dir`; `None`: [`crate::state::default_dir`].
+    pub(crate) state_dir: Option<PathBuf>,
     pub(crate) channels: Vec<Channel>,
 }
 
@@ -274,17 +276,35 @@ pub(crate) struct Input {
 
 #[derive(Debug, Clone)]
 pub(crate) enum InputTransport {
-    Srt { listen: SocketAddr, latency: Duration, passphrase: Option<Secret>, stream_id: Option<String> },
+    Srt {
+        listen: SocketAddr,
+        latency: Duration,
+        passphrase: Option<Secret>,
+        stream_id: Option<String>,
+    },
     /// Published to the shared RTMP server as `rtmp://HOST/live/<stream_key>`.
     Rtmp { stream_key: Secret },
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant, reason = "built once at start-up")]
 pub(crate) enum OutputTarget {
     /// RTMP push to a platform or server; starts and stops on its own.
-    Rtmp { url: RtmpUrl, stream_key: Secret, autostart: bool, rules: Option<PlatformRules>, retry: (Duration, Duration) },
-    Caller { address: SocketAddr, passphrase: Option<Secret>, key_length: u8, stream_id: Option<String> },
-    Listener { listen: SocketAddr, passphrase: Option<Secret>, stream_id: Option<String> },
+    Rtmp {
+        spec: DestinationSpec,
+        destination: ValidDestination,
+    },
+    Caller {
+        address: SocketAddr,
+        passphrase: Option<Secret>,
+        key_length: u8,
+        stream_id: Option<String>,
+    },
+    Listener {
+        listen: SocketAddr,
+        passphrase: Option<Secret>,
+        stream_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -335,7 +355,11 @@ impl Collector<'_> {
         let before = &self.source[..offset];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        self.errors.push(ConfigError { line, column, message: message.into() });
+        self.errors.push(ConfigError {
+            line,
+            column,
+            message: message.into(),
+        });
     }
 }
 
@@ -352,7 +376,11 @@ fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
         let name = &after[..end];
         match lookup(name) {
             Some(v) => out.push_str(&v),
-            None => return Err(format!("environment variable {name} is not set (referenced as ${{{name}}})")),
+            None => {
+                return Err(format!(
+                    "environment variable {name} is not set (referenced as ${{{name}}})"
+                ));
+            }
         }
         rest = &after[end + 1..];
     }
@@ -360,115 +388,151 @@ fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
     Ok(out)
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Parses and validates `source`. `file` names it in error messages; `lookup` resolves
 /// `${ENV}` references (the process environment in production).
-pub(crate) fn parse(file: &str, source: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let mut c = Collector { source, errors: Vec::new() };
+pub(crate) fn parse(
+    file: &str,
+    source: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut c = Collector {
+        source,
+        errors: Vec::new(),
+    };
     let raw: RawConfig = match toml::from_str(source) {
         Ok(raw) => raw,
         Err(e) => {
             c.at(e.span().unwrap_or(0..0), e.message().trim().to_string());
-            return Err(ConfigErrors { file: file.to_string(), errors: c.errors });
+            return Err(ConfigErrors {
+                file: file.to_string(),
+                errors: c.errors,
+            });
         }
     };
     let config = validate(&mut c, raw, lookup);
-    if c.errors.is_empty() { Ok(config) } else { Err(ConfigErrors { file: file.to_string(), errors: c.errors }) }
+    if c.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors {
+            file: file.to_string(),
+            errors: c.errors,
+        })
+    }
 }
 
 /// `value` with its `${ENV}` references expanded; a missing variable is reported at `value`.
-fn expanded(c: &mut Collector<'_>, value: &Spanned<String>, lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    expand_env(value.get_ref(), lookup).map_err(|message| c.at(value.span(), message)).ok()
+fn expanded(
+    c: &mut Collector<'_>,
+    value: &Spanned<String>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    expand_env(value.get_ref(), lookup)
+        .map_err(|message| c.at(value.span(), message))
+        .ok()
 }
 
-fn secret(c: &mut Collector<'_>, value: &Option<Spanned<String>>, lookup: &dyn Fn(&str) -> Option<String>, what: &str) -> Option<Secret> {
+fn secret(
+    c: &mut Collector<'_>,
+    value: &Option<Spanned<String>>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    what: &str,
+) -> Option<Secret> {
     let value = value.as_ref()?;
     let expanded = expanded(c, value, lookup)?;
     let length = expanded.chars().count();
     if !(10..=79).contains(&length) {
-        c.at(value.span(), format!("{what} must be 10–79 characters (SRT's rule); it is {length}"));
+        c.at(
+            value.span(),
+            format!("{what} must be 10–79 characters (SRT's rule); it is {length}"),
+        );
     }
     Some(Secret::new(expanded))
 }
 
-fn stream_key_secret(c: &mut Collector<'_>, value: &Spanned<String>, lookup: &dyn Fn(&str) -> Option<String>) -> Option<Secret> {
+fn stream_key_secret(
+    c: &mut Collector<'_>,
+    value: &Spanned<String>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Option<Secret> {
     let key = expanded(c, value, lookup)?;
-    if key.is_empty() || key.len() > 256 || key.contains(['/', '?', ' ']) {
-        c.at(value.span(), "stream_key must be 1–256 characters without '/', '?' or spaces");
+    if !lunora_media::valid_stream_key(&key) {
+        c.at(value.span(), lunora_media::STREAM_KEY_RULE);
         return None;
     }
     Some(Secret::new(key))
 }
 
-/// The default ingest URL of a platform preset (X and LinkedIn give each user their own).
-fn preset_url(preset: RawPreset) -> Option<&'static str> {
-    match preset {
-        RawPreset::Youtube => Some("rtmps://a.rtmps.youtube.com/live2"),
-        RawPreset::X | RawPreset::Linkedin | RawPreset::Custom => None,
-    }
-}
-
-fn rtmp_output(c: &mut Collector<'_>, output: &RawOutput, span: Range<usize>, id: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Option<OutputTarget> {
-    for (present, key) in [(output.mode.is_some(), "mode"), (output.listen.is_some(), "listen"), (output.address.is_some(), "address"), (output.passphrase.is_some(), "passphrase")] {
+fn rtmp_output(
+    c: &mut Collector<'_>,
+    output: &RawOutput,
+    span: Range<usize>,
+    id: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Option<OutputTarget> {
+    for (present, key) in [
+        (output.mode.is_some(), "mode"),
+        (output.listen.is_some(), "listen"),
+        (output.address.is_some(), "address"),
+        (output.passphrase.is_some(), "passphrase"),
+    ] {
         if present {
             c.at(span.clone(), format!("RTMP output {id:?}: `{key}` does not apply; RTMP destinations take preset, url and stream_key"));
         }
     }
-    let preset = output.preset.as_ref().map_or(RawPreset::Custom, |p| *p.get_ref());
-    let (url_text, url_span) = match (&output.url, preset_url(preset)) {
-        (Some(url), _) => (url.get_ref().clone(), url.span()),
-        (None, Some(default)) => (default.to_string(), span.clone()),
-        (None, None) => {
-            c.at(span, format!("RTMP output {id:?} needs `url` (the rtmp:// ingest address the platform gives you)"));
-            return None;
-        }
+    let stream_key = match &output.stream_key {
+        Some(key) => Some(Secret::new(expanded(c, key, lookup)?)),
+        None => None,
     };
-    if preset == RawPreset::Linkedin && !url_text.starts_with("rtmps://") {
-        c.at(url_span.clone(), "LinkedIn accepts RTMPS only: use the rtmps:// URL LinkedIn gives you");
+    let spec = DestinationSpec {
+        preset: output
+            .preset
+            .as_ref()
+            .map_or(Preset::Custom, |p| *p.get_ref()),
+        url: output.url.as_ref().map(|u| u.get_ref().clone()),
+        region: output.region.as_ref().map(|r| r.get_ref().clone()),
+        backup_ingest: output.backup_ingest.as_ref().is_some_and(|b| *b.get_ref()),
+        stream_key,
+        autostart: output.autostart,
+        retry_min_ms: output.retry_min_ms.as_ref().map(|v| *v.get_ref()),
+        retry_max_ms: output.retry_max_ms.as_ref().map(|v| *v.get_ref()),
+    };
+    match spec.validate() {
+        Ok(destination) => Some(OutputTarget::Rtmp { spec, destination }),
+        Err(problems) => {
+            for problem in problems {
+                let at = match problem.field {
+                    SpecField::Url => output.url.as_ref().map(|v| v.span()),
+                    SpecField::Region => output.region.as_ref().map(|v| v.span()),
+                    SpecField::BackupIngest => output.backup_ingest.as_ref().map(|v| v.span()),
+                    SpecField::StreamKey => output.stream_key.as_ref().map(|v| v.span()),
+                    SpecField::RetryMin => output.retry_min_ms.as_ref().map(|v| v.span()),
+                    SpecField::RetryMax => output.retry_max_ms.as_ref().map(|v| v.span()),
+                };
+                c.at(
+                    at.unwrap_or(span.clone()),
+                    format!("RTMP output {id:?}: {}", problem.message),
+                );
+            }
+            None
+        }
     }
-    let url = match RtmpUrl::parse(&url_text) {
-        Ok(url) => url,
-        Err(e) => {
-            c.at(url_span, e);
-            return None;
-        }
-    };
-    let Some(key) = &output.stream_key else {
-        c.at(span, format!("RTMP output {id:?} needs `stream_key`"));
-        return None;
-    };
-    let stream_key = stream_key_secret(c, key, lookup)?;
-    let rules = match preset {
-        RawPreset::Youtube => Some(PlatformRules::YOUTUBE),
-        RawPreset::X => Some(PlatformRules::X),
-        RawPreset::Linkedin => Some(PlatformRules::LINKEDIN),
-        RawPreset::Custom => None,
-    };
-    let mut bound = |value: &Option<Spanned<u64>>, default: u64| {
-        let ms = value.as_ref().map_or(default, |v| *v.get_ref());
-        if !(100..=600_000).contains(&ms)
-            && let Some(v) = value
-        {
-            c.at(v.span(), format!("retry delays must be between 100 and 600000 ms; this is {ms}"));
-        }
-        Duration::from_millis(ms)
-    };
-    let retry = (bound(&output.retry_min_ms, DEFAULT_RETRY.0.as_millis() as u64), bound(&output.retry_max_ms, DEFAULT_RETRY.1.as_millis() as u64));
-    if retry.0 > retry.1
-        && let Some(v) = &output.retry_min_ms
-    {
-        c.at(v.span(), "retry_min_ms must not exceed retry_max_ms");
-    }
-    Some(OutputTarget::Rtmp { url, stream_key, autostart: output.autostart, rules, retry })
 }
 
 fn latency(c: &mut Collector<'_>, value: &Spanned<u64>) -> Duration {
     let ms = *value.get_ref();
     if !(20..=15_000).contains(&ms) {
-        c.at(value.span(), format!("latency_ms must be between 20 and 15000; it is {ms}"));
+        c.at(
+            value.span(),
+            format!("latency_ms must be between 20 and 15000; it is {ms}"),
+        );
     }
     Duration::from_millis(ms)
 }
@@ -476,11 +540,20 @@ fn latency(c: &mut Collector<'_>, value: &Spanned<u64>) -> Duration {
 fn failover_policy(c: &mut Collector<'_>, raw: &RawFailover) -> Policy {
     let error_clear_ms = *raw.error_clear_ms.get_ref();
     if error_clear_ms > 600_000 {
-        c.at(raw.error_clear_ms.span(), format!("error_clear_ms must be at most 600000; it is {error_clear_ms}"));
+        c.at(
+            raw.error_clear_ms.span(),
+            format!("error_clear_ms must be at most 600000; it is {error_clear_ms}"),
+        );
     }
     let aligned_delay = raw.aligned_delay_ms.as_ref().map(|d| {
         if !(100..=10_000).contains(d.get_ref()) {
-            c.at(d.span(), format!("aligned_delay_ms must be between 100 and 10000 (at least one GOP); it is {}", d.get_ref()));
+            c.at(
+                d.span(),
+                format!(
+                    "aligned_delay_ms must be between 100 and 10000 (at least one GOP); it is {}",
+                    d.get_ref()
+                ),
+            );
         }
         Duration::from_millis(*d.get_ref())
     });
@@ -490,7 +563,10 @@ fn failover_policy(c: &mut Collector<'_>, raw: &RawFailover) -> Policy {
                 c.at(d.span(), "aligned_delay_ms applies to switch = \"aligned\"");
             }
             if let Some(clock) = &raw.aligned_clock {
-                c.at(clock.span(), "aligned_clock applies to switch = \"aligned\"");
+                c.at(
+                    clock.span(),
+                    "aligned_clock applies to switch = \"aligned\"",
+                );
             }
             SwitchMode::Cut
         }
@@ -502,7 +578,10 @@ fn failover_policy(c: &mut Collector<'_>, raw: &RawFailover) -> Policy {
             },
         },
         RawSwitch::Merge => {
-            c.at(raw.switch.span(), "switch = \"merge\" is not supported by this version; use \"cut\" or \"aligned\"");
+            c.at(
+                raw.switch.span(),
+                "switch = \"merge\" is not supported by this version; use \"cut\" or \"aligned\"",
+            );
             SwitchMode::Cut
         }
     };
@@ -515,22 +594,40 @@ fn failover_policy(c: &mut Collector<'_>, raw: &RawFailover) -> Policy {
                 let reason = Reason::from_name(name.get_ref());
                 if reason.is_none() {
                     let known: Vec<&str> = Reason::ALL.iter().map(|r| r.name()).collect();
-                    c.at(name.span(), format!("unknown trigger {:?}; known: {}", name.get_ref(), known.join(", ")));
+                    c.at(
+                        name.span(),
+                        format!(
+                            "unknown trigger {:?}; known: {}",
+                            name.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
                 }
                 reason
             })
             .collect(),
     };
     Policy {
-        health: HealthSettings { input_loss: Duration::from_millis(*raw.input_loss_ms.get_ref()), ..HealthSettings::default() },
-        preference: if raw.preference == RawPreference::Equal { Preference::Equal } else { Preference::Primary },
+        health: HealthSettings {
+            input_loss: Duration::from_millis(*raw.input_loss_ms.get_ref()),
+            ..HealthSettings::default()
+        },
+        preference: if raw.preference == RawPreference::Equal {
+            Preference::Equal
+        } else {
+            Preference::Primary
+        },
         error_clear: Duration::from_millis(error_clear_ms),
         triggers,
         mode,
     }
 }
 
-fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Config {
+fn validate(
+    c: &mut Collector<'_>,
+    raw: RawConfig,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Config {
     let mut channel_ids = HashSet::new();
     // (address, span, owner) of every UDP port we bind, for the conflict check.
     let mut udp_ports: Vec<(SocketAddr, Range<usize>, String)> = Vec::new();
@@ -542,14 +639,20 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
     for ch in raw.channels {
         let id = ch.id.get_ref().clone();
         if !valid_id(&id) {
-            c.at(ch.id.span(), format!("channel id {id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"));
+            c.at(
+                ch.id.span(),
+                format!("channel id {id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"),
+            );
         }
         if !channel_ids.insert(id.clone()) {
             c.at(ch.id.span(), format!("channel id {id:?} is used twice"));
         }
         let input_loss_ms = *ch.failover.input_loss_ms.get_ref();
         if input_loss_ms < 50 {
-            c.at(ch.failover.input_loss_ms.span(), format!("input_loss_ms must be at least 50; it is {input_loss_ms}"));
+            c.at(
+                ch.failover.input_loss_ms.span(),
+                format!("input_loss_ms must be at least 50; it is {input_loss_ms}"),
+            );
         }
         let policy = failover_policy(c, &ch.failover);
         let mode = *ch.mode.get_ref();
@@ -560,10 +663,18 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
             let input = input.get_ref();
             let input_id = input.id.get_ref().clone();
             if !valid_id(&input_id) {
-                c.at(input.id.span(), format!("input id {input_id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"));
+                c.at(
+                    input.id.span(),
+                    format!(
+                        "input id {input_id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"
+                    ),
+                );
             }
             if !ids.insert(input_id.clone()) {
-                c.at(input.id.span(), format!("id {input_id:?} is used twice in channel {id:?}"));
+                c.at(
+                    input.id.span(),
+                    format!("id {input_id:?} is used twice in channel {id:?}"),
+                );
             }
             let transport = match input.kind.get_ref() {
                 InputKind::Srt => {
@@ -571,10 +682,17 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
                         c.at(key.span(), "stream_key is for type = \"rtmp\" inputs; SRT inputs use passphrase and stream_id");
                     }
                     let Some(listen) = &input.listen else {
-                        c.at(span, format!("SRT input {input_id:?} needs `listen = \"IP:PORT\"`"));
+                        c.at(
+                            span,
+                            format!("SRT input {input_id:?} needs `listen = \"IP:PORT\"`"),
+                        );
                         continue;
                     };
-                    udp_ports.push((*listen.get_ref(), listen.span(), format!("input {id}/{input_id}")));
+                    udp_ports.push((
+                        *listen.get_ref(),
+                        listen.span(),
+                        format!("input {id}/{input_id}"),
+                    ));
                     InputTransport::Srt {
                         listen: *listen.get_ref(),
                         latency: latency(c, &input.latency_ms),
@@ -583,7 +701,11 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
                     }
                 }
                 InputKind::Rtmp => {
-                    for (present, key) in [(input.listen.is_some(), "listen"), (input.passphrase.is_some(), "passphrase"), (input.stream_id.is_some(), "stream_id")] {
+                    for (present, key) in [
+                        (input.listen.is_some(), "listen"),
+                        (input.passphrase.is_some(), "passphrase"),
+                        (input.stream_id.is_some(), "stream_id"),
+                    ] {
                         if present {
                             c.at(span.clone(), format!("RTMP input {input_id:?}: `{key}` does not apply; RTMP inputs share [rtmp] listen and are told apart by stream_key"));
                         }
@@ -592,21 +714,37 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
                         c.at(span, format!("RTMP input {input_id:?} needs `stream_key` (OBS publishes to rtmp://HOST:1935/live/<stream_key>)"));
                         continue;
                     };
-                    let Some(stream_key) = stream_key_secret(c, key, lookup) else { continue };
-                    if rtmp_keys.iter().any(|(k, _): &(Secret, String)| *k == stream_key) {
+                    let Some(stream_key) = stream_key_secret(c, key, lookup) else {
+                        continue;
+                    };
+                    if rtmp_keys
+                        .iter()
+                        .any(|(k, _): &(Secret, String)| *k == stream_key)
+                    {
                         c.at(key.span(), "this stream key is already used by another RTMP input; every RTMP input needs its own");
                     }
                     rtmp_keys.push((stream_key.clone(), format!("{id}/{input_id}")));
                     InputTransport::Rtmp { stream_key }
                 }
                 _ => {
-                    c.at(input.kind.span(), "only type = \"srt\" and \"rtmp\" inputs are supported by this version");
+                    c.at(
+                        input.kind.span(),
+                        "only type = \"srt\" and \"rtmp\" inputs are supported by this version",
+                    );
                     continue;
                 }
             };
-            inputs.push(Input { id: input_id, role: input.role, transport });
+            inputs.push(Input {
+                id: input_id,
+                role: input.role,
+                transport,
+            });
         }
-        let mains = ch.inputs.iter().filter(|i| i.get_ref().role == Role::Main).count();
+        let mains = ch
+            .inputs
+            .iter()
+            .filter(|i| i.get_ref().role == Role::Main)
+            .count();
         let backups = ch.inputs.len() - mains;
         match mode {
             Mode::Single if ch.inputs.len() != 1 => {
@@ -624,19 +762,34 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
             let output = output.get_ref();
             let output_id = output.id.get_ref().clone();
             if !valid_id(&output_id) {
-                c.at(output.id.span(), format!("output id {output_id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"));
+                c.at(
+                    output.id.span(),
+                    format!(
+                        "output id {output_id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"
+                    ),
+                );
             }
             if !ids.insert(output_id.clone()) {
-                c.at(output.id.span(), format!("id {output_id:?} is used twice in channel {id:?}"));
+                c.at(
+                    output.id.span(),
+                    format!("id {output_id:?} is used twice in channel {id:?}"),
+                );
             }
             if *output.kind.get_ref() == OutputKind::Rtmp {
                 if let Some(target) = rtmp_output(c, output, span.clone(), &output_id, lookup) {
-                    outputs.push(Output { id: output_id, latency: Duration::ZERO, target });
+                    outputs.push(Output {
+                        id: output_id,
+                        latency: Duration::ZERO,
+                        target,
+                    });
                 }
                 continue;
             }
             let Some(mode) = &output.mode else {
-                c.at(span, format!("SRT output {output_id:?} needs `mode = \"caller\"` or `\"listener\"`"));
+                c.at(
+                    span,
+                    format!("SRT output {output_id:?} needs `mode = \"caller\"` or `\"listener\"`"),
+                );
                 continue;
             };
             let passphrase = secret(c, &output.passphrase, lookup, "passphrase");
@@ -644,56 +797,127 @@ fn validate(c: &mut Collector<'_>, raw: RawConfig, lookup: &dyn Fn(&str) -> Opti
             let target = match mode.get_ref() {
                 OutputMode::Caller => {
                     if let Some(listen) = &output.listen {
-                        c.at(listen.span(), "`listen` is for mode = \"listener\"; a caller uses `address`");
+                        c.at(
+                            listen.span(),
+                            "`listen` is for mode = \"listener\"; a caller uses `address`",
+                        );
                     }
                     let key_length = match &output.pbkeylen {
                         Some(k) if ![16, 24, 32].contains(k.get_ref()) => {
-                            c.at(k.span(), format!("pbkeylen must be 16, 24 or 32; it is {}", k.get_ref()));
+                            c.at(
+                                k.span(),
+                                format!("pbkeylen must be 16, 24 or 32; it is {}", k.get_ref()),
+                            );
                             16
                         }
                         Some(k) => *k.get_ref(),
                         None => 16,
                     };
                     let Some(address) = &output.address else {
-                        c.at(span, format!("SRT caller output {output_id:?} needs `address = \"IP:PORT\"`"));
+                        c.at(
+                            span,
+                            format!(
+                                "SRT caller output {output_id:?} needs `address = \"IP:PORT\"`"
+                            ),
+                        );
                         continue;
                     };
-                    OutputTarget::Caller { address: *address.get_ref(), passphrase, key_length, stream_id }
+                    OutputTarget::Caller {
+                        address: *address.get_ref(),
+                        passphrase,
+                        key_length,
+                        stream_id,
+                    }
                 }
                 OutputMode::Listener => {
                     if let Some(address) = &output.address {
-                        c.at(address.span(), "`address` is for mode = \"caller\"; a listener uses `listen`");
+                        c.at(
+                            address.span(),
+                            "`address` is for mode = \"caller\"; a listener uses `listen`",
+                        );
                     }
                     if let Some(k) = &output.pbkeylen {
-                        c.at(k.span(), "pbkeylen applies to callers; a listener takes the caller's key length");
+                        c.at(
+                            k.span(),
+                            "pbkeylen applies to callers; a listener takes the caller's key length",
+                        );
                     }
                     let Some(listen) = &output.listen else {
-                        c.at(span, format!("SRT listener output {output_id:?} needs `listen = \"IP:PORT\"`"));
+                        c.at(
+                            span,
+                            format!(
+                                "SRT listener output {output_id:?} needs `listen = \"IP:PORT\"`"
+                            ),
+                        );
                         continue;
                     };
-                    udp_ports.push((*listen.get_ref(), listen.span(), format!("output {id}/{output_id}")));
-                    OutputTarget::Listener { listen: *listen.get_ref(), passphrase, stream_id }
+                    udp_ports.push((
+                        *listen.get_ref(),
+                        listen.span(),
+                        format!("output {id}/{output_id}"),
+                    ));
+                    OutputTarget::Listener {
+                        listen: *listen.get_ref(),
+                        passphrase,
+                        stream_id,
+                    }
                 }
             };
-            outputs.push(Output { id: output_id, latency: latency(c, &output.latency_ms), target });
+            outputs.push(Output {
+                id: output_id,
+                latency: latency(c, &output.latency_ms),
+                target,
+            });
         }
-        channels.push(Channel { id, mode, input_loss: Duration::from_millis(input_loss_ms), policy, inputs, outputs });
+        channels.push(Channel {
+            id,
+            mode,
+            input_loss: Duration::from_millis(input_loss_ms),
+            policy,
+            inputs,
+            outputs,
+        });
     }
     for (i, (a, span, owner)) in udp_ports.iter().enumerate() {
         for (b, _, other) in &udp_ports[..i] {
-            let overlap = a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
+            let overlap = a.port() == b.port()
+                && a.port() != 0
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
             if overlap {
-                c.at(span.clone(), format!("UDP port {} of {owner} is already used by {other}", a.port()));
+                c.at(
+                    span.clone(),
+                    format!(
+                        "UDP port {} of {owner} is already used by {other}",
+                        a.port()
+                    ),
+                );
             }
         }
     }
-    let rtmp_listen = raw.rtmp.as_ref().map_or(SocketAddr::from(([0, 0, 0, 0], 1935)), |r| *r.listen.get_ref());
+    let rtmp_listen = raw
+        .rtmp
+        .as_ref()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 1935)), |r| {
+            *r.listen.get_ref()
+        });
     let http_listen = *raw.http.listen.get_ref();
-    if !rtmp_keys.is_empty() && rtmp_listen.port() == http_listen.port() && rtmp_listen.port() != 0 {
+    if !rtmp_keys.is_empty() && rtmp_listen.port() == http_listen.port() && rtmp_listen.port() != 0
+    {
         let span = raw.rtmp.as_ref().map_or(0..0, |r| r.listen.span());
-        c.at(span, format!("TCP port {} is used by both [http] and [rtmp]", rtmp_listen.port()));
+        c.at(
+            span,
+            format!(
+                "TCP port {} is used by both [http] and [rtmp]",
+                rtmp_listen.port()
+            ),
+        );
     }
-    Config { http_listen, rtmp_listen, channels }
+    Config {
+        http_listen,
+        rtmp_listen,
+        state_dir: raw.state.map(|s| s.dir),
+        channels,
+    }
 }
 
 #[cfg(test)]
@@ -713,7 +937,8 @@ mod tests {
 
     #[test]
     fn default_config_is_valid() {
-        let config = parse("default.toml", DEFAULT_CONFIG, &|_| None).expect("default config parses");
+        let config =
+            parse("default.toml", DEFAULT_CONFIG, &|_| None).expect("default config parses");
         assert_eq!(config.channels[0].id, "program");
         assert_eq!(config.channels[0].inputs.len(), 2);
     }
@@ -750,11 +975,30 @@ latency_ms = 5
 "#;
         let e = errors(source);
         assert_eq!(e.len(), 5, "{e:#?}");
-        assert!(e[0].starts_with("t.toml:3:6: channel id \"Bad Id\""), "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("t.toml:5:") && l.contains("input_loss_ms")), "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("t.toml:12:") && l.contains("MISSING_VAR")), "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("t.toml:19:14:") && l.contains("latency_ms")), "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("t.toml:18:10:") && l.contains("UDP port 9000")), "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:3:6: channel id \"Bad Id\""),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("t.toml:5:") && l.contains("input_loss_ms")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("t.toml:12:") && l.contains("MISSING_VAR")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("t.toml:19:14:") && l.contains("latency_ms")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("t.toml:18:10:") && l.contains("UDP port 9000")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -770,16 +1014,31 @@ listen = "0.0.0.0:9000"
 passphrase = "${SRT_PASS}"
 "#;
         let config = parse("t.toml", source, &env).expect("valid");
-        let InputTransport::Srt { passphrase: Some(passphrase), .. } = config.channels[0].inputs[0].transport.clone() else { panic!("an SRT input with a passphrase") };
+        let InputTransport::Srt {
+            passphrase: Some(passphrase),
+            ..
+        } = config.channels[0].inputs[0].transport.clone()
+        else {
+            panic!("an SRT input with a passphrase")
+        };
         assert_eq!(passphrase.expose(), "correct horse battery");
-        assert_eq!(format!("{config:?}").matches("correct horse").count(), 0, "secrets never in Debug output");
+        assert_eq!(
+            format!("{config:?}").matches("correct horse").count(),
+            0,
+            "secrets never in Debug output"
+        );
     }
 
     #[test]
     fn unsupported_input_type_is_explained() {
         let source = "[[channels]]\nid = \"p\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"cam\"\ntype = \"whip\"\n";
         let e = errors(source);
-        assert!(e.iter().any(|l| l.starts_with("t.toml:6:8:") && l.contains("only type = \"srt\" and \"rtmp\"")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("t.toml:6:8:")
+                    && l.contains("only type = \"srt\" and \"rtmp\"")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -788,7 +1047,10 @@ passphrase = "${SRT_PASS}"
                       [[channels]]\nid = \"b\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"obs\"\ntype = \"rtmp\"\nstream_key = \"k1\"\n";
         let e = errors(source);
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("t.toml:14:14:") && e[0].contains("already used"), "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:14:14:") && e[0].contains("already used"),
+            "{e:?}"
+        );
         assert!(!e[0].contains("k1"), "keys are never printed");
     }
 }

@@ -4,6 +4,7 @@
 
 mod channel;
 mod config;
+mod state;
 mod status;
 
 use std::path::PathBuf;
@@ -12,7 +13,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use lunora_egress::{Bus, OutputStatsHandle, RtmpDestination, RtmpDestinationSettings, SrtOutput, SrtOutputMode, SrtOutputSettings};
+use lunora_egress::{
+    Bus, DEFAULT_RETRY, DestinationSpec, OutputStatsHandle, SrtOutput, SrtOutputMode,
+    SrtOutputSettings, ValidDestination,
+};
 use lunora_ingest::{BoundSrtInput, RtmpInput, RtmpServer, SrtInputSettings, StatsHandle};
 use lunora_srt::AccessPolicy;
 use lunora_ts::AnalyserSettings;
@@ -22,12 +26,17 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::channel::{ChannelRuntime, ChannelTask};
-use lunora_switch::{InputSpec, Role, Switcher};
 use crate::config::{Config, InputTransport, OutputTarget};
+use crate::state::{ChannelChanges, StateStore};
 use crate::status::{ChannelHandles, InputHandle, OutputHandle, Status};
+use lunora_switch::{InputSpec, Role, Switcher};
 
 #[derive(Debug, Parser)]
-#[command(name = "lunora", version, about = "Lunora Edge: live-video gateway with seamless main/backup failover")]
+#[command(
+    name = "lunora",
+    version,
+    about = "Lunora Edge: live-video gateway with seamless main/backup failover"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,9 +51,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Validate a configuration file and exit: 0 when valid, 1 with every error otherwise.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
 }
 
 /// Kernel UDP buffer requested per SRT port (see DEPENDENCIES.md: 64 KiB drops at 50 Mbit/s).
@@ -58,10 +65,15 @@ fn load(path: Option<&PathBuf>) -> Result<Config> {
     let env = |name: &str| std::env::var(name).ok();
     match path {
         Some(path) => {
-            let source = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let source = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             Ok(config::parse(&path.display().to_string(), &source, &env)?)
         }
-        None => Ok(config::parse("<embedded default>", config::DEFAULT_CONFIG, &env)?),
+        None => Ok(config::parse(
+            "<embedded default>",
+            config::DEFAULT_CONFIG,
+            &env,
+        )?),
     }
 }
 
@@ -70,7 +82,11 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match load(Some(&file)) {
             Ok(config) => {
-                println!("{}: ok ({} channel(s))", file.display(), config.channels.len());
+                println!(
+                    "{}: ok ({} channel(s))",
+                    file.display(),
+                    config.channels.len()
+                );
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => {
@@ -81,7 +97,11 @@ fn main() -> std::process::ExitCode {
         Command::Run { config } => {
             init_logging();
             let result = load(config.as_ref()).and_then(|config| {
-                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?.block_on(run(config))
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?
+                    .block_on(run(config))
             });
             match result {
                 Ok(()) => std::process::ExitCode::SUCCESS,
@@ -100,9 +120,15 @@ fn init_logging() {
     // srt-tokio logs through `log`; the subscriber bridges it. It warns once per malformed
     // datagram, so a hostile sender could flood the log: only its errors pass unless RUST_LOG
     // asks for more. Lunora logs every rejection itself.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,srt_tokio=error,srt_protocol=error"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,srt_tokio=error,srt_protocol=error"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run(config: Config) -> Result<()> {
@@ -110,8 +136,21 @@ async fn run(config: Config) -> Result<()> {
     let tasks = TaskTracker::new();
     let http = tokio::net::TcpListener::bind(config.http_listen)
         .await
-        .with_context(|| format!("cannot bind the HTTP listener on {} ([http] listen)", config.http_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot bind the HTTP listener on {} ([http] listen)",
+                config.http_listen
+            )
+        })?;
 
+    let state_dir = config.state_dir.clone().unwrap_or_else(state::default_dir);
+    let store = StateStore::open(&state_dir).with_context(|| {
+        format!(
+            "cannot open the state directory {} ([state] dir)",
+            state_dir.display()
+        )
+    })?;
+    info!(file = %store.path().display(), "destination changes made through the API are saved here");
     let mut channels = Vec::new();
     let mut rtmp_inputs = Vec::new();
     for channel in &config.channels {
@@ -125,21 +164,38 @@ async fn run(config: Config) -> Result<()> {
             let input = &channel.inputs[index];
             let stats = StatsHandle::new();
             let listen = match &input.transport {
-                InputTransport::Srt { listen, latency, passphrase, stream_id } => {
+                InputTransport::Srt {
+                    listen,
+                    latency,
+                    passphrase,
+                    stream_id,
+                } => {
                     let settings = SrtInputSettings {
                         id: input.id.clone(),
                         listen: *listen,
                         latency: *latency,
-                        access: AccessPolicy { passphrase: passphrase.clone(), stream_id: stream_id.clone() },
+                        access: AccessPolicy {
+                            passphrase: passphrase.clone(),
+                            stream_id: stream_id.clone(),
+                        },
                         input_loss: channel.input_loss,
                         analyser: AnalyserSettings::default(),
                         udp_buffer_bytes: UDP_BUFFER_BYTES,
                     };
                     let bound = BoundSrtInput::bind(settings, stats.clone())
                         .await
-                        .with_context(|| format!("channel {:?} input {:?}: cannot bind SRT port {listen}", channel.id, input.id))?;
+                        .with_context(|| {
+                            format!(
+                                "channel {:?} input {:?}: cannot bind SRT port {listen}",
+                                channel.id, input.id
+                            )
+                        })?;
                     let listen = bound.local_addr();
-                    tasks.spawn(bound.run(inputs.len(), sender.clone(), cancel.clone().cancelled_owned()));
+                    tasks.spawn(bound.run(
+                        inputs.len(),
+                        sender.clone(),
+                        cancel.clone().cancelled_owned(),
+                    ));
                     listen
                 }
                 InputTransport::Rtmp { stream_key } => {
@@ -157,33 +213,51 @@ async fn run(config: Config) -> Result<()> {
                 InputTransport::Srt { .. } => "srt",
                 InputTransport::Rtmp { .. } => "rtmp",
             };
-            inputs.push(InputHandle { id: input.id.clone(), role: input.role.name(), kind, listen, stats });
+            inputs.push(InputHandle {
+                id: input.id.clone(),
+                role: input.role.name(),
+                kind,
+                listen,
+                stats,
+            });
         }
         drop(sender);
         let mut outputs = Vec::new();
+        let mut rtmp_destinations = Vec::new();
         for output in &channel.outputs {
             let stats = OutputStatsHandle::new();
             let (mode, address, mode_name) = match &output.target {
-                OutputTarget::Rtmp { url, stream_key, autostart, rules, retry } => {
-                    let settings = RtmpDestinationSettings {
-                        id: output.id.clone(),
-                        url: url.clone(),
-                        stream_key: stream_key.clone(),
-                        rules: *rules,
-                        retry_min: retry.0,
-                        retry_max: retry.1,
-                    };
-                    let destination = RtmpDestination::spawn(settings, bus.clone(), stats.clone(), *autostart, cancel.child_token());
-                    outputs.push(OutputHandle { id: output.id.clone(), kind: "rtmp", mode: "push", address: url.to_string(), stats, control: Some(destination) });
+                OutputTarget::Rtmp { spec, destination } => {
+                    rtmp_destinations.push((output.id.clone(), spec.clone(), destination.clone()));
                     continue;
                 }
-                OutputTarget::Caller { address, passphrase, key_length, stream_id } => (
-                    SrtOutputMode::Caller { address: *address, stream_id: stream_id.clone(), passphrase: passphrase.clone(), key_length: *key_length },
+                OutputTarget::Caller {
+                    address,
+                    passphrase,
+                    key_length,
+                    stream_id,
+                } => (
+                    SrtOutputMode::Caller {
+                        address: *address,
+                        stream_id: stream_id.clone(),
+                        passphrase: passphrase.clone(),
+                        key_length: *key_length,
+                    },
                     address.to_string(),
                     "caller",
                 ),
-                OutputTarget::Listener { listen, passphrase, stream_id } => (
-                    SrtOutputMode::Listener { listen: *listen, access: AccessPolicy { passphrase: passphrase.clone(), stream_id: stream_id.clone() } },
+                OutputTarget::Listener {
+                    listen,
+                    passphrase,
+                    stream_id,
+                } => (
+                    SrtOutputMode::Listener {
+                        listen: *listen,
+                        access: AccessPolicy {
+                            passphrase: passphrase.clone(),
+                            stream_id: stream_id.clone(),
+                        },
+                    },
                     listen.to_string(),
                     "listener",
                 ),
@@ -193,39 +267,93 @@ async fn run(config: Config) -> Result<()> {
                 mode,
                 latency: output.latency,
                 udp_buffer_bytes: UDP_BUFFER_BYTES,
-                retry_min: config::DEFAULT_RETRY.0,
-                retry_max: config::DEFAULT_RETRY.1,
+                retry_min: DEFAULT_RETRY.0,
+                retry_max: DEFAULT_RETRY.1,
             };
-            let started = SrtOutput::start(settings, bus.clone(), stats.clone(), cancel.child_token())
-                .await
-                .with_context(|| format!("channel {:?} output {:?}: cannot start on {address}", channel.id, output.id))?;
+            let started =
+                SrtOutput::start(settings, bus.clone(), stats.clone(), cancel.child_token())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "channel {:?} output {:?}: cannot start on {address}",
+                            channel.id, output.id
+                        )
+                    })?;
             let address = started.local_addr().map_or(address, |a| a.to_string());
-            outputs.push(OutputHandle { id: output.id.clone(), kind: "srt", mode: mode_name, address, stats, control: None });
+            outputs.push(OutputHandle {
+                id: output.id.clone(),
+                kind: "srt",
+                mode: mode_name,
+                address,
+                stats,
+                destination: None,
+            });
         }
+        apply_saved_changes(
+            &channel.id,
+            &mut rtmp_destinations,
+            store.changes(&channel.id),
+            &outputs,
+        );
         let specs = order
             .iter()
             .map(|&i| InputSpec {
                 id: channel.inputs[i].id.clone(),
-                role: if channel.inputs[i].role == config::Role::Main { Role::Main } else { Role::Backup },
+                role: if channel.inputs[i].role == config::Role::Main {
+                    Role::Main
+                } else {
+                    Role::Backup
+                },
             })
             .collect();
         let runtime = Arc::new(Mutex::new(ChannelRuntime::default()));
         let (commands, command_receiver) = mpsc::channel(16);
-        let task = ChannelTask { id: channel.id.clone(), switcher: Switcher::new(channel.policy.clone(), specs), bus, runtime: runtime.clone() };
+        let task = ChannelTask {
+            id: channel.id.clone(),
+            switcher: Switcher::new(channel.policy.clone(), specs),
+            bus: bus.clone(),
+            runtime: runtime.clone(),
+        };
         tasks.spawn(task.run(receiver, command_receiver, cancel.clone()));
-        channels.push(ChannelHandles { id: channel.id.clone(), mode: channel.mode.name(), inputs, outputs, runtime, commands });
+        let handles = ChannelHandles {
+            id: channel.id.clone(),
+            mode: channel.mode.name(),
+            inputs,
+            outputs: Mutex::new(Vec::new()),
+            runtime,
+            commands,
+            bus,
+            cancel: cancel.child_token(),
+        };
+        for (id, spec, destination) in rtmp_destinations {
+            let start = spec.autostart;
+            outputs.push(handles.spawn_destination(
+                id,
+                spec,
+                destination,
+                start,
+                OutputStatsHandle::new(),
+            ));
+        }
+        *handles.outputs.lock().unwrap_or_else(|p| p.into_inner()) = outputs;
+        channels.push(handles);
     }
 
     if !rtmp_inputs.is_empty() {
         let server = RtmpServer::bind(config.rtmp_listen)
             .await
-            .with_context(|| format!("cannot bind the RTMP server on {} ([rtmp] listen)", config.rtmp_listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot bind the RTMP server on {} ([rtmp] listen)",
+                    config.rtmp_listen
+                )
+            })?;
         let address = server.local_addr().context("RTMP server has no address")?;
         info!(listen = %address, inputs = rtmp_inputs.len(), "RTMP ingest listening (rtmp://HOST:{}/live/<stream key>)", address.port());
         tasks.spawn(server.run(rtmp_inputs, cancel.clone().cancelled_owned()));
     }
 
-    let status = Arc::new(Status::new(channels));
+    let status = Arc::new(Status::new(channels, store));
     let http_address = http.local_addr().context("HTTP listener has no address")?;
     let http_cancel = cancel.clone();
     tasks.spawn({
@@ -247,10 +375,50 @@ async fn run(config: Config) -> Result<()> {
     info!("shutting down");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     cancel.cancel();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
         warn!("some tasks did not stop within 5 s");
     }
     Ok(())
+}
+
+/// Lays the destinations added, changed or removed through the API over the config file's. A
+/// saved destination that no longer validates (or clashes with an SRT output's id) is skipped
+/// with a log line; the rest run.
+fn apply_saved_changes(
+    channel: &str,
+    destinations: &mut Vec<(String, DestinationSpec, ValidDestination)>,
+    changes: ChannelChanges,
+    srt_outputs: &[OutputHandle],
+) {
+    for (id, change) in changes {
+        let existing = destinations.iter().position(|(d, _, _)| *d == id);
+        match (change, existing) {
+            (None, Some(index)) => {
+                destinations.remove(index);
+            }
+            (None, None) => {}
+            (Some(spec), existing) => {
+                if srt_outputs.iter().any(|o| o.id == id) {
+                    warn!(channel, output = %id, "a saved destination has the id of an SRT output in the config file; skipping it");
+                    continue;
+                }
+                match spec.validate() {
+                    Ok(destination) => match existing {
+                        Some(index) => destinations[index] = (id, spec, destination),
+                        None => destinations.push((id, spec, destination)),
+                    },
+                    Err(problems) => {
+                        let reasons: Vec<String> =
+                            problems.into_iter().map(|p| p.message).collect();
+                        warn!(channel, output = %id, "skipping a saved destination: {}", reasons.join("; "));
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -2,18 +2,29 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use lunora_api::{ChannelStatus, ControlError, InputStatus, OutputStatus, StatusSource, SwitchError};
-use lunora_egress::{Control, RtmpDestination};
+use lunora_api::{
+    ChannelStatus, ControlError, DestinationError, DestinationView, InputStatus, OutputStatus,
+    StatusSource, SwitchError,
+};
+use lunora_egress::{
+    Bus, Control, DestinationSpec, OutputState, OutputStatsHandle, RtmpDestination,
+    RtmpDestinationSettings, SpecProblem, ValidDestination,
+};
+use lunora_ingest::StatsHandle;
 use lunora_switch::Command;
 use tokio::sync::mpsc;
-use lunora_egress::OutputStatsHandle;
-use lunora_ingest::StatsHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::channel::{ChannelRuntime, lock};
+use crate::state::StateStore;
+
+fn problems(problems: Vec<SpecProblem>) -> DestinationError {
+    DestinationError::Invalid(problems.into_iter().map(|p| p.message).collect())
+}
 
 pub(crate) struct InputHandle {
     pub(crate) id: String,
@@ -31,8 +42,15 @@ pub(crate) struct OutputHandle {
     pub(crate) mode: &'static str,
     pub(crate) address: String,
     pub(crate) stats: OutputStatsHandle,
-    /// Start/stop control, for outputs that have it (RTMP destinations).
-    pub(crate) control: Option<RtmpDestination>,
+    /// RTMP destinations: start/stop control and their settings.
+    pub(crate) destination: Option<DestinationHandle>,
+}
+
+pub(crate) struct DestinationHandle {
+    control: RtmpDestination,
+    spec: DestinationSpec,
+    /// Ends this destination's supervisor (removal, or replacement by an update).
+    cancel: CancellationToken,
 }
 
 pub(crate) struct ChannelHandles {
@@ -40,19 +58,91 @@ pub(crate) struct ChannelHandles {
     pub(crate) mode: &'static str,
     /// In the switcher's priority order (the index the switcher uses).
     pub(crate) inputs: Vec<InputHandle>,
-    pub(crate) outputs: Vec<OutputHandle>,
+    /// Changed at run time when destinations are added, updated or removed.
+    pub(crate) outputs: Mutex<Vec<OutputHandle>>,
     pub(crate) runtime: Arc<Mutex<ChannelRuntime>>,
     pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl ChannelHandles {
+    /// Starts the supervisor of an RTMP destination (idle unless `start`).
+    pub(crate) fn spawn_destination(
+        &self,
+        id: String,
+        spec: DestinationSpec,
+        destination: ValidDestination,
+        start: bool,
+        stats: OutputStatsHandle,
+    ) -> OutputHandle {
+        let settings = RtmpDestinationSettings {
+            id: format!("{}/{id}", self.id),
+            url: destination.url.clone(),
+            stream_key: destination.stream_key,
+            rules: destination.rules,
+            retry_min: destination.retry.0,
+            retry_max: destination.retry.1,
+        };
+        let cancel = self.cancel.child_token();
+        let control = RtmpDestination::spawn(
+            settings,
+            self.bus.clone(),
+            stats.clone(),
+            start,
+            cancel.clone(),
+        );
+        OutputHandle {
+            id,
+            kind: "rtmp",
+            mode: "push",
+            address: destination.url.to_string(),
+            stats,
+            destination: Some(DestinationHandle {
+                control,
+                spec,
+                cancel,
+            }),
+        }
+    }
+
+    fn outputs(&self) -> MutexGuard<'_, Vec<OutputHandle>> {
+        self.outputs.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 pub(crate) struct Status {
     channels: Vec<ChannelHandles>,
     ready: AtomicBool,
+    store: StateStore,
 }
 
 impl Status {
-    pub(crate) fn new(channels: Vec<ChannelHandles>) -> Self {
-        Status { channels, ready: AtomicBool::new(false) }
+    pub(crate) fn new(channels: Vec<ChannelHandles>, store: StateStore) -> Self {
+        Status {
+            channels,
+            ready: AtomicBool::new(false),
+            store,
+        }
+    }
+
+    fn channel(&self, id: &str) -> Result<&ChannelHandles, DestinationError> {
+        self.channels
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or(DestinationError::NoChannel)
+    }
+
+    fn save(
+        &self,
+        channel: &str,
+        id: &str,
+        spec: Option<DestinationSpec>,
+    ) -> Result<(), DestinationError> {
+        self.store.record(channel, id, spec).map_err(|e| {
+            warn!(channel, output = id, file = %self.store.path().display(), error = %e, "cannot save a destination change");
+            DestinationError::Storage(format!("writing {}: {e}", self.store.path().display()))
+        })
     }
 
     pub(crate) fn set_ready(&self) {
@@ -86,9 +176,19 @@ impl StatusSource for Status {
                         })
                         .collect(),
                     outputs: c
-                        .outputs
+                        .outputs()
                         .iter()
-                        .map(|o| OutputStatus { id: o.id.clone(), kind: o.kind, mode: o.mode, address: o.address.clone(), stats: o.stats.snapshot() })
+                        .map(|o| OutputStatus {
+                            id: o.id.clone(),
+                            kind: o.kind,
+                            mode: o.mode,
+                            address: o.address.clone(),
+                            destination: o
+                                .destination
+                                .as_ref()
+                                .map(|d| DestinationView::from(&d.spec)),
+                            stats: o.stats.snapshot(),
+                        })
                         .collect(),
                     switches: runtime.switches.clone(),
                     switch_counts: runtime.switch_counts(),
@@ -100,36 +200,137 @@ impl StatusSource for Status {
     }
 
     fn switch(&self, channel: &str, input: &str) -> Result<(), SwitchError> {
-        let c = self.channels.iter().find(|c| c.id == channel).ok_or(SwitchError::NoChannel)?;
+        let c = self
+            .channels
+            .iter()
+            .find(|c| c.id == channel)
+            .ok_or(SwitchError::NoChannel)?;
         let command = if input == "auto" {
             Command::Auto
         } else {
-            Command::Force(c.inputs.iter().position(|i| i.id == input).ok_or(SwitchError::NoInput)?)
+            Command::Force(
+                c.inputs
+                    .iter()
+                    .position(|i| i.id == input)
+                    .ok_or(SwitchError::NoInput)?,
+            )
         };
         c.commands.try_send(command).map_err(|_| SwitchError::Busy)
     }
 
-    fn control_outputs(&self, channel: &str, output: Option<&str>, start: bool) -> Result<usize, ControlError> {
-        let c = self.channels.iter().find(|c| c.id == channel).ok_or(ControlError::NoChannel)?;
-        let targets: Vec<&OutputHandle> = match output {
-            Some(id) => {
-                let o = c.outputs.iter().find(|o| o.id == id).ok_or(ControlError::NoOutput)?;
-                if o.control.is_none() {
-                    return Err(ControlError::AlwaysOn);
-                }
-                vec![o]
-            }
-            None => c.outputs.iter().filter(|o| o.control.is_some()).collect(),
+    fn control_outputs(
+        &self,
+        channel: &str,
+        output: Option<&str>,
+        start: bool,
+    ) -> Result<usize, ControlError> {
+        let c = self
+            .channels
+            .iter()
+            .find(|c| c.id == channel)
+            .ok_or(ControlError::NoChannel)?;
+        let outputs = c.outputs();
+        let targets: Vec<&DestinationHandle> = match output {
+            Some(id) => vec![
+                outputs
+                    .iter()
+                    .find(|o| o.id == id)
+                    .ok_or(ControlError::NoOutput)?
+                    .destination
+                    .as_ref()
+                    .ok_or(ControlError::AlwaysOn)?,
+            ],
+            None => outputs
+                .iter()
+                .filter_map(|o| o.destination.as_ref())
+                .collect(),
         };
         let command = if start { Control::Start } else { Control::Stop };
-        for o in &targets {
-            if let Some(control) = &o.control
-                && !control.send(command)
-            {
+        for d in &targets {
+            if !d.control.send(command) {
                 return Err(ControlError::Busy);
             }
         }
         Ok(targets.len())
+    }
+
+    fn add_destination(
+        &self,
+        channel: &str,
+        id: &str,
+        spec: DestinationSpec,
+    ) -> Result<(), DestinationError> {
+        let c = self.channel(channel)?;
+        if !crate::config::valid_id(id) {
+            return Err(DestinationError::BadId);
+        }
+        let destination = spec.validate().map_err(problems)?;
+        let mut outputs = c.outputs();
+        if outputs.iter().any(|o| o.id == id) {
+            return Err(DestinationError::Exists);
+        }
+        self.save(channel, id, Some(spec.clone()))?;
+        info!(channel, output = id, url = %destination.url, "RTMP destination added");
+        let start = spec.autostart;
+        outputs.push(c.spawn_destination(
+            id.to_string(),
+            spec,
+            destination,
+            start,
+            OutputStatsHandle::new(),
+        ));
+        Ok(())
+    }
+
+    fn update_destination(
+        &self,
+        channel: &str,
+        id: &str,
+        mut spec: DestinationSpec,
+    ) -> Result<(), DestinationError> {
+        let c = self.channel(channel)?;
+        let mut outputs = c.outputs();
+        let slot = outputs
+            .iter_mut()
+            .find(|o| o.id == id)
+            .ok_or(DestinationError::NoOutput)?;
+        let old = slot
+            .destination
+            .as_ref()
+            .ok_or(DestinationError::NotDestination)?;
+        if spec.stream_key.is_none() {
+            spec.stream_key = old.spec.stream_key.clone();
+        }
+        let destination = spec.validate().map_err(problems)?;
+        self.save(channel, id, Some(spec.clone()))?;
+        let previous = slot.stats.snapshot();
+        let was_running = !matches!(previous.state, OutputState::Idle | OutputState::Failed);
+        old.cancel.cancel();
+        info!(channel, output = id, url = %destination.url, restart = was_running, "RTMP destination updated");
+        // Counters carry over so the metrics stay monotonic; the old supervisor keeps its own
+        // handle while it winds down.
+        let stats = OutputStatsHandle::carrying_counters(&previous);
+        let start = spec.autostart || was_running;
+        *slot = c.spawn_destination(id.to_string(), spec, destination, start, stats);
+        Ok(())
+    }
+
+    fn remove_destination(&self, channel: &str, id: &str) -> Result<(), DestinationError> {
+        let c = self.channel(channel)?;
+        let mut outputs = c.outputs();
+        let index = outputs
+            .iter()
+            .position(|o| o.id == id)
+            .ok_or(DestinationError::NoOutput)?;
+        let destination = outputs[index]
+            .destination
+            .as_ref()
+            .ok_or(DestinationError::NotDestination)?;
+        self.save(channel, id, None)?;
+        destination.cancel.cancel();
+        outputs.remove(index);
+        info!(channel, output = id, "RTMP destination removed");
+        Ok(())
     }
 
     fn ready(&self) -> bool {
