@@ -9,6 +9,7 @@
 mod common;
 mod config_cli;
 mod failover;
+mod hls;
 mod metrics;
 mod rtmp_ingest;
 mod rtmp_output;

@@ -18,12 +18,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use lunora_egress::DestinationSpec;
 use serde_json::json;
 
 pub use metrics::render_metrics;
 pub use status::{
-    ChannelStatus, DestinationView, HealthView, InputStatus, OutputStatus, SwitchCount, SwitchView,
+    ChannelStatus, DestinationView, HealthView, HlsView, InputStatus, OutputStatus, SwitchCount,
+    SwitchView,
 };
 
 /// Where the HTTP layer gets its data and sends commands; implemented by the binary, which
@@ -58,6 +60,10 @@ pub trait StatusSource: Send + Sync + 'static {
         spec: DestinationSpec,
     ) -> Result<(), DestinationError>;
     fn remove_destination(&self, channel: &str, id: &str) -> Result<(), DestinationError>;
+    /// The channel's live HLS playlist; `None` for an unknown channel.
+    fn hls_playlist(&self, channel: &str) -> Option<String>;
+    /// One HLS segment while it is in the playlist window.
+    fn hls_segment(&self, channel: &str, sequence: u64) -> Option<Bytes>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +143,7 @@ pub fn router(source: Source) -> Router {
                 control(s, Path(id), Some(oid), false)
             }),
         )
+        .route("/hls/{channel}/{file}", get(hls))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see /api/v1/channels") })
         .with_state(source)
 }
@@ -395,4 +402,50 @@ async fn remove_destination(
 ) -> Response {
     let result = source.remove_destination(&channel, &id);
     destination_result(result, &source, &channel, &id, StatusCode::NO_CONTENT)
+}
+
+/// `/hls/{channel}/index.m3u8` and `/hls/{channel}/{sequence}.ts`, from memory. The playlist
+/// changes every segment, so it is never cached; a segment never changes once listed.
+async fn hls(
+    State(source): State<Source>,
+    Path((channel, file)): Path<(String, String)>,
+) -> Response {
+    if file == "index.m3u8" {
+        return match source.hls_playlist(&channel) {
+            Some(playlist) => (
+                [
+                    (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+                    (header::CACHE_CONTROL, "no-cache, no-store"),
+                ],
+                playlist,
+            )
+                .into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!("no channel with id {channel:?}"),
+            ),
+        };
+    }
+    let Some(sequence) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "HLS files are index.m3u8 and <sequence>.ts",
+        );
+    };
+    match source.hls_segment(&channel, sequence) {
+        Some(data) => (
+            [
+                (header::CONTENT_TYPE, "video/mp2t"),
+                (header::CACHE_CONTROL, "public, max-age=3600, immutable"),
+            ],
+            data,
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "segment {sequence} of channel {channel:?} is not (or no longer) in the playlist"
+            ),
+        ),
+    }
 }

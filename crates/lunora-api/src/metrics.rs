@@ -200,8 +200,33 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
         &["channel"],
     )?;
 
+    let hls_segments = f.int_gauge(
+        "lunora_hls_segments",
+        "Segments in the preview playlist.",
+        &["channel"],
+    )?;
+    let hls_bytes = f.int_gauge(
+        "lunora_hls_memory_bytes",
+        "Bytes the preview holds in memory.",
+        &["channel"],
+    )?;
+    let hls_discontinuities = f.counter(
+        "lunora_hls_discontinuities_total",
+        "Preview segments that start a discontinuity (codec parameters changed).",
+        &["channel"],
+    )?;
+
     for channel in channels {
         let c = channel.id.as_str();
+        hls_segments
+            .with_label_values(&[c])
+            .set(channel.hls.segments as i64);
+        hls_bytes
+            .with_label_values(&[c])
+            .set(channel.hls.bytes as i64);
+        hls_discontinuities
+            .with_label_values(&[c])
+            .inc_by(channel.hls.discontinuities_total);
         forced
             .with_label_values(&[c])
             .set(i64::from(channel.forced_input.is_some()));

@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use lunora_egress::{DestinationSpec, OutputStats};
+use lunora_egress::{DestinationSpec, HlsStats, OutputStats};
 use lunora_ingest::InputStats;
 use serde::Serialize;
 
@@ -21,6 +21,32 @@ pub struct ChannelStatus {
     pub incompatible_switches_total: u64,
     /// Frames the switcher dropped to keep the output timeline valid.
     pub timeline_dropped_frames_total: u64,
+    pub hls: HlsView,
+}
+
+/// The channel's HLS preview: what it holds in memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct HlsView {
+    /// `/hls/{channel}/index.m3u8`.
+    pub playlist: String,
+    pub segments: usize,
+    pub bytes: usize,
+    pub media_sequence: u64,
+    pub target_duration_seconds: u64,
+    pub discontinuities_total: u64,
+}
+
+impl HlsView {
+    pub fn new(channel: &str, stats: HlsStats) -> HlsView {
+        HlsView {
+            playlist: format!("/hls/{channel}/index.m3u8"),
+            segments: stats.segments,
+            bytes: stats.bytes,
+            media_sequence: stats.media_sequence,
+            target_duration_seconds: stats.target_duration_seconds,
+            discontinuities_total: stats.discontinuities_total,
+        }
+    }
 }
 
 /// One switch as an operator reads it.

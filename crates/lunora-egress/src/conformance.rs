@@ -2,7 +2,7 @@
 //! frame rate, scan type, audio format. Pure; fed frames, it keeps the current list of problems
 //! (fixing them by transcoding is a later feature).
 
-use lunora_media::{AdtsHeader, AnnexBNalUnits, Codec, Frame, H264NalType, parse_h264_sps};
+use lunora_media::{AdtsHeader, Codec, Frame, keyframe_video_format};
 
 /// A platform's published ingest rules.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,16 +89,8 @@ impl Conformance {
                     self.longest_gop_s = gop.max(self.longest_gop_s * 0.9);
                 }
                 self.last_keyframe_dts = Some(dts);
-                if frame.codec == Codec::H264 {
-                    for nal in AnnexBNalUnits::new(&frame.data) {
-                        if nal
-                            .first()
-                            .is_some_and(|h| H264NalType::from_header(*h) == H264NalType::Sps)
-                            && let Ok(sps) = parse_h264_sps(nal)
-                        {
-                            self.interlaced = Some(sps.format.interlaced);
-                        }
-                    }
+                if let Some(format) = keyframe_video_format(frame.codec, &frame.data) {
+                    self.interlaced = Some(format.interlaced);
                 }
             }
         } else if frame.codec.is_audio() {

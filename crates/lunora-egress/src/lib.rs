@@ -10,6 +10,7 @@
 mod bus;
 mod conformance;
 mod destination;
+mod hls;
 mod rtmp;
 mod srt;
 mod stats;
@@ -19,6 +20,8 @@ pub use conformance::{Conformance, PlatformRules};
 pub use destination::{
     DEFAULT_RETRY, DestinationSpec, Preset, SpecField, SpecProblem, ValidDestination,
 };
+pub use hls::HlsPreview;
+pub use lunora_hls::{HlsSettings, HlsStats};
 pub use rtmp::{Control, RtmpDestination, RtmpDestinationSettings, RtmpUrl};
 pub use srt::{SrtOutput, SrtOutputMode, SrtOutputSettings};
 pub use stats::{OutputState, OutputStats, OutputStatsHandle};

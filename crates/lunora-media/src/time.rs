@@ -1,5 +1,7 @@
 //! MPEG timestamps: 90 kHz ticks on a 33-bit wrapping clock.
 
+use std::time::{Duration, SystemTime};
+
 /// PTS/DTS wrap after 2^33 ticks (about 26.5 hours).
 pub const WRAP_33_BIT: i64 = 1 << 33;
 
@@ -77,8 +79,42 @@ impl Unwrap33 {
     }
 }
 
+/// RFC 3339 UTC with milliseconds (`2026-11-24T06:02:03.456Z`), without pulling in a date
+/// crate. The caller supplies the time: this crate never reads the clock.
+pub fn rfc3339(time: SystemTime) -> String {
+    let since_epoch = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let secs = since_epoch.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_formatting() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_500_123_456);
+        assert_eq!(rfc3339(t), "2026-11-24T06:02:03.456Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
     use super::*;
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use lunora_api::{HealthView, SwitchCount, SwitchView};
 use lunora_egress::Bus;
@@ -171,7 +171,7 @@ impl ChannelTask {
         if !record.incompatible.is_empty() {
             warn!(channel = %self.id, to = %to, differences = %record.incompatible.join("; "), "switched to an input whose stream differs");
         }
-        let at = humantime_rfc3339(SystemTime::now());
+        let at = lunora_media::rfc3339(SystemTime::now());
         let from_role = self.role(record.from);
         let to_role = self.role(Some(record.to));
         let mut runtime = lock(&self.runtime);
@@ -198,46 +198,5 @@ impl ChannelTask {
         if runtime.switches.len() > 20 {
             runtime.switches.remove(0);
         }
-    }
-}
-
-/// RFC 3339 UTC with milliseconds, without pulling in a date crate.
-fn humantime_rfc3339(time: SystemTime) -> String {
-    let since_epoch = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let secs = since_epoch.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since_epoch.subsec_millis()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_formatting() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_500_123_456);
-        assert_eq!(humantime_rfc3339(t), "2026-11-24T06:02:03.456Z");
-        assert_eq!(
-            humantime_rfc3339(SystemTime::UNIX_EPOCH),
-            "1970-01-01T00:00:00.000Z"
-        );
     }
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lunora_egress::{
-    Bus, DEFAULT_RETRY, DestinationSpec, OutputStatsHandle, SrtOutput, SrtOutputMode,
-    SrtOutputSettings, ValidDestination,
+    Bus, DEFAULT_RETRY, DestinationSpec, HlsPreview, HlsSettings, OutputStatsHandle, SrtOutput,
+    SrtOutputMode, SrtOutputSettings, ValidDestination,
 };
 use lunora_ingest::{BoundSrtInput, RtmpInput, RtmpServer, SrtInputSettings, StatsHandle};
 use lunora_srt::AccessPolicy;
@@ -322,6 +322,7 @@ async fn run(config: Config) -> Result<()> {
             outputs: Mutex::new(Vec::new()),
             runtime,
             commands,
+            hls: HlsPreview::spawn(bus.clone(), HlsSettings::default(), cancel.child_token()),
             bus,
             cancel: cancel.child_token(),
         };

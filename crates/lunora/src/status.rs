@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use lunora_api::{
-    ChannelStatus, ControlError, DestinationError, DestinationView, InputStatus, OutputStatus,
-    StatusSource, SwitchError,
+    ChannelStatus, ControlError, DestinationError, DestinationView, HlsView, InputStatus,
+    OutputStatus, StatusSource, SwitchError,
 };
 use lunora_egress::{
-    Bus, Control, DestinationSpec, OutputState, OutputStatsHandle, RtmpDestination,
+    Bus, Control, DestinationSpec, HlsPreview, OutputState, OutputStatsHandle, RtmpDestination,
     RtmpDestinationSettings, SpecProblem, ValidDestination,
 };
 use lunora_ingest::StatsHandle;
@@ -64,6 +64,7 @@ pub(crate) struct ChannelHandles {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) bus: Arc<Bus>,
     pub(crate) cancel: CancellationToken,
+    pub(crate) hls: HlsPreview,
 }
 
 impl ChannelHandles {
@@ -194,6 +195,7 @@ impl StatusSource for Status {
                     switch_counts: runtime.switch_counts(),
                     incompatible_switches_total: runtime.incompatible_total,
                     timeline_dropped_frames_total: runtime.timeline_dropped_frames,
+                    hls: HlsView::new(&c.id, c.hls.stats()),
                 }
             })
             .collect()
@@ -331,6 +333,21 @@ impl StatusSource for Status {
         outputs.remove(index);
         info!(channel, output = id, "RTMP destination removed");
         Ok(())
+    }
+
+    fn hls_playlist(&self, channel: &str) -> Option<String> {
+        self.channels
+            .iter()
+            .find(|c| c.id == channel)
+            .map(|c| c.hls.playlist())
+    }
+
+    fn hls_segment(&self, channel: &str, sequence: u64) -> Option<bytes::Bytes> {
+        self.channels
+            .iter()
+            .find(|c| c.id == channel)?
+            .hls
+            .segment(sequence)
     }
 
     fn ready(&self) -> bool {
