@@ -24,3 +24,15 @@ need_rust() {
         exit 1
     fi
 }
+
+# The dashboard's assets (hls.js, and playwright-core for its browser test) come from the npm
+# registry into web/node_modules, exactly as package-lock.json pins them; the build embeds them.
+need_web() {
+    if ! command -v npm >/dev/null; then
+        need_apt nodejs npm
+    fi
+    if [ ! -d web/node_modules/hls.js ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+        echo "installing the web UI's npm packages"
+        npm ci --prefix web --no-audit --no-fund --loglevel=error
+    fi
+}

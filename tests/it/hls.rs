@@ -194,7 +194,7 @@ fn a_failover_keeps_the_playlist_continuous_without_a_discontinuity() {
     let daemon = Daemon::start(&config);
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 60, "320x180", "300k");
-    let mut main_encoder = ffmpeg_push(
+    let main_encoder = ffmpeg_push(
         &dir,
         "main",
         &source,

@@ -15,3 +15,4 @@ mod rtmp_ingest;
 mod rtmp_output;
 mod srt_ingest;
 mod srt_output;
+mod ui;

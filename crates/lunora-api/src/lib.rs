@@ -6,8 +6,10 @@
 // Helpers return a finished error response for handlers to send as is; they run once per request.
 #![allow(clippy::result_large_err)]
 
+mod events;
 mod metrics;
 mod status;
+mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,8 +26,8 @@ use serde_json::json;
 
 pub use metrics::render_metrics;
 pub use status::{
-    ChannelStatus, DestinationView, HealthView, HlsView, InputStatus, OutputStatus, SwitchCount,
-    SwitchView,
+    ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
+    SwitchCount, SwitchView,
 };
 
 /// Where the HTTP layer gets its data and sends commands; implemented by the binary, which
@@ -107,10 +109,16 @@ type Source = Arc<dyn StatusSource>;
 
 pub fn router(source: Source) -> Router {
     Router::new()
+        .route("/", get(web::index))
+        .route("/assets/app.js", get(web::app))
+        .route("/assets/style.css", get(web::style))
+        .route("/assets/hls.js", get(web::hls))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(list_channels))
+        .route("/api/v1/events", get(events::events))
+        .route("/api/v1/system", get(system))
         .route("/api/v1/channels/{id}", get(get_channel))
         .route("/api/v1/channels/{id}/switch", post(switch))
         .route(
@@ -448,4 +456,27 @@ async fn hls(
             ),
         ),
     }
+}
+
+/// Facts about the box the dashboard shows: version, and the addresses encoders on the
+/// network can reach it at.
+async fn system() -> Json<serde_json::Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION"), "addresses": host_addresses() }))
+}
+
+/// The address the default route leaves from (connecting a UDP socket sends nothing), so the
+/// ingest help can name the box even when the page was opened on localhost.
+fn host_addresses() -> Vec<String> {
+    let probe = |bind: &str, target: &str| {
+        let socket = std::net::UdpSocket::bind(bind).ok()?;
+        socket.connect(target).ok()?;
+        socket.local_addr().ok().map(|a| a.ip().to_string())
+    };
+    [
+        probe("0.0.0.0:0", "192.0.2.1:9"),
+        probe("[::]:0", "[2001:db8::1]:9"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }

@@ -94,6 +94,8 @@ pub struct InputStatus {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub listen: SocketAddr,
+    /// What to set on the encoder (secrets only as "set").
+    pub ingest: IngestView,
     pub health: HealthView,
     #[serde(flatten)]
     pub stats: InputStats,
@@ -139,4 +141,20 @@ impl From<&DestinationSpec> for DestinationView {
             stream_key_set: spec.stream_key.is_some(),
         }
     }
+}
+
+/// An input's settings as the encoder needs them; the dashboard's ingest help builds the URLs
+/// from these and the address the operator reaches the box at.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct IngestView {
+    /// SRT: the caller connects here with this latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    pub passphrase_set: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+    /// RTMP: OBS publishes to `rtmp://HOST:PORT/live` with the input's stream key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmp_app: Option<&'static str>,
+    pub stream_key_set: bool,
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use lunora_api::IngestView;
 use lunora_egress::{
     Bus, DEFAULT_RETRY, DestinationSpec, HlsPreview, HlsSettings, OutputStatsHandle, SrtOutput,
     SrtOutputMode, SrtOutputSettings, ValidDestination,
@@ -209,15 +210,36 @@ async fn run(config: Config) -> Result<()> {
                     config.rtmp_listen
                 }
             };
-            let kind = match input.transport {
-                InputTransport::Srt { .. } => "srt",
-                InputTransport::Rtmp { .. } => "rtmp",
+            let (kind, ingest) = match &input.transport {
+                InputTransport::Srt {
+                    latency,
+                    passphrase,
+                    stream_id,
+                    ..
+                } => (
+                    "srt",
+                    IngestView {
+                        latency_ms: Some(latency.as_millis() as u64),
+                        passphrase_set: passphrase.is_some(),
+                        stream_id: stream_id.clone(),
+                        ..IngestView::default()
+                    },
+                ),
+                InputTransport::Rtmp { .. } => (
+                    "rtmp",
+                    IngestView {
+                        rtmp_app: Some("live"),
+                        stream_key_set: true,
+                        ..IngestView::default()
+                    },
+                ),
             };
             inputs.push(InputHandle {
                 id: input.id.clone(),
                 role: input.role.name(),
                 kind,
                 listen,
+                ingest,
                 stats,
             });
         }

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use lunora_api::{
-    ChannelStatus, ControlError, DestinationError, DestinationView, HlsView, InputStatus,
-    OutputStatus, StatusSource, SwitchError,
+    ChannelStatus, ControlError, DestinationError, DestinationView, HlsView, IngestView,
+    InputStatus, OutputStatus, StatusSource, SwitchError,
 };
 use lunora_egress::{
     Bus, Control, DestinationSpec, HlsPreview, OutputState, OutputStatsHandle, RtmpDestination,
@@ -32,6 +32,7 @@ pub(crate) struct InputHandle {
     /// `srt` or `rtmp`.
     pub(crate) kind: &'static str,
     pub(crate) listen: SocketAddr,
+    pub(crate) ingest: IngestView,
     pub(crate) stats: StatsHandle,
 }
 
@@ -172,6 +173,7 @@ impl StatusSource for Status {
                             role: i.role,
                             kind: i.kind,
                             listen: i.listen,
+                            ingest: i.ingest.clone(),
                             health: runtime.health.get(index).cloned().unwrap_or_default(),
                             stats: i.stats.snapshot(now),
                         })

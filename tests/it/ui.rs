@@ -1,0 +1,140 @@
+//! The dashboard in Debian's chromium, driven by playwright-core (web/tests/dashboard.test.mjs),
+//! against the real daemon fed by two ffmpeg encoders, with nginx-rtmp as a destination.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+use crate::rtmp_output::nginx;
+
+/// Runs the browser script against `url`; `env` adds its inputs. Returns its report.
+fn browser_test(url: &str, screenshot_name: &str, env: &[(&str, String)]) -> (bool, String) {
+    let node = require("node", "nodejs");
+    require("chromium", "chromium");
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "web/node_modules/playwright-core is missing: run `npm ci --prefix web` (bash .ci/run does)"
+    );
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui");
+    std::fs::create_dir_all(&artifacts).expect("target/ui");
+    let screenshot = artifacts.join(screenshot_name);
+    let _ = std::fs::remove_file(&screenshot);
+    let mut command = Command::new(node);
+    command
+        .arg(web.join("tests/dashboard.test.mjs"))
+        .current_dir(&web)
+        .env("LUNORA_URL", url)
+        .env("SCREENSHOT", &screenshot);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = run(
+        "node web/tests/dashboard.test.mjs",
+        &mut command,
+        Duration::from_secs(240),
+    );
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        screenshot.is_file(),
+        "no screenshot at {}:\n{report}",
+        screenshot.display()
+    );
+    (out.status.success(), report)
+}
+
+#[test]
+fn first_run_shows_waiting_for_signal_and_the_ingest_help() {
+    // The embedded default config, as `lunora run` starts on a fresh box (its fixed ports:
+    // HTTP 127.0.0.1:8080, SRT 9000/9001/9100).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut daemon = Proc::spawn(
+        "lunora-default",
+        dir.path(),
+        Command::new(lunora_bin())
+            .arg("run")
+            .env("LUNORA_STATE_DIR", dir.path().join("state"))
+            .env_remove("RUST_LOG"),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || http_get(8080, "/readyz").0
+            == 200),
+        "lunora run (default config) did not become ready; is port 8080 free?\n{}",
+        daemon.stderr()
+    );
+    let (passed, report) = browser_test(
+        "http://127.0.0.1:8080",
+        "first-run.png",
+        &[("FIRST_RUN", "1".into())],
+    );
+    assert!(
+        passed,
+        "browser test failed:\n{report}\nlunora log:\n{}",
+        daemon.stderr()
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert!(
+        daemon
+            .wait(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+}
+
+#[test]
+fn the_dashboard_plays_switches_and_manages_destinations_in_chromium() {
+    let (main, backup, rtmp) = (free_udp_port(), free_udp_port(), free_tcp_port());
+    let config = format!(
+        "[[channels]]\nid = \"program\"\nmode = \"main-backup\"\n[channels.failover]\ninput_loss_ms = 500\n\
+         [[channels.inputs]]\nid = \"main\"\nrole = \"main\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{main}\"\nlatency_ms = 200\n\
+         [[channels.inputs]]\nid = \"backup\"\nrole = \"backup\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{backup}\"\nlatency_ms = 200\n"
+    );
+    let daemon = Daemon::start(&config);
+    let dir = daemon.dir.path().to_path_buf();
+    let _server = nginx(&dir, rtmp);
+    let source = make_ts(&dir, "source.ts", 150, "640x360", "600k");
+    let _main = ffmpeg_push(
+        &dir,
+        "main",
+        &source,
+        &format!("srt://127.0.0.1:{main}?latency=200000&pkt_size=1316"),
+    );
+    let _backup = ffmpeg_push(
+        &dir,
+        "backup",
+        &source,
+        &format!("srt://127.0.0.1:{backup}?latency=200000&pkt_size=1316"),
+    );
+
+    let url = format!("http://127.0.0.1:{}", daemon.http);
+    let (passed, report) = browser_test(
+        &url,
+        "dashboard.png",
+        &[("RTMP_URL", format!("rtmp://127.0.0.1:{rtmp}/live"))],
+    );
+    assert!(
+        passed,
+        "browser test failed:\n{report}\nlunora log:\n{}",
+        daemon.log()
+    );
+    // What the page did, confirmed from the other side.
+    let channel = daemon.json("/api/v1/channels/program");
+    assert_eq!(channel["active_input"], "main");
+    let switches: u64 = channel["switch_counts"]
+        .as_array()
+        .map_or(0, |a| a.iter().map(|c| as_u64(&c["count"])).sum());
+    assert!(switches >= 2, "forced to backup and back: {channel}");
+    assert!(
+        decoded_video_frames(&dir.join("ui-test-secret-4b1d.flv")) > 0,
+        "nginx recorded what the dashboard started"
+    );
+    assert!(
+        !daemon.log().contains("ui-test-secret-4b1d"),
+        "stream keys are never logged"
+    );
+    println!("{report}");
+}
