@@ -398,6 +398,42 @@ fn dechunk(body: &str) -> String {
 
 /// A test stream made by ffmpeg: H.264 (GOP = 1 s) + AAC in MPEG-TS, `seconds` long at 25 fps.
 pub fn make_ts(dir: &Path, name: &str, seconds: u32, size: &str, bitrate: &str) -> PathBuf {
+    make_ts_with(
+        dir,
+        name,
+        seconds,
+        size,
+        bitrate,
+        &["libx264", "-preset", "veryfast"],
+    )
+}
+
+/// Like [`make_ts`], with HEVC (libx265) video.
+pub fn make_hevc_ts(dir: &Path, name: &str, seconds: u32, size: &str, bitrate: &str) -> PathBuf {
+    make_ts_with(
+        dir,
+        name,
+        seconds,
+        size,
+        bitrate,
+        &[
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "log-level=error",
+        ],
+    )
+}
+
+fn make_ts_with(
+    dir: &Path,
+    name: &str,
+    seconds: u32,
+    size: &str,
+    bitrate: &str,
+    video_codec: &[&str],
+) -> PathBuf {
     let ffmpeg = require("ffmpeg", "ffmpeg");
     let path = dir.join(name);
     let out = run(
@@ -413,19 +449,10 @@ pub fn make_ts(dir: &Path, name: &str, seconds: u32, size: &str, bitrate: &str) 
                 "-t",
                 &seconds.to_string(),
                 "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-pix_fmt",
-                "yuv420p",
-                "-g",
-                "25",
-                "-b:v",
-                bitrate,
-                "-c:a",
-                "aac",
-                "-f",
-                "mpegts",
+            ])
+            .args(video_codec)
+            .args([
+                "-pix_fmt", "yuv420p", "-g", "25", "-b:v", bitrate, "-c:a", "aac", "-f", "mpegts",
             ])
             .arg(&path),
         Duration::from_secs(120),

@@ -613,3 +613,83 @@ fn destinations_are_added_changed_and_removed_through_the_api_and_survive_a_rest
         "stream keys must never be logged"
     );
 }
+
+/// HEVC leaves as enhanced RTMP (`hvc1`). Debian 12's ffmpeg 5.1 and nginx-rtmp predate enhanced
+/// RTMP, so the receiving end is lunora's own RTMP ingest on a second channel, whose SRT output
+/// ffprobe then decodes; the configuration record itself is checked against ffmpeg's in
+/// lunora-flv's unit tests.
+#[test]
+fn hevc_goes_out_over_enhanced_rtmp_and_decodes_at_the_far_end() {
+    let (input, rtmp, output) = (free_udp_port(), free_tcp_port(), free_udp_port());
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n\n{}[[channels]]\nid = \"relay\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"from-rtmp\"\ntype = \"rtmp\"\nstream_key = \"relay-key\"\n\n{}",
+        single_srt_channel(
+            "encoder",
+            input,
+            "",
+            &rtmp_destination("hevc-out", rtmp, "relay-key")
+        ),
+        srt_listener_output("relay-out", output)
+    );
+    let daemon = Daemon::start(&config);
+    let dir = daemon.dir.path().to_path_buf();
+    let source = make_hevc_ts(&dir, "hevc.ts", 30, "320x180", "300k");
+    let _encoder = ffmpeg_push(
+        &dir,
+        "encoder",
+        &source,
+        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || daemon
+            .output("program", "hevc-out")["state"]
+            == "live"),
+        "{}",
+        daemon.log()
+    );
+    let recording = dir.join("relay.ts");
+    let mut recorder = ffmpeg_record(
+        &dir,
+        "recorder",
+        &format!("srt://127.0.0.1:{output}?latency=200000&timeout=6000000"),
+        &recording,
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    recorder.signal(Signal::SIGINT);
+    recorder.wait(Duration::from_secs(10));
+    let ffprobe = require("ffprobe", "ffmpeg");
+    let out = run(
+        "ffprobe (relay)",
+        Command::new(ffprobe)
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&recording),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().next(),
+        Some("hevc,320,180"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames = decoded_video_frames(&recording);
+    assert!(
+        frames >= 50,
+        "{frames} HEVC frames decoded after the RTMP hop"
+    );
+    let errors = decode_warnings(&recording);
+    assert!(errors.trim().is_empty(), "{errors}");
+    let warnings = daemon.output("program", "hevc-out")["warnings"].to_string();
+    assert!(
+        warnings == "[]",
+        "a custom destination has no platform rules: {warnings}"
+    );
+}

@@ -12,7 +12,7 @@ mod record;
 
 pub use demux::{FlvDemux, FlvEvent};
 pub use mux::{FlvMux, FlvTag, TagKind};
-pub use record::{AvcDecoderConfig, HevcDecoderConfig};
+pub use record::{AvcDecoderConfig, HevcDecoderConfig, hevc_decoder_config_record};
 
 /// FLV's track ids in the `Program` a demuxer announces.
 pub const VIDEO_TRACK: lunora_media::TrackId = lunora_media::TrackId(1);

@@ -122,6 +122,37 @@ impl HevcDecoderConfig {
     }
 }
 
+/// NAL unit types of the HEVC parameter sets, in record order.
+const HEVC_PARAMETER_SET_TYPES: [u8; 3] = [32, 33, 34];
+
+/// Builds an HEVCDecoderConfigurationRecord from one VPS, SPS and PPS (NAL units, headers
+/// included), with 4-byte length prefixes. Fields the encoder's VUI would refine
+/// (min_spatial_segmentation, parallelismType, frame rate) are written as "unknown", which the
+/// format allows.
+pub fn hevc_decoder_config_record(vps: &[u8], sps: &[u8], pps: &[u8]) -> Option<Bytes> {
+    let parsed = lunora_media::parse_hevc_sps(sps).ok()?;
+    let mut out = BytesMut::with_capacity(23 + 15 + vps.len() + sps.len() + pps.len());
+    out.put_u8(1);
+    out.put_slice(&parsed.general_profile_tier_level);
+    out.put_u16(0xF000);
+    out.put_u8(0xFC);
+    out.put_u8(0xFC | parsed.chroma_format_idc);
+    out.put_u8(0xF8 | (parsed.bit_depth_luma - 8));
+    out.put_u8(0xF8 | (parsed.bit_depth_chroma - 8));
+    out.put_u16(0);
+    out.put_u8(
+        (parsed.max_sub_layers.min(7) << 3) | (u8::from(parsed.temporal_id_nesting) << 2) | 3,
+    );
+    out.put_u8(3);
+    for (nal_type, set) in HEVC_PARAMETER_SET_TYPES.into_iter().zip([vps, sps, pps]) {
+        out.put_u8(0x80 | nal_type);
+        out.put_u16(1);
+        out.put_u16(u16::try_from(set.len()).ok()?);
+        out.put_slice(set);
+    }
+    Some(out.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,14 @@ pub struct HevcSps {
     pub general_profile_idc: u8,
     pub general_tier_flag: bool,
     pub general_level_idc: u8,
+    /// The general profile_tier_level() bytes as coded (profile space … level_idc): what an
+    /// HEVCDecoderConfigurationRecord repeats.
+    pub general_profile_tier_level: [u8; 12],
+    pub max_sub_layers: u8,
+    pub temporal_id_nesting: bool,
+    pub chroma_format_idc: u8,
+    pub bit_depth_luma: u8,
+    pub bit_depth_chroma: u8,
     /// Frame rate is carried in the VPS (or deep in the SPS VUI); this is `None` here and
     /// filled from [`HevcVps::frame_rate`] by callers that have both.
     pub format: VideoFormat,
@@ -72,7 +80,12 @@ pub fn parse_hevc_sps(nal: &[u8]) -> Result<HevcSps, BitReaderError> {
     let mut r = BitReader::new(&rbsp);
     r.skip_bits(4)?; // sps_video_parameter_set_id
     let max_sub_layers_minus1 = r.read_bits(3)? as u8;
-    r.skip_bits(1)?; // sps_temporal_id_nesting_flag
+    let temporal_id_nesting = r.read_bit()?;
+    let mut general_profile_tier_level = [0; 12];
+    general_profile_tier_level.copy_from_slice(
+        rbsp.get(1..13)
+            .ok_or(BitReaderError::EndOfData { needed: 8 * 13 })?,
+    );
     let ptl = read_profile_tier_level(&mut r, max_sub_layers_minus1)?;
     r.read_ue()?; // sps_seq_parameter_set_id
     let chroma_format_idc = r.read_ue()?;
@@ -94,10 +107,18 @@ pub fn parse_hevc_sps(nal: &[u8]) -> Result<HevcSps, BitReaderError> {
         width = width.saturating_sub(sub_width * (left + right));
         height = height.saturating_sub(sub_height * (top + bottom));
     }
+    let bit_depth_luma = 8 + r.read_ue()?.min(8) as u8;
+    let bit_depth_chroma = 8 + r.read_ue()?.min(8) as u8;
     Ok(HevcSps {
         general_profile_idc: ptl.profile_idc,
         general_tier_flag: ptl.tier,
         general_level_idc: ptl.level_idc,
+        general_profile_tier_level,
+        max_sub_layers: max_sub_layers_minus1 + 1,
+        temporal_id_nesting,
+        chroma_format_idc: chroma_format_idc.min(3) as u8,
+        bit_depth_luma,
+        bit_depth_chroma,
         format: VideoFormat {
             width: width as u32,
             height: height as u32,
