@@ -19,15 +19,18 @@ fn signal_group(pid: u32, signal: Signal) {
 
 /// Path of a peer binary, or a loud failure naming the package that provides it.
 pub fn require(binary: &str, package: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(dir).join(binary);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
+    find(binary).unwrap_or_else(|| panic!(
         "peer binary `{binary}` is missing: install the Debian package `{package}` (bash .ci/run does)"
-    );
+    ))
+}
+
+/// `binary` on the PATH, if it is there.
+pub fn find(binary: &str) -> Option<PathBuf> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|dir| Path::new(dir).join(binary))
+        .find(|candidate| candidate.is_file())
 }
 
 /// The `lunora` binary built from this workspace.

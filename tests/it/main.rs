@@ -11,6 +11,7 @@ mod config_cli;
 mod failover;
 mod hls;
 mod metrics;
+mod obs;
 mod rtmp_ingest;
 mod rtmp_output;
 mod srt_ingest;
