@@ -7,24 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_MEASURED=${1:-20}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-cargo build --release --locked -p lunora >/dev/null 2>&1
-LUNORA=$PWD/target/release/lunora
-TICKS=$(getconf CLK_TCK)
-
-echo "generating $((SECONDS_MEASURED + 8)) s of 1280x720p30 H.264 at 50 Mbit/s ..."
-ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30" -t $((SECONDS_MEASURED + 8)) \
-  -c:v libx264 -preset ultrafast -g 30 -b:v 46M -minrate 46M -maxrate 46M -bufsize 8M \
-  -x264-params nal-hrd=cbr -f mpegts -muxrate 50M "$WORK/src.ts"
-echo "source: $(( $(stat -c %s "$WORK/src.ts") * 8 / (SECONDS_MEASURED + 8) / 1000000 )) Mbit/s"
-
-port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+. benches/common.sh
+make_source $((SECONDS_MEASURED + 8))
 
 # measure NAME PID IN_PORT OUT_PORT: pushes the source, pulls the output, reports.
 measure() {

@@ -34,6 +34,10 @@ pub struct HlsSettings {
     pub window: usize,
     /// Largest segment held; a GOP bigger than this is cut short.
     pub max_segment_bytes: usize,
+    /// Media sequence number of the first segment. Starting each run from the wall clock's
+    /// seconds keeps segment URLs unique across restarts (segments last at least a second), so
+    /// a browser's cache can never serve an old segment under a new name.
+    pub first_sequence: u64,
 }
 
 impl Default for HlsSettings {
@@ -44,6 +48,7 @@ impl Default for HlsSettings {
             min_segment: Duration::from_secs(1),
             window: 6,
             max_segment_bytes: 48 << 20,
+            first_sequence: 0,
         }
     }
 }
@@ -128,7 +133,7 @@ impl Segmenter {
             },
             open: None,
             segments: VecDeque::new(),
-            next_sequence: 0,
+            next_sequence: settings.first_sequence,
             discontinuity_sequence: 0,
             pending_discontinuity: false,
             target_duration_seconds: target,
@@ -177,7 +182,7 @@ impl Segmenter {
                     last_frame_ticks: 0,
                     started_at: now,
                     discontinuity: std::mem::take(&mut self.pending_discontinuity)
-                        && self.next_sequence > 0,
+                        && self.next_sequence > self.settings.first_sequence,
                     data: BytesMut::with_capacity(1 << 16),
                 });
             }
@@ -296,6 +301,16 @@ impl Segmenter {
                 self.target_duration_seconds
             ),
         };
+    }
+
+    /// Lets go of every segment (nobody is watching); the next segment continues the numbering
+    /// after a discontinuity.
+    pub fn pause(&mut self) {
+        self.open = None;
+        let dropped = self.segments.drain(..).filter(|s| s.discontinuity).count() as u64;
+        self.discontinuity_sequence += dropped;
+        self.pending_discontinuity = true;
+        self.render_playlist();
     }
 
     /// The live playlist (`index.m3u8`) as it stands.

@@ -217,3 +217,23 @@ fn an_empty_segmenter_serves_a_valid_waiting_playlist() {
         }
     );
 }
+
+#[test]
+fn a_pause_frees_the_segments_and_numbering_goes_on() {
+    let mut segmenter = Segmenter::new(HlsSettings {
+        first_sequence: 1_000,
+        ..HlsSettings::default()
+    });
+    feed(&mut segmenter, 2, |_, _| {});
+    assert_eq!(segmenter.segments().next().map(|s| s.sequence), Some(1_000));
+    segmenter.pause();
+    assert_eq!(segmenter.stats().bytes, 0);
+    assert!(parse(segmenter.playlist()).segments.is_empty());
+    feed(&mut segmenter, 3, |_, _| {});
+    let first = segmenter.segments().next().expect("segments again");
+    assert!(
+        first.sequence > 1_002 && first.discontinuity,
+        "{}",
+        segmenter.playlist()
+    );
+}

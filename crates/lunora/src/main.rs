@@ -152,6 +152,12 @@ async fn run(config: Config) -> Result<()> {
         )
     })?;
     info!(file = %store.path().display(), "destination changes made through the API are saved here");
+    let hls_settings = HlsSettings {
+        first_sequence: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        ..HlsSettings::default()
+    };
     let mut channels = Vec::new();
     let mut rtmp_inputs = Vec::new();
     for channel in &config.channels {
@@ -344,7 +350,7 @@ async fn run(config: Config) -> Result<()> {
             outputs: Mutex::new(Vec::new()),
             runtime,
             commands,
-            hls: HlsPreview::spawn(bus.clone(), HlsSettings::default(), cancel.child_token()),
+            hls: HlsPreview::spawn(bus.clone(), hls_settings, cancel.child_token()),
             bus,
             cancel: cancel.child_token(),
         };

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Fan-out bench: a 50 Mbit/s MPEG-TS pushed over SRT into `lunora`, which sends it to 4 RTMP
+# destinations (nginx-rtmp on loopback) and offers it on its SRT output, against
+# `ffmpeg -c copy -f tee` doing the same (4 FLV/RTMP outputs + an SRT listener output) in the
+# same run. Prints CPU seconds and peak RSS of each, and the ratios lunora / ffmpeg
+# (targets: CPU <= 0.8, RSS <= 0.5). Loopback only; every process is stopped on exit.
+#   bash benches/rtmp_fanout.sh [seconds]      (default 20)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_MEASURED=${1:-20}
+. benches/common.sh
+make_source $((SECONDS_MEASURED + 10))
+
+RTMP=$(port)
+cat > "$WORK/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process off;
+error_log $WORK/nginx-error.log warn;
+pid $WORK/nginx.pid;
+events { worker_connections 64; }
+rtmp { server { listen 127.0.0.1:$RTMP; chunk_size 4096; application live { live on; } } }
+CONF
+nginx -p "$WORK" -c "$WORK/nginx.conf" &
+PIDS+=($!)
+sleep 0.5
+
+# measure NAME PID IN_PORT OUT_PORT: pushes the source, pulls the SRT output, reports
+# "cpu_seconds peak_rss_kib" on stdout and a summary on stderr.
+measure() {
+  local name=$1 pid=$2 in_port=$3 out_port=$4
+  ffmpeg -v error -re -i "$WORK/src.ts" -c copy -f mpegts "srt://127.0.0.1:$in_port?pkt_size=1316&latency=200000" &
+  PIDS+=($!); local pusher=$!
+  sleep 1
+  srt-live-transmit -q "srt://127.0.0.1:$out_port?latency=200" file://con -chunk:1316 > "$WORK/$name.out" 2>/dev/null &
+  PIDS+=($!); local receiver=$!
+  sleep 5
+  local start end bytes_start bytes_end
+  start=$(cpu_ticks "$pid"); bytes_start=$(stat -c %s "$WORK/$name.out")
+  sleep "$SECONDS_MEASURED"
+  end=$(cpu_ticks "$pid"); bytes_end=$(stat -c %s "$WORK/$name.out")
+  local rss; rss=$(peak_rss_kib "$pid")
+  kill -9 "$pusher" "$receiver" 2>/dev/null || true
+  local cpu; cpu=$(python3 -c "print(f'{($end-$start)/$TICKS:.2f}')")
+  local mbit; mbit=$(python3 -c "print(f'{($bytes_end-$bytes_start)*8/$SECONDS_MEASURED/1e6:.1f}')")
+  echo "$name: cpu ${cpu} s over ${SECONDS_MEASURED} s, peak RSS $((rss / 1024)) MiB, SRT output ${mbit} Mbit/s" >&2
+  echo "$cpu $rss"
+}
+
+IN=$(port); OUT=$(port); HTTP=$(port)
+{
+  printf '[http]\nlisten = "127.0.0.1:%s"\n[[channels]]\nid = "bench"\nmode = "single"\n' "$HTTP"
+  printf '[[channels.inputs]]\nid = "in"\ntype = "srt"\nlisten = "127.0.0.1:%s"\nlatency_ms = 200\n' "$IN"
+  printf '[[channels.outputs]]\nid = "out"\ntype = "srt"\nmode = "listener"\nlisten = "127.0.0.1:%s"\nlatency_ms = 200\n' "$OUT"
+  for n in 1 2 3 4; do
+    printf '[[channels.outputs]]\nid = "rtmp%s"\ntype = "rtmp"\nurl = "rtmp://127.0.0.1:%s/live"\nstream_key = "lunora%s"\nautostart = true\n' "$n" "$RTMP" "$n"
+  done
+} > "$WORK/lunora.toml"
+LUNORA_STATE_DIR="$WORK/state" "$LUNORA" run --config "$WORK/lunora.toml" 2>"$WORK/lunora.log" &
+PIDS+=($!); LUNORA_PID=$!
+sleep 1
+read -r LUNORA_CPU LUNORA_RSS < <(measure lunora "$LUNORA_PID" "$IN" "$OUT")
+curl -s "http://127.0.0.1:$HTTP/api/v1/channels/bench" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+for o in c["outputs"]:
+    print("  lunora %s: %s, %.0f Mbit sent, dropped frames %d" % (o["id"], o["state"], o["bytes_total"] * 8 / 1e6, o["dropped_frames_total"]), file=sys.stderr)
+i = c["inputs"][0]
+print("  lunora input: %s, %d video frames" % (i["state"], i["frames_total"]["video"]), file=sys.stderr)'
+grep -E "WARN|ERROR" "$WORK/lunora.log" | head -5 >&2 || true
+kill -9 "$LUNORA_PID"
+
+IN=$(port); OUT=$(port)
+TEE="[f=flv]rtmp://127.0.0.1:$RTMP/live/ffmpeg1|[f=flv]rtmp://127.0.0.1:$RTMP/live/ffmpeg2|[f=flv]rtmp://127.0.0.1:$RTMP/live/ffmpeg3|[f=flv]rtmp://127.0.0.1:$RTMP/live/ffmpeg4|[f=mpegts]srt://127.0.0.1:$OUT?mode=listener&latency=200000&pkt_size=1316"
+ffmpeg -v error -i "srt://127.0.0.1:$IN?mode=listener&latency=200000" -map 0 -c copy -f tee "$TEE" 2>"$WORK/ffmpeg.log" &
+PIDS+=($!); FFMPEG_PID=$!
+sleep 0.5
+read -r FFMPEG_CPU FFMPEG_RSS < <(measure ffmpeg-tee "$FFMPEG_PID" "$IN" "$OUT")
+if [ -s "$WORK/ffmpeg.log" ]; then sed 's/^/  ffmpeg: /' "$WORK/ffmpeg.log" | head -5 >&2; fi
+
+python3 - "$LUNORA_CPU" "$FFMPEG_CPU" "$LUNORA_RSS" "$FFMPEG_RSS" <<'PY'
+import sys
+lc, fc, lr, fr = map(float, sys.argv[1:])
+print(f"CPU time ratio lunora / ffmpeg tee: {lc / fc:.2f} (target <= 0.8)" if fc > 0 else "ffmpeg used no measurable CPU")
+print(f"peak RSS ratio lunora / ffmpeg tee: {lr / fr:.2f} (target <= 0.5): lunora {lr/1024:.1f} MiB, ffmpeg {fr/1024:.1f} MiB")
+PY
