@@ -32,7 +32,7 @@ measure() {
   ffmpeg -v error -re -i "$WORK/src.ts" -c copy -f mpegts "srt://127.0.0.1:$in_port?pkt_size=1316&latency=200000" &
   PIDS+=($!); local pusher=$!
   sleep 1
-  srt-live-transmit -q "srt://127.0.0.1:$out_port?latency=200" file://con -chunk:1316 > "$WORK/$name.out" 2>/dev/null &
+  srt-live-transmit -q "srt://127.0.0.1:$out_port?latency=200" file://con -chunk:1316 > "$WORK/$name.out" 2>"$WORK/$name.receiver.log" &
   PIDS+=($!); local receiver=$!
   sleep 5
   local start end bytes_start bytes_end
@@ -72,7 +72,7 @@ kill -9 "$LUNORA_PID"
 
 IN=$(port); OUT=$(port)
 TEE="[f=flv]rtmp://127.0.0.1:$RTMP/live/ffmpeg1|[f=flv]rtmp://127.0.0.1:$RTMP/live/ffmpeg2|[f=flv]rtmp://127.0.0.1:$RTMP/live/ffmpeg3|[f=flv]rtmp://127.0.0.1:$RTMP/live/ffmpeg4|[f=mpegts]srt://127.0.0.1:$OUT?mode=listener&latency=200000&pkt_size=1316"
-ffmpeg -v error -i "srt://127.0.0.1:$IN?mode=listener&latency=200000" -map 0 -c copy -f tee "$TEE" 2>"$WORK/ffmpeg.log" &
+ffmpeg -v error -i "srt://127.0.0.1:$IN?mode=listener&latency=200000" -map 0 -c copy -tag:v 0 -f tee "$TEE" 2>"$WORK/ffmpeg.log" &
 PIDS+=($!); FFMPEG_PID=$!
 sleep 0.5
 read -r FFMPEG_CPU FFMPEG_RSS < <(measure ffmpeg-tee "$FFMPEG_PID" "$IN" "$OUT")

@@ -429,7 +429,7 @@ pub fn make_hevc_ts(dir: &Path, name: &str, seconds: u32, size: &str, bitrate: &
     )
 }
 
-fn make_ts_with(
+pub fn make_ts_with(
     dir: &Path,
     name: &str,
     seconds: u32,

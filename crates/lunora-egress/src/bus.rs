@@ -118,6 +118,11 @@ pub struct BusReceiver {
 }
 
 impl BusReceiver {
+    /// True while the reader is still being handed the cached GOP it joined with.
+    pub fn catching_up(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
     /// Frames this reader skipped because it fell behind (or joined mid-GOP).
     pub fn dropped_frames(&self) -> u64 {
         self.dropped_frames

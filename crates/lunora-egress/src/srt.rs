@@ -286,6 +286,30 @@ async fn run_listener(
     stats.lock().state = OutputState::Idle;
 }
 
+/// How fast a new peer is sent the cached GOP it joins with: four times 50 Mbit/s, so it is
+/// caught up within a quarter of a GOP, but not at wire speed. A burst of a whole GOP (6 MB at
+/// 50 Mbit/s) overflows a receiver's UDP buffer (Linux's default is 208 KB), and what SRT then
+/// retransmits arrives too late to play: the peer would get nothing.
+const CATCH_UP_BYTES_PER_SECOND: f64 = 25e6;
+
+/// Spaces the catch-up burst so it leaves at `CATCH_UP_BYTES_PER_SECOND`.
+#[derive(Debug)]
+struct Pacer {
+    started: tokio::time::Instant,
+    bytes: f64,
+}
+
+impl Pacer {
+    async fn pace(&mut self, bytes: usize) {
+        self.bytes += bytes as f64;
+        let due = self.started + Duration::from_secs_f64(self.bytes / CATCH_UP_BYTES_PER_SECOND);
+        // Sleep in steps of at least a millisecond (the timer's grain), not per datagram.
+        if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
 /// Sends the bus to one peer until it leaves (`Err` with the reason) or `cancel` fires / the
 /// bus closes (`Ok`).
 async fn pump(
@@ -296,6 +320,10 @@ async fn pump(
     cancel: &CancellationToken,
 ) -> Result<(), String> {
     let mut receiver = bus.subscribe();
+    let mut pacer = Pacer {
+        started: tokio::time::Instant::now(),
+        bytes: 0.0,
+    };
     let mut muxer = Muxer::new(MuxSettings::default());
     let mut out = BytesMut::with_capacity(256 * 1024);
     let mut drops = DropReport::default();
@@ -327,8 +355,12 @@ async fn pump(
             BusItem::Program(program) => muxer.set_program(&program),
             BusItem::Frame(frame) => {
                 sent_frame = muxer.write_frame(&frame, &mut out);
+                let catching_up = receiver.catching_up();
                 while out.len() >= DATAGRAM_SIZE {
                     let datagram = out.split_to(DATAGRAM_SIZE).freeze();
+                    if catching_up {
+                        pacer.pace(datagram.len()).await;
+                    }
                     send(socket, datagram, stats).await?;
                 }
                 flush
