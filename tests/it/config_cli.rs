@@ -34,7 +34,8 @@ fn every_file_in_config_dir_passes() {
                     .env("LUNORA_SRT_PASSPHRASE", "an-srt-passphrase")
                     .env("MEDIALIVE_SRT_PASSPHRASE", "a-medialive-passphrase")
                     .env("OBS_STREAM_KEY", "an-obs-key")
-                    .env("YOUTUBE_STREAM_KEY", "a-youtube-key"),
+                    .env("YOUTUBE_STREAM_KEY", "a-youtube-key")
+                    .env("X_STREAM_KEY", "an-x-key"),
                 Duration::from_secs(20),
             );
             assert!(

@@ -8,6 +8,7 @@
 
 mod common;
 mod config_cli;
+mod events;
 mod failover;
 mod hls;
 mod metrics;
