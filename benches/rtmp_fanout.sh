@@ -25,28 +25,6 @@ nginx -p "$WORK" -c "$WORK/nginx.conf" &
 PIDS+=($!)
 sleep 0.5
 
-# measure NAME PID IN_PORT OUT_PORT: pushes the source, pulls the SRT output, reports
-# "cpu_seconds peak_rss_kib" on stdout and a summary on stderr.
-measure() {
-  local name=$1 pid=$2 in_port=$3 out_port=$4
-  ffmpeg -v error -re -i "$WORK/src.ts" -c copy -f mpegts "srt://127.0.0.1:$in_port?pkt_size=1316&latency=200000" &
-  PIDS+=($!); local pusher=$!
-  sleep 1
-  srt-live-transmit -q "srt://127.0.0.1:$out_port?latency=200" file://con -chunk:1316 > "$WORK/$name.out" 2>"$WORK/$name.receiver.log" &
-  PIDS+=($!); local receiver=$!
-  sleep 5
-  local start end bytes_start bytes_end
-  start=$(cpu_ticks "$pid"); bytes_start=$(stat -c %s "$WORK/$name.out")
-  sleep "$SECONDS_MEASURED"
-  end=$(cpu_ticks "$pid"); bytes_end=$(stat -c %s "$WORK/$name.out")
-  local rss; rss=$(peak_rss_kib "$pid")
-  kill -9 "$pusher" "$receiver" 2>/dev/null || true
-  local cpu; cpu=$(python3 -c "print(f'{($end-$start)/$TICKS:.2f}')")
-  local mbit; mbit=$(python3 -c "print(f'{($bytes_end-$bytes_start)*8/$SECONDS_MEASURED/1e6:.1f}')")
-  echo "$name: cpu ${cpu} s over ${SECONDS_MEASURED} s, peak RSS $((rss / 1024)) MiB, SRT output ${mbit} Mbit/s" >&2
-  echo "$cpu $rss"
-}
-
 IN=$(port); OUT=$(port); HTTP=$(port)
 {
   printf '[http]\nlisten = "127.0.0.1:%s"\n[[channels]]\nid = "bench"\nmode = "single"\n' "$HTTP"

@@ -189,6 +189,50 @@ pub fn single_srt_channel(input_id: &str, port: u16, input_extra: &str, outputs:
     )
 }
 
+/// Channel "program" in main-backup mode: SRT inputs `main` and `backup` on loopback,
+/// `input_loss_ms = 500` plus `failover_extra` lines, then `outputs`.
+pub fn main_backup_channel(main: u16, backup: u16, failover_extra: &str, outputs: &str) -> String {
+    format!(
+        "[[channels]]\nid = \"program\"\nmode = \"main-backup\"\n\n[channels.failover]\ninput_loss_ms = 500\n{failover_extra}\n\
+         [[channels.inputs]]\nid = \"main\"\nrole = \"main\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{main}\"\nlatency_ms = 200\n\n\
+         [[channels.inputs]]\nid = \"backup\"\nrole = \"backup\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{backup}\"\nlatency_ms = 200\n\n{outputs}\n"
+    )
+}
+
+/// An ffmpeg SRT caller pushing `file` in real time to an SRT input on loopback `port`.
+pub fn srt_push(dir: &Path, name: &str, file: &Path, port: u16) -> Proc {
+    ffmpeg_push(
+        dir,
+        name,
+        file,
+        &format!("srt://127.0.0.1:{port}?latency=200000&pkt_size=1316"),
+    )
+}
+
+/// ffprobe's `codec_name,width,height` lines for the streams of a file or URL.
+pub fn probe_streams(target: &str) -> String {
+    let ffprobe = require("ffprobe", "ffmpeg");
+    let out = run(
+        "ffprobe (streams)",
+        Command::new(ffprobe)
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(target),
+        Duration::from_secs(30),
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// An SRT listener output section, for receivers to pull the channel from.
 pub fn srt_listener_output(id: &str, port: u16) -> String {
     format!(

@@ -61,12 +61,7 @@ fn events_tell_a_connecting_encoder_and_the_switch_as_they_happen() {
     );
     assert!(text().contains("text/event-stream"), "{}", text());
     let source = make_ts(&dir, "source.ts", 20, "320x180", "300k");
-    let _encoder = ffmpeg_push(
-        &dir,
-        "encoder",
-        &source,
-        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
-    );
+    let _encoder = srt_push(&dir, "encoder", &source, input);
     assert!(
         wait_for(Duration::from_secs(20), || text().contains("event: switch")
             && text().contains("\"reason\":\"start\"")),

@@ -101,32 +101,11 @@ pub fn encoder(dir: &Path, name: &str, udp_port: u16, srt_port: u16) -> Proc {
 }
 
 pub fn failover_config(main: u16, backup: u16, output: u16) -> String {
-    format!(
-        r#"
-[[channels]]
-id = "program"
-mode = "main-backup"
-
-[channels.failover]
-input_loss_ms = 500
-error_clear_ms = 2000
-
-[[channels.inputs]]
-id = "main"
-role = "main"
-type = "srt"
-listen = "127.0.0.1:{main}"
-latency_ms = 200
-
-[[channels.inputs]]
-id = "backup"
-role = "backup"
-type = "srt"
-listen = "127.0.0.1:{backup}"
-latency_ms = 200
-
-{}"#,
-        srt_listener_output("out", output)
+    main_backup_channel(
+        main,
+        backup,
+        "error_clear_ms = 2000\n",
+        &srt_listener_output("out", output),
     )
 }
 
@@ -397,18 +376,8 @@ fn operator_forces_backup_then_hands_back_to_auto() {
     let daemon = Daemon::start(&failover_config(main, backup, free_udp_port()));
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 40, "320x180", "300k");
-    let _main = ffmpeg_push(
-        &dir,
-        "main-encoder",
-        &source,
-        &format!("srt://127.0.0.1:{main}?latency=200000&pkt_size=1316"),
-    );
-    let _backup = ffmpeg_push(
-        &dir,
-        "backup-encoder",
-        &source,
-        &format!("srt://127.0.0.1:{backup}?latency=200000&pkt_size=1316"),
-    );
+    let _main = srt_push(&dir, "main-encoder", &source, main);
+    let _backup = srt_push(&dir, "backup-encoder", &source, backup);
     assert!(
         wait_for(Duration::from_secs(15), || active(&daemon) == "main"),
         "{}",

@@ -81,12 +81,7 @@ fn the_preview_is_cut_at_keyframes_decodes_and_slides() {
         "{empty}"
     );
     let source = make_ts(&dir, "source.ts", 60, "320x180", "300k");
-    let _encoder = ffmpeg_push(
-        &dir,
-        "encoder",
-        &source,
-        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
-    );
+    let _encoder = srt_push(&dir, "encoder", &source, input);
     assert!(
         wait_for(Duration::from_secs(30), || uris(&playlist(&daemon)).len()
             >= 6),
@@ -134,29 +129,13 @@ fn the_preview_is_cut_at_keyframes_decodes_and_slides() {
         );
     }
     // ffprobe reads the playlist as a player would.
-    let ffprobe = require("ffprobe", "ffmpeg");
-    let out = run(
-        "ffprobe (playlist)",
-        Command::new(&ffprobe)
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_name,width,height",
-                "-of",
-                "csv=p=0",
-            ])
-            .arg(format!(
-                "http://127.0.0.1:{}/hls/program/index.m3u8",
-                daemon.http
-            )),
-        Duration::from_secs(30),
-    );
-    let streams = String::from_utf8_lossy(&out.stdout);
+    let streams = probe_streams(&format!(
+        "http://127.0.0.1:{}/hls/program/index.m3u8",
+        daemon.http
+    ));
     assert!(
         streams.contains("h264,320,180") && streams.contains("aac"),
-        "{streams}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{streams}"
     );
 
     // The window slides; old segments go away; memory stays bounded.
@@ -186,26 +165,12 @@ fn the_preview_is_cut_at_keyframes_decodes_and_slides() {
 #[test]
 fn a_failover_keeps_the_playlist_continuous_without_a_discontinuity() {
     let (main, backup) = (free_udp_port(), free_udp_port());
-    let config = format!(
-        "[[channels]]\nid = \"program\"\nmode = \"main-backup\"\n[channels.failover]\ninput_loss_ms = 500\n\
-         [[channels.inputs]]\nid = \"main\"\nrole = \"main\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{main}\"\nlatency_ms = 200\n\
-         [[channels.inputs]]\nid = \"backup\"\nrole = \"backup\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{backup}\"\nlatency_ms = 200\n"
-    );
+    let config = main_backup_channel(main, backup, "", "");
     let daemon = Daemon::start(&config);
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 60, "320x180", "300k");
-    let main_encoder = ffmpeg_push(
-        &dir,
-        "main",
-        &source,
-        &format!("srt://127.0.0.1:{main}?latency=200000&pkt_size=1316"),
-    );
-    let _backup_encoder = ffmpeg_push(
-        &dir,
-        "backup",
-        &source,
-        &format!("srt://127.0.0.1:{backup}?latency=200000&pkt_size=1316"),
-    );
+    let main_encoder = srt_push(&dir, "main", &source, main);
+    let _backup_encoder = srt_push(&dir, "backup", &source, backup);
     assert!(
         wait_for(Duration::from_secs(30), || uris(&playlist(&daemon)).len()
             >= 4),

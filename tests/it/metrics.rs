@@ -22,12 +22,7 @@ fn metrics_pass_promtool_and_match_the_api() {
 
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 10, "320x180", "300k");
-    let _push = ffmpeg_push(
-        &dir,
-        "push",
-        &source,
-        &format!("srt://127.0.0.1:{port}?latency=200000&pkt_size=1316"),
-    );
+    let _push = srt_push(&dir, "push", &source, port);
     assert!(wait_for(Duration::from_secs(15), || as_u64(
         &daemon.input("program", "cam")["frames_total"]["video"]
     ) >= 50));

@@ -75,12 +75,7 @@ fn three_destinations_on_nginx_stop_start_and_ride_out_a_restart() {
     let dir = daemon.dir.path().to_path_buf();
     let mut server = nginx(&dir, rtmp);
     let source = make_ts(&dir, "source.ts", 60, "320x180", "300k");
-    let _encoder = ffmpeg_push(
-        &dir,
-        "encoder",
-        &source,
-        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
-    );
+    let _encoder = srt_push(&dir, "encoder", &source, input);
     let state = |id: &str| {
         daemon.output("program", id)["state"]
             .as_str()
@@ -292,12 +287,7 @@ fn rtmps_destination_goes_live_through_a_tls_front() {
     let dir = daemon.dir.path().to_path_buf();
     let _server = nginx_with_tls(&dir, rtmp, Some(tls));
     let source = make_ts(&dir, "source.ts", 30, "320x180", "300k");
-    let _encoder = ffmpeg_push(
-        &dir,
-        "encoder",
-        &source,
-        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
-    );
+    let _encoder = srt_push(&dir, "encoder", &source, input);
     assert!(
         wait_for(Duration::from_secs(20), || platform_state(&daemon)
             == "live"),
@@ -356,12 +346,7 @@ fn a_stalled_destination_drops_alone_while_the_others_lose_nothing() {
         "{}",
         daemon.log()
     );
-    let mut encoder = ffmpeg_push(
-        &dir,
-        "encoder",
-        &source,
-        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
-    );
+    let mut encoder = srt_push(&dir, "encoder", &source, input);
     std::thread::sleep(Duration::from_secs(3));
     // The first server stops reading: it accepts TCP but never drains it.
     stalled.signal(Signal::SIGSTOP);
@@ -412,12 +397,7 @@ fn destinations_are_added_changed_and_removed_through_the_api_and_survive_a_rest
     let dir = daemon.dir.path().to_path_buf();
     let _server = nginx(&dir, rtmp);
     let source = make_ts(&dir, "source.ts", 120, "320x180", "300k");
-    let _encoder = ffmpeg_push(
-        &dir,
-        "encoder",
-        &source,
-        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
-    );
+    let _encoder = srt_push(&dir, "encoder", &source, input);
     let port = daemon.http;
     let state = |d: &Daemon, id: &str| {
         d.output("program", id)["state"]
@@ -634,12 +614,7 @@ fn hevc_goes_out_over_enhanced_rtmp_and_decodes_at_the_far_end() {
     let daemon = Daemon::start(&config);
     let dir = daemon.dir.path().to_path_buf();
     let source = make_hevc_ts(&dir, "hevc.ts", 30, "320x180", "300k");
-    let _encoder = ffmpeg_push(
-        &dir,
-        "encoder",
-        &source,
-        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
-    );
+    let _encoder = srt_push(&dir, "encoder", &source, input);
     assert!(
         wait_for(Duration::from_secs(20), || daemon
             .output("program", "hevc-out")["state"]
@@ -657,29 +632,8 @@ fn hevc_goes_out_over_enhanced_rtmp_and_decodes_at_the_far_end() {
     std::thread::sleep(Duration::from_secs(6));
     recorder.signal(Signal::SIGINT);
     recorder.wait(Duration::from_secs(10));
-    let ffprobe = require("ffprobe", "ffmpeg");
-    let out = run(
-        "ffprobe (relay)",
-        Command::new(ffprobe)
-            .args([
-                "-v",
-                "error",
-                "-select_streams",
-                "v:0",
-                "-show_entries",
-                "stream=codec_name,width,height",
-                "-of",
-                "csv=p=0",
-            ])
-            .arg(&recording),
-        Duration::from_secs(30),
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().next(),
-        Some("hevc,320,180"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let streams = probe_streams(&recording.display().to_string());
+    assert_eq!(streams.lines().next(), Some("hevc,320,180"), "{streams}");
     let frames = decoded_video_frames(&recording);
     assert!(
         frames >= 50,

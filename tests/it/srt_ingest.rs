@@ -299,12 +299,7 @@ fn garbage_datagrams_and_corrupt_ts_do_not_hurt_the_listener() {
     // 3. And a clean caller afterwards is served as usual (once the last one has been silent
     //    for input_loss_ms; a caller arriving while another is live is refused as busy).
     std::thread::sleep(Duration::from_millis(1500));
-    let _clean = ffmpeg_push(
-        &dir,
-        "clean",
-        &source,
-        &format!("srt://127.0.0.1:{port}?latency=200000&pkt_size=1316"),
-    );
+    let _clean = srt_push(&dir, "clean", &source, port);
     let before = as_u64(&daemon.input("program", "videon-a")["frames_total"]["video"]);
     assert!(
         wait_for(Duration::from_secs(15), || as_u64(

@@ -32,12 +32,7 @@ fn listener_output_delivers_a_stream_ffprobe_decodes_cleanly() {
         "the reader never connected to the SRT output"
     );
 
-    let mut pusher = ffmpeg_push(
-        &dir,
-        "pusher",
-        &source,
-        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
-    );
+    let mut pusher = srt_push(&dir, "pusher", &source, input);
     let status = pusher
         .wait(Duration::from_secs(40))
         .expect("pusher finishes");
@@ -103,12 +98,7 @@ fn caller_output_reaches_an_encrypted_listener_and_reconnects_after_it_restarts(
     ));
     let dir = daemon.dir.path().to_path_buf();
     let source = make_ts(&dir, "source.ts", 30, "320x180", "300k");
-    let _pusher = ffmpeg_push(
-        &dir,
-        "pusher",
-        &source,
-        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
-    );
+    let _pusher = srt_push(&dir, "pusher", &source, input);
     let listener_url = format!(
         "srt://127.0.0.1:{target}?mode=listener&latency=200000&passphrase={passphrase}&pbkeylen=32"
     );
@@ -188,12 +178,7 @@ fn a_late_puller_of_a_high_bitrate_channel_gets_the_whole_stream() {
         "nal-hrd=cbr",
     ];
     let source = make_ts_with(&dir, "source.ts", 16, "1280x720", "45M", &cbr);
-    let _pusher = ffmpeg_push(
-        &dir,
-        "pusher",
-        &source,
-        &format!("srt://127.0.0.1:{input}?latency=200000&pkt_size=1316"),
-    );
+    let _pusher = srt_push(&dir, "pusher", &source, input);
     assert!(wait_for(Duration::from_secs(15), || daemon
         .json("/api/v1/channels/program")["active_input"]
         == "encoder"));

@@ -88,27 +88,13 @@ fn first_run_shows_waiting_for_signal_and_the_ingest_help() {
 #[test]
 fn the_dashboard_plays_switches_and_manages_destinations_in_chromium() {
     let (main, backup, rtmp) = (free_udp_port(), free_udp_port(), free_tcp_port());
-    let config = format!(
-        "[[channels]]\nid = \"program\"\nmode = \"main-backup\"\n[channels.failover]\ninput_loss_ms = 500\n\
-         [[channels.inputs]]\nid = \"main\"\nrole = \"main\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{main}\"\nlatency_ms = 200\n\
-         [[channels.inputs]]\nid = \"backup\"\nrole = \"backup\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{backup}\"\nlatency_ms = 200\n"
-    );
+    let config = main_backup_channel(main, backup, "", "");
     let daemon = Daemon::start(&config);
     let dir = daemon.dir.path().to_path_buf();
     let _server = nginx(&dir, rtmp);
     let source = make_ts(&dir, "source.ts", 150, "640x360", "600k");
-    let _main = ffmpeg_push(
-        &dir,
-        "main",
-        &source,
-        &format!("srt://127.0.0.1:{main}?latency=200000&pkt_size=1316"),
-    );
-    let _backup = ffmpeg_push(
-        &dir,
-        "backup",
-        &source,
-        &format!("srt://127.0.0.1:{backup}?latency=200000&pkt_size=1316"),
-    );
+    let _main = srt_push(&dir, "main", &source, main);
+    let _backup = srt_push(&dir, "backup", &source, backup);
 
     let url = format!("http://127.0.0.1:{}", daemon.http);
     let (passed, report) = browser_test(

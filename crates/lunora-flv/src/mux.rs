@@ -44,6 +44,23 @@ fn composition_time(frame: &Frame) -> [u8; 3] {
     [a, b, c]
 }
 
+/// A video tag: `header`, the composition time, then the NAL units with 4-byte lengths.
+fn coded_frame_tag(header: &[u8], frame: &Frame, timestamp_ms: u32, nal_units: &[&[u8]]) -> FlvTag {
+    let mut body = BytesMut::with_capacity(frame.data.len() + 16);
+    body.put_slice(header);
+    body.put_slice(&composition_time(frame));
+    for nal in nal_units {
+        body.put_u32(nal.len() as u32);
+        body.put_slice(nal);
+    }
+    FlvTag {
+        kind: TagKind::Video,
+        timestamp_ms,
+        body: body.freeze(),
+        keyframe: frame.keyframe,
+    }
+}
+
 fn timestamp(ticks: i64) -> u32 {
     (ticks.div_euclid(90)).rem_euclid(1 << 32) as u32
 }
@@ -97,20 +114,9 @@ impl FlvMux {
             self.unsupported_frames += 1;
             return;
         }
-        let mut body = BytesMut::with_capacity(frame.data.len() + 16);
-        body.put_u8(if frame.keyframe { 0x17 } else { 0x27 });
-        body.put_u8(1);
-        body.put_slice(&composition_time(frame));
-        for nal in nal_units {
-            body.put_u32(nal.len() as u32);
-            body.put_slice(nal);
-        }
-        out.push(FlvTag {
-            kind: TagKind::Video,
-            timestamp_ms: ts,
-            body: body.freeze(),
-            keyframe: frame.keyframe,
-        });
+        // AVC packet type 1 (NALU), then the composition time.
+        let header = [if frame.keyframe { 0x17 } else { 0x27 }, 1];
+        out.push(coded_frame_tag(&header, frame, ts, &nal_units));
     }
 
     /// HEVC through enhanced RTMP: `hvc1` FourCC, SequenceStart with the configuration record,
@@ -150,20 +156,14 @@ impl FlvMux {
             return;
         }
         let frame_type: u8 = if frame.keyframe { 1 } else { 2 };
-        let mut body = BytesMut::with_capacity(frame.data.len() + 16);
-        body.put_u8(0x80 | (frame_type << 4) | ENHANCED_CODED_FRAMES);
-        body.put_slice(b"hvc1");
-        body.put_slice(&composition_time(frame));
-        for nal in nal_units {
-            body.put_u32(nal.len() as u32);
-            body.put_slice(nal);
-        }
-        out.push(FlvTag {
-            kind: TagKind::Video,
-            timestamp_ms: ts,
-            body: body.freeze(),
-            keyframe: frame.keyframe,
-        });
+        let header = [
+            0x80 | (frame_type << 4) | ENHANCED_CODED_FRAMES,
+            b'h',
+            b'v',
+            b'c',
+            b'1',
+        ];
+        out.push(coded_frame_tag(&header, frame, ts, &nal_units));
     }
 
     fn write_aac(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
@@ -269,18 +269,12 @@ mod tests {
     /// configuration record ffmpeg writes for it into MP4 (testdata/hevc_1s.txt).
     #[test]
     fn hevc_goes_out_as_enhanced_rtmp_with_the_record_ffmpeg_writes() {
-        use lunora_ts::{AnalyserSettings, DATAGRAM_SIZE, DemuxEvent, TsInput};
-        let mut input = TsInput::new(AnalyserSettings::default());
-        for chunk in include_bytes!("../testdata/hevc_1s.ts").chunks(DATAGRAM_SIZE) {
-            input.handle_bytes(std::time::Duration::ZERO, chunk);
-        }
-        input.flush();
-        let mut frames = Vec::new();
-        while let Some(event) = input.poll_event() {
-            if let DemuxEvent::Frame(frame) = event {
-                frames.push(frame);
-            }
-        }
+        use lunora_ts::{AnalyserSettings, TsInput};
+        let (_, frames) = TsInput::from_recording(
+            AnalyserSettings::default(),
+            include_bytes!("../testdata/hevc_1s.ts"),
+        )
+        .take_programs_and_frames();
         assert_eq!(frames.len(), 25);
         let mut mux = FlvMux::new();
         let mut tags = Vec::new();

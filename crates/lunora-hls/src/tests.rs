@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use hls_m3u8::MediaPlaylist;
 use lunora_media::{Codec, Frame, MpegTime, Program};
-use lunora_ts::{AnalyserSettings, DATAGRAM_SIZE, DemuxEvent, TsInput};
+use lunora_ts::{AnalyserSettings, TsInput};
 
 use super::*;
 
@@ -12,19 +12,7 @@ const FIXTURE: &[u8] = include_bytes!("../../lunora-ts/testdata/h264_aac_2s.ts")
 const FIXTURE_TICKS: i64 = 2 * 90_000;
 
 fn demux(data: &[u8]) -> (Vec<Program>, Vec<Frame>) {
-    let mut input = TsInput::new(AnalyserSettings::default());
-    for (i, chunk) in data.chunks(DATAGRAM_SIZE).enumerate() {
-        input.handle_bytes(Duration::from_millis(i as u64), chunk);
-    }
-    input.flush();
-    let (mut programs, mut frames) = (Vec::new(), Vec::new());
-    while let Some(event) = input.poll_event() {
-        match event {
-            DemuxEvent::Program(p) => programs.push(p),
-            DemuxEvent::Frame(f) => frames.push(f),
-        }
-    }
-    (programs, frames)
+    TsInput::from_recording(AnalyserSettings::default(), data).take_programs_and_frames()
 }
 
 /// Feeds the fixture `loops` times back to back (a continuous timeline), each frame arriving

@@ -117,6 +117,31 @@ impl TsInput {
     pub fn flush(&mut self) {
         self.demux.flush();
     }
+
+    /// Analyses and demultiplexes a whole stream held in memory (a recording, an HLS segment),
+    /// as if it had arrived in datagrams 1 ms apart, and flushes the last frames.
+    pub fn from_recording(settings: AnalyserSettings, data: &[u8]) -> Self {
+        let mut input = TsInput::new(settings);
+        for (i, chunk) in data.chunks(DATAGRAM_SIZE).enumerate() {
+            input.handle_bytes(Duration::from_millis(i as u64), chunk);
+        }
+        input.flush();
+        input
+    }
+
+    /// Every program and frame demultiplexed so far, in order.
+    pub fn take_programs_and_frames(
+        &mut self,
+    ) -> (Vec<lunora_media::Program>, Vec<lunora_media::Frame>) {
+        let (mut programs, mut frames) = (Vec::new(), Vec::new());
+        while let Some(event) = self.poll_event() {
+            match event {
+                DemuxEvent::Program(p) => programs.push(p),
+                DemuxEvent::Frame(f) => frames.push(f),
+            }
+        }
+        (programs, frames)
+    }
 }
 
 #[cfg(test)]

@@ -11,19 +11,8 @@ use super::*;
 const FIXTURE: &[u8] = include_bytes!("../testdata/h264_aac_2s.ts");
 
 fn demux_all(data: &[u8]) -> (Vec<Program>, Vec<Frame>, TsInput) {
-    let mut input = TsInput::new(AnalyserSettings::default());
-    // 1316-byte datagrams arriving 1 ms apart: well inside every interval check.
-    for (i, chunk) in data.chunks(DATAGRAM_SIZE).enumerate() {
-        input.handle_bytes(Duration::from_millis(i as u64), chunk);
-    }
-    input.flush();
-    let (mut programs, mut frames) = (Vec::new(), Vec::new());
-    while let Some(event) = input.poll_event() {
-        match event {
-            DemuxEvent::Program(p) => programs.push(p),
-            DemuxEvent::Frame(f) => frames.push(f),
-        }
-    }
+    let mut input = TsInput::from_recording(AnalyserSettings::default(), data);
+    let (programs, frames) = input.take_programs_and_frames();
     (programs, frames, input)
 }
 
