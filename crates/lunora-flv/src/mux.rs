@@ -44,6 +44,19 @@ fn composition_time(frame: &Frame) -> [u8; 3] {
     [a, b, c]
 }
 
+/// A video tag carrying a decoder configuration record after `header`.
+fn sequence_header_tag(header: &[u8], record: &[u8], timestamp_ms: u32) -> FlvTag {
+    let mut body = BytesMut::with_capacity(header.len() + record.len());
+    body.put_slice(header);
+    body.put_slice(record);
+    FlvTag {
+        kind: TagKind::Video,
+        timestamp_ms,
+        body: body.freeze(),
+        keyframe: true,
+    }
+}
+
 /// A video tag: `header`, the composition time, then the NAL units with 4-byte lengths.
 fn coded_frame_tag(header: &[u8], frame: &Frame, timestamp_ms: u32, nal_units: &[&[u8]]) -> FlvTag {
     let mut body = BytesMut::with_capacity(frame.data.len() + 16);
@@ -98,15 +111,12 @@ impl FlvMux {
             && let Some(config) = AvcDecoderConfig::from_parameter_sets(sps, pps)
             && self.avc.as_ref() != Some(&config)
         {
-            let mut body = BytesMut::new();
-            body.put_slice(&[0x17, 0, 0, 0, 0]);
-            body.put_slice(&config.to_bytes());
-            out.push(FlvTag {
-                kind: TagKind::Video,
-                timestamp_ms: ts,
-                body: body.freeze(),
-                keyframe: true,
-            });
+            // Keyframe, AVC packet type 0 (sequence header), composition time 0.
+            out.push(sequence_header_tag(
+                &[0x17, 0, 0, 0, 0],
+                &config.to_bytes(),
+                ts,
+            ));
             self.avc = Some(config);
         }
         if self.avc.is_none() {
@@ -139,16 +149,14 @@ impl FlvMux {
             && let Some(record) = hevc_decoder_config_record(vps, sps, pps)
             && self.hevc.as_ref() != Some(&record)
         {
-            let mut body = BytesMut::with_capacity(record.len() + 5);
-            body.put_u8(0x80 | (1 << 4) | ENHANCED_SEQUENCE_START);
-            body.put_slice(b"hvc1");
-            body.put_slice(&record);
-            out.push(FlvTag {
-                kind: TagKind::Video,
-                timestamp_ms: ts,
-                body: body.freeze(),
-                keyframe: true,
-            });
+            let header = [
+                0x80 | (1 << 4) | ENHANCED_SEQUENCE_START,
+                b'h',
+                b'v',
+                b'c',
+                b'1',
+            ];
+            out.push(sequence_header_tag(&header, &record, ts));
             self.hevc = Some(record);
         }
         if self.hevc.is_none() {
