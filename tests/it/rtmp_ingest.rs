@@ -34,6 +34,16 @@ fn publish(
     rtmp: u16,
     key: &str,
 ) -> Proc {
+    publish_to(
+        dir,
+        name,
+        source,
+        &format!("rtmp://127.0.0.1:{rtmp}/live/{key}"),
+    )
+}
+
+/// ffmpeg publishing `source` as FLV to `url` in real time.
+fn publish_to(dir: &std::path::Path, name: &str, source: &std::path::Path, url: &str) -> Proc {
     let ffmpeg = require("ffmpeg", "ffmpeg");
     Proc::spawn(
         name,
@@ -41,8 +51,7 @@ fn publish(
         Command::new(ffmpeg)
             .args(["-v", "error", "-re", "-i"])
             .arg(source)
-            .args(["-c", "copy", "-f", "flv"])
-            .arg(format!("rtmp://127.0.0.1:{rtmp}/live/{key}")),
+            .args(["-c", "copy", "-f", "flv", url]),
     )
 }
 
@@ -196,5 +205,74 @@ fn obs_over_rtmp_goes_out_to_an_rtmp_destination() {
     assert!(
         decode.trim().is_empty(),
         "RTMP in → RTMP out produced errors:\n{decode}"
+    );
+}
+
+/// RTMPS ingest: ffmpeg (GnuTLS) publishes inside TLS to `[rtmp] tls_listen`, with a
+/// certificate made by openssl for the test.
+#[test]
+fn ffmpeg_publishing_over_rtmps_is_taken_like_rtmp() {
+    let (rtmp, rtmps, output) = (free_tcp_port(), free_tcp_port(), free_udp_port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    crate::rtmp_output::make_certificates(dir.path());
+    let tls = format!(
+        "tls_listen = \"127.0.0.1:{rtmps}\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+        dir.path().join("leaf.pem").display(),
+        dir.path().join("leaf.key").display()
+    );
+    let config = config(rtmp, output).replacen(
+        &format!("listen = \"127.0.0.1:{rtmp}\"\n"),
+        &format!("listen = \"127.0.0.1:{rtmp}\"\n{tls}"),
+        1,
+    );
+    let daemon = Daemon::start_with_env(&config, dir, &[]);
+    let dir = daemon.dir.path().to_path_buf();
+    assert!(
+        daemon.log().contains("RTMPS ingest listening"),
+        "{}",
+        daemon.log()
+    );
+    let source = make_ts(&dir, "source.ts", 20, "640x360", "1000k");
+    let _publisher = publish_to(
+        &dir,
+        "obs-tls",
+        &source,
+        &format!("rtmps://127.0.0.1:{rtmps}/live/{KEY}"),
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || as_u64(
+            &daemon.input("program", "obs")["frames_total"]["video"]
+        ) > 50),
+        "no frames over RTMPS: {}\n{}",
+        daemon.input("program", "obs"),
+        daemon.log()
+    );
+    let recording = dir.join("recording.ts");
+    let mut reader = ffmpeg_record(
+        &dir,
+        "reader",
+        &format!("srt://127.0.0.1:{output}?latency=200000&timeout=4000000"),
+        &recording,
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    reader.signal(Signal::SIGINT);
+    reader.wait(Duration::from_secs(10));
+    assert!(
+        decoded_video_frames(&recording) >= 50,
+        "the RTMPS input comes out decodable"
+    );
+    // Plain RTMP bytes on the TLS port are a failed handshake, not a crash.
+    let mut wrong = publish_to(
+        &dir,
+        "plain-on-tls",
+        &source,
+        &format!("rtmp://127.0.0.1:{rtmps}/live/{KEY}"),
+    );
+    wrong.wait(Duration::from_secs(20));
+    let mut daemon = daemon;
+    assert!(daemon.alive());
+    assert!(
+        !daemon.log().contains(KEY),
+        "the stream key is never logged"
     );
 }

@@ -200,7 +200,7 @@ fn three_destinations_on_nginx_stop_start_and_ride_out_a_restart() {
 
 /// A test CA and a leaf certificate for 127.0.0.1 signed by it (rustls refuses a self-signed
 /// certificate that is its own CA), made with the openssl command-line tool.
-fn make_certificates(dir: &Path) {
+pub fn make_certificates(dir: &Path) {
     let openssl = require("openssl", "openssl");
     let step = |args: &[&str]| {
         let out = run(
@@ -330,13 +330,6 @@ fn a_stalled_destination_drops_alone_while_the_others_lose_nothing() {
     std::fs::create_dir_all(&dir_b).expect("dir b");
     let stalled = nginx(&dir_a, rtmp_a);
     let _healthy = nginx(&dir_b, rtmp_b);
-    let recording = dir.join("pull.ts");
-    let mut reader = ffmpeg_record(
-        &dir,
-        "reader",
-        &format!("srt://127.0.0.1:{srt_out}?latency=200000&timeout=4000000"),
-        &recording,
-    );
     // A high bitrate fills the stalled server's socket buffers quickly.
     let source = make_ts(&dir, "source.ts", 20, "1280x720", "8M");
     let live = |id: &str| daemon.output("program", id)["state"] == "live";
@@ -345,6 +338,23 @@ fn a_stalled_destination_drops_alone_while_the_others_lose_nothing() {
             && live("healthy")),
         "{}",
         daemon.log()
+    );
+    // The reader connects only now: its 4 s read timeout must not run out while the source
+    // is still being encoded on a busy machine.
+    let recording = dir.join("pull.ts");
+    let mut reader = ffmpeg_record(
+        &dir,
+        "reader",
+        &format!("srt://127.0.0.1:{srt_out}?latency=200000&timeout=4000000"),
+        &recording,
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || daemon.output("program", "pull")
+            ["peers"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 1),
+        "the reader never connected"
     );
     let mut encoder = srt_push(&dir, "encoder", &source, input);
     std::thread::sleep(Duration::from_secs(3));

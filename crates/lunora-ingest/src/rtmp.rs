@@ -2,7 +2,8 @@
 //!
 //! OBS publishes to `rtmp://HOST:1935/live/<stream_key>`; the stream key picks the input. A
 //! wrong or unknown key is refused at publish time (the log never shows the key), and so is a
-//! second publisher on a key that is already live.
+//! second publisher on a key that is already live. With a certificate configured, the same
+//! server also takes RTMPS (RTMP inside TLS) on a second port.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,8 +17,8 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
@@ -48,21 +49,111 @@ struct Slot {
     live: AtomicBool,
 }
 
-/// The bound RTMP server.
-#[derive(Debug)]
+/// Where RTMPS is taken and with which certificate.
+#[derive(Debug, Clone)]
+pub struct RtmpsSettings {
+    pub listen: SocketAddr,
+    /// PEM: the certificate chain, leaf first.
+    pub certificate: std::path::PathBuf,
+    /// PEM: the certificate's private key.
+    pub private_key: std::path::PathBuf,
+}
+
+/// Why the RTMPS listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RtmpsError {
+    #[error("cannot read the RTMPS certificate {path}: {reason}")]
+    Certificate { path: String, reason: String },
+    #[error("cannot read the RTMPS private key {path}: {reason}")]
+    PrivateKey { path: String, reason: String },
+    #[error("the RTMPS certificate and key do not fit together: {0}")]
+    Mismatch(String),
+    #[error("cannot bind the RTMPS listener on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The bound RTMP server (and its RTMPS listener, when configured).
 pub struct RtmpServer {
     listener: TcpListener,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+}
+
+impl std::fmt::Debug for RtmpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtmpServer")
+            .field("listener", &self.listener)
+            .field("rtmps", &self.tls.as_ref().map(|(l, _)| l))
+            .finish()
+    }
+}
+
+/// TLS server configuration from PEM files, with the `ring` provider named explicitly (see
+/// DEPENDENCIES.md: two providers in one build make rustls panic).
+fn tls_acceptor(settings: &RtmpsSettings) -> Result<tokio_rustls::TlsAcceptor, RtmpsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certificate_error = |reason: String| RtmpsError::Certificate {
+        path: settings.certificate.display().to_string(),
+        reason,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.certificate)
+        .map_err(|e| certificate_error(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| certificate_error(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(certificate_error("no PEM certificate in it".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&settings.private_key).map_err(|e| {
+        RtmpsError::PrivateKey {
+            path: settings.private_key.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| RtmpsError::Mismatch(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| RtmpsError::Mismatch(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl RtmpServer {
     pub async fn bind(address: SocketAddr) -> std::io::Result<RtmpServer> {
         Ok(RtmpServer {
             listener: TcpListener::bind(address).await?,
+            tls: None,
         })
+    }
+
+    /// Adds the RTMPS listener.
+    pub async fn with_rtmps(mut self, settings: &RtmpsSettings) -> Result<RtmpServer, RtmpsError> {
+        let acceptor = tls_acceptor(settings)?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| RtmpsError::Bind {
+                    address: settings.listen,
+                    source,
+                })?;
+        self.tls = Some((listener, acceptor));
+        Ok(self)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The RTMPS listener's address, when there is one.
+    pub fn rtmps_addr(&self) -> Option<SocketAddr> {
+        self.tls
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// Serves `inputs` until `shutdown` resolves.
@@ -79,16 +170,24 @@ impl RtmpServer {
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::pin!(shutdown);
         loop {
-            let (stream, peer) = tokio::select! {
+            let accept_tls = async {
+                match &self.tls {
+                    Some((listener, acceptor)) => (listener.accept().await, Some(acceptor.clone())),
+                    None => std::future::pending().await,
+                }
+            };
+            let (accepted, tls) = tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        warn!(error = %e, "RTMP accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                accepted = self.listener.accept() => (accepted, None),
+                accepted = accept_tls => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "RTMP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 warn!(%peer, "RTMP connection refused: {MAX_CONNECTIONS} connections already open");
@@ -107,7 +206,18 @@ impl RtmpServer {
                     window_start: Instant::now(),
                     window_bytes: 0,
                 };
-                let outcome = connection.serve(stream).await;
+                let _ = stream.set_nodelay(true);
+                let outcome = match tls {
+                    None => connection.serve(stream).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(PUBLISH_DEADLINE, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(stream)) => connection.serve(stream).await,
+                            Ok(Err(e)) => Ended::Failed(format!("TLS handshake failed: {e}")),
+                            Err(_) => Ended::Failed("TLS handshake timed out".into()),
+                        }
+                    }
+                };
                 connection.finish(outcome);
             });
         }
@@ -135,8 +245,7 @@ enum Ended {
 }
 
 impl Connection {
-    async fn serve(&mut self, mut stream: TcpStream) -> Ended {
-        let _ = stream.set_nodelay(true);
+    async fn serve(&mut self, mut stream: impl AsyncRead + AsyncWrite + Unpin) -> Ended {
         let mut buffer = vec![0u8; 64 * 1024];
         let opened = Instant::now();
         // Handshake.

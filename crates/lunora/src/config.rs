@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lunora_egress::{DestinationSpec, Preset, SpecField, ValidDestination};
+use lunora_ingest::RtmpsSettings;
 use lunora_media::Secret;
 use lunora_switch::{AlignedClock, HealthSettings, Policy, Preference, Reason, SwitchMode};
 use serde::Deserialize;
@@ -57,6 +58,10 @@ impl Default for RawHttp {
 #[serde(deny_unknown_fields)]
 struct RawRtmp {
     listen: Spanned<SocketAddr>,
+    /// RTMPS: where to take it, with which certificate and key (PEM files); all three or none.
+    tls_listen: Option<Spanned<SocketAddr>>,
+    certificate: Option<Spanned<PathBuf>>,
+    private_key: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -252,6 +257,8 @@ pub(crate) struct Config {
     pub(crate) http_listen: SocketAddr,
     /// The shared RTMP server's address (bound only when an RTMP input exists).
     pub(crate) rtmp_listen: SocketAddr,
+    /// `[rtmp] tls_listen` with its certificate and key.
+    pub(crate) rtmps: Option<RtmpsSettings>,
     /// `[state] dir`; `None`: [`crate::state::default_dir`].
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) channels: Vec<Channel>,
@@ -912,9 +919,45 @@ fn validate(
             ),
         );
     }
+    let rtmps =
+        raw.rtmp
+            .as_ref()
+            .and_then(|r| match (&r.tls_listen, &r.certificate, &r.private_key) {
+                (Some(listen), Some(certificate), Some(private_key)) => {
+                    for path in [certificate, private_key] {
+                        if !path.get_ref().is_file() {
+                            c.at(
+                                path.span(),
+                                format!("{} is not a readable file", path.get_ref().display()),
+                            );
+                        }
+                    }
+                    if listen.get_ref().port() == rtmp_listen.port() && listen.get_ref().port() != 0
+                    {
+                        c.at(
+                            listen.span(),
+                            "tls_listen needs its own port (RTMPS and RTMP cannot share one)",
+                        );
+                    }
+                    Some(RtmpsSettings {
+                        listen: *listen.get_ref(),
+                        certificate: certificate.get_ref().clone(),
+                        private_key: private_key.get_ref().clone(),
+                    })
+                }
+                (None, None, None) => None,
+                _ => {
+                    c.at(
+                        r.listen.span(),
+                        "RTMPS needs all of tls_listen, certificate and private_key in [rtmp]",
+                    );
+                    None
+                }
+            });
     Config {
         http_listen,
         rtmp_listen,
+        rtmps,
         state_dir: raw.state.map(|s| s.dir),
         channels,
     }
@@ -1052,5 +1095,32 @@ passphrase = "${SRT_PASS}"
             "{e:?}"
         );
         assert!(!e[0].contains("k1"), "keys are never printed");
+    }
+
+    #[test]
+    fn rtmps_needs_its_certificate_key_and_own_port() {
+        let channel = "[[channels]]\nid = \"a\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"obs\"\ntype = \"rtmp\"\nstream_key = \"k1\"\n";
+        let partial = errors(&format!(
+            "[rtmp]\nlisten = \"0.0.0.0:1935\"\ntls_listen = \"0.0.0.0:1936\"\n{channel}"
+        ));
+        assert!(
+            partial
+                .iter()
+                .any(|e| e.contains("all of tls_listen, certificate and private_key")),
+            "{partial:?}"
+        );
+        let missing = errors(&format!(
+            "[rtmp]\nlisten = \"0.0.0.0:1935\"\ntls_listen = \"0.0.0.0:1935\"\ncertificate = \"/nonexistent/c.pem\"\nprivate_key = \"/nonexistent/k.pem\"\n{channel}"
+        ));
+        assert!(
+            missing
+                .iter()
+                .any(|e| e.starts_with("t.toml:4:15:") && e.contains("not a readable file")),
+            "{missing:?}"
+        );
+        assert!(
+            missing.iter().any(|e| e.contains("its own port")),
+            "{missing:?}"
+        );
     }
 }

@@ -377,8 +377,18 @@ async fn run(config: Config) -> Result<()> {
                     config.rtmp_listen
                 )
             })?;
+        let server = match &config.rtmps {
+            Some(rtmps) => server
+                .with_rtmps(rtmps)
+                .await
+                .context("cannot start RTMPS ingest ([rtmp] tls_listen)")?,
+            None => server,
+        };
         let address = server.local_addr().context("RTMP server has no address")?;
         info!(listen = %address, inputs = rtmp_inputs.len(), "RTMP ingest listening (rtmp://HOST:{}/live/<stream key>)", address.port());
+        if let Some(tls) = server.rtmps_addr() {
+            info!(listen = %tls, "RTMPS ingest listening (rtmps://HOST:{}/live/<stream key>)", tls.port());
+        }
         tasks.spawn(server.run(rtmp_inputs, cancel.clone().cancelled_owned()));
     }
 
