@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// nginx-rtmp on loopback, recording every published stream into `dir`; with `tls_port`, an
-/// nginx stream-module TLS front (certificate from `dir/leaf.pem`) proxies to it.
+/// nginx-rtmp on loopback, recording every published stream into `dir`.
 pub fn nginx(dir: &Path, port: u16) -> Proc {
-    nginx_with_tls(dir, port, None)
+    nginx_server(dir, port, None, false)
 }
 
-fn nginx_with_tls(dir: &Path, port: u16, tls_port: Option<u16>) -> Proc {
+/// [`nginx`], plus: with `tls_port`, an nginx stream-module TLS front (certificate from
+/// `dir/leaf.pem`) proxying to it; with `refusing`, an application `locked` that refuses every
+/// publisher through nginx-rtmp's on_publish callback, answered 403 by nginx's own http module
+/// (a platform refusing a stream key).
+fn nginx_server(dir: &Path, port: u16, tls_port: Option<u16>, refusing: bool) -> Proc {
     let nginx = require("nginx", "nginx");
     let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
     assert!(
@@ -20,16 +23,23 @@ fn nginx_with_tls(dir: &Path, port: u16, tls_port: Option<u16>) -> Proc {
         "libnginx-mod-rtmp is missing: install the Debian package libnginx-mod-rtmp (bash .ci/run does)"
     );
     let conf = dir.join("nginx.conf");
-    // `locked` refuses every publisher through nginx-rtmp's on_publish callback, answered 403
-    // by nginx's own http module: a platform refusing a stream key.
-    let auth = free_tcp_port();
+    let (locked, auth_server) = if refusing {
+        let auth = free_tcp_port();
+        (
+            format!("application locked {{ live on; on_publish http://127.0.0.1:{auth}/deny; }}"),
+            format!(
+                "http {{ access_log off; server {{ listen 127.0.0.1:{auth}; location /deny {{ return 403; }} }} }}\n"
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     std::fs::write(
         &conf,
         format!(
             "load_module {};\n{}daemon off;\nmaster_process off;\nerror_log {}/nginx-error.log info;\npid {}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; record_path {}; record_unique off; }} \
-             application locked {{ live on; on_publish http://127.0.0.1:{auth}/deny; }} }} }}\n\
-             http {{ access_log off; server {{ listen 127.0.0.1:{auth}; location /deny {{ return 403; }} }} }}\n{}",
+             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; record_path {}; record_unique off; }} {locked} }} }}\n\
+             {auth_server}{}",
             module.display(),
             if tls_port.is_some() { "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n" } else { "" },
             dir.display(),
@@ -285,7 +295,7 @@ fn rtmps_destination_goes_live_through_a_tls_front() {
         &[("SSL_CERT_FILE", &ca)],
     );
     let dir = daemon.dir.path().to_path_buf();
-    let _server = nginx_with_tls(&dir, rtmp, Some(tls));
+    let _server = nginx_server(&dir, rtmp, Some(tls), false);
     let source = make_ts(&dir, "source.ts", 30, "320x180", "300k");
     let _encoder = srt_push(&dir, "encoder", &source, input);
     assert!(
@@ -336,8 +346,10 @@ fn a_stalled_destination_drops_alone_while_the_others_lose_nothing() {
     assert!(
         wait_for(Duration::from_secs(20), || live("stalled")
             && live("healthy")),
-        "{}",
-        daemon.log()
+        "{}\nnginx a: {}{}",
+        daemon.log(),
+        stalled.stderr(),
+        std::fs::read_to_string(dir_a.join("nginx-error.log")).unwrap_or_default()
     );
     // The reader connects only now: its 4 s read timeout must not run out while the source
     // is still being encoded on a busy machine.
@@ -405,7 +417,7 @@ fn destinations_are_added_changed_and_removed_through_the_api_and_survive_a_rest
     );
     let daemon = Daemon::start(&single_srt_channel("encoder", input, "", &outputs));
     let dir = daemon.dir.path().to_path_buf();
-    let _server = nginx(&dir, rtmp);
+    let _server = nginx_server(&dir, rtmp, None, true);
     let source = make_ts(&dir, "source.ts", 120, "320x180", "300k");
     let _encoder = srt_push(&dir, "encoder", &source, input);
     let port = daemon.http;
