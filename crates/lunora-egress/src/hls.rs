@@ -1,6 +1,7 @@
 //! The channel's HLS preview: a bus reader feeding the sans-IO segmenter, which the HTTP layer
 //! reads from memory. It runs only while someone watches: the first playlist request starts
-//! it, and a minute without requests frees its segments (at 50 Mbit/s the window is ~40 MB).
+//! it, and a minute without requests frees its segments (at 50 Mbit/s the listed and retired
+//! segments hold ~80 MB).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};

@@ -7,7 +7,10 @@
 //!   segments, and the switcher's continuous timeline means a failover needs no
 //!   `EXT-X-DISCONTINUITY`. One is written only when the video or audio parameters really
 //!   change (codec, picture size, scan, sample rate, channels) or the timeline breaks.
-//! - Memory is bounded: at most `window` segments of at most `max_segment_bytes` each. A
+//! - A segment that leaves the playlist stays available for as long as RFC 8216 §6.2.2 asks
+//!   (its own duration plus the playlist's), so a player that read the playlist just before it
+//!   slid still gets it: `window + 1` retired segments are kept beside the `window` listed.
+//! - Memory is bounded: at most `2 × window + 1` segments of at most `max_segment_bytes`. A
 //!   segment that reaches the byte limit before the next keyframe is closed, and frames are
 //!   skipped until a keyframe starts the next one (marked as a discontinuity).
 //!
@@ -259,12 +262,14 @@ impl Segmenter {
             data: open.data.freeze(),
         });
         self.next_sequence += 1;
-        while self.segments.len() > self.settings.window {
-            if let Some(gone) = self.segments.pop_front()
-                && gone.discontinuity
-            {
-                self.discontinuity_sequence += 1;
-            }
+        // The segment that just left the playlist takes its discontinuity with it.
+        if let Some(unlisted) = self.segments.len().checked_sub(self.settings.window + 1)
+            && self.segments[unlisted].discontinuity
+        {
+            self.discontinuity_sequence += 1;
+        }
+        while self.segments.len() > 2 * self.settings.window + 1 {
+            self.segments.pop_front();
         }
         self.render_playlist();
     }
@@ -273,15 +278,11 @@ impl Segmenter {
         let mut builder = MediaPlaylist::builder();
         builder
             .target_duration(Duration::from_secs(self.target_duration_seconds))
-            .media_sequence(
-                self.segments
-                    .front()
-                    .map_or(self.next_sequence, |s| s.sequence) as usize,
-            )
+            .media_sequence(self.media_sequence() as usize)
             .discontinuity_sequence(self.discontinuity_sequence as usize)
             .has_independent_segments(true);
         let mut segments = Vec::new();
-        for segment in &self.segments {
+        for segment in self.segments() {
             let mut media = hls_m3u8::MediaSegment::builder();
             media
                 .duration(ExtInf::new(segment.duration))
@@ -307,8 +308,9 @@ impl Segmenter {
     /// after a discontinuity.
     pub fn pause(&mut self) {
         self.open = None;
-        let dropped = self.segments.drain(..).filter(|s| s.discontinuity).count() as u64;
-        self.discontinuity_sequence += dropped;
+        let listed = self.segments().filter(|s| s.discontinuity).count() as u64;
+        self.discontinuity_sequence += listed;
+        self.segments.clear();
         self.pending_discontinuity = true;
         self.render_playlist();
     }
@@ -318,7 +320,7 @@ impl Segmenter {
         &self.playlist
     }
 
-    /// The segment with this media sequence number, while it is in the window.
+    /// The segment with this media sequence number, while it is listed or recently retired.
     pub fn segment(&self, sequence: u64) -> Option<Bytes> {
         self.segments
             .iter()
@@ -326,19 +328,25 @@ impl Segmenter {
             .map(|s| s.data.clone())
     }
 
+    /// The segments the playlist lists, oldest first.
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
-        self.segments.iter()
+        self.segments
+            .iter()
+            .skip(self.segments.len().saturating_sub(self.settings.window))
+    }
+
+    fn media_sequence(&self) -> u64 {
+        self.segments()
+            .next()
+            .map_or(self.next_sequence, |s| s.sequence)
     }
 
     pub fn stats(&self) -> HlsStats {
         HlsStats {
-            segments: self.segments.len(),
+            segments: self.segments().count(),
             bytes: self.segments.iter().map(|s| s.data.len()).sum::<usize>()
                 + self.open.as_ref().map_or(0, |o| o.data.len()),
-            media_sequence: self
-                .segments
-                .front()
-                .map_or(self.next_sequence, |s| s.sequence),
+            media_sequence: self.media_sequence(),
             target_duration_seconds: self.target_duration_seconds,
             discontinuities_total: self.discontinuities_total,
             skipped_frames_total: self.skipped_frames_total,

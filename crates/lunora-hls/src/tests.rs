@@ -90,7 +90,10 @@ fn segments_start_on_keyframes_decode_alone_and_the_window_slides() {
         );
         assert!(frames.iter().any(|f| f.codec == Codec::AacAdts));
     }
-    assert_eq!(segmenter.segment(12), None, "slid out of the window");
+    // Segments 6..=12 have left the playlist but stay fetchable for a while (RFC 8216 §6.2.2);
+    // older ones are gone.
+    assert!(segmenter.segment(12).is_some() && segmenter.segment(6).is_some());
+    assert_eq!(segmenter.segment(5), None);
     assert!(segmenter.segment(18).is_some());
     let stats = segmenter.stats();
     assert_eq!(
@@ -173,8 +176,8 @@ fn memory_is_bounded_by_the_window_and_the_segment_limit() {
     feed(&mut segmenter, 20, |_, _| {});
     let stats = segmenter.stats();
     assert!(stats.segments <= 6);
-    // A segment may overshoot by one frame before it is cut.
-    assert!(stats.bytes <= 7 * (limit + 8 * 1024), "{stats:?}");
+    // Six listed, seven retired, one open; a segment may overshoot by one frame before it is cut.
+    assert!(stats.bytes <= 14 * (limit + 8 * 1024), "{stats:?}");
     assert!(
         stats.skipped_frames_total > 0,
         "frames between the cut and the next keyframe are skipped"
