@@ -570,14 +570,46 @@ fn destinations_are_added_changed_and_removed_through_the_api_and_survive_a_rest
     );
     assert_eq!(ids(&daemon), ["srt-out", "cfg", "locked"]);
 
+    // What an operator started or stopped stays so across a restart, whatever autostart says.
+    for (id, autostart) in [("manual", false), ("parked", true)] {
+        let body = format!(
+            r#"{{"id": "{id}", "url": "{url}", "stream_key": "key-{id}", "autostart": {autostart}, "retry_min_ms": 200, "retry_max_ms": 500}}"#
+        );
+        assert_eq!(
+            http_post_json(port, "/api/v1/channels/program/outputs", &body).0,
+            201
+        );
+    }
+    assert_eq!(
+        http_post_json(port, "/api/v1/channels/program/outputs/manual/start", "").0,
+        202
+    );
+    assert_eq!(
+        http_post_json(port, "/api/v1/channels/program/outputs/parked/stop", "").0,
+        202
+    );
+    assert!(wait_for(Duration::from_secs(10), || state(
+        &daemon, "manual"
+    ) == "live"
+        && state(&daemon, "parked") == "idle"));
+
     // Restart: the same outputs, the changed key in use, the removed one still gone.
     let restarted_at = std::time::SystemTime::now();
     let daemon = daemon.restart();
-    assert_eq!(ids(&daemon), ["srt-out", "cfg", "locked"]);
+    assert_eq!(
+        ids(&daemon),
+        ["srt-out", "cfg", "locked", "manual", "parked"]
+    );
     assert!(
-        wait_for(Duration::from_secs(20), || state(&daemon, "cfg") == "live"),
+        wait_for(Duration::from_secs(20), || state(&daemon, "cfg") == "live"
+            && state(&daemon, "manual") == "live"),
         "{}",
         daemon.log()
+    );
+    assert_eq!(
+        state(&daemon, "parked"),
+        "idle",
+        "stopped by the operator, so not autostarted"
     );
     std::thread::sleep(Duration::from_secs(1));
     let modified = |name: &str| {
@@ -609,9 +641,15 @@ fn destinations_are_added_changed_and_removed_through_the_api_and_survive_a_rest
     );
     let log = daemon.log();
     assert!(
-        ["key-added", "key-cfg2", "wrong-key"]
-            .iter()
-            .all(|k| !log.contains(k)),
+        [
+            "key-added",
+            "key-cfg2",
+            "wrong-key",
+            "key-manual",
+            "key-parked"
+        ]
+        .iter()
+        .all(|k| !log.contains(k)),
         "stream keys must never be logged"
     );
 }

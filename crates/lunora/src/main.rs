@@ -355,7 +355,8 @@ async fn run(config: Config) -> Result<()> {
             cancel: cancel.child_token(),
         };
         for (id, spec, destination) in rtmp_destinations {
-            let start = spec.autostart;
+            // What an operator last did wins over autostart (crash recovery).
+            let start = store.running(&channel.id, &id).unwrap_or(spec.autostart);
             outputs.push(handles.spawn_destination(
                 id,
                 spec,

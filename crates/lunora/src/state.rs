@@ -5,6 +5,10 @@
 //! is written to a temporary file, synced, and renamed over the old one, so a crash leaves
 //! either the old or the new file, never half of one. The file holds stream keys: it is created
 //! readable by the daemon's user only.
+//!
+//! It also keeps whether an operator last started or stopped each destination, so that after a
+//! crash or a restart what was live goes live again (and what was stopped stays stopped),
+//! whatever `autostart` says.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,6 +30,17 @@ pub(crate) type ChannelChanges = BTreeMap<String, Option<DestinationSpec>>;
 struct StateFile {
     version: u32,
     channels: BTreeMap<String, ChannelChanges>,
+    /// channel → destination id → started (true) or stopped (false) by an operator.
+    #[serde(default)]
+    running: BTreeMap<String, BTreeMap<String, bool>>,
+}
+
+/// [`StateFile`] borrowed, for writing without a copy.
+#[derive(Serialize)]
+struct StateFileRef<'a> {
+    version: u32,
+    channels: &'a BTreeMap<String, ChannelChanges>,
+    running: &'a BTreeMap<String, BTreeMap<String, bool>>,
 }
 
 #[derive(Debug)]
@@ -79,8 +94,17 @@ impl StateStore {
             .unwrap_or_default()
     }
 
-    /// Records `id` as `spec` (`None`: removed) and writes the file before returning; on error
-    /// nothing is recorded, so the caller can refuse the change.
+    /// Whether an operator last left `id` started (`Some(true)`) or stopped.
+    pub(crate) fn running(&self, channel: &str, id: &str) -> Option<bool> {
+        self.lock()
+            .running
+            .get(channel)
+            .and_then(|c| c.get(id))
+            .copied()
+    }
+
+    /// Records `id` as `spec` (`None`: removed, with its run state) and writes the file before
+    /// returning; on error nothing is recorded, so the caller can refuse the change.
     pub(crate) fn record(
         &self,
         channel: &str,
@@ -88,23 +112,58 @@ impl StateStore {
         spec: Option<DestinationSpec>,
     ) -> std::io::Result<()> {
         let mut state = self.lock();
+        let removed = spec.is_none();
         let previous = state
             .channels
             .entry(channel.to_string())
             .or_default()
             .insert(id.to_string(), spec);
-        state.version = FORMAT_VERSION;
-        let result = serde_json::to_vec_pretty(&*state)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| write_atomically(&self.path, &bytes));
+        let previous_running = if removed {
+            state.running.get_mut(channel).and_then(|c| c.remove(id))
+        } else {
+            None
+        };
+        let result = self.write(&state);
         if result.is_err() {
             let changes = state.channels.entry(channel.to_string()).or_default();
             match previous {
                 Some(previous) => changes.insert(id.to_string(), previous),
                 None => changes.remove(id),
             };
+            if let Some(running) = previous_running {
+                state
+                    .running
+                    .entry(channel.to_string())
+                    .or_default()
+                    .insert(id.to_string(), running);
+            }
         }
         result
+    }
+
+    /// Records that an operator started or stopped these destinations.
+    pub(crate) fn record_running(
+        &self,
+        channel: &str,
+        ids: &[&str],
+        running: bool,
+    ) -> std::io::Result<()> {
+        let mut state = self.lock();
+        let entry = state.running.entry(channel.to_string()).or_default();
+        for id in ids {
+            entry.insert((*id).to_string(), running);
+        }
+        self.write(&state)
+    }
+
+    fn write(&self, state: &StateFile) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(&StateFileRef {
+            version: FORMAT_VERSION,
+            channels: &state.channels,
+            running: &state.running,
+        })
+        .map_err(std::io::Error::other)?;
+        write_atomically(&self.path, &bytes)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, StateFile> {
@@ -185,6 +244,21 @@ mod tests {
         let changes = reopened.changes("program");
         assert_eq!(changes.get("yt"), Some(&Some(spec("key-1"))));
         assert_eq!(changes.get("old"), Some(&None));
+        store.record_running("program", &["yt"], true).unwrap();
+        assert_eq!(
+            StateStore::open(dir.path())
+                .unwrap()
+                .running("program", "yt"),
+            Some(true)
+        );
+        store.record("program", "yt", None).unwrap();
+        assert_eq!(
+            StateStore::open(dir.path())
+                .unwrap()
+                .running("program", "yt"),
+            None,
+            "removal forgets the run state"
+        );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(store.path())

@@ -234,26 +234,33 @@ impl StatusSource for Status {
             .find(|c| c.id == channel)
             .ok_or(ControlError::NoChannel)?;
         let outputs = c.outputs();
-        let targets: Vec<&DestinationHandle> = match output {
-            Some(id) => vec![
-                outputs
+        let targets: Vec<(&str, &DestinationHandle)> = match output {
+            Some(id) => {
+                let o = outputs
                     .iter()
                     .find(|o| o.id == id)
-                    .ok_or(ControlError::NoOutput)?
-                    .destination
-                    .as_ref()
-                    .ok_or(ControlError::AlwaysOn)?,
-            ],
+                    .ok_or(ControlError::NoOutput)?;
+                vec![(
+                    o.id.as_str(),
+                    o.destination.as_ref().ok_or(ControlError::AlwaysOn)?,
+                )]
+            }
             None => outputs
                 .iter()
-                .filter_map(|o| o.destination.as_ref())
+                .filter_map(|o| Some((o.id.as_str(), o.destination.as_ref()?)))
                 .collect(),
         };
         let command = if start { Control::Start } else { Control::Stop };
-        for d in &targets {
+        for (_, d) in &targets {
             if !d.control.send(command) {
                 return Err(ControlError::Busy);
             }
+        }
+        // Remembered so a restart brings back what the operator left running. A disk that
+        // cannot take it must not stop the operator's command: it is logged instead.
+        let ids: Vec<&str> = targets.iter().map(|(id, _)| *id).collect();
+        if let Err(e) = self.store.record_running(channel, &ids, start) {
+            warn!(channel, outputs = ?ids, file = %self.store.path().display(), error = %e, "cannot save which destinations run; after a restart autostart decides");
         }
         Ok(targets.len())
     }
