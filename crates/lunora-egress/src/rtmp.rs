@@ -127,6 +127,8 @@ impl RtmpDestination {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write that makes no progress this long means the server stopped reading: reconnect.
+const WRITE_STALL: Duration = Duration::from_secs(5);
 
 enum Outcome {
     /// Stopped by the user (or shutdown).
@@ -556,12 +558,26 @@ async fn session(
                 TagKind::Video => link.session.publish_video_data(tag.body, timestamp, false),
                 TagKind::Audio => link.session.publish_audio_data(tag.body, timestamp, false),
             };
-            match packet {
-                Ok(packet) => match link.write(vec![packet], &mut events).await {
-                    Ok(n) => written += n,
-                    Err(e) => return Outcome::Failed(e),
-                },
+            let packet = match packet {
+                Ok(packet) => packet,
                 Err(e) => return Outcome::Failed(format!("{e:?}")),
+            };
+            // A server that stops reading blocks the write: the operator's stop must still
+            // work, and the state must not say `live` for long while nothing moves.
+            let write = tokio::time::timeout(WRITE_STALL, link.write(vec![packet], &mut events));
+            let result = tokio::select! {
+                _ = stop.cancelled() => return Outcome::Stopped,
+                result = write => result,
+            };
+            match result {
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) => return Outcome::Failed(e),
+                Err(_) => {
+                    return Outcome::Failed(format!(
+                        "the server took no data for {} s",
+                        WRITE_STALL.as_secs()
+                    ));
+                }
             }
         }
         let mut s = stats.lock();
