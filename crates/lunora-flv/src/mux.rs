@@ -213,6 +213,29 @@ mod tests {
     use super::*;
     use crate::{FlvDemux, FlvEvent};
 
+    /// What lunora's own RTMP ingest makes of `tags`; every tag must be accepted.
+    fn demux_tags(tags: &[FlvTag]) -> Vec<Frame> {
+        let mut demux = FlvDemux::new();
+        let mut events = Vec::new();
+        for tag in tags {
+            match tag.kind {
+                TagKind::Video => demux.handle_video(tag.timestamp_ms, &tag.body, &mut events),
+                TagKind::Audio => demux.handle_audio(tag.timestamp_ms, &tag.body, &mut events),
+            }
+            .expect("valid tag");
+        }
+        events
+            .into_iter()
+            .filter_map(|e| {
+                if let FlvEvent::Frame(f) = e {
+                    Some(f)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn frames_round_trip_through_flv_tags() {
         let video = Frame {
@@ -247,25 +270,7 @@ mod tests {
         mux.write_frame(&audio, &mut tags);
         mux.write_frame(&video, &mut tags);
         assert_eq!(tags.len(), 5, "sequence headers once, then frames");
-        let mut demux = FlvDemux::new();
-        let mut events = Vec::new();
-        for tag in &tags {
-            match tag.kind {
-                TagKind::Video => demux.handle_video(tag.timestamp_ms, &tag.body, &mut events),
-                TagKind::Audio => demux.handle_audio(tag.timestamp_ms, &tag.body, &mut events),
-            }
-            .expect("valid tag");
-        }
-        let frames: Vec<&Frame> = events
-            .iter()
-            .filter_map(|e| {
-                if let FlvEvent::Frame(f) = e {
-                    Some(f)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let frames = demux_tags(&tags);
         assert_eq!(frames.len(), 3);
         assert_eq!((frames[0].dts, frames[0].pts), (video.dts, video.pts));
         // The AUD is gone; SPS/PPS come back from the sequence header on the keyframe.
@@ -318,25 +323,9 @@ mod tests {
             Ok(3)
         );
 
-        let mut demux = FlvDemux::new();
-        let mut events = Vec::new();
-        for tag in &tags {
-            demux
-                .handle_video(tag.timestamp_ms, &tag.body, &mut events)
-                .expect("valid tag");
-        }
-        let back: Vec<&Frame> = events
-            .iter()
-            .filter_map(|e| {
-                if let FlvEvent::Frame(f) = e {
-                    Some(f)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let back = demux_tags(&tags);
         assert_eq!(back.len(), frames.len());
-        for (sent, received) in frames.iter().zip(back) {
+        for (sent, received) in frames.iter().zip(&back) {
             assert_eq!(
                 (
                     received.codec,
