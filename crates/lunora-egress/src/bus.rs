@@ -185,18 +185,8 @@ mod tests {
     fn program() -> Program {
         Program {
             tracks: vec![
-                Track {
-                    id: TrackId(1),
-                    codec: Codec::H264,
-                    language: None,
-                    descriptors: Bytes::new(),
-                },
-                Track {
-                    id: TrackId(2),
-                    codec: Codec::AacAdts,
-                    language: None,
-                    descriptors: Bytes::new(),
-                },
+                Track::new(TrackId(1), Codec::H264),
+                Track::new(TrackId(2), Codec::AacAdts),
             ],
         }
     }

@@ -60,12 +60,12 @@ impl FlvDemux {
     fn program(&self) -> Program {
         let mut tracks = Vec::new();
         match &self.video {
-            Some(VideoConfig::Avc(_)) => tracks.push(track(VIDEO_TRACK, Codec::H264)),
-            Some(VideoConfig::Hevc(_)) => tracks.push(track(VIDEO_TRACK, Codec::Hevc)),
+            Some(VideoConfig::Avc(_)) => tracks.push(Track::new(VIDEO_TRACK, Codec::H264)),
+            Some(VideoConfig::Hevc(_)) => tracks.push(Track::new(VIDEO_TRACK, Codec::Hevc)),
             None => {}
         }
         if self.audio.is_some() {
-            tracks.push(track(AUDIO_TRACK, Codec::AacAdts));
+            tracks.push(Track::new(AUDIO_TRACK, Codec::AacAdts));
         }
         Program { tracks }
     }
@@ -212,15 +212,6 @@ impl FlvDemux {
             data: frame.freeze(),
         }));
         Ok(())
-    }
-}
-
-fn track(id: lunora_media::TrackId, codec: Codec) -> Track {
-    Track {
-        id,
-        codec,
-        language: None,
-        descriptors: Bytes::new(),
     }
 }
 

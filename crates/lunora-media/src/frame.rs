@@ -88,6 +88,18 @@ pub struct Track {
     pub descriptors: bytes::Bytes,
 }
 
+impl Track {
+    /// A track with no language and no descriptors: what every source but MPEG-TS announces.
+    pub fn new(id: TrackId, codec: Codec) -> Track {
+        Track {
+            id,
+            codec,
+            language: None,
+            descriptors: bytes::Bytes::new(),
+        }
+    }
+}
+
 /// The set of tracks a source currently carries.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Program {

@@ -110,18 +110,8 @@ impl Sim {
         e.connected = true;
         let program = Program {
             tracks: vec![
-                Track {
-                    id: TrackId(e.video_pid),
-                    codec: Codec::H264,
-                    language: None,
-                    descriptors: Bytes::new(),
-                },
-                Track {
-                    id: TrackId(e.audio_pid),
-                    codec: Codec::AacAdts,
-                    language: None,
-                    descriptors: Bytes::new(),
-                },
+                Track::new(TrackId(e.video_pid), Codec::H264),
+                Track::new(TrackId(e.audio_pid), Codec::AacAdts),
             ],
         };
         self.switcher.handle_connected(now, i);
@@ -594,18 +584,8 @@ fn incompatible_backup_is_still_switched_to_and_reported() {
     sim.run(2_000, |_, _| Feed::Normal);
     let hevc = Program {
         tracks: vec![
-            Track {
-                id: TrackId(0x1E1),
-                codec: Codec::Hevc,
-                language: None,
-                descriptors: Bytes::new(),
-            },
-            Track {
-                id: TrackId(0x1E2),
-                codec: Codec::AacAdts,
-                language: None,
-                descriptors: Bytes::new(),
-            },
+            Track::new(TrackId(0x1E1), Codec::Hevc),
+            Track::new(TrackId(0x1E2), Codec::AacAdts),
         ],
     };
     let now = sim.now();

@@ -100,7 +100,6 @@ pub(crate) fn adopt_codecs(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
 
     use super::*;
 
@@ -108,12 +107,7 @@ mod tests {
         Program {
             tracks: tracks
                 .iter()
-                .map(|(id, codec)| Track {
-                    id: TrackId(*id),
-                    codec: *codec,
-                    language: None,
-                    descriptors: Bytes::new(),
-                })
+                .map(|(id, codec)| Track::new(TrackId(*id), *codec))
                 .collect(),
         }
     }

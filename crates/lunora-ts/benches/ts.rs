@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lunora_media::{AudioSpecificConfig, Codec, Frame, MpegTime, Program, Track, TrackId};
 use lunora_ts::{AnalyserSettings, DATAGRAM_SIZE, DemuxEvent, MuxSettings, Muxer, TsInput};
@@ -16,18 +16,8 @@ use lunora_ts::{AnalyserSettings, DATAGRAM_SIZE, DemuxEvent, MuxSettings, Muxer,
 fn program() -> Program {
     Program {
         tracks: vec![
-            Track {
-                id: TrackId(1),
-                codec: Codec::H264,
-                language: None,
-                descriptors: Bytes::new(),
-            },
-            Track {
-                id: TrackId(2),
-                codec: Codec::AacAdts,
-                language: None,
-                descriptors: Bytes::new(),
-            },
+            Track::new(TrackId(1), Codec::H264),
+            Track::new(TrackId(2), Codec::AacAdts),
         ],
     }
 }

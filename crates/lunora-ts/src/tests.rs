@@ -87,12 +87,7 @@ fn demux_mux_demux_round_trip_preserves_frames() {
 #[test]
 fn muxer_keeps_pids_and_version_for_an_identical_program() {
     let program = Program {
-        tracks: vec![Track {
-            id: TrackId(7),
-            codec: Codec::H264,
-            language: None,
-            descriptors: Bytes::new(),
-        }],
+        tracks: vec![Track::new(TrackId(7), Codec::H264)],
     };
     let mut muxer = Muxer::new(MuxSettings::default());
     muxer.set_program(&program);
@@ -105,18 +100,8 @@ fn muxer_keeps_pids_and_version_for_an_identical_program() {
 fn scte35_sections_are_carried() {
     let program = Program {
         tracks: vec![
-            Track {
-                id: TrackId(1),
-                codec: Codec::H264,
-                language: None,
-                descriptors: Bytes::new(),
-            },
-            Track {
-                id: TrackId(2),
-                codec: Codec::Scte35,
-                language: None,
-                descriptors: Bytes::new(),
-            },
+            Track::new(TrackId(1), Codec::H264),
+            Track::new(TrackId(2), Codec::Scte35),
         ],
     };
     // A splice_null() splice_info_section with a valid CRC.
@@ -159,18 +144,8 @@ fn scte35_sections_are_carried() {
 fn synthetic_stream(seconds: i64) -> Vec<[u8; PACKET_SIZE]> {
     let program = Program {
         tracks: vec![
-            Track {
-                id: TrackId(1),
-                codec: Codec::H264,
-                language: None,
-                descriptors: Bytes::new(),
-            },
-            Track {
-                id: TrackId(2),
-                codec: Codec::AacAdts,
-                language: None,
-                descriptors: Bytes::new(),
-            },
+            Track::new(TrackId(1), Codec::H264),
+            Track::new(TrackId(2), Codec::AacAdts),
         ],
     };
     let mut muxer = Muxer::new(MuxSettings::default());
