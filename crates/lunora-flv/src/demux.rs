@@ -106,23 +106,10 @@ impl FlvDemux {
             }
             1 => {
                 let cts = composition_time([*c0, *c1, *c2]);
-                let Some(VideoConfig::Avc(config)) = &self.video else {
+                let Some(config @ VideoConfig::Avc(_)) = &self.video else {
                     return Err(FlvError::NoConfig);
                 };
-                let prefix: Vec<&Bytes> = if keyframe {
-                    config.sps.iter().chain(&config.pps).collect()
-                } else {
-                    Vec::new()
-                };
-                let data = to_annex_b(data, config.length_size, &prefix)?;
-                out.push(FlvEvent::Frame(video_frame(
-                    Codec::H264,
-                    dts,
-                    cts,
-                    keyframe,
-                    data,
-                )));
-                Ok(())
+                push_coded_frame(config, dts, cts, keyframe, data, out)
             }
             _ => Ok(()), // end of sequence
         }
@@ -160,23 +147,10 @@ impl FlvDemux {
             3 => (0, rest),
             _ => return Ok(()),
         };
-        let Some(VideoConfig::Hevc(config)) = &self.video else {
+        let Some(config @ VideoConfig::Hevc(_)) = &self.video else {
             return Err(FlvError::NoConfig);
         };
-        let prefix: Vec<&Bytes> = if keyframe {
-            config.parameter_sets.iter().collect()
-        } else {
-            Vec::new()
-        };
-        let data = to_annex_b(data, config.length_size, &prefix)?;
-        out.push(FlvEvent::Frame(video_frame(
-            Codec::Hevc,
-            dts,
-            cts,
-            keyframe,
-            data,
-        )));
-        Ok(())
+        push_coded_frame(config, dts, cts, keyframe, data, out)
     }
 
     /// An audio tag body with its RTMP timestamp (ms).
@@ -220,6 +194,36 @@ fn composition_time(bytes: [u8; 3]) -> i64 {
     let raw = (i32::from(bytes[0]) << 16) | (i32::from(bytes[1]) << 8) | i32::from(bytes[2]);
     let signed = (raw << 8) >> 8;
     i64::from(signed) * 90
+}
+
+/// A coded frame (length-prefixed NAL units) as an Annex-B frame, with the configuration's
+/// parameter sets in band on keyframes, so a decoder can start at any of them.
+fn push_coded_frame(
+    config: &VideoConfig,
+    dts: i64,
+    cts: i64,
+    keyframe: bool,
+    data: &[u8],
+    out: &mut Vec<FlvEvent>,
+) -> Result<(), FlvError> {
+    let (codec, length_size, parameter_sets): (_, _, Vec<&Bytes>) = match config {
+        VideoConfig::Avc(c) => (
+            Codec::H264,
+            c.length_size,
+            c.sps.iter().chain(&c.pps).collect(),
+        ),
+        VideoConfig::Hevc(c) => (
+            Codec::Hevc,
+            c.length_size,
+            c.parameter_sets.iter().collect(),
+        ),
+    };
+    let prefix = if keyframe { parameter_sets } else { Vec::new() };
+    let data = to_annex_b(data, length_size, &prefix)?;
+    out.push(FlvEvent::Frame(video_frame(
+        codec, dts, cts, keyframe, data,
+    )));
+    Ok(())
 }
 
 fn video_frame(codec: Codec, dts: i64, cts: i64, keyframe: bool, data: Bytes) -> Frame {
