@@ -209,6 +209,23 @@ pub fn srt_push(dir: &Path, name: &str, file: &Path, port: u16) -> Proc {
     )
 }
 
+/// Fails if ffmpeg, reading a live output, complained about timestamps, continuity or data.
+pub fn assert_reader_saw_a_clean_stream(log: &str) {
+    for bad in [
+        "Non-monotonic",
+        "non monotonically",
+        "corrupt",
+        "Continuity",
+        "continuity",
+        "Invalid",
+    ] {
+        assert!(
+            !log.contains(bad),
+            "ffmpeg reading the live output said {bad:?}:\n{log}"
+        );
+    }
+}
+
 /// ffprobe's `codec_name,width,height` lines for the streams of a file or URL.
 pub fn probe_streams(target: &str) -> String {
     let ffprobe = require("ffprobe", "ffmpeg");
