@@ -341,21 +341,20 @@ impl Daemon {
 
     /// `/api/v1/channels/{channel}` → the named input's JSON.
     pub fn input(&self, channel: &str, input: &str) -> Value {
-        let c = self.json(&format!("/api/v1/channels/{channel}"));
-        c["inputs"]
-            .as_array()
-            .and_then(|a| a.iter().find(|i| i["id"] == input))
-            .cloned()
-            .expect("input in status")
+        self.channel_entry(channel, "inputs", input)
     }
 
     pub fn output(&self, channel: &str, output: &str) -> Value {
+        self.channel_entry(channel, "outputs", output)
+    }
+
+    fn channel_entry(&self, channel: &str, list: &str, id: &str) -> Value {
         let c = self.json(&format!("/api/v1/channels/{channel}"));
-        c["outputs"]
+        c[list]
             .as_array()
-            .and_then(|a| a.iter().find(|o| o["id"] == output))
+            .and_then(|a| a.iter().find(|entry| entry["id"] == id))
             .cloned()
-            .expect("output in status")
+            .unwrap_or_else(|| panic!("channel {channel} has no {list} entry {id:?}: {c}"))
     }
 
     pub fn stop(mut self) -> ExitStatus {

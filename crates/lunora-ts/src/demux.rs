@@ -386,17 +386,6 @@ impl Demux {
         self.last_dts = self.last_dts.max(dts);
         let (track, codec) = (stream.track, stream.codec);
         match codec {
-            Codec::H264 | Codec::Hevc => {
-                let keyframe = inspect_video_access_unit(stream, &payload);
-                self.events.push_back(DemuxEvent::Frame(Frame {
-                    track,
-                    codec,
-                    pts,
-                    dts,
-                    keyframe,
-                    data: payload,
-                }));
-            }
             Codec::AacAdts => {
                 let (frames, leftover) = split_adts_frames(&payload);
                 self.counters.audio_bytes_discarded += leftover as u64;
@@ -414,7 +403,10 @@ impl Demux {
                 }
             }
             _ => {
-                let keyframe = !matches!(codec, Codec::Private { .. });
+                let keyframe = match codec {
+                    Codec::H264 | Codec::Hevc => inspect_video_access_unit(stream, &payload),
+                    _ => !matches!(codec, Codec::Private { .. }),
+                };
                 self.events.push_back(DemuxEvent::Frame(Frame {
                     track,
                     codec,
