@@ -223,9 +223,7 @@ async fn switch(
             Json(json!({ "channel": id, "requested": request.input })),
         )
             .into_response(),
-        Err(SwitchError::NoChannel) => {
-            error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}"))
-        }
+        Err(SwitchError::NoChannel) => no_channel(&id),
         Err(SwitchError::NoInput) => error(
             StatusCode::BAD_REQUEST,
             &format!(
@@ -253,9 +251,7 @@ async fn control(
             Json(json!({ "channel": id, "output": output, "action": action, "outputs": count })),
         )
             .into_response(),
-        Err(ControlError::NoChannel) => {
-            error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}"))
-        }
+        Err(ControlError::NoChannel) => no_channel(&id),
         Err(ControlError::NoOutput) => error(
             StatusCode::NOT_FOUND,
             &format!(
@@ -275,10 +271,14 @@ async fn control(
 }
 
 async fn get_channel(State(source): State<Source>, Path(id): Path<String>) -> Response {
-    match source.channels().into_iter().find(|c| c.id == id) {
-        Some(channel) => Json(channel).into_response(),
-        None => error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}")),
+    match find_channel(&source, &id) {
+        Ok(channel) => Json(channel).into_response(),
+        Err(response) => response,
     }
+}
+
+fn no_channel(id: &str) -> Response {
+    error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}"))
 }
 
 fn find_channel(source: &Source, id: &str) -> Result<ChannelStatus, Response> {
@@ -286,7 +286,7 @@ fn find_channel(source: &Source, id: &str) -> Result<ChannelStatus, Response> {
         .channels()
         .into_iter()
         .find(|c| c.id == id)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}")))
+        .ok_or_else(|| no_channel(id))
 }
 
 async fn list_outputs(State(source): State<Source>, Path(id): Path<String>) -> Response {
@@ -343,7 +343,7 @@ fn destination_result(
             Some(output) => (success, Json(output)).into_response(),
             None => success.into_response(),
         },
-        Err(DestinationError::NoChannel) => error(StatusCode::NOT_FOUND, &format!("no channel with id {channel:?}")),
+        Err(DestinationError::NoChannel) => no_channel(channel),
         Err(DestinationError::NoOutput) => error(StatusCode::NOT_FOUND, &format!("channel {channel:?} has no output {id:?}")),
         Err(DestinationError::Exists) => error(StatusCode::CONFLICT, &format!("channel {channel:?} already has an output {id:?}; choose another id or update it with PUT")),
         Err(DestinationError::NotDestination) => error(StatusCode::CONFLICT, &format!("output {id:?} is an SRT output; those are set in the config file")),
@@ -428,10 +428,7 @@ async fn hls(
                 playlist,
             )
                 .into_response(),
-            None => error(
-                StatusCode::NOT_FOUND,
-                &format!("no channel with id {channel:?}"),
-            ),
+            None => no_channel(&channel),
         };
     }
     let Some(sequence) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) else {

@@ -128,11 +128,8 @@ impl Status {
         }
     }
 
-    fn channel(&self, id: &str) -> Result<&ChannelHandles, DestinationError> {
-        self.channels
-            .iter()
-            .find(|c| c.id == id)
-            .ok_or(DestinationError::NoChannel)
+    fn channel(&self, id: &str) -> Option<&ChannelHandles> {
+        self.channels.iter().find(|c| c.id == id)
     }
 
     fn save(
@@ -204,11 +201,7 @@ impl StatusSource for Status {
     }
 
     fn switch(&self, channel: &str, input: &str) -> Result<(), SwitchError> {
-        let c = self
-            .channels
-            .iter()
-            .find(|c| c.id == channel)
-            .ok_or(SwitchError::NoChannel)?;
+        let c = self.channel(channel).ok_or(SwitchError::NoChannel)?;
         let command = if input == "auto" {
             Command::Auto
         } else {
@@ -228,11 +221,7 @@ impl StatusSource for Status {
         output: Option<&str>,
         start: bool,
     ) -> Result<usize, ControlError> {
-        let c = self
-            .channels
-            .iter()
-            .find(|c| c.id == channel)
-            .ok_or(ControlError::NoChannel)?;
+        let c = self.channel(channel).ok_or(ControlError::NoChannel)?;
         let outputs = c.outputs();
         let targets: Vec<(&str, &DestinationHandle)> = match output {
             Some(id) => {
@@ -271,7 +260,7 @@ impl StatusSource for Status {
         id: &str,
         spec: DestinationSpec,
     ) -> Result<(), DestinationError> {
-        let c = self.channel(channel)?;
+        let c = self.channel(channel).ok_or(DestinationError::NoChannel)?;
         if !crate::config::valid_id(id) {
             return Err(DestinationError::BadId);
         }
@@ -299,7 +288,7 @@ impl StatusSource for Status {
         id: &str,
         mut spec: DestinationSpec,
     ) -> Result<(), DestinationError> {
-        let c = self.channel(channel)?;
+        let c = self.channel(channel).ok_or(DestinationError::NoChannel)?;
         let mut outputs = c.outputs();
         let slot = outputs
             .iter_mut()
@@ -327,7 +316,7 @@ impl StatusSource for Status {
     }
 
     fn remove_destination(&self, channel: &str, id: &str) -> Result<(), DestinationError> {
-        let c = self.channel(channel)?;
+        let c = self.channel(channel).ok_or(DestinationError::NoChannel)?;
         let mut outputs = c.outputs();
         let index = outputs
             .iter()
@@ -345,18 +334,11 @@ impl StatusSource for Status {
     }
 
     fn hls_playlist(&self, channel: &str) -> Option<String> {
-        self.channels
-            .iter()
-            .find(|c| c.id == channel)
-            .map(|c| c.hls.playlist())
+        self.channel(channel).map(|c| c.hls.playlist())
     }
 
     fn hls_segment(&self, channel: &str, sequence: u64) -> Option<bytes::Bytes> {
-        self.channels
-            .iter()
-            .find(|c| c.id == channel)?
-            .hls
-            .segment(sequence)
+        self.channel(channel)?.hls.segment(sequence)
     }
 
     fn ready(&self) -> bool {
