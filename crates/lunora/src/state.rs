@@ -25,7 +25,7 @@ const FORMAT_VERSION: u32 = 1;
 /// One channel's changes: an id mapped to its destination, or to `None` when removed.
 pub(crate) type ChannelChanges = BTreeMap<String, Option<DestinationSpec>>;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateFile {
     version: u32,
@@ -35,12 +35,15 @@ struct StateFile {
     running: BTreeMap<String, BTreeMap<String, bool>>,
 }
 
-/// [`StateFile`] borrowed, for writing without a copy.
-#[derive(Serialize)]
-struct StateFileRef<'a> {
-    version: u32,
-    channels: &'a BTreeMap<String, ChannelChanges>,
-    running: &'a BTreeMap<String, BTreeMap<String, bool>>,
+impl Default for StateFile {
+    /// Nothing changed yet, in the format this version writes.
+    fn default() -> Self {
+        StateFile {
+            version: FORMAT_VERSION,
+            channels: BTreeMap::new(),
+            running: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -157,12 +160,7 @@ impl StateStore {
     }
 
     fn write(&self, state: &StateFile) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(&StateFileRef {
-            version: FORMAT_VERSION,
-            channels: &state.channels,
-            running: &state.running,
-        })
-        .map_err(std::io::Error::other)?;
+        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
         write_atomically(&self.path, &bytes)
     }
 
