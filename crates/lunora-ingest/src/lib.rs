@@ -10,7 +10,7 @@ mod rtmp;
 mod srt;
 mod stats;
 
-pub use rtmp::{RtmpInput, RtmpServer, RtmpsError, RtmpsSettings};
+pub use rtmp::{RtmpInput, RtmpInputs, RtmpServer, RtmpsError, RtmpsSettings};
 pub use srt::{BoundSrtInput, SrtInputSettings};
 pub use stats::{ConnectionState, FrameCounts, InputStats, RejectCounts, StatsHandle, VideoInfo};
 

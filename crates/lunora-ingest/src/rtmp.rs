@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -44,9 +44,57 @@ pub struct RtmpInput {
     pub stats: StatsHandle,
 }
 
+#[derive(Debug)]
 struct Slot {
     input: RtmpInput,
     live: AtomicBool,
+    /// Taken out of the server: a publisher still on it is disconnected.
+    removed: AtomicBool,
+}
+
+/// The RTMP inputs the server takes publishers for. Inputs are added and removed while the
+/// server runs; a publisher keeps its input until it leaves or the input is removed.
+#[derive(Debug, Clone, Default)]
+pub struct RtmpInputs(Arc<Mutex<Vec<Arc<Slot>>>>);
+
+impl RtmpInputs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Slot>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, input: RtmpInput) {
+        self.lock().push(Arc::new(Slot {
+            input,
+            live: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+        }));
+    }
+
+    /// Removes the input named `name` (`channel/input`); its publisher, if any, is disconnected.
+    pub fn remove(&self, name: &str) {
+        self.lock().retain(|slot| {
+            let keep = slot.input.name != name;
+            if !keep {
+                slot.removed.store(true, Ordering::Release);
+            }
+            keep
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn find(&self, stream_key: &str) -> Option<Arc<Slot>> {
+        self.lock()
+            .iter()
+            .find(|s| s.input.stream_key.expose() == stream_key)
+            .cloned()
+    }
 }
 
 /// Where RTMPS is taken and with which certificate.
@@ -157,16 +205,7 @@ impl RtmpServer {
     }
 
     /// Serves `inputs` until `shutdown` resolves.
-    pub async fn run(self, inputs: Vec<RtmpInput>, shutdown: impl Future<Output = ()>) {
-        let slots: Arc<Vec<Slot>> = Arc::new(
-            inputs
-                .into_iter()
-                .map(|input| Slot {
-                    input,
-                    live: AtomicBool::new(false),
-                })
-                .collect(),
-        );
+    pub async fn run(self, inputs: RtmpInputs, shutdown: impl Future<Output = ()>) {
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::pin!(shutdown);
         loop {
@@ -193,12 +232,12 @@ impl RtmpServer {
                 warn!(%peer, "RTMP connection refused: {MAX_CONNECTIONS} connections already open");
                 continue;
             };
-            let slots = slots.clone();
+            let inputs = inputs.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let mut connection = Connection {
                     peer,
-                    slots,
+                    inputs,
                     publishing: None,
                     demux: FlvDemux::new(),
                     errors_logged: 0,
@@ -226,9 +265,9 @@ impl RtmpServer {
 
 struct Connection {
     peer: SocketAddr,
-    slots: Arc<Vec<Slot>>,
-    /// Index into `slots` of the input this connection publishes to.
-    publishing: Option<usize>,
+    inputs: RtmpInputs,
+    /// The input this connection publishes to.
+    publishing: Option<Arc<Slot>>,
     demux: FlvDemux,
     errors_logged: u32,
     /// Set when the publisher was refused: close once the refusal has been written.
@@ -323,10 +362,13 @@ impl Connection {
                 Err(_) => return Ended::Failed("no data for 10 s".into()),
             };
             input = buffer[..n].to_vec();
-            if let Some(slot) = self.publishing {
+            if let Some(slot) = &self.publishing {
+                if slot.removed.load(Ordering::Acquire) {
+                    return Ended::Failed("its input was removed".into());
+                }
                 self.window_bytes += n as u64;
                 let elapsed = self.window_start.elapsed();
-                let mut stats = self.slots[slot].input.stats.lock();
+                let mut stats = slot.input.stats.lock();
                 stats.bytes_total += n as u64;
                 if elapsed >= Duration::from_secs(1) {
                     stats.bitrate_bps = self.window_bytes as f64 * 8.0 / elapsed.as_secs_f64();
@@ -360,11 +402,7 @@ impl Connection {
                 stream_key,
                 ..
             } => {
-                let Some(slot) = self
-                    .slots
-                    .iter()
-                    .position(|s| s.input.stream_key.expose() == stream_key)
-                else {
+                let Some(slot) = self.inputs.find(&stream_key) else {
                     warn!(peer = %self.peer, "rejected RTMP publisher: unknown stream key (check the key in the encoder)");
                     return self.refuse(
                         session,
@@ -374,9 +412,9 @@ impl Connection {
                         "unknown stream key",
                     );
                 };
-                if self.slots[slot].live.swap(true, Ordering::AcqRel) {
-                    warn!(peer = %self.peer, input = %self.slots[slot].input.name, "rejected RTMP publisher: another publisher is live on this key");
-                    self.slots[slot].input.stats.lock().rejected_total.busy += 1;
+                if slot.live.swap(true, Ordering::AcqRel) {
+                    warn!(peer = %self.peer, input = %slot.input.name, "rejected RTMP publisher: another publisher is live on this key");
+                    slot.input.stats.lock().rejected_total.busy += 1;
                     return self.refuse(
                         session,
                         request_id,
@@ -385,8 +423,7 @@ impl Connection {
                         "key busy",
                     );
                 }
-                self.publishing = Some(slot);
-                let input = &self.slots[slot].input;
+                let input = &slot.input;
                 info!(input = %input.name, peer = %self.peer, "RTMP publisher connected");
                 {
                     let mut stats = input.stats.lock();
@@ -397,6 +434,7 @@ impl Connection {
                 let _ = input
                     .events
                     .try_send((input.index, InputEvent::Connected { peer: self.peer }));
+                self.publishing = Some(slot);
                 session
                     .accept_request(request_id)
                     .map_err(|e| Ended::Failed(format!("{e:?}")))
@@ -438,16 +476,16 @@ impl Connection {
         &mut self,
         handle: impl FnOnce(&mut FlvDemux, &mut Vec<FlvEvent>) -> Result<(), FlvError>,
     ) {
-        let Some(slot) = self.publishing else { return };
+        let Some(slot) = &self.publishing else { return };
         let mut out = Vec::new();
         if let Err(e) = handle(&mut self.demux, &mut out) {
             if self.errors_logged < 5 {
                 self.errors_logged += 1;
-                warn!(input = %self.slots[slot].input.name, peer = %self.peer, error = %e, "unusable RTMP media message");
+                warn!(input = %slot.input.name, peer = %self.peer, error = %e, "unusable RTMP media message");
             }
             return;
         }
-        let input = &self.slots[slot].input;
+        let input = &slot.input;
         let now = Instant::now();
         let (mut video, mut audio, mut dropped) = (0, 0, 0);
         for event in out {
@@ -482,7 +520,6 @@ impl Connection {
             }
         }
         if let Some(slot) = self.publishing.take() {
-            let slot = &self.slots[slot];
             info!(input = %slot.input.name, peer = %self.peer, "RTMP publisher disconnected");
             {
                 let mut stats = slot.input.stats.lock();

@@ -160,6 +160,11 @@ impl InputHealth {
         self.connected_at = Some(now);
     }
 
+    /// New thresholds from a changed policy; what was measured so far stays.
+    pub fn set_settings(&mut self, settings: HealthSettings) {
+        self.settings = settings;
+    }
+
     pub fn disconnected(&mut self) {
         self.connected_at = None;
         self.healthy_since = None;

@@ -48,6 +48,8 @@ struct Sim {
     segment_starts: Vec<usize>,
     /// When each encoder first sent its SPS.
     sps_sent_at: [Option<Duration>; 2],
+    /// The switcher's input index each encoder feeds (changes when an input is re-added).
+    slots: [usize; 2],
 }
 
 /// A minimal SPS-like NAL per encoder (contents only need to differ).
@@ -93,6 +95,7 @@ impl Sim {
             programs: Vec::new(),
             segment_starts: Vec::new(),
             sps_sent_at: [None; 2],
+            slots: [0, 1],
         };
         for i in 0..2 {
             sim.connect(i);
@@ -114,8 +117,8 @@ impl Sim {
                 Track::new(TrackId(e.audio_pid), Codec::AacAdts),
             ],
         };
-        self.switcher.handle_connected(now, i);
-        self.switcher.handle_program(now, i, program);
+        self.switcher.handle_connected(now, self.slots[i]);
+        self.switcher.handle_program(now, self.slots[i], program);
         self.drain();
     }
 
@@ -175,7 +178,7 @@ impl Sim {
                         if frame.data.windows(5).any(|w| w == [0, 0, 0, 1, 0x67]) {
                             self.sps_sent_at[i].get_or_insert(now);
                         }
-                        self.switcher.handle_frame(now, i, frame);
+                        self.switcher.handle_frame(now, self.slots[i], frame);
                     }
                 }
                 // Audio every 40 ms too (roughly), muxed 20 ms ahead of video.
@@ -183,7 +186,7 @@ impl Sim {
                 if ta >= 0 && (ta * 90) % AUDIO < 90 {
                     let n = ta * 90 / AUDIO;
                     let frame = self.audio(i, n);
-                    self.switcher.handle_frame(now, i, frame);
+                    self.switcher.handle_frame(now, self.slots[i], frame);
                 }
             }
             if self.switcher.poll_timeout() <= now {
@@ -212,6 +215,28 @@ impl Sim {
         let now = self.now();
         self.switcher.handle_command(now, command);
         self.drain();
+    }
+
+    /// The encoder feeding switcher input `slot`, now or before it was re-added.
+    fn encoder_of(&self, slot: usize) -> usize {
+        self.slots
+            .iter()
+            .position(|&s| s == slot)
+            .unwrap_or(slot % 2)
+    }
+
+    /// Takes encoder `i`'s input out of the channel (an operator removed it).
+    fn remove(&mut self, i: usize) {
+        let now = self.now();
+        self.switcher.remove_input(now, self.slots[i]);
+        self.drain();
+    }
+
+    /// Adds encoder `i` back as a new input of the running channel.
+    fn add(&mut self, i: usize, spec: InputSpec) {
+        let now = self.now();
+        self.slots[i] = self.switcher.add_input(now, spec);
+        self.connect(i);
     }
 
     /// Switches after the start.
@@ -255,8 +280,9 @@ impl Sim {
                 first.keyframe,
                 "the first video frame after a switch is a keyframe"
             );
-            let sps = if switch.to == 0 { SPS_A } else { SPS_B };
-            if self.sps_sent_at[switch.to].is_some_and(|at| at < switch.at) {
+            let encoder = self.encoder_of(switch.to);
+            let sps = if encoder == 0 { SPS_A } else { SPS_B };
+            if self.sps_sent_at[encoder].is_some_and(|at| at < switch.at) {
                 assert!(
                     first.data.windows(sps.len()).any(|w| w == sps),
                     "keyframe after switch to {} lacks its SPS",
@@ -361,6 +387,68 @@ fn no_drops() {
     assert!(sim.later_switches().is_empty());
     // Every main frame from its first keyframe (frame 25, at 1 s) to frame 500 (at 20 s).
     assert_eq!(sim.video_out().len(), 476, "no frame lost");
+}
+
+#[test]
+fn removing_the_input_on_air_cuts_to_the_backup_at_its_keyframe() {
+    let mut sim = Sim::new(Policy::default());
+    sim.run(5_000, |_, _| Feed::Normal);
+    sim.remove(0);
+    sim.run(10_000, |_, _| Feed::Normal);
+    sim.check_invariants();
+    let switches = sim.later_switches();
+    assert_eq!(switches.len(), 1, "{switches:?}");
+    assert_eq!((switches[0].from, switches[0].to), (Some(0), 1));
+    assert!(switches[0].at - Duration::from_secs(5) <= Duration::from_secs(1));
+    assert_eq!(sim.switcher.inputs(), &[1]);
+    assert!(sim.switcher.spec(0).is_none(), "a removed input is gone");
+    sim.command(Command::Force(0));
+    assert_eq!(sim.switcher.forced(), None, "a removed input cannot be forced");
+}
+
+#[test]
+fn a_main_added_at_run_time_takes_over_once_healthy() {
+    let mut sim = Sim::new(Policy::default());
+    sim.remove(0);
+    sim.run(4_000, |_, _| Feed::Normal);
+    assert_eq!(sim.switcher.active(), Some(1));
+    sim.add(
+        0,
+        InputSpec {
+            id: "new-main".into(),
+            role: Role::Main,
+        },
+    );
+    assert_eq!(sim.switcher.inputs(), &[2, 1], "a main comes first");
+    sim.run(15_000, |_, _| Feed::Normal);
+    sim.check_invariants();
+    let switches = sim.later_switches();
+    assert_eq!(switches.len(), 1, "{switches:?}");
+    assert_eq!(
+        (switches[0].from, switches[0].to, switches[0].reason),
+        (Some(1), 2, SwitchReason::ReturnToPrimary)
+    );
+}
+
+#[test]
+fn a_policy_change_applies_without_a_switch() {
+    let mut sim = Sim::new(Policy::default());
+    sim.run(3_000, |_, _| Feed::Normal);
+    let mut policy = Policy::default();
+    policy.preference = Preference::Equal;
+    policy.health.input_loss = Duration::from_millis(2_000);
+    policy.triggers = Vec::new();
+    let now = sim.now();
+    sim.switcher.set_policy(now, policy);
+    // A 1 s silence is below the new loss threshold (the old one, 500 ms, would have moved
+    // the channel to the backup): main stays on air.
+    sim.run(10_000, feeds(&[(0, 5_000, 6_000, Feed::Silent)]));
+    sim.check_invariants();
+    assert!(
+        sim.switches.iter().all(|s| s.to == 0),
+        "{:?}",
+        sim.switches
+    );
 }
 
 #[test]

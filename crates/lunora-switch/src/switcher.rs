@@ -198,6 +198,28 @@ struct Input {
     /// Aligned mode: (arrival in 90 kHz ticks − DTS) of recent video frames. Their minimum is
     /// the input's clock relative to the wall clock, with network jitter filtered out.
     clock_samples: VecDeque<i64>,
+    /// Removed from the channel: its slot stays (indices are never reused, so a late event
+    /// from its task cannot reach another input) but it is never on air again.
+    retired: bool,
+}
+
+impl Input {
+    fn new(spec: InputSpec, health: HealthSettings) -> Input {
+        Input {
+            spec,
+            health: InputHealth::new(health),
+            state: Health::Lost,
+            program: None,
+            params: ParameterSets::default(),
+            video_codec: None,
+            last_video_dts: None,
+            frame_ticks: DEFAULT_FRAME_TICKS,
+            tail: VecDeque::new(),
+            window: VecDeque::new(),
+            clock_samples: VecDeque::new(),
+            retired: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -241,6 +263,9 @@ struct OnAir {
 pub struct Switcher {
     policy: Policy,
     inputs: Vec<Input>,
+    /// Indices of the inputs in service, by priority: the main first, then backups in the
+    /// order they were added.
+    order: Vec<usize>,
     on_air: Option<OnAir>,
     pending: Option<Pending>,
     forced: Option<usize>,
@@ -266,23 +291,9 @@ pub struct Switcher {
 
 impl Switcher {
     pub fn new(policy: Policy, inputs: Vec<InputSpec>) -> Self {
-        Switcher {
-            inputs: inputs
-                .into_iter()
-                .map(|spec| Input {
-                    spec,
-                    health: InputHealth::new(policy.health),
-                    state: Health::Lost,
-                    program: None,
-                    params: ParameterSets::default(),
-                    video_codec: None,
-                    last_video_dts: None,
-                    frame_ticks: DEFAULT_FRAME_TICKS,
-                    tail: VecDeque::new(),
-                    window: VecDeque::new(),
-                    clock_samples: VecDeque::new(),
-                })
-                .collect(),
+        let mut switcher = Switcher {
+            inputs: Vec::new(),
+            order: Vec::new(),
             policy,
             on_air: None,
             pending: None,
@@ -299,7 +310,72 @@ impl Switcher {
             next_tick: Duration::ZERO,
             dropped_frames: 0,
             seam: None,
+        };
+        for spec in inputs {
+            switcher.push_input(spec);
         }
+        switcher
+    }
+
+    fn push_input(&mut self, spec: InputSpec) -> usize {
+        let index = self.inputs.len();
+        self.inputs.push(Input::new(spec, self.policy.health));
+        self.order.push(index);
+        // Stable: backups keep the order they were added in.
+        let inputs = &self.inputs;
+        self.order.sort_by_key(|&i| inputs[i].spec.role != Role::Main);
+        index
+    }
+
+    /// Adds an input to the running channel and returns its index for its events. Nothing on
+    /// air changes until the policy prefers the new input.
+    pub fn add_input(&mut self, now: Duration, spec: InputSpec) -> usize {
+        let index = self.push_input(spec);
+        self.evaluate(now);
+        index
+    }
+
+    /// Takes an input out of service. When it is on air the channel moves on exactly as if it
+    /// had been lost: to the next usable input at its next keyframe.
+    pub fn remove_input(&mut self, now: Duration, input: usize) {
+        let Some(i) = self.inputs.get_mut(input).filter(|i| !i.retired) else {
+            return;
+        };
+        if i.retired {
+            return;
+        }
+        i.retired = true;
+        i.health.disconnected();
+        i.state = Health::Lost;
+        i.program = None;
+        i.tail.clear();
+        i.window.clear();
+        i.clock_samples.clear();
+        self.order.retain(|&o| o != input);
+        if self.forced == Some(input) {
+            self.forced = None;
+        }
+        if self.pending.is_some_and(|p| p.target == input) {
+            self.pending = None;
+            self.seam = None;
+        }
+        if self.active() == Some(input) {
+            self.lose_on_air(now);
+        }
+        self.evaluate(now);
+    }
+
+    /// Applies a changed failover policy to the running channel; the input on air stays.
+    pub fn set_policy(&mut self, now: Duration, policy: Policy) {
+        for input in &mut self.inputs {
+            input.health.set_settings(policy.health);
+        }
+        self.policy = policy;
+        self.evaluate(now);
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The input on air.
@@ -308,7 +384,15 @@ impl Switcher {
     }
 
     pub fn spec(&self, input: usize) -> Option<&InputSpec> {
-        self.inputs.get(input).map(|i| &i.spec)
+        self.inputs
+            .get(input)
+            .filter(|i| !i.retired)
+            .map(|i| &i.spec)
+    }
+
+    /// The inputs in service, by priority.
+    pub fn inputs(&self) -> &[usize] {
+        &self.order
     }
 
     pub fn forced(&self) -> Option<usize> {
@@ -358,7 +442,7 @@ impl Switcher {
 
     pub fn handle_command(&mut self, now: Duration, command: Command) {
         self.forced = match command {
-            Command::Force(input) if input < self.inputs.len() => Some(input),
+            Command::Force(input) if self.order.contains(&input) => Some(input),
             Command::Force(_) => self.forced,
             Command::Auto => None,
         };
@@ -366,7 +450,7 @@ impl Switcher {
     }
 
     pub fn handle_connected(&mut self, now: Duration, input: usize) {
-        let Some(i) = self.inputs.get_mut(input) else {
+        let Some(i) = self.inputs.get_mut(input).filter(|i| !i.retired) else {
             return;
         };
         i.health.connected(now);
@@ -382,7 +466,7 @@ impl Switcher {
     }
 
     pub fn handle_disconnected(&mut self, now: Duration, input: usize) {
-        let Some(i) = self.inputs.get_mut(input) else {
+        let Some(i) = self.inputs.get_mut(input).filter(|i| !i.retired) else {
             return;
         };
         i.health.disconnected();
@@ -390,7 +474,7 @@ impl Switcher {
     }
 
     pub fn handle_program(&mut self, now: Duration, input: usize, program: Program) {
-        let Some(i) = self.inputs.get_mut(input) else {
+        let Some(i) = self.inputs.get_mut(input).filter(|i| !i.retired) else {
             return;
         };
         i.health
@@ -416,20 +500,20 @@ impl Switcher {
         packets_received: u64,
         packets_lost: u64,
     ) {
-        if let Some(i) = self.inputs.get_mut(input) {
+        if let Some(i) = self.inputs.get_mut(input).filter(|i| !i.retired) {
             i.health.handle_link(now, packets_received, packets_lost);
         }
     }
 
     /// TR 101 290 priority-1 error total of the input.
     pub fn handle_tr101290(&mut self, now: Duration, input: usize, priority1_total: u64) {
-        if let Some(i) = self.inputs.get_mut(input) {
+        if let Some(i) = self.inputs.get_mut(input).filter(|i| !i.retired) {
             i.health.handle_tr101290(now, priority1_total);
         }
     }
 
     pub fn handle_frame(&mut self, now: Duration, input: usize, frame: Frame) {
-        let Some(i) = self.inputs.get_mut(input) else {
+        let Some(i) = self.inputs.get_mut(input).filter(|i| !i.retired) else {
             return;
         };
         i.health.handle_frame(now, &frame);
@@ -476,7 +560,8 @@ impl Switcher {
     }
 
     fn evaluate(&mut self, now: Duration) {
-        for index in 0..self.inputs.len() {
+        for position in 0..self.order.len() {
+            let index = self.order[position];
             let health = self.inputs[index].health.evaluate(now);
             if health != self.inputs[index].state {
                 self.inputs[index].state = health.clone();
@@ -516,6 +601,7 @@ impl Switcher {
         }
         let nothing_flows =
             self.active().is_none() && self.inputs.iter().all(|i| i.state == Health::Lost);
+        // (Retired inputs are always `Lost`.)
         if nothing_flows && self.last_video_out.is_some() && !self.all_lost_reported {
             self.all_lost_reported = true;
             self.outputs.push_back(Output::AllLost { at: now });
@@ -532,7 +618,7 @@ impl Switcher {
         {
             return Some((forced, SwitchReason::Manual));
         }
-        let by_priority = 0..self.inputs.len();
+        let by_priority = self.order.iter().copied();
         let Some(current) = current else {
             let reason = if self.all_lost_reported {
                 SwitchReason::Resume
@@ -549,7 +635,7 @@ impl Switcher {
         };
         if fine(current) {
             if self.policy.preference == Preference::Primary {
-                let better = (0..current).find(|&i| {
+                let better = by_priority.clone().take_while(|&i| i != current).find(|&i| {
                     fine(i) && self.inputs[i].health.healthy_for(now) >= self.policy.error_clear
                 });
                 if let Some(better) = better {

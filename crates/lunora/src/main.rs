@@ -159,7 +159,7 @@ async fn run(config: Config) -> Result<()> {
         ..HlsSettings::default()
     };
     let mut channels = Vec::new();
-    let mut rtmp_inputs = Vec::new();
+    let rtmp_inputs = lunora_ingest::RtmpInputs::new();
     for channel in &config.channels {
         let bus = Bus::new(BUS_CAPACITY);
         let (sender, receiver) = mpsc::channel(INPUT_QUEUE);
@@ -206,7 +206,7 @@ async fn run(config: Config) -> Result<()> {
                     listen
                 }
                 InputTransport::Rtmp { stream_key } => {
-                    rtmp_inputs.push(RtmpInput {
+                    rtmp_inputs.add(RtmpInput {
                         name: format!("{}/{}", channel.id, input.id),
                         stream_key: stream_key.clone(),
                         index: inputs.len(),
@@ -386,7 +386,7 @@ async fn run(config: Config) -> Result<()> {
             None => server,
         };
         let address = server.local_addr().context("RTMP server has no address")?;
-        info!(listen = %address, inputs = rtmp_inputs.len(), "RTMP ingest listening (rtmp://HOST:{}/live/<stream key>)", address.port());
+        info!(listen = %address, "RTMP ingest listening (rtmp://HOST:{}/live/<stream key>)", address.port());
         if let Some(tls) = server.rtmps_addr() {
             info!(listen = %tls, "RTMPS ingest listening (rtmps://HOST:{}/live/<stream key>)", tls.port());
         }
