@@ -18,7 +18,9 @@ const YOUTUBE_PRIMARY: &str = "rtmps://a.rtmps.youtube.com/live2";
 /// can fail over on its side too.
 const YOUTUBE_BACKUP: &str = "rtmps://b.rtmps.youtube.com/live2?backup=1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     Youtube,
@@ -67,7 +69,7 @@ pub struct DestinationSpec {
     pub backup_ingest: bool,
     #[serde(
         default,
-        with = "exposed_secret",
+        with = "lunora_media::exposed_secret",
         skip_serializing_if = "Option::is_none"
     )]
     pub stream_key: Option<Secret>,
@@ -208,29 +210,6 @@ impl DestinationSpec {
             }),
             _ => Err(problems),
         }
-    }
-}
-
-/// Serde for the stream key in the places that must store it (the state file); responses use
-/// views that leave it out.
-mod exposed_secret {
-    use lunora_media::Secret;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        value: &Option<Secret>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(secret) => serializer.serialize_some(secret.expose()),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Secret>, D::Error> {
-        Ok(Option::<String>::deserialize(deserializer)?.map(Secret::new))
     }
 }
 

@@ -24,4 +24,4 @@ pub use hls::HlsPreview;
 pub use lunora_hls::{HlsSettings, HlsStats};
 pub use rtmp::{Control, RtmpDestination, RtmpDestinationSettings, RtmpUrl};
 pub use srt::{SrtOutput, SrtOutputMode, SrtOutputSettings};
-pub use stats::{OutputState, OutputStats, OutputStatsHandle};
+pub use stats::{OutputState, OutputStats, OutputStatsHandle, StateListener};

@@ -50,6 +50,7 @@ pub struct SrtOutputSettings {
 #[derive(Debug)]
 pub struct SrtOutput {
     local_addr: Option<SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// A partial datagram waits this long for more packets before it is sent as it is.
@@ -79,8 +80,11 @@ impl SrtOutput {
                     passphrase,
                     key_length,
                 };
-                tokio::spawn(run_caller(settings, caller, bus, stats, cancel));
-                Ok(SrtOutput { local_addr: None })
+                let task = tokio::spawn(run_caller(settings, caller, bus, stats, cancel));
+                Ok(SrtOutput {
+                    local_addr: None,
+                    task,
+                })
             }
             SrtOutputMode::Listener { listen, access } => {
                 let listener = ResilientListener::bind(
@@ -92,9 +96,11 @@ impl SrtOutput {
                 .await?;
                 let local_addr = listener.local_addr();
                 info!(output = %settings.id, listen = %local_addr, "SRT output listening");
-                tokio::spawn(run_listener(settings, listener, access, bus, stats, cancel));
+                let task =
+                    tokio::spawn(run_listener(settings, listener, access, bus, stats, cancel));
                 Ok(SrtOutput {
                     local_addr: Some(local_addr),
+                    task,
                 })
             }
         }
@@ -103,6 +109,11 @@ impl SrtOutput {
     /// The bound address in listener mode.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// Resolves once the output has ended (after its cancel token fired) and its port is free.
+    pub async fn finished(self) {
+        let _ = self.task.await;
     }
 }
 

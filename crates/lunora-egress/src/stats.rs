@@ -55,33 +55,100 @@ pub struct OutputStats {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct OutputStatsHandle(Arc<Mutex<OutputStats>>);
+/// Called with the stats whenever an output's state or last error changes, so events reach
+/// the dashboard as they happen rather than when someone next looks.
+pub type StateListener = Arc<dyn Fn(&OutputStats) + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct OutputStatsHandle {
+    stats: Arc<Mutex<OutputStats>>,
+    listener: Option<StateListener>,
+}
+
+impl std::fmt::Debug for OutputStatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputStatsHandle")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
 
 impl OutputStatsHandle {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A handle that tells `listener` about every change of state or last error.
+    pub fn with_listener(self, listener: StateListener) -> Self {
+        OutputStatsHandle {
+            listener: Some(listener),
+            ..self
+        }
+    }
+
     /// A fresh handle that goes on counting from `previous` (an output replaced by new settings).
     pub fn carrying_counters(previous: &OutputStats) -> Self {
-        OutputStatsHandle(Arc::new(Mutex::new(OutputStats {
-            bytes_total: previous.bytes_total,
-            frames_total: previous.frames_total,
-            dropped_frames_total: previous.dropped_frames_total,
-            reconnects_total: previous.reconnects_total,
-            ..OutputStats::default()
-        })))
+        OutputStatsHandle {
+            stats: Arc::new(Mutex::new(OutputStats {
+                bytes_total: previous.bytes_total,
+                frames_total: previous.frames_total,
+                dropped_frames_total: previous.dropped_frames_total,
+                reconnects_total: previous.reconnects_total,
+                ..OutputStats::default()
+            })),
+            listener: None,
+        }
     }
 
     pub fn snapshot(&self) -> OutputStats {
         self.lock().clone()
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, OutputStats> {
-        self.0
+    pub(crate) fn lock(&self) -> StatsGuard<'_> {
+        let stats = self
+            .stats
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = self
+            .listener
+            .as_ref()
+            .map(|_| (stats.state, stats.last_error.clone()));
+        StatsGuard {
+            stats,
+            before,
+            listener: self.listener.as_ref(),
+        }
+    }
+}
+
+/// The locked stats; tells the listener on release when state or last error changed.
+pub(crate) struct StatsGuard<'a> {
+    stats: MutexGuard<'a, OutputStats>,
+    before: Option<(OutputState, Option<String>)>,
+    listener: Option<&'a StateListener>,
+}
+
+impl std::ops::Deref for StatsGuard<'_> {
+    type Target = OutputStats;
+
+    fn deref(&self) -> &OutputStats {
+        &self.stats
+    }
+}
+
+impl std::ops::DerefMut for StatsGuard<'_> {
+    fn deref_mut(&mut self) -> &mut OutputStats {
+        &mut self.stats
+    }
+}
+
+impl Drop for StatsGuard<'_> {
+    fn drop(&mut self) {
+        if let (Some((state, error)), Some(listener)) = (&self.before, self.listener)
+            && (*state != self.stats.state || *error != self.stats.last_error)
+        {
+            listener(&self.stats);
+        }
     }
 }
 

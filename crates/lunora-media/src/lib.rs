@@ -20,7 +20,7 @@ pub use frame::{Codec, Frame, Program, Track, TrackId};
 pub use h264::{H264Sps, parse_h264_sps};
 pub use hevc::{HevcSps, HevcVps, parse_hevc_sps, parse_hevc_vps};
 pub use nal::{AnnexBNalUnits, H264NalType, HevcNalType, remove_emulation_prevention};
-pub use secret::{STREAM_KEY_RULE, Secret, valid_stream_key};
+pub use secret::{STREAM_KEY_RULE, Secret, exposed_secret, valid_stream_key};
 pub use time::{MpegTime, Unwrap33, WRAP_33_BIT, rfc3339};
 
 /// Video properties read from a sequence parameter set.

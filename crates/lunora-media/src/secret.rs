@@ -42,6 +42,24 @@ impl std::fmt::Display for Secret {
     }
 }
 
+/// Serde for an optional secret in the places that must store it (the config and the state
+/// store); API responses use views that leave it out.
+pub mod exposed_secret {
+    use super::Secret;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Secret>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(secret) => serializer.serialize_some(secret.expose()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
+        Ok(Option::<String>::deserialize(deserializer)?.map(Secret::new))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,3 +1,6 @@
+//! What the API, the metrics and the dashboard read about the running graph: one snapshot type,
+//! so they can never disagree.
+
 use std::net::SocketAddr;
 
 use lunora_egress::{DestinationSpec, HlsStats, OutputStats};
@@ -12,6 +15,8 @@ pub struct ChannelStatus {
     pub active_input: Option<String>,
     /// The input an operator forced on air, if any (`None`: automatic).
     pub forced_input: Option<String>,
+    /// The channel's own settings, with the config file's key names.
+    pub config: serde_json::Value,
     pub inputs: Vec<InputStatus>,
     pub outputs: Vec<OutputStatus>,
     /// The last 20 switches, newest last.
@@ -97,6 +102,8 @@ pub struct InputStatus {
     /// What to set on the encoder (secrets only as "set").
     pub ingest: IngestView,
     pub health: HealthView,
+    /// The input's settings with the config file's key names; secrets only as `*_set`.
+    pub config: serde_json::Value,
     #[serde(flatten)]
     pub stats: InputStats,
 }
@@ -112,6 +119,8 @@ pub struct OutputStatus {
     /// RTMP destinations: how the user described it, stream key left out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<DestinationView>,
+    /// The output's settings with the config file's key names; secrets only as `*_set`.
+    pub config: serde_json::Value,
     #[serde(flatten)]
     pub stats: OutputStats,
 }

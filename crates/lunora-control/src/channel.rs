@@ -1,0 +1,276 @@
+//! One channel's task: feeds its inputs' events to the switcher, publishes what comes out on
+//! the channel bus, raises [`ChannelEvent`]s, and keeps the view the API and metrics read.
+//! Inputs join and leave the running task (the switcher numbers them by slot; a slot is never
+//! reused, so a late event from a removed input's task reaches nothing).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use lunora_egress::Bus;
+use lunora_ingest::InputEvent;
+use lunora_switch::{Health, InputSpec, Output, Policy, SwitchRecord, Switcher};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::events::ChannelEvent;
+use crate::status::{HealthView, SwitchCount, SwitchView};
+
+/// What the API and metrics show about the channel's switching; written only by its task.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelRuntime {
+    pub(crate) active_input: Option<String>,
+    pub(crate) forced_input: Option<String>,
+    /// By switcher slot.
+    pub(crate) health: BTreeMap<usize, HealthView>,
+    pub(crate) switches: Vec<SwitchView>,
+    pub(crate) switch_counts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    pub(crate) incompatible_total: u64,
+    pub(crate) timeline_dropped_frames: u64,
+}
+
+impl ChannelRuntime {
+    pub(crate) fn switch_counts(&self) -> Vec<SwitchCount> {
+        self.switch_counts
+            .iter()
+            .map(|((from_role, to_role, reason), count)| SwitchCount {
+                from_role,
+                to_role,
+                reason,
+                count: *count,
+            })
+            .collect()
+    }
+}
+
+pub(crate) type SharedRuntime = Arc<Mutex<ChannelRuntime>>;
+
+pub(crate) fn lock(runtime: &SharedRuntime) -> MutexGuard<'_, ChannelRuntime> {
+    runtime.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn health_view(health: &Health) -> HealthView {
+    HealthView {
+        state: health.name(),
+        reasons: match health {
+            Health::Degraded(reasons) => reasons.iter().map(|r| r.name()).collect(),
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// What the graph tells a running channel.
+#[derive(Debug)]
+pub(crate) enum ChannelCommand {
+    Switch(lunora_switch::Command),
+    /// Answers with the slot the input's events must carry.
+    AddInput {
+        spec: InputSpec,
+        slot: oneshot::Sender<usize>,
+    },
+    RemoveInput(usize),
+    SetPolicy(Policy),
+}
+
+pub(crate) struct ChannelTask {
+    pub(crate) id: String,
+    pub(crate) switcher: Switcher,
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) runtime: SharedRuntime,
+    pub(crate) events: broadcast::Sender<ChannelEvent>,
+}
+
+impl ChannelTask {
+    pub(crate) async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<(usize, InputEvent)>,
+        mut commands: mpsc::Receiver<ChannelCommand>,
+        cancel: CancellationToken,
+    ) {
+        let origin = Instant::now();
+        loop {
+            let wake = origin + self.switcher.poll_timeout();
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                event = inputs.recv() => {
+                    let Some((slot, event)) = event else { break };
+                    let now = origin.elapsed();
+                    match event {
+                        InputEvent::Connected { peer } => {
+                            self.switcher.handle_connected(now, slot);
+                            self.connection(slot, Some(peer.to_string()));
+                        }
+                        InputEvent::Disconnected => {
+                            self.switcher.handle_disconnected(now, slot);
+                            self.connection(slot, None);
+                        }
+                        InputEvent::Program(program) => self.switcher.handle_program(now, slot, program),
+                        InputEvent::Frame(frame) => self.switcher.handle_frame(now, slot, frame),
+                        InputEvent::Stats { packets_received, packets_lost, tr101290_priority1 } => {
+                            self.switcher.handle_link(now, slot, packets_received, packets_lost);
+                            self.switcher.handle_tr101290(now, slot, tr101290_priority1);
+                        }
+                    }
+                }
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    self.command(origin.elapsed(), command);
+                }
+                _ = tokio::time::sleep_until(wake) => self.switcher.handle_timeout(origin.elapsed()),
+            }
+            self.drain();
+        }
+    }
+
+    fn command(&mut self, now: std::time::Duration, command: ChannelCommand) {
+        match command {
+            ChannelCommand::Switch(command) => {
+                self.switcher.handle_command(now, command);
+                let forced = self.switcher.forced().and_then(|i| self.name(i));
+                info!(channel = %self.id, forced = ?forced, "manual switch command");
+                lock(&self.runtime).forced_input = forced;
+            }
+            ChannelCommand::AddInput { spec, slot } => {
+                let index = self.switcher.add_input(now, spec);
+                if let Some(health) = self.switcher.health(index) {
+                    lock(&self.runtime)
+                        .health
+                        .insert(index, health_view(health));
+                }
+                // The graph waits for this; if it went away the input is never started.
+                let _ = slot.send(index);
+            }
+            ChannelCommand::RemoveInput(slot) => {
+                self.switcher.remove_input(now, slot);
+                let mut runtime = lock(&self.runtime);
+                runtime.health.remove(&slot);
+                runtime.forced_input = self.switcher.forced().and_then(|i| self.name(i));
+            }
+            ChannelCommand::SetPolicy(policy) => {
+                info!(channel = %self.id, "failover policy changed");
+                self.switcher.set_policy(now, policy);
+            }
+        }
+    }
+
+    fn name(&self, input: usize) -> Option<String> {
+        self.switcher.spec(input).map(|s| s.id.clone())
+    }
+
+    fn role(&self, input: Option<usize>) -> &'static str {
+        input
+            .and_then(|i| self.switcher.spec(i))
+            .map_or("none", |s| s.role.name())
+    }
+
+    fn emit(&self, event: ChannelEvent) {
+        // No receiver (no SSE client) is the normal case.
+        let _ = self.events.send(event);
+    }
+
+    fn connection(&self, slot: usize, peer: Option<String>) {
+        if let Some(input) = self.name(slot) {
+            self.emit(ChannelEvent::Connection {
+                channel: self.id.clone(),
+                input,
+                connected: peer.is_some(),
+                peer,
+            });
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.switcher.poll_output() {
+            match output {
+                Output::Frame(frame) => self.bus.publish_frame(frame),
+                Output::Program(program) => self.bus.publish_program(program),
+                Output::Switched(record) => self.switched(record),
+                Output::HealthChanged { input, health } => {
+                    let Some(name) = self.name(input) else {
+                        continue;
+                    };
+                    match &health {
+                        Health::Healthy => {
+                            info!(channel = %self.id, input = %name, "input healthy")
+                        }
+                        Health::Degraded(reasons) => {
+                            let reasons: Vec<&str> = reasons.iter().map(|r| r.name()).collect();
+                            warn!(channel = %self.id, input = %name, reasons = %reasons.join(","), "input degraded")
+                        }
+                        Health::Lost => warn!(channel = %self.id, input = %name, "input lost"),
+                    }
+                    let view = health_view(&health);
+                    lock(&self.runtime).health.insert(input, view.clone());
+                    self.emit(ChannelEvent::Health {
+                        channel: self.id.clone(),
+                        input: name,
+                        health: view,
+                    });
+                }
+                Output::AllLost { .. } => {
+                    warn!(channel = %self.id, "every input is lost: output paused until one returns");
+                    lock(&self.runtime).active_input = None;
+                    self.emit(ChannelEvent::AllLost {
+                        channel: self.id.clone(),
+                    });
+                }
+            }
+        }
+        lock(&self.runtime).timeline_dropped_frames = self.switcher.dropped_frames();
+    }
+
+    fn switched(&mut self, record: SwitchRecord) {
+        let from = record.from.and_then(|i| self.name(i));
+        let to = self.name(record.to).unwrap_or_default();
+        let wait = record.at.saturating_sub(record.decided_at);
+        let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        info!(
+            channel = %self.id,
+            from = from.as_deref().unwrap_or("-"),
+            to = %to,
+            reason = record.reason.name(),
+            keyframe_wait_ms = millis(wait),
+            gap_ms = millis(record.gap),
+            "switch"
+        );
+        if !record.incompatible.is_empty() {
+            warn!(channel = %self.id, to = %to, differences = %record.incompatible.join("; "), "switched to an input whose stream differs");
+        }
+        let at = lunora_media::rfc3339(SystemTime::now());
+        let from_role = self.role(record.from);
+        let to_role = self.role(Some(record.to));
+        let view = SwitchView {
+            from,
+            to: to.clone(),
+            reason: record.reason.name(),
+            at,
+            decision_to_cut_ms: millis(wait),
+            gap_ms: millis(record.gap),
+            detection_ms: record.detection.map(millis),
+            content_step_frames: record.content_step_frames,
+            seam_error_frames: record.seam_error_frames,
+            incompatible: record.incompatible,
+        };
+        {
+            let mut runtime = lock(&self.runtime);
+            runtime.active_input = Some(to);
+            *runtime
+                .switch_counts
+                .entry((from_role, to_role, record.reason.name()))
+                .or_default() += 1;
+            if !view.incompatible.is_empty() {
+                runtime.incompatible_total += 1;
+            }
+            runtime.switches.push(view.clone());
+            if runtime.switches.len() > 20 {
+                runtime.switches.remove(0);
+            }
+        }
+        self.emit(ChannelEvent::Switch {
+            channel: self.id.clone(),
+            switch: view,
+        });
+    }
+}

@@ -1,0 +1,912 @@
+//! The running graph and the one way it changes: [`Graph::apply`] takes the whole desired
+//! [`GraphSpec`], validates it, and restarts only the components whose settings differ. Start-up
+//! is the difference from an empty graph; a config reload and every API change take the same
+//! path, so nothing else on the box is touched by a change to one component.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lunora_egress::{
+    Bus, Control as DestinationControl, DestinationSpec, HlsPreview, HlsSettings, OutputState,
+    OutputStatsHandle, RtmpDestination, RtmpDestinationSettings, SrtOutput, SrtOutputMode,
+    SrtOutputSettings as EgressSrtSettings,
+};
+use lunora_ingest::{
+    BoundSrtInput, InputEvent, RtmpInput, RtmpInputs, RtmpServer, RtmpsSettings,
+    SrtInputSettings as IngestSrtSettings, StatsHandle,
+};
+use lunora_srt::AccessPolicy;
+use lunora_switch::{InputSpec, Role, Switcher};
+use lunora_ts::AnalyserSettings;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::channel::{ChannelCommand, ChannelTask, SharedRuntime, lock};
+use crate::events::{ChannelEvent, ConfigChange};
+use crate::settings::{
+    ChannelSettings, ChannelSpec, GraphProblem, GraphSpec, InputRole, InputSettings,
+    OutputSettings, SrtOutputMode as SrtModeSetting,
+};
+use crate::status::{ChannelStatus, DestinationView, HlsView, IngestView, InputStatus, OutputStatus};
+
+/// Kernel UDP buffer requested per SRT port (64 KiB drops packets at 50 Mbit/s).
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+/// Items the channel bus keeps for readers that are behind.
+const BUS_CAPACITY: usize = 256;
+/// Events an input may queue towards its channel before frames are dropped.
+const INPUT_QUEUE: usize = 2048;
+/// How long a stopped component may take to let go of its port.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Retry delays of SRT caller outputs.
+const SRT_RETRY: (Duration, Duration) = lunora_egress::DEFAULT_RETRY;
+
+/// What every component shares and the config file sets outside `[[channels]]`.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The shared RTMP server (bound when the first RTMP input appears).
+    pub rtmp_listen: SocketAddr,
+    pub rtmps: Option<RtmpsSettings>,
+    pub hls: HlsSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Nothing changed.
+    #[error("the change does not validate: {}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<GraphProblem>),
+    /// Components that could not start (a port held by another program, say); everything
+    /// else was applied.
+    #[error("{}", .0.join("; "))]
+    Failed(Vec<String>),
+}
+
+struct RunningInput {
+    settings: InputSettings,
+    slot: usize,
+    listen: SocketAddr,
+    stats: StatsHandle,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+struct RunningOutput {
+    settings: OutputSettings,
+    address: String,
+    stats: OutputStatsHandle,
+    destination: Option<RtmpDestination>,
+    cancel: CancellationToken,
+    srt: Option<SrtOutput>,
+}
+
+struct RunningChannel {
+    settings: ChannelSettings,
+    bus: Arc<Bus>,
+    runtime: SharedRuntime,
+    commands: mpsc::Sender<ChannelCommand>,
+    input_events: mpsc::Sender<(usize, InputEvent)>,
+    hls: HlsPreview,
+    cancel: CancellationToken,
+    inputs: Vec<RunningInput>,
+    outputs: Vec<RunningOutput>,
+}
+
+/// The box's running channels. Cheap to share (`Arc`); every method is safe to call from
+/// any task, and changes are applied one at a time.
+pub struct Graph {
+    env: Environment,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    events: broadcast::Sender<ChannelEvent>,
+    rtmp: RtmpInputs,
+    /// Where the RTMP server listens, once bound.
+    rtmp_address: Mutex<Option<SocketAddr>>,
+    channels: Mutex<Vec<RunningChannel>>,
+    /// Serializes changes; held across the awaits of one change (never by readers).
+    applying: tokio::sync::Mutex<()>,
+    /// Channel → destination → started (true) or stopped by an operator: wins over autostart.
+    run_choices: Mutex<HashMap<(String, String), bool>>,
+    /// The saved state could not be read: no destination starts unless an operator says so.
+    hold_destinations: AtomicBool,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph").finish_non_exhaustive()
+    }
+}
+
+fn guard<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn switch_role(role: InputRole) -> Role {
+    match role {
+        InputRole::Main => Role::Main,
+        InputRole::Backup => Role::Backup,
+    }
+}
+
+/// What [`Graph::apply`] does, worked out before anything is touched.
+#[derive(Default)]
+struct Plan {
+    stop_channels: Vec<String>,
+    /// (channel, input id)
+    stop_inputs: Vec<(String, String)>,
+    /// (channel, output id, replaced by new settings?)
+    stop_outputs: Vec<(String, String, bool)>,
+    update_channels: Vec<ChannelSettings>,
+    start_channels: Vec<ChannelSettings>,
+    start_inputs: Vec<(String, InputSettings, bool)>,
+    start_outputs: Vec<(String, OutputSettings, bool)>,
+}
+
+impl Graph {
+    pub fn new(env: Environment, cancel: CancellationToken) -> Arc<Graph> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Graph {
+            env,
+            cancel,
+            tasks: TaskTracker::new(),
+            events,
+            rtmp: RtmpInputs::new(),
+            rtmp_address: Mutex::new(None),
+            channels: Mutex::new(Vec::new()),
+            applying: tokio::sync::Mutex::new(()),
+            run_choices: Mutex::new(HashMap::new()),
+            hold_destinations: AtomicBool::new(false),
+        })
+    }
+
+    /// Operators' saved start/stop choices (from the store), before the first apply.
+    pub fn set_run_choices(&self, choices: impl IntoIterator<Item = (String, String, bool)>) {
+        let mut map = guard(&self.run_choices);
+        for (channel, output, running) in choices {
+            map.insert((channel, output), running);
+        }
+    }
+
+    /// No destination starts on its own (the saved choices could not be read).
+    pub fn hold_destinations(&self) {
+        self.hold_destinations.store(true, Ordering::Release);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ChannelEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    pub fn rtmp_address(&self) -> Option<SocketAddr> {
+        *guard(&self.rtmp_address)
+    }
+
+    /// What runs now, as settings.
+    pub fn spec(&self) -> GraphSpec {
+        GraphSpec {
+            channels: guard(&self.channels)
+                .iter()
+                .map(|c| ChannelSpec {
+                    settings: c.settings.clone(),
+                    inputs: c.inputs.iter().map(|i| i.settings.clone()).collect(),
+                    outputs: c.outputs.iter().map(|o| o.settings.clone()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn emit(&self, event: ChannelEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn config_event(&self, channel: &str, component: &'static str, id: &str, change: ConfigChange) {
+        self.emit(ChannelEvent::Config {
+            channel: channel.to_string(),
+            component,
+            id: id.to_string(),
+            change,
+        });
+    }
+
+    /// Makes `spec` the running graph, restarting only what differs. A spec that does not
+    /// validate changes nothing.
+    pub async fn apply(&self, spec: GraphSpec) -> Result<(), ApplyError> {
+        let problems = spec.validate();
+        if !problems.is_empty() {
+            return Err(ApplyError::Invalid(problems));
+        }
+        let _applying = self.applying.lock().await;
+        let plan = self.plan(&spec);
+        for channel in &plan.stop_channels {
+            self.stop_channel(channel).await;
+        }
+        for (channel, input) in &plan.stop_inputs {
+            self.stop_input(channel, input).await;
+        }
+        // Replaced destinations keep their counters and whether they were running.
+        let mut carried: HashMap<(String, String), (lunora_egress::OutputStats, bool)> =
+            HashMap::new();
+        for (channel, output, replaced) in &plan.stop_outputs {
+            if let Some(previous) = self.stop_output(channel, output).await
+                && *replaced
+            {
+                carried.insert((channel.clone(), output.clone()), previous);
+            }
+        }
+        for settings in plan.update_channels {
+            self.update_channel(settings).await;
+        }
+        let mut failures = Vec::new();
+        for settings in plan.start_channels {
+            self.start_channel(settings);
+        }
+        for (channel, settings, replaced) in plan.start_inputs {
+            let id = settings.id().to_string();
+            match self.start_input(&channel, settings).await {
+                Ok(()) => self.config_event(&channel, "input", &id, if replaced { ConfigChange::Updated } else { ConfigChange::Added }),
+                Err(e) => failures.push(e),
+            }
+        }
+        for (channel, settings, replaced) in plan.start_outputs {
+            let id = settings.id().to_string();
+            let previous = carried.remove(&(channel.clone(), id.clone()));
+            match self.start_output(&channel, settings, previous).await {
+                Ok(()) => self.config_event(&channel, "output", &id, if replaced { ConfigChange::Updated } else { ConfigChange::Added }),
+                Err(e) => failures.push(e),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ApplyError::Failed(failures))
+        }
+    }
+
+    fn plan(&self, spec: &GraphSpec) -> Plan {
+        let running = guard(&self.channels);
+        let mut plan = Plan::default();
+        for old in running.iter() {
+            let id = old.settings.id.as_str();
+            let Some(new) = spec.channel(id) else {
+                plan.stop_channels.push(id.to_string());
+                continue;
+            };
+            if new.settings != old.settings {
+                plan.update_channels.push(new.settings.clone());
+            }
+            for input in &old.inputs {
+                let input_id = input.settings.id().as_str();
+                match new.inputs.iter().find(|i| i.id().as_str() == input_id) {
+                    Some(same) if *same == input.settings => {}
+                    Some(changed) => {
+                        plan.stop_inputs.push((id.to_string(), input_id.to_string()));
+                        plan.start_inputs.push((id.to_string(), changed.clone(), true));
+                    }
+                    None => plan.stop_inputs.push((id.to_string(), input_id.to_string())),
+                }
+            }
+            for input in &new.inputs {
+                if !old.inputs.iter().any(|i| i.settings.id() == input.id()) {
+                    plan.start_inputs.push((id.to_string(), input.clone(), false));
+                }
+            }
+            for output in &old.outputs {
+                let output_id = output.settings.id().as_str();
+                match new.outputs.iter().find(|o| o.id().as_str() == output_id) {
+                    Some(same) if *same == output.settings => {}
+                    Some(changed) => {
+                        plan.stop_outputs.push((id.to_string(), output_id.to_string(), true));
+                        plan.start_outputs.push((id.to_string(), changed.clone(), true));
+                    }
+                    None => plan.stop_outputs.push((id.to_string(), output_id.to_string(), false)),
+                }
+            }
+            for output in &new.outputs {
+                if !old.outputs.iter().any(|o| o.settings.id() == output.id()) {
+                    plan.start_outputs.push((id.to_string(), output.clone(), false));
+                }
+            }
+        }
+        for new in &spec.channels {
+            let id = new.settings.id.as_str();
+            if !running.iter().any(|c| c.settings.id.as_str() == id) {
+                plan.start_channels.push(new.settings.clone());
+                for input in &new.inputs {
+                    plan.start_inputs.push((id.to_string(), input.clone(), false));
+                }
+                for output in &new.outputs {
+                    plan.start_outputs.push((id.to_string(), output.clone(), false));
+                }
+            }
+        }
+        plan
+    }
+
+    fn start_channel(&self, settings: ChannelSettings) {
+        let id = settings.id.to_string();
+        let bus = Bus::new(BUS_CAPACITY);
+        let (input_events, receiver) = mpsc::channel(INPUT_QUEUE);
+        let (commands, command_receiver) = mpsc::channel(64);
+        let runtime = SharedRuntime::default();
+        let cancel = self.cancel.child_token();
+        let task = ChannelTask {
+            id: id.clone(),
+            switcher: Switcher::new(settings.failover.policy(), Vec::new()),
+            bus: bus.clone(),
+            runtime: runtime.clone(),
+            events: self.events.clone(),
+        };
+        self.tasks.spawn(task.run(receiver, command_receiver, cancel.clone()));
+        let hls = HlsPreview::spawn(bus.clone(), self.env.hls, cancel.child_token());
+        info!(channel = %id, mode = settings.mode.name(), "channel started");
+        guard(&self.channels).push(RunningChannel {
+            settings,
+            bus,
+            runtime,
+            commands,
+            input_events,
+            hls,
+            cancel,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        });
+        self.config_event(&id, "channel", &id, ConfigChange::Added);
+    }
+
+    async fn update_channel(&self, settings: ChannelSettings) {
+        let id = settings.id.to_string();
+        let commands = {
+            let mut channels = guard(&self.channels);
+            let Some(channel) = channels.iter_mut().find(|c| c.settings.id == settings.id) else {
+                return;
+            };
+            let policy_changed = channel.settings.failover != settings.failover;
+            channel.settings = settings.clone();
+            policy_changed.then(|| channel.commands.clone())
+        };
+        if let Some(commands) = commands {
+            let _ = commands.send(ChannelCommand::SetPolicy(settings.failover.policy())).await;
+        }
+        self.config_event(&id, "channel", &id, ConfigChange::Updated);
+    }
+
+    async fn stop_channel(&self, id: &str) {
+        let channel = {
+            let mut channels = guard(&self.channels);
+            let Some(index) = channels.iter().position(|c| c.settings.id.as_str() == id) else {
+                return;
+            };
+            channels.remove(index)
+        };
+        channel.cancel.cancel();
+        for input in channel.inputs {
+            self.rtmp.remove(&format!("{id}/{}", input.settings.id()));
+            if let Some(task) = input.task {
+                let _ = tokio::time::timeout(STOP_TIMEOUT, task).await;
+            }
+        }
+        for output in channel.outputs {
+            if let Some(srt) = output.srt {
+                let _ = tokio::time::timeout(STOP_TIMEOUT, srt.finished()).await;
+            }
+        }
+        info!(channel = %id, "channel removed");
+        self.config_event(id, "channel", id, ConfigChange::Removed);
+    }
+
+    async fn stop_input(&self, channel: &str, id: &str) {
+        let (input, commands) = {
+            let mut channels = guard(&self.channels);
+            let Some(c) = channels.iter_mut().find(|c| c.settings.id.as_str() == channel) else {
+                return;
+            };
+            let Some(index) = c.inputs.iter().position(|i| i.settings.id().as_str() == id) else {
+                return;
+            };
+            (c.inputs.remove(index), c.commands.clone())
+        };
+        input.cancel.cancel();
+        self.rtmp.remove(&format!("{channel}/{id}"));
+        let _ = commands.send(ChannelCommand::RemoveInput(input.slot)).await;
+        if let Some(task) = input.task
+            && tokio::time::timeout(STOP_TIMEOUT, task).await.is_err()
+        {
+            warn!(channel, input = id, "the input's task did not end within 3 s");
+        }
+        info!(channel, input = id, "input stopped");
+        self.config_event(channel, "input", id, ConfigChange::Removed);
+    }
+
+    async fn start_input(&self, channel: &str, settings: InputSettings) -> Result<(), String> {
+        let (commands, events, input_loss) = {
+            let channels = guard(&self.channels);
+            let c = channels
+                .iter()
+                .find(|c| c.settings.id.as_str() == channel)
+                .ok_or_else(|| format!("channel {channel:?} is not running"))?;
+            (
+                c.commands.clone(),
+                c.input_events.clone(),
+                Duration::from_millis(c.settings.failover.input_loss_ms),
+            )
+        };
+        let id = settings.id().to_string();
+        let (slot_sender, slot) = oneshot::channel();
+        let spec = InputSpec {
+            id: id.clone(),
+            role: switch_role(settings.role()),
+        };
+        commands
+            .send(ChannelCommand::AddInput {
+                spec,
+                slot: slot_sender,
+            })
+            .await
+            .map_err(|_| format!("channel {channel:?} has stopped"))?;
+        let slot = slot
+            .await
+            .map_err(|_| format!("channel {channel:?} has stopped"))?;
+        let stats = StatsHandle::new();
+        let cancel = self.cancel.child_token();
+        let started = match &settings {
+            InputSettings::Srt(srt) => {
+                let ingest = IngestSrtSettings {
+                    id: id.clone(),
+                    listen: srt.listen,
+                    latency: Duration::from_millis(srt.latency_ms),
+                    access: AccessPolicy {
+                        passphrase: srt.passphrase.clone(),
+                        stream_id: srt.stream_id.clone(),
+                    },
+                    input_loss,
+                    analyser: AnalyserSettings::default(),
+                    udp_buffer_bytes: UDP_BUFFER_BYTES,
+                };
+                match BoundSrtInput::bind(ingest, stats.clone()).await {
+                    Ok(bound) => {
+                        let listen = bound.local_addr();
+                        let task = self.tasks.spawn(bound.run(
+                            slot,
+                            events,
+                            cancel.clone().cancelled_owned(),
+                        ));
+                        Ok((listen, Some(task)))
+                    }
+                    Err(e) => Err(format!(
+                        "channel {channel:?} input {id:?}: cannot bind SRT port {}: {e}",
+                        srt.listen
+                    )),
+                }
+            }
+            InputSettings::Rtmp(rtmp) => match (self.rtmp_server().await, &rtmp.stream_key) {
+                (Ok(address), Some(key)) => {
+                    self.rtmp.add(RtmpInput {
+                        name: format!("{channel}/{id}"),
+                        stream_key: key.clone(),
+                        index: slot,
+                        events,
+                        stats: stats.clone(),
+                    });
+                    Ok((address, None))
+                }
+                (Err(e), _) => Err(e),
+                (_, None) => Err(format!("channel {channel:?} input {id:?} has no stream key")),
+            },
+        };
+        let (listen, task) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = commands.send(ChannelCommand::RemoveInput(slot)).await;
+                warn!(channel, input = %id, "{e}");
+                return Err(e);
+            }
+        };
+        info!(channel, input = %id, kind = settings.kind(), listen = %listen, "input started");
+        let mut channels = guard(&self.channels);
+        if let Some(c) = channels.iter_mut().find(|c| c.settings.id.as_str() == channel) {
+            c.inputs.push(RunningInput {
+                settings,
+                slot,
+                listen,
+                stats,
+                cancel,
+                task,
+            });
+        }
+        Ok(())
+    }
+
+    /// Binds the shared RTMP server the first time an RTMP input needs it.
+    async fn rtmp_server(&self) -> Result<SocketAddr, String> {
+        if let Some(address) = self.rtmp_address() {
+            return Ok(address);
+        }
+        let listen = self.env.rtmp_listen;
+        let server = RtmpServer::bind(listen)
+            .await
+            .map_err(|e| format!("cannot bind the RTMP server on {listen} ([rtmp] listen): {e}"))?;
+        let server = match &self.env.rtmps {
+            Some(rtmps) => server
+                .with_rtmps(rtmps)
+                .await
+                .map_err(|e| format!("cannot start RTMPS ingest ([rtmp] tls_listen): {e}"))?,
+            None => server,
+        };
+        let address = server
+            .local_addr()
+            .map_err(|e| format!("the RTMP server has no address: {e}"))?;
+        info!(listen = %address, "RTMP ingest listening (rtmp://HOST:{}/live/<stream key>)", address.port());
+        if let Some(tls) = server.rtmps_addr() {
+            info!(listen = %tls, "RTMPS ingest listening (rtmps://HOST:{}/live/<stream key>)", tls.port());
+        }
+        self.tasks
+            .spawn(server.run(self.rtmp.clone(), self.cancel.clone().cancelled_owned()));
+        *guard(&self.rtmp_address) = Some(address);
+        Ok(address)
+    }
+
+    /// Stops an output; returns its last stats and whether it was running.
+    async fn stop_output(&self, channel: &str, id: &str) -> Option<(lunora_egress::OutputStats, bool)> {
+        let output = {
+            let mut channels = guard(&self.channels);
+            let c = channels.iter_mut().find(|c| c.settings.id.as_str() == channel)?;
+            let index = c.outputs.iter().position(|o| o.settings.id().as_str() == id)?;
+            c.outputs.remove(index)
+        };
+        output.cancel.cancel();
+        if let Some(srt) = output.srt
+            && tokio::time::timeout(STOP_TIMEOUT, srt.finished()).await.is_err()
+        {
+            warn!(channel, output = id, "the output's task did not end within 3 s");
+        }
+        let last = output.stats.snapshot();
+        let running = !matches!(last.state, OutputState::Idle | OutputState::Failed);
+        info!(channel, output = id, "output stopped");
+        self.config_event(channel, "output", id, ConfigChange::Removed);
+        Some((last, running))
+    }
+
+    async fn start_output(
+        &self,
+        channel: &str,
+        settings: OutputSettings,
+        previous: Option<(lunora_egress::OutputStats, bool)>,
+    ) -> Result<(), String> {
+        let bus = {
+            let channels = guard(&self.channels);
+            channels
+                .iter()
+                .find(|c| c.settings.id.as_str() == channel)
+                .map(|c| c.bus.clone())
+                .ok_or_else(|| format!("channel {channel:?} is not running"))?
+        };
+        let id = settings.id().to_string();
+        let stats = match &previous {
+            Some((last, _)) => OutputStatsHandle::carrying_counters(last),
+            None => OutputStatsHandle::new(),
+        };
+        let events = self.events.clone();
+        let (event_channel, event_output) = (channel.to_string(), id.clone());
+        let stats = stats.with_listener(Arc::new(move |s| {
+            let _ = events.send(ChannelEvent::Output {
+                channel: event_channel.clone(),
+                output: event_output.clone(),
+                state: s.state.name(),
+                last_error: s.last_error.clone(),
+            });
+        }));
+        let cancel = self.cancel.child_token();
+        let running = match &settings {
+            OutputSettings::Srt(srt) => {
+                let (mode, address) = match (srt.mode, srt.address, srt.listen) {
+                    (SrtModeSetting::Caller, Some(address), _) => (
+                        SrtOutputMode::Caller {
+                            address,
+                            stream_id: srt.stream_id.clone(),
+                            passphrase: srt.passphrase.clone(),
+                            key_length: srt.pbkeylen.unwrap_or(16),
+                        },
+                        address,
+                    ),
+                    (SrtModeSetting::Listener, _, Some(listen)) => (
+                        SrtOutputMode::Listener {
+                            listen,
+                            access: AccessPolicy {
+                                passphrase: srt.passphrase.clone(),
+                                stream_id: srt.stream_id.clone(),
+                            },
+                        },
+                        listen,
+                    ),
+                    _ => return Err(format!("channel {channel:?} output {id:?} has no address")),
+                };
+                let egress = EgressSrtSettings {
+                    id: id.clone(),
+                    mode,
+                    latency: Duration::from_millis(srt.latency_ms),
+                    udp_buffer_bytes: UDP_BUFFER_BYTES,
+                    retry_min: SRT_RETRY.0,
+                    retry_max: SRT_RETRY.1,
+                };
+                let started = SrtOutput::start(egress, bus, stats.clone(), cancel.clone())
+                    .await
+                    .map_err(|e| {
+                        format!("channel {channel:?} output {id:?}: cannot start on {address}: {e}")
+                    })?;
+                let address = started
+                    .local_addr()
+                    .map_or(address.to_string(), |a| a.to_string());
+                RunningOutput {
+                    settings,
+                    address,
+                    stats,
+                    destination: None,
+                    cancel,
+                    srt: Some(started),
+                }
+            }
+            OutputSettings::Rtmp(rtmp) => {
+                let spec: DestinationSpec = rtmp.destination();
+                let destination = spec.validate().map_err(|problems| {
+                    let reasons: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+                    format!("channel {channel:?} output {id:?}: {}", reasons.join("; "))
+                })?;
+                let start = match previous {
+                    Some((_, was_running)) => was_running || rtmp.autostart,
+                    None => self.should_start(channel, &id, rtmp.autostart),
+                };
+                let control = RtmpDestination::spawn(
+                    RtmpDestinationSettings {
+                        id: format!("{channel}/{id}"),
+                        url: destination.url.clone(),
+                        stream_key: destination.stream_key,
+                        rules: destination.rules,
+                        retry_min: destination.retry.0,
+                        retry_max: destination.retry.1,
+                    },
+                    bus,
+                    stats.clone(),
+                    start,
+                    cancel.clone(),
+                );
+                RunningOutput {
+                    settings,
+                    address: destination.url.to_string(),
+                    stats,
+                    destination: Some(control),
+                    cancel,
+                    srt: None,
+                }
+            }
+        };
+        info!(channel, output = %id, kind = running.settings.kind(), address = %running.address, "output started");
+        let mut channels = guard(&self.channels);
+        if let Some(c) = channels.iter_mut().find(|c| c.settings.id.as_str() == channel) {
+            c.outputs.push(running);
+        }
+        Ok(())
+    }
+
+    /// Whether a destination starts: what an operator last did wins over autostart, and
+    /// nothing starts on its own while the saved choices are unknown.
+    fn should_start(&self, channel: &str, output: &str, autostart: bool) -> bool {
+        let choice = guard(&self.run_choices)
+            .get(&(channel.to_string(), output.to_string()))
+            .copied();
+        match choice {
+            Some(choice) => choice,
+            None => autostart && !self.hold_destinations.load(Ordering::Acquire),
+        }
+    }
+
+    /// Tells destinations to start or stop (`None`: every destination of the channel) and
+    /// remembers the choice. Returns the ids told.
+    pub fn control_outputs(
+        &self,
+        channel: &str,
+        output: Option<&str>,
+        start: bool,
+    ) -> Result<Vec<String>, ControlError> {
+        let channels = guard(&self.channels);
+        let c = channels
+            .iter()
+            .find(|c| c.settings.id.as_str() == channel)
+            .ok_or(ControlError::NoChannel)?;
+        let targets: Vec<&RunningOutput> = match output {
+            Some(id) => {
+                let o = c
+                    .outputs
+                    .iter()
+                    .find(|o| o.settings.id().as_str() == id)
+                    .ok_or(ControlError::NoOutput)?;
+                if o.destination.is_none() {
+                    return Err(ControlError::AlwaysOn);
+                }
+                vec![o]
+            }
+            None => c.outputs.iter().filter(|o| o.destination.is_some()).collect(),
+        };
+        let command = if start {
+            DestinationControl::Start
+        } else {
+            DestinationControl::Stop
+        };
+        for o in &targets {
+            if o.destination.as_ref().is_some_and(|d| !d.send(command)) {
+                return Err(ControlError::Busy);
+            }
+        }
+        let ids: Vec<String> = targets.iter().map(|o| o.settings.id().to_string()).collect();
+        let mut choices = guard(&self.run_choices);
+        for id in &ids {
+            choices.insert((channel.to_string(), id.clone()), start);
+        }
+        Ok(ids)
+    }
+
+    /// Forgets the start/stop choice of a removed destination.
+    pub fn forget_run_choice(&self, channel: &str, output: &str) {
+        guard(&self.run_choices).remove(&(channel.to_string(), output.to_string()));
+    }
+
+    /// Forces `input` on air, or hands the channel back to automatic (`None`).
+    pub fn switch(&self, channel: &str, input: Option<&str>) -> Result<(), SwitchError> {
+        let channels = guard(&self.channels);
+        let c = channels
+            .iter()
+            .find(|c| c.settings.id.as_str() == channel)
+            .ok_or(SwitchError::NoChannel)?;
+        let command = match input {
+            None => lunora_switch::Command::Auto,
+            Some(id) => lunora_switch::Command::Force(
+                c.inputs
+                    .iter()
+                    .find(|i| i.settings.id().as_str() == id)
+                    .ok_or(SwitchError::NoInput)?
+                    .slot,
+            ),
+        };
+        c.commands
+            .try_send(ChannelCommand::Switch(command))
+            .map_err(|_| SwitchError::Busy)
+    }
+
+    pub fn hls_playlist(&self, channel: &str) -> Option<String> {
+        let hls = guard(&self.channels)
+            .iter()
+            .find(|c| c.settings.id.as_str() == channel)?
+            .hls
+            .clone();
+        Some(hls.playlist())
+    }
+
+    pub fn hls_segment(&self, channel: &str, sequence: u64) -> Option<bytes::Bytes> {
+        let hls = guard(&self.channels)
+            .iter()
+            .find(|c| c.settings.id.as_str() == channel)?
+            .hls
+            .clone();
+        hls.segment(sequence)
+    }
+
+    /// Every channel's status, in one snapshot.
+    pub fn channels(&self) -> Vec<ChannelStatus> {
+        let now = Instant::now();
+        let rtmp_address = self.rtmp_address();
+        guard(&self.channels)
+            .iter()
+            .map(|c| {
+                let runtime = lock(&c.runtime);
+                let mut inputs: Vec<&RunningInput> = c.inputs.iter().collect();
+                // Main first, as the switcher ranks them.
+                inputs.sort_by_key(|i| i.settings.role() != InputRole::Main);
+                ChannelStatus {
+                    id: c.settings.id.to_string(),
+                    mode: c.settings.mode.name(),
+                    config: serde_json::to_value(&c.settings).unwrap_or_default(),
+                    active_input: runtime.active_input.clone(),
+                    forced_input: runtime.forced_input.clone(),
+                    inputs: inputs
+                        .into_iter()
+                        .map(|i| input_status(i, &runtime, rtmp_address, now))
+                        .collect(),
+                    outputs: c.outputs.iter().map(output_status).collect(),
+                    switches: runtime.switches.clone(),
+                    switch_counts: runtime.switch_counts(),
+                    incompatible_switches_total: runtime.incompatible_total,
+                    timeline_dropped_frames_total: runtime.timeline_dropped_frames,
+                    hls: HlsView::new(c.settings.id.as_str(), c.hls.stats()),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) for every task to end after the cancel token fired.
+    pub async fn shutdown(&self) -> bool {
+        self.cancel.cancel();
+        self.tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_ok()
+    }
+}
+
+fn input_status(
+    input: &RunningInput,
+    runtime: &crate::channel::ChannelRuntime,
+    rtmp_address: Option<SocketAddr>,
+    now: Instant,
+) -> InputStatus {
+    let ingest = match &input.settings {
+        InputSettings::Srt(s) => IngestView {
+            latency_ms: Some(s.latency_ms),
+            passphrase_set: s.passphrase.is_some(),
+            stream_id: s.stream_id.clone(),
+            ..IngestView::default()
+        },
+        InputSettings::Rtmp(s) => IngestView {
+            rtmp_app: Some("live"),
+            stream_key_set: s.stream_key.is_some(),
+            ..IngestView::default()
+        },
+    };
+    InputStatus {
+        id: input.settings.id().to_string(),
+        role: input.settings.role().name(),
+        kind: input.settings.kind(),
+        listen: match input.settings {
+            InputSettings::Rtmp(_) => rtmp_address.unwrap_or(input.listen),
+            InputSettings::Srt(_) => input.listen,
+        },
+        ingest,
+        health: runtime.health.get(&input.slot).cloned().unwrap_or_default(),
+        config: input.settings.view(),
+        stats: input.stats.snapshot(now),
+    }
+}
+
+fn output_status(output: &RunningOutput) -> OutputStatus {
+    let (mode, destination) = match &output.settings {
+        OutputSettings::Srt(s) => (
+            match s.mode {
+                SrtModeSetting::Caller => "caller",
+                SrtModeSetting::Listener => "listener",
+            },
+            None,
+        ),
+        OutputSettings::Rtmp(s) => ("push", Some(DestinationView::from(&s.destination()))),
+    };
+    OutputStatus {
+        id: output.settings.id().to_string(),
+        kind: output.settings.kind(),
+        mode,
+        address: output.address.clone(),
+        destination,
+        config: output.settings.view(),
+        stats: output.stats.snapshot(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlError {
+    NoChannel,
+    NoOutput,
+    /// SRT outputs run whenever the daemon runs.
+    AlwaysOn,
+    Busy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchError {
+    NoChannel,
+    NoInput,
+    /// The channel has not taken its previous commands yet.
+    Busy,
+}

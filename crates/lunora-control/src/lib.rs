@@ -1,0 +1,35 @@
+//! The running graph: channels and their inputs and outputs, keyed by stable ids; the typed
+//! commands that change it (each declaring the role it needs); and the events it raises.
+//!
+//! Architecture invariant: only this crate knows the running graph. The binary builds it from
+//! the config file, the API changes it through [`Command`]s; media crates talk through
+//! `lunora-media` types and bounded channels.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod settings;
+
+pub use settings::{
+    ChannelId, ChannelMode, ChannelSettings, ChannelSpec, Component, FailoverSettings,
+    GraphProblem, GraphSpec, ID_RULE, InputId, InputRole, InputSettings, OutputId,
+    OutputSettings, Problem, Resource, RtmpInputSettings, RtmpOutputSettings, SrtInputSettings,
+    SrtOutputMode, SrtOutputSettings, expand_env,
+};
+
+mod channel;
+pub mod events;
+mod graph;
+pub mod status;
+
+pub use events::{ChannelEvent, ConfigChange};
+pub use graph::{ApplyError, ControlError, Environment, Graph, SwitchError};
+pub use status::{
+    ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
+    SwitchCount, SwitchView,
+};
+
+/// Types the API shows that come from the media crates.
+pub use lunora_egress::{HlsSettings, OutputState, OutputStats};
+pub use lunora_ingest::{ConnectionState, InputStats, RtmpsSettings};
+pub use lunora_switch::Reason;
+pub use lunora_ts::Indicator;

@@ -1,0 +1,1095 @@
+//! What an operator sets for every component — channel, input, output — in one closed enum per
+//! kind. The config file and the API deserialize the same types and run the same validation,
+//! so a setting accepted in one place is accepted in the other.
+//!
+//! Each kind answers three questions: is it valid (`validate`, every problem at once), what does
+//! it claim on the box (`resources`: UDP ports, RTMP stream keys — two components can never
+//! claim one), and how is it shown (`view`: secrets replaced by `*_set`).
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lunora_egress::{DestinationSpec, Preset, SpecField};
+use lunora_media::Secret;
+use lunora_switch::{AlignedClock, HealthSettings, Policy, Preference, Reason, SwitchMode};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How every id is explained when it breaks the rule.
+pub const ID_RULE: &str = "must be 1–64 characters of a-z, 0-9, '-' or '_'";
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+macro_rules! id_type {
+    ($name:ident, $what:literal) => {
+        #[doc = concat!("The stable id of ", $what, ": the key in the config file, the API's paths and the metrics.")]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Any text is held (so that one bad id does not hide the file's other errors);
+            /// [`validate`] reports the ones that break [`ID_RULE`].
+            pub fn new(id: impl Into<String>) -> Self {
+                $name(id.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn is_valid(&self) -> bool {
+                valid_id(&self.0)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({
+                    "type": "string",
+                    "pattern": "^[a-z0-9_-]{1,64}$",
+                    "title": "id",
+                    "description": concat!("The id of ", $what, ": 1–64 characters of a-z, 0-9, '-' or '_'."),
+                })
+            }
+        }
+    };
+}
+
+id_type!(ChannelId, "a channel");
+id_type!(InputId, "an input");
+id_type!(OutputId, "an output");
+
+/// A problem with one component's settings; `field` is the config key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl Problem {
+    fn at(field: &'static str, message: impl Into<String>) -> Problem {
+        Problem {
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+}
+
+/// Something on the box only one component can hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// A UDP port an SRT listener binds.
+    UdpPort(SocketAddr),
+    /// A stream key on the shared RTMP server.
+    RtmpStreamKey(Secret),
+}
+
+impl Resource {
+    /// Whether two claims collide: the same key, or the same port on overlapping addresses.
+    pub fn collides(&self, other: &Resource) -> bool {
+        match (self, other) {
+            (Resource::UdpPort(a), Resource::UdpPort(b)) => {
+                a.port() == b.port()
+                    && a.port() != 0
+                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            }
+            (Resource::RtmpStreamKey(a), Resource::RtmpStreamKey(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// For messages: the port, never the key.
+    pub fn describe(&self) -> String {
+        match self {
+            Resource::UdpPort(address) => format!("UDP port {}", address.port()),
+            Resource::RtmpStreamKey(_) => "this RTMP stream key".into(),
+        }
+    }
+}
+
+// ---- channels ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelMode {
+    /// One input.
+    Single,
+    /// One main input and backups it fails over to.
+    MainBackup,
+}
+
+impl ChannelMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelMode::Single => "single",
+            ChannelMode::MainBackup => "main-backup",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PreferenceSetting {
+    /// Return to the main once it has been healthy for `error_clear_ms`.
+    #[default]
+    Primary,
+    /// Stay on whatever input is on air while it is fine.
+    Equal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchSetting {
+    /// Cut at the standby's next keyframe.
+    #[default]
+    Cut,
+    /// Run one GOP behind live so every seam lands on the matching frame.
+    Aligned,
+    /// Packet-level merge of two paths (not supported by this version).
+    Merge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockSetting {
+    Arrival,
+    Shared,
+}
+
+fn default_input_loss() -> u64 {
+    500
+}
+
+fn default_error_clear() -> u64 {
+    5000
+}
+
+/// `[channels.failover]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverSettings {
+    /// No packet for this long: the input is lost (at least 50).
+    #[serde(default = "default_input_loss")]
+    #[schemars(range(min = 50, max = 600_000))]
+    pub input_loss_ms: u64,
+    #[serde(default)]
+    pub preference: PreferenceSetting,
+    /// How long the main must be healthy before the channel returns to it.
+    #[serde(default = "default_error_clear")]
+    #[schemars(range(max = 600_000))]
+    pub error_clear_ms: u64,
+    #[serde(default)]
+    pub switch: SwitchSetting,
+    /// Which degradations move the channel off an input (loss always does); default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 10_000))]
+    pub aligned_delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aligned_clock: Option<ClockSetting>,
+}
+
+impl Default for FailoverSettings {
+    fn default() -> Self {
+        FailoverSettings {
+            input_loss_ms: default_input_loss(),
+            preference: PreferenceSetting::Primary,
+            error_clear_ms: default_error_clear(),
+            switch: SwitchSetting::Cut,
+            triggers: None,
+            aligned_delay_ms: None,
+            aligned_clock: None,
+        }
+    }
+}
+
+impl FailoverSettings {
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.input_loss_ms < 50 || self.input_loss_ms > 600_000 {
+            problems.push(Problem::at(
+                "input_loss_ms",
+                format!(
+                    "input_loss_ms must be between 50 and 600000; it is {}",
+                    self.input_loss_ms
+                ),
+            ));
+        }
+        if self.error_clear_ms > 600_000 {
+            problems.push(Problem::at(
+                "error_clear_ms",
+                format!(
+                    "error_clear_ms must be at most 600000; it is {}",
+                    self.error_clear_ms
+                ),
+            ));
+        }
+        if let Some(delay) = self.aligned_delay_ms
+            && !(100..=10_000).contains(&delay)
+        {
+            problems.push(Problem::at(
+                "aligned_delay_ms",
+                format!(
+                    "aligned_delay_ms must be between 100 and 10000 (at least one GOP); it is {delay}"
+                ),
+            ));
+        }
+        match self.switch {
+            SwitchSetting::Cut => {
+                if self.aligned_delay_ms.is_some() {
+                    problems.push(Problem::at(
+                        "aligned_delay_ms",
+                        "aligned_delay_ms applies to switch = \"aligned\"",
+                    ));
+                }
+                if self.aligned_clock.is_some() {
+                    problems.push(Problem::at(
+                        "aligned_clock",
+                        "aligned_clock applies to switch = \"aligned\"",
+                    ));
+                }
+            }
+            SwitchSetting::Aligned => {}
+            SwitchSetting::Merge => problems.push(Problem::at(
+                "switch",
+                "switch = \"merge\" is not supported by this version; use \"cut\" or \"aligned\"",
+            )),
+        }
+        for name in self.triggers.iter().flatten() {
+            if Reason::from_name(name).is_none() {
+                let known: Vec<&str> = Reason::ALL.iter().map(|r| r.name()).collect();
+                problems.push(Problem::at(
+                    "triggers",
+                    format!("unknown trigger {name:?}; known: {}", known.join(", ")),
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The switcher's policy (call after [`FailoverSettings::validate`] found nothing).
+    pub fn policy(&self) -> Policy {
+        Policy {
+            health: HealthSettings {
+                input_loss: Duration::from_millis(self.input_loss_ms),
+                ..HealthSettings::default()
+            },
+            preference: match self.preference {
+                PreferenceSetting::Primary => Preference::Primary,
+                PreferenceSetting::Equal => Preference::Equal,
+            },
+            error_clear: Duration::from_millis(self.error_clear_ms),
+            triggers: match &self.triggers {
+                None => Reason::ALL.to_vec(),
+                Some(names) => names.iter().filter_map(|n| Reason::from_name(n)).collect(),
+            },
+            mode: match self.switch {
+                SwitchSetting::Aligned => SwitchMode::Aligned {
+                    delay: self.aligned_delay_ms.map(Duration::from_millis),
+                    clock: match self.aligned_clock {
+                        Some(ClockSetting::Shared) => AlignedClock::Shared,
+                        _ => AlignedClock::Arrival,
+                    },
+                },
+                SwitchSetting::Cut | SwitchSetting::Merge => SwitchMode::Cut,
+            },
+        }
+    }
+}
+
+/// A channel's own settings (its inputs and outputs are components of their own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    pub id: ChannelId,
+    pub mode: ChannelMode,
+    #[serde(default)]
+    pub failover: FailoverSettings,
+}
+
+// ---- inputs --------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InputRole {
+    #[default]
+    Main,
+    Backup,
+}
+
+impl InputRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            InputRole::Main => "main",
+            InputRole::Backup => "backup",
+        }
+    }
+}
+
+fn default_latency() -> u64 {
+    120
+}
+
+/// An SRT listener an encoder (Videon, ffmpeg, OBS) calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SrtInputSettings {
+    pub id: InputId,
+    #[serde(default)]
+    pub role: InputRole,
+    /// The UDP address to listen on, e.g. 0.0.0.0:9000.
+    #[schemars(with = "String", extend("examples" = ["0.0.0.0:9000"]))]
+    pub listen: SocketAddr,
+    /// SRT latency in milliseconds (20–15000).
+    #[serde(default = "default_latency")]
+    #[schemars(range(min = 20, max = 15_000))]
+    pub latency_ms: u64,
+    /// AES passphrase (10–79 characters); the caller's key length is accepted.
+    #[serde(
+        default,
+        with = "lunora_media::exposed_secret",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>", extend("writeOnly" = true))]
+    pub passphrase: Option<Secret>,
+    /// Callers with another stream id are rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+}
+
+/// RTMP publish (OBS) to the shared server: rtmp://HOST:1935/live/<stream_key>.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpInputSettings {
+    pub id: InputId,
+    #[serde(default)]
+    pub role: InputRole,
+    /// The key OBS publishes with; generated when left out through the API.
+    #[serde(
+        default,
+        with = "lunora_media::exposed_secret",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>", extend("writeOnly" = true))]
+    pub stream_key: Option<Secret>,
+}
+
+/// Every input kind, tagged by `type` as in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum InputSettings {
+    /// SRT listener (hardware encoders, ffmpeg).
+    Srt(SrtInputSettings),
+    /// RTMP publish (OBS).
+    Rtmp(RtmpInputSettings),
+}
+
+fn srt_passphrase(value: &Option<Secret>, problems: &mut Vec<Problem>) {
+    if let Some(passphrase) = value {
+        let length = passphrase.expose().chars().count();
+        if !(10..=79).contains(&length) {
+            problems.push(Problem::at(
+                "passphrase",
+                format!("passphrase must be 10–79 characters (SRT's rule); it is {length}"),
+            ));
+        }
+    }
+}
+
+fn srt_latency(latency_ms: u64, problems: &mut Vec<Problem>) {
+    if !(20..=15_000).contains(&latency_ms) {
+        problems.push(Problem::at(
+            "latency_ms",
+            format!("latency_ms must be between 20 and 15000; it is {latency_ms}"),
+        ));
+    }
+}
+
+fn stream_id(value: &Option<String>, problems: &mut Vec<Problem>) {
+    if let Some(id) = value
+        && (id.len() > 512 || id.chars().any(char::is_control))
+    {
+        problems.push(Problem::at(
+            "stream_id",
+            "stream_id must be at most 512 characters without control characters",
+        ));
+    }
+}
+
+/// Replaces `${NAME}` in `value` from `lookup`; the error names the missing variable.
+pub fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unterminated `${{` in {value:?}"));
+        };
+        let name = &after[..end];
+        match lookup(name) {
+            Some(v) => out.push_str(&v),
+            None => {
+                return Err(format!(
+                    "environment variable {name} is not set (referenced as ${{{name}}})"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn expand_secret(
+    field: &'static str,
+    value: &mut Option<Secret>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(secret) = value {
+        match expand_env(secret.expose(), lookup) {
+            Ok(expanded) => *secret = Secret::new(expanded),
+            Err(message) => problems.push(Problem::at(field, message)),
+        }
+    }
+}
+
+/// `value` with the named secret fields replaced by `<name>_set: true|false`.
+fn mask(mut value: Value, secrets: &[&str]) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        for name in secrets {
+            let set = object.remove(*name).is_some_and(|v| !v.is_null());
+            object.insert(format!("{name}_set"), Value::Bool(set));
+        }
+    }
+    value
+}
+
+impl InputSettings {
+    pub fn id(&self) -> &InputId {
+        match self {
+            InputSettings::Srt(s) => &s.id,
+            InputSettings::Rtmp(s) => &s.id,
+        }
+    }
+
+    pub fn role(&self) -> InputRole {
+        match self {
+            InputSettings::Srt(s) => s.role,
+            InputSettings::Rtmp(s) => s.role,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InputSettings::Srt(_) => "srt",
+            InputSettings::Rtmp(_) => "rtmp",
+        }
+    }
+
+    fn secret_fields(&self) -> &'static [&'static str] {
+        match self {
+            InputSettings::Srt(_) => &["passphrase"],
+            InputSettings::Rtmp(_) => &["stream_key"],
+        }
+    }
+
+    /// Every problem with these settings on their own (ids, ranges, secrets' rules).
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if !self.id().is_valid() {
+            problems.push(Problem::at(
+                "id",
+                format!("input id {:?} {ID_RULE}", self.id().as_str()),
+            ));
+        }
+        match self {
+            InputSettings::Srt(s) => {
+                srt_latency(s.latency_ms, &mut problems);
+                srt_passphrase(&s.passphrase, &mut problems);
+                stream_id(&s.stream_id, &mut problems);
+                if s.listen.port() == 0 {
+                    problems.push(Problem::at(
+                        "listen",
+                        "listen needs a port (SRT listeners cannot take port 0)",
+                    ));
+                }
+            }
+            InputSettings::Rtmp(s) => match &s.stream_key {
+                None => problems.push(Problem::at(
+                    "stream_key",
+                    "RTMP inputs need `stream_key` (OBS publishes to rtmp://HOST:1935/live/<stream_key>)",
+                )),
+                Some(key) if !lunora_media::valid_stream_key(key.expose()) => {
+                    problems.push(Problem::at("stream_key", lunora_media::STREAM_KEY_RULE))
+                }
+                Some(_) => {}
+            },
+        }
+        problems
+    }
+
+    pub fn resources(&self) -> Vec<Resource> {
+        match self {
+            InputSettings::Srt(s) => vec![Resource::UdpPort(s.listen)],
+            InputSettings::Rtmp(s) => s
+                .stream_key
+                .iter()
+                .map(|k| Resource::RtmpStreamKey(k.clone()))
+                .collect(),
+        }
+    }
+
+    /// Expands `${ENV}` references in the secrets (config files only).
+    pub fn expand_env(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        match self {
+            InputSettings::Srt(s) => expand_secret("passphrase", &mut s.passphrase, lookup, &mut problems),
+            InputSettings::Rtmp(s) => expand_secret("stream_key", &mut s.stream_key, lookup, &mut problems),
+        }
+        problems
+    }
+
+    /// A change that leaves a secret out keeps the one `old` has (the API never shows it).
+    pub fn keep_secrets_of(&mut self, old: &InputSettings) {
+        match (self, old) {
+            (InputSettings::Srt(new), InputSettings::Srt(old)) if new.passphrase.is_none() => {
+                new.passphrase = old.passphrase.clone()
+            }
+            (InputSettings::Rtmp(new), InputSettings::Rtmp(old)) if new.stream_key.is_none() => {
+                new.stream_key = old.stream_key.clone()
+            }
+            _ => {}
+        }
+    }
+
+    /// The settings as the API shows them: config keys, secrets as `*_set`.
+    pub fn view(&self) -> Value {
+        mask(
+            serde_json::to_value(self).unwrap_or(Value::Null),
+            self.secret_fields(),
+        )
+    }
+}
+
+// ---- outputs -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtOutputMode {
+    /// Lunora calls `address` (MediaLive's SRT listener input, say).
+    Caller,
+    /// Receivers call lunora on `listen`.
+    Listener,
+}
+
+/// The channel's clean output over SRT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SrtOutputSettings {
+    pub id: OutputId,
+    pub mode: SrtOutputMode,
+    /// Caller: the address to call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub address: Option<SocketAddr>,
+    /// Listener: the UDP address receivers call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub listen: Option<SocketAddr>,
+    #[serde(default = "default_latency")]
+    #[schemars(range(min = 20, max = 15_000))]
+    pub latency_ms: u64,
+    #[serde(
+        default,
+        with = "lunora_media::exposed_secret",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>", extend("writeOnly" = true))]
+    pub passphrase: Option<Secret>,
+    /// Caller: AES key length in bytes (16, 24 or 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pbkeylen: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+}
+
+/// An RTMP/RTMPS push to a platform or server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpOutputSettings {
+    pub id: OutputId,
+    #[serde(default)]
+    pub preset: Preset,
+    /// The ingest URL without the key; optional for `youtube` and for `x` with a region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `x` only: the region in X's server address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `youtube` only: send to YouTube's backup ingest.
+    #[serde(default)]
+    pub backup_ingest: bool,
+    #[serde(
+        default,
+        with = "lunora_media::exposed_secret",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>", extend("writeOnly" = true))]
+    pub stream_key: Option<Secret>,
+    /// Start when lunora starts (until an operator starts or stops it by hand).
+    #[serde(default)]
+    pub autostart: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600_000))]
+    pub retry_min_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600_000))]
+    pub retry_max_ms: Option<u64>,
+}
+
+impl RtmpOutputSettings {
+    pub fn destination(&self) -> DestinationSpec {
+        DestinationSpec {
+            preset: self.preset,
+            url: self.url.clone(),
+            region: self.region.clone(),
+            backup_ingest: self.backup_ingest,
+            stream_key: self.stream_key.clone(),
+            autostart: self.autostart,
+            retry_min_ms: self.retry_min_ms,
+            retry_max_ms: self.retry_max_ms,
+        }
+    }
+}
+
+/// Every output kind, tagged by `type` as in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum OutputSettings {
+    /// SRT caller or listener.
+    Srt(SrtOutputSettings),
+    /// RTMP/RTMPS push (YouTube, X, LinkedIn, custom).
+    Rtmp(RtmpOutputSettings),
+}
+
+fn spec_field(field: SpecField) -> &'static str {
+    match field {
+        SpecField::Url => "url",
+        SpecField::Region => "region",
+        SpecField::BackupIngest => "backup_ingest",
+        SpecField::StreamKey => "stream_key",
+        SpecField::RetryMin => "retry_min_ms",
+        SpecField::RetryMax => "retry_max_ms",
+    }
+}
+
+impl OutputSettings {
+    pub fn id(&self) -> &OutputId {
+        match self {
+            OutputSettings::Srt(s) => &s.id,
+            OutputSettings::Rtmp(s) => &s.id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutputSettings::Srt(_) => "srt",
+            OutputSettings::Rtmp(_) => "rtmp",
+        }
+    }
+
+    fn secret_fields(&self) -> &'static [&'static str] {
+        match self {
+            OutputSettings::Srt(_) => &["passphrase"],
+            OutputSettings::Rtmp(_) => &["stream_key"],
+        }
+    }
+
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if !self.id().is_valid() {
+            problems.push(Problem::at(
+                "id",
+                format!("output id {:?} {ID_RULE}", self.id().as_str()),
+            ));
+        }
+        match self {
+            OutputSettings::Srt(s) => {
+                srt_latency(s.latency_ms, &mut problems);
+                srt_passphrase(&s.passphrase, &mut problems);
+                stream_id(&s.stream_id, &mut problems);
+                match s.mode {
+                    SrtOutputMode::Caller => {
+                        if s.listen.is_some() {
+                            problems.push(Problem::at(
+                                "listen",
+                                "`listen` is for mode = \"listener\"; a caller uses `address`",
+                            ));
+                        }
+                        if s.address.is_none() {
+                            problems.push(Problem::at(
+                                "mode",
+                                format!("SRT caller output {:?} needs `address = \"IP:PORT\"`", s.id.as_str()),
+                            ));
+                        }
+                        if let Some(k) = s.pbkeylen
+                            && ![16, 24, 32].contains(&k)
+                        {
+                            problems.push(Problem::at(
+                                "pbkeylen",
+                                format!("pbkeylen must be 16, 24 or 32; it is {k}"),
+                            ));
+                        }
+                    }
+                    SrtOutputMode::Listener => {
+                        if s.address.is_some() {
+                            problems.push(Problem::at(
+                                "address",
+                                "`address` is for mode = \"caller\"; a listener uses `listen`",
+                            ));
+                        }
+                        if s.pbkeylen.is_some() {
+                            problems.push(Problem::at(
+                                "pbkeylen",
+                                "pbkeylen applies to callers; a listener takes the caller's key length",
+                            ));
+                        }
+                        match s.listen {
+                            None => problems.push(Problem::at(
+                                "mode",
+                                format!("SRT listener output {:?} needs `listen = \"IP:PORT\"`", s.id.as_str()),
+                            )),
+                            Some(listen) if listen.port() == 0 => problems.push(Problem::at(
+                                "listen",
+                                "listen needs a port (SRT listeners cannot take port 0)",
+                            )),
+                            Some(_) => {}
+                        }
+                    }
+                }
+            }
+            OutputSettings::Rtmp(s) => {
+                if let Err(spec_problems) = s.destination().validate() {
+                    problems.extend(spec_problems.into_iter().map(|p| Problem {
+                        field: Some(spec_field(p.field)),
+                        message: format!("RTMP output {:?}: {}", s.id.as_str(), p.message),
+                    }));
+                }
+            }
+        }
+        problems
+    }
+
+    pub fn resources(&self) -> Vec<Resource> {
+        match self {
+            OutputSettings::Srt(SrtOutputSettings {
+                mode: SrtOutputMode::Listener,
+                listen: Some(listen),
+                ..
+            }) => vec![Resource::UdpPort(*listen)],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn expand_env(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        match self {
+            OutputSettings::Srt(s) => expand_secret("passphrase", &mut s.passphrase, lookup, &mut problems),
+            OutputSettings::Rtmp(s) => expand_secret("stream_key", &mut s.stream_key, lookup, &mut problems),
+        }
+        problems
+    }
+
+    pub fn keep_secrets_of(&mut self, old: &OutputSettings) {
+        match (self, old) {
+            (OutputSettings::Srt(new), OutputSettings::Srt(old)) if new.passphrase.is_none() => {
+                new.passphrase = old.passphrase.clone()
+            }
+            (OutputSettings::Rtmp(new), OutputSettings::Rtmp(old)) if new.stream_key.is_none() => {
+                new.stream_key = old.stream_key.clone()
+            }
+            _ => {}
+        }
+    }
+
+    pub fn view(&self) -> Value {
+        mask(
+            serde_json::to_value(self).unwrap_or(Value::Null),
+            self.secret_fields(),
+        )
+    }
+}
+
+// ---- the whole graph ------------------------------------------------------------------------
+
+/// One channel with its components, as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelSpec {
+    pub settings: ChannelSettings,
+    pub inputs: Vec<InputSettings>,
+    pub outputs: Vec<OutputSettings>,
+}
+
+/// Everything the box should run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GraphSpec {
+    pub channels: Vec<ChannelSpec>,
+}
+
+/// Which component of a channel a problem is about (positions in [`GraphSpec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Channel,
+    Input(usize),
+    Output(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphProblem {
+    pub channel: usize,
+    pub component: Component,
+    pub field: Option<&'static str>,
+    pub message: String,
+    /// Two components claim one port, key or id: the API answers 409.
+    pub conflict: bool,
+}
+
+impl GraphSpec {
+    pub fn channel(&self, id: &str) -> Option<&ChannelSpec> {
+        self.channels.iter().find(|c| c.settings.id.as_str() == id)
+    }
+
+    pub fn channel_mut(&mut self, id: &str) -> Option<&mut ChannelSpec> {
+        self.channels.iter_mut().find(|c| c.settings.id.as_str() == id)
+    }
+
+    /// Every problem in the graph at once: each component's own, then what they claim
+    /// together (ids, ports, stream keys) and what each channel's mode allows.
+    pub fn validate(&self) -> Vec<GraphProblem> {
+        let mut problems = Vec::new();
+        let mut push = |channel, component, problem: Problem, conflict| {
+            problems.push(GraphProblem {
+                channel,
+                component,
+                field: problem.field,
+                message: problem.message,
+                conflict,
+            })
+        };
+        // (resource, owner name, where) of every claim so far.
+        let mut claims: Vec<(Resource, String)> = Vec::new();
+        for (c, channel) in self.channels.iter().enumerate() {
+            let id = &channel.settings.id;
+            if !id.is_valid() {
+                push(c, Component::Channel, Problem::at("id", format!("channel id {:?} {ID_RULE}", id.as_str())), false);
+            }
+            if self.channels[..c].iter().any(|o| o.settings.id == *id) {
+                push(c, Component::Channel, Problem::at("id", format!("channel id {:?} is used twice", id.as_str())), true);
+            }
+            for problem in channel.settings.failover.validate() {
+                push(c, Component::Channel, problem, false);
+            }
+            let mut ids: Vec<&str> = Vec::new();
+            let mut claim = |component, owner: String, resources: Vec<Resource>, push: &mut dyn FnMut(usize, Component, Problem, bool)| {
+                for resource in resources {
+                    if let Some((_, holder)) = claims.iter().find(|(r, _)| r.collides(&resource)) {
+                        let field = match resource {
+                            Resource::UdpPort(_) => "listen",
+                            Resource::RtmpStreamKey(_) => "stream_key",
+                        };
+                        let message = match resource {
+                            Resource::UdpPort(a) => format!("UDP port {} of {owner} is already used by {holder}", a.port()),
+                            Resource::RtmpStreamKey(_) => format!("this stream key is already used by {holder}; every RTMP input needs its own"),
+                        };
+                        push(c, component, Problem::at(field, message), true);
+                    } else {
+                        claims.push((resource, owner.clone()));
+                    }
+                }
+            };
+            for (i, input) in channel.inputs.iter().enumerate() {
+                for problem in input.validate() {
+                    push(c, Component::Input(i), problem, false);
+                }
+                let input_id = input.id().as_str();
+                if ids.contains(&input_id) {
+                    push(c, Component::Input(i), Problem::at("id", format!("id {input_id:?} is used twice in channel {:?}", id.as_str())), true);
+                }
+                ids.push(input_id);
+                claim(Component::Input(i), format!("input {id}/{input_id}"), input.resources(), &mut push);
+            }
+            for (o, output) in channel.outputs.iter().enumerate() {
+                for problem in output.validate() {
+                    push(c, Component::Output(o), problem, false);
+                }
+                let output_id = output.id().as_str();
+                if ids.contains(&output_id) {
+                    push(c, Component::Output(o), Problem::at("id", format!("id {output_id:?} is used twice in channel {:?}", id.as_str())), true);
+                }
+                ids.push(output_id);
+                claim(Component::Output(o), format!("output {id}/{output_id}"), output.resources(), &mut push);
+            }
+            let mains = channel.inputs.iter().filter(|i| i.role() == InputRole::Main).count();
+            let backups = channel.inputs.len() - mains;
+            // A channel may be empty (inputs are added to it at run time); beyond that the
+            // mode says what it takes.
+            match channel.settings.mode {
+                ChannelMode::Single if channel.inputs.len() > 1 => push(c, Component::Channel, Problem::at("mode", format!("mode \"single\" takes one input; channel {:?} has {}", id.as_str(), channel.inputs.len())), false),
+                ChannelMode::MainBackup if mains > 1 => push(c, Component::Channel, Problem::at("mode", format!("mode \"main-backup\" takes one input with role = \"main\"; channel {:?} has {mains} (and {backups} backup)", id.as_str())), false),
+                _ => {}
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn srt(id: &str, port: u16) -> InputSettings {
+        InputSettings::Srt(SrtInputSettings {
+            id: InputId::new(id),
+            role: InputRole::Main,
+            listen: SocketAddr::from(([0, 0, 0, 0], port)),
+            latency_ms: 120,
+            passphrase: None,
+            stream_id: None,
+        })
+    }
+
+    fn channel(id: &str, inputs: Vec<InputSettings>) -> ChannelSpec {
+        ChannelSpec {
+            settings: ChannelSettings {
+                id: ChannelId::new(id),
+                mode: ChannelMode::MainBackup,
+                failover: FailoverSettings::default(),
+            },
+            inputs,
+            outputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_api_and_the_config_file_read_the_same_keys() {
+        let json: InputSettings = serde_json::from_str(
+            r#"{"type":"srt","id":"cam","role":"backup","listen":"0.0.0.0:9002","latency_ms":200,"passphrase":"0123456789ab"}"#,
+        )
+        .unwrap();
+        let toml: InputSettings = toml_like(&json);
+        assert_eq!(json, toml);
+        assert!(
+            serde_json::from_str::<InputSettings>(r#"{"type":"srt","id":"a","listen":"0.0.0.0:1","listne":1}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("listne")
+        );
+    }
+
+    fn toml_like(settings: &InputSettings) -> InputSettings {
+        serde_json::from_value(serde_json::to_value(settings).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn views_never_carry_secrets() {
+        let mut input = srt("cam", 9000);
+        if let InputSettings::Srt(s) = &mut input {
+            s.passphrase = Some(Secret::new("correct horse battery"));
+        }
+        let view = input.view().to_string();
+        assert!(!view.contains("correct horse"), "{view}");
+        assert!(view.contains("\"passphrase_set\":true"), "{view}");
+        let rtmp = InputSettings::Rtmp(RtmpInputSettings {
+            id: InputId::new("obs"),
+            role: InputRole::Backup,
+            stream_key: None,
+        });
+        assert!(rtmp.view().to_string().contains("\"stream_key_set\":false"));
+    }
+
+    #[test]
+    fn two_components_never_claim_one_port() {
+        let graph = GraphSpec {
+            channels: vec![
+                channel("a", vec![srt("main", 9000)]),
+                channel("b", vec![srt("main", 9000)]),
+            ],
+        };
+        let problems = graph.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].conflict);
+        assert_eq!((problems[0].channel, problems[0].component), (1, Component::Input(0)));
+        assert!(problems[0].message.contains("already used by input a/main"), "{problems:?}");
+    }
+
+    #[test]
+    fn every_problem_at_once() {
+        let mut bad = srt("Bad Id", 9000);
+        if let InputSettings::Srt(s) = &mut bad {
+            s.latency_ms = 5;
+            s.passphrase = Some(Secret::new("short"));
+        }
+        let graph = GraphSpec {
+            channels: vec![channel("p", vec![bad, srt("x", 9001), srt("y", 9002)])],
+        };
+        let fields: Vec<Option<&str>> = graph.validate().iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [Some("id"), Some("latency_ms"), Some("passphrase"), Some("mode")]
+        );
+    }
+
+    #[test]
+    fn env_references_expand_and_report_the_missing_variable() {
+        let mut input = srt("cam", 9000);
+        if let InputSettings::Srt(s) = &mut input {
+            s.passphrase = Some(Secret::new("${PASS}"));
+        }
+        let mut missing = input.clone();
+        let problems = missing.expand_env(&|_| None);
+        assert!(problems[0].message.contains("PASS is not set"), "{problems:?}");
+        assert!(input.expand_env(&|_| Some("0123456789".into())).is_empty());
+        let InputSettings::Srt(s) = input else { unreachable!() };
+        assert_eq!(s.passphrase.unwrap().expose(), "0123456789");
+    }
+
+    #[test]
+    fn schema_lists_every_kind_with_secrets_write_only() {
+        let schema = serde_json::to_value(schemars::schema_for!(InputSettings)).unwrap();
+        let text = schema.to_string();
+        assert!(text.contains("\"const\":\"srt\"") && text.contains("\"const\":\"rtmp\""), "{text}");
+        assert!(text.contains("\"writeOnly\":true"), "{text}");
+    }
+}
