@@ -333,3 +333,216 @@ impl Store {
         Ok(Some((UserInfo { role, ..owner }, token)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{t0, temp_store};
+
+    const IDLE: Duration = Duration::from_secs(100);
+    const ABSOLUTE: Duration = Duration::from_secs(1000);
+
+    fn at(seconds: u64) -> SystemTime {
+        t0() + Duration::from_secs(seconds)
+    }
+
+    fn store_with_users() -> (tempfile::TempDir, Store) {
+        let (dir, store) = temp_store();
+        store
+            .add_user("root", UserRole::Superadmin, "long enough", false)
+            .unwrap();
+        store
+            .add_user("ops", UserRole::Admin, "long enough", false)
+            .unwrap();
+        (dir, store)
+    }
+
+    /// Every byte the database has on disk, WAL included.
+    fn database_bytes(store: &Store) -> Vec<u8> {
+        let mut wal = store.path().as_os_str().to_owned();
+        wal.push("-wal");
+        let mut bytes = std::fs::read(store.path()).unwrap();
+        bytes.extend(std::fs::read(wal).unwrap_or_default());
+        bytes
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn a_session_ends_when_idle_or_too_old_and_is_not_written_on_every_request() {
+        let (_dir, store) = store_with_users();
+        let check = |cookie: &Secret, seconds| {
+            store
+                .session_user(cookie.expose(), at(seconds), IDLE, ABSOLUTE)
+                .unwrap()
+                .map(|user| user.name)
+        };
+
+        let idle = store.create_session("ops", at(0)).unwrap();
+        assert_eq!(idle.expose().len(), 64);
+        assert_eq!(check(&idle, 50).as_deref(), Some("ops"));
+        // 50 s after the last write is under the touch interval: last_seen stayed at 0, so at
+        // 120 s the session has been idle for 120 s.
+        assert_eq!(check(&idle, 120), None);
+        assert_eq!(check(&idle, 121), None, "an expired session is gone");
+
+        let busy = store.create_session("ops", at(0)).unwrap();
+        // Requests more than a minute apart keep it alive past the idle limit...
+        for seconds in (70..1000).step_by(70) {
+            assert_eq!(check(&busy, seconds).as_deref(), Some("ops"), "{seconds}");
+        }
+        // ...but not past the absolute one.
+        assert_eq!(check(&busy, 1001), None);
+
+        assert_eq!(check(&Secret::new("not a session"), 1), None);
+        assert_eq!(check(&Secret::new("x".repeat(10_000)), 1), None);
+    }
+
+    #[test]
+    fn a_session_follows_its_user_and_ends_on_logout() {
+        let (_dir, store) = store_with_users();
+        let first = store.create_session("ops", at(0)).unwrap();
+        let second = store.create_session("ops", at(0)).unwrap();
+        let user = |cookie: &Secret| {
+            store
+                .session_user(cookie.expose(), at(1), IDLE, ABSOLUTE)
+                .unwrap()
+        };
+        store.set_role("ops", UserRole::User).unwrap();
+        assert_eq!(user(&first).unwrap().role, UserRole::User);
+
+        store.delete_session(first.expose()).unwrap();
+        store.delete_session(first.expose()).unwrap();
+        assert_eq!(user(&first), None);
+        assert!(user(&second).is_some());
+
+        let third = store.create_session("ops", at(0)).unwrap();
+        assert_eq!(store.end_sessions("ops", Some(third.expose())).unwrap(), 1);
+        assert_eq!(user(&second), None);
+        assert!(user(&third).is_some());
+
+        store.remove_user("ops").unwrap();
+        assert_eq!(user(&third), None);
+        assert!(matches!(
+            store.create_session("ops", at(0)),
+            Err(StoreError::NoSuchUser { .. })
+        ));
+    }
+
+    #[test]
+    fn secrets_are_never_stored() {
+        let (_dir, store) = store_with_users();
+        let cookie = store.create_session("ops", at(0)).unwrap();
+        let (_, token) = store.create_token("ops", "ci", None, at(0)).unwrap();
+        let bytes = database_bytes(&store);
+        assert!(contains(&bytes, "ops"), "the check reads the data");
+        assert!(!contains(&bytes, cookie.expose()));
+        assert!(!contains(&bytes, token.expose()));
+        assert_eq!(format!("{token:?} {cookie}"), "*** ***");
+    }
+
+    #[test]
+    fn a_token_acts_with_at_most_its_owners_current_role() {
+        let (_dir, store) = store_with_users();
+        let error = store
+            .create_token("ops", "deploy", Some(UserRole::Superadmin), at(0))
+            .unwrap_err();
+        assert!(matches!(error, StoreError::RoleTooHigh { .. }), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "a token of ops cannot have the role superadmin: ops is admin; choose a role up to admin"
+        );
+
+        let (info, secret) = store.create_token("ops", "deploy", None, at(0)).unwrap();
+        assert_eq!(info.role, UserRole::Admin, "defaults to the owner's role");
+        assert_eq!(info.id.len(), 12);
+        assert!(secret.expose().starts_with("lun_"));
+        let (user, token) = store.token_user(secret.expose(), at(1)).unwrap().unwrap();
+        assert_eq!((user.name.as_str(), user.role), ("ops", UserRole::Admin));
+        assert_eq!(token.id, info.id);
+
+        let (_, low) = store
+            .create_token("root", "viewer", Some(UserRole::User), at(0))
+            .unwrap();
+        let (user, _) = store.token_user(low.expose(), at(1)).unwrap().unwrap();
+        assert_eq!(
+            (user.name.as_str(), user.role),
+            ("root", UserRole::User),
+            "capped by the token's role"
+        );
+
+        store.set_role("ops", UserRole::User).unwrap();
+        let (user, token) = store.token_user(secret.expose(), at(2)).unwrap().unwrap();
+        assert_eq!(user.role, UserRole::User, "capped by the owner's new role");
+        assert_eq!(token.role, UserRole::Admin, "the token itself is unchanged");
+
+        assert_eq!(store.token_user("lun_nope", at(1)).unwrap(), None);
+        assert_eq!(store.token_user("not-a-token", at(1)).unwrap(), None);
+        assert!(matches!(
+            store.create_token("ghost", "x", None, at(0)),
+            Err(StoreError::NoSuchUser { .. })
+        ));
+        for bad in ["", "   ", "a\nb", &"n".repeat(65)] {
+            assert!(matches!(
+                store.create_token("ops", bad, None, at(0)),
+                Err(StoreError::BadTokenName { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn revoked_tokens_and_tokens_of_removed_users_stop_working() {
+        let (_dir, store) = store_with_users();
+        let (first, first_secret) = store.create_token("ops", "one", None, at(0)).unwrap();
+        let (second, second_secret) = store.create_token("ops", "two", None, at(1)).unwrap();
+        let (theirs, _) = store.create_token("root", "three", None, at(2)).unwrap();
+        let ids = |owner| -> Vec<String> {
+            store
+                .tokens(owner)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect()
+        };
+        assert_eq!(ids(Some("ops")), [first.id.clone(), second.id.clone()]);
+        assert_eq!(
+            ids(None),
+            [first.id.clone(), second.id.clone(), theirs.id.clone()]
+        );
+
+        assert_eq!(store.revoke_token(&first.id).unwrap(), first);
+        assert_eq!(
+            store.token_user(first_secret.expose(), at(3)).unwrap(),
+            None
+        );
+        assert!(matches!(
+            store.revoke_token(&first.id),
+            Err(StoreError::NoSuchToken { .. })
+        ));
+
+        store.remove_user("ops").unwrap();
+        assert_eq!(
+            store.token_user(second_secret.expose(), at(3)).unwrap(),
+            None
+        );
+        assert_eq!(ids(None), [theirs.id]);
+    }
+
+    #[test]
+    fn last_use_is_recorded_at_most_once_a_minute() {
+        let (_dir, store) = store_with_users();
+        let (_, secret) = store.create_token("ops", "ci", None, at(0)).unwrap();
+        let last_used = || store.tokens(Some("ops")).unwrap()[0].last_used_at.clone();
+        assert_eq!(last_used(), None);
+        store.token_user(secret.expose(), at(10)).unwrap();
+        assert_eq!(last_used(), Some(rfc3339(millis(at(10)))));
+        store.token_user(secret.expose(), at(69)).unwrap();
+        assert_eq!(last_used(), Some(rfc3339(millis(at(10)))));
+        store.token_user(secret.expose(), at(70)).unwrap();
+        assert_eq!(last_used(), Some("2023-11-14T22:14:30.000Z".to_string()));
+    }
+}

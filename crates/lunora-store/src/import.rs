@@ -125,3 +125,146 @@ pub(crate) fn import_destinations(store: &Store, dir: &Path) -> Option<String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OverlayEntry;
+    use serde_json::json;
+
+    /// A file as crates/lunora/src/state.rs wrote it: a changed destination with its stream
+    /// key, a removed one, and run choices (pretty-printed, as it was).
+    const OLD_FILE_TEXT: &str = r#"{
+  "version": 1,
+  "channels": {
+    "program": {
+      "old": null,
+      "yt": {
+        "preset": "youtube",
+        "backup_ingest": false,
+        "stream_key": "key-1",
+        "autostart": false
+      }
+    },
+    "studio": {
+      "custom": {
+        "preset": "custom",
+        "url": "rtmp://example.net/live",
+        "backup_ingest": false,
+        "stream_key": "key-2",
+        "autostart": true,
+        "retry_min_ms": 500
+      }
+    }
+  },
+  "running": {
+    "program": {
+      "yt": true
+    },
+    "studio": {
+      "custom": false
+    }
+  }
+}"#;
+
+    fn output(channel: &str, id: &str, value: Option<Value>) -> OverlayEntry {
+        OverlayEntry {
+            channel: channel.into(),
+            kind: ComponentKind::Output,
+            id: id.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn the_old_state_file_is_imported_once_and_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(OLD_FILE), OLD_FILE_TEXT).unwrap();
+        let opened = Store::open(dir.path()).unwrap();
+        assert_eq!(opened.import_problem, None);
+        let store = opened.store;
+        assert_eq!(
+            store.overlay().unwrap(),
+            [
+                output("program", "old", None),
+                output(
+                    "program",
+                    "yt",
+                    Some(json!({
+                        "type": "rtmp", "id": "yt", "preset": "youtube",
+                        "backup_ingest": false, "stream_key": "key-1", "autostart": false
+                    }))
+                ),
+                output(
+                    "studio",
+                    "custom",
+                    Some(json!({
+                        "type": "rtmp", "id": "custom", "preset": "custom",
+                        "url": "rtmp://example.net/live", "backup_ingest": false,
+                        "stream_key": "key-2", "autostart": true, "retry_min_ms": 500
+                    }))
+                ),
+            ]
+        );
+        assert_eq!(
+            store.running().unwrap(),
+            [
+                ("program".into(), "yt".into(), true),
+                ("studio".into(), "custom".into(), false),
+            ]
+        );
+        assert!(!dir.path().join(OLD_FILE).exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(MIGRATED_FILE)).unwrap(),
+            OLD_FILE_TEXT
+        );
+        drop(store);
+
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.import_problem, None);
+        assert_eq!(reopened.store.overlay().unwrap().len(), 3);
+        drop(reopened);
+
+        // The file reappears (an older lunora ran again): reported, not imported over the
+        // changes made since.
+        std::fs::write(dir.path().join(OLD_FILE), OLD_FILE_TEXT).unwrap();
+        let again = Store::open(dir.path()).unwrap();
+        let problem = again.import_problem.unwrap();
+        assert!(problem.contains("was already imported"), "{problem}");
+        assert!(dir.path().join(OLD_FILE).exists());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_imported_stays_and_is_reported() {
+        for (text, expected) in [
+            ("{\"version\": 1, \"chan", "it is not valid"),
+            (
+                r#"{"version": 2, "channels": {}}"#,
+                "it has format version 2, this lunora imports version 1",
+            ),
+            (
+                r#"{"version": 1, "channels": {"p": {"x": 5}}}"#,
+                "it is not valid",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(OLD_FILE), text).unwrap();
+            let opened = Store::open(dir.path()).unwrap();
+            let problem = opened.import_problem.clone().unwrap();
+            assert!(problem.contains(expected), "{problem}");
+            assert!(problem.contains("destinations.json"), "{problem}");
+            assert_eq!(opened.store.overlay().unwrap(), []);
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join(OLD_FILE)).unwrap(),
+                text
+            );
+
+            // Fixed by hand, it is imported at the next start.
+            drop(opened);
+            std::fs::write(dir.path().join(OLD_FILE), OLD_FILE_TEXT).unwrap();
+            let opened = Store::open(dir.path()).unwrap();
+            assert_eq!(opened.import_problem, None);
+            assert_eq!(opened.store.overlay().unwrap().len(), 3);
+        }
+    }
+}

@@ -313,3 +313,363 @@ fn set_aside(path: &Path) -> Result<PathBuf, StoreError> {
     }
     Ok(target)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::tests::{audit_entry, output};
+    use crate::{ComponentKind, OverlayEntry, UserRole};
+    use serde_json::json;
+    use std::io::BufRead;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_new_directory_gets_a_migrated_private_database() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("state/lunora");
+        let opened = Store::open(&dir).unwrap();
+        assert!(opened.recovered.is_none());
+        assert!(opened.import_problem.is_none());
+        let store = opened.store;
+        assert_eq!(store.path(), dir.join("lunora.db"));
+        assert_eq!(store.user_count().unwrap(), 0);
+        assert_eq!(store.overlay().unwrap(), []);
+        // Written, so that the WAL and SHM files exist while the store is open.
+        store
+            .add_user("root", UserRole::Superadmin, "long enough", false)
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for file in std::iter::once(store.path().to_path_buf()).chain(companions(store.path())) {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        let journal: String = Connection::open(store.path())
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(journal, "wal");
+        assert_eq!(
+            user_version(store.path()),
+            i64::try_from(SCHEMA_VERSION).unwrap()
+        );
+        assert!(format!("{store:?}").starts_with("Store { path: "));
+    }
+
+    #[test]
+    fn reopening_keeps_everything_and_narrows_a_wider_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap().store;
+        store
+            .add_user("root", UserRole::Superadmin, "long enough", false)
+            .unwrap();
+        let (token, secret) = store
+            .create_token("root", "ci", None, SystemTime::now())
+            .unwrap();
+        store
+            .apply(
+                &[output("program", "yt", Some(json!({"stream_key": "k"})))],
+                &[("program".into(), "yt".into(), Some(true))],
+                Some(&audit_entry("output.add")),
+            )
+            .unwrap();
+        let path = store.path().to_path_buf();
+        drop(store);
+        std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+
+        let opened = Store::open(dir.path()).unwrap();
+        assert!(opened.recovered.is_none());
+        let store = opened.store;
+        assert_eq!(mode(&path), 0o600);
+        assert!(
+            store
+                .verify_password("root", "long enough")
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            store
+                .token_user(secret.expose(), SystemTime::now())
+                .unwrap()
+                .unwrap()
+                .1
+                .id,
+            token.id
+        );
+        assert_eq!(store.overlay().unwrap()[0].kind, ComponentKind::Output);
+        assert_eq!(
+            store.running().unwrap(),
+            [("program".into(), "yt".into(), true)]
+        );
+        assert_eq!(store.audit_log(10, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_unreadable_database_is_moved_aside_and_reported() {
+        for garbage in [b"not a database".to_vec(), vec![0x5a; 8192]] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join(DB_FILE);
+            std::fs::write(&db, &garbage).unwrap();
+            std::fs::write(companions(&db)[0].clone(), b"old wal").unwrap();
+
+            let opened = Store::open(dir.path()).unwrap();
+            let recovered = opened.recovered.unwrap();
+            assert!(
+                recovered.reason.contains("not a database"),
+                "{}",
+                recovered.reason
+            );
+            let moved = recovered
+                .moved_to
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            assert!(moved.starts_with("lunora.db.unreadable-"), "{moved}");
+            assert_eq!(std::fs::read(&recovered.moved_to).unwrap(), garbage);
+            // SQLite itself discards a WAL that belongs to no readable database; either way the
+            // stale one is never paired with the fresh database.
+            let wal = std::fs::read(companions(&db)[0].clone()).unwrap_or_default();
+            assert_ne!(wal, b"old wal");
+
+            // The fresh database works.
+            let store = opened.store;
+            store
+                .add_user("root", UserRole::Superadmin, "long enough", false)
+                .unwrap();
+            assert_eq!(store.user_count().unwrap(), 1);
+        }
+    }
+
+    #[test]
+    fn a_damaged_database_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap().store;
+        store
+            .add_user("root", UserRole::Superadmin, "long enough", false)
+            .unwrap();
+        let path = store.path().to_path_buf();
+        drop(store);
+        // Keep the header (so SQLite recognises a database) and overwrite every page after the
+        // first, where the tables live.
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 4096);
+        bytes[4096..].fill(0x5a);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let opened = Store::open(dir.path()).unwrap();
+        let recovered = opened.recovered.unwrap();
+        assert!(
+            recovered.reason.contains("malformed") || recovered.reason.contains("damaged"),
+            "{}",
+            recovered.reason
+        );
+        assert_eq!(std::fs::read(&recovered.moved_to).unwrap(), bytes);
+        assert_eq!(opened.store.user_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn setting_aside_moves_the_wal_and_shm_with_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_FILE);
+        for (file, content) in std::iter::once(db.clone())
+            .zip([b"db"])
+            .chain(companions(&db).into_iter().zip([b"wa", b"sh"]))
+        {
+            std::fs::write(file, content).unwrap();
+        }
+        let moved = set_aside(&db).unwrap();
+        let moved_name = moved.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            names(dir.path()),
+            [
+                moved_name.clone(),
+                format!("{moved_name}-shm"),
+                format!("{moved_name}-wal")
+            ]
+        );
+        assert_eq!(std::fs::read(companions(&moved)[0].clone()).unwrap(), b"wa");
+    }
+
+    #[test]
+    fn a_database_from_a_newer_lunora_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap().store;
+        store
+            .add_user("root", UserRole::Superadmin, "long enough", false)
+            .unwrap();
+        drop(store);
+        Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let opened = Store::open(dir.path()).unwrap();
+        let recovered = opened.recovered.unwrap();
+        assert!(
+            recovered.reason.contains("newer lunora (schema version 99"),
+            "{}",
+            recovered.reason
+        );
+        assert_eq!(opened.store.user_count().unwrap(), 0);
+        assert_eq!(user_version(&recovered.moved_to), 99);
+        // Twice in the same second: the second one gets its own name.
+        drop(opened.store);
+        std::fs::write(dir.path().join(DB_FILE), b"garbage").unwrap();
+        let again = Store::open(dir.path()).unwrap().recovered.unwrap();
+        assert_ne!(again.moved_to, recovered.moved_to);
+        assert_eq!(
+            names(dir.path())
+                .iter()
+                .filter(|n| n.contains("unreadable"))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn an_unusable_directory_is_an_error_not_a_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"").unwrap();
+        let error = Store::open(&not_a_dir).unwrap_err();
+        assert!(matches!(error, StoreError::File { .. }), "{error}");
+        assert!(
+            error.to_string().contains(&*not_a_dir.to_string_lossy()),
+            "{error}"
+        );
+        assert_eq!(names(dir.path()), ["file"]);
+    }
+
+    /// Set in the child process of the kill -9 test: the directory to write to.
+    const CRASH_DIR: &str = "LUNORA_STORE_TEST_CRASH_DIR";
+    /// The first change number the child writes.
+    const CRASH_START: &str = "LUNORA_STORE_TEST_CRASH_START";
+
+    fn numbered(n: u64) -> Vec<OverlayEntry> {
+        vec![
+            output("program", &format!("o{n}"), Some(json!({"n": n}))),
+            OverlayEntry {
+                channel: "program".into(),
+                kind: ComponentKind::Channel,
+                id: "program".into(),
+                value: Some(json!({"last": n})),
+            },
+        ]
+    }
+
+    /// Not a test on its own: the kill -9 test runs the test binary again with only this test
+    /// and [`CRASH_DIR`] set, and this then writes numbered changes until it is killed, saying
+    /// on stdout which ones `apply` acknowledged. Without the variable it returns at once.
+    #[test]
+    fn crash_child_writes_until_killed() {
+        let Some(dir) = std::env::var_os(CRASH_DIR) else {
+            return;
+        };
+        let start: u64 = std::env::var(CRASH_START).unwrap().parse().unwrap();
+        let store = Store::open(Path::new(&dir)).unwrap().store;
+        let mut stdout = std::io::stdout().lock();
+        for n in start.. {
+            store
+                .apply(
+                    &numbered(n),
+                    &[("program".into(), format!("o{n}"), Some(n % 2 == 0))],
+                    Some(&audit_entry(&format!("change.{n}"))),
+                )
+                .unwrap();
+            std::io::Write::write_all(&mut stdout, format!("ACK {n}\n").as_bytes()).unwrap();
+            std::io::Write::flush(&mut stdout).unwrap();
+        }
+    }
+
+    #[test]
+    fn kill_9_keeps_every_acknowledged_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut next = 0u64;
+        // Kill after a different number of acknowledgements each round, so the signal lands
+        // at different points of a write.
+        for (round, kill_after) in [25usize, 38, 51, 64].into_iter().enumerate() {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "open::tests::crash_child_writes_until_killed",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CRASH_DIR, dir.path())
+                .env(CRASH_START, next.to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut acknowledged = Vec::new();
+            // Lines written before the kill landed are still in the pipe: read to its end.
+            for line in stdout.lines() {
+                let line = line.unwrap();
+                if let Some(n) = line.strip_prefix("ACK ") {
+                    acknowledged.push(n.parse::<u64>().unwrap());
+                    if acknowledged.len() == kill_after {
+                        child.kill().unwrap(); // SIGKILL
+                    }
+                }
+            }
+            let status = child.wait().unwrap();
+            assert!(!status.success(), "round {round}: the child was killed");
+            assert!(
+                acknowledged.len() >= kill_after,
+                "round {round}: {acknowledged:?}"
+            );
+
+            let opened = Store::open(dir.path()).unwrap();
+            assert!(
+                opened.recovered.is_none(),
+                "round {round}: {:?}",
+                opened.recovered
+            );
+            let store = opened.store;
+            let overlay = store.overlay().unwrap();
+            let running = store.running().unwrap();
+            let audit = store.audit_log(usize::MAX, None).unwrap();
+            for &n in &acknowledged {
+                let id = format!("o{n}");
+                assert!(
+                    overlay
+                        .iter()
+                        .any(|e| e.id == id && e.value == Some(json!({"n": n}))),
+                    "round {round}: change {n} was acknowledged but is gone"
+                );
+                assert!(running.contains(&("program".into(), id, n % 2 == 0)));
+                assert!(audit.iter().any(|r| r.action == format!("change.{n}")));
+            }
+            let last = acknowledged.last().copied().unwrap();
+            let channel = overlay
+                .iter()
+                .find(|e| e.kind == ComponentKind::Channel)
+                .unwrap();
+            let saved_last = channel.value.as_ref().unwrap()["last"].as_u64().unwrap();
+            // The change in flight when the kill came may or may not have committed.
+            assert!(
+                saved_last == last || saved_last == last + 1,
+                "round {round}"
+            );
+            next = saved_last + 1;
+        }
+    }
+}

@@ -257,3 +257,181 @@ pub(crate) fn insert_audit(connection: &Connection, entry: &AuditEntry) -> Resul
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::test_support::{t0, temp_store};
+    use serde_json::json;
+
+    pub(crate) fn output(channel: &str, id: &str, value: Option<Value>) -> OverlayEntry {
+        OverlayEntry {
+            channel: channel.into(),
+            kind: ComponentKind::Output,
+            id: id.into(),
+            value,
+        }
+    }
+
+    pub(crate) fn audit_entry(action: &str) -> AuditEntry {
+        AuditEntry {
+            at: t0(),
+            username: Some("ops".into()),
+            address: Some("192.0.2.7".into()),
+            action: action.into(),
+            target: "program/yt".into(),
+            details: json!({"why": action}),
+        }
+    }
+
+    #[test]
+    fn the_overlay_keeps_the_order_of_first_writes() {
+        let (_dir, store) = temp_store();
+        let channel = OverlayEntry {
+            channel: "program".into(),
+            kind: ComponentKind::Channel,
+            id: "program".into(),
+            value: Some(json!({"mode": "failover"})),
+        };
+        store
+            .apply(
+                &[
+                    output("program", "yt", Some(json!({"type": "rtmp", "n": 1}))),
+                    channel.clone(),
+                    output("program", "fb", Some(json!({"type": "rtmp"}))),
+                ],
+                &[],
+                None,
+            )
+            .unwrap();
+        // Changing "yt" and removing "fb" keeps both in place; "li" comes last.
+        store
+            .apply(
+                &[
+                    output("program", "li", Some(json!({}))),
+                    output("program", "fb", None),
+                    output("program", "yt", Some(json!({"type": "rtmp", "n": 2}))),
+                ],
+                &[],
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            store.overlay().unwrap(),
+            [
+                output("program", "yt", Some(json!({"type": "rtmp", "n": 2}))),
+                channel,
+                output("program", "fb", None),
+                output("program", "li", Some(json!({}))),
+            ]
+        );
+    }
+
+    #[test]
+    fn run_choices_are_set_changed_and_forgotten() {
+        let (_dir, store) = temp_store();
+        let choice = |channel: &str, output: &str, started| {
+            (channel.to_string(), output.to_string(), started)
+        };
+        store
+            .apply(
+                &[],
+                &[
+                    choice("program", "yt", Some(true)),
+                    choice("backup", "fb", Some(false)),
+                ],
+                None,
+            )
+            .unwrap();
+        store
+            .apply(
+                &[],
+                &[
+                    choice("program", "yt", Some(false)),
+                    choice("program", "li", Some(true)),
+                ],
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            store.running().unwrap(),
+            [
+                ("backup".into(), "fb".into(), false),
+                ("program".into(), "li".into(), true),
+                ("program".into(), "yt".into(), false),
+            ]
+        );
+        store
+            .apply(&[], &[choice("program", "yt", None)], None)
+            .unwrap();
+        assert_eq!(store.running().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn apply_is_all_or_nothing() {
+        let (_dir, store) = temp_store();
+        // The last change is refused by the database (a channel entry must carry the channel's
+        // own id) after the others were written inside the transaction.
+        let refused = OverlayEntry {
+            channel: "program".into(),
+            kind: ComponentKind::Channel,
+            id: "other".into(),
+            value: None,
+        };
+        let error = store
+            .apply(
+                &[output("program", "yt", Some(json!({}))), refused],
+                &[("program".into(), "yt".into(), Some(true))],
+                Some(&audit_entry("output.add")),
+            )
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("CHECK constraint failed"),
+            "{error}"
+        );
+        assert_eq!(store.overlay().unwrap(), []);
+        assert_eq!(store.running().unwrap(), []);
+        assert_eq!(store.audit_log(10, None).unwrap(), []);
+
+        store
+            .apply(
+                &[output("program", "yt", Some(json!({})))],
+                &[("program".into(), "yt".into(), Some(true))],
+                Some(&audit_entry("output.add")),
+            )
+            .unwrap();
+        assert_eq!(store.overlay().unwrap().len(), 1);
+        assert_eq!(store.running().unwrap().len(), 1);
+        assert_eq!(store.audit_log(10, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_audit_log_pages_newest_first() {
+        let (_dir, store) = temp_store();
+        for n in 0..5 {
+            store.audit(&audit_entry(&format!("action.{n}"))).unwrap();
+        }
+        let page = store.audit_log(2, None).unwrap();
+        let actions = |records: &[AuditRecord]| -> Vec<String> {
+            records.iter().map(|r| r.action.clone()).collect()
+        };
+        assert_eq!(actions(&page), ["action.4", "action.3"]);
+        let next = store.audit_log(2, Some(page[1].id)).unwrap();
+        assert_eq!(actions(&next), ["action.2", "action.1"]);
+        assert_eq!(store.audit_log(0, None).unwrap(), []);
+
+        let json = serde_json::to_value(&page[0]).unwrap();
+        assert_eq!(
+            json,
+            json!({
+                "id": page[0].id,
+                "at": "2023-11-14T22:13:20.000Z",
+                "username": "ops",
+                "address": "192.0.2.7",
+                "action": "action.4",
+                "target": "program/yt",
+                "details": {"why": "action.4"},
+            })
+        );
+    }
+}

@@ -25,7 +25,8 @@ pub struct UserInfo {
 }
 
 /// Columns [`user_from_row`] reads, in its order.
-pub(crate) const USER_COLUMNS: &str = "name, role, created_at, must_change_password";
+pub(crate) const USER_COLUMNS: &str =
+    "users.name, users.role, users.created_at, users.must_change_password";
 
 pub(crate) fn user_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, i64, bool)> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
