@@ -4,12 +4,8 @@
 //! never addresses, keys or error text. Every configured input and output has its series from
 //! the first scrape, zero-valued until something happens.
 
-use lunora_egress::OutputState;
-use lunora_switch::Reason;
-use lunora_ts::Indicator;
+use lunora_control::{ChannelStatus, Indicator, OutputState, Reason};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-
-use crate::status::ChannelStatus;
 
 struct Families {
     registry: Registry,
@@ -48,7 +44,11 @@ impl Families {
 const INPUT: &[&str] = &["channel", "input"];
 const OUTPUT: &[&str] = &["channel", "output"];
 
-pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> {
+/// `store_unreadable`: the saved state could not be read at start (destinations were held).
+pub fn render_metrics(
+    channels: &[ChannelStatus],
+    store_unreadable: bool,
+) -> prometheus::Result<String> {
     let f = Families {
         registry: Registry::new(),
     };
@@ -58,6 +58,13 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
         &["version"],
     )?;
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    f.int_gauge(
+        "lunora_store_unreadable",
+        "1 when the saved state could not be read at start: no destination started on its own.",
+        &[],
+    )?
+    .with_label_values(&[] as &[&str])
+    .set(i64::from(store_unreadable));
 
     let input_up = f.int_gauge(
         "lunora_input_up",
@@ -264,7 +271,7 @@ pub fn render_metrics(channels: &[ChannelStatus]) -> prometheus::Result<String> 
             input_up
                 .with_label_values(&[c, i, input.role])
                 .set(i64::from(
-                    s.state == lunora_ingest::ConnectionState::Connected,
+                    s.state == lunora_control::ConnectionState::Connected,
                 ));
             bytes.with_label_values(&labels).inc_by(s.bytes_total);
             packets

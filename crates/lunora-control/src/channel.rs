@@ -175,7 +175,7 @@ impl ChannelTask {
             self.emit(ChannelEvent::Connection {
                 channel: self.id.clone(),
                 input,
-                connected: peer.is_some(),
+                state: if peer.is_some() { "connected" } else { "waiting" },
                 peer,
             });
         }

@@ -21,7 +21,8 @@ pub enum ChannelEvent {
     Connection {
         channel: String,
         input: String,
-        connected: bool,
+        /// `connected` or `waiting`, as in the input's status.
+        state: &'static str,
         peer: Option<String>,
     },
     /// Every input of the channel is lost.

@@ -17,10 +17,12 @@ pub use settings::{
 };
 
 mod channel;
+mod control;
 pub mod events;
 mod graph;
 pub mod status;
 
+pub use control::{Actor, Command, CommandError, Control, Outcome, StoreHealth, overlaid};
 pub use events::{ChannelEvent, ConfigChange};
 pub use graph::{ApplyError, ControlError, Environment, Graph, SwitchError};
 pub use status::{
@@ -33,3 +35,4 @@ pub use lunora_egress::{HlsSettings, OutputState, OutputStats};
 pub use lunora_ingest::{ConnectionState, InputStats, RtmpsSettings};
 pub use lunora_switch::Reason;
 pub use lunora_ts::Indicator;
+pub use lunora_store::{AuditRecord, Store, StoreError, TokenInfo, UserInfo, UserRole};

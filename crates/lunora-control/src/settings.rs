@@ -477,10 +477,13 @@ fn expand_secret(
     lookup: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
 ) {
-    if let Some(secret) = value {
-        match expand_env(secret.expose(), lookup) {
-            Ok(expanded) => *secret = Secret::new(expanded),
-            Err(message) => problems.push(Problem::at(field, message)),
+    let Some(secret) = value else { return };
+    match expand_env(secret.expose(), lookup) {
+        Ok(expanded) => *secret = Secret::new(expanded),
+        Err(message) => {
+            problems.push(Problem::at(field, message));
+            // Not also judged by its length: the reference is the problem.
+            *value = None;
         }
     }
 }

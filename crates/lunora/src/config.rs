@@ -1,19 +1,18 @@
 //! Configuration: TOML → a validated [`Config`], with every error located at file:line:column.
 //!
-//! Parsing stops at the first syntax or shape error (unknown keys included); the semantic
-//! checks after it (ranges, ids, port conflicts, `${ENV}` references) report everything at once.
+//! Channels, inputs and outputs are read into the same settings types the API takes
+//! (`lunora_control::settings`) and checked by the same validator; this file only adds where
+//! each problem is in the file. A syntax error stops parsing; past that, every problem in every
+//! component is reported at once.
 
-use std::collections::HashSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use lunora_egress::{DestinationSpec, Preset, SpecField, ValidDestination};
-use lunora_ingest::RtmpsSettings;
-use lunora_media::Secret;
-use lunora_switch::{AlignedClock, HealthSettings, Policy, Preference, Reason, SwitchMode};
+use lunora_control::{
+    ChannelId, ChannelMode, ChannelSettings, ChannelSpec, Component, FailoverSettings, GraphSpec,
+    InputSettings, OutputSettings, Problem, RtmpsSettings,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -36,7 +35,7 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawState {
-    /// Where changes made through the API are saved.
+    /// Where the state database lives.
     dir: PathBuf,
 }
 
@@ -44,12 +43,25 @@ struct RawState {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Spanned<SocketAddr>,
+    /// Host names (and addresses) the box answers to besides the listen address and loopback.
+    #[serde(default)]
+    hosts: Vec<String>,
+    /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
+    metrics_token: Option<Spanned<String>>,
+    tls_listen: Option<Spanned<SocketAddr>>,
+    certificate: Option<Spanned<PathBuf>>,
+    private_key: Option<Spanned<PathBuf>>,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
             listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 8080))),
+            hosts: Vec::new(),
+            metrics_token: None,
+            tls_listen: None,
+            certificate: None,
+            private_key: None,
         }
     }
 }
@@ -64,261 +76,42 @@ struct RawRtmp {
     private_key: Option<Spanned<PathBuf>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Mode {
-    Single,
-    MainBackup,
-}
-
-impl Mode {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Mode::Single => "single",
-            Mode::MainBackup => "main-backup",
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawChannel {
     id: Spanned<String>,
-    mode: Spanned<Mode>,
+    mode: Spanned<ChannelMode>,
+    failover: Option<Spanned<FailoverSettings>>,
+    /// Read as tables first, so that one input's error does not hide the others'.
     #[serde(default)]
-    failover: RawFailover,
+    inputs: Vec<Spanned<toml::Table>>,
     #[serde(default)]
-    inputs: Vec<Spanned<RawInput>>,
-    #[serde(default)]
-    outputs: Vec<Spanned<RawOutput>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFailover {
-    #[serde(default = "default_input_loss")]
-    input_loss_ms: Spanned<u64>,
-    #[serde(default = "default_preference")]
-    preference: RawPreference,
-    #[serde(default = "default_error_clear")]
-    error_clear_ms: Spanned<u64>,
-    #[serde(default = "default_switch")]
-    switch: Spanned<RawSwitch>,
-    triggers: Option<Spanned<Vec<Spanned<String>>>>,
-    aligned_delay_ms: Option<Spanned<u64>>,
-    aligned_clock: Option<Spanned<RawAlignedClock>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum RawAlignedClock {
-    Arrival,
-    Shared,
-}
-
-fn default_input_loss() -> Spanned<u64> {
-    Spanned::new(0..0, 500)
-}
-
-fn default_preference() -> RawPreference {
-    RawPreference::Primary
-}
-
-fn default_error_clear() -> Spanned<u64> {
-    Spanned::new(0..0, 5000)
-}
-
-fn default_switch() -> Spanned<RawSwitch> {
-    Spanned::new(0..0, RawSwitch::Cut)
-}
-
-impl Default for RawFailover {
-    fn default() -> Self {
-        RawFailover {
-            input_loss_ms: default_input_loss(),
-            preference: default_preference(),
-            error_clear_ms: default_error_clear(),
-            switch: default_switch(),
-            triggers: None,
-            aligned_delay_ms: None,
-            aligned_clock: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum RawPreference {
-    Primary,
-    Equal,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum RawSwitch {
-    Cut,
-    Aligned,
-    Merge,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Role {
-    Main,
-    Backup,
-}
-
-impl Role {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Role::Main => "main",
-            Role::Backup => "backup",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum InputKind {
-    Srt,
-    Rtmp,
-    Rtp,
-    Whip,
-    File,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInput {
-    id: Spanned<String>,
-    #[serde(default = "default_role")]
-    role: Role,
-    #[serde(rename = "type")]
-    kind: Spanned<InputKind>,
-    listen: Option<Spanned<SocketAddr>>,
-    #[serde(default = "default_latency")]
-    latency_ms: Spanned<u64>,
-    passphrase: Option<Spanned<String>>,
-    stream_id: Option<Spanned<String>>,
-    stream_key: Option<Spanned<String>>,
-}
-
-fn default_role() -> Role {
-    Role::Main
-}
-
-fn default_latency() -> Spanned<u64> {
-    Spanned::new(0..0, 120)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum OutputKind {
-    Srt,
-    Rtmp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum OutputMode {
-    Caller,
-    Listener,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOutput {
-    id: Spanned<String>,
-    #[serde(rename = "type")]
-    kind: Spanned<OutputKind>,
-    mode: Option<Spanned<OutputMode>>,
-    preset: Option<Spanned<Preset>>,
-    region: Option<Spanned<String>>,
-    backup_ingest: Option<Spanned<bool>>,
-    url: Option<Spanned<String>>,
-    stream_key: Option<Spanned<String>>,
-    #[serde(default)]
-    autostart: bool,
-    retry_min_ms: Option<Spanned<u64>>,
-    retry_max_ms: Option<Spanned<u64>>,
-    address: Option<Spanned<SocketAddr>>,
-    listen: Option<Spanned<SocketAddr>>,
-    #[serde(default = "default_latency")]
-    latency_ms: Spanned<u64>,
-    passphrase: Option<Spanned<String>>,
-    pbkeylen: Option<Spanned<u8>>,
-    stream_id: Option<Spanned<String>>,
+    outputs: Vec<Spanned<toml::Table>>,
 }
 
 // ---- the validated result -----------------------------------------------------------------
 
+/// HTTPS for the dashboard and API.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpsSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) certificate: PathBuf,
+    pub(crate) private_key: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) http_listen: SocketAddr,
+    pub(crate) http_hosts: Vec<String>,
+    pub(crate) metrics_token: Option<lunora_media::Secret>,
+    pub(crate) https: Option<HttpsSettings>,
     /// The shared RTMP server's address (bound only when an RTMP input exists).
     pub(crate) rtmp_listen: SocketAddr,
     /// `[rtmp] tls_listen` with its certificate and key.
     pub(crate) rtmps: Option<RtmpsSettings>,
     /// `[state] dir`; `None`: [`crate::state::default_dir`].
     pub(crate) state_dir: Option<PathBuf>,
-    pub(crate) channels: Vec<Channel>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Channel {
-    pub(crate) id: String,
-    pub(crate) mode: Mode,
-    pub(crate) input_loss: Duration,
-    pub(crate) policy: Policy,
-    pub(crate) inputs: Vec<Input>,
-    pub(crate) outputs: Vec<Output>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Input {
-    pub(crate) id: String,
-    pub(crate) role: Role,
-    pub(crate) transport: InputTransport,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) enum InputTransport {
-    Srt {
-        listen: SocketAddr,
-        latency: Duration,
-        passphrase: Option<Secret>,
-        stream_id: Option<String>,
-    },
-    /// Published to the shared RTMP server as `rtmp://HOST/live/<stream_key>`.
-    Rtmp { stream_key: Secret },
-}
-
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant, reason = "built once at start-up")]
-pub(crate) enum OutputTarget {
-    /// RTMP push to a platform or server; starts and stops on its own.
-    Rtmp {
-        spec: DestinationSpec,
-        destination: ValidDestination,
-    },
-    Caller {
-        address: SocketAddr,
-        passphrase: Option<Secret>,
-        key_length: u8,
-        stream_id: Option<String>,
-    },
-    Listener {
-        listen: SocketAddr,
-        passphrase: Option<Secret>,
-        stream_id: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Output {
-    pub(crate) id: String,
-    pub(crate) latency: Duration,
-    pub(crate) target: OutputTarget,
+    pub(crate) graph: GraphSpec,
 }
 
 // ---- errors ------------------------------------------------------------------------------
@@ -337,8 +130,8 @@ pub(crate) struct ConfigErrors {
     pub(crate) errors: Vec<ConfigError>,
 }
 
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (n, e) in self.errors.iter().enumerate() {
             if n > 0 {
                 writeln!(f)?;
@@ -359,7 +152,7 @@ struct Collector<'a> {
 impl Collector<'_> {
     fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         let offset = span.start.min(self.source.len());
-        let before = &self.source[..offset];
+        let before = self.source.get(..offset).unwrap_or("");
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         self.errors.push(ConfigError {
@@ -368,39 +161,67 @@ impl Collector<'_> {
             message: message.into(),
         });
     }
-}
 
-/// Expands `${NAME}` references from `lookup`. Returns the first missing name on failure.
-fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err(format!("unterminated `${{` in {value:?}"));
+    /// Where `key`'s value starts inside `table` (the span of a table or inline table), or
+    /// the table itself when the key is not written there.
+    fn key(&self, table: &Range<usize>, key: &str) -> Range<usize> {
+        let Some(text) = self.source.get(table.clone()) else {
+            return table.clone();
         };
-        let name = &after[..end];
-        match lookup(name) {
-            Some(v) => out.push_str(&v),
-            None => {
-                return Err(format!(
-                    "environment variable {name} is not set (referenced as ${{{name}}})"
-                ));
+        let bytes = text.as_bytes();
+        let mut from = 0;
+        while let Some(found) = text.get(from..).and_then(|t| t.find(key)) {
+            let start = from + found;
+            let end = start + key.len();
+            from = end;
+            let boundary_before = start == 0
+                || matches!(bytes.get(start - 1), Some(b' ' | b'\t' | b'\n' | b'{' | b','));
+            let rest = text.get(end..).unwrap_or("");
+            let after_spaces = rest.trim_start_matches([' ', '\t']);
+            if boundary_before && after_spaces.starts_with('=') {
+                let value = after_spaces[1..].trim_start_matches([' ', '\t']);
+                let offset = table.start + text.len() - value.len();
+                return offset..offset;
             }
         }
-        rest = &after[end + 1..];
+        table.clone()
     }
-    out.push_str(rest);
-    Ok(out)
 }
 
-pub(crate) fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+/// The field a serde error names (`unknown field `x``), to point at it.
+fn named_field(message: &str) -> Option<&str> {
+    let start = message.find("field `")? + "field `".len();
+    let end = message[start..].find('`')? + start;
+    Some(&message[start..end])
+}
+
+/// Reads one `[[channels.inputs]]`/`[[channels.outputs]]` table into its settings type; a
+/// shape error is reported at the key it is about.
+fn component<T: serde::de::DeserializeOwned>(
+    c: &mut Collector<'_>,
+    table: &Spanned<toml::Table>,
+    what: &str,
+    known_types: &str,
+) -> Option<T> {
+    match T::deserialize(toml::Value::Table(table.get_ref().clone())) {
+        Ok(settings) => Some(settings),
+        Err(e) => {
+            let message = e.message().trim().to_string();
+            let span = table.span();
+            if message.contains("unknown variant") {
+                c.at(
+                    c.key(&span, "type"),
+                    format!("only type = {known_types} {what}s are supported by this version"),
+                );
+            } else if message.contains("missing field `type`") {
+                c.at(span, format!("every {what} needs `type` ({known_types})"));
+            } else {
+                let at = named_field(&message).map_or(span.clone(), |f| c.key(&span, f));
+                c.at(at, message);
+            }
+            None
+        }
+    }
 }
 
 /// Parses and validates `source`. `file` names it in error messages; `lookup` resolves
@@ -435,199 +256,30 @@ pub(crate) fn parse(
     }
 }
 
-/// `value` with its `${ENV}` references expanded; a missing variable is reported at `value`.
-fn expanded(
-    c: &mut Collector<'_>,
-    value: &Spanned<String>,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Option<String> {
-    expand_env(value.get_ref(), lookup)
-        .map_err(|message| c.at(value.span(), message))
-        .ok()
+/// Where in the file a component's problem is.
+struct Spans {
+    channel: Range<usize>,
+    mode: Range<usize>,
+    failover: Option<Range<usize>>,
+    inputs: Vec<Range<usize>>,
+    outputs: Vec<Range<usize>>,
 }
 
-fn secret(
-    c: &mut Collector<'_>,
-    value: &Option<Spanned<String>>,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    what: &str,
-) -> Option<Secret> {
-    let value = value.as_ref()?;
-    let expanded = expanded(c, value, lookup)?;
-    let length = expanded.chars().count();
-    if !(10..=79).contains(&length) {
-        c.at(
-            value.span(),
-            format!("{what} must be 10–79 characters (SRT's rule); it is {length}"),
-        );
-    }
-    Some(Secret::new(expanded))
-}
-
-fn stream_key_secret(
-    c: &mut Collector<'_>,
-    value: &Spanned<String>,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Option<Secret> {
-    let key = expanded(c, value, lookup)?;
-    if !lunora_media::valid_stream_key(&key) {
-        c.at(value.span(), lunora_media::STREAM_KEY_RULE);
-        return None;
-    }
-    Some(Secret::new(key))
-}
-
-fn rtmp_output(
-    c: &mut Collector<'_>,
-    output: &RawOutput,
-    span: Range<usize>,
-    id: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Option<OutputTarget> {
-    for (present, key) in [
-        (output.mode.is_some(), "mode"),
-        (output.listen.is_some(), "listen"),
-        (output.address.is_some(), "address"),
-        (output.passphrase.is_some(), "passphrase"),
-    ] {
-        if present {
-            c.at(span.clone(), format!("RTMP output {id:?}: `{key}` does not apply; RTMP destinations take preset, url and stream_key"));
-        }
-    }
-    let stream_key = match &output.stream_key {
-        Some(key) => Some(Secret::new(expanded(c, key, lookup)?)),
-        None => None,
-    };
-    let spec = DestinationSpec {
-        preset: output
-            .preset
-            .as_ref()
-            .map_or(Preset::Custom, |p| *p.get_ref()),
-        url: output.url.as_ref().map(|u| u.get_ref().clone()),
-        region: output.region.as_ref().map(|r| r.get_ref().clone()),
-        backup_ingest: output.backup_ingest.as_ref().is_some_and(|b| *b.get_ref()),
-        stream_key,
-        autostart: output.autostart,
-        retry_min_ms: output.retry_min_ms.as_ref().map(|v| *v.get_ref()),
-        retry_max_ms: output.retry_max_ms.as_ref().map(|v| *v.get_ref()),
-    };
-    match spec.validate() {
-        Ok(destination) => Some(OutputTarget::Rtmp { spec, destination }),
-        Err(problems) => {
-            for problem in problems {
-                let at = match problem.field {
-                    SpecField::Url => output.url.as_ref().map(|v| v.span()),
-                    SpecField::Region => output.region.as_ref().map(|v| v.span()),
-                    SpecField::BackupIngest => output.backup_ingest.as_ref().map(|v| v.span()),
-                    SpecField::StreamKey => output.stream_key.as_ref().map(|v| v.span()),
-                    SpecField::RetryMin => output.retry_min_ms.as_ref().map(|v| v.span()),
-                    SpecField::RetryMax => output.retry_max_ms.as_ref().map(|v| v.span()),
-                };
-                c.at(
-                    at.unwrap_or(span.clone()),
-                    format!("RTMP output {id:?}: {}", problem.message),
-                );
-            }
-            None
-        }
-    }
-}
-
-fn latency(c: &mut Collector<'_>, value: &Spanned<u64>) -> Duration {
-    let ms = *value.get_ref();
-    if !(20..=15_000).contains(&ms) {
-        c.at(
-            value.span(),
-            format!("latency_ms must be between 20 and 15000; it is {ms}"),
-        );
-    }
-    Duration::from_millis(ms)
-}
-
-fn failover_policy(c: &mut Collector<'_>, raw: &RawFailover) -> Policy {
-    let error_clear_ms = *raw.error_clear_ms.get_ref();
-    if error_clear_ms > 600_000 {
-        c.at(
-            raw.error_clear_ms.span(),
-            format!("error_clear_ms must be at most 600000; it is {error_clear_ms}"),
-        );
-    }
-    let aligned_delay = raw.aligned_delay_ms.as_ref().map(|d| {
-        if !(100..=10_000).contains(d.get_ref()) {
-            c.at(
-                d.span(),
-                format!(
-                    "aligned_delay_ms must be between 100 and 10000 (at least one GOP); it is {}",
-                    d.get_ref()
-                ),
-            );
-        }
-        Duration::from_millis(*d.get_ref())
-    });
-    let mode = match raw.switch.get_ref() {
-        RawSwitch::Cut => {
-            if let Some(d) = &raw.aligned_delay_ms {
-                c.at(d.span(), "aligned_delay_ms applies to switch = \"aligned\"");
-            }
-            if let Some(clock) = &raw.aligned_clock {
-                c.at(
-                    clock.span(),
-                    "aligned_clock applies to switch = \"aligned\"",
-                );
-            }
-            SwitchMode::Cut
-        }
-        RawSwitch::Aligned => SwitchMode::Aligned {
-            delay: aligned_delay,
-            clock: match raw.aligned_clock.as_ref().map(|c| *c.get_ref()) {
-                Some(RawAlignedClock::Shared) => AlignedClock::Shared,
-                _ => AlignedClock::Arrival,
-            },
+fn report(c: &mut Collector<'_>, spans: &Spans, component: Component, problem: &Problem) {
+    let table = match component {
+        Component::Channel => match problem.field {
+            Some("id") | None => spans.channel.clone(),
+            Some("mode") => spans.mode.clone(),
+            Some(_) => spans.failover.clone().unwrap_or(spans.channel.clone()),
         },
-        RawSwitch::Merge => {
-            c.at(
-                raw.switch.span(),
-                "switch = \"merge\" is not supported by this version; use \"cut\" or \"aligned\"",
-            );
-            SwitchMode::Cut
-        }
+        Component::Input(i) => spans.inputs.get(i).cloned().unwrap_or(spans.channel.clone()),
+        Component::Output(o) => spans.outputs.get(o).cloned().unwrap_or(spans.channel.clone()),
     };
-    let triggers = match &raw.triggers {
-        None => Reason::ALL.to_vec(),
-        Some(list) => list
-            .get_ref()
-            .iter()
-            .filter_map(|name| {
-                let reason = Reason::from_name(name.get_ref());
-                if reason.is_none() {
-                    let known: Vec<&str> = Reason::ALL.iter().map(|r| r.name()).collect();
-                    c.at(
-                        name.span(),
-                        format!(
-                            "unknown trigger {:?}; known: {}",
-                            name.get_ref(),
-                            known.join(", ")
-                        ),
-                    );
-                }
-                reason
-            })
-            .collect(),
+    let at = match (component, problem.field) {
+        (Component::Channel, Some("id" | "mode")) | (_, None) => table,
+        (_, Some(field)) => c.key(&table, field),
     };
-    Policy {
-        health: HealthSettings {
-            input_loss: Duration::from_millis(*raw.input_loss_ms.get_ref()),
-            ..HealthSettings::default()
-        },
-        preference: if raw.preference == RawPreference::Equal {
-            Preference::Equal
-        } else {
-            Preference::Primary
-        },
-        error_clear: Duration::from_millis(error_clear_ms),
-        triggers,
-        mode,
-    }
+    c.at(at, problem.message.clone());
 }
 
 fn validate(
@@ -635,272 +287,74 @@ fn validate(
     raw: RawConfig,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Config {
-    let mut channel_ids = HashSet::new();
-    // (address, span, owner) of every UDP port we bind, for the conflict check.
-    let mut udp_ports: Vec<(SocketAddr, Range<usize>, String)> = Vec::new();
-    let mut rtmp_keys: Vec<(Secret, String)> = Vec::new();
-    let mut channels = Vec::new();
+    let mut graph = GraphSpec::default();
+    let mut spans = Vec::new();
     if raw.channels.is_empty() {
         c.at(0..0, "no [[channels]] configured; add at least one");
     }
-    for ch in raw.channels {
-        let id = ch.id.get_ref().clone();
-        if !valid_id(&id) {
-            c.at(
-                ch.id.span(),
-                format!("channel id {id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"),
-            );
-        }
-        if !channel_ids.insert(id.clone()) {
-            c.at(ch.id.span(), format!("channel id {id:?} is used twice"));
-        }
-        let input_loss_ms = *ch.failover.input_loss_ms.get_ref();
-        if input_loss_ms < 50 {
-            c.at(
-                ch.failover.input_loss_ms.span(),
-                format!("input_loss_ms must be at least 50; it is {input_loss_ms}"),
-            );
-        }
-        let policy = failover_policy(c, &ch.failover);
-        let mode = *ch.mode.get_ref();
-        let mut ids = HashSet::new();
-        let mut inputs = Vec::new();
-        for input in &ch.inputs {
-            let span = input.span();
-            let input = input.get_ref();
-            let input_id = input.id.get_ref().clone();
-            if !valid_id(&input_id) {
-                c.at(
-                    input.id.span(),
-                    format!(
-                        "input id {input_id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"
-                    ),
-                );
-            }
-            if !ids.insert(input_id.clone()) {
-                c.at(
-                    input.id.span(),
-                    format!("id {input_id:?} is used twice in channel {id:?}"),
-                );
-            }
-            let transport = match input.kind.get_ref() {
-                InputKind::Srt => {
-                    if let Some(key) = &input.stream_key {
-                        c.at(key.span(), "stream_key is for type = \"rtmp\" inputs; SRT inputs use passphrase and stream_id");
-                    }
-                    let Some(listen) = &input.listen else {
-                        c.at(
-                            span,
-                            format!("SRT input {input_id:?} needs `listen = \"IP:PORT\"`"),
-                        );
-                        continue;
-                    };
-                    udp_ports.push((
-                        *listen.get_ref(),
-                        listen.span(),
-                        format!("input {id}/{input_id}"),
-                    ));
-                    InputTransport::Srt {
-                        listen: *listen.get_ref(),
-                        latency: latency(c, &input.latency_ms),
-                        passphrase: secret(c, &input.passphrase, lookup, "passphrase"),
-                        stream_id: input.stream_id.as_ref().map(|s| s.get_ref().clone()),
-                    }
-                }
-                InputKind::Rtmp => {
-                    for (present, key) in [
-                        (input.listen.is_some(), "listen"),
-                        (input.passphrase.is_some(), "passphrase"),
-                        (input.stream_id.is_some(), "stream_id"),
-                    ] {
-                        if present {
-                            c.at(span.clone(), format!("RTMP input {input_id:?}: `{key}` does not apply; RTMP inputs share [rtmp] listen and are told apart by stream_key"));
-                        }
-                    }
-                    let Some(key) = &input.stream_key else {
-                        c.at(span, format!("RTMP input {input_id:?} needs `stream_key` (OBS publishes to rtmp://HOST:1935/live/<stream_key>)"));
-                        continue;
-                    };
-                    let Some(stream_key) = stream_key_secret(c, key, lookup) else {
-                        continue;
-                    };
-                    if rtmp_keys
-                        .iter()
-                        .any(|(k, _): &(Secret, String)| *k == stream_key)
-                    {
-                        c.at(key.span(), "this stream key is already used by another RTMP input; every RTMP input needs its own");
-                    }
-                    rtmp_keys.push((stream_key.clone(), format!("{id}/{input_id}")));
-                    InputTransport::Rtmp { stream_key }
-                }
-                _ => {
-                    c.at(
-                        input.kind.span(),
-                        "only type = \"srt\" and \"rtmp\" inputs are supported by this version",
-                    );
-                    continue;
-                }
-            };
-            inputs.push(Input {
-                id: input_id,
-                role: input.role,
-                transport,
-            });
-        }
-        let mains = ch
-            .inputs
-            .iter()
-            .filter(|i| i.get_ref().role == Role::Main)
-            .count();
-        let backups = ch.inputs.len() - mains;
-        match mode {
-            Mode::Single if ch.inputs.len() != 1 => {
-                c.at(ch.mode.span(), format!("mode \"single\" needs exactly one input; channel {id:?} has {}", ch.inputs.len()))
-            }
-            Mode::MainBackup if mains != 1 || backups == 0 => c.at(
-                ch.mode.span(),
-                format!("mode \"main-backup\" needs one input with role = \"main\" and at least one with role = \"backup\"; channel {id:?} has {mains} main and {backups} backup"),
-            ),
-            _ => {}
-        }
-        let mut outputs = Vec::new();
-        for output in &ch.outputs {
-            let span = output.span();
-            let output = output.get_ref();
-            let output_id = output.id.get_ref().clone();
-            if !valid_id(&output_id) {
-                c.at(
-                    output.id.span(),
-                    format!(
-                        "output id {output_id:?} must be 1–64 characters of a-z, 0-9, '-' or '_'"
-                    ),
-                );
-            }
-            if !ids.insert(output_id.clone()) {
-                c.at(
-                    output.id.span(),
-                    format!("id {output_id:?} is used twice in channel {id:?}"),
-                );
-            }
-            if *output.kind.get_ref() == OutputKind::Rtmp {
-                if let Some(target) = rtmp_output(c, output, span.clone(), &output_id, lookup) {
-                    outputs.push(Output {
-                        id: output_id,
-                        latency: Duration::ZERO,
-                        target,
-                    });
-                }
-                continue;
-            }
-            let Some(mode) = &output.mode else {
-                c.at(
-                    span,
-                    format!("SRT output {output_id:?} needs `mode = \"caller\"` or `\"listener\"`"),
-                );
+    for ch in &raw.channels {
+        let mut channel = ChannelSpec {
+            settings: ChannelSettings {
+                id: ChannelId::new(ch.id.get_ref().clone()),
+                mode: *ch.mode.get_ref(),
+                failover: ch
+                    .failover
+                    .as_ref()
+                    .map(|f| f.get_ref().clone())
+                    .unwrap_or_default(),
+            },
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        };
+        let mut span = Spans {
+            channel: ch.id.span(),
+            mode: ch.mode.span(),
+            failover: ch.failover.as_ref().map(|f| f.span()),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        };
+        for table in &ch.inputs {
+            let Some(mut input) = component::<InputSettings>(c, table, "input", "\"srt\" and \"rtmp\"")
+            else {
                 continue;
             };
-            let passphrase = secret(c, &output.passphrase, lookup, "passphrase");
-            let stream_id = output.stream_id.as_ref().map(|s| s.get_ref().clone());
-            let target = match mode.get_ref() {
-                OutputMode::Caller => {
-                    if let Some(listen) = &output.listen {
-                        c.at(
-                            listen.span(),
-                            "`listen` is for mode = \"listener\"; a caller uses `address`",
-                        );
-                    }
-                    let key_length = match &output.pbkeylen {
-                        Some(k) if ![16, 24, 32].contains(k.get_ref()) => {
-                            c.at(
-                                k.span(),
-                                format!("pbkeylen must be 16, 24 or 32; it is {}", k.get_ref()),
-                            );
-                            16
-                        }
-                        Some(k) => *k.get_ref(),
-                        None => 16,
-                    };
-                    let Some(address) = &output.address else {
-                        c.at(
-                            span,
-                            format!(
-                                "SRT caller output {output_id:?} needs `address = \"IP:PORT\"`"
-                            ),
-                        );
-                        continue;
-                    };
-                    OutputTarget::Caller {
-                        address: *address.get_ref(),
-                        passphrase,
-                        key_length,
-                        stream_id,
-                    }
-                }
-                OutputMode::Listener => {
-                    if let Some(address) = &output.address {
-                        c.at(
-                            address.span(),
-                            "`address` is for mode = \"caller\"; a listener uses `listen`",
-                        );
-                    }
-                    if let Some(k) = &output.pbkeylen {
-                        c.at(
-                            k.span(),
-                            "pbkeylen applies to callers; a listener takes the caller's key length",
-                        );
-                    }
-                    let Some(listen) = &output.listen else {
-                        c.at(
-                            span,
-                            format!(
-                                "SRT listener output {output_id:?} needs `listen = \"IP:PORT\"`"
-                            ),
-                        );
-                        continue;
-                    };
-                    udp_ports.push((
-                        *listen.get_ref(),
-                        listen.span(),
-                        format!("output {id}/{output_id}"),
-                    ));
-                    OutputTarget::Listener {
-                        listen: *listen.get_ref(),
-                        passphrase,
-                        stream_id,
-                    }
-                }
-            };
-            outputs.push(Output {
-                id: output_id,
-                latency: latency(c, &output.latency_ms),
-                target,
-            });
-        }
-        channels.push(Channel {
-            id,
-            mode,
-            input_loss: Duration::from_millis(input_loss_ms),
-            policy,
-            inputs,
-            outputs,
-        });
-    }
-    for (i, (a, span, owner)) in udp_ports.iter().enumerate() {
-        for (b, _, other) in &udp_ports[..i] {
-            let overlap = a.port() == b.port()
-                && a.port() != 0
-                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
-            if overlap {
-                c.at(
-                    span.clone(),
-                    format!(
-                        "UDP port {} of {owner} is already used by {other}",
-                        a.port()
-                    ),
-                );
+            for problem in input.expand_env(lookup) {
+                c.at(c.key(&table.span(), problem.field.unwrap_or("type")), problem.message);
             }
+            channel.inputs.push(input);
+            span.inputs.push(table.span());
+        }
+        for table in &ch.outputs {
+            let Some(mut output) = component::<OutputSettings>(c, table, "output", "\"srt\" and \"rtmp\"")
+            else {
+                continue;
+            };
+            for problem in output.expand_env(lookup) {
+                c.at(c.key(&table.span(), problem.field.unwrap_or("type")), problem.message);
+            }
+            channel.outputs.push(output);
+            span.outputs.push(table.span());
+        }
+        graph.channels.push(channel);
+        spans.push(span);
+    }
+    for problem in graph.validate() {
+        if let Some(span) = spans.get(problem.channel) {
+            report(
+                c,
+                span,
+                problem.component,
+                &Problem {
+                    field: problem.field,
+                    message: problem.message,
+                },
+            );
         }
     }
+    let has_rtmp_inputs = graph
+        .channels
+        .iter()
+        .any(|ch| ch.inputs.iter().any(|i| matches!(i, InputSettings::Rtmp(_))));
     let rtmp_listen = raw
         .rtmp
         .as_ref()
@@ -908,8 +362,7 @@ fn validate(
             *r.listen.get_ref()
         });
     let http_listen = *raw.http.listen.get_ref();
-    if !rtmp_keys.is_empty() && rtmp_listen.port() == http_listen.port() && rtmp_listen.port() != 0
-    {
+    if has_rtmp_inputs && rtmp_listen.port() == http_listen.port() && rtmp_listen.port() != 0 {
         let span = raw.rtmp.as_ref().map_or(0..0, |r| r.listen.span());
         c.at(
             span,
@@ -919,47 +372,91 @@ fn validate(
             ),
         );
     }
-    let rtmps =
-        raw.rtmp
-            .as_ref()
-            .and_then(|r| match (&r.tls_listen, &r.certificate, &r.private_key) {
-                (Some(listen), Some(certificate), Some(private_key)) => {
-                    for path in [certificate, private_key] {
-                        if !path.get_ref().is_file() {
-                            c.at(
-                                path.span(),
-                                format!("{} is not a readable file", path.get_ref().display()),
-                            );
-                        }
-                    }
-                    if listen.get_ref().port() == rtmp_listen.port() && listen.get_ref().port() != 0
-                    {
-                        c.at(
-                            listen.span(),
-                            "tls_listen needs its own port (RTMPS and RTMP cannot share one)",
-                        );
-                    }
-                    Some(RtmpsSettings {
-                        listen: *listen.get_ref(),
-                        certificate: certificate.get_ref().clone(),
-                        private_key: private_key.get_ref().clone(),
-                    })
+    let rtmps = raw.rtmp.as_ref().and_then(|r| {
+        tls_files(c, "[rtmp]", r.listen.span(), &r.tls_listen, &r.certificate, &r.private_key)
+            .map(|(listen, certificate, private_key)| {
+                if listen.port() == rtmp_listen.port() && listen.port() != 0 {
+                    let span = r.tls_listen.as_ref().map_or(0..0, |l| l.span());
+                    c.at(span, "tls_listen needs its own port (RTMPS and RTMP cannot share one)");
                 }
-                (None, None, None) => None,
-                _ => {
-                    c.at(
-                        r.listen.span(),
-                        "RTMPS needs all of tls_listen, certificate and private_key in [rtmp]",
-                    );
-                    None
+                RtmpsSettings {
+                    listen,
+                    certificate,
+                    private_key,
                 }
-            });
+            })
+    });
+    let http = &raw.http;
+    let https = tls_files(c, "[http]", http.listen.span(), &http.tls_listen, &http.certificate, &http.private_key)
+        .map(|(listen, certificate, private_key)| {
+            if listen.port() == http_listen.port() && listen.port() != 0 {
+                let span = http.tls_listen.as_ref().map_or(0..0, |l| l.span());
+                c.at(span, "tls_listen needs its own port (HTTPS and HTTP cannot share one)");
+            }
+            HttpsSettings {
+                listen,
+                certificate,
+                private_key,
+            }
+        });
+    let metrics_token = http.metrics_token.as_ref().and_then(|token| {
+        match lunora_control::expand_env(token.get_ref(), lookup) {
+            Ok(value) if value.len() >= 16 => Some(lunora_media::Secret::new(value)),
+            Ok(_) => {
+                c.at(token.span(), "metrics_token must be at least 16 characters");
+                None
+            }
+            Err(message) => {
+                c.at(token.span(), message);
+                None
+            }
+        }
+    });
     Config {
         http_listen,
+        http_hosts: raw.http.hosts.clone(),
+        metrics_token,
+        https,
         rtmp_listen,
         rtmps,
         state_dir: raw.state.map(|s| s.dir),
-        channels,
+        graph,
+    }
+}
+
+/// `tls_listen`, `certificate` and `private_key` of a section: all three (files readable) or none.
+fn tls_files(
+    c: &mut Collector<'_>,
+    section: &str,
+    section_span: Range<usize>,
+    listen: &Option<Spanned<SocketAddr>>,
+    certificate: &Option<Spanned<PathBuf>>,
+    private_key: &Option<Spanned<PathBuf>>,
+) -> Option<(SocketAddr, PathBuf, PathBuf)> {
+    match (listen, certificate, private_key) {
+        (Some(listen), Some(certificate), Some(private_key)) => {
+            for path in [certificate, private_key] {
+                if !path.get_ref().is_file() {
+                    c.at(
+                        path.span(),
+                        format!("{} is not a readable file", path.get_ref().display()),
+                    );
+                }
+            }
+            Some((
+                *listen.get_ref(),
+                certificate.get_ref().clone(),
+                private_key.get_ref().clone(),
+            ))
+        }
+        (None, None, None) => None,
+        _ => {
+            c.at(
+                section_span,
+                format!("TLS needs all of tls_listen, certificate and private_key in {section}"),
+            );
+            None
+        }
     }
 }
 
@@ -982,8 +479,8 @@ mod tests {
     fn default_config_is_valid() {
         let config =
             parse("default.toml", DEFAULT_CONFIG, &|_| None).expect("default config parses");
-        assert_eq!(config.channels[0].id, "program");
-        assert_eq!(config.channels[0].inputs.len(), 2);
+        assert_eq!(config.graph.channels[0].settings.id.as_str(), "program");
+        assert_eq!(config.graph.channels[0].inputs.len(), 2);
     }
 
     #[test]
@@ -1057,14 +554,13 @@ listen = "0.0.0.0:9000"
 passphrase = "${SRT_PASS}"
 "#;
         let config = parse("t.toml", source, &env).expect("valid");
-        let InputTransport::Srt {
-            passphrase: Some(passphrase),
-            ..
-        } = config.channels[0].inputs[0].transport.clone()
-        else {
-            panic!("an SRT input with a passphrase")
+        let InputSettings::Srt(srt) = config.graph.channels[0].inputs[0].clone() else {
+            panic!("an SRT input")
         };
-        assert_eq!(passphrase.expose(), "correct horse battery");
+        assert_eq!(
+            srt.passphrase.map(|p| p.expose().to_string()).as_deref(),
+            Some("correct horse battery")
+        );
         assert_eq!(
             format!("{config:?}").matches("correct horse").count(),
             0,
@@ -1106,7 +602,7 @@ passphrase = "${SRT_PASS}"
         assert!(
             partial
                 .iter()
-                .any(|e| e.contains("all of tls_listen, certificate and private_key")),
+                .any(|e| e.contains("all of tls_listen, certificate and private_key in [rtmp]")),
             "{partial:?}"
         );
         let missing = errors(&format!(
