@@ -294,26 +294,21 @@ impl Store {
         let key = digest(secret);
         let now = millis(now);
         let found = self.read(|connection| {
-            let id = connection
-                .query_row("SELECT id FROM tokens WHERE digest = ?1", [&key], |row| {
-                    row.get::<_, String>(0)
-                })
-                .optional()?;
-            let Some(token) = id
-                .map(|id| load_token(connection, &id))
-                .transpose()?
-                .flatten()
+            let Some(row) = connection
+                .query_row(
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE digest = ?1"),
+                    [&key],
+                    token_from_row,
+                )
+                .optional()?
             else {
                 return Ok(None);
             };
+            let last_used = row.5;
+            let token = token_info(row)?;
             let Some(owner) = load_user(connection, &token.owner)? else {
                 return Ok(None);
             };
-            let last_used: Option<i64> = connection.query_row(
-                "SELECT last_used_at FROM tokens WHERE id = ?1",
-                [&token.id],
-                |row| row.get(0),
-            )?;
             Ok(Some((owner, token, last_used)))
         })?;
         let Some((owner, mut token, last_used)) = found else {

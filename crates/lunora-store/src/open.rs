@@ -557,6 +557,34 @@ mod tests {
         assert_eq!(names(dir.path()), ["file"]);
     }
 
+    #[test]
+    fn two_processes_worth_of_stores_write_in_turn() {
+        // The daemon and a `lunora user` command each have their own connection to one file.
+        fn assert_shareable<T: Send + Sync>() {}
+        assert_shareable::<Store>();
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap().store;
+        let second = Store::open(dir.path()).unwrap().store;
+        std::thread::scope(|scope| {
+            for (name, store) in [("a", &first), ("b", &second)] {
+                scope.spawn(move || {
+                    for n in 0..40 {
+                        store
+                            .apply(
+                                &[output(name, &format!("o{n}"), Some(json!(n)))],
+                                &[(name.into(), format!("o{n}"), Some(true))],
+                                Some(&audit_entry(name)),
+                            )
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(first.overlay().unwrap().len(), 80);
+        assert_eq!(second.running().unwrap().len(), 80);
+        assert_eq!(second.audit_log(1000, None).unwrap().len(), 80);
+    }
+
     /// Set in the child process of the kill -9 test: the directory to write to.
     const CRASH_DIR: &str = "LUNORA_STORE_TEST_CRASH_DIR";
     /// The first change number the child writes.
