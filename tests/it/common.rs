@@ -257,6 +257,55 @@ pub fn srt_listener_output(id: &str, port: u16) -> String {
     )
 }
 
+/// The first superadmin's password in every daemon the tests start.
+pub const ADMIN_PASSWORD: &str = "it-admin-password";
+
+/// API tokens of the daemons under test, by HTTP port: the request helpers send them, so a
+/// test reads like an operator's script with a token.
+static TOKENS: std::sync::Mutex<Vec<(u16, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn token_for(port: u16) -> Option<String> {
+    TOKENS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, t)| t.clone())
+}
+
+/// Logs in as `user` and returns the session cookie (`lunora_session=…`).
+pub fn login(port: u16, user: &str, password: &str) -> String {
+    let body = format!("{{\"username\":\"{user}\",\"password\":\"{password}\"}}");
+    let response = raw_request(
+        port,
+        &format!(
+            "POST /api/v1/session HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("login as {user} failed: {response}"))
+}
+
+/// A bearer token for `user` (made with their session).
+pub fn create_token(port: u16, cookie: &str, name: &str) -> String {
+    let body = format!("{{\"name\":\"{name}\"}}");
+    let response = raw_request(
+        port,
+        &format!(
+            "POST /api/v1/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: {cookie}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let json = response.split_once("\r\n\r\n").map(|(_, b)| dechunk(b)).unwrap_or_default();
+    let value: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("token: {e}: {response}"));
+    value["token"].as_str().unwrap_or_else(|| panic!("no token in {value}")).to_string()
+}
+
 /// The daemon under test, on its own ports and temp dir.
 pub struct Daemon {
     pub http: u16,
@@ -289,16 +338,35 @@ impl Daemon {
 
     /// Stops the daemon (SIGTERM) and starts it again with the same config and state directory.
     pub fn restart(self) -> Daemon {
+        self.restart_after(Signal::SIGTERM)
+    }
+
+    /// Ends the daemon with `signal` (SIGKILL: a crash) and starts it again on the same state.
+    pub fn restart_after(self, signal: Signal) -> Daemon {
         let Daemon {
             http,
             dir,
             mut process,
         } = self;
-        process.signal(Signal::SIGTERM);
+        process.signal(signal);
         process
             .wait(Duration::from_secs(10))
-            .expect("lunora stops within 10 s of SIGTERM");
+            .expect("lunora ends within 10 s");
         Self::launch(http, dir, &[])
+    }
+
+    /// Sends `signal` to the daemon (SIGHUP: re-read the config file).
+    pub fn signal(&self, signal: Signal) {
+        self.process.signal(signal);
+    }
+
+    /// Rewrites the config file (its `[http]` section is kept as the harness wrote it).
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(
+            self.dir.path().join("lunora.toml"),
+            format!("[http]\nlisten = \"127.0.0.1:{}\"\n\n{config}", self.http),
+        )
+        .expect("write config");
     }
 
     fn launch(http: u16, dir: tempfile::TempDir, env: &[(&str, &std::path::Path)]) -> Daemon {
@@ -308,6 +376,7 @@ impl Daemon {
             .arg("--config")
             .arg(dir.path().join("lunora.toml"))
             .env_remove("RUST_LOG")
+            .env("LUNORA_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("LUNORA_STATE_DIR", dir.path().join("state"));
         for (key, value) in env {
             command.env(key, value);
@@ -317,7 +386,20 @@ impl Daemon {
         let ready = wait_for(Duration::from_secs(20), || daemon.get("/readyz").0 == 200);
         assert!(ready, "lunora did not become ready; log:\n{}", daemon.log());
         assert!(daemon.process.running());
+        if token_for(http).is_none() {
+            let cookie = login(http, "admin", ADMIN_PASSWORD);
+            let token = create_token(http, &cookie, "tests");
+            TOKENS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((http, token));
+        }
         daemon
+    }
+
+    /// The `Authorization` header line the request helpers send to this daemon.
+    pub fn auth_header(&self) -> String {
+        token_for(self.http).map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"))
     }
 
     pub fn log(&self) -> String {
@@ -372,6 +454,17 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     )
 }
 
+/// The `Authorization` line for a daemon on `port`, when the harness holds a token for it.
+fn authorization(port: u16) -> String {
+    token_for(port).map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"))
+}
+
+/// Sends `request` as written (no token added): (status, body).
+pub fn http_anonymous(port: u16, request: &str) -> (u16, String) {
+    let response = raw_request(port, request);
+    split_response(&response)
+}
+
 pub fn http_post_json(port: u16, path: &str, body: &str) -> (u16, String) {
     http_send(port, "POST", path, body)
 }
@@ -395,7 +488,10 @@ pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>, String) {
         return (0, Vec::new(), String::new());
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Connection: close\r\n\r\n",
+        authorization(port)
+    );
     if stream.write_all(request.as_bytes()).is_err() {
         return (0, Vec::new(), String::new());
     }
@@ -414,17 +510,31 @@ pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>, String) {
 }
 
 fn http_request(port: u16, request: &str) -> (u16, String) {
+    // The token goes right after the request line.
+    let request = match request.split_once("\r\n") {
+        Some((line, rest)) => format!("{line}\r\n{}{rest}", authorization(port)),
+        None => request.to_string(),
+    };
+    split_response(&raw_request(port, &request))
+}
+
+/// The whole response text ("" when the connection failed).
+fn raw_request(port: u16, request: &str) -> String {
     let Ok(mut stream) =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
     else {
-        return (0, String::new());
+        return String::new();
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
+        return String::new();
     }
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
+    response
+}
+
+fn split_response(response: &str) -> (u16, String) {
     let status = response
         .split(' ')
         .nth(1)

@@ -18,7 +18,11 @@ fn events_tell_a_connecting_encoder_and_the_switch_as_they_happen() {
         .expect("timeout");
     stream
         .write_all(
-            b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
+            format!(
+                "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Accept: text/event-stream\r\n\r\n",
+                daemon.auth_header()
+            )
+            .as_bytes(),
         )
         .expect("request");
     let heard = Arc::new(Mutex::new(String::new()));

@@ -6,8 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod access;
 mod common;
 mod config_cli;
+mod control_plane;
 mod events;
 mod failover;
 mod hls;

@@ -549,7 +549,7 @@ impl Control {
                 if ok {
                     Ok(Outcome::Done)
                 } else {
-                    Err(CommandError::Forbidden("the current password is wrong".into()))
+                    Err(CommandError::Invalid(vec!["the current password is wrong".into()]))
                 }
             }
             Command::CreateToken { owner, name, role } => {

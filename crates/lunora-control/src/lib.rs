@@ -35,4 +35,6 @@ pub use lunora_egress::{HlsSettings, OutputState, OutputStats};
 pub use lunora_ingest::{ConnectionState, InputStats, RtmpsSettings};
 pub use lunora_switch::Reason;
 pub use lunora_ts::Indicator;
-pub use lunora_store::{AuditRecord, Store, StoreError, TokenInfo, UserInfo, UserRole};
+pub use lunora_store::{
+    AuditRecord, Opened as StoreOpened, Store, StoreError, TokenInfo, UserInfo, UserRole,
+};

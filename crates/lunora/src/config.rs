@@ -48,9 +48,6 @@ struct RawHttp {
     hosts: Vec<String>,
     /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
     metrics_token: Option<Spanned<String>>,
-    tls_listen: Option<Spanned<SocketAddr>>,
-    certificate: Option<Spanned<PathBuf>>,
-    private_key: Option<Spanned<PathBuf>>,
 }
 
 impl Default for RawHttp {
@@ -59,9 +56,6 @@ impl Default for RawHttp {
             listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 8080))),
             hosts: Vec::new(),
             metrics_token: None,
-            tls_listen: None,
-            certificate: None,
-            private_key: None,
         }
     }
 }
@@ -91,20 +85,11 @@ struct RawChannel {
 
 // ---- the validated result -----------------------------------------------------------------
 
-/// HTTPS for the dashboard and API.
-#[derive(Debug, Clone)]
-pub(crate) struct HttpsSettings {
-    pub(crate) listen: SocketAddr,
-    pub(crate) certificate: PathBuf,
-    pub(crate) private_key: PathBuf,
-}
-
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) http_listen: SocketAddr,
     pub(crate) http_hosts: Vec<String>,
     pub(crate) metrics_token: Option<lunora_media::Secret>,
-    pub(crate) https: Option<HttpsSettings>,
     /// The shared RTMP server's address (bound only when an RTMP input exists).
     pub(crate) rtmp_listen: SocketAddr,
     /// `[rtmp] tls_listen` with its certificate and key.
@@ -165,9 +150,18 @@ impl Collector<'_> {
     /// Where `key`'s value starts inside `table` (the span of a table or inline table), or
     /// the table itself when the key is not written there.
     fn key(&self, table: &Range<usize>, key: &str) -> Range<usize> {
-        let Some(text) = self.source.get(table.clone()) else {
+        // An `[[array.of.tables]]` entry's span may cover only its header: its keys run to
+        // the next header.
+        let rest = self.source.get(table.start..).unwrap_or("");
+        let body_end = rest
+            .get(1..)
+            .and_then(|r| r.find("\n["))
+            .map_or(self.source.len(), |n| table.start + n + 2);
+        let region = table.start..table.end.max(body_end).min(self.source.len());
+        let Some(text) = self.source.get(region.clone()) else {
             return table.clone();
         };
+        let table = &region;
         let bytes = text.as_bytes();
         let mut from = 0;
         while let Some(found) = text.get(from..).and_then(|t| t.find(key)) {
@@ -246,6 +240,8 @@ pub(crate) fn parse(
         }
     };
     let config = validate(&mut c, raw, lookup);
+    // In the order of the file, as an editor walks it.
+    c.errors.sort_by_key(|e| (e.line, e.column));
     if c.errors.is_empty() {
         Ok(config)
     } else {
@@ -387,18 +383,6 @@ fn validate(
             })
     });
     let http = &raw.http;
-    let https = tls_files(c, "[http]", http.listen.span(), &http.tls_listen, &http.certificate, &http.private_key)
-        .map(|(listen, certificate, private_key)| {
-            if listen.port() == http_listen.port() && listen.port() != 0 {
-                let span = http.tls_listen.as_ref().map_or(0..0, |l| l.span());
-                c.at(span, "tls_listen needs its own port (HTTPS and HTTP cannot share one)");
-            }
-            HttpsSettings {
-                listen,
-                certificate,
-                private_key,
-            }
-        });
     let metrics_token = http.metrics_token.as_ref().and_then(|token| {
         match lunora_control::expand_env(token.get_ref(), lookup) {
             Ok(value) if value.len() >= 16 => Some(lunora_media::Secret::new(value)),
@@ -416,7 +400,6 @@ fn validate(
         http_listen,
         http_hosts: raw.http.hosts.clone(),
         metrics_token,
-        https,
         rtmp_listen,
         rtmps,
         state_dir: raw.state.map(|s| s.dir),

@@ -1,36 +1,24 @@
-//! `lunora`: the daemon and its command-line tools.
+//! `lunora`: the daemon and its command-line tools. This file is the edge: command line,
+//! config loading, start-up, signals and systemd; the running graph is `lunora-control`'s.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-mod channel;
+mod accounts;
 mod config;
 mod state;
-mod status;
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use lunora_api::IngestView;
-use lunora_egress::{
-    Bus, DEFAULT_RETRY, DestinationSpec, HlsPreview, HlsSettings, OutputStatsHandle, SrtOutput,
-    SrtOutputMode, SrtOutputSettings, ValidDestination,
-};
-use lunora_ingest::{BoundSrtInput, RtmpInput, RtmpServer, SrtInputSettings, StatsHandle};
-use lunora_srt::AccessPolicy;
-use lunora_ts::AnalyserSettings;
-use tokio::sync::mpsc;
+use lunora_control::{Control, Environment, Graph, HlsSettings, Store, StoreHealth};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::channel::{ChannelRuntime, ChannelTask};
-use crate::config::{Config, InputTransport, OutputTarget};
-use crate::state::{ChannelChanges, StateStore};
-use crate::status::{ChannelHandles, InputHandle, OutputHandle, Status};
-use lunora_switch::{InputSpec, Role, Switcher};
+use crate::accounts::{TokenCommand, UserCommand};
+use crate::config::Config;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,14 +41,22 @@ enum Command {
     },
     /// Validate a configuration file and exit: 0 when valid, 1 with every error otherwise.
     CheckConfig { file: PathBuf },
+    /// Manage users (works while the daemon runs).
+    User {
+        /// The daemon's configuration file (for its state directory).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage API tokens (works while the daemon runs).
+    Token {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
 }
-
-/// Kernel UDP buffer requested per SRT port (see DEPENDENCIES.md: 64 KiB drops at 50 Mbit/s).
-const UDP_BUFFER_BYTES: usize = 4 << 20;
-/// Items the channel bus keeps for readers that are behind.
-const BUS_CAPACITY: usize = 256;
-/// Events an input may queue towards its channel before frames are dropped.
-const INPUT_QUEUE: usize = 2048;
 
 fn load(path: Option<&PathBuf>) -> Result<Config> {
     let env = |name: &str| std::env::var(name).ok();
@@ -78,40 +74,60 @@ fn load(path: Option<&PathBuf>) -> Result<Config> {
     }
 }
 
+/// The state directory exactly as the daemon finds it.
+fn state_dir(config: &Config) -> PathBuf {
+    config.state_dir.clone().unwrap_or_else(state::default_dir)
+}
+
+fn open_store(dir: &Path) -> Result<lunora_control::StoreOpened> {
+    Store::open(dir).with_context(|| {
+        format!(
+            "cannot open the state database in {} ([state] dir)",
+            dir.display()
+        )
+    })
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::CheckConfig { file } => match load(Some(&file)) {
-            Ok(config) => {
-                println!(
-                    "{}: ok ({} channel(s))",
-                    file.display(),
-                    config.channels.len()
-                );
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e:#}");
-                std::process::ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
+        Command::CheckConfig { file } => load(Some(&file)).map(|config| {
+            println!(
+                "{}: ok ({} channel(s))",
+                file.display(),
+                config.graph.channels.len()
+            );
+        }),
+        Command::User { config, command } => load(config.as_ref()).and_then(|config| {
+            let opened = open_store(&state_dir(&config))?;
+            accounts::user_command(
+                &opened.store,
+                command,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+            )
+        }),
+        Command::Token { config, command } => load(config.as_ref()).and_then(|config| {
+            let opened = open_store(&state_dir(&config))?;
+            accounts::token_command(&opened.store, command, &mut std::io::stdout().lock())
+        }),
         Command::Run { config } => {
             init_logging();
-            let result = load(config.as_ref()).and_then(|config| {
+            load(config.as_ref()).and_then(|loaded| {
                 tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
                     .context("cannot start the async runtime")?
-                    .block_on(run(config))
-            });
-            match result {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(e) => {
-                    error!("{e:#}");
-                    eprintln!("lunora: {e:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+                    .block_on(run(loaded, config))
+                    .inspect_err(|e| error!("{e:#}"))
+            })
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lunora: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
@@ -132,9 +148,8 @@ fn init_logging() {
         .init();
 }
 
-async fn run(config: Config) -> Result<()> {
+async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let cancel = CancellationToken::new();
-    let tasks = TaskTracker::new();
     let http = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| {
@@ -144,335 +159,118 @@ async fn run(config: Config) -> Result<()> {
             )
         })?;
 
-    let state_dir = config.state_dir.clone().unwrap_or_else(state::default_dir);
-    let store = StateStore::open(&state_dir).with_context(|| {
-        format!(
-            "cannot open the state directory {} ([state] dir)",
-            state_dir.display()
-        )
-    })?;
-    info!(file = %store.path().display(), "destination changes made through the API are saved here");
-    let hls_settings = HlsSettings {
-        first_sequence: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        ..HlsSettings::default()
+    let dir = state_dir(&config);
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || open_store(&dir)).await??
     };
-    let mut channels = Vec::new();
-    let rtmp_inputs = lunora_ingest::RtmpInputs::new();
-    for channel in &config.channels {
-        let bus = Bus::new(BUS_CAPACITY);
-        let (sender, receiver) = mpsc::channel(INPUT_QUEUE);
-        // The switcher numbers inputs by priority: the main first, then backups as listed.
-        let mut order: Vec<usize> = (0..channel.inputs.len()).collect();
-        order.sort_by_key(|&i| channel.inputs[i].role != config::Role::Main);
-        let mut inputs = Vec::new();
-        for &index in &order {
-            let input = &channel.inputs[index];
-            let stats = StatsHandle::new();
-            let listen = match &input.transport {
-                InputTransport::Srt {
-                    listen,
-                    latency,
-                    passphrase,
-                    stream_id,
-                } => {
-                    let settings = SrtInputSettings {
-                        id: input.id.clone(),
-                        listen: *listen,
-                        latency: *latency,
-                        access: AccessPolicy {
-                            passphrase: passphrase.clone(),
-                            stream_id: stream_id.clone(),
-                        },
-                        input_loss: channel.input_loss,
-                        analyser: AnalyserSettings::default(),
-                        udp_buffer_bytes: UDP_BUFFER_BYTES,
-                    };
-                    let bound = BoundSrtInput::bind(settings, stats.clone())
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "channel {:?} input {:?}: cannot bind SRT port {listen}",
-                                channel.id, input.id
-                            )
-                        })?;
-                    let listen = bound.local_addr();
-                    tasks.spawn(bound.run(
-                        inputs.len(),
-                        sender.clone(),
-                        cancel.clone().cancelled_owned(),
-                    ));
-                    listen
-                }
-                InputTransport::Rtmp { stream_key } => {
-                    rtmp_inputs.add(RtmpInput {
-                        name: format!("{}/{}", channel.id, input.id),
-                        stream_key: stream_key.clone(),
-                        index: inputs.len(),
-                        events: sender.clone(),
-                        stats: stats.clone(),
-                    });
-                    config.rtmp_listen
-                }
-            };
-            let (kind, ingest) = match &input.transport {
-                InputTransport::Srt {
-                    latency,
-                    passphrase,
-                    stream_id,
-                    ..
-                } => (
-                    "srt",
-                    IngestView {
-                        latency_ms: Some(latency.as_millis() as u64),
-                        passphrase_set: passphrase.is_some(),
-                        stream_id: stream_id.clone(),
-                        ..IngestView::default()
-                    },
-                ),
-                InputTransport::Rtmp { .. } => (
-                    "rtmp",
-                    IngestView {
-                        rtmp_app: Some("live"),
-                        stream_key_set: true,
-                        ..IngestView::default()
-                    },
-                ),
-            };
-            inputs.push(InputHandle {
-                id: input.id.clone(),
-                role: input.role.name(),
-                kind,
-                listen,
-                ingest,
-                stats,
-            });
-        }
-        drop(sender);
-        let mut outputs = Vec::new();
-        let mut rtmp_destinations = Vec::new();
-        for output in &channel.outputs {
-            let stats = OutputStatsHandle::new();
-            let (mode, address, mode_name) = match &output.target {
-                OutputTarget::Rtmp { spec, destination } => {
-                    rtmp_destinations.push((output.id.clone(), spec.clone(), destination.clone()));
-                    continue;
-                }
-                OutputTarget::Caller {
-                    address,
-                    passphrase,
-                    key_length,
-                    stream_id,
-                } => (
-                    SrtOutputMode::Caller {
-                        address: *address,
-                        stream_id: stream_id.clone(),
-                        passphrase: passphrase.clone(),
-                        key_length: *key_length,
-                    },
-                    address.to_string(),
-                    "caller",
-                ),
-                OutputTarget::Listener {
-                    listen,
-                    passphrase,
-                    stream_id,
-                } => (
-                    SrtOutputMode::Listener {
-                        listen: *listen,
-                        access: AccessPolicy {
-                            passphrase: passphrase.clone(),
-                            stream_id: stream_id.clone(),
-                        },
-                    },
-                    listen.to_string(),
-                    "listener",
-                ),
-            };
-            let settings = SrtOutputSettings {
-                id: output.id.clone(),
-                mode,
-                latency: output.latency,
-                udp_buffer_bytes: UDP_BUFFER_BYTES,
-                retry_min: DEFAULT_RETRY.0,
-                retry_max: DEFAULT_RETRY.1,
-            };
-            let started =
-                SrtOutput::start(settings, bus.clone(), stats.clone(), cancel.child_token())
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "channel {:?} output {:?}: cannot start on {address}",
-                            channel.id, output.id
-                        )
-                    })?;
-            let address = started.local_addr().map_or(address, |a| a.to_string());
-            outputs.push(OutputHandle {
-                id: output.id.clone(),
-                kind: "srt",
-                mode: mode_name,
-                address,
-                stats,
-                destination: None,
-            });
-        }
-        apply_saved_changes(
-            &channel.id,
-            &mut rtmp_destinations,
-            store.changes(&channel.id),
-            &outputs,
-        );
-        let specs = order
-            .iter()
-            .map(|&i| InputSpec {
-                id: channel.inputs[i].id.clone(),
-                role: if channel.inputs[i].role == config::Role::Main {
-                    Role::Main
-                } else {
-                    Role::Backup
-                },
-            })
-            .collect();
-        let runtime = Arc::new(Mutex::new(ChannelRuntime::default()));
-        let (commands, command_receiver) = mpsc::channel(16);
-        let task = ChannelTask {
-            id: channel.id.clone(),
-            switcher: Switcher::new(channel.policy.clone(), specs),
-            bus: bus.clone(),
-            runtime: runtime.clone(),
-        };
-        tasks.spawn(task.run(receiver, command_receiver, cancel.clone()));
-        let handles = ChannelHandles {
-            id: channel.id.clone(),
-            mode: channel.mode.name(),
-            inputs,
-            outputs: Mutex::new(Vec::new()),
-            runtime,
-            commands,
-            hls: HlsPreview::spawn(bus.clone(), hls_settings, cancel.child_token()),
-            bus,
-            cancel: cancel.child_token(),
-        };
-        for (id, spec, destination) in rtmp_destinations {
-            // What an operator last did wins over autostart (crash recovery).
-            let start = store.running(&channel.id, &id).unwrap_or(spec.autostart);
-            outputs.push(handles.spawn_destination(
-                id,
-                spec,
-                destination,
-                start,
-                OutputStatsHandle::new(),
-            ));
-        }
-        *handles.outputs.lock().unwrap_or_else(|p| p.into_inner()) = outputs;
-        channels.push(handles);
+    let mut health = StoreHealth::default();
+    if let Some(recovered) = &opened.recovered {
+        error!(moved_to = %recovered.moved_to.display(), reason = %recovered.reason, "the state database could not be read and was set aside; the config file's channels run, and no destination starts until an operator starts it");
+        health.problem = Some(format!(
+            "the saved state could not be read ({}); it was kept as {}",
+            recovered.reason,
+            recovered.moved_to.display()
+        ));
     }
-
-    if !rtmp_inputs.is_empty() {
-        let server = RtmpServer::bind(config.rtmp_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot bind the RTMP server on {} ([rtmp] listen)",
-                    config.rtmp_listen
-                )
-            })?;
-        let server = match &config.rtmps {
-            Some(rtmps) => server
-                .with_rtmps(rtmps)
-                .await
-                .context("cannot start RTMPS ingest ([rtmp] tls_listen)")?,
-            None => server,
-        };
-        let address = server.local_addr().context("RTMP server has no address")?;
-        info!(listen = %address, "RTMP ingest listening (rtmp://HOST:{}/live/<stream key>)", address.port());
-        if let Some(tls) = server.rtmps_addr() {
-            info!(listen = %tls, "RTMPS ingest listening (rtmps://HOST:{}/live/<stream key>)", tls.port());
-        }
-        tasks.spawn(server.run(rtmp_inputs, cancel.clone().cancelled_owned()));
+    if let Some(problem) = &opened.import_problem {
+        error!(problem = %problem, "the saved destinations of an earlier version could not be imported; no destination starts until an operator starts it");
+        health.problem = Some(problem.clone());
     }
+    let store = Arc::new(opened.store);
+    {
+        let (store, dir) = (store.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || state::first_admin(&store, &dir)).await??;
+    }
+    info!(file = %store.path().display(), "users, sessions and changes made through the API are kept here");
 
-    let status = Arc::new(Status::new(channels, store));
+    let graph = Graph::new(
+        Environment {
+            rtmp_listen: config.rtmp_listen,
+            rtmps: config.rtmps.clone(),
+            hls: HlsSettings {
+                first_sequence: SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                ..HlsSettings::default()
+            },
+        },
+        cancel.clone(),
+    );
+    let choices = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.running()).await?
+    };
+    match choices {
+        Ok(choices) => graph.set_run_choices(choices),
+        Err(e) => {
+            warn!(error = %e, "cannot read which destinations operators started; none starts on its own");
+            graph.hold_destinations();
+        }
+    }
+    let control = Control::start(graph.clone(), store, config.graph.clone(), health)
+        .await
+        .context("cannot start the channels")?;
+
+    let app = lunora_api::App::new(
+        control.clone(),
+        lunora_api::ApiSettings {
+            hosts: config.http_hosts.clone(),
+            metrics_token: config.metrics_token.clone(),
+            secure_cookies: false,
+        },
+    );
     let http_address = http.local_addr().context("HTTP listener has no address")?;
     let http_cancel = cancel.clone();
-    tasks.spawn({
-        let status = status.clone();
-        async move {
-            if let Err(e) = lunora_api::serve(http, status, http_cancel.cancelled_owned()).await {
-                error!(error = %e, "HTTP server stopped");
-            }
+    graph.tasks().spawn(async move {
+        if let Err(e) = lunora_api::serve(http, app, http_cancel.cancelled_owned()).await {
+            error!(error = %e, "HTTP server stopped");
         }
     });
-    tasks.close();
-    status.set_ready();
-    info!(http = %http_address, channels = config.channels.len(), "lunora is running");
+    info!(http = %http_address, channels = config.graph.channels.len(), "lunora is running");
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "could not notify systemd");
     }
 
-    shutdown_signal().await;
+    signals(&control, config_path.as_ref()).await;
     info!("shutting down");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    cancel.cancel();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
-        .await
-        .is_err()
-    {
+    if !graph.shutdown().await {
         warn!("some tasks did not stop within 5 s");
     }
     Ok(())
 }
 
-/// Lays the destinations added, changed or removed through the API over the config file's. A
-/// saved destination that no longer validates (or clashes with an SRT output's id) is skipped
-/// with a log line; the rest run.
-fn apply_saved_changes(
-    channel: &str,
-    destinations: &mut Vec<(String, DestinationSpec, ValidDestination)>,
-    changes: ChannelChanges,
-    srt_outputs: &[OutputHandle],
-) {
-    for (id, change) in changes {
-        let existing = destinations.iter().position(|(d, _, _)| *d == id);
-        match (change, existing) {
-            (None, Some(index)) => {
-                destinations.remove(index);
-            }
-            (None, None) => {}
-            (Some(spec), existing) => {
-                if srt_outputs.iter().any(|o| o.id == id) {
-                    warn!(channel, output = %id, "a saved destination has the id of an SRT output in the config file; skipping it");
-                    continue;
-                }
-                match spec.validate() {
-                    Ok(destination) => match existing {
-                        Some(index) => destinations[index] = (id, spec, destination),
-                        None => destinations.push((id, spec, destination)),
-                    },
-                    Err(problems) => {
-                        let reasons: Vec<String> =
-                            problems.into_iter().map(|p| p.message).collect();
-                        warn!(channel, output = %id, "skipping a saved destination: {}", reasons.join("; "));
-                    }
-                }
-            }
+/// Waits for SIGTERM or Ctrl-C; on SIGHUP re-reads the config file and applies the difference.
+async fn signals(control: &Arc<Control>, config_path: Option<&PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut hangup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        warn!("cannot listen for SIGTERM/SIGHUP; only Ctrl-C will stop lunora");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hangup.recv() => reload(control, config_path).await,
         }
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop lunora");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+async fn reload(control: &Control, config_path: Option<&PathBuf>) {
+    let Some(path) = config_path else {
+        info!("SIGHUP: running the embedded default configuration; nothing to re-read");
+        return;
     };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    info!(file = %path.display(), "SIGHUP: re-reading the configuration");
+    match load(Some(path)) {
+        Ok(config) => match control.reload(config.graph).await {
+            Ok(()) => info!(file = %path.display(), "configuration re-read and applied"),
+            Err(e) => error!(file = %path.display(), "the re-read configuration was not applied: {e}"),
+        },
+        Err(e) => error!("the configuration file has errors, nothing changed: {e:#}"),
     }
 }
