@@ -229,9 +229,19 @@ pub fn assert_reader_saw_a_clean_stream(log: &str) {
 /// ffprobe's `codec_name,width,height` lines for the streams of a file or URL.
 pub fn probe_streams(target: &str) -> String {
     let ffprobe = require("ffprobe", "ffmpeg");
+    // A daemon's HLS preview needs its token, as a player outside the dashboard would send it.
+    let port = target
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse().ok());
+    let headers: Vec<String> = port
+        .and_then(token_for)
+        .map(|t| vec!["-headers".into(), format!("Authorization: Bearer {t}\r\n")])
+        .unwrap_or_default();
     let out = run(
         "ffprobe (streams)",
         Command::new(ffprobe)
+            .args(headers)
             .args([
                 "-v",
                 "error",

@@ -494,7 +494,7 @@ fn destinations_are_added_changed_and_removed_through_the_api_and_survive_a_rest
         )
         .0,
         409,
-        "SRT outputs come from the config"
+        "an output's type cannot change"
     );
     assert_eq!(
         http_send(port, "DELETE", "/api/v1/channels/program/outputs/nope", "").0,

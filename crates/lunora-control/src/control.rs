@@ -668,6 +668,9 @@ impl Control {
                 let slot = channel.inputs.iter_mut().find(|i| i.id() == input.id()).ok_or_else(|| {
                     CommandError::NotFound(format!("channel {:?} has no input {:?}", id.as_str(), input.id().as_str()))
                 })?;
+                if slot.kind() != input.kind() {
+                    return Err(CommandError::Conflict(format!("input {:?} is of type {}; remove it and add a new one to change its type", input.id().as_str(), slot.kind())));
+                }
                 input.keep_secrets_of(slot);
                 *slot = input.clone();
                 component_entry(&id, ComponentKind::Input, input.id().as_str(), &input)
@@ -709,7 +712,9 @@ impl Control {
                     CommandError::NotFound(format!("channel {:?} has no output {:?}", id.as_str(), output.id().as_str()))
                 })?;
                 self.may_manage_output(actor, slot)?;
-                self.may_manage_output(actor, &output)?;
+                if slot.kind() != output.kind() {
+                    return Err(CommandError::Conflict(format!("output {:?} is of type {}; remove it and add a new one to change its type", output.id().as_str(), slot.kind())));
+                }
                 output.keep_secrets_of(slot);
                 *slot = output.clone();
                 component_entry(&id, ComponentKind::Output, output.id().as_str(), &output)
