@@ -116,6 +116,8 @@ async function api(method, url, body, { loginOn401 = true } = {}) {
     try { data = JSON.parse(text); } catch { data = null; }
   }
   if (response.status === 401 && loginOn401) sessionEnded();
+  // Wrong role: perhaps a superadmin changed ours meanwhile; show what we may do now.
+  if (response.status === 403 && state.me && url !== "/api/v1/session") recheckRole();
   if (!response.ok) {
     const message = data && typeof data.error === "string"
       ? data.error
@@ -229,7 +231,7 @@ function showOnce(container, { title, summary, rows, note }) {
   const slug = (label) => label.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
   const box = el("div", { class: "once", role: "alert", "data-testid": "once" },
     el("h3", {}, title),
-    el("p", { class: "once-warn" }, "Shown once: copy it now. lunora keeps only a hash or the setting itself and will not show it again."),
+    el("p", { class: "once-warn" }, "Shown once: copy it now. lunora will not show it again."),
     summary ? el("p", { "data-testid": "once-summary" }, el("code", {}, summary)) : null,
     rows.map(([label, value]) => copyRow(label, value, `once-value-${slug(label)}`)),
     note ? el("p", { class: "muted" }, note) : null,
@@ -367,6 +369,20 @@ async function changePassword(event) {
   } catch (error) {
     message.textContent = [error.message, ...error.problems].join(" ");
   }
+}
+
+async function recheckRole() {
+  let session;
+  try {
+    session = await api("GET", "/api/v1/session");
+  } catch {
+    return;
+  }
+  if (!state.me || !session || session.role === state.me.role) return;
+  state.me = { ...state.me, ...session };
+  notify(`Your role is now ${session.role}.`, "warn");
+  applyRole();
+  route();
 }
 
 function applyRole() {
@@ -1368,8 +1384,9 @@ async function saveInput(event) {
     if (result && typeof result.stream_key === "string") showStreamKey(channelId, id, result);
     refreshChannels();
   } catch (error) {
+    // The error sentence often lists the problems already; each is shown once.
     $("#input-message").textContent = error.message;
-    $("#input-problems").replaceChildren(...error.problems.map((p) => el("li", {}, p)));
+    $("#input-problems").replaceChildren(...error.problems.filter((p) => !error.message.includes(p)).map((p) => el("li", {}, p)));
   }
 }
 
