@@ -680,7 +680,7 @@ function sparkline(values) {
 }
 
 async function forceInput(channel, input) {
-  const ok = await ask(`Force ${input.id} (${input.role}) on air in ${channel}? It stays on air, whatever its health, until you press Auto.`, { confirm: `Force ${input.id} on air`, danger: true });
+  const ok = await ask(`Force ${input.id} (${input.role}) on air in ${channel}? It stays on air while it has a signal, even a degraded one, until you press Auto.`, { confirm: `Force ${input.id} on air`, danger: true });
   if (ok) await switchTo(channel, input.id);
 }
 
