@@ -1061,6 +1061,9 @@ function schemaVariants(root) {
     const fields = Object.entries(props)
       .filter(([name]) => name !== "type")
       .map(([name, prop]) => fieldSpec(name, prop, root, required.has(name)));
+    // Every input has an id (its URL names it); a schema of the type's own settings alone
+    // would leave it out.
+    if (!("id" in props)) fields.push(fieldSpec("id", { type: "string", title: "Input id" }, root, true));
     // Required fields first (id before the rest), otherwise in the schema's order.
     fields.sort((a, b) => (b.name === "id") - (a.name === "id") || b.required - a.required);
     return { kind: String(kind), title: variant.title || "", description: variant.description || "", fields };
@@ -1084,7 +1087,7 @@ function fieldControl(spec, values, editing) {
   let control;
   if (spec.kind === "select") {
     const choices = spec.options.map((o) => el("option", { value: String(o.value), title: o.help || null }, o.help ? `${o.label} — ${o.help}` : o.label));
-    const noChoice = !spec.required && start === undefined ? [el("option", { value: "" }, "—")] : [];
+    const noChoice = !spec.required && (start === undefined || start === null) ? [el("option", { value: "" }, "—")] : [];
     control = el("select", { "data-testid": testid, name: spec.name }, noChoice, choices);
     const picked = spec.options.find((o) => o.value === start);
     control.value = picked ? String(picked.value) : noChoice.length ? "" : String(spec.options[0].value);
