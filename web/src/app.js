@@ -1,14 +1,29 @@
-// Lunora Edge dashboard: live status over Server-Sent Events, switching, destinations, the
-// HLS preview and ingest help. No framework; every string from the server goes in through
-// textContent, never as HTML.
+// Lunora Edge dashboard: log in, then an overview of all channels, one channel's live status
+// (switching, destinations, the HLS preview, ingest help) over Server-Sent Events, sources
+// (channels and inputs, with forms generated from the server's JSON Schema), users and API
+// tokens. No framework. Every string from the server goes in through textContent, never as
+// HTML; a secret (password, passphrase, stream key, token) leaves the DOM as soon as its form
+// is sent, and a generated one is shown once, in a box that is removed when dismissed.
+
+// Roles in rising order; a role can do everything the ones before it can.
+const RANK = { user: 0, admin: 1, superadmin: 2 };
+const ROLES = Object.keys(RANK);
+
+// Which role a page needs.
+const PAGES = { overview: "user", channel: "user", sources: "admin", users: "superadmin", account: "user" };
 
 const state = {
+  me: null,                 // the session: { username, role, must_change_password, via }
   channels: [],
+  haveStatus: false,        // a status has arrived since logging in
   channel: null,            // selected channel id
+  page: null,
   system: { addresses: [] },
+  offline: false,
   bitrates: new Map(),      // "channel/input" -> last 60 input bitrates (bit/s)
   outputRates: new Map(),   // "channel/output" -> { bytes, at, bps }
   editing: null,            // destination id being edited
+  users: [],
 };
 
 // ---- small helpers ----------------------------------------------------------------------
@@ -29,6 +44,8 @@ function el(tag, attributes = {}, ...children) {
 }
 
 const $ = (selector) => document.querySelector(selector);
+const $$ = (selector) => [...document.querySelectorAll(selector)];
+const path = (...parts) => parts.map(encodeURIComponent).join("/");
 
 function pill(text, tone) {
   return el("span", { class: `pill pill-${tone}` }, text);
@@ -44,58 +61,490 @@ function formatTime(rfc3339) {
   return Number.isNaN(date.getTime()) ? rfc3339 : date.toLocaleTimeString();
 }
 
-async function api(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+function formatDate(rfc3339) {
+  if (!rfc3339) return "never";
+  const date = new Date(rfc3339);
+  return Number.isNaN(date.getTime()) ? String(rfc3339) : date.toLocaleString();
+}
+
+const can = (role) => Boolean(state.me) && (RANK[state.me.role] ?? 0) >= RANK[role];
+
+let toastTimer = null;
+function notify(text, tone = "ok") {
+  const toast = $("#toast");
+  toast.textContent = text;
+  toast.className = `toast toast-${tone}`;
+  toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { toast.hidden = true; }, tone === "ok" ? 4000 : 10000);
+}
+
+// ---- the API ------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message, data) {
+    super(message);
+    this.status = status;
+    this.data = data;
+  }
+
+  get problems() {
+    return this.data && Array.isArray(this.data.problems) ? this.data.problems.map(String) : [];
+  }
+}
+
+// One JSON call. Changes always carry `Content-Type: application/json` and a JSON body (`{}`
+// when there is nothing to say): the server takes cookie-authenticated changes only so, which
+// a cross-site form cannot send. A 401 anywhere means the session is gone: back to the login.
+async function api(method, url, body, { loginOn401 = true } = {}) {
+  const init = { method, headers: { Accept: "application/json" } };
+  if (method !== "GET") {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body === undefined ? {} : body);
+  }
+  let response;
+  try {
+    response = await fetch(url, init);
+  } catch {
+    setOffline(true);
+    throw new ApiError(0, "lunora is not reachable, so nothing was done; try again when it is back", null);
+  }
+  setOffline(false);
+  const text = await response.text().catch(() => "");
   let data = null;
-  try { data = await response.json(); } catch { /* empty body */ }
-  if (!response.ok) throw new Error(data && data.error ? data.error : `${method} ${path}: HTTP ${response.status}`);
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = null; }
+  }
+  if (response.status === 401 && loginOn401) sessionEnded();
+  // Wrong role: perhaps a superadmin changed ours meanwhile; show what we may do now.
+  if (response.status === 403 && state.me && url !== "/api/v1/session") recheckRole();
+  if (!response.ok) {
+    const message = data && typeof data.error === "string"
+      ? data.error
+      : `${method} ${url} failed with HTTP ${response.status}; lunora's log says why`;
+    throw new ApiError(response.status, message, data);
+  }
   return data;
+}
+
+// ---- reachability -------------------------------------------------------------------------
+
+const live = { source: null, reconnect: null, probe: null };
+
+// While lunora is unreachable every action is disabled (through the fieldsets that hold
+// them) and the live values are greyed out; it comes back on its own.
+function setOffline(offline) {
+  if (state.offline === offline) return;
+  state.offline = offline;
+  document.body.classList.toggle("offline", offline);
+  $("#offline-banner").hidden = !offline;
+  for (const set of $$("fieldset[data-actions]")) set.disabled = offline;
+  clearInterval(live.probe);
+  if (offline) {
+    setConnection("offline", "bad");
+    live.probe = setInterval(probe, 2000);
+  } else {
+    backOnline();
+  }
+}
+
+async function probe() {
+  try {
+    await api("GET", "/api/v1/session");
+  } catch {
+    // api() has marked lunora unreachable or shown the login.
+  }
+}
+
+function backOnline() {
+  if (!state.me) {
+    if ($("#login-view").hidden && $("#password-view").hidden) boot();
+    return;
+  }
+  if (!live.source) connect();
+  loadSystem();
+  refreshChannels();
+}
+
+function setConnection(text, tone) {
+  const connection = $("#connection");
+  connection.textContent = text;
+  connection.className = `pill pill-${tone}`;
+}
+
+// ---- confirmation -------------------------------------------------------------------------
+
+// Asks in a <dialog> (the page keeps updating meanwhile, unlike confirm()). Resolves to false
+// when cancelled; to true, or with `password` to the typed password, when confirmed.
+function ask(text, { confirm = "Confirm", danger = false, password = false } = {}) {
+  const dialog = $("#confirm-dialog");
+  if (dialog.open) dialog.close("cancel");
+  $("#confirm-text").textContent = text;
+  const yes = $("#confirm-yes");
+  yes.textContent = confirm;
+  yes.className = danger ? "danger" : "";
+  const field = $("#confirm-password");
+  $("#confirm-password-label").hidden = !password;
+  field.required = password;
+  field.value = "";
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const typed = field.value;
+      field.value = "";
+      if (dialog.returnValue !== "ok") resolve(false);
+      else resolve(password ? typed : true);
+    }, { once: true });
+    dialog.showModal();
+    if (password) field.focus();
+  });
+}
+
+// ---- copy to clipboard (works on plain http too, where navigator.clipboard is missing) ----
+
+async function copy(text, button) {
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    copied = true;
+  } catch {
+    const area = el("textarea", { class: "offscreen", readonly: true, "aria-hidden": "true" });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    try { copied = document.execCommand("copy"); } catch { copied = false; }
+    area.remove();
+  }
+  const label = button.textContent;
+  button.textContent = copied ? "Copied" : "Select it and copy by hand";
+  setTimeout(() => { button.textContent = label; }, 1500);
+}
+
+function copyRow(label, value, testid) {
+  const button = el("button", { type: "button", onclick: (e) => copy(value, e.currentTarget) }, "Copy");
+  return el("div", { class: "copy-row" }, el("span", { class: "muted" }, `${label}:`), el("code", { "data-testid": testid }, value), button);
+}
+
+// A secret the server hands out once (stream key, API token): shown in a box with copy
+// buttons until the operator dismisses it, leaving the page, or logging out removes it.
+function showOnce(container, { title, summary, rows, note }) {
+  const slug = (label) => label.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
+  const box = el("div", { class: "once", role: "alert", "data-testid": "once" },
+    el("h3", {}, title),
+    el("p", { class: "once-warn" }, "Shown once: copy it now. lunora will not show it again."),
+    summary ? el("p", { "data-testid": "once-summary" }, el("code", {}, summary)) : null,
+    rows.map(([label, value]) => copyRow(label, value, `once-value-${slug(label)}`)),
+    note ? el("p", { class: "muted" }, note) : null,
+    el("div", { class: "buttons" }, el("button", { type: "button", "data-testid": "once-dismiss", onclick: () => box.remove() }, "Done: I have copied it")));
+  container.replaceChildren(box);
+  box.scrollIntoView({ behavior: "smooth", block: "center" });
+}
+
+function removeOnceBoxes() {
+  for (const box of $$(".once")) box.remove();
+}
+
+// ---- session ------------------------------------------------------------------------------
+
+function show(view) {
+  $("#login-view").hidden = view !== "login";
+  $("#password-view").hidden = view !== "password";
+  $("#app").hidden = view !== "app";
+}
+
+function clearSecrets() {
+  for (const field of $$('input[type="password"]')) field.value = "";
+  removeOnceBoxes();
+}
+
+function showLogin(message = "") {
+  show("login");
+  $("#login-message").textContent = message;
+  const form = $("#login-form");
+  form.password.value = "";
+  (form.username.value ? form.password : form.username).focus();
+}
+
+// The session ended (expired, logged out elsewhere, or 401 from any call): drop everything
+// the user had open and ask for the login again. The URL stays, so the page comes back.
+function sessionEnded() {
+  const wasIn = Boolean(state.me);
+  leaveApp();
+  if (wasIn || $("#login-view").hidden) showLogin(wasIn ? "Your session has ended; log in again." : "");
+}
+
+function leaveApp() {
+  state.me = null;
+  disconnect();
+  stopPlayer();
+  closeEditor();
+  resetForm();
+  clearSecrets();
+  state.channels = [];
+  state.haveStatus = false;
+  state.users = [];
+  state.page = null;
+  sources.cards.clear();
+  $("#sources-list").replaceChildren();
+  $("#store-banner").hidden = true;
+}
+
+function onSession(session) {
+  state.me = session;
+  if (session.must_change_password) {
+    show("password");
+    $("#password-form").current_password.focus();
+  } else {
+    enterApp();
+  }
+}
+
+async function logIn(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const message = $("#login-message");
+  const username = form.username.value.trim();
+  const password = form.password.value;
+  form.password.value = "";
+  message.textContent = "";
+  const button = form.querySelector('button[type="submit"]');
+  button.disabled = true;
+  try {
+    const session = await api("POST", "/api/v1/session", { username, password }, { loginOn401: false });
+    onSession({ via: "session", ...session });
+  } catch (error) {
+    if (error.status === 401) message.textContent = error.data ? error.message : "Wrong username or password.";
+    else if (error.status === 429) message.textContent = error.data ? error.message : "Too many failed logins from this address; wait a few minutes and try again.";
+    else message.textContent = error.message;
+    form.password.focus();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function logOut() {
+  try {
+    await api("DELETE", "/api/v1/session", {}, { loginOn401: false });
+  } catch (error) {
+    if (error.status !== 401) {
+      notify(error.message, "bad");
+      return;
+    }
+  }
+  leaveApp();
+  showLogin("You are logged out.");
+}
+
+// Both password forms (the forced one after login, and the account page's).
+async function changePassword(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const message = form.querySelector(".form-message");
+  const current = form.current_password.value;
+  const next = form.new_password.value;
+  const repeat = form.repeat_password.value;
+  // The passwords leave the page at once, whatever the answer.
+  form.current_password.value = "";
+  form.new_password.value = "";
+  form.repeat_password.value = "";
+  message.className = "form-message error";
+  if (next !== repeat) {
+    message.textContent = "The two new passwords differ; type them again.";
+    return;
+  }
+  if (next.length < 8) {
+    message.textContent = "The new password needs 8 or more characters.";
+    return;
+  }
+  try {
+    // A wrong current password must not look like an ended session.
+    await api("PUT", "/api/v1/session/password", { current_password: current, new_password: next }, { loginOn401: false });
+    message.className = "form-message ok";
+    message.textContent = "Password changed.";
+    if (state.me && state.me.must_change_password) {
+      state.me.must_change_password = false;
+      message.textContent = "";
+      enterApp();
+    }
+  } catch (error) {
+    message.textContent = [error.message, ...error.problems].join(" ");
+  }
+}
+
+async function recheckRole() {
+  let session;
+  try {
+    session = await api("GET", "/api/v1/session");
+  } catch {
+    return;
+  }
+  if (!state.me || !session || session.role === state.me.role) return;
+  state.me = { ...state.me, ...session };
+  notify(`Your role is now ${session.role}.`, "warn");
+  applyRole();
+  route();
+}
+
+function applyRole() {
+  for (const node of $$("[data-role]")) node.hidden = !can(node.dataset.role);
+  $("#me-name").textContent = state.me.username;
+  $("#me-role").textContent = state.me.role;
+  // A token can have the owner's role or a lower one.
+  const mine = RANK[state.me.role] ?? 0;
+  $("#token-form").elements.role.replaceChildren(
+    el("option", { value: "" }, `same as mine (${state.me.role})`),
+    ...ROLES.filter((r) => RANK[r] < mine).map((r) => el("option", { value: r }, r)));
+}
+
+function enterApp() {
+  show("app");
+  applyRole();
+  connect();
+  loadSystem();
+  refreshChannels();
+  route();
+}
+
+async function boot() {
+  try {
+    const session = await api("GET", "/api/v1/session", undefined, { loginOn401: false });
+    onSession(session);
+  } catch (error) {
+    if (error.status === 401) showLogin();
+    else if (error.status !== 0) showLogin(error.message);
+    // Unreachable: the offline banner shows, and backOnline() boots again.
+  }
+}
+
+// ---- system facts -------------------------------------------------------------------------
+
+async function loadSystem() {
+  try {
+    state.system = await api("GET", "/api/v1/system");
+  } catch {
+    return;
+  }
+  const store = state.system && state.system.store;
+  const banner = $("#store-banner");
+  banner.hidden = !store || store.ok !== false;
+  if (!banner.hidden) {
+    banner.textContent = `saved settings could not be read: ${store.problem || "no reason given"}; destinations were not started`;
+  }
+  render();
+}
+
+// ---- navigation ---------------------------------------------------------------------------
+
+// #/ overview, #/channel/<id>, #/sources, #/users, #/account: a reload keeps the page.
+function parseRoute() {
+  const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map((p) => {
+    try { return decodeURIComponent(p); } catch { return p; }
+  });
+  return { page: parts[0] || "overview", channel: parts[1] || null };
+}
+
+function route() {
+  if (!state.me || state.me.must_change_password) return;
+  const { page, channel } = parseRoute();
+  if (!(page in PAGES) || !can(PAGES[page])) {
+    location.replace("#/");
+    return;
+  }
+  if (page === "channel") {
+    if (channel) state.channel = channel;
+    else {
+      const fallback = state.channel || (state.channels[0] && state.channels[0].id);
+      if (fallback) {
+        location.replace(`#/channel/${encodeURIComponent(fallback)}`);
+        return;
+      }
+    }
+  }
+  if (page !== state.page) {
+    removeOnceBoxes();
+    if (page !== "channel") stopPlayer();
+    if (page !== "sources") closeEditor();
+  }
+  state.page = page;
+  for (const node of $$("[data-page]")) node.hidden = node.dataset.page !== page;
+  for (const link of $$("[data-nav]")) {
+    if (link.dataset.nav === page) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  const titles = { overview: "Overview", channel: `Channel ${state.channel || ""}`, sources: "Sources", users: "Users", account: "Account" };
+  document.title = `${titles[page]} — Lunora Edge`;
+  if (page === "users") loadUsers();
+  if (page === "account") loadTokens();
+  render();
+}
+
+// ---- live updates -------------------------------------------------------------------------
+
+function connect() {
+  disconnect();
+  const events = new EventSource("/api/v1/events");
+  live.source = events;
+  setConnection("connecting…", "muted");
+  events.addEventListener("open", () => {
+    setConnection("live", "ok");
+    setOffline(false);
+  });
+  events.addEventListener("status", (event) => onStatus(JSON.parse(event.data)));
+  events.addEventListener("error", () => {
+    if (live.source !== events) return;
+    if (!state.offline) setConnection("reconnecting…", "warn");
+    // EventSource does not say why: find out whether lunora is gone or the session is.
+    probe();
+    if (events.readyState === EventSource.CLOSED) {
+      // It gave up (an HTTP error, not a network one): try again in a moment.
+      live.source = null;
+      clearTimeout(live.reconnect);
+      live.reconnect = setTimeout(() => { if (state.me && !live.source) connect(); }, 3000);
+    }
+  });
+}
+
+function disconnect() {
+  clearTimeout(live.reconnect);
+  if (live.source) live.source.close();
+  live.source = null;
+}
+
+async function refreshChannels() {
+  try {
+    onStatus(await api("GET", "/api/v1/channels"));
+  } catch {
+    // The events bring it soon; api() has dealt with offline and 401.
+  }
+}
+
+function onStatus(channels) {
+  if (!state.me || !Array.isArray(channels)) return;
+  for (const channel of channels) {
+    for (const input of channel.inputs) {
+      const key = `${channel.id}/${input.id}`;
+      const history = state.bitrates.get(key) || [];
+      history.push(input.bitrate_bps || 0);
+      if (history.length > 60) history.shift();
+      state.bitrates.set(key, history);
+    }
+  }
+  state.channels = channels;
+  state.haveStatus = true;
+  render();
 }
 
 function currentChannel() {
   return state.channels.find((c) => c.id === state.channel) || null;
 }
 
-function sparkline(values) {
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("class", "spark");
-  svg.setAttribute("viewBox", "0 0 60 20");
-  svg.setAttribute("preserveAspectRatio", "none");
-  const max = Math.max(1, ...values);
-  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-  line.setAttribute("points", values.map((v, i) => `${i + 60 - values.length},${(20 - (v / max) * 18 - 1).toFixed(1)}`).join(" "));
-  svg.append(line);
-  return svg;
+function render() {
+  if (!state.me || !state.page) return;
+  renderChannelPicker();
+  if (state.page === "overview") renderOverview();
+  else if (state.page === "channel") renderChannelPage();
+  else if (state.page === "sources") renderSources();
 }
-
-// ---- copy to clipboard (works on plain http too, where navigator.clipboard is missing) ----
-
-async function copy(text, button) {
-  try {
-    await navigator.clipboard.writeText(text);
-  } catch {
-    const area = el("textarea", { style: "position:fixed;opacity:0" });
-    area.value = text;
-    document.body.append(area);
-    area.select();
-    document.execCommand("copy");
-    area.remove();
-  }
-  const label = button.textContent;
-  button.textContent = "Copied";
-  setTimeout(() => { button.textContent = label; }, 1200);
-}
-
-function copyRow(label, value) {
-  const button = el("button", { type: "button", onclick: (e) => copy(value, e.currentTarget) }, "Copy");
-  return el("div", { class: "copy-row" }, el("span", { class: "muted" }, `${label}:`), el("code", {}, value), button);
-}
-
-// ---- dashboard ---------------------------------------------------------------------------
 
 function renderChannelPicker() {
   const select = $("#channel");
@@ -103,14 +552,63 @@ function renderChannelPicker() {
   if (select.options.length !== ids.length || ids.some((id, i) => select.options[i].value !== id)) {
     select.replaceChildren(...ids.map((id) => el("option", { value: id }, id)));
   }
-  if (!state.channel || !ids.includes(state.channel)) state.channel = ids[0] || null;
+  if (!state.channel && ids.length) state.channel = ids[0];
   select.value = state.channel || "";
-  select.closest("label").hidden = ids.length < 2;
+  select.closest("label").hidden = state.page !== "channel" || ids.length < 2;
+  $("#nav-channel").href = state.channel ? `#/channel/${encodeURIComponent(state.channel)}` : "#/channel";
+}
+
+// ---- overview -----------------------------------------------------------------------------
+
+function renderOverview() {
+  const list = $("#overview-list");
+  if (!state.channels.length) {
+    const text = !state.haveStatus ? "Loading…" : can("admin") ? "No channels yet: add one on the Sources page." : "No channels yet.";
+    list.replaceChildren(el("p", { class: "muted" }, text));
+    return;
+  }
+  list.replaceChildren(...state.channels.map((channel) => {
+    const outputs = channel.outputs || [];
+    const liveOutputs = outputs.filter((o) => o.state === "live").length;
+    return el("a", { class: "channel-card", href: `#/channel/${encodeURIComponent(channel.id)}`, "data-testid": `overview-${channel.id}` },
+      el("h3", {}, el("span", { class: "channel-id" }, channel.id), " ", el("span", { class: "muted" }, channel.mode)),
+      el("div", { class: "on-air small" }, el("span", {}, "On air"),
+        el("strong", { "data-testid": `overview-on-air-${channel.id}` }, channel.active_input || "nothing"),
+        channel.forced_input ? pill("forced", "warn") : null),
+      el("ul", { class: "input-list" }, channel.inputs.map((input) => el("li", { "data-testid": `overview-input-${channel.id}-${input.id}` },
+        el("strong", {}, input.id), el("span", { class: "muted" }, ` ${input.role} `),
+        channel.active_input === input.id ? pill("on air", "ok") : null, " ",
+        input.state === "connected" ? pill("connected", "ok") : pill("waiting", "muted"), " ",
+        healthPill(input)))),
+      el("div", {}, "Destinations live: ", el("strong", { "data-testid": `overview-outputs-${channel.id}` }, `${liveOutputs}/${outputs.length}`)));
+  }));
+}
+
+// ---- channel page: dashboard --------------------------------------------------------------
+
+function renderChannelPage() {
+  const channel = currentChannel();
+  $("#channel-title").textContent = state.channel ? `Channel ${state.channel}` : "No channel";
+  if (!channel) {
+    if (state.haveStatus && state.channel) {
+      notify(`There is no channel “${state.channel}” (any more).`, "warn");
+      state.channel = null;
+      location.replace("#/");
+    }
+    return;
+  }
+  // #/channel without an id showed the first channel: say which in the URL, for a reload.
+  if (!parseRoute().channel) history.replaceState(null, "", `#/channel/${encodeURIComponent(channel.id)}`);
+  renderDashboard(channel);
+  renderDestinations(channel);
+  renderIngest(channel);
+  startPlayer(channel.id);
 }
 
 function healthPill(input) {
-  const tone = { healthy: "ok", degraded: "warn", lost: "bad" }[input.health.state] || "muted";
-  return [pill(input.health.state || "unknown", tone), input.health.reasons.length ? el("span", { class: "reasons" }, input.health.reasons.join(", ").replaceAll("_", " ")) : null];
+  const health = input.health || { state: "unknown", reasons: [] };
+  const tone = { healthy: "ok", degraded: "warn", lost: "bad" }[health.state] || "muted";
+  return [pill(health.state || "unknown", tone), health.reasons && health.reasons.length ? el("span", { class: "reasons" }, health.reasons.join(", ").replaceAll("_", " ")) : null];
 }
 
 function tr101290(input) {
@@ -125,18 +623,26 @@ function renderDashboard(channel) {
   $("#on-air").textContent = channel.active_input || "nothing (waiting for signal)";
   $("#forced").hidden = !channel.forced_input;
 
-  const buttons = channel.inputs.map((input) => {
-    const sameRole = channel.inputs.filter((i) => i.role === input.role).length > 1;
-    const label = `Force ${input.role}${sameRole ? ` (${input.id})` : ""}`;
-    return el("button", {
-      type: "button",
-      class: channel.forced_input === input.id ? "active" : "",
-      "data-testid": `force-${input.id}`,
-      onclick: () => switchTo(channel.id, input.id),
-    }, label);
-  });
-  buttons.push(el("button", { type: "button", class: channel.forced_input ? "" : "active", "data-testid": "force-auto", onclick: () => switchTo(channel.id, "auto") }, "Auto"));
-  $("#switch-buttons").replaceChildren(...buttons);
+  // Switching is an admin's: a user gets no buttons at all, not disabled ones.
+  const switchButtons = $("#switch-buttons");
+  if (can("admin")) {
+    const buttons = channel.inputs.map((input) => {
+      const sameRole = channel.inputs.filter((i) => i.role === input.role).length > 1;
+      const label = `Force ${input.role}${sameRole ? ` (${input.id})` : ""}`;
+      return el("button", {
+        type: "button",
+        class: channel.forced_input === input.id ? "active" : "",
+        "data-testid": `force-${input.id}`,
+        onclick: () => forceInput(channel.id, input),
+      }, label);
+    });
+    buttons.push(el("button", { type: "button", class: channel.forced_input ? "" : "active", "data-testid": "force-auto", onclick: () => switchTo(channel.id, "auto") }, "Auto"));
+    switchButtons.replaceChildren(...buttons);
+    switchButtons.hidden = false;
+  } else {
+    switchButtons.replaceChildren();
+    switchButtons.hidden = true;
+  }
 
   $("#inputs tbody").replaceChildren(...channel.inputs.map((input) => {
     const key = `${channel.id}/${input.id}`;
@@ -161,15 +667,32 @@ function renderDashboard(channel) {
     el("span", { class: "muted" }, ` (gap ${s.gap_ms} ms${s.detection_ms != null ? `, detected in ${s.detection_ms} ms` : ""})`))) : [el("li", { class: "muted" }, "none yet")]));
 }
 
+function sparkline(values) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 60 20");
+  svg.setAttribute("preserveAspectRatio", "none");
+  const max = Math.max(1, ...values);
+  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  line.setAttribute("points", values.map((v, i) => `${i + 60 - values.length},${(20 - (v / max) * 18 - 1).toFixed(1)}`).join(" "));
+  svg.append(line);
+  return svg;
+}
+
+async function forceInput(channel, input) {
+  const ok = await ask(`Force ${input.id} (${input.role}) on air in ${channel}? It stays on air while it has a signal, even a degraded one, until you press Auto.`, { confirm: `Force ${input.id} on air`, danger: true });
+  if (ok) await switchTo(channel, input.id);
+}
+
 async function switchTo(channel, input) {
   try {
-    await api("POST", `/api/v1/channels/${encodeURIComponent(channel)}/switch`, { input });
+    await api("POST", `/api/v1/channels/${path(channel)}/switch`, { input });
   } catch (error) {
-    alert(error.message);
+    notify(error.message, "bad");
   }
 }
 
-// ---- destinations ------------------------------------------------------------------------
+// ---- channel page: destinations -----------------------------------------------------------
 
 function outputBitrate(channel, output) {
   const key = `${channel.id}/${output.id}`;
@@ -214,18 +737,33 @@ function renderDestinations(channel) {
 
 async function control(channel, output, action) {
   try {
-    await api("POST", `/api/v1/channels/${encodeURIComponent(channel)}/outputs/${encodeURIComponent(output)}/${action}`);
+    await api("POST", `/api/v1/channels/${path(channel)}/outputs/${path(output)}/${action}`, {});
   } catch (error) {
-    alert(error.message);
+    notify(error.message, "bad");
+  }
+}
+
+async function controlAll(start) {
+  const channel = currentChannel();
+  if (!channel) return;
+  if (!start) {
+    const liveCount = channel.outputs.filter((o) => o.destination && o.state !== "idle").length;
+    const ok = await ask(`Stop all destinations of ${channel.id}? ${liveCount} running now go off air on their platforms.`, { confirm: "Stop all", danger: true });
+    if (!ok) return;
+  }
+  try {
+    await api("POST", `/api/v1/channels/${path(channel.id)}/outputs/${start ? "start-all" : "stop-all"}`, {});
+  } catch (error) {
+    notify(error.message, "bad");
   }
 }
 
 async function removeDestination(channel, output) {
-  if (!confirm(`Remove destination ${output}? It stops at once.`)) return;
+  if (!(await ask(`Remove destination ${output}? It stops at once.`, { confirm: `Remove ${output}`, danger: true }))) return;
   try {
-    await api("DELETE", `/api/v1/channels/${encodeURIComponent(channel)}/outputs/${encodeURIComponent(output)}`);
+    await api("DELETE", `/api/v1/channels/${path(channel)}/outputs/${path(output)}`, {});
   } catch (error) {
-    alert(error.message);
+    notify(error.message, "bad");
   }
 }
 
@@ -283,42 +821,42 @@ async function saveDestination(event) {
   if (spec.preset === "x" && form.region.value.trim()) spec.region = form.region.value.trim();
   if (spec.preset === "youtube" && form.backup_ingest.checked) spec.backup_ingest = true;
   if (form.stream_key.value) spec.stream_key = form.stream_key.value;
+  // The key leaves the page as soon as it is on its way, whatever the answer.
+  form.stream_key.value = "";
   const id = form.elements.output_id.value.trim();
   try {
     if (state.editing) {
-      await api("PUT", `/api/v1/channels/${encodeURIComponent(channel)}/outputs/${encodeURIComponent(id)}`, spec);
+      await api("PUT", `/api/v1/channels/${path(channel)}/outputs/${path(id)}`, spec);
     } else {
-      await api("POST", `/api/v1/channels/${encodeURIComponent(channel)}/outputs`, { id, ...spec });
+      await api("POST", `/api/v1/channels/${path(channel)}/outputs`, { id, ...spec });
     }
     resetForm();
     message.textContent = `Saved ${id}.`;
   } catch (error) {
-    message.textContent = error.message;
-  } finally {
-    // The key leaves the page as soon as it has been sent, whatever the answer.
-    form.stream_key.value = "";
+    message.textContent = [error.message, ...error.problems.filter((p) => !error.message.includes(p))].join(" ");
   }
 }
 
-// ---- ingest help -------------------------------------------------------------------------
+// ---- channel page: ingest help ------------------------------------------------------------
 
 function boxHost() {
   const here = location.hostname;
   const local = ["localhost", "127.0.0.1", "::1", "[::1]"].includes(here);
-  return local && state.system.addresses.length ? state.system.addresses[0] : here;
+  return local && state.system.addresses && state.system.addresses.length ? state.system.addresses[0] : here;
 }
 
 function renderIngest(channel) {
   const host = boxHost();
   const blocks = channel.inputs.map((input) => {
-    const port = input.listen.split(":").pop();
+    const port = String(input.listen).split(":").pop();
     const ingest = input.ingest || {};
     if (input.type === "rtmp") {
       return el("div", { class: "ingest-block", "data-testid": `ingest-${input.id}` },
         el("h3", {}, `OBS → ${input.id} (${input.role})`),
         el("p", { class: "muted" }, "Settings → Stream: Service “Custom…”, then:"),
         copyRow("Server", `rtmp://${host}:${port}/${ingest.rtmp_app || "live"}`),
-        el("div", { class: "copy-row" }, el("span", { class: "muted" }, "Stream key:"), el("span", {}, `the stream_key of input “${input.id}” in the config file (not shown here)`)),
+        el("div", { class: "copy-row" }, el("span", { class: "muted" }, "Stream key:"), el("span", {},
+          can("admin") ? `shown once when “${input.id}” was added; make a new one on the Sources page if it is lost` : `the stream key of input “${input.id}” (not shown here; an admin has it)`)),
         el("p", { class: "muted" }, "Output: x264 or hardware H.264, keyframe interval 1–2 s, AAC 48 kHz."));
     }
     const url = `srt://${host}:${port}?mode=caller&latency=${(ingest.latency_ms || 120) * 1000}${ingest.stream_id ? `&streamid=${encodeURIComponent(ingest.stream_id)}` : ""}`;
@@ -327,21 +865,21 @@ function renderIngest(channel) {
       copyRow("Host", host),
       copyRow("Port", port),
       copyRow("Latency (ms)", String(ingest.latency_ms || 120)),
-      el("div", { class: "copy-row" }, el("span", { class: "muted" }, "Passphrase:"), el("span", {}, ingest.passphrase_set ? "set in the config file (not shown here); use the same on the encoder" : "none")),
+      el("div", { class: "copy-row" }, el("span", { class: "muted" }, "Passphrase:"), el("span", {}, ingest.passphrase_set ? "set (not shown here); use the same on the encoder" : "none")),
       ingest.stream_id ? copyRow("Stream ID", ingest.stream_id) : el("div", { class: "copy-row" }, el("span", { class: "muted" }, "Stream ID:"), el("span", {}, "none")),
       copyRow("Full URL (ffmpeg, srt-live-transmit)", url));
   });
   if (!channel.inputs.some((i) => i.type === "rtmp")) {
-    const snippet = `[[channels.inputs]]\nid = "obs"\nrole = "backup"\ntype = "rtmp"\nstream_key = "\${OBS_STREAM_KEY}"`;
     blocks.push(el("div", { class: "ingest-block" },
       el("h3", {}, "OBS"),
-      el("p", { class: "muted" }, "This channel has no RTMP input yet. Add one to the config to take OBS on rtmp://HOST:1935/live:"),
-      copyRow("Config", snippet)));
+      can("admin")
+        ? el("p", { class: "muted" }, "This channel has no RTMP input yet. Add one on the Sources page (type “rtmp”): lunora makes its stream key and shows the OBS settings once.")
+        : el("p", { class: "muted" }, "This channel has no RTMP input yet; an admin can add one for OBS.")));
   }
   $("#ingest-body").replaceChildren(...blocks);
 }
 
-// ---- player ------------------------------------------------------------------------------
+// ---- channel page: player -----------------------------------------------------------------
 
 const player = { hls: null, channel: null, lastTime: 0, lastProgress: performance.now(), bitrate: 0, retry: null };
 
@@ -350,7 +888,7 @@ function setPlayback(text) {
 }
 
 function startPlayer(channel) {
-  if (player.channel === channel && (player.hls || player.native)) return;
+  if (player.channel === channel && (player.hls || player.native || player.retry)) return;
   stopPlayer();
   player.channel = channel;
   const video = $("#video");
@@ -366,7 +904,11 @@ function startPlayer(channel) {
       // Most often: no segments yet (waiting for signal). Start over in a moment.
       setPlayback(`waiting for the preview (${data.details})`);
       stopPlayer();
-      player.retry = setTimeout(() => startPlayer(channel), 2000);
+      player.channel = channel;
+      player.retry = setTimeout(() => {
+        player.retry = null;
+        if (state.page === "channel" && state.channel === channel) startPlayer(channel);
+      }, 2000);
     });
     hls.loadSource(url);
     hls.attachMedia(video);
@@ -381,11 +923,19 @@ function startPlayer(channel) {
   video.play().catch(() => { /* autoplay waits for the first segment */ });
 }
 
+// Leaving the channel page stops the preview: lunora keeps HLS segments only while watched.
 function stopPlayer() {
   clearTimeout(player.retry);
+  player.retry = null;
   if (player.hls) player.hls.destroy();
+  if (player.native) {
+    const video = $("#video");
+    video.removeAttribute("src");
+    video.load();
+  }
   player.hls = null;
   player.native = false;
+  player.channel = null;
 }
 
 function updatePlayback() {
@@ -410,52 +960,689 @@ function updatePlayback() {
   video.dataset.currentTime = video.currentTime.toFixed(2);
 }
 
-// ---- live updates ------------------------------------------------------------------------
+// ---- JSON Schema → form -------------------------------------------------------------------
+// The input form knows no input type: it is built from whatever `oneOf` variants
+// GET /api/v1/schema/inputs lists, so a type added to lunora later shows up by itself.
 
-function render() {
-  renderChannelPicker();
-  const channel = currentChannel();
-  if (!channel) return;
-  renderDashboard(channel);
-  renderDestinations(channel);
-  renderIngest(channel);
-  startPlayer(channel.id);
+function pointer(root, ref) {
+  if (typeof ref !== "string" || !ref.startsWith("#")) return {};
+  let node = root;
+  for (const raw of ref.slice(1).split("/").filter(Boolean)) {
+    const key = decodeURIComponent(raw).replaceAll("~1", "/").replaceAll("~0", "~");
+    node = node && typeof node === "object" ? node[key] : undefined;
+  }
+  return node && typeof node === "object" ? node : {};
 }
 
-function onStatus(channels) {
-  for (const channel of channels) {
-    for (const input of channel.inputs) {
-      const key = `${channel.id}/${input.id}`;
-      const history = state.bitrates.get(key) || [];
-      history.push(input.bitrate_bps || 0);
-      if (history.length > 60) history.shift();
-      state.bitrates.set(key, history);
+// b's keys win, except properties and required, which add up.
+function mergeSchemas(a, b) {
+  const merged = { ...a, ...b };
+  if (a.properties || b.properties) merged.properties = { ...(a.properties || {}), ...(b.properties || {}) };
+  if (a.required || b.required) merged.required = [...new Set([...(a.required || []), ...(b.required || [])])];
+  return merged;
+}
+
+// Follows $ref (the referring schema's own keys win: title, description, default) and folds
+// allOf into one schema.
+function deref(schema, root, depth = 0) {
+  if (!schema || typeof schema !== "object" || depth > 32) return {};
+  let node = schema;
+  if (typeof node.$ref === "string") {
+    const { $ref, ...rest } = node;
+    node = mergeSchemas(deref(pointer(root, $ref), root, depth + 1), rest);
+  }
+  if (Array.isArray(node.allOf)) {
+    const { allOf, ...rest } = node;
+    node = allOf.reduce((acc, part) => mergeSchemas(acc, deref(part, root, depth + 1)), {});
+    node = mergeSchemas(node, rest);
+  }
+  return node;
+}
+
+const constOf = (s) => ("const" in s ? s.const : Array.isArray(s.enum) && s.enum.length === 1 ? s.enum[0] : undefined);
+
+// One property as a form field: { name, kind: text|secret|number|checkbox|select|json, ... }.
+function fieldSpec(name, raw, root, required) {
+  let s = deref(raw, root);
+  let options = null;
+  // Option<T> is anyOf/oneOf [T, null]; an enum with documented values is a oneOf of consts.
+  for (const key of ["anyOf", "oneOf"]) {
+    if (!Array.isArray(s[key])) continue;
+    const parts = s[key].map((p) => deref(p, root));
+    const values = parts.filter((p) => p.type !== "null" && !(Array.isArray(p.type) && p.type.length === 1 && p.type[0] === "null"));
+    const { [key]: _, ...outer } = s;
+    if (values.length && values.every((p) => constOf(p) !== undefined)) {
+      options = values.map((p) => ({ value: constOf(p), label: String(constOf(p)), help: p.description || p.title || "" }));
+      s = outer;
+    } else if (values.length === 1) {
+      s = mergeSchemas(values[0], outer);
     }
   }
-  state.channels = channels;
-  render();
+  const types = Array.isArray(s.type) ? s.type.filter((t) => t !== "null") : [s.type];
+  const type = types[0];
+  if (!options && Array.isArray(s.enum)) options = s.enum.filter((v) => v !== null).map((v) => ({ value: v, label: String(v), help: "" }));
+  const secret = Boolean(s.writeOnly || raw.writeOnly);
+  let kind = "text";
+  if (options) kind = "select";
+  else if (type === "boolean") kind = "checkbox";
+  else if (type === "integer" || type === "number") kind = "number";
+  else if (type === "object" || type === "array") kind = "json";
+  else if (secret) kind = "secret";
+  const min = s.minimum ?? (s.exclusiveMinimum !== undefined ? s.exclusiveMinimum + (type === "integer" ? 1 : 0) : undefined);
+  const max = s.maximum ?? (s.exclusiveMaximum !== undefined ? s.exclusiveMaximum - (type === "integer" ? 1 : 0) : undefined);
+  return {
+    name,
+    kind,
+    integer: type === "integer",
+    secret,
+    required,
+    title: s.title || name,
+    description: s.description || "",
+    default: s.default,
+    min,
+    max,
+    minLength: s.minLength,
+    maxLength: s.maxLength,
+    options,
+  };
 }
 
-function connect() {
-  const events = new EventSource("/api/v1/events");
-  const connection = $("#connection");
-  events.addEventListener("open", () => { connection.textContent = "live"; connection.className = "pill pill-ok"; });
-  events.addEventListener("error", () => { connection.textContent = "reconnecting…"; connection.className = "pill pill-warn"; });
-  events.addEventListener("status", (event) => onStatus(JSON.parse(event.data)));
+function schemaVariants(root) {
+  const top = deref(root, root);
+  const list = top.oneOf || top.anyOf || (top.properties ? [top] : []);
+  // Properties beside the oneOf (e.g. a flattened id and role) belong to every variant.
+  const common = { properties: top.properties || {}, required: top.required || [] };
+  return list.map((raw) => {
+    const variant = mergeSchemas(common, deref(raw, root));
+    const props = variant.properties || {};
+    const kind = constOf(deref(props.type || {}, root));
+    if (kind === undefined) return null;
+    const required = new Set(variant.required || []);
+    const fields = Object.entries(props)
+      .filter(([name]) => name !== "type")
+      .map(([name, prop]) => fieldSpec(name, prop, root, required.has(name)));
+    // Every input has an id (its URL names it); a schema of the type's own settings alone
+    // would leave it out.
+    if (!("id" in props)) fields.push(fieldSpec("id", { type: "string", title: "Input id" }, root, true));
+    // Required fields first (id before the rest), otherwise in the schema's order.
+    fields.sort((a, b) => (b.name === "id") - (a.name === "id") || b.required - a.required);
+    return { kind: String(kind), title: variant.title || "", description: variant.description || "", fields };
+  }).filter(Boolean);
 }
+
+let inputSchemaCache = null;
+async function inputVariants() {
+  if (!inputSchemaCache) {
+    const schema = await api("GET", "/api/v1/schema/inputs");
+    inputSchemaCache = schemaVariants(schema || {});
+  }
+  return inputSchemaCache;
+}
+
+// A field's control, filled from `values` (the saved config when editing) or the default.
+function fieldControl(spec, values, editing) {
+  const testid = `field-${spec.name}`;
+  const saved = values && spec.name in values ? values[spec.name] : undefined;
+  const start = saved !== undefined ? saved : spec.default;
+  let control;
+  if (spec.kind === "select") {
+    const choices = spec.options.map((o) => el("option", { value: String(o.value), title: o.help || null }, o.help ? `${o.label} — ${o.help}` : o.label));
+    const noChoice = !spec.required && (start === undefined || start === null) ? [el("option", { value: "" }, "—")] : [];
+    control = el("select", { "data-testid": testid, name: spec.name }, noChoice, choices);
+    const picked = spec.options.find((o) => o.value === start);
+    control.value = picked ? String(picked.value) : noChoice.length ? "" : String(spec.options[0].value);
+  } else if (spec.kind === "checkbox") {
+    control = el("input", { type: "checkbox", "data-testid": testid, name: spec.name });
+    control.checked = Boolean(start);
+  } else if (spec.kind === "number") {
+    control = el("input", { type: "number", step: spec.integer ? "1" : "any", min: spec.min, max: spec.max, "data-testid": testid, name: spec.name });
+    control.value = start === undefined || start === null ? "" : String(start);
+  } else if (spec.kind === "json") {
+    control = el("textarea", { rows: "2", spellcheck: "false", placeholder: "JSON", "data-testid": testid, name: spec.name });
+    control.value = start === undefined || start === null ? "" : JSON.stringify(start);
+  } else {
+    const isSet = values && values[`${spec.name}_set`] === true;
+    control = el("input", {
+      type: spec.secret ? "password" : "text",
+      autocomplete: spec.secret ? "new-password" : "off",
+      spellcheck: "false",
+      minlength: spec.minLength,
+      maxlength: spec.maxLength,
+      placeholder: spec.secret ? (isSet ? "saved; leave empty to keep it" : editing ? "none set; leave empty for none" : "") : (spec.default !== undefined ? String(spec.default) : ""),
+      "data-testid": testid,
+      name: spec.name,
+    });
+    // A secret is never filled in: the server sends only whether one is set.
+    control.value = spec.secret || start === undefined || start === null ? "" : String(start);
+  }
+  control.required = spec.required && spec.kind !== "checkbox" && !(spec.secret && editing);
+  if (editing && spec.name === "id") control.readOnly = true;
+  const title = el("span", {}, spec.title, spec.required ? el("span", { class: "required", title: "required" }, " *") : null);
+  const help = spec.description ? el("small", { class: "help" }, spec.description) : null;
+  const label = spec.kind === "checkbox"
+    ? el("label", { class: "check", "data-field": spec.name }, control, title, help)
+    : el("label", { "data-field": spec.name }, title, control, help);
+  return { spec, control, label };
+}
+
+// Option values are strings in the DOM; the schema's may be numbers or booleans.
+function optionValue(spec, text) {
+  const option = spec.options.find((o) => String(o.value) === text);
+  return option ? option.value : text;
+}
+
+// The body: in a new input only what the user filled (a value left at its default is the
+// server's default anyway); in an edit every setting, secrets only when retyped.
+function collectFields(fields, editing) {
+  const body = {};
+  const problems = [];
+  for (const { spec, control } of fields) {
+    const unchanged = (value) => !editing && !spec.required && spec.default !== undefined && value === spec.default;
+    let value;
+    if (spec.kind === "checkbox") {
+      value = control.checked;
+      if (!editing && !spec.required && value === Boolean(spec.default)) continue;
+    } else if (spec.kind === "select") {
+      if (control.value === "") continue;
+      value = optionValue(spec, control.value);
+      if (unchanged(value)) continue;
+    } else if (spec.kind === "number") {
+      const raw = control.value.trim();
+      if (raw === "") {
+        if (control.validity.badInput) problems.push(`${spec.title}: not a number`);
+        continue;
+      }
+      value = Number(raw);
+      if (!Number.isFinite(value) || (spec.integer && !Number.isInteger(value))) {
+        problems.push(`${spec.title}: needs a ${spec.integer ? "whole " : ""}number`);
+        continue;
+      }
+      if (unchanged(value)) continue;
+    } else if (spec.kind === "json") {
+      const raw = control.value.trim();
+      if (raw === "") continue;
+      try {
+        value = JSON.parse(raw);
+      } catch {
+        problems.push(`${spec.title}: not valid JSON`);
+        continue;
+      }
+    } else {
+      value = spec.secret ? control.value : control.value.trim();
+      if (value === "" || unchanged(value)) continue;
+    }
+    body[spec.name] = value;
+  }
+  for (const { spec } of fields) {
+    if (spec.required && !(spec.name in body) && !(spec.secret && editing)) problems.push(`${spec.title}: required`);
+  }
+  return { body, problems };
+}
+
+// ---- sources ------------------------------------------------------------------------------
+
+const sources = { cards: new Map() };   // channel id -> { card, info, tbody, slot, key }
+const editor = { channel: null, input: null, variants: [], fields: [] };
+
+function inputConfig(input) {
+  if (input.config && typeof input.config === "object") return input.config;
+  // Before the server sent "config": what the status tells.
+  const ingest = input.ingest || {};
+  const config = { id: input.id, type: input.type, role: input.role, listen: input.listen };
+  if (ingest.latency_ms !== undefined) config.latency_ms = ingest.latency_ms;
+  if (input.type === "srt") config.passphrase_set = Boolean(ingest.passphrase_set);
+  if (ingest.stream_id) config.stream_id = ingest.stream_id;
+  if (input.type === "rtmp") config.stream_key_set = Boolean(ingest.stream_key_set);
+  return config;
+}
+
+function configList(config) {
+  const items = Object.entries(config).filter(([key]) => key !== "id").map(([key, value]) => {
+    if (key.endsWith("_set") && typeof value === "boolean") return [key.slice(0, -4), value ? "set (not shown)" : "none"];
+    if (value === null || value === undefined) return [key, "—"];
+    return [key, typeof value === "object" ? JSON.stringify(value) : String(value)];
+  });
+  return el("dl", { class: "config" }, items.flatMap(([key, value]) => [el("dt", {}, key), el("dd", {}, value)]));
+}
+
+function sourceCard(id) {
+  const info = el("span", { class: "muted" });
+  const tbody = el("tbody");
+  const slot = el("div", { class: "editor-slot" });
+  const card = el("div", { class: "source-channel", "data-testid": `sources-channel-${id}` },
+    el("div", { class: "source-head" },
+      el("h3", {}, `Channel ${id}`), info,
+      el("div", { class: "buttons" },
+        el("button", { type: "button", "data-testid": `add-input-${id}`, onclick: () => openEditor(id, null) }, "Add input"),
+        el("button", { type: "button", class: "danger", "data-testid": `remove-channel-${id}`, onclick: () => removeChannel(id) }, "Remove channel"))),
+    el("div", { class: "table-wrap" }, el("table", {},
+      el("thead", {}, el("tr", {}, el("th", {}, "Input"), el("th", {}, "On air"), el("th", {}, "Settings"), el("th", {}))),
+      tbody)),
+    slot);
+  return { card, info, tbody, slot, key: null };
+}
+
+function renderSources() {
+  const list = $("#sources-list");
+  const ids = new Set(state.channels.map((c) => c.id));
+  for (const [id, parts] of sources.cards) {
+    if (ids.has(id)) continue;
+    if (editor.channel === id) closeEditor();
+    parts.card.remove();
+    sources.cards.delete(id);
+  }
+  const empty = list.querySelector(".empty");
+  if (empty) empty.remove();
+  state.channels.forEach((channel, index) => {
+    let parts = sources.cards.get(channel.id);
+    if (!parts) {
+      parts = sourceCard(channel.id);
+      sources.cards.set(channel.id, parts);
+    }
+    // Moving a card that is in place would take the focus out of the editor inside it.
+    if (list.children[index] !== parts.card) list.insertBefore(parts.card, list.children[index] || null);
+    fillSourceCard(parts, channel);
+  });
+  if (!state.channels.length) list.append(el("p", { class: "muted empty" }, state.haveStatus ? "No channels yet: add one below." : "Loading…"));
+}
+
+function fillSourceCard(parts, channel) {
+  const configs = channel.inputs.map(inputConfig);
+  // Rebuilt only when something shown changed, so a button is not swapped under the pointer.
+  const key = JSON.stringify([channel.mode, channel.config, channel.active_input, configs]);
+  if (parts.key === key) return;
+  parts.key = key;
+  const config = channel.config || {};
+  parts.info.textContent = `mode ${config.mode || channel.mode}`;
+  parts.tbody.replaceChildren(...(channel.inputs.length ? channel.inputs.map((input, i) => {
+    const inputSettings = configs[i];
+    const onAir = channel.active_input === input.id;
+    const tid = `${channel.id}-${input.id}`;
+    return el("tr", { "data-testid": `sources-input-${tid}`, class: onAir ? "on-air-row" : "" },
+      el("td", {}, el("strong", {}, input.id)),
+      el("td", {}, onAir ? pill("on air", "ok") : el("span", { class: "muted" }, "—")),
+      el("td", {}, configList(inputSettings)),
+      el("td", {}, el("div", { class: "buttons" },
+        el("button", { type: "button", "data-testid": `edit-input-${tid}`, onclick: () => openEditor(channel.id, input.id) }, "Edit"),
+        "stream_key_set" in inputSettings
+          ? el("button", { type: "button", "data-testid": `regen-key-${tid}`, onclick: () => regenerateKey(channel.id, input.id) }, "New stream key")
+          : null,
+        el("button", { type: "button", class: "danger", "data-testid": `remove-input-${tid}`, onclick: () => removeInput(channel.id, input.id) }, "Remove"))));
+  }) : [el("tr", {}, el("td", { colspan: "4", class: "muted" }, "No inputs yet."))]));
+}
+
+async function openEditor(channelId, inputId) {
+  const parts = sources.cards.get(channelId);
+  if (!parts) return;
+  const form = $("#input-editor");
+  clearEditorMessages();
+  parts.slot.append(form);
+  form.hidden = false;
+  $("#input-editor-title").textContent = inputId ? `Edit input ${inputId} of ${channelId}` : `Add an input to ${channelId}`;
+  $("#input-fields").replaceChildren(el("p", { class: "muted" }, "Loading the input types…"));
+  let variants;
+  try {
+    variants = await inputVariants();
+  } catch (error) {
+    $("#input-fields").replaceChildren();
+    $("#input-message").textContent = `The input types could not be loaded: ${error.message}`;
+    return;
+  }
+  editor.channel = channelId;
+  editor.input = inputId;
+  editor.variants = variants;
+  const picker = $("#input-type");
+  picker.replaceChildren(...variants.map((v) => el("option", { value: v.kind }, v.title && v.title.toLowerCase() !== v.kind ? `${v.kind} — ${v.title}` : v.kind)));
+  let values = null;
+  if (inputId) {
+    const channel = state.channels.find((c) => c.id === channelId);
+    const input = channel && channel.inputs.find((i) => i.id === inputId);
+    if (!input) {
+      closeEditor();
+      notify(`Input ${inputId} is gone from ${channelId}.`, "warn");
+      return;
+    }
+    values = inputConfig(input);
+    if (!variants.some((v) => v.kind === values.type)) {
+      $("#input-message").textContent = `lunora's schema lists no input type “${values.type}”, so this input cannot be edited here.`;
+      $("#input-fields").replaceChildren();
+      return;
+    }
+    picker.value = values.type;
+  } else if (variants.length) {
+    picker.value = variants[0].kind;
+  }
+  picker.disabled = Boolean(inputId);
+  buildFields(values);
+  form.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  const first = editor.fields.find((f) => !f.control.readOnly);
+  if (first) first.control.focus();
+}
+
+// Builds the fields of the picked type; what the user typed in fields of the same name
+// (secrets aside) carries over when the type changes.
+function buildFields(values) {
+  const editing = Boolean(editor.input);
+  let carried = values;
+  if (!values && editor.fields.length) {
+    carried = {};
+    for (const { spec, control } of editor.fields) {
+      if (spec.secret) continue;
+      if (spec.kind === "checkbox") carried[spec.name] = control.checked;
+      else if (spec.kind === "select") { if (control.value !== "") carried[spec.name] = optionValue(spec, control.value); }
+      else if (control.value !== "") carried[spec.name] = spec.kind === "number" ? Number(control.value) : control.value;
+    }
+  }
+  const variant = editor.variants.find((v) => v.kind === $("#input-type").value);
+  $("#input-type-help").textContent = variant ? variant.description : "";
+  editor.fields = variant ? variant.fields.map((spec) => fieldControl(spec, carried, editing)) : [];
+  $("#input-fields").replaceChildren(...editor.fields.map((f) => f.label));
+}
+
+function clearEditorMessages() {
+  $("#input-message").textContent = "";
+  $("#input-problems").replaceChildren();
+}
+
+function closeEditor() {
+  const form = $("#input-editor");
+  for (const { control } of editor.fields) {
+    if (control.type === "password") control.value = "";
+  }
+  editor.channel = null;
+  editor.input = null;
+  editor.fields = [];
+  $("#input-fields").replaceChildren();
+  clearEditorMessages();
+  form.hidden = true;
+  $("#page-sources").append(form);
+}
+
+async function saveInput(event) {
+  event.preventDefault();
+  const channelId = editor.channel;
+  const inputId = editor.input;
+  if (!channelId) return;
+  const editing = Boolean(inputId);
+  const kind = $("#input-type").value;
+  const { body, problems } = collectFields(editor.fields, editing);
+  // Secrets leave the page on every press of Save, whatever happens next.
+  for (const { control } of editor.fields) {
+    if (control.type === "password") control.value = "";
+  }
+  clearEditorMessages();
+  if (problems.length) {
+    $("#input-message").textContent = "Please fix:";
+    $("#input-problems").replaceChildren(...problems.map((p) => el("li", {}, p)));
+    return;
+  }
+  const payload = { type: kind, ...body };
+  const id = editing ? inputId : String(body.id || "");
+  try {
+    const result = editing
+      ? await api("PUT", `/api/v1/channels/${path(channelId)}/inputs/${path(inputId)}`, payload)
+      : await api("POST", `/api/v1/channels/${path(channelId)}/inputs`, payload);
+    closeEditor();
+    notify(`Saved input ${id} of ${channelId}.`);
+    if (result && typeof result.stream_key === "string") showStreamKey(channelId, id, result);
+    refreshChannels();
+  } catch (error) {
+    // The error sentence often lists the problems already; each is shown once.
+    $("#input-message").textContent = error.message;
+    $("#input-problems").replaceChildren(...error.problems.filter((p) => !error.message.includes(p)).map((p) => el("li", {}, p)));
+  }
+}
+
+function showStreamKey(channelId, inputId, { stream_key: key, publish_url: url }) {
+  const server = typeof url === "string" ? url : "rtmp://HOST:1935/live";
+  showOnce($("#sources-once"), {
+    title: `OBS settings for input ${inputId} of ${channelId}`,
+    summary: `OBS: Server = ${server}, Stream key = ${key}`,
+    rows: [["Server", server], ["Stream key", key]],
+    note: "OBS: Settings → Stream → Service “Custom…”. Lost it? Press “New stream key” on the input.",
+  });
+}
+
+async function regenerateKey(channelId, inputId) {
+  const channel = state.channels.find((c) => c.id === channelId);
+  const onAir = channel && channel.active_input === inputId;
+  const ok = await ask(`Make a new stream key for ${inputId} of ${channelId}? The old key is no longer accepted: OBS needs the new one to publish${onAir ? ". This input is ON AIR now" : ""}.`, { confirm: "Make a new key", danger: true });
+  if (!ok) return;
+  try {
+    const result = await api("POST", `/api/v1/channels/${path(channelId)}/inputs/${path(inputId)}/stream-key`, {});
+    showStreamKey(channelId, inputId, result || {});
+  } catch (error) {
+    notify(error.message, "bad");
+  }
+}
+
+async function removeInput(channelId, inputId) {
+  const channel = state.channels.find((c) => c.id === channelId);
+  const onAir = channel && channel.active_input === inputId;
+  const text = onAir
+    ? `${inputId} is ON AIR in ${channelId} right now. Removing it cuts the program over to another input at once, or to nothing when no other input has a signal. Remove ${inputId} anyway?`
+    : `Remove input ${inputId} from ${channelId}? An encoder sending to it is cut off and its settings are deleted.`;
+  if (!(await ask(text, { confirm: onAir ? `Remove on-air input ${inputId}` : `Remove ${inputId}`, danger: true }))) return;
+  try {
+    await api("DELETE", `/api/v1/channels/${path(channelId)}/inputs/${path(inputId)}`, {});
+    if (editor.channel === channelId && editor.input === inputId) closeEditor();
+    notify(`Removed input ${inputId} of ${channelId}.`);
+    refreshChannels();
+  } catch (error) {
+    notify(error.message, "bad");
+  }
+}
+
+async function addChannel(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const message = form.querySelector(".form-message");
+  const id = form.elements.id.value.trim();
+  try {
+    await api("POST", "/api/v1/channels", { id, mode: form.elements.mode.value });
+    form.reset();
+    message.className = "form-message ok";
+    message.textContent = `Added channel ${id}; now add its inputs.`;
+    refreshChannels();
+  } catch (error) {
+    message.className = "form-message error";
+    message.textContent = [error.message, ...error.problems.filter((p) => !error.message.includes(p))].join(" ");
+  }
+}
+
+async function removeChannel(id) {
+  const channel = state.channels.find((c) => c.id === id);
+  const inputs = channel ? channel.inputs.length : 0;
+  const outputs = channel ? channel.outputs.length : 0;
+  const text = `Remove channel ${id} with its ${inputs} input(s) and ${outputs} output(s)?${channel && channel.active_input ? ` It is ON AIR (${channel.active_input}) right now:` : ""} its encoders are cut off and its destinations stop at once.`;
+  if (!(await ask(text, { confirm: `Remove channel ${id}`, danger: true }))) return;
+  try {
+    await api("DELETE", `/api/v1/channels/${path(id)}`, {});
+    notify(`Removed channel ${id}.`);
+    refreshChannels();
+  } catch (error) {
+    notify(error.message, "bad");
+  }
+}
+
+// ---- users --------------------------------------------------------------------------------
+
+async function loadUsers() {
+  try {
+    const users = await api("GET", "/api/v1/users");
+    state.users = Array.isArray(users) ? users : [];
+    renderUsers();
+  } catch (error) {
+    $("#users-message").textContent = error.message;
+  }
+}
+
+function renderUsers() {
+  $("#users-table tbody").replaceChildren(...state.users.map((user) => {
+    const self = state.me && user.username === state.me.username;
+    const role = el("select", { "data-testid": `user-role-${user.username}`, "aria-label": `Role of ${user.username}`, onchange: (e) => changeRole(user, e.currentTarget) },
+      ROLES.map((r) => el("option", { value: r }, r)));
+    role.value = user.role;
+    return el("tr", { "data-testid": `user-${user.username}` },
+      el("td", {}, el("strong", {}, user.username), self ? el("span", { class: "muted" }, " (you)") : null,
+        user.must_change_password ? el("div", {}, pill("must change password", "warn")) : null),
+      el("td", {}, role),
+      el("td", {}, formatDate(user.created_at)),
+      el("td", {}, el("div", { class: "buttons" },
+        el("button", { type: "button", "data-testid": `reset-password-${user.username}`, onclick: () => resetPassword(user) }, "Reset password"),
+        el("button", { type: "button", class: "danger", "data-testid": `remove-user-${user.username}`, onclick: () => removeUser(user) }, "Remove"))));
+  }));
+}
+
+async function addUser(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const message = form.querySelector(".form-message");
+  const username = form.elements.username.value.trim();
+  const password = form.elements.password.value;
+  form.elements.password.value = "";
+  try {
+    await api("POST", "/api/v1/users", { username, role: form.elements.role.value, password });
+    form.reset();
+    message.className = "form-message ok";
+    message.textContent = `Added ${username}.`;
+    await loadUsers();
+  } catch (error) {
+    message.className = "form-message error";
+    message.textContent = [error.message, ...error.problems.filter((p) => !error.message.includes(p))].join(" ");
+  }
+}
+
+async function changeRole(user, select) {
+  const role = select.value;
+  const self = state.me && user.username === state.me.username;
+  const text = self
+    ? `Make yourself ${role}? You lose what a superadmin can do at once, this page included.`
+    : `Make ${user.username} ${role}? It takes effect at their next request.`;
+  if (!(await ask(text, { confirm: `Make ${role}`, danger: self }))) {
+    select.value = user.role;
+    return;
+  }
+  try {
+    await api("PUT", `/api/v1/users/${path(user.username)}`, { role });
+    $("#users-message").textContent = `${user.username} is now ${role}.`;
+    if (self) {
+      await boot();
+      return;
+    }
+    await loadUsers();
+  } catch (error) {
+    select.value = user.role;
+    $("#users-message").textContent = error.message;
+  }
+}
+
+async function resetPassword(user) {
+  const password = await ask(`New password for ${user.username}:`, { confirm: "Set password", password: true });
+  if (!password) return;
+  try {
+    await api("PUT", `/api/v1/users/${path(user.username)}`, { password });
+    $("#users-message").textContent = `The password of ${user.username} is set; tell them over a safe channel.`;
+    await loadUsers();
+  } catch (error) {
+    $("#users-message").textContent = [error.message, ...error.problems].join(" ");
+  }
+}
+
+async function removeUser(user) {
+  const self = state.me && user.username === state.me.username;
+  const text = self ? "Remove your own account? You are logged out at once and cannot log in again." : `Remove ${user.username}? Their sessions and API tokens stop working at once.`;
+  if (!(await ask(text, { confirm: `Remove ${user.username}`, danger: true }))) return;
+  try {
+    await api("DELETE", `/api/v1/users/${path(user.username)}`, {});
+    $("#users-message").textContent = `Removed ${user.username}.`;
+    await loadUsers();
+  } catch (error) {
+    $("#users-message").textContent = error.message;
+  }
+}
+
+// ---- API tokens ---------------------------------------------------------------------------
+
+async function loadTokens() {
+  try {
+    const tokens = await api("GET", "/api/v1/tokens");
+    renderTokens(Array.isArray(tokens) ? tokens : []);
+  } catch (error) {
+    $("#token-form .form-message").textContent = error.message;
+  }
+}
+
+function renderTokens(tokens) {
+  $("#tokens-table tbody").replaceChildren(...(tokens.length ? tokens.map((token) => el("tr", { "data-testid": `token-${token.name}` },
+    el("td", {}, el("strong", {}, token.name)),
+    el("td", {}, token.owner),
+    el("td", {}, token.role),
+    el("td", {}, formatDate(token.created_at)),
+    el("td", {}, formatDate(token.last_used_at)),
+    el("td", {}, el("button", { type: "button", class: "danger", "data-testid": `revoke-token-${token.name}`, onclick: () => revokeToken(token) }, "Revoke"))))
+    : [el("tr", {}, el("td", { colspan: "6", class: "muted" }, "No tokens."))]));
+}
+
+async function makeToken(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const message = form.querySelector(".form-message");
+  const body = { name: form.elements.name.value.trim() };
+  if (form.elements.role.value) body.role = form.elements.role.value;
+  try {
+    const token = await api("POST", "/api/v1/tokens", body);
+    form.reset();
+    message.textContent = "";
+    showOnce($("#tokens-once"), {
+      title: `API token “${token.name}” (${token.role})`,
+      rows: [["Token", token.token]],
+      note: "Use it as: Authorization: Bearer TOKEN",
+    });
+    await loadTokens();
+  } catch (error) {
+    message.className = "form-message error";
+    message.textContent = [error.message, ...error.problems.filter((p) => !error.message.includes(p))].join(" ");
+  }
+}
+
+async function revokeToken(token) {
+  if (!(await ask(`Revoke the token “${token.name}” of ${token.owner}? Whatever uses it is refused from now on.`, { confirm: "Revoke", danger: true }))) return;
+  try {
+    await api("DELETE", `/api/v1/tokens/${path(String(token.id))}`, {});
+    await loadTokens();
+  } catch (error) {
+    notify(error.message, "bad");
+  }
+}
+
+// ---- start --------------------------------------------------------------------------------
 
 function init() {
-  $("#channel").addEventListener("change", (event) => { state.channel = event.target.value; render(); });
+  $("#login-form").addEventListener("submit", logIn);
+  $("#password-form").addEventListener("submit", changePassword);
+  $("#account-password-form").addEventListener("submit", changePassword);
+  for (const button of $$(".logout")) button.addEventListener("click", logOut);
+  $("#channel").addEventListener("change", (event) => { location.hash = `#/channel/${encodeURIComponent(event.target.value)}`; });
+  for (const button of $$("[data-jump]")) {
+    button.addEventListener("click", () => $(`#${button.dataset.jump}`).scrollIntoView({ behavior: "smooth", block: "start" }));
+  }
   const form = $("#destination-form");
   form.addEventListener("submit", saveDestination);
   form.preset.addEventListener("change", showPresetFields);
   $("#form-cancel").addEventListener("click", resetForm);
-  $("#start-all").addEventListener("click", () => state.channel && api("POST", `/api/v1/channels/${encodeURIComponent(state.channel)}/outputs/start-all`).catch((e) => alert(e.message)));
-  $("#stop-all").addEventListener("click", () => state.channel && api("POST", `/api/v1/channels/${encodeURIComponent(state.channel)}/outputs/stop-all`).catch((e) => alert(e.message)));
+  $("#start-all").addEventListener("click", () => controlAll(true));
+  $("#stop-all").addEventListener("click", () => controlAll(false));
+  $("#input-editor").addEventListener("submit", saveInput);
+  $("#input-type").addEventListener("change", () => buildFields(null));
+  $("#input-cancel").addEventListener("click", closeEditor);
+  $("#channel-form").addEventListener("submit", addChannel);
+  $("#user-form").addEventListener("submit", addUser);
+  $("#token-form").addEventListener("submit", makeToken);
+  window.addEventListener("hashchange", route);
   showPresetFields();
-  api("GET", "/api/v1/system").then((system) => { state.system = system; render(); }).catch(() => {});
   setInterval(updatePlayback, 500);
-  connect();
+  boot();
 }
 
 init();

@@ -1,35 +1,81 @@
 // The dashboard in a real browser (Debian's chromium, driven by playwright-core). Started by
-// the Rust integration test tests/it/ui.rs, which runs lunora, ffmpeg encoders and nginx-rtmp
-// and passes their addresses in the environment:
-//   LUNORA_URL      http://127.0.0.1:PORT  (the daemon; channel "program" with inputs main, backup)
-//   RTMP_URL        rtmp://127.0.0.1:PORT/live  (nginx-rtmp, where the destination pushes)
-//   SCREENSHOT      where to save the dashboard's picture
-//   FIRST_RUN=1     the daemon runs the embedded default config with no encoder: only check
-//                   that the page says "waiting for signal" and shows the ingest help
+// the Rust integration test tests/it/ui.rs, which runs lunora (and, for some scenarios, ffmpeg
+// encoders and nginx-rtmp) and passes what the script needs in the environment:
+//
+//   LUNORA_URL            http://127.0.0.1:PORT, the daemon (always)
+//   SCREENSHOT            where to save the final picture of the page (always; also on failure)
+//   SCENARIO              which checks to run (default: first-run when FIRST_RUN=1, else dashboard):
+//     first-run   the embedded default config, no encoder: the login page comes first (saved as
+//                 login.png next to SCREENSHOT), a wrong password is refused with a reason,
+//                 the first-run admin logs in (choosing a new password if the page asks),
+//                 the overview leads to channel "program", which says "waiting for signal" and
+//                 shows the ingest help; log out and in again keeps the page
+//     dashboard   channel "program" fed on inputs main and backup: log in as an admin, the
+//                 player plays, force backup (confirmed in a dialog) and auto, add/start/stop/
+//                 edit a destination on nginx-rtmp, a reload keeps the channel page
+//     user        log in as a `user`: status and destinations shown; no Sources/Users
+//                 navigation and no force buttons at all; #/sources leads back to the overview
+//     sources     log in as an admin: add an SRT input to "program" from the form generated
+//                 from GET /api/v1/schema/inputs, see it listed (sources.png), edit it without
+//                 retyping its passphrase
+//     users       log in as a superadmin: add a user on the Users page and see it listed
+//                 (users.png); make an API token (shown once, works, revoked)
+//   FIRST_RUN=1           same as SCENARIO=first-run (what ui.rs set before scenarios existed)
+//   LUNORA_ADMIN_PASSWORD the first-run admin's password (first-run; the default password of
+//                         the other scenarios too)
+//   LUNORA_ADMIN_USERNAME the first-run admin's name (default: admin)
+//   LUNORA_USERNAME       who logs in (dashboard, user, sources, users; default: admin), with
+//   LUNORA_PASSWORD       their password (default: LUNORA_ADMIN_PASSWORD)
+//   LUNORA_NEW_PASSWORD   the password chosen when the page asks for a new one (must change
+//                         password); default: the old one with "-changed" appended
+//   RTMP_URL              rtmp://127.0.0.1:PORT/live, nginx-rtmp for the destination (dashboard)
+//   SRT_INPUT_PORT        a free UDP port for the SRT input the sources scenario adds (sources)
+//   RTMP_INPUT=1          sources: also add an RTMP input (the daemon then binds its RTMP
+//                         listen address), check its key is shown once, make a new one, remove it
+//   NEW_USERNAME          the user the users scenario adds (default: ui-operator)
+//   CHANNEL               the channel the scenarios work on (default: program)
+//   CHROMIUM              the browser (default: /usr/bin/chromium)
+//
+// Every scenario also checks that no secret typed into a form (password, passphrase, stream
+// key) or shown once (stream key, token) is left in the page's HTML, text or any field after
+// it was sent or dismissed, and that the page threw no script error.
 // Exits 0 when every check passes; otherwise prints what failed and exits 1.
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { chromium } from "playwright-core";
 
-const base = process.env.LUNORA_URL;
-const rtmpUrl = process.env.RTMP_URL;
-const screenshot = process.env.SCREENSHOT;
+const env = process.env;
+const base = env.LUNORA_URL;
+const screenshot = env.SCREENSHOT;
+const scenario = env.SCENARIO || (env.FIRST_RUN === "1" ? "first-run" : "dashboard");
+const channelId = env.CHANNEL || "program";
+const adminUser = env.LUNORA_ADMIN_USERNAME || "admin";
+const username = env.LUNORA_USERNAME || adminUser;
+const password = env.LUNORA_PASSWORD || env.LUNORA_ADMIN_PASSWORD;
+const rtmpUrl = env.RTMP_URL;
 const secretKey = "ui-test-secret-4b1d";
-const firstRun = process.env.FIRST_RUN === "1";
-if (!base || (!rtmpUrl && !firstRun) || !screenshot) {
-  console.error("set LUNORA_URL, RTMP_URL and SCREENSHOT");
+
+const needs = {
+  "first-run": { LUNORA_ADMIN_PASSWORD: env.LUNORA_ADMIN_PASSWORD },
+  dashboard: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password, RTMP_URL: rtmpUrl },
+  user: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password },
+  sources: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password, SRT_INPUT_PORT: env.SRT_INPUT_PORT },
+  users: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password },
+};
+if (!base || !screenshot || !(scenario in needs)) {
+  console.error(`set LUNORA_URL, SCREENSHOT and SCENARIO (one of ${Object.keys(needs).join(", ")}; got ${JSON.stringify(scenario)})`);
   process.exit(2);
 }
-
-const step = (text) => console.log(`[ui] ${text}`);
-
-async function api(path) {
-  const response = await fetch(`${base}${path}`);
-  if (!response.ok) throw new Error(`GET ${path}: HTTP ${response.status}`);
-  return response.json();
+const missing = Object.entries(needs[scenario]).filter(([, value]) => !value).map(([name]) => name);
+if (missing.length) {
+  console.error(`scenario ${scenario} needs ${missing.join(", ")}`);
+  process.exit(2);
 }
+const pictures = dirname(screenshot);
+
+const step = (text) => console.log(`[ui:${scenario}] ${text}`);
 
 async function until(what, timeoutMs, check) {
   const deadline = Date.now() + timeoutMs;
@@ -48,7 +94,7 @@ async function until(what, timeoutMs, check) {
 
 const profile = mkdtempSync(join(tmpdir(), "lunora-ui-"));
 const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  executablePath: env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
   args: [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -61,86 +107,399 @@ page.on("dialog", (dialog) => dialog.accept());
 const pageErrors = [];
 page.on("pageerror", (error) => pageErrors.push(error.message));
 
+// The API as the logged-in browser sees it: context.request carries the page's cookies.
+async function api(path) {
+  const response = await context.request.get(`${base}${path}`);
+  if (!response.ok()) throw new Error(`GET ${path}: HTTP ${response.status()}`);
+  return response.json();
+}
+
+const text = async (testid) => (await page.textContent(`[data-testid="${testid}"]`)) ?? "";
+const visible = (testid) => page.isVisible(`[data-testid="${testid}"]`);
+
+// Every secret typed or shown in this run: none may stay in the page once sent or dismissed.
+const secrets = new Set();
+async function noSecretsLeft(when) {
+  const found = await page.evaluate((list) => {
+    const fields = [...document.querySelectorAll("input, textarea")].map((f) => f.value);
+    const html = document.documentElement.outerHTML;
+    const shown = document.body.innerText;
+    return list.filter((s) => fields.some((v) => v.includes(s)) || html.includes(s) || shown.includes(s));
+  }, [...secrets]);
+  if (found.length) throw new Error(`${found.length} secret(s) still in the page ${when}`);
+}
+
+// Confirms the page's <dialog>; returns what it asked.
+async function confirmDialog(expected) {
+  await page.waitForSelector('[data-testid="confirm-dialog"]', { state: "visible", timeout: 5000 });
+  const question = await text("confirm-text");
+  if (expected && !question.includes(expected)) throw new Error(`the confirmation asks ${JSON.stringify(question)}, not about ${expected}`);
+  await page.click('[data-testid="confirm-yes"]');
+  await page.waitForSelector('[data-testid="confirm-dialog"]', { state: "hidden", timeout: 5000 });
+  return question;
+}
+
+// Each user's password as it is now (a login may have had to change it).
+const passwords = new Map();
+
+// Logs in through the form (choosing a new password when asked); returns the role shown.
+async function logIn(user, pass = passwords.get(user)) {
+  await page.waitForSelector('[data-testid="login-form"]', { state: "visible", timeout: 10000 });
+  secrets.add(pass);
+  await page.fill('[data-testid="login-username"]', user);
+  await page.fill('[data-testid="login-password"]', pass);
+  await page.click('[data-testid="login-submit"]');
+  const where = await until(`log in as ${user}`, 15000, async () => {
+    if (await visible("password-form")) return "change";
+    if (await visible("user-menu")) return "app";
+    const refused = await text("login-message");
+    return refused ? `refused: ${refused}` : null;
+  });
+  if (where.startsWith("refused")) throw new Error(`log in as ${user} ${where}`);
+  if (where === "change") {
+    const next = env.LUNORA_NEW_PASSWORD || `${pass}-changed`;
+    step(`the page asks ${user} for a new password: choosing LUNORA_NEW_PASSWORD (or the old one + "-changed")`);
+    secrets.add(next);
+    await page.fill('[data-testid="password-current"]', pass);
+    await page.fill('[data-testid="password-new"]', next);
+    await page.fill('[data-testid="password-repeat"]', next);
+    await page.click('[data-testid="password-save"]');
+    await until("the new password is taken", 10000, async () => {
+      if (await visible("user-menu")) return true;
+      const problem = await text("password-message");
+      if (problem) throw new Error(problem);
+      return false;
+    });
+    passwords.set(user, next);
+  } else {
+    passwords.set(user, pass);
+  }
+  const shown = await text("me-name");
+  if (shown !== user) throw new Error(`the header says ${JSON.stringify(shown)} is logged in, not ${user}`);
+  await noSecretsLeft("after logging in");
+  return text("me-role");
+}
+
+async function liveUpdates() {
+  await until("live updates connect", 10000, async () => (await text("connection")) === "live");
+}
+
+async function onChannelPage(id) {
+  await until(`channel page of ${id}`, 10000, async () => (await visible("on-air")) && (await text("channel-title")).includes(id) && (await page.evaluate(() => location.hash)) === `#/channel/${id}`);
+}
+
+async function firstRun() {
+  step("open the dashboard: the login page comes first");
+  await page.goto(base, { waitUntil: "domcontentloaded" });
+  await page.waitForSelector('[data-testid="login-form"]', { state: "visible", timeout: 10000 });
+  if (await visible("user-menu")) throw new Error("the dashboard is shown before logging in");
+  await page.screenshot({ path: join(pictures, "login.png"), fullPage: true });
+
+  step("a wrong password is refused, with the reason shown and the field emptied");
+  const wrong = `${env.LUNORA_ADMIN_PASSWORD}-wrong`;
+  secrets.add(wrong);
+  await page.fill('[data-testid="login-username"]', adminUser);
+  await page.fill('[data-testid="login-password"]', wrong);
+  await page.click('[data-testid="login-submit"]');
+  const refusal = await until("refusal shown", 15000, () => text("login-message"));
+  step(`refused: ${refusal}`);
+  if (await visible("user-menu")) throw new Error("a wrong password let us in");
+  await noSecretsLeft("after a refused login");
+
+  step("log in as the first-run admin");
+  const role = await logIn(adminUser, env.LUNORA_ADMIN_PASSWORD);
+  step(`logged in as ${adminUser} (${role})`);
+  await liveUpdates();
+  await until(`overview lists ${channelId}`, 5000, () => visible(`overview-${channelId}`));
+  await page.click(`[data-testid="overview-${channelId}"]`);
+  await onChannelPage(channelId);
+  await until("'waiting for signal' shown", 5000, () => visible("waiting"));
+  const onAir = await text("on-air");
+  if (!onAir.includes("waiting for signal")) throw new Error(`on air says ${JSON.stringify(onAir)}`);
+  for (const id of ["main", "backup"]) {
+    await until(`ingest help for ${id}`, 5000, () => visible(`ingest-${id}`));
+  }
+  const help = await page.textContent("#ingest");
+  for (const expected of ["9000", "9001", "Latency (ms)", "OBS"]) {
+    if (!help.includes(expected)) throw new Error(`ingest help lacks ${expected}: ${help}`);
+  }
+
+  step("log out, and in again: the channel page comes back");
+  await page.click('[data-testid="logout"]');
+  await page.waitForSelector('[data-testid="login-form"]', { state: "visible", timeout: 10000 });
+  if (await visible("on-air")) throw new Error("the channel is still shown after logging out");
+  await logIn(adminUser);
+  await onChannelPage(channelId);
+  await noSecretsLeft("at the end");
+  step("first run checks passed");
+}
+
+async function dashboard() {
+  step("open the channel page: log in first, then the page asked for");
+  await page.goto(`${base}/#/channel/${channelId}`, { waitUntil: "domcontentloaded" });
+  await logIn(username, password);
+  await liveUpdates();
+  await onChannelPage(channelId);
+  await until("main on air", 20000, async () => (await text("on-air")) === "main");
+  if (await visible("waiting")) throw new Error("'waiting for signal' still shown with encoders connected");
+  for (const id of ["main", "backup"]) {
+    await until(`ingest help for ${id}`, 5000, () => visible(`ingest-${id}`));
+  }
+
+  step("the player plays: currentTime advances at least 3 s");
+  const start = await until("playback starts", 40000, async () => {
+    const t = await page.$eval('[data-testid="video"]', (v) => v.currentTime);
+    return t > 0 ? t : null;
+  });
+  await until("3 s of playback", 20000, async () => (await page.$eval('[data-testid="video"]', (v) => v.currentTime)) >= start + 3);
+  const playback = await text("playback-state");
+  if (playback !== "playing") throw new Error(`playback status says ${JSON.stringify(playback)}`);
+  const resolution = await page.textContent("#playback-resolution");
+  if (!resolution.includes("×")) throw new Error(`no resolution shown: ${resolution}`);
+
+  step("force backup (asked first): the API and the page show it within 2 s");
+  await page.click('[data-testid="force-backup"]');
+  await page.waitForSelector('[data-testid="confirm-dialog"]', { state: "visible", timeout: 5000 });
+  if (!(await text("confirm-text")).includes("backup")) throw new Error("the confirmation does not name the input");
+  await page.click('[data-testid="confirm-yes"]');
+  const clicked = Date.now();
+  await until("API confirms backup", 2000, async () => (await api(`/api/v1/channels/${channelId}`)).active_input === "backup");
+  await until("page shows backup", 2000 - (Date.now() - clicked) + 500, async () => (await text("on-air")) === "backup");
+  console.log(`[ui:${scenario}] switch shown after ${Date.now() - clicked} ms`);
+  await page.click('[data-testid="force-auto"]');
+  await until("back to main", 10000, async () => (await api(`/api/v1/channels/${channelId}`)).active_input === "main");
+
+  step("stop all asks first; cancelling sends nothing");
+  await page.click('[data-testid="stop-all"]');
+  await page.waitForSelector('[data-testid="confirm-dialog"]', { state: "visible", timeout: 5000 });
+  await page.click('[data-testid="confirm-no"]');
+  await page.waitForSelector('[data-testid="confirm-dialog"]', { state: "hidden", timeout: 5000 });
+
+  step("add a destination; the key is never shown again");
+  secrets.add(secretKey);
+  await page.fill('[data-testid="dest-id"]', "nginx");
+  await page.selectOption('[data-testid="dest-preset"]', "custom");
+  await page.fill('[data-testid="dest-url"]', rtmpUrl);
+  await page.fill('[data-testid="dest-key"]', secretKey);
+  await page.click('[data-testid="dest-save"]');
+  await until("saved", 5000, async () => (await text("dest-message")).startsWith("Saved"));
+  await until("destination listed", 5000, () => visible("output-nginx"));
+  await noSecretsLeft("after saving the destination");
+
+  step("start and stop it against nginx-rtmp");
+  await page.click('[data-testid="start-nginx"]');
+  await until("destination live (page)", 15000, async () => (await text("state-nginx")).startsWith("live"));
+  const started = (await api(`/api/v1/channels/${channelId}`)).outputs.find((o) => o.id === "nginx");
+  if (started.state !== "live") throw new Error(`API says ${started.state}`);
+  await page.click('[data-testid="stop-nginx"]');
+  await until("destination idle", 10000, async () => (await text("state-nginx")).startsWith("idle"));
+
+  step("edit it without retyping the key");
+  await page.click('[data-testid="edit-nginx"]');
+  const keyField = await page.inputValue('[data-testid="dest-key"]');
+  if (keyField !== "") throw new Error("the edit form shows the saved key");
+  await page.click('[data-testid="dest-save"]');
+  await until("edit saved", 5000, async () => (await text("dest-message")).startsWith("Saved"));
+  await noSecretsLeft("after editing the destination");
+
+  step("a reload keeps the channel page and the session");
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await onChannelPage(channelId);
+  await until("status after the reload", 10000, async () => (await text("on-air")) === "main");
+  step("all checks passed");
+}
+
+async function user() {
+  step("log in as a user, straight to the channel page");
+  await page.goto(`${base}/#/channel/${channelId}`, { waitUntil: "domcontentloaded" });
+  const role = await logIn(username, password);
+  if (role !== "user") throw new Error(`logged in as ${role}, the scenario needs a user`);
+  await liveUpdates();
+  await onChannelPage(channelId);
+  await until("status shown", 10000, async () => (await text("on-air")) !== "—");
+
+  step("destinations are there to manage");
+  for (const id of ["destinations", "start-all", "stop-all", "dest-save"]) {
+    if (!(await visible(id))) throw new Error(`a user does not see ${id}`);
+  }
+
+  step("no Sources, no Users, no force buttons: not even hidden in the page");
+  for (const id of ["nav-sources", "nav-users"]) {
+    if (await visible(id)) throw new Error(`a user sees ${id}`);
+  }
+  const forceButtons = await page.locator('[data-testid^="force-"]').count();
+  if (forceButtons) throw new Error(`a user has ${forceButtons} force button(s) in the page`);
+
+  step("#/sources is not a user's page: back to the overview");
+  await page.evaluate(() => { location.hash = "#/sources"; });
+  await until("overview instead", 5000, async () => (await page.evaluate(() => location.hash)) === "#/" && (await visible("overview")));
+  if (await page.isVisible("#page-sources")) throw new Error("a user is shown the sources page");
+  await until(`overview lists ${channelId}`, 5000, () => visible(`overview-${channelId}`));
+  const outputs = await text(`overview-outputs-${channelId}`);
+  if (!/^\d+\/\d+$/.test(outputs)) throw new Error(`the overview shows destinations as ${JSON.stringify(outputs)}`);
+  await noSecretsLeft("at the end");
+  step("user checks passed");
+}
+
+async function sources() {
+  const port = env.SRT_INPUT_PORT;
+  const passphrase = "ui-passphrase-7c2e9a";
+  step("log in as an admin and open Sources");
+  await page.goto(base, { waitUntil: "domcontentloaded" });
+  const role = await logIn(username, password);
+  if (role !== "admin" && role !== "superadmin") throw new Error(`logged in as ${role}, the scenario needs an admin`);
+  if (role === "admin" && (await visible("nav-users"))) throw new Error("an admin sees Users");
+  await liveUpdates();
+  await page.click('[data-testid="nav-sources"]');
+  await until(`sources of ${channelId}`, 10000, () => visible(`sources-channel-${channelId}`));
+
+  step("add an SRT input with the form the schema makes");
+  await page.click(`[data-testid="add-input-${channelId}"]`);
+  await until("input types loaded", 10000, () => visible("field-id"));
+  const types = await page.$$eval('[data-testid="input-type"] option', (options) => options.map((o) => o.value));
+  if (!types.includes("srt")) throw new Error(`the type picker offers ${types.join(", ")}, not srt`);
+  await page.selectOption('[data-testid="input-type"]', "srt");
+  await until("SRT fields", 5000, () => visible("field-passphrase"));
+  const kinds = await page.evaluate(() => Object.fromEntries(
+    [...document.querySelectorAll("#input-fields [data-testid^='field-']")].map((f) => [f.name, f.type])));
+  if (kinds.passphrase !== "password") throw new Error(`the passphrase field is ${kinds.passphrase}, not a password field (writeOnly)`);
+  if (kinds.latency_ms !== "number") throw new Error(`latency_ms is ${kinds.latency_ms}, not a number field`);
+  await page.fill('[data-testid="field-id"]', "cam2");
+  if (kinds.role === "select-one") await page.selectOption('[data-testid="field-role"]', "backup");
+  await page.fill('[data-testid="field-listen"]', `0.0.0.0:${port}`);
+  await page.fill('[data-testid="field-latency_ms"]', "200");
+  secrets.add(passphrase);
+  await page.fill('[data-testid="field-passphrase"]', passphrase);
+  if (kinds.stream_id) await page.fill('[data-testid="field-stream_id"]', "ui-cam2");
+  await page.click('[data-testid="input-save"]');
+  const row = `sources-input-${channelId}-cam2`;
+  await until("cam2 listed", 10000, async () => {
+    if (await visible(row)) return true;
+    const problem = await text("input-message");
+    if (problem) throw new Error(`${problem} ${await text("input-problems")}`);
+    return false;
+  });
+  const listed = await text(row);
+  for (const expected of [String(port), "passphrase", "set"]) {
+    if (!listed.includes(expected)) throw new Error(`cam2's row lacks ${expected}: ${listed}`);
+  }
+  const saved = (await api(`/api/v1/channels/${channelId}`)).inputs.find((i) => i.id === "cam2");
+  if (!saved || !saved.config || saved.config.passphrase_set !== true || saved.config.latency_ms !== 200) {
+    throw new Error(`the API shows cam2 as ${JSON.stringify(saved && saved.config)}`);
+  }
+  await noSecretsLeft("after adding the SRT input");
+  await page.screenshot({ path: join(pictures, "sources.png"), fullPage: true });
+
+  step("edit cam2 without retyping the passphrase: it stays set");
+  await page.click(`[data-testid="edit-input-${channelId}-cam2"]`);
+  await until("edit form", 5000, () => visible("field-latency_ms"));
+  if ((await page.inputValue('[data-testid="field-passphrase"]')) !== "") throw new Error("the edit form shows the passphrase");
+  await page.fill('[data-testid="field-latency_ms"]', "250");
+  await page.click('[data-testid="input-save"]');
+  await until("edit saved", 10000, async () => {
+    const problem = await text("input-message");
+    if (problem) throw new Error(problem);
+    const input = (await api(`/api/v1/channels/${channelId}`)).inputs.find((i) => i.id === "cam2");
+    return input.config.latency_ms === 250 && input.config.passphrase_set === true;
+  });
+  await until("the edit shown", 5000, async () => (await text(row)).includes("250"));
+  await noSecretsLeft("after editing the SRT input");
+
+  if (env.RTMP_INPUT === "1") {
+    step("add an RTMP input: its stream key is shown once, with the OBS settings");
+    await page.click(`[data-testid="add-input-${channelId}"]`);
+    await until("input types loaded", 10000, () => visible("field-id"));
+    await page.selectOption('[data-testid="input-type"]', "rtmp");
+    await page.fill('[data-testid="field-id"]', "obs-ui");
+    if (await visible("field-role")) await page.selectOption('[data-testid="field-role"]', "backup");
+    await page.click('[data-testid="input-save"]');
+    await until("key shown once", 10000, () => visible("once"));
+    const summary = await text("once-summary");
+    if (!/^OBS: Server = rtmp:\/\/\S+, Stream key = \S+$/.test(summary)) throw new Error(`the OBS line reads ${JSON.stringify(summary)}`);
+    const key = await text("once-value-stream-key");
+    secrets.add(key);
+    await until("obs-ui listed", 10000, () => visible(`sources-input-${channelId}-obs-ui`));
+
+    step("a new key replaces it (asked first), shown once again");
+    await page.click(`[data-testid="regen-key-${channelId}-obs-ui"]`);
+    await confirmDialog("obs-ui");
+    const fresh = await until("new key shown", 10000, async () => {
+      const shown = await text("once-value-stream-key");
+      return shown && shown !== key ? shown : null;
+    });
+    secrets.add(fresh);
+    await page.click('[data-testid="once-dismiss"]');
+    await until("box gone", 5000, async () => !(await visible("once")));
+    await noSecretsLeft("after dismissing the stream key");
+
+    step("remove it (asked first)");
+    await page.click(`[data-testid="remove-input-${channelId}-obs-ui"]`);
+    await confirmDialog("obs-ui");
+    await until("obs-ui gone", 10000, async () => !(await visible(`sources-input-${channelId}-obs-ui`)));
+  }
+  await noSecretsLeft("at the end");
+  step("sources checks passed");
+}
+
+async function users() {
+  const name = env.NEW_USERNAME || "ui-operator";
+  const newPassword = "ui-user-password-5f31";
+  step("log in as a superadmin, straight to Users");
+  await page.goto(`${base}/#/users`, { waitUntil: "domcontentloaded" });
+  const role = await logIn(username, password);
+  if (role !== "superadmin") throw new Error(`logged in as ${role}, the scenario needs a superadmin`);
+  await until("users listed", 10000, () => visible(`user-${username}`));
+  if (!(await visible("nav-users")) || !(await visible("nav-sources"))) throw new Error("a superadmin lacks Users or Sources");
+
+  step(`add ${name} as a user`);
+  secrets.add(newPassword);
+  await page.fill('[data-testid="new-user-name"]', name);
+  await page.selectOption('[data-testid="new-user-role"]', "user");
+  await page.fill('[data-testid="new-user-password"]', newPassword);
+  await page.click('[data-testid="new-user-save"]');
+  await until(`${name} listed`, 10000, async () => {
+    if (await visible(`user-${name}`)) return true;
+    const message = await text("user-form-message");
+    if (message && !message.startsWith("Added")) throw new Error(message);
+    return false;
+  });
+  const shownRole = await page.inputValue(`[data-testid="user-role-${name}"]`);
+  if (shownRole !== "user") throw new Error(`${name} is listed as ${shownRole}`);
+  const listed = (await api("/api/v1/users")).find((u) => u.username === name);
+  if (!listed || listed.role !== "user") throw new Error(`the API lists ${name} as ${JSON.stringify(listed)}`);
+  await noSecretsLeft("after adding a user");
+  await page.screenshot({ path: join(pictures, "users.png"), fullPage: true });
+
+  step("an API token: shown once, works, gone when dismissed, refused once revoked");
+  await page.click('[data-testid="nav-account"]');
+  await page.fill('[data-testid="new-token-name"]', "ui-token");
+  await page.click('[data-testid="new-token-save"]');
+  await until("token shown once", 10000, () => visible("once"));
+  const token = await text("once-value-token");
+  secrets.add(token);
+  const bearer = () => fetch(`${base}/api/v1/session`, { headers: { Authorization: `Bearer ${token}` } });
+  const viaToken = await bearer();
+  if (viaToken.status !== 200) throw new Error(`the token is refused: HTTP ${viaToken.status}`);
+  await page.click('[data-testid="once-dismiss"]');
+  await until("box gone", 5000, async () => !(await visible("once")));
+  await noSecretsLeft("after dismissing the token");
+  await until("token listed", 5000, () => visible("token-ui-token"));
+  await page.click('[data-testid="revoke-token-ui-token"]');
+  await confirmDialog("ui-token");
+  await until("token gone", 5000, async () => !(await visible("token-ui-token")));
+  const revoked = await bearer();
+  if (revoked.status !== 401) throw new Error(`a revoked token gets HTTP ${revoked.status}`);
+  await noSecretsLeft("at the end");
+  step("users checks passed");
+}
+
 let failed = false;
 try {
-  step("open the dashboard");
-  await page.goto(base, { waitUntil: "domcontentloaded" });
-  await until("live updates connect", 10000, async () => (await page.textContent('[data-testid="connection"]')) === "live");
-  if (firstRun) {
-    await until("'waiting for signal' shown", 5000, () => page.isVisible('[data-testid="waiting"]'));
-    const onAir = await page.textContent('[data-testid="on-air"]');
-    if (!onAir.includes("waiting for signal")) throw new Error(`on air says ${JSON.stringify(onAir)}`);
-    for (const id of ["main", "backup"]) {
-      await until(`ingest help for ${id}`, 5000, () => page.isVisible(`[data-testid="ingest-${id}"]`));
-    }
-    const help = await page.textContent("#ingest");
-    for (const expected of ["9000", "9001", "Latency (ms)", "OBS"]) {
-      if (!help.includes(expected)) throw new Error(`ingest help lacks ${expected}: ${help}`);
-    }
-    step("first run checks passed");
-  } else {
-    await until("main on air", 20000, async () => (await page.textContent('[data-testid="on-air"]')) === "main");
-    const waiting = await page.isVisible('[data-testid="waiting"]');
-    if (waiting) throw new Error("'waiting for signal' still shown with encoders connected");
-    for (const id of ["main", "backup"]) {
-      await until(`ingest help for ${id}`, 5000, () => page.isVisible(`[data-testid="ingest-${id}"]`));
-    }
-
-    step("the player plays: currentTime advances at least 3 s");
-    const start = await until("playback starts", 40000, async () => {
-      const t = await page.$eval('[data-testid="video"]', (v) => v.currentTime);
-      return t > 0 ? t : null;
-    });
-    await until("3 s of playback", 20000, async () => (await page.$eval('[data-testid="video"]', (v) => v.currentTime)) >= start + 3);
-    const playback = await page.textContent('[data-testid="playback-state"]');
-    if (playback !== "playing") throw new Error(`playback status says ${JSON.stringify(playback)}`);
-    const resolution = await page.textContent("#playback-resolution");
-    if (!resolution.includes("×")) throw new Error(`no resolution shown: ${resolution}`);
-
-    step("force backup: the API and the page show it within 2 s");
-    const clicked = Date.now();
-    await page.click('[data-testid="force-backup"]');
-    await until("API confirms backup", 2000, async () => (await api("/api/v1/channels/program")).active_input === "backup");
-    await until("page shows backup", 2000 - (Date.now() - clicked) + 500, async () => (await page.textContent('[data-testid="on-air"]')) === "backup");
-    console.log(`[ui] switch shown after ${Date.now() - clicked} ms`);
-    await page.click('[data-testid="force-auto"]');
-    await until("back to main", 10000, async () => (await api("/api/v1/channels/program")).active_input === "main");
-
-    step("add a destination; the key is never shown again");
-    await page.fill('[data-testid="dest-id"]', "nginx");
-    await page.selectOption('[data-testid="dest-preset"]', "custom");
-    await page.fill('[data-testid="dest-url"]', rtmpUrl);
-    await page.fill('[data-testid="dest-key"]', secretKey);
-    await page.click('[data-testid="dest-save"]');
-    await until("saved", 5000, async () => (await page.textContent('[data-testid="dest-message"]')).startsWith("Saved"));
-    await until("destination listed", 5000, () => page.isVisible('[data-testid="output-nginx"]'));
-    const leaks = async () => page.evaluate((key) => {
-      const inputs = [...document.querySelectorAll("input")].some((i) => i.value.includes(key));
-      return inputs || document.documentElement.outerHTML.includes(key) || document.body.innerText.includes(key);
-    }, secretKey);
-    if (await leaks()) throw new Error("the stream key is visible in the page after saving");
-
-    step("start and stop it against nginx-rtmp");
-    await page.click('[data-testid="start-nginx"]');
-    await until("destination live (page)", 15000, async () => (await page.textContent('[data-testid="state-nginx"]')).startsWith("live"));
-    const live = (await api("/api/v1/channels/program")).outputs.find((o) => o.id === "nginx");
-    if (live.state !== "live") throw new Error(`API says ${live.state}`);
-    await page.click('[data-testid="stop-nginx"]');
-    await until("destination idle", 10000, async () => (await page.textContent('[data-testid="state-nginx"]')).startsWith("idle"));
-
-    step("edit it without retyping the key");
-    await page.click('[data-testid="edit-nginx"]');
-    const keyField = await page.inputValue('[data-testid="dest-key"]');
-    if (keyField !== "") throw new Error("the edit form shows the saved key");
-    await page.click('[data-testid="dest-save"]');
-    await until("edit saved", 5000, async () => (await page.textContent('[data-testid="dest-message"]')).startsWith("Saved"));
-    if (await leaks()) throw new Error("the stream key is visible in the page after editing");
-    step("all checks passed");
-  }
+  await { "first-run": firstRun, dashboard, user, sources, users }[scenario]();
   if (pageErrors.length) throw new Error(`script errors in the page: ${pageErrors.join("; ")}`);
 } catch (error) {
   failed = true;
-  console.error(`[ui] FAILED: ${error.message}`);
+  console.error(`[ui:${scenario}] FAILED: ${error.message}`);
 } finally {
   await page.evaluate(() => window.scrollTo(0, 0)).catch(() => {});
   await page.screenshot({ path: screenshot, fullPage: true }).catch((e) => console.error(`[ui] screenshot: ${e.message}`));
