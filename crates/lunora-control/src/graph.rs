@@ -469,7 +469,8 @@ impl Graph {
                     analyser: AnalyserSettings::default(),
                     udp_buffer_bytes: UDP_BUFFER_BYTES,
                 };
-                match BoundSrtInput::bind(ingest, stats.clone()).await {
+                let bound = retry_while_in_use(|| BoundSrtInput::bind(ingest.clone(), stats.clone())).await;
+                match bound {
                     Ok(bound) => {
                         let listen = bound.local_addr();
                         let task = self.tasks.spawn(bound.run(
@@ -635,8 +636,10 @@ impl Graph {
                     retry_min: SRT_RETRY.0,
                     retry_max: SRT_RETRY.1,
                 };
-                let started = SrtOutput::start(egress, bus, stats.clone(), cancel.clone())
-                    .await
+                let started = retry_while_in_use(|| {
+                    SrtOutput::start(egress.clone(), bus.clone(), stats.clone(), cancel.clone())
+                })
+                .await
                     .map_err(|e| {
                         format!("channel {channel:?} output {id:?}: cannot start on {address}: {e}")
                     })?;
@@ -835,6 +838,27 @@ impl Graph {
         tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
             .await
             .is_ok()
+    }
+}
+
+/// Binds, retrying for a moment while the port is still held: a component that was just
+/// stopped on the same port (a changed setting) lets go of its socket a few milliseconds after
+/// its task ends.
+async fn retry_while_in_use<T, F>(mut bind: impl FnMut() -> F) -> std::io::Result<T>
+where
+    F: std::future::Future<Output = std::io::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+    loop {
+        match bind().await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            result => return result,
+        }
     }
 }
 
