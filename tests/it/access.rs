@@ -191,3 +191,122 @@ fn secrets_set_through_the_api_never_come_back_out() {
     }
     assert!(seen[4].1.contains("event: config"), "config changes are events: {}", seen[4].1);
 }
+
+#[test]
+fn the_dashboard_and_api_are_served_over_https_with_secure_cookies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    crate::rtmp_output::make_certificates(dir.path());
+    let tls = free_tcp_port();
+    let d = dir.path().display().to_string();
+    // These keys follow the harness's `[http] listen` line, so they belong to [http].
+    let config = format!(
+        "tls_listen = \"127.0.0.1:{tls}\"\ncertificate = \"{d}/leaf.pem\"\nprivate_key = \"{d}/leaf.key\"\n\n{}",
+        single_srt_channel("encoder", free_udp_port(), "", "")
+    );
+    let daemon = Daemon::start_with_env(&config, dir, &[]);
+    let curl = require("curl", "curl");
+    let out = run(
+        "curl (https login)",
+        std::process::Command::new(curl)
+            .args(["-s", "-i", "--max-time", "10", "--cacert"])
+            .arg(daemon.dir.path().join("ca.pem"))
+            .args(["-H", "Content-Type: application/json", "--data"])
+            .arg(format!(r#"{{"username":"admin","password":"{ADMIN_PASSWORD}"}}"#))
+            .arg(format!("https://127.0.0.1:{tls}/api/v1/session")),
+        Duration::from_secs(20),
+    );
+    let response = String::from_utf8_lossy(&out.stdout);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}\n{}", String::from_utf8_lossy(&out.stderr));
+    let cookie = response
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {response}"));
+    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    // A client that opens TCP and never says hello holds up nobody.
+    let _silent = std::net::TcpStream::connect(("127.0.0.1", tls)).expect("connect");
+    let (status, _) = daemon.get("/readyz");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn accounts_and_tokens_are_managed_from_the_shell_while_the_daemon_runs() {
+    let daemon = Daemon::start(&single_srt_channel("encoder", free_udp_port(), "", ""));
+    let config = daemon.dir.path().join("lunora.toml");
+    let state = daemon.dir.path().join("state");
+    let lunora = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(lunora_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("LUNORA_STATE_DIR", &state)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("lunora");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("password");
+        let out = child.wait_with_output().expect("lunora ends");
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let (ok, out) = lunora(&["user", "add", "shell-op", "--role", "admin"], "shell-password\n");
+    assert!(ok, "{out}");
+    assert!(!out.contains("shell-password"), "the password is not echoed: {out}");
+    let cookie = login(daemon.http, "shell-op", "shell-password");
+    assert!(cookie.starts_with("lunora_session="), "{cookie}");
+    let (ok, out) = lunora(&["token", "create", "cron", "--user", "shell-op", "--role", "user"], "");
+    assert!(ok, "{out}");
+    let token = out
+        .split_whitespace()
+        .find(|w| w.starts_with("lun_"))
+        .unwrap_or_else(|| panic!("no token printed: {out}"))
+        .to_string();
+    let with = |token: &str, path: &str| {
+        http_anonymous(
+            daemon.http,
+            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+        )
+        .0
+    };
+    assert_eq!(with(&token, "/api/v1/channels"), 200);
+    assert_eq!(with(&token, "/api/v1/audit"), 403, "the token has the role it was given");
+    let (ok, list) = lunora(&["token", "list", "--user", "shell-op"], "");
+    assert!(ok && list.contains("cron") && !list.contains(&token), "{list}");
+    let id = list
+        .lines()
+        .find(|l| l.contains("cron"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("token id")
+        .to_string();
+    let (ok, out) = lunora(&["token", "revoke", &id], "");
+    assert!(ok, "{out}");
+    assert_eq!(with(&token, "/api/v1/channels"), 401, "a revoked token stops working at once");
+    let (ok, out) = lunora(&["user", "list"], "");
+    assert!(ok && out.contains("shell-op") && out.contains("admin"), "{out}");
+}
+
+#[test]
+fn an_unreadable_store_keeps_the_program_on_air_and_holds_every_destination() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    std::fs::write(state.join("lunora.db"), vec![0x5a; 8192]).expect("garbage");
+    let outputs = crate::rtmp_output::rtmp_destination("platform", free_tcp_port(), "held-key");
+    let daemon = Daemon::start_with_env(&single_srt_channel("encoder", free_udp_port(), "", &outputs), dir, &[]);
+    let system = daemon.json("/api/v1/system");
+    assert_eq!(system["store"]["ok"], false, "{system}");
+    assert!(system["store"]["problem"].as_str().is_some_and(|p| p.contains("unreadable")), "{system}");
+    assert!(
+        daemon.get("/metrics").1.lines().any(|l| l == "lunora_store_unreadable 1"),
+        "the metric says so"
+    );
+    // The destination has autostart = true, but the operator might have stopped it: it waits.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(daemon.output("program", "platform")["state"], "idle");
+    assert_eq!(daemon.input("program", "encoder")["state"], "waiting", "the media path runs");
+    let kept: Vec<String> = std::fs::read_dir(daemon.dir.path().join("state"))
+        .expect("state dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(kept.iter().any(|n| n.starts_with("lunora.db.unreadable-")), "kept for inspection: {kept:?}");
+}

@@ -396,13 +396,14 @@ impl Daemon {
         let ready = wait_for(Duration::from_secs(20), || daemon.get("/readyz").0 == 200);
         assert!(ready, "lunora did not become ready; log:\n{}", daemon.log());
         assert!(daemon.process.running());
-        if token_for(http).is_none() {
+        // A restarted daemon keeps its token; a new one on a port an earlier daemon used
+        // gets its own.
+        if http_get(http, "/api/v1/session").0 != 200 {
             let cookie = login(http, "admin", ADMIN_PASSWORD);
             let token = create_token(http, &cookie, "tests");
-            TOKENS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((http, token));
+            let mut tokens = TOKENS.lock().unwrap_or_else(|p| p.into_inner());
+            tokens.retain(|(port, _)| *port != http);
+            tokens.push((http, token));
         }
         daemon
     }

@@ -170,8 +170,14 @@ fn each_role_sees_its_own_dashboard_and_an_admin_adds_a_source_that_goes_on_air(
     }
     // The input the admin added from the form takes an encoder and goes on air (nothing
     // feeds main or backup).
+    // The passphrase and stream id the browser script typed into the form.
     let source = make_ts(&dir, "cam.ts", 20, "320x180", "300k");
-    let _cam = srt_push(&dir, "cam", &source, cam);
+    let _cam = ffmpeg_push(
+        &dir,
+        "cam",
+        &source,
+        &format!("srt://127.0.0.1:{cam}?latency=200000&pkt_size=1316&passphrase=ui-passphrase-7c2e9a&pbkeylen=16&streamid=ui-cam2"),
+    );
     assert!(
         wait_for(Duration::from_secs(15), || daemon.json("/api/v1/channels/program")["active_input"] == "cam2"),
         "the input added from the form is not on air: {}\n{}",

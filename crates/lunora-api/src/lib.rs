@@ -14,6 +14,7 @@ mod events;
 mod handlers;
 mod metrics;
 mod openapi;
+mod tls;
 mod web;
 
 use std::future::Future;
@@ -23,12 +24,14 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::serve::{Listener, ListenerExt};
 use axum::{Json, Router};
 use lunora_control::{Control, UserRole};
 use lunora_media::Secret;
 use serde_json::json;
 
 pub use metrics::render_metrics;
+pub use tls::TlsListener;
 
 use crate::auth::Access;
 
@@ -47,7 +50,8 @@ pub struct ApiSettings {
 pub struct App {
     pub(crate) control: Arc<Control>,
     pub(crate) settings: ApiSettings,
-    pub(crate) throttle: auth::Throttle,
+    /// Shared by the HTTP and HTTPS listeners, so two ports do not double the guesses.
+    pub(crate) throttle: Arc<auth::Throttle>,
 }
 
 impl App {
@@ -55,7 +59,19 @@ impl App {
         Arc::new(App {
             control,
             settings,
-            throttle: auth::Throttle::default(),
+            throttle: Arc::default(),
+        })
+    }
+
+    /// The same app for an HTTPS listener: its session cookies are `Secure`.
+    pub fn over_tls(&self) -> Arc<App> {
+        Arc::new(App {
+            control: self.control.clone(),
+            settings: ApiSettings {
+                secure_cookies: true,
+                ..self.settings.clone()
+            },
+            throttle: self.throttle.clone(),
         })
     }
 }
@@ -168,14 +184,16 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Serves on an already-bound listener until `shutdown` resolves.
+/// Serves on an already-bound listener (plain TCP, or [`TlsListener`]) until `shutdown`
+/// resolves.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: impl Listener<Addr = SocketAddr>,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // (`tap_io` gives any listener with socket addresses the peer-address extractor.)
     axum::serve(
-        listener,
+        listener.tap_io(|_| {}),
         router(app).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)

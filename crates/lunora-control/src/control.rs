@@ -276,7 +276,9 @@ pub fn overlaid(base: &GraphSpec, overlay: &[OverlayEntry]) -> GraphSpec {
             }
             ComponentKind::Input => {
                 let Some(channel) = spec.channel_mut(&entry.channel) else {
-                    skip("its channel no longer exists");
+                    if entry.value.is_some() {
+                        skip("its channel no longer exists");
+                    }
                     continue;
                 };
                 let index = channel.inputs.iter().position(|i| i.id().as_str() == entry.id);
@@ -296,7 +298,9 @@ pub fn overlaid(base: &GraphSpec, overlay: &[OverlayEntry]) -> GraphSpec {
             }
             ComponentKind::Output => {
                 let Some(channel) = spec.channel_mut(&entry.channel) else {
-                    skip("its channel no longer exists");
+                    if entry.value.is_some() {
+                        skip("its channel no longer exists");
+                    }
                     continue;
                 };
                 let index = channel.outputs.iter().position(|o| o.id().as_str() == entry.id);
@@ -317,6 +321,17 @@ pub fn overlaid(base: &GraphSpec, overlay: &[OverlayEntry]) -> GraphSpec {
         }
     }
     spec
+}
+
+/// Keeps one entry per component, where it was first written (as the store does).
+fn record(overlay: &mut Vec<OverlayEntry>, entry: OverlayEntry) {
+    match overlay
+        .iter_mut()
+        .find(|o| o.channel == entry.channel && o.kind == entry.kind && o.id == entry.id)
+    {
+        Some(existing) => existing.value = entry.value,
+        None => overlay.push(entry),
+    }
 }
 
 /// A stream key nobody guesses: 24 random bytes, hex.
@@ -623,6 +638,7 @@ impl Control {
     ) -> Result<Outcome, CommandError> {
         let mut spec = self.graph.spec();
         let mut outcome = Outcome::Done;
+        let mut extra: Vec<OverlayEntry> = Vec::new();
         let no_channel = |id: &ChannelId| CommandError::NotFound(format!("no channel with id {:?}", id.as_str()));
         let entry = match command {
             Command::AddChannel(settings) => {
@@ -643,11 +659,13 @@ impl Control {
                 channel_entry(&channel.settings)
             }
             Command::RemoveChannel(id) => {
-                let before = spec.channels.len();
-                spec.channels.retain(|c| c.settings.id != id);
-                if spec.channels.len() == before {
-                    return Err(no_channel(&id));
-                }
+                let index = spec.channels.iter().position(|c| c.settings.id == id).ok_or_else(|| no_channel(&id))?;
+                let removed = spec.channels.remove(index);
+                // Its components go with it, so a channel added later under the same id starts
+                // empty.
+                let gone = |kind, component: &str| OverlayEntry { channel: id.to_string(), kind, id: component.to_string(), value: None };
+                extra.extend(removed.inputs.iter().map(|i| gone(ComponentKind::Input, i.id().as_str())));
+                extra.extend(removed.outputs.iter().map(|o| gone(ComponentKind::Output, o.id().as_str())));
                 OverlayEntry { channel: id.to_string(), kind: ComponentKind::Channel, id: id.to_string(), value: None }
             }
             Command::AddInput { channel: id, mut input } => {
@@ -747,34 +765,44 @@ impl Control {
             target,
             details,
         };
+        let mut entries = vec![entry];
+        entries.extend(extra);
         // A removed destination's start/stop choice goes with it.
-        let forget: Vec<(String, String, Option<bool>)> = match (&entry.kind, &entry.value) {
-            (ComponentKind::Output, None) => vec![(entry.channel.clone(), entry.id.clone(), None)],
-            _ => Vec::new(),
-        };
-        let saved = entry.clone();
-        self.blocking(move |s| s.apply(&[saved], &forget, Some(&audit))).await?;
+        let forget: Vec<(String, String, Option<bool>)> = entries
+            .iter()
+            .filter(|e| e.kind == ComponentKind::Output && e.value.is_none())
+            .map(|e| (e.channel.clone(), e.id.clone(), None))
+            .collect();
+        let (saved, forgotten) = (entries.clone(), forget.clone());
+        self.blocking(move |s| s.apply(&saved, &forgotten, Some(&audit))).await?;
         let previous_overlay = guard(&self.overlay).clone();
-        guard(&self.overlay).push(entry.clone());
-        if entry.kind == ComponentKind::Output && entry.value.is_none() {
-            self.graph.forget_run_choice(&entry.channel, &entry.id);
+        for entry in &entries {
+            record(&mut guard(&self.overlay), entry.clone());
         }
+        for (channel, output, _) in &forget {
+            self.graph.forget_run_choice(channel, output);
+        }
+        let (channel, id) = (entries[0].channel.clone(), entries[0].id.clone());
         match self.graph.apply(spec).await {
             Ok(()) => {
-                info!(action, by = %actor.username, channel = %entry.channel, id = %entry.id, "change applied");
+                info!(action, by = %actor.username, channel = %channel, id = %id, "change applied");
                 Ok(outcome)
             }
             Err(e) => {
-                // Undo: the saved entry goes back to what it was, and the graph to its spec.
-                let restore = previous_overlay
+                // Undo: the saved entries go back to what they were, and the graph to its spec.
+                let undo: Vec<OverlayEntry> = entries
                     .iter()
-                    .rev()
-                    .find(|o| o.channel == entry.channel && o.kind == entry.kind && o.id == entry.id)
-                    .cloned();
+                    .map(|entry| {
+                        previous_overlay
+                            .iter()
+                            .find(|o| o.channel == entry.channel && o.kind == entry.kind && o.id == entry.id)
+                            .cloned()
+                            .unwrap_or(OverlayEntry { value: None, ..entry.clone() })
+                    })
+                    .collect();
                 *guard(&self.overlay) = previous_overlay;
-                let undo = restore.unwrap_or(OverlayEntry { value: None, ..entry.clone() });
                 let restored = overlaid(&guard(&self.base), &guard(&self.overlay));
-                if let Err(store_error) = self.blocking(move |s| s.apply(&[undo], &[], None)).await {
+                if let Err(store_error) = self.blocking(move |s| s.apply(&undo, &[], None)).await {
                     warn!(error = %store_error, "cannot undo a saved change that did not apply");
                 }
                 if let Err(again) = self.graph.apply(restored).await {

@@ -32,7 +32,7 @@ pub use status::{
 
 /// Types the API shows that come from the media crates.
 pub use lunora_egress::{HlsSettings, OutputState, OutputStats};
-pub use lunora_ingest::{ConnectionState, InputStats, RtmpsSettings};
+pub use lunora_ingest::{ConnectionState, InputStats, RtmpsSettings, TlsError, tls_acceptor};
 pub use lunora_switch::Reason;
 pub use lunora_ts::Indicator;
 pub use lunora_store::{

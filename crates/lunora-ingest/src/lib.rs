@@ -9,9 +9,11 @@
 mod rtmp;
 mod srt;
 mod stats;
+mod tls;
 
 pub use rtmp::{RtmpInput, RtmpInputs, RtmpServer, RtmpsError, RtmpsSettings};
 pub use srt::{BoundSrtInput, SrtInputSettings};
+pub use tls::{TlsError, tls_acceptor};
 pub use stats::{ConnectionState, FrameCounts, InputStats, RejectCounts, StatsHandle, VideoInfo};
 
 use lunora_media::{Frame, Program};

@@ -110,12 +110,8 @@ pub struct RtmpsSettings {
 /// Why the RTMPS listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RtmpsError {
-    #[error("cannot read the RTMPS certificate {path}: {reason}")]
-    Certificate { path: String, reason: String },
-    #[error("cannot read the RTMPS private key {path}: {reason}")]
-    PrivateKey { path: String, reason: String },
-    #[error("the RTMPS certificate and key do not fit together: {0}")]
-    Mismatch(String),
+    #[error("RTMPS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot bind the RTMPS listener on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -138,39 +134,6 @@ impl std::fmt::Debug for RtmpServer {
     }
 }
 
-/// TLS server configuration from PEM files, with the `ring` provider named explicitly (see
-/// DEPENDENCIES.md: two providers in one build make rustls panic).
-fn tls_acceptor(settings: &RtmpsSettings) -> Result<tokio_rustls::TlsAcceptor, RtmpsError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certificate_error = |reason: String| RtmpsError::Certificate {
-        path: settings.certificate.display().to_string(),
-        reason,
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.certificate)
-        .map_err(|e| certificate_error(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| certificate_error(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(certificate_error("no PEM certificate in it".into()));
-    }
-    let key = PrivateKeyDer::from_pem_file(&settings.private_key).map_err(|e| {
-        RtmpsError::PrivateKey {
-            path: settings.private_key.display().to_string(),
-            reason: e.to_string(),
-        }
-    })?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| RtmpsError::Mismatch(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| RtmpsError::Mismatch(e.to_string()))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
 impl RtmpServer {
     pub async fn bind(address: SocketAddr) -> std::io::Result<RtmpServer> {
         Ok(RtmpServer {
@@ -181,7 +144,7 @@ impl RtmpServer {
 
     /// Adds the RTMPS listener.
     pub async fn with_rtmps(mut self, settings: &RtmpsSettings) -> Result<RtmpServer, RtmpsError> {
-        let acceptor = tls_acceptor(settings)?;
+        let acceptor = crate::tls::tls_acceptor(&settings.certificate, &settings.private_key)?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await

@@ -48,6 +48,10 @@ struct RawHttp {
     hosts: Vec<String>,
     /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
     metrics_token: Option<Spanned<String>>,
+    /// HTTPS: where, with which certificate and key (PEM files); all three or none.
+    tls_listen: Option<Spanned<SocketAddr>>,
+    certificate: Option<Spanned<PathBuf>>,
+    private_key: Option<Spanned<PathBuf>>,
 }
 
 impl Default for RawHttp {
@@ -56,6 +60,9 @@ impl Default for RawHttp {
             listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 8080))),
             hosts: Vec::new(),
             metrics_token: None,
+            tls_listen: None,
+            certificate: None,
+            private_key: None,
         }
     }
 }
@@ -85,11 +92,20 @@ struct RawChannel {
 
 // ---- the validated result -----------------------------------------------------------------
 
+/// HTTPS for the dashboard and API (`[http] tls_listen`).
+#[derive(Debug, Clone)]
+pub(crate) struct HttpsSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) certificate: PathBuf,
+    pub(crate) private_key: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) http_listen: SocketAddr,
     pub(crate) http_hosts: Vec<String>,
     pub(crate) metrics_token: Option<lunora_media::Secret>,
+    pub(crate) https: Option<HttpsSettings>,
     /// The shared RTMP server's address (bound only when an RTMP input exists).
     pub(crate) rtmp_listen: SocketAddr,
     /// `[rtmp] tls_listen` with its certificate and key.
@@ -383,6 +399,18 @@ fn validate(
             })
     });
     let http = &raw.http;
+    let https = tls_files(c, "[http]", http.listen.span(), &http.tls_listen, &http.certificate, &http.private_key)
+        .map(|(listen, certificate, private_key)| {
+            if listen.port() == http_listen.port() && listen.port() != 0 {
+                let span = http.tls_listen.as_ref().map_or(0..0, |l| l.span());
+                c.at(span, "tls_listen needs its own port (HTTPS and HTTP cannot share one)");
+            }
+            HttpsSettings {
+                listen,
+                certificate,
+                private_key,
+            }
+        });
     let metrics_token = http.metrics_token.as_ref().and_then(|token| {
         match lunora_control::expand_env(token.get_ref(), lookup) {
             Ok(value) if value.len() >= 16 => Some(lunora_media::Secret::new(value)),
@@ -400,6 +428,7 @@ fn validate(
         http_listen,
         http_hosts: raw.http.hosts.clone(),
         metrics_token,
+        https,
         rtmp_listen,
         rtmps,
         state_dir: raw.state.map(|s| s.dir),

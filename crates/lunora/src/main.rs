@@ -221,6 +221,22 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         },
     );
     let http_address = http.local_addr().context("HTTP listener has no address")?;
+    if let Some(https) = &config.https {
+        let acceptor = lunora_control::tls_acceptor(&https.certificate, &https.private_key)
+            .context("cannot start HTTPS ([http] tls_listen)")?;
+        let listener = tokio::net::TcpListener::bind(https.listen)
+            .await
+            .with_context(|| format!("cannot bind HTTPS on {} ([http] tls_listen)", https.listen))?;
+        let listener = lunora_api::TlsListener::new(listener, acceptor)
+            .context("the HTTPS listener has no address")?;
+        info!(https = %https.listen, "dashboard and API over HTTPS");
+        let (app, cancel) = (app.over_tls(), cancel.clone());
+        graph.tasks().spawn(async move {
+            if let Err(e) = lunora_api::serve(listener, app, cancel.cancelled_owned()).await {
+                error!(error = %e, "HTTPS server stopped");
+            }
+        });
+    }
     let http_cancel = cancel.clone();
     graph.tasks().spawn(async move {
         if let Err(e) = lunora_api::serve(http, app, http_cancel.cancelled_owned()).await {
