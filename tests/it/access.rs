@@ -22,7 +22,14 @@ fn account(daemon: &Daemon, name: &str, role: &str) -> (String, String) {
     (cookie, token)
 }
 
-fn request(port: u16, method: &str, path: &str, auth: &str, extra: &str, body: &str) -> (u16, String) {
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: &str,
+    extra: &str,
+    body: &str,
+) -> (u16, String) {
     http_anonymous(
         port,
         &format!(
@@ -44,7 +51,11 @@ fn every_route_answers_each_role_as_its_table_says() {
         .map(|(rank, role)| (rank, account(&daemon, &format!("m-{role}"), role).1))
         .collect();
     let paths = document["paths"].as_object().expect("paths");
-    assert!(paths.len() >= 30, "the document lists the routes: {}", paths.len());
+    assert!(
+        paths.len() >= 30,
+        "the document lists the routes: {}",
+        paths.len()
+    );
     let mut checked = 0;
     for (path, methods) in paths {
         // Ids that exist nowhere: an allowed caller gets 404 or 400, never a change.
@@ -56,12 +67,17 @@ fn every_route_answers_each_role_as_its_table_says() {
             .replace("{channel}", "nochannel")
             .replace("{file}", "index.m3u8");
         for (method, operation) in methods.as_object().expect("methods") {
-            let role = operation["x-lunora-role"].as_str().unwrap_or_else(|| panic!("{method} {path} declares no role"));
+            let role = operation["x-lunora-role"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} declares no role"));
             let method = method.to_uppercase();
             if role == "open" || path == "/api/v1/events" {
                 continue;
             }
-            let needed = RANK.iter().position(|r| *r == role).unwrap_or_else(|| panic!("{role}?"));
+            let needed = RANK
+                .iter()
+                .position(|r| *r == role)
+                .unwrap_or_else(|| panic!("{role}?"));
             let (status, body) = request(daemon.http, &method, &concrete, "", "", "{}");
             assert_eq!(status, 401, "anonymous {method} {path}: {body}");
             for (rank, token) in &tokens {
@@ -82,8 +98,18 @@ fn every_route_answers_each_role_as_its_table_says() {
     }
     assert!(checked >= 90, "{checked} checks");
     // Open routes stay open.
-    for path in ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/"] {
-        assert_eq!(request(daemon.http, "GET", path, "", "", "").0, 200, "{path}");
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/",
+    ] {
+        assert_eq!(
+            request(daemon.http, "GET", path, "", "", "").0,
+            200,
+            "{path}"
+        );
     }
 }
 
@@ -94,30 +120,65 @@ fn a_session_cannot_be_used_from_another_site() {
     let with_cookie = format!("Cookie: {cookie}\r\n");
     let stop_all = "/api/v1/channels/program/outputs/stop-all";
     // The dashboard itself: same origin, JSON.
-    let (status, body) = request(daemon.http, "POST", stop_all, &with_cookie, "Origin: http://127.0.0.1\r\nSec-Fetch-Site: same-origin\r\n", "{}");
+    let (status, body) = request(
+        daemon.http,
+        "POST",
+        stop_all,
+        &with_cookie,
+        "Origin: http://127.0.0.1\r\nSec-Fetch-Site: same-origin\r\n",
+        "{}",
+    );
     assert_eq!(status, 202, "{body}");
     // Another site's page posting with the victim's cookie.
-    let (status, body) = request(daemon.http, "POST", stop_all, &with_cookie, "Origin: http://evil.example\r\nSec-Fetch-Site: cross-site\r\n", "{}");
+    let (status, body) = request(
+        daemon.http,
+        "POST",
+        stop_all,
+        &with_cookie,
+        "Origin: http://evil.example\r\nSec-Fetch-Site: cross-site\r\n",
+        "{}",
+    );
     assert_eq!(status, 403, "{body}");
     // A form post (text/plain needs no CORS preflight).
     let (status, body) = http_anonymous(
         daemon.http,
-        &format!("POST {stop_all} HTTP/1.1\r\nHost: 127.0.0.1\r\n{with_cookie}Connection: close\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{{}}"),
+        &format!(
+            "POST {stop_all} HTTP/1.1\r\nHost: 127.0.0.1\r\n{with_cookie}Connection: close\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{{}}"
+        ),
     );
     assert_eq!(status, 415, "{body}");
     // DNS rebinding: the attacker's name resolves to the box.
     let (status, body) = http_anonymous(
         daemon.http,
-        &format!("GET /api/v1/channels HTTP/1.1\r\nHost: rebind.evil.example\r\n{with_cookie}Connection: close\r\n\r\n"),
+        &format!(
+            "GET /api/v1/channels HTTP/1.1\r\nHost: rebind.evil.example\r\n{with_cookie}Connection: close\r\n\r\n"
+        ),
     );
     assert_eq!(status, 421, "{body}");
-    assert!(!body.contains("program"), "nothing about the box leaks: {body}");
+    assert!(
+        !body.contains("program"),
+        "nothing about the box leaks: {body}"
+    );
     // Wrong passwords: 401 with a reason, then throttled.
     for _ in 0..5 {
-        let (status, _) = request(daemon.http, "POST", "/api/v1/session", "", "", r#"{"username":"admin","password":"wrong-one"}"#);
+        let (status, _) = request(
+            daemon.http,
+            "POST",
+            "/api/v1/session",
+            "",
+            "",
+            r#"{"username":"admin","password":"wrong-one"}"#,
+        );
         assert_eq!(status, 401);
     }
-    let (status, body) = request(daemon.http, "POST", "/api/v1/session", "", "", r#"{"username":"admin","password":"wrong-one"}"#);
+    let (status, body) = request(
+        daemon.http,
+        "POST",
+        "/api/v1/session",
+        "",
+        "",
+        r#"{"username":"admin","password":"wrong-one"}"#,
+    );
     assert_eq!(status, 429, "{body}");
     let log = daemon.log();
     assert!(log.contains("failed login"), "{log}");
@@ -132,9 +193,13 @@ fn secrets_set_through_the_api_never_come_back_out() {
         let (events, port, auth) = (events.clone(), daemon.http, daemon.auth_header());
         std::thread::spawn(move || {
             use std::io::{Read, Write};
-            let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return };
+            let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return;
+            };
             let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-            let _ = stream.write_all(format!("GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").as_bytes());
+            let _ = stream.write_all(
+                format!("GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").as_bytes(),
+            );
             let deadline = std::time::Instant::now() + Duration::from_secs(8);
             let mut buffer = [0; 8192];
             while std::time::Instant::now() < deadline {
@@ -142,7 +207,10 @@ fn secrets_set_through_the_api_never_come_back_out() {
                     if n == 0 {
                         break;
                     }
-                    events.lock().expect("events").push_str(&String::from_utf8_lossy(&buffer[..n]));
+                    events
+                        .lock()
+                        .expect("events")
+                        .push_str(&String::from_utf8_lossy(&buffer[..n]));
                 }
             }
         })
@@ -166,12 +234,18 @@ fn secrets_set_through_the_api_never_come_back_out() {
     let (status, body) = http_post_json(
         daemon.http,
         "/api/v1/channels/second/inputs",
-        &format!(r#"{{"id":"cam","type":"srt","listen":"127.0.0.1:{srt}","passphrase":"{passphrase}"}}"#),
+        &format!(
+            r#"{{"id":"cam","type":"srt","listen":"127.0.0.1:{srt}","passphrase":"{passphrase}"}}"#
+        ),
     );
     assert_eq!(status, 201, "{body}");
     let input: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(input["config"]["passphrase_set"], true, "{input}");
-    let (status, body) = http_post_json(daemon.http, "/api/v1/channels/second/inputs", r#"{"id":"obs","role":"main","type":"rtmp"}"#);
+    let (status, body) = http_post_json(
+        daemon.http,
+        "/api/v1/channels/second/inputs",
+        r#"{"id":"obs","role":"main","type":"rtmp"}"#,
+    );
     // single mode takes one input
     assert_eq!(status, 400, "{body}");
     let _ = listener.join();
@@ -183,13 +257,20 @@ fn secrets_set_through_the_api_never_come_back_out() {
         ("events", events.lock().expect("events").clone()),
         ("log", daemon.log()),
     ];
-    seen.push(("output", daemon.get("/api/v1/channels/program/outputs/yt").1));
+    seen.push((
+        "output",
+        daemon.get("/api/v1/channels/program/outputs/yt").1,
+    ));
     for (what, text) in &seen {
         assert!(!text.is_empty(), "{what} is empty");
         assert!(!text.contains(passphrase), "the passphrase shows in {what}");
         assert!(!text.contains(stream_key), "the stream key shows in {what}");
     }
-    assert!(seen[4].1.contains("event: config"), "config changes are events: {}", seen[4].1);
+    assert!(
+        seen[4].1.contains("event: config"),
+        "config changes are events: {}",
+        seen[4].1
+    );
 }
 
 #[test]
@@ -211,17 +292,26 @@ fn the_dashboard_and_api_are_served_over_https_with_secure_cookies() {
             .args(["-s", "-i", "--max-time", "10", "--cacert"])
             .arg(daemon.dir.path().join("ca.pem"))
             .args(["-H", "Content-Type: application/json", "--data"])
-            .arg(format!(r#"{{"username":"admin","password":"{ADMIN_PASSWORD}"}}"#))
+            .arg(format!(
+                r#"{{"username":"admin","password":"{ADMIN_PASSWORD}"}}"#
+            ))
             .arg(format!("https://127.0.0.1:{tls}/api/v1/session")),
         Duration::from_secs(20),
     );
     let response = String::from_utf8_lossy(&out.stdout);
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "{response}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cookie = response
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
         .unwrap_or_else(|| panic!("no cookie: {response}"));
-    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     // A client that opens TCP and never says hello holds up nobody.
     let _silent = std::net::TcpStream::connect(("127.0.0.1", tls)).expect("connect");
     let (status, _) = daemon.get("/readyz");
@@ -245,16 +335,39 @@ fn accounts_and_tokens_are_managed_from_the_shell_while_the_daemon_runs() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("lunora");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("password");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("password");
         let out = child.wait_with_output().expect("lunora ends");
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     };
-    let (ok, out) = lunora(&["user", "add", "shell-op", "--role", "admin"], "shell-password\n");
+    let (ok, out) = lunora(
+        &["user", "add", "shell-op", "--role", "admin"],
+        "shell-password\n",
+    );
     assert!(ok, "{out}");
-    assert!(!out.contains("shell-password"), "the password is not echoed: {out}");
+    assert!(
+        !out.contains("shell-password"),
+        "the password is not echoed: {out}"
+    );
     let cookie = login(daemon.http, "shell-op", "shell-password");
     assert!(cookie.starts_with("lunora_session="), "{cookie}");
-    let (ok, out) = lunora(&["token", "create", "cron", "--user", "shell-op", "--role", "user"], "");
+    let (ok, out) = lunora(
+        &[
+            "token", "create", "cron", "--user", "shell-op", "--role", "user",
+        ],
+        "",
+    );
     assert!(ok, "{out}");
     let token = out
         .split_whitespace()
@@ -269,9 +382,16 @@ fn accounts_and_tokens_are_managed_from_the_shell_while_the_daemon_runs() {
         .0
     };
     assert_eq!(with(&token, "/api/v1/channels"), 200);
-    assert_eq!(with(&token, "/api/v1/audit"), 403, "the token has the role it was given");
+    assert_eq!(
+        with(&token, "/api/v1/audit"),
+        403,
+        "the token has the role it was given"
+    );
     let (ok, list) = lunora(&["token", "list", "--user", "shell-op"], "");
-    assert!(ok && list.contains("cron") && !list.contains(&token), "{list}");
+    assert!(
+        ok && list.contains("cron") && !list.contains(&token),
+        "{list}"
+    );
     let id = list
         .lines()
         .find(|l| l.contains("cron"))
@@ -280,9 +400,16 @@ fn accounts_and_tokens_are_managed_from_the_shell_while_the_daemon_runs() {
         .to_string();
     let (ok, out) = lunora(&["token", "revoke", &id], "");
     assert!(ok, "{out}");
-    assert_eq!(with(&token, "/api/v1/channels"), 401, "a revoked token stops working at once");
+    assert_eq!(
+        with(&token, "/api/v1/channels"),
+        401,
+        "a revoked token stops working at once"
+    );
     let (ok, out) = lunora(&["user", "list"], "");
-    assert!(ok && out.contains("shell-op") && out.contains("admin"), "{out}");
+    assert!(
+        ok && out.contains("shell-op") && out.contains("admin"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -292,21 +419,41 @@ fn an_unreadable_store_keeps_the_program_on_air_and_holds_every_destination() {
     std::fs::create_dir_all(&state).expect("state dir");
     std::fs::write(state.join("lunora.db"), vec![0x5a; 8192]).expect("garbage");
     let outputs = crate::rtmp_output::rtmp_destination("platform", free_tcp_port(), "held-key");
-    let daemon = Daemon::start_with_env(&single_srt_channel("encoder", free_udp_port(), "", &outputs), dir, &[]);
+    let daemon = Daemon::start_with_env(
+        &single_srt_channel("encoder", free_udp_port(), "", &outputs),
+        dir,
+        &[],
+    );
     let system = daemon.json("/api/v1/system");
     assert_eq!(system["store"]["ok"], false, "{system}");
-    assert!(system["store"]["problem"].as_str().is_some_and(|p| p.contains("unreadable")), "{system}");
     assert!(
-        daemon.get("/metrics").1.lines().any(|l| l == "lunora_store_unreadable 1"),
+        system["store"]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("unreadable")),
+        "{system}"
+    );
+    assert!(
+        daemon
+            .get("/metrics")
+            .1
+            .lines()
+            .any(|l| l == "lunora_store_unreadable 1"),
         "the metric says so"
     );
     // The destination has autostart = true, but the operator might have stopped it: it waits.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(daemon.output("program", "platform")["state"], "idle");
-    assert_eq!(daemon.input("program", "encoder")["state"], "waiting", "the media path runs");
+    assert_eq!(
+        daemon.input("program", "encoder")["state"],
+        "waiting",
+        "the media path runs"
+    );
     let kept: Vec<String> = std::fs::read_dir(daemon.dir.path().join("state"))
         .expect("state dir")
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
-    assert!(kept.iter().any(|n| n.starts_with("lunora.db.unreadable-")), "kept for inspection: {kept:?}");
+    assert!(
+        kept.iter().any(|n| n.starts_with("lunora.db.unreadable-")),
+        "kept for inspection: {kept:?}"
+    );
 }

@@ -295,7 +295,10 @@ pub fn login(port: u16, user: &str, password: &str) -> String {
     );
     response
         .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
         .and_then(|c| c.split(';').next())
         .map(str::to_string)
         .unwrap_or_else(|| panic!("login as {user} failed: {response}"))
@@ -311,9 +314,16 @@ pub fn create_token(port: u16, cookie: &str, name: &str) -> String {
             body.len()
         ),
     );
-    let json = response.split_once("\r\n\r\n").map(|(_, b)| dechunk(b)).unwrap_or_default();
-    let value: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("token: {e}: {response}"));
-    value["token"].as_str().unwrap_or_else(|| panic!("no token in {value}")).to_string()
+    let json = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| dechunk(b))
+        .unwrap_or_default();
+    let value: Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("token: {e}: {response}"));
+    value["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {value}"))
+        .to_string()
 }
 
 /// The daemon under test, on its own ports and temp dir.

@@ -59,8 +59,12 @@ fn sources_change_at_run_time_while_another_channel_loses_nothing() {
     );
     let mut encoder = srt_push(&dir, "encoder", &source, steady_in);
     assert!(
-        wait_for(Duration::from_secs(20), || daemon.output("steady", "platform")["state"] == "live"
-            && daemon.output("steady", "pull")["peers"].as_array().is_some_and(|p| p.len() == 1)),
+        wait_for(Duration::from_secs(20), || daemon
+            .output("steady", "platform")["state"]
+            == "live"
+            && daemon.output("steady", "pull")["peers"]
+                .as_array()
+                .is_some_and(|p| p.len() == 1)),
         "steady is not live: {}\n{}",
         daemon.json("/api/v1/channels/steady"),
         daemon.log()
@@ -76,15 +80,22 @@ fn sources_change_at_run_time_while_another_channel_loses_nothing() {
     let (status, body) = http_post_json(
         daemon.http,
         "/api/v1/channels/flex/inputs",
-        &format!(r#"{{"id":"cam","role":"main","type":"srt","listen":"127.0.0.1:{cam}","latency_ms":200}}"#),
+        &format!(
+            r#"{{"id":"cam","role":"main","type":"srt","listen":"127.0.0.1:{cam}","latency_ms":200}}"#
+        ),
     );
     assert_eq!(status, 201, "{body}");
     let created: Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(created["config"]["listen"], format!("127.0.0.1:{cam}"), "{created}");
+    assert_eq!(
+        created["config"]["listen"],
+        format!("127.0.0.1:{cam}"),
+        "{created}"
+    );
     let cam_source = make_ts(&dir, "cam.ts", 30, "320x180", "300k");
     let _cam = srt_push(&dir, "cam", &cam_source, cam);
     assert!(
-        wait_for(Duration::from_secs(15), || flex(&daemon)["active_input"] == "cam"),
+        wait_for(Duration::from_secs(15), || flex(&daemon)["active_input"]
+            == "cam"),
         "the added input did not go on air: {}\n{}",
         flex(&daemon),
         daemon.log()
@@ -94,28 +105,47 @@ fn sources_change_at_run_time_while_another_channel_loses_nothing() {
     let (status, body) = http_post_json(
         daemon.http,
         "/api/v1/channels/flex/inputs",
-        &format!(r#"{{"id":"clash","role":"backup","type":"srt","listen":"127.0.0.1:{steady_in}"}}"#),
+        &format!(
+            r#"{{"id":"clash","role":"backup","type":"srt","listen":"127.0.0.1:{steady_in}"}}"#
+        ),
     );
     assert_eq!(status, 409, "{body}");
-    assert!(body.contains("steady/encoder"), "the holder is named: {body}");
+    assert!(
+        body.contains("steady/encoder"),
+        "the holder is named: {body}"
+    );
     assert_eq!(flex(&daemon)["inputs"].as_array().map(Vec::len), Some(1));
 
     // SIGHUP re-reads the file: flex's failover policy changes, the API's input stays.
     daemon.rewrite_config(&two_channels(steady_in, pull, rtmp, 900));
     daemon.signal(Signal::SIGHUP);
     assert!(
-        wait_for(Duration::from_secs(10), || flex(&daemon)["config"]["failover"]["input_loss_ms"] == 900),
+        wait_for(
+            Duration::from_secs(10),
+            || flex(&daemon)["config"]["failover"]["input_loss_ms"] == 900
+        ),
         "the reload did not apply: {}\n{}",
         flex(&daemon),
         daemon.log()
     );
-    assert_eq!(flex(&daemon)["active_input"], "cam", "the reload left the input on air");
+    assert_eq!(
+        flex(&daemon)["active_input"],
+        "cam",
+        "the reload left the input on air"
+    );
 
     // Removing the input takes it off air and frees its port.
-    let (status, body) = http_send(daemon.http, "DELETE", "/api/v1/channels/flex/inputs/cam", "");
+    let (status, body) = http_send(
+        daemon.http,
+        "DELETE",
+        "/api/v1/channels/flex/inputs/cam",
+        "",
+    );
     assert_eq!(status, 204, "{body}");
     assert!(
-        wait_for(Duration::from_secs(5), || flex(&daemon)["inputs"].as_array().is_some_and(Vec::is_empty)),
+        wait_for(Duration::from_secs(5), || flex(&daemon)["inputs"]
+            .as_array()
+            .is_some_and(Vec::is_empty)),
         "{}",
         flex(&daemon)
     );
@@ -124,13 +154,25 @@ fn sources_change_at_run_time_while_another_channel_loses_nothing() {
         "the removed input's port is free again"
     );
 
-    encoder.wait(Duration::from_secs(60)).expect("the steady encoder finishes");
-    reader.wait(Duration::from_secs(20)).expect("the reader ends after the stream");
+    encoder
+        .wait(Duration::from_secs(60))
+        .expect("the steady encoder finishes");
+    reader
+        .wait(Duration::from_secs(20))
+        .expect("the reader ends after the stream");
     let steady_frames = as_u64(&daemon.input("steady", "encoder")["frames_total"]["video"]);
     for (output, before) in ["pull", "platform"].iter().zip(reconnects_before) {
         let entry = daemon.output("steady", output);
-        assert_eq!(as_u64(&entry["dropped_frames_total"]), 0, "{output}: {entry}");
-        assert_eq!(as_u64(&entry["reconnects_total"]), before, "{output} reconnected: {entry}");
+        assert_eq!(
+            as_u64(&entry["dropped_frames_total"]),
+            0,
+            "{output}: {entry}"
+        );
+        assert_eq!(
+            as_u64(&entry["reconnects_total"]),
+            before,
+            "{output} reconnected: {entry}"
+        );
     }
     let pulled = decoded_video_frames(&recording);
     assert!(
@@ -172,7 +214,11 @@ fn acknowledged_changes_survive_kill_9() {
         })
     };
     assert!(
-        wait_for(Duration::from_secs(30), || acknowledged.lock().expect("list").len() >= 10),
+        wait_for(Duration::from_secs(30), || acknowledged
+            .lock()
+            .expect("list")
+            .len()
+            >= 10),
         "the API took no changes: {}",
         daemon.log()
     );
@@ -187,7 +233,10 @@ fn acknowledged_changes_survive_kill_9() {
         .filter_map(|o| o["id"].as_str())
         .collect();
     for id in &acknowledged {
-        assert!(ids.contains(&id.as_str()), "{id} was acknowledged but is gone after kill -9: {ids:?}");
+        assert!(
+            ids.contains(&id.as_str()),
+            "{id} was acknowledged but is gone after kill -9: {ids:?}"
+        );
     }
     assert!(acknowledged.len() >= 10);
 }

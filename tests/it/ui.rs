@@ -155,7 +155,12 @@ fn each_role_sees_its_own_dashboard_and_an_admin_adds_a_source_that_goes_on_air(
     add_user(&daemon, "editor", "admin", "editor-password");
     for (scenario, user, password, extra) in [
         ("user", "viewer", "viewer-password", vec![]),
-        ("sources", "editor", "editor-password", vec![("SRT_INPUT_PORT", cam.to_string())]),
+        (
+            "sources",
+            "editor",
+            "editor-password",
+            vec![("SRT_INPUT_PORT", cam.to_string())],
+        ),
         ("users", "admin", ADMIN_PASSWORD, vec![]),
     ] {
         let mut env = vec![
@@ -166,7 +171,11 @@ fn each_role_sees_its_own_dashboard_and_an_admin_adds_a_source_that_goes_on_air(
         ];
         env.extend(extra);
         let (passed, report) = browser_test(&url, &format!("{scenario}.png"), &env);
-        assert!(passed, "{scenario} scenario failed:\n{report}\nlunora log:\n{}", daemon.log());
+        assert!(
+            passed,
+            "{scenario} scenario failed:\n{report}\nlunora log:\n{}",
+            daemon.log()
+        );
     }
     // The input the admin added from the form takes an encoder and goes on air (nothing
     // feeds main or backup).
@@ -176,14 +185,21 @@ fn each_role_sees_its_own_dashboard_and_an_admin_adds_a_source_that_goes_on_air(
         &dir,
         "cam",
         &source,
-        &format!("srt://127.0.0.1:{cam}?latency=200000&pkt_size=1316&passphrase=ui-passphrase-7c2e9a&pbkeylen=16&streamid=ui-cam2"),
+        &format!(
+            "srt://127.0.0.1:{cam}?latency=200000&pkt_size=1316&passphrase=ui-passphrase-7c2e9a&pbkeylen=16&streamid=ui-cam2"
+        ),
     );
     assert!(
-        wait_for(Duration::from_secs(15), || daemon.json("/api/v1/channels/program")["active_input"] == "cam2"),
+        wait_for(Duration::from_secs(15), || daemon
+            .json("/api/v1/channels/program")["active_input"]
+            == "cam2"),
         "the input added from the form is not on air: {}\n{}",
         daemon.json("/api/v1/channels/program"),
         daemon.log()
     );
     let users = daemon.json("/api/v1/users");
-    assert!(users.to_string().contains("ui-operator"), "the superadmin added a user: {users}");
+    assert!(
+        users.to_string().contains("ui-operator"),
+        "the superadmin added a user: {users}"
+    );
 }

@@ -79,7 +79,11 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The caller behind a request's token or cookie, if any.
-pub(crate) async fn authenticate(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Result<Option<Caller>, Response> {
+pub(crate) async fn authenticate(
+    app: &App,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Option<Caller>, Response> {
     let store = app.control.store().clone();
     let token = bearer(headers);
     let cookie = cookie(headers);
@@ -89,32 +93,54 @@ pub(crate) async fn authenticate(app: &App, headers: &HeaderMap, peer: SocketAdd
     let found = tokio::task::spawn_blocking(move || {
         let now = SystemTime::now();
         if let Some(token) = token {
-            return store
-                .token_user(&token, now)
-                .map(|found| found.map(|(user, info)| (user.name, info.role, Via::Token, false, None)));
+            return store.token_user(&token, now).map(|found| {
+                found.map(|(user, info)| (user.name, info.role, Via::Token, false, None))
+            });
         }
-        let Some(cookie) = cookie else { return Ok(None) };
+        let Some(cookie) = cookie else {
+            return Ok(None);
+        };
         store
             .session_user(&cookie, now, SESSION_IDLE, SESSION_ABSOLUTE)
-            .map(|found| found.map(|user| (user.name, user.role, Via::Session, user.must_change_password, Some(cookie))))
+            .map(|found| {
+                found.map(|user| {
+                    (
+                        user.name,
+                        user.role,
+                        Via::Session,
+                        user.must_change_password,
+                        Some(cookie),
+                    )
+                })
+            })
     })
     .await;
     match found {
-        Ok(Ok(found)) => Ok(found.map(|(username, role, via, must_change_password, cookie)| Caller {
-            actor: Actor {
-                username,
-                role,
-                address: Some(peer.ip().to_string()),
-            },
-            via,
-            must_change_password,
-            cookie,
-        })),
+        Ok(Ok(found)) => {
+            Ok(found.map(
+                |(username, role, via, must_change_password, cookie)| Caller {
+                    actor: Actor {
+                        username,
+                        role,
+                        address: Some(peer.ip().to_string()),
+                    },
+                    via,
+                    must_change_password,
+                    cookie,
+                },
+            ))
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot check a session or token");
-            Err(error(StatusCode::SERVICE_UNAVAILABLE, "the account store cannot be read; see the daemon's log"))
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the account store cannot be read; see the daemon's log",
+            ))
         }
-        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &format!("authentication failed: {e}"))),
+        Err(e) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("authentication failed: {e}"),
+        )),
     }
 }
 
@@ -129,7 +155,11 @@ fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
     if !json {
         return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -139,13 +169,22 @@ fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")
     {
-        return Err(error(StatusCode::FORBIDDEN, "cross-site requests cannot change anything"));
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "cross-site requests cannot change anything",
+        ));
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
         if origin_host != host {
-            return Err(error(StatusCode::FORBIDDEN, "cross-origin requests cannot change anything"));
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "cross-origin requests cannot change anything",
+            ));
         }
     }
     Ok(())
@@ -163,13 +202,21 @@ pub(crate) async fn require(
     };
     let caller = match authenticate(&app, request.headers(), peer).await {
         Ok(Some(caller)) => caller,
-        Ok(None) => return error(StatusCode::UNAUTHORIZED, "log in first (POST /api/v1/session) or send Authorization: Bearer <token>"),
+        Ok(None) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "log in first (POST /api/v1/session) or send Authorization: Bearer <token>",
+            );
+        }
         Err(response) => return response,
     };
     if caller.actor.role < role {
         return error(
             StatusCode::FORBIDDEN,
-            &format!("this needs the role {role}; {} is {}", caller.actor.username, caller.actor.role),
+            &format!(
+                "this needs the role {role}; {} is {}",
+                caller.actor.username, caller.actor.role
+            ),
         );
     }
     if caller.via == Via::Session
@@ -188,14 +235,22 @@ fn host_name(host: &str) -> &str {
         return rest.split(']').next().unwrap_or(rest);
     }
     host.rsplit_once(':').map_or(host, |(name, port)| {
-        if port.chars().all(|c| c.is_ascii_digit()) { name } else { host }
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
     })
 }
 
 /// Refuses requests for a host name the box does not have. A page on another site that makes
 /// its own name resolve to the box (DNS rebinding) sends its own name here; addresses and the
 /// configured names pass.
-pub(crate) async fn check_host(State(app): State<std::sync::Arc<App>>, request: Request, next: Next) -> Response {
+pub(crate) async fn check_host(
+    State(app): State<std::sync::Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let host = request
         .headers()
         .get(header::HOST)
@@ -204,7 +259,11 @@ pub(crate) async fn check_host(State(app): State<std::sync::Arc<App>>, request: 
         .unwrap_or("");
     let allowed = host.parse::<IpAddr>().is_ok()
         || host.eq_ignore_ascii_case("localhost")
-        || app.settings.hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+        || app
+            .settings
+            .hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host));
     if !allowed {
         return error(
             StatusCode::MISDIRECTED_REQUEST,
@@ -274,7 +333,11 @@ pub(crate) async fn failure_delay() {
 }
 
 pub(crate) fn unauthorized_json() -> Response {
-    (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": "wrong user name or password" }))).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(serde_json::json!({ "error": "wrong user name or password" })),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -304,7 +367,9 @@ mod tests {
     #[test]
     fn cookies_are_http_only_and_same_site() {
         let set = session_cookie(Some("abc"), false);
-        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains("Secure"));
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains("Secure")
+        );
         assert!(session_cookie(Some("abc"), true).ends_with("; Secure"));
     }
 }

@@ -31,7 +31,8 @@ struct Feed {
 
 impl Feed {
     fn status(&self) -> Event {
-        let data = serde_json::to_string(&self.app.control.channels()).unwrap_or_else(|_| "[]".into());
+        let data =
+            serde_json::to_string(&self.app.control.channels()).unwrap_or_else(|_| "[]".into());
         Event::default().event("status").data(data)
     }
 
@@ -52,7 +53,8 @@ impl Feed {
                 }
                 for event in news {
                     let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
-                    self.queue.push_back(Event::default().event(event.kind()).data(data));
+                    self.queue
+                        .push_back(Event::default().event(event.kind()).data(data));
                 }
                 self.queue.push_back(self.status());
                 self.queue.pop_front().unwrap_or_else(|| self.status())
@@ -67,7 +69,9 @@ impl Feed {
     }
 }
 
-pub(crate) async fn events(State(app): State<Arc<App>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub(crate) async fn events(
+    State(app): State<Arc<App>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let feed = Feed {
         events: app.control.graph().subscribe(),
         app,

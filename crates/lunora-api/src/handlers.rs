@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use lunora_control::{
     ChannelId, ChannelSettings, ChannelStatus, Command, CommandError, InputId, InputSettings,
-    OutputId, OutputSettings, Outcome, UserRole,
+    Outcome, OutputId, OutputSettings, UserRole,
 };
 use lunora_media::Secret;
 use serde::Deserialize;
@@ -37,7 +37,8 @@ fn read<T: DeserializeOwned>(body: Body, help: &str) -> Result<T, Response> {
         };
         error(status, &format!("{help}: {}", r.body_text()))
     })?;
-    serde_json::from_value(value).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("{help}: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("{help}: {e}")))
 }
 
 fn command_error(e: CommandError) -> Response {
@@ -59,7 +60,10 @@ fn command_error(e: CommandError) -> Response {
 }
 
 async fn run(app: &App, caller: &Caller, command: Command) -> Result<Outcome, Response> {
-    app.control.execute(&caller.actor, command).await.map_err(command_error)
+    app.control
+        .execute(&caller.actor, command)
+        .await
+        .map_err(command_error)
 }
 
 fn no_channel(id: &str) -> Response {
@@ -96,13 +100,26 @@ pub(crate) async fn metrics(State(app): AppState, headers: HeaderMap) -> Respons
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(token.expose()) {
-            return error(StatusCode::UNAUTHORIZED, "/metrics needs Authorization: Bearer <[http] metrics_token>");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "/metrics needs Authorization: Bearer <[http] metrics_token>",
+            );
         }
     }
     let store_problem = app.control.store_health().problem.is_some();
     match crate::metrics::render_metrics(&app.control.channels(), store_problem) {
-        Ok(body) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("metrics encoding failed: {e}")),
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("metrics encoding failed: {e}"),
+        ),
     }
 }
 
@@ -115,7 +132,11 @@ struct Login {
     password: String,
 }
 
-pub(crate) async fn login(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Body) -> Response {
+pub(crate) async fn login(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
     let login: Login = match read(body, "expected {\"username\", \"password\"}") {
         Ok(login) => login,
         Err(response) => return response,
@@ -123,7 +144,10 @@ pub(crate) async fn login(State(app): AppState, ConnectInfo(peer): ConnectInfo<S
     if let Some(wait) = app.throttle.wait(peer.ip()) {
         return error(
             StatusCode::TOO_MANY_REQUESTS,
-            &format!("too many failed logins from this address; try again in {} s", wait.as_secs() + 1),
+            &format!(
+                "too many failed logins from this address; try again in {} s",
+                wait.as_secs() + 1
+            ),
         );
     }
     let store = app.control.store().clone();
@@ -131,7 +155,9 @@ pub(crate) async fn login(State(app): AppState, ConnectInfo(peer): ConnectInfo<S
     let verified = tokio::task::spawn_blocking(move || {
         let user = store.verify_password(&login.username, &login.password)?;
         match user {
-            Some(user) => store.create_session(&user.name, SystemTime::now()).map(|cookie| Some((user, cookie))),
+            Some(user) => store
+                .create_session(&user.name, SystemTime::now())
+                .map(|cookie| Some((user, cookie))),
             None => Ok(None),
         }
     })
@@ -152,8 +178,14 @@ pub(crate) async fn login(State(app): AppState, ConnectInfo(peer): ConnectInfo<S
             auth::failure_delay().await;
             auth::unauthorized_json()
         }
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("the account store cannot be read: {e}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("login failed: {e}")),
+        Ok(Err(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the account store cannot be read: {e}"),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("login failed: {e}"),
+        ),
     }
 }
 
@@ -173,7 +205,10 @@ pub(crate) async fn logout(State(app): AppState, Extension(caller): Extension<Ca
     }
     (
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, auth::session_cookie(None, app.settings.secure_cookies))],
+        [(
+            header::SET_COOKIE,
+            auth::session_cookie(None, app.settings.secure_cookies),
+        )],
     )
         .into_response()
 }
@@ -185,11 +220,16 @@ struct PasswordChange {
     new_password: String,
 }
 
-pub(crate) async fn change_password(State(app): AppState, Extension(caller): Extension<Caller>, body: Body) -> Response {
-    let change: PasswordChange = match read(body, "expected {\"current_password\", \"new_password\"}") {
-        Ok(change) => change,
-        Err(response) => return response,
-    };
+pub(crate) async fn change_password(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Response {
+    let change: PasswordChange =
+        match read(body, "expected {\"current_password\", \"new_password\"}") {
+            Ok(change) => change,
+            Err(response) => return response,
+        };
     let command = Command::ChangeOwnPassword {
         current: Secret::new(change.current_password),
         new: Secret::new(change.new_password),
@@ -199,7 +239,8 @@ pub(crate) async fn change_password(State(app): AppState, Extension(caller): Ext
             // Other sessions of this user end; this one stays.
             let store = app.control.store().clone();
             let (user, keep) = (caller.actor.username.clone(), caller.cookie.clone());
-            let _ = tokio::task::spawn_blocking(move || store.end_sessions(&user, keep.as_deref())).await;
+            let _ = tokio::task::spawn_blocking(move || store.end_sessions(&user, keep.as_deref()))
+                .await;
             StatusCode::NO_CONTENT.into_response()
         }
         Err(response) => response,
@@ -226,10 +267,13 @@ fn host_addresses() -> Vec<String> {
         socket.connect(target).ok()?;
         socket.local_addr().ok().map(|a| a.ip().to_string())
     };
-    [probe("0.0.0.0:0", "192.0.2.1:9"), probe("[::]:0", "[2001:db8::1]:9")]
-        .into_iter()
-        .flatten()
-        .collect()
+    [
+        probe("0.0.0.0:0", "192.0.2.1:9"),
+        probe("[::]:0", "[2001:db8::1]:9"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 pub(crate) async fn schema_inputs() -> Json<Value> {
@@ -250,7 +294,11 @@ pub(crate) async fn get_channel(State(app): AppState, Path(id): Path<String>) ->
 
 const CHANNEL_HELP: &str = "expected {\"id\", \"mode\": \"single\"|\"main-backup\", \"failover\": {...}} (see /api/v1/openapi.json)";
 
-pub(crate) async fn add_channel(State(app): AppState, Extension(caller): Extension<Caller>, body: Body) -> Response {
+pub(crate) async fn add_channel(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Response {
     let settings: ChannelSettings = match read(body, CHANNEL_HELP) {
         Ok(s) => s,
         Err(response) => return response,
@@ -262,10 +310,20 @@ pub(crate) async fn add_channel(State(app): AppState, Extension(caller): Extensi
     }
 }
 
-pub(crate) async fn update_channel(State(app): AppState, Extension(caller): Extension<Caller>, Path(id): Path<String>, body: Body) -> Response {
+pub(crate) async fn update_channel(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
     let mut value = match body {
         Ok(Json(value)) => value,
-        Err(r) => return error(StatusCode::BAD_REQUEST, &format!("{CHANNEL_HELP}: {}", r.body_text())),
+        Err(r) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("{CHANNEL_HELP}: {}", r.body_text()),
+            );
+        }
     };
     // The id is the path's; a body may leave it out.
     if let Some(object) = value.as_object_mut() {
@@ -276,7 +334,10 @@ pub(crate) async fn update_channel(State(app): AppState, Extension(caller): Exte
         Err(response) => return response,
     };
     if settings.id.as_str() != id {
-        return error(StatusCode::BAD_REQUEST, "a channel's id cannot change; add a new channel instead");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a channel's id cannot change; add a new channel instead",
+        );
     }
     match run(&app, &caller, Command::UpdateChannel(settings)).await {
         Ok(_) => created_channel(&app, &id, StatusCode::OK),
@@ -291,7 +352,11 @@ fn created_channel(app: &App, id: &str, status: StatusCode) -> Response {
     }
 }
 
-pub(crate) async fn remove_channel(State(app): AppState, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
+pub(crate) async fn remove_channel(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     match run(&app, &caller, Command::RemoveChannel(channel_id(&id))).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(response) => response,
@@ -304,14 +369,33 @@ struct SwitchRequest {
     input: String,
 }
 
-pub(crate) async fn switch(State(app): AppState, Extension(caller): Extension<Caller>, Path(id): Path<String>, body: Body) -> Response {
-    let request: SwitchRequest = match read(body, "expected {\"input\": \"<input id>\" | \"auto\"}") {
+pub(crate) async fn switch(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let request: SwitchRequest = match read(body, "expected {\"input\": \"<input id>\" | \"auto\"}")
+    {
         Ok(r) => r,
         Err(response) => return response,
     };
     let input = (request.input != "auto").then(|| InputId::new(request.input.clone()));
-    match run(&app, &caller, Command::ForceInput { channel: channel_id(&id), input }).await {
-        Ok(_) => (StatusCode::ACCEPTED, Json(json!({ "channel": id, "requested": request.input }))).into_response(),
+    match run(
+        &app,
+        &caller,
+        Command::ForceInput {
+            channel: channel_id(&id),
+            input,
+        },
+    )
+    .await
+    {
+        Ok(_) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "channel": id, "requested": request.input })),
+        )
+            .into_response(),
         Err(response) => response,
     }
 }
@@ -325,26 +409,53 @@ pub(crate) async fn list_inputs(State(app): AppState, Path(id): Path<String>) ->
 }
 
 /// The input's entry, plus the stream key and OBS server URL when one was just made.
-fn input_reply(app: &App, channel: &str, input: &str, outcome: Outcome, status: StatusCode) -> Response {
+fn input_reply(
+    app: &App,
+    channel: &str,
+    input: &str,
+    outcome: Outcome,
+    status: StatusCode,
+) -> Response {
     let entry = find_channel(app, channel)
         .ok()
         .and_then(|c| c.inputs.into_iter().find(|i| i.id == input));
     let mut body = serde_json::to_value(entry).unwrap_or(Value::Null);
     if let (Outcome::StreamKey(key), Some(object)) = (outcome, body.as_object_mut()) {
         object.insert("stream_key".into(), Value::String(key.expose().to_string()));
-        let port = app.control.graph().rtmp_address().map_or(1935, |a| a.port());
-        object.insert("publish_url".into(), Value::String(format!("rtmp://HOST:{port}/live")));
+        let port = app
+            .control
+            .graph()
+            .rtmp_address()
+            .map_or(1935, |a| a.port());
+        object.insert(
+            "publish_url".into(),
+            Value::String(format!("rtmp://HOST:{port}/live")),
+        );
     }
     (status, Json(body)).into_response()
 }
 
-pub(crate) async fn add_input(State(app): AppState, Extension(caller): Extension<Caller>, Path(id): Path<String>, body: Body) -> Response {
+pub(crate) async fn add_input(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
     let input: InputSettings = match read(body, INPUT_HELP) {
         Ok(i) => i,
         Err(response) => return response,
     };
     let input_id = input.id().to_string();
-    match run(&app, &caller, Command::AddInput { channel: channel_id(&id), input }).await {
+    match run(
+        &app,
+        &caller,
+        Command::AddInput {
+            channel: channel_id(&id),
+            input,
+        },
+    )
+    .await
+    {
         Ok(outcome) => input_reply(&app, &id, &input_id, outcome, StatusCode::CREATED),
         Err(response) => response,
     }
@@ -352,36 +463,85 @@ pub(crate) async fn add_input(State(app): AppState, Extension(caller): Extension
 
 /// A body for `…/{component}` whose id is the path's.
 fn with_path_id(body: Body, id: &str, help: &str) -> Result<Value, Response> {
-    let Json(mut value) = body.map_err(|r| error(StatusCode::BAD_REQUEST, &format!("{help}: {}", r.body_text())))?;
+    let Json(mut value) = body.map_err(|r| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("{help}: {}", r.body_text()),
+        )
+    })?;
     let Some(object) = value.as_object_mut() else {
         return Err(error(StatusCode::BAD_REQUEST, help));
     };
     match object.entry("id").or_insert(Value::String(id.to_string())) {
         Value::String(given) if given == id => Ok(value),
-        _ => Err(error(StatusCode::BAD_REQUEST, "the id in the body must match the path; ids cannot change")),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "the id in the body must match the path; ids cannot change",
+        )),
     }
 }
 
-pub(crate) async fn update_input(State(app): AppState, Extension(caller): Extension<Caller>, Path((id, iid)): Path<(String, String)>, body: Body) -> Response {
-    let input: InputSettings = match with_path_id(body, &iid, INPUT_HELP).and_then(|v| read(Ok(Json(v)), INPUT_HELP)) {
-        Ok(i) => i,
-        Err(response) => return response,
-    };
-    match run(&app, &caller, Command::UpdateInput { channel: channel_id(&id), input }).await {
+pub(crate) async fn update_input(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path((id, iid)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    let input: InputSettings =
+        match with_path_id(body, &iid, INPUT_HELP).and_then(|v| read(Ok(Json(v)), INPUT_HELP)) {
+            Ok(i) => i,
+            Err(response) => return response,
+        };
+    match run(
+        &app,
+        &caller,
+        Command::UpdateInput {
+            channel: channel_id(&id),
+            input,
+        },
+    )
+    .await
+    {
         Ok(outcome) => input_reply(&app, &id, &iid, outcome, StatusCode::OK),
         Err(response) => response,
     }
 }
 
-pub(crate) async fn remove_input(State(app): AppState, Extension(caller): Extension<Caller>, Path((id, iid)): Path<(String, String)>) -> Response {
-    match run(&app, &caller, Command::RemoveInput { channel: channel_id(&id), input: InputId::new(iid) }).await {
+pub(crate) async fn remove_input(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path((id, iid)): Path<(String, String)>,
+) -> Response {
+    match run(
+        &app,
+        &caller,
+        Command::RemoveInput {
+            channel: channel_id(&id),
+            input: InputId::new(iid),
+        },
+    )
+    .await
+    {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(response) => response,
     }
 }
 
-pub(crate) async fn regenerate_stream_key(State(app): AppState, Extension(caller): Extension<Caller>, Path((id, iid)): Path<(String, String)>) -> Response {
-    match run(&app, &caller, Command::RegenerateStreamKey { channel: channel_id(&id), input: InputId::new(iid.clone()) }).await {
+pub(crate) async fn regenerate_stream_key(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path((id, iid)): Path<(String, String)>,
+) -> Response {
+    match run(
+        &app,
+        &caller,
+        Command::RegenerateStreamKey {
+            channel: channel_id(&id),
+            input: InputId::new(iid.clone()),
+        },
+    )
+    .await
+    {
         Ok(outcome) => input_reply(&app, &id, &iid, outcome, StatusCode::OK),
         Err(response) => response,
     }
@@ -403,56 +563,115 @@ pub(crate) async fn list_outputs(State(app): AppState, Path(id): Path<String>) -
     find_channel(&app, &id).map_or_else(|r| r, |c| Json(c.outputs).into_response())
 }
 
-pub(crate) async fn get_output(State(app): AppState, Path((id, oid)): Path<(String, String)>) -> Response {
+pub(crate) async fn get_output(
+    State(app): AppState,
+    Path((id, oid)): Path<(String, String)>,
+) -> Response {
     match find_channel(&app, &id) {
         Ok(channel) => match channel.outputs.into_iter().find(|o| o.id == oid) {
             Some(output) => Json(output).into_response(),
-            None => error(StatusCode::NOT_FOUND, &format!("channel {id:?} has no output {oid:?}")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!("channel {id:?} has no output {oid:?}"),
+            ),
         },
         Err(response) => response,
     }
 }
 
 fn output_reply(app: &App, channel: &str, output: &str, status: StatusCode) -> Response {
-    match find_channel(app, channel).ok().and_then(|c| c.outputs.into_iter().find(|o| o.id == output)) {
+    match find_channel(app, channel)
+        .ok()
+        .and_then(|c| c.outputs.into_iter().find(|o| o.id == output))
+    {
         Some(entry) => (status, Json(entry)).into_response(),
         None => status.into_response(),
     }
 }
 
-pub(crate) async fn add_output(State(app): AppState, Extension(caller): Extension<Caller>, Path(id): Path<String>, body: Body) -> Response {
-    let output: OutputSettings = match body.map(|Json(v)| Json(default_output_type(v))) {
-        body => match read(body, OUTPUT_HELP) {
-            Ok(o) => o,
-            Err(response) => return response,
-        },
+pub(crate) async fn add_output(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let output: OutputSettings = match read(
+        body.map(|Json(v)| Json(default_output_type(v))),
+        OUTPUT_HELP,
+    ) {
+        Ok(o) => o,
+        Err(response) => return response,
     };
     let output_id = output.id().to_string();
-    match run(&app, &caller, Command::AddOutput { channel: channel_id(&id), output }).await {
+    match run(
+        &app,
+        &caller,
+        Command::AddOutput {
+            channel: channel_id(&id),
+            output,
+        },
+    )
+    .await
+    {
         Ok(_) => output_reply(&app, &id, &output_id, StatusCode::CREATED),
         Err(response) => response,
     }
 }
 
-pub(crate) async fn update_output(State(app): AppState, Extension(caller): Extension<Caller>, Path((id, oid)): Path<(String, String)>, body: Body) -> Response {
-    let output: OutputSettings = match with_path_id(body, &oid, OUTPUT_HELP).and_then(|v| read(Ok(Json(default_output_type(v))), OUTPUT_HELP)) {
+pub(crate) async fn update_output(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path((id, oid)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    let output: OutputSettings = match with_path_id(body, &oid, OUTPUT_HELP)
+        .and_then(|v| read(Ok(Json(default_output_type(v))), OUTPUT_HELP))
+    {
         Ok(o) => o,
         Err(response) => return response,
     };
-    match run(&app, &caller, Command::UpdateOutput { channel: channel_id(&id), output }).await {
+    match run(
+        &app,
+        &caller,
+        Command::UpdateOutput {
+            channel: channel_id(&id),
+            output,
+        },
+    )
+    .await
+    {
         Ok(_) => output_reply(&app, &id, &oid, StatusCode::OK),
         Err(response) => response,
     }
 }
 
-pub(crate) async fn remove_output(State(app): AppState, Extension(caller): Extension<Caller>, Path((id, oid)): Path<(String, String)>) -> Response {
-    match run(&app, &caller, Command::RemoveOutput { channel: channel_id(&id), output: OutputId::new(oid) }).await {
+pub(crate) async fn remove_output(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path((id, oid)): Path<(String, String)>,
+) -> Response {
+    match run(
+        &app,
+        &caller,
+        Command::RemoveOutput {
+            channel: channel_id(&id),
+            output: OutputId::new(oid),
+        },
+    )
+    .await
+    {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(response) => response,
     }
 }
 
-async fn run_outputs(app: &App, caller: &Caller, id: String, output: Option<String>, start: bool) -> Response {
+async fn run_outputs(
+    app: &App,
+    caller: &Caller,
+    id: String,
+    output: Option<String>,
+    start: bool,
+) -> Response {
     let command = Command::RunOutputs {
         channel: channel_id(&id),
         output: output.clone().map(OutputId::new),
@@ -469,19 +688,35 @@ async fn run_outputs(app: &App, caller: &Caller, id: String, output: Option<Stri
     }
 }
 
-pub(crate) async fn start_all(State(app): AppState, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
+pub(crate) async fn start_all(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     run_outputs(&app, &caller, id, None, true).await
 }
 
-pub(crate) async fn stop_all(State(app): AppState, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
+pub(crate) async fn stop_all(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     run_outputs(&app, &caller, id, None, false).await
 }
 
-pub(crate) async fn start_output(State(app): AppState, Extension(caller): Extension<Caller>, Path((id, oid)): Path<(String, String)>) -> Response {
+pub(crate) async fn start_output(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path((id, oid)): Path<(String, String)>,
+) -> Response {
     run_outputs(&app, &caller, id, Some(oid), true).await
 }
 
-pub(crate) async fn stop_output(State(app): AppState, Extension(caller): Extension<Caller>, Path((id, oid)): Path<(String, String)>) -> Response {
+pub(crate) async fn stop_output(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path((id, oid)): Path<(String, String)>,
+) -> Response {
     run_outputs(&app, &caller, id, Some(oid), false).await
 }
 
@@ -525,12 +760,23 @@ struct NewUser {
     password: String,
 }
 
-pub(crate) async fn add_user(State(app): AppState, Extension(caller): Extension<Caller>, body: Body) -> Response {
-    let user: NewUser = match read(body, "expected {\"username\", \"role\": \"user\"|\"admin\"|\"superadmin\", \"password\"}") {
+pub(crate) async fn add_user(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Response {
+    let user: NewUser = match read(
+        body,
+        "expected {\"username\", \"role\": \"user\"|\"admin\"|\"superadmin\", \"password\"}",
+    ) {
         Ok(u) => u,
         Err(response) => return response,
     };
-    let command = Command::AddUser { name: user.username, role: user.role, password: Secret::new(user.password) };
+    let command = Command::AddUser {
+        name: user.username,
+        role: user.role,
+        password: Secret::new(user.password),
+    };
     match run(&app, &caller, command).await {
         Ok(Outcome::User(info)) => (StatusCode::CREATED, Json(info)).into_response(),
         Ok(_) => StatusCode::CREATED.into_response(),
@@ -545,12 +791,21 @@ struct UserChange {
     password: Option<String>,
 }
 
-pub(crate) async fn update_user(State(app): AppState, Extension(caller): Extension<Caller>, Path(name): Path<String>, body: Body) -> Response {
+pub(crate) async fn update_user(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
     let change: UserChange = match read(body, "expected {\"role\"?, \"password\"?}") {
         Ok(c) => c,
         Err(response) => return response,
     };
-    let command = Command::UpdateUser { name, role: change.role, password: change.password.map(Secret::new) };
+    let command = Command::UpdateUser {
+        name,
+        role: change.role,
+        password: change.password.map(Secret::new),
+    };
     match run(&app, &caller, command).await {
         Ok(Outcome::User(info)) => Json(info).into_response(),
         Ok(_) => StatusCode::OK.into_response(),
@@ -558,14 +813,21 @@ pub(crate) async fn update_user(State(app): AppState, Extension(caller): Extensi
     }
 }
 
-pub(crate) async fn remove_user(State(app): AppState, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> Response {
+pub(crate) async fn remove_user(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Response {
     match run(&app, &caller, Command::RemoveUser { name }).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(response) => response,
     }
 }
 
-pub(crate) async fn list_tokens(State(app): AppState, Extension(caller): Extension<Caller>) -> Response {
+pub(crate) async fn list_tokens(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+) -> Response {
     let owner = (caller.actor.role < UserRole::Superadmin).then(|| caller.actor.username.clone());
     store_read(&app, move |s| s.tokens(owner.as_deref())).await
 }
@@ -579,7 +841,11 @@ struct NewToken {
     owner: Option<String>,
 }
 
-pub(crate) async fn create_token(State(app): AppState, Extension(caller): Extension<Caller>, body: Body) -> Response {
+pub(crate) async fn create_token(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Response {
     let token: NewToken = match read(body, "expected {\"name\", \"role\"?}") {
         Ok(t) => t,
         Err(response) => return response,
@@ -602,7 +868,11 @@ pub(crate) async fn create_token(State(app): AppState, Extension(caller): Extens
     }
 }
 
-pub(crate) async fn revoke_token(State(app): AppState, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
+pub(crate) async fn revoke_token(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     match run(&app, &caller, Command::RevokeToken { id }).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(response) => response,
@@ -613,7 +883,10 @@ pub(crate) async fn revoke_token(State(app): AppState, Extension(caller): Extens
 
 /// `/hls/{channel}/index.m3u8` and `/hls/{channel}/{sequence}.ts`, from memory. The playlist
 /// changes every segment, so it is never cached; a segment never changes once listed.
-pub(crate) async fn hls(State(app): AppState, Path((channel, file)): Path<(String, String)>) -> Response {
+pub(crate) async fn hls(
+    State(app): AppState,
+    Path((channel, file)): Path<(String, String)>,
+) -> Response {
     let graph = app.control.graph();
     if file == "index.m3u8" {
         return match graph.hls_playlist(&channel) {
@@ -629,7 +902,10 @@ pub(crate) async fn hls(State(app): AppState, Path((channel, file)): Path<(Strin
         };
     }
     let Some(sequence) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) else {
-        return error(StatusCode::NOT_FOUND, "HLS files are index.m3u8 and <sequence>.ts");
+        return error(
+            StatusCode::NOT_FOUND,
+            "HLS files are index.m3u8 and <sequence>.ts",
+        );
     };
     match graph.hls_segment(&channel, sequence) {
         Some(data) => (
@@ -642,7 +918,9 @@ pub(crate) async fn hls(State(app): AppState, Path((channel, file)): Path<(Strin
             .into_response(),
         None => error(
             StatusCode::NOT_FOUND,
-            &format!("segment {sequence} of channel {channel:?} is not (or no longer) in the playlist"),
+            &format!(
+                "segment {sequence} of channel {channel:?} is not (or no longer) in the playlist"
+            ),
         ),
     }
 }

@@ -119,68 +119,353 @@ impl Route {
 
 /// Every route the daemon serves.
 pub(crate) fn routes() -> Vec<Route> {
-    use handlers::*;
     use axum::http::Method as M;
+    use handlers::*;
     vec![
         route(M::GET, "/", Access::Open, "The dashboard", get(web::index)),
-        route(M::GET, "/assets/app.js", Access::Open, "Dashboard script", get(web::app)),
-        route(M::GET, "/assets/style.css", Access::Open, "Dashboard style", get(web::style)),
-        route(M::GET, "/assets/hls.js", Access::Open, "HLS player library", get(web::hls)),
-        route(M::GET, "/healthz", Access::Open, "Liveness", get(|| async { "ok\n" })),
-        route(M::GET, "/readyz", Access::Open, "Readiness: every listener bound, every channel running", get(readyz)),
-        route(M::GET, "/metrics", Access::Open, "Prometheus metrics (bearer token when [http] metrics_token is set)", get(metrics)),
-        route(M::GET, "/api/v1/openapi.json", Access::Open, "This API's OpenAPI document", get(openapi::document)),
-        route(M::POST, "/api/v1/session", Access::Open, "Log in: sets the session cookie", post(login)).body(schemas::login),
-        route(M::GET, "/api/v1/session", USER, "Who is logged in, and their role", get(whoami)),
-        route(M::DELETE, "/api/v1/session", USER, "Log out", delete(logout)),
-        route(M::PUT, "/api/v1/session/password", USER, "Change your own password", put(change_password)).body(schemas::password),
-        route(M::GET, "/api/v1/system", USER, "Version, addresses, state store health", get(system)),
-        route(M::GET, "/api/v1/events", USER, "Server-Sent Events: switches, health, outputs, config changes, status", get(events::events)),
-        route(M::GET, "/api/v1/schema/inputs", USER, "JSON Schema of every input kind", get(schema_inputs)),
-        route(M::GET, "/api/v1/schema/outputs", USER, "JSON Schema of every output kind", get(schema_outputs)),
-        route(M::GET, "/api/v1/channels", USER, "Every channel's status", get(list_channels)),
-        route(M::POST, "/api/v1/channels", ADMIN, "Add a channel", post(add_channel)).body(schemas::channel),
-        route(M::GET, "/api/v1/channels/{id}", USER, "One channel's status", get(get_channel)),
-        route(M::PUT, "/api/v1/channels/{id}", ADMIN, "Change a channel's mode or failover policy", put(update_channel)).body(schemas::channel),
-        route(M::DELETE, "/api/v1/channels/{id}", ADMIN, "Remove a channel", delete(remove_channel)),
-        route(M::POST, "/api/v1/channels/{id}/switch", ADMIN, "Force an input on air, or \"auto\"", post(switch)).body(schemas::switch),
-        route(M::GET, "/api/v1/channels/{id}/inputs", USER, "A channel's inputs", get(list_inputs)),
-        route(M::POST, "/api/v1/channels/{id}/inputs", ADMIN, "Add an input", post(add_input)).body(schemas::input),
-        route(M::PUT, "/api/v1/channels/{id}/inputs/{iid}", ADMIN, "Change an input (left-out secrets are kept)", put(update_input)).body(schemas::input),
-        route(M::DELETE, "/api/v1/channels/{id}/inputs/{iid}", ADMIN, "Remove an input", delete(remove_input)),
-        route(M::POST, "/api/v1/channels/{id}/inputs/{iid}/stream-key", ADMIN, "Give an RTMP input a new stream key (shown once)", post(regenerate_stream_key)),
-        route(M::GET, "/api/v1/channels/{id}/outputs", USER, "A channel's outputs", get(list_outputs)),
-        route(M::POST, "/api/v1/channels/{id}/outputs", USER, "Add an output (users: RTMP destinations)", post(add_output)).body(schemas::output),
-        route(M::POST, "/api/v1/channels/{id}/outputs/start-all", USER, "Start every destination", post(start_all)),
-        route(M::POST, "/api/v1/channels/{id}/outputs/stop-all", USER, "Stop every destination", post(stop_all)),
-        route(M::GET, "/api/v1/channels/{id}/outputs/{oid}", USER, "One output", get(get_output)),
-        route(M::PUT, "/api/v1/channels/{id}/outputs/{oid}", USER, "Change an output (left-out stream key is kept)", put(update_output)).body(schemas::output),
-        route(M::DELETE, "/api/v1/channels/{id}/outputs/{oid}", USER, "Remove an output", delete(remove_output)),
-        route(M::POST, "/api/v1/channels/{id}/outputs/{oid}/start", USER, "Start a destination", post(start_output)),
-        route(M::POST, "/api/v1/channels/{id}/outputs/{oid}/stop", USER, "Stop a destination", post(stop_output)),
-        route(M::GET, "/api/v1/audit", ADMIN, "Who changed what, newest first", get(audit)),
-        route(M::GET, "/api/v1/users", SUPERADMIN, "Users", get(list_users)),
-        route(M::POST, "/api/v1/users", SUPERADMIN, "Add a user", post(add_user)).body(schemas::new_user),
-        route(M::PUT, "/api/v1/users/{name}", SUPERADMIN, "Change a user's role or password", put(update_user)).body(schemas::user_change),
-        route(M::DELETE, "/api/v1/users/{name}", SUPERADMIN, "Remove a user", delete(remove_user)),
-        route(M::GET, "/api/v1/tokens", USER, "Your API tokens (a superadmin sees all)", get(list_tokens)),
-        route(M::POST, "/api/v1/tokens", USER, "Create an API token (shown once)", post(create_token)).body(schemas::token),
-        route(M::DELETE, "/api/v1/tokens/{id}", USER, "Revoke an API token", delete(revoke_token)),
-        route(M::GET, "/hls/{channel}/{file}", USER, "HLS preview: index.m3u8 and segments", get(hls)),
+        route(
+            M::GET,
+            "/assets/app.js",
+            Access::Open,
+            "Dashboard script",
+            get(web::app),
+        ),
+        route(
+            M::GET,
+            "/assets/style.css",
+            Access::Open,
+            "Dashboard style",
+            get(web::style),
+        ),
+        route(
+            M::GET,
+            "/assets/hls.js",
+            Access::Open,
+            "HLS player library",
+            get(web::hls),
+        ),
+        route(
+            M::GET,
+            "/healthz",
+            Access::Open,
+            "Liveness",
+            get(|| async { "ok\n" }),
+        ),
+        route(
+            M::GET,
+            "/readyz",
+            Access::Open,
+            "Readiness: every listener bound, every channel running",
+            get(readyz),
+        ),
+        route(
+            M::GET,
+            "/metrics",
+            Access::Open,
+            "Prometheus metrics (bearer token when [http] metrics_token is set)",
+            get(metrics),
+        ),
+        route(
+            M::GET,
+            "/api/v1/openapi.json",
+            Access::Open,
+            "This API's OpenAPI document",
+            get(openapi::document),
+        ),
+        route(
+            M::POST,
+            "/api/v1/session",
+            Access::Open,
+            "Log in: sets the session cookie",
+            post(login),
+        )
+        .body(schemas::login),
+        route(
+            M::GET,
+            "/api/v1/session",
+            USER,
+            "Who is logged in, and their role",
+            get(whoami),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/session",
+            USER,
+            "Log out",
+            delete(logout),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/session/password",
+            USER,
+            "Change your own password",
+            put(change_password),
+        )
+        .body(schemas::password),
+        route(
+            M::GET,
+            "/api/v1/system",
+            USER,
+            "Version, addresses, state store health",
+            get(system),
+        ),
+        route(
+            M::GET,
+            "/api/v1/events",
+            USER,
+            "Server-Sent Events: switches, health, outputs, config changes, status",
+            get(events::events),
+        ),
+        route(
+            M::GET,
+            "/api/v1/schema/inputs",
+            USER,
+            "JSON Schema of every input kind",
+            get(schema_inputs),
+        ),
+        route(
+            M::GET,
+            "/api/v1/schema/outputs",
+            USER,
+            "JSON Schema of every output kind",
+            get(schema_outputs),
+        ),
+        route(
+            M::GET,
+            "/api/v1/channels",
+            USER,
+            "Every channel's status",
+            get(list_channels),
+        ),
+        route(
+            M::POST,
+            "/api/v1/channels",
+            ADMIN,
+            "Add a channel",
+            post(add_channel),
+        )
+        .body(schemas::channel),
+        route(
+            M::GET,
+            "/api/v1/channels/{id}",
+            USER,
+            "One channel's status",
+            get(get_channel),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/channels/{id}",
+            ADMIN,
+            "Change a channel's mode or failover policy",
+            put(update_channel),
+        )
+        .body(schemas::channel),
+        route(
+            M::DELETE,
+            "/api/v1/channels/{id}",
+            ADMIN,
+            "Remove a channel",
+            delete(remove_channel),
+        ),
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/switch",
+            ADMIN,
+            "Force an input on air, or \"auto\"",
+            post(switch),
+        )
+        .body(schemas::switch),
+        route(
+            M::GET,
+            "/api/v1/channels/{id}/inputs",
+            USER,
+            "A channel's inputs",
+            get(list_inputs),
+        ),
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/inputs",
+            ADMIN,
+            "Add an input",
+            post(add_input),
+        )
+        .body(schemas::input),
+        route(
+            M::PUT,
+            "/api/v1/channels/{id}/inputs/{iid}",
+            ADMIN,
+            "Change an input (left-out secrets are kept)",
+            put(update_input),
+        )
+        .body(schemas::input),
+        route(
+            M::DELETE,
+            "/api/v1/channels/{id}/inputs/{iid}",
+            ADMIN,
+            "Remove an input",
+            delete(remove_input),
+        ),
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/inputs/{iid}/stream-key",
+            ADMIN,
+            "Give an RTMP input a new stream key (shown once)",
+            post(regenerate_stream_key),
+        ),
+        route(
+            M::GET,
+            "/api/v1/channels/{id}/outputs",
+            USER,
+            "A channel's outputs",
+            get(list_outputs),
+        ),
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/outputs",
+            USER,
+            "Add an output (users: RTMP destinations)",
+            post(add_output),
+        )
+        .body(schemas::output),
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/outputs/start-all",
+            USER,
+            "Start every destination",
+            post(start_all),
+        ),
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/outputs/stop-all",
+            USER,
+            "Stop every destination",
+            post(stop_all),
+        ),
+        route(
+            M::GET,
+            "/api/v1/channels/{id}/outputs/{oid}",
+            USER,
+            "One output",
+            get(get_output),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/channels/{id}/outputs/{oid}",
+            USER,
+            "Change an output (left-out stream key is kept)",
+            put(update_output),
+        )
+        .body(schemas::output),
+        route(
+            M::DELETE,
+            "/api/v1/channels/{id}/outputs/{oid}",
+            USER,
+            "Remove an output",
+            delete(remove_output),
+        ),
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/outputs/{oid}/start",
+            USER,
+            "Start a destination",
+            post(start_output),
+        ),
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/outputs/{oid}/stop",
+            USER,
+            "Stop a destination",
+            post(stop_output),
+        ),
+        route(
+            M::GET,
+            "/api/v1/audit",
+            ADMIN,
+            "Who changed what, newest first",
+            get(audit),
+        ),
+        route(
+            M::GET,
+            "/api/v1/users",
+            SUPERADMIN,
+            "Users",
+            get(list_users),
+        ),
+        route(
+            M::POST,
+            "/api/v1/users",
+            SUPERADMIN,
+            "Add a user",
+            post(add_user),
+        )
+        .body(schemas::new_user),
+        route(
+            M::PUT,
+            "/api/v1/users/{name}",
+            SUPERADMIN,
+            "Change a user's role or password",
+            put(update_user),
+        )
+        .body(schemas::user_change),
+        route(
+            M::DELETE,
+            "/api/v1/users/{name}",
+            SUPERADMIN,
+            "Remove a user",
+            delete(remove_user),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tokens",
+            USER,
+            "Your API tokens (a superadmin sees all)",
+            get(list_tokens),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tokens",
+            USER,
+            "Create an API token (shown once)",
+            post(create_token),
+        )
+        .body(schemas::token),
+        route(
+            M::DELETE,
+            "/api/v1/tokens/{id}",
+            USER,
+            "Revoke an API token",
+            delete(revoke_token),
+        ),
+        route(
+            M::GET,
+            "/hls/{channel}/{file}",
+            USER,
+            "HLS preview: index.m3u8 and segments",
+            get(hls),
+        ),
     ]
 }
 
 pub fn router(app: Arc<App>) -> Router {
     let mut router = Router::new();
     for r in routes() {
-        let guarded = r
-            .handler
-            .layer(axum::middleware::from_fn_with_state((app.clone(), r.access), auth::require));
+        let guarded = r.handler.layer(axum::middleware::from_fn_with_state(
+            (app.clone(), r.access),
+            auth::require,
+        ));
         router = router.route(r.path, guarded);
     }
     router
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see /api/v1/openapi.json") })
-        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::check_host))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such path; see /api/v1/openapi.json",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::check_host,
+        ))
         .with_state(app)
 }
 
@@ -212,7 +497,12 @@ mod tests {
     fn every_route_declares_its_role_once() {
         let mut seen = std::collections::HashSet::new();
         for r in routes() {
-            assert!(seen.insert((r.method.clone(), r.path)), "{} {} twice", r.method, r.path);
+            assert!(
+                seen.insert((r.method.clone(), r.path)),
+                "{} {} twice",
+                r.method,
+                r.path
+            );
             let open = matches!(r.access, Access::Open);
             // Only the page, health, metrics, the document and logging in are open.
             assert_eq!(

@@ -175,7 +175,11 @@ impl ChannelTask {
             self.emit(ChannelEvent::Connection {
                 channel: self.id.clone(),
                 input,
-                state: if peer.is_some() { "connected" } else { "waiting" },
+                state: if peer.is_some() {
+                    "connected"
+                } else {
+                    "waiting"
+                },
                 peer,
             });
         }

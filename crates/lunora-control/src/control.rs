@@ -250,28 +250,31 @@ fn guard<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn overlaid(base: &GraphSpec, overlay: &[OverlayEntry]) -> GraphSpec {
     let mut spec = base.clone();
     for entry in overlay {
-        let skip = |why: &str| {
-            warn!(channel = %entry.channel, component = entry.kind.name(), id = %entry.id, "skipping a saved change: {why}")
-        };
+        let skip = |why: &str| warn!(channel = %entry.channel, component = entry.kind.name(), id = %entry.id, "skipping a saved change: {why}");
         match entry.kind {
             ComponentKind::Channel => {
-                let index = spec.channels.iter().position(|c| c.settings.id.as_str() == entry.channel);
+                let index = spec
+                    .channels
+                    .iter()
+                    .position(|c| c.settings.id.as_str() == entry.channel);
                 match (&entry.value, index) {
                     (None, Some(index)) => {
                         spec.channels.remove(index);
                     }
                     (None, None) => {}
-                    (Some(value), index) => match serde_json::from_value::<ChannelSettings>(value.clone()) {
-                        Ok(settings) => match index {
-                            Some(index) => spec.channels[index].settings = settings,
-                            None => spec.channels.push(ChannelSpec {
-                                settings,
-                                inputs: Vec::new(),
-                                outputs: Vec::new(),
-                            }),
-                        },
-                        Err(e) => skip(&e.to_string()),
-                    },
+                    (Some(value), index) => {
+                        match serde_json::from_value::<ChannelSettings>(value.clone()) {
+                            Ok(settings) => match index {
+                                Some(index) => spec.channels[index].settings = settings,
+                                None => spec.channels.push(ChannelSpec {
+                                    settings,
+                                    inputs: Vec::new(),
+                                    outputs: Vec::new(),
+                                }),
+                            },
+                            Err(e) => skip(&e.to_string()),
+                        }
+                    }
                 }
             }
             ComponentKind::Input => {
@@ -281,19 +284,24 @@ pub fn overlaid(base: &GraphSpec, overlay: &[OverlayEntry]) -> GraphSpec {
                     }
                     continue;
                 };
-                let index = channel.inputs.iter().position(|i| i.id().as_str() == entry.id);
+                let index = channel
+                    .inputs
+                    .iter()
+                    .position(|i| i.id().as_str() == entry.id);
                 match (&entry.value, index) {
                     (None, Some(index)) => {
                         channel.inputs.remove(index);
                     }
                     (None, None) => {}
-                    (Some(value), index) => match serde_json::from_value::<InputSettings>(value.clone()) {
-                        Ok(input) => match index {
-                            Some(index) => channel.inputs[index] = input,
-                            None => channel.inputs.push(input),
-                        },
-                        Err(e) => skip(&e.to_string()),
-                    },
+                    (Some(value), index) => {
+                        match serde_json::from_value::<InputSettings>(value.clone()) {
+                            Ok(input) => match index {
+                                Some(index) => channel.inputs[index] = input,
+                                None => channel.inputs.push(input),
+                            },
+                            Err(e) => skip(&e.to_string()),
+                        }
+                    }
                 }
             }
             ComponentKind::Output => {
@@ -303,19 +311,24 @@ pub fn overlaid(base: &GraphSpec, overlay: &[OverlayEntry]) -> GraphSpec {
                     }
                     continue;
                 };
-                let index = channel.outputs.iter().position(|o| o.id().as_str() == entry.id);
+                let index = channel
+                    .outputs
+                    .iter()
+                    .position(|o| o.id().as_str() == entry.id);
                 match (&entry.value, index) {
                     (None, Some(index)) => {
                         channel.outputs.remove(index);
                     }
                     (None, None) => {}
-                    (Some(value), index) => match serde_json::from_value::<OutputSettings>(value.clone()) {
-                        Ok(output) => match index {
-                            Some(index) => channel.outputs[index] = output,
-                            None => channel.outputs.push(output),
-                        },
-                        Err(e) => skip(&e.to_string()),
-                    },
+                    (Some(value), index) => {
+                        match serde_json::from_value::<OutputSettings>(value.clone()) {
+                            Ok(output) => match index {
+                                Some(index) => channel.outputs[index] = output,
+                                None => channel.outputs.push(output),
+                            },
+                            Err(e) => skip(&e.to_string()),
+                        }
+                    }
                 }
             }
         }
@@ -337,8 +350,9 @@ fn record(overlay: &mut Vec<OverlayEntry>, entry: OverlayEntry) {
 /// A stream key nobody guesses: 24 random bytes, hex.
 fn generate_stream_key() -> Result<Secret, CommandError> {
     let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| CommandError::Storage(format!("the system's random number generator failed: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| {
+        CommandError::Storage(format!("the system's random number generator failed: {e}"))
+    })?;
     Ok(Secret::new(
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
     ))
@@ -349,17 +363,29 @@ fn describe(spec: &GraphSpec, problems: &[crate::settings::GraphProblem]) -> Vec
     problems
         .iter()
         .map(|p| {
-            let channel = spec.channels.get(p.channel).map(|c| c.settings.id.as_str()).unwrap_or("?");
+            let channel = spec
+                .channels
+                .get(p.channel)
+                .map(|c| c.settings.id.as_str())
+                .unwrap_or("?");
             match p.component {
                 Component::Channel => format!("channel {channel:?}: {}", p.message),
                 Component::Input(i) => format!(
                     "channel {channel:?} input {:?}: {}",
-                    spec.channels[p.channel].inputs.get(i).map(|x| x.id().as_str()).unwrap_or("?"),
+                    spec.channels[p.channel]
+                        .inputs
+                        .get(i)
+                        .map(|x| x.id().as_str())
+                        .unwrap_or("?"),
                     p.message
                 ),
                 Component::Output(o) => format!(
                     "channel {channel:?} output {:?}: {}",
-                    spec.channels[p.channel].outputs.get(o).map(|x| x.id().as_str()).unwrap_or("?"),
+                    spec.channels[p.channel]
+                        .outputs
+                        .get(o)
+                        .map(|x| x.id().as_str())
+                        .unwrap_or("?"),
                     p.message
                 ),
             }
@@ -466,24 +492,34 @@ impl Control {
                 channel,
                 output,
                 start,
-            } => self.run_outputs(actor, &channel, output.as_ref(), start).await?,
+            } => {
+                self.run_outputs(actor, &channel, output.as_ref(), start)
+                    .await?
+            }
             Command::ForceInput { channel, input } => {
                 self.graph
                     .switch(channel.as_str(), input.as_ref().map(InputId::as_str))
                     .map_err(|e| match e {
-                        SwitchError::NoChannel => CommandError::NotFound(format!("no channel with id {:?}", channel.as_str())),
+                        SwitchError::NoChannel => CommandError::NotFound(format!(
+                            "no channel with id {:?}",
+                            channel.as_str()
+                        )),
                         SwitchError::NoInput => CommandError::Invalid(vec![format!(
                             "channel {:?} has no input {:?}; use an input id or \"auto\"",
                             channel.as_str(),
                             input.as_ref().map(InputId::as_str).unwrap_or("")
                         )]),
-                        SwitchError::Busy => CommandError::Busy("the channel is still applying earlier commands; try again".into()),
+                        SwitchError::Busy => CommandError::Busy(
+                            "the channel is still applying earlier commands; try again".into(),
+                        ),
                     })?;
                 Outcome::Done
             }
             graph_change => {
                 let _changing = self.changing.lock().await;
-                return self.change_graph(actor, graph_change, action, target, details).await;
+                return self
+                    .change_graph(actor, graph_change, action, target, details)
+                    .await;
             }
         };
         self.audit(actor, action, &target, details).await;
@@ -522,13 +558,21 @@ impl Control {
     async fn accounts(&self, actor: &Actor, command: Command) -> Result<Outcome, CommandError> {
         let now = SystemTime::now();
         match command {
-            Command::AddUser { name, role, password } => {
+            Command::AddUser {
+                name,
+                role,
+                password,
+            } => {
                 let user = self
                     .blocking(move |s| s.add_user(&name, role, password.expose(), true))
                     .await?;
                 Ok(Outcome::User(user))
             }
-            Command::UpdateUser { name, role, password } => {
+            Command::UpdateUser {
+                name,
+                role,
+                password,
+            } => {
                 let user = self
                     .blocking(move |s| {
                         if let Some(password) = &password {
@@ -537,7 +581,9 @@ impl Control {
                         }
                         match role {
                             Some(role) => s.set_role(&name, role),
-                            None => s.user(&name)?.ok_or(StoreError::NoSuchUser { name: name.clone() }),
+                            None => s
+                                .user(&name)?
+                                .ok_or(StoreError::NoSuchUser { name: name.clone() }),
                         }
                     })
                     .await?;
@@ -545,7 +591,9 @@ impl Control {
             }
             Command::RemoveUser { name } => {
                 if name == actor.username {
-                    return Err(CommandError::Conflict("you cannot remove yourself; another superadmin can".into()));
+                    return Err(CommandError::Conflict(
+                        "you cannot remove yourself; another superadmin can".into(),
+                    ));
                 }
                 self.blocking(move |s| s.remove_user(&name)).await?;
                 Ok(Outcome::Done)
@@ -564,26 +612,35 @@ impl Control {
                 if ok {
                     Ok(Outcome::Done)
                 } else {
-                    Err(CommandError::Invalid(vec!["the current password is wrong".into()]))
+                    Err(CommandError::Invalid(vec![
+                        "the current password is wrong".into(),
+                    ]))
                 }
             }
             Command::CreateToken { owner, name, role } => {
                 if owner != actor.username && actor.role < UserRole::Superadmin {
-                    return Err(CommandError::Forbidden("only a superadmin creates tokens for other users".into()));
+                    return Err(CommandError::Forbidden(
+                        "only a superadmin creates tokens for other users".into(),
+                    ));
                 }
                 // A token never has more power than the one who made it.
                 let role = Some(role.unwrap_or(actor.role).min(actor.role));
-                let (info, secret) = self.blocking(move |s| s.create_token(&owner, &name, role, now)).await?;
+                let (info, secret) = self
+                    .blocking(move |s| s.create_token(&owner, &name, role, now))
+                    .await?;
                 Ok(Outcome::Token(info, secret))
             }
             Command::RevokeToken { id } => {
                 let mine = {
                     let id = id.clone();
                     let owner = actor.username.clone();
-                    self.blocking(move |s| Ok(s.tokens(Some(&owner))?.iter().any(|t| t.id == id))).await?
+                    self.blocking(move |s| Ok(s.tokens(Some(&owner))?.iter().any(|t| t.id == id)))
+                        .await?
                 };
                 if !mine && actor.role < UserRole::Superadmin {
-                    return Err(CommandError::NotFound(format!("you have no API token with id {id:?}")));
+                    return Err(CommandError::NotFound(format!(
+                        "you have no API token with id {id:?}"
+                    )));
                 }
                 self.blocking(move |s| s.revoke_token(&id)).await?;
                 Ok(Outcome::Done)
@@ -603,16 +660,21 @@ impl Control {
             .graph
             .control_outputs(channel.as_str(), output.map(OutputId::as_str), start)
             .map_err(|e| match e {
-                ControlError::NoChannel => CommandError::NotFound(format!("no channel with id {:?}", channel.as_str())),
+                ControlError::NoChannel => {
+                    CommandError::NotFound(format!("no channel with id {:?}", channel.as_str()))
+                }
                 ControlError::NoOutput => CommandError::NotFound(format!(
                     "channel {:?} has no output {:?}",
                     channel.as_str(),
                     output.map(OutputId::as_str).unwrap_or("")
                 )),
                 ControlError::AlwaysOn => CommandError::Conflict(
-                    "SRT outputs run whenever lunora runs; only RTMP destinations start and stop".into(),
+                    "SRT outputs run whenever lunora runs; only RTMP destinations start and stop"
+                        .into(),
                 ),
-                ControlError::Busy => CommandError::Busy("the output is still applying earlier commands; try again".into()),
+                ControlError::Busy => CommandError::Busy(
+                    "the output is still applying earlier commands; try again".into(),
+                ),
             })?;
         // Remembered so a restart brings back what the operator left running. A disk that
         // cannot take it must not stop the operator's command: it is logged instead.
@@ -639,41 +701,99 @@ impl Control {
         let mut spec = self.graph.spec();
         let mut outcome = Outcome::Done;
         let mut extra: Vec<OverlayEntry> = Vec::new();
-        let no_channel = |id: &ChannelId| CommandError::NotFound(format!("no channel with id {:?}", id.as_str()));
+        let no_channel = |id: &ChannelId| {
+            CommandError::NotFound(format!("no channel with id {:?}", id.as_str()))
+        };
         let entry = match command {
             Command::AddChannel(settings) => {
                 if spec.channel(settings.id.as_str()).is_some() {
-                    return Err(CommandError::Conflict(format!("a channel with id {:?} exists; choose another id or change it with PUT", settings.id.as_str())));
+                    return Err(CommandError::Conflict(format!(
+                        "a channel with id {:?} exists; choose another id or change it with PUT",
+                        settings.id.as_str()
+                    )));
                 }
-                spec.channels.push(ChannelSpec { settings: settings.clone(), inputs: Vec::new(), outputs: Vec::new() });
+                spec.channels.push(ChannelSpec {
+                    settings: settings.clone(),
+                    inputs: Vec::new(),
+                    outputs: Vec::new(),
+                });
                 channel_entry(&settings)
             }
             Command::UpdateChannel(settings) => {
-                let channel = spec.channel_mut(settings.id.as_str()).ok_or_else(|| no_channel(&settings.id))?;
+                let channel = spec
+                    .channel_mut(settings.id.as_str())
+                    .ok_or_else(|| no_channel(&settings.id))?;
                 channel.settings = settings.clone();
                 channel_entry(&settings)
             }
-            Command::SetFailover { channel: id, failover } => {
-                let channel = spec.channel_mut(id.as_str()).ok_or_else(|| no_channel(&id))?;
+            Command::SetFailover {
+                channel: id,
+                failover,
+            } => {
+                let channel = spec
+                    .channel_mut(id.as_str())
+                    .ok_or_else(|| no_channel(&id))?;
                 channel.settings.failover = failover;
                 channel_entry(&channel.settings)
             }
             Command::RemoveChannel(id) => {
-                let index = spec.channels.iter().position(|c| c.settings.id == id).ok_or_else(|| no_channel(&id))?;
+                let index = spec
+                    .channels
+                    .iter()
+                    .position(|c| c.settings.id == id)
+                    .ok_or_else(|| no_channel(&id))?;
                 let removed = spec.channels.remove(index);
                 // Its components go with it, so a channel added later under the same id starts
                 // empty.
-                let gone = |kind, component: &str| OverlayEntry { channel: id.to_string(), kind, id: component.to_string(), value: None };
-                extra.extend(removed.inputs.iter().map(|i| gone(ComponentKind::Input, i.id().as_str())));
-                extra.extend(removed.outputs.iter().map(|o| gone(ComponentKind::Output, o.id().as_str())));
-                OverlayEntry { channel: id.to_string(), kind: ComponentKind::Channel, id: id.to_string(), value: None }
-            }
-            Command::AddInput { channel: id, mut input } => {
-                let channel = spec.channel_mut(id.as_str()).ok_or_else(|| no_channel(&id))?;
-                if channel.inputs.iter().any(|i| i.id() == input.id()) || channel.outputs.iter().any(|o| o.id().as_str() == input.id().as_str()) {
-                    return Err(CommandError::Conflict(format!("channel {:?} already has a component {:?}; choose another id or change it with PUT", id.as_str(), input.id().as_str())));
+                let gone = |kind, component: &str| OverlayEntry {
+                    channel: id.to_string(),
+                    kind,
+                    id: component.to_string(),
+                    value: None,
+                };
+                extra.extend(
+                    removed
+                        .inputs
+                        .iter()
+                        .map(|i| gone(ComponentKind::Input, i.id().as_str())),
+                );
+                extra.extend(
+                    removed
+                        .outputs
+                        .iter()
+                        .map(|o| gone(ComponentKind::Output, o.id().as_str())),
+                );
+                OverlayEntry {
+                    channel: id.to_string(),
+                    kind: ComponentKind::Channel,
+                    id: id.to_string(),
+                    value: None,
                 }
-                if let InputSettings::Rtmp(RtmpInputSettings { stream_key: key @ None, .. }) = &mut input {
+            }
+            Command::AddInput {
+                channel: id,
+                mut input,
+            } => {
+                let channel = spec
+                    .channel_mut(id.as_str())
+                    .ok_or_else(|| no_channel(&id))?;
+                if channel.inputs.iter().any(|i| i.id() == input.id())
+                    || channel
+                        .outputs
+                        .iter()
+                        .any(|o| o.id().as_str() == input.id().as_str())
+                {
+                    return Err(CommandError::Conflict(format!(
+                        "channel {:?} already has a component {:?}; choose another id or change it with PUT",
+                        id.as_str(),
+                        input.id().as_str()
+                    )));
+                }
+                if let InputSettings::Rtmp(RtmpInputSettings {
+                    stream_key: key @ None,
+                    ..
+                }) = &mut input
+                {
                     let generated = generate_stream_key()?;
                     *key = Some(generated.clone());
                     outcome = Outcome::StreamKey(generated);
@@ -681,25 +801,55 @@ impl Control {
                 channel.inputs.push(input.clone());
                 component_entry(&id, ComponentKind::Input, input.id().as_str(), &input)
             }
-            Command::UpdateInput { channel: id, mut input } => {
-                let channel = spec.channel_mut(id.as_str()).ok_or_else(|| no_channel(&id))?;
-                let slot = channel.inputs.iter_mut().find(|i| i.id() == input.id()).ok_or_else(|| {
-                    CommandError::NotFound(format!("channel {:?} has no input {:?}", id.as_str(), input.id().as_str()))
-                })?;
+            Command::UpdateInput {
+                channel: id,
+                mut input,
+            } => {
+                let channel = spec
+                    .channel_mut(id.as_str())
+                    .ok_or_else(|| no_channel(&id))?;
+                let slot = channel
+                    .inputs
+                    .iter_mut()
+                    .find(|i| i.id() == input.id())
+                    .ok_or_else(|| {
+                        CommandError::NotFound(format!(
+                            "channel {:?} has no input {:?}",
+                            id.as_str(),
+                            input.id().as_str()
+                        ))
+                    })?;
                 if slot.kind() != input.kind() {
-                    return Err(CommandError::Conflict(format!("input {:?} is of type {}; remove it and add a new one to change its type", input.id().as_str(), slot.kind())));
+                    return Err(CommandError::Conflict(format!(
+                        "input {:?} is of type {}; remove it and add a new one to change its type",
+                        input.id().as_str(),
+                        slot.kind()
+                    )));
                 }
                 input.keep_secrets_of(slot);
                 *slot = input.clone();
                 component_entry(&id, ComponentKind::Input, input.id().as_str(), &input)
             }
             Command::RegenerateStreamKey { channel: id, input } => {
-                let channel = spec.channel_mut(id.as_str()).ok_or_else(|| no_channel(&id))?;
-                let slot = channel.inputs.iter_mut().find(|i| *i.id() == input).ok_or_else(|| {
-                    CommandError::NotFound(format!("channel {:?} has no input {:?}", id.as_str(), input.as_str()))
-                })?;
+                let channel = spec
+                    .channel_mut(id.as_str())
+                    .ok_or_else(|| no_channel(&id))?;
+                let slot = channel
+                    .inputs
+                    .iter_mut()
+                    .find(|i| *i.id() == input)
+                    .ok_or_else(|| {
+                        CommandError::NotFound(format!(
+                            "channel {:?} has no input {:?}",
+                            id.as_str(),
+                            input.as_str()
+                        ))
+                    })?;
                 let InputSettings::Rtmp(rtmp) = slot else {
-                    return Err(CommandError::Conflict(format!("input {:?} is not an RTMP input; only those have stream keys", input.as_str())));
+                    return Err(CommandError::Conflict(format!(
+                        "input {:?} is not an RTMP input; only those have stream keys",
+                        input.as_str()
+                    )));
                 };
                 let generated = generate_stream_key()?;
                 rtmp.stream_key = Some(generated.clone());
@@ -707,44 +857,104 @@ impl Control {
                 component_entry(&id, ComponentKind::Input, input.as_str(), &*slot)
             }
             Command::RemoveInput { channel: id, input } => {
-                let channel = spec.channel_mut(id.as_str()).ok_or_else(|| no_channel(&id))?;
+                let channel = spec
+                    .channel_mut(id.as_str())
+                    .ok_or_else(|| no_channel(&id))?;
                 let before = channel.inputs.len();
                 channel.inputs.retain(|i| *i.id() != input);
                 if channel.inputs.len() == before {
-                    return Err(CommandError::NotFound(format!("channel {:?} has no input {:?}", id.as_str(), input.as_str())));
+                    return Err(CommandError::NotFound(format!(
+                        "channel {:?} has no input {:?}",
+                        id.as_str(),
+                        input.as_str()
+                    )));
                 }
-                OverlayEntry { channel: id.to_string(), kind: ComponentKind::Input, id: input.to_string(), value: None }
+                OverlayEntry {
+                    channel: id.to_string(),
+                    kind: ComponentKind::Input,
+                    id: input.to_string(),
+                    value: None,
+                }
             }
-            Command::AddOutput { channel: id, output } => {
+            Command::AddOutput {
+                channel: id,
+                output,
+            } => {
                 self.may_manage_output(actor, &output)?;
-                let channel = spec.channel_mut(id.as_str()).ok_or_else(|| no_channel(&id))?;
-                if channel.outputs.iter().any(|o| o.id() == output.id()) || channel.inputs.iter().any(|i| i.id().as_str() == output.id().as_str()) {
-                    return Err(CommandError::Conflict(format!("channel {:?} already has an output {:?}; choose another id or update it with PUT", id.as_str(), output.id().as_str())));
+                let channel = spec
+                    .channel_mut(id.as_str())
+                    .ok_or_else(|| no_channel(&id))?;
+                if channel.outputs.iter().any(|o| o.id() == output.id())
+                    || channel
+                        .inputs
+                        .iter()
+                        .any(|i| i.id().as_str() == output.id().as_str())
+                {
+                    return Err(CommandError::Conflict(format!(
+                        "channel {:?} already has an output {:?}; choose another id or update it with PUT",
+                        id.as_str(),
+                        output.id().as_str()
+                    )));
                 }
                 channel.outputs.push(output.clone());
                 component_entry(&id, ComponentKind::Output, output.id().as_str(), &output)
             }
-            Command::UpdateOutput { channel: id, mut output } => {
-                let channel = spec.channel_mut(id.as_str()).ok_or_else(|| no_channel(&id))?;
-                let slot = channel.outputs.iter_mut().find(|o| o.id() == output.id()).ok_or_else(|| {
-                    CommandError::NotFound(format!("channel {:?} has no output {:?}", id.as_str(), output.id().as_str()))
-                })?;
+            Command::UpdateOutput {
+                channel: id,
+                mut output,
+            } => {
+                let channel = spec
+                    .channel_mut(id.as_str())
+                    .ok_or_else(|| no_channel(&id))?;
+                let slot = channel
+                    .outputs
+                    .iter_mut()
+                    .find(|o| o.id() == output.id())
+                    .ok_or_else(|| {
+                        CommandError::NotFound(format!(
+                            "channel {:?} has no output {:?}",
+                            id.as_str(),
+                            output.id().as_str()
+                        ))
+                    })?;
                 self.may_manage_output(actor, slot)?;
                 if slot.kind() != output.kind() {
-                    return Err(CommandError::Conflict(format!("output {:?} is of type {}; remove it and add a new one to change its type", output.id().as_str(), slot.kind())));
+                    return Err(CommandError::Conflict(format!(
+                        "output {:?} is of type {}; remove it and add a new one to change its type",
+                        output.id().as_str(),
+                        slot.kind()
+                    )));
                 }
                 output.keep_secrets_of(slot);
                 *slot = output.clone();
                 component_entry(&id, ComponentKind::Output, output.id().as_str(), &output)
             }
-            Command::RemoveOutput { channel: id, output } => {
-                let channel = spec.channel_mut(id.as_str()).ok_or_else(|| no_channel(&id))?;
-                let index = channel.outputs.iter().position(|o| *o.id() == output).ok_or_else(|| {
-                    CommandError::NotFound(format!("channel {:?} has no output {:?}", id.as_str(), output.as_str()))
-                })?;
+            Command::RemoveOutput {
+                channel: id,
+                output,
+            } => {
+                let channel = spec
+                    .channel_mut(id.as_str())
+                    .ok_or_else(|| no_channel(&id))?;
+                let index = channel
+                    .outputs
+                    .iter()
+                    .position(|o| *o.id() == output)
+                    .ok_or_else(|| {
+                        CommandError::NotFound(format!(
+                            "channel {:?} has no output {:?}",
+                            id.as_str(),
+                            output.as_str()
+                        ))
+                    })?;
                 self.may_manage_output(actor, &channel.outputs[index])?;
                 channel.outputs.remove(index);
-                OverlayEntry { channel: id.to_string(), kind: ComponentKind::Output, id: output.to_string(), value: None }
+                OverlayEntry {
+                    channel: id.to_string(),
+                    kind: ComponentKind::Output,
+                    id: output.to_string(),
+                    value: None,
+                }
             }
             _ => return Ok(Outcome::Done),
         };
@@ -774,7 +984,8 @@ impl Control {
             .map(|e| (e.channel.clone(), e.id.clone(), None))
             .collect();
         let (saved, forgotten) = (entries.clone(), forget.clone());
-        self.blocking(move |s| s.apply(&saved, &forgotten, Some(&audit))).await?;
+        self.blocking(move |s| s.apply(&saved, &forgotten, Some(&audit)))
+            .await?;
         let previous_overlay = guard(&self.overlay).clone();
         for entry in &entries {
             record(&mut guard(&self.overlay), entry.clone());
@@ -795,9 +1006,16 @@ impl Control {
                     .map(|entry| {
                         previous_overlay
                             .iter()
-                            .find(|o| o.channel == entry.channel && o.kind == entry.kind && o.id == entry.id)
+                            .find(|o| {
+                                o.channel == entry.channel
+                                    && o.kind == entry.kind
+                                    && o.id == entry.id
+                            })
                             .cloned()
-                            .unwrap_or(OverlayEntry { value: None, ..entry.clone() })
+                            .unwrap_or(OverlayEntry {
+                                value: None,
+                                ..entry.clone()
+                            })
                     })
                     .collect();
                 *guard(&self.overlay) = previous_overlay;
@@ -809,7 +1027,9 @@ impl Control {
                     warn!(error = %again, "the graph could not be fully restored after a failed change");
                 }
                 Err(match e {
-                    ApplyError::Invalid(problems) => CommandError::Invalid(problems.into_iter().map(|p| p.message).collect()),
+                    ApplyError::Invalid(problems) => {
+                        CommandError::Invalid(problems.into_iter().map(|p| p.message).collect())
+                    }
                     ApplyError::Failed(reasons) => CommandError::Failed(reasons.join("; ")),
                 })
             }
@@ -817,15 +1037,25 @@ impl Control {
     }
 
     /// A `user` manages RTMP destinations; SRT outputs are an admin's.
-    fn may_manage_output(&self, actor: &Actor, output: &OutputSettings) -> Result<(), CommandError> {
+    fn may_manage_output(
+        &self,
+        actor: &Actor,
+        output: &OutputSettings,
+    ) -> Result<(), CommandError> {
         if matches!(output, OutputSettings::Srt(_)) && actor.role < UserRole::Admin {
-            return Err(CommandError::Forbidden("SRT outputs are managed by admins; users manage RTMP destinations".into()));
+            return Err(CommandError::Forbidden(
+                "SRT outputs are managed by admins; users manage RTMP destinations".into(),
+            ));
         }
         Ok(())
     }
 
     /// The audit log, newest first.
-    pub async fn audit_log(&self, limit: usize, before: Option<i64>) -> Result<Vec<AuditRecord>, CommandError> {
+    pub async fn audit_log(
+        &self,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditRecord>, CommandError> {
         self.blocking(move |s| s.audit_log(limit, before)).await
     }
 }
@@ -839,7 +1069,12 @@ fn channel_entry(settings: &ChannelSettings) -> OverlayEntry {
     }
 }
 
-fn component_entry<T: serde::Serialize>(channel: &ChannelId, kind: ComponentKind, id: &str, settings: &T) -> OverlayEntry {
+fn component_entry<T: serde::Serialize>(
+    channel: &ChannelId,
+    kind: ComponentKind,
+    id: &str,
+    settings: &T,
+) -> OverlayEntry {
     OverlayEntry {
         channel: channel.to_string(),
         kind,
@@ -851,23 +1086,56 @@ fn component_entry<T: serde::Serialize>(channel: &ChannelId, kind: ComponentKind
 /// What the audit log keeps of a command: its target and its settings with secrets masked.
 fn audit_of(command: &Command) -> (String, Value) {
     match command {
-        Command::AddChannel(s) | Command::UpdateChannel(s) => (s.id.to_string(), serde_json::to_value(s).unwrap_or_default()),
+        Command::AddChannel(s) | Command::UpdateChannel(s) => (
+            s.id.to_string(),
+            serde_json::to_value(s).unwrap_or_default(),
+        ),
         Command::RemoveChannel(id) => (id.to_string(), Value::Null),
-        Command::SetFailover { channel, failover } => (channel.to_string(), serde_json::to_value(failover).unwrap_or_default()),
-        Command::AddInput { channel, input } | Command::UpdateInput { channel, input } => (format!("{channel}/{}", input.id()), input.view()),
-        Command::RemoveInput { channel, input } | Command::RegenerateStreamKey { channel, input } => (format!("{channel}/{input}"), Value::Null),
-        Command::AddOutput { channel, output } | Command::UpdateOutput { channel, output } => (format!("{channel}/{}", output.id()), output.view()),
+        Command::SetFailover { channel, failover } => (
+            channel.to_string(),
+            serde_json::to_value(failover).unwrap_or_default(),
+        ),
+        Command::AddInput { channel, input } | Command::UpdateInput { channel, input } => {
+            (format!("{channel}/{}", input.id()), input.view())
+        }
+        Command::RemoveInput { channel, input }
+        | Command::RegenerateStreamKey { channel, input } => {
+            (format!("{channel}/{input}"), Value::Null)
+        }
+        Command::AddOutput { channel, output } | Command::UpdateOutput { channel, output } => {
+            (format!("{channel}/{}", output.id()), output.view())
+        }
         Command::RemoveOutput { channel, output } => (format!("{channel}/{output}"), Value::Null),
-        Command::RunOutputs { channel, output, .. } => (
-            output.as_ref().map_or(channel.to_string(), |o| format!("{channel}/{o}")),
+        Command::RunOutputs {
+            channel, output, ..
+        } => (
+            output
+                .as_ref()
+                .map_or(channel.to_string(), |o| format!("{channel}/{o}")),
             Value::Null,
         ),
-        Command::ForceInput { channel, input } => (channel.to_string(), json!({ "input": input.as_ref().map_or("auto", InputId::as_str) })),
-        Command::AddUser { name, role, .. } => (name.clone(), json!({ "role": role.name(), "password_set": true })),
-        Command::UpdateUser { name, role, password } => (name.clone(), json!({ "role": role.map(UserRole::name), "password_set": password.is_some() })),
+        Command::ForceInput { channel, input } => (
+            channel.to_string(),
+            json!({ "input": input.as_ref().map_or("auto", InputId::as_str) }),
+        ),
+        Command::AddUser { name, role, .. } => (
+            name.clone(),
+            json!({ "role": role.name(), "password_set": true }),
+        ),
+        Command::UpdateUser {
+            name,
+            role,
+            password,
+        } => (
+            name.clone(),
+            json!({ "role": role.map(UserRole::name), "password_set": password.is_some() }),
+        ),
         Command::RemoveUser { name } => (name.clone(), Value::Null),
         Command::ChangeOwnPassword { .. } => (String::new(), Value::Null),
-        Command::CreateToken { owner, name, role } => (owner.clone(), json!({ "name": name, "role": role.map(UserRole::name) })),
+        Command::CreateToken { owner, name, role } => (
+            owner.clone(),
+            json!({ "name": name, "role": role.map(UserRole::name) }),
+        ),
         Command::RevokeToken { id } => (id.clone(), Value::Null),
     }
 }

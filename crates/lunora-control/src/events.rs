@@ -26,7 +26,9 @@ pub enum ChannelEvent {
         peer: Option<String>,
     },
     /// Every input of the channel is lost.
-    AllLost { channel: String },
+    AllLost {
+        channel: String,
+    },
     Output {
         channel: String,
         output: String,

@@ -33,7 +33,9 @@ use crate::settings::{
     ChannelSettings, ChannelSpec, GraphProblem, GraphSpec, InputRole, InputSettings,
     OutputSettings, SrtOutputMode as SrtModeSetting,
 };
-use crate::status::{ChannelStatus, DestinationView, HlsView, IngestView, InputStatus, OutputStatus};
+use crate::status::{
+    ChannelStatus, DestinationView, HlsView, IngestView, InputStatus, OutputStatus,
+};
 
 /// Kernel UDP buffer requested per SRT port (64 KiB drops packets at 50 Mbit/s).
 const UDP_BUFFER_BYTES: usize = 4 << 20;
@@ -250,7 +252,16 @@ impl Graph {
         for (channel, settings, replaced) in plan.start_inputs {
             let id = settings.id().to_string();
             match self.start_input(&channel, settings).await {
-                Ok(()) => self.config_event(&channel, "input", &id, if replaced { ConfigChange::Updated } else { ConfigChange::Added }),
+                Ok(()) => self.config_event(
+                    &channel,
+                    "input",
+                    &id,
+                    if replaced {
+                        ConfigChange::Updated
+                    } else {
+                        ConfigChange::Added
+                    },
+                ),
                 Err(e) => failures.push(e),
             }
         }
@@ -258,7 +269,16 @@ impl Graph {
             let id = settings.id().to_string();
             let previous = carried.remove(&(channel.clone(), id.clone()));
             match self.start_output(&channel, settings, previous).await {
-                Ok(()) => self.config_event(&channel, "output", &id, if replaced { ConfigChange::Updated } else { ConfigChange::Added }),
+                Ok(()) => self.config_event(
+                    &channel,
+                    "output",
+                    &id,
+                    if replaced {
+                        ConfigChange::Updated
+                    } else {
+                        ConfigChange::Added
+                    },
+                ),
                 Err(e) => failures.push(e),
             }
         }
@@ -286,15 +306,20 @@ impl Graph {
                 match new.inputs.iter().find(|i| i.id().as_str() == input_id) {
                     Some(same) if *same == input.settings => {}
                     Some(changed) => {
-                        plan.stop_inputs.push((id.to_string(), input_id.to_string()));
-                        plan.start_inputs.push((id.to_string(), changed.clone(), true));
+                        plan.stop_inputs
+                            .push((id.to_string(), input_id.to_string()));
+                        plan.start_inputs
+                            .push((id.to_string(), changed.clone(), true));
                     }
-                    None => plan.stop_inputs.push((id.to_string(), input_id.to_string())),
+                    None => plan
+                        .stop_inputs
+                        .push((id.to_string(), input_id.to_string())),
                 }
             }
             for input in &new.inputs {
                 if !old.inputs.iter().any(|i| i.settings.id() == input.id()) {
-                    plan.start_inputs.push((id.to_string(), input.clone(), false));
+                    plan.start_inputs
+                        .push((id.to_string(), input.clone(), false));
                 }
             }
             for output in &old.outputs {
@@ -302,15 +327,20 @@ impl Graph {
                 match new.outputs.iter().find(|o| o.id().as_str() == output_id) {
                     Some(same) if *same == output.settings => {}
                     Some(changed) => {
-                        plan.stop_outputs.push((id.to_string(), output_id.to_string(), true));
-                        plan.start_outputs.push((id.to_string(), changed.clone(), true));
+                        plan.stop_outputs
+                            .push((id.to_string(), output_id.to_string(), true));
+                        plan.start_outputs
+                            .push((id.to_string(), changed.clone(), true));
                     }
-                    None => plan.stop_outputs.push((id.to_string(), output_id.to_string(), false)),
+                    None => plan
+                        .stop_outputs
+                        .push((id.to_string(), output_id.to_string(), false)),
                 }
             }
             for output in &new.outputs {
                 if !old.outputs.iter().any(|o| o.settings.id() == output.id()) {
-                    plan.start_outputs.push((id.to_string(), output.clone(), false));
+                    plan.start_outputs
+                        .push((id.to_string(), output.clone(), false));
                 }
             }
         }
@@ -319,10 +349,12 @@ impl Graph {
             if !running.iter().any(|c| c.settings.id.as_str() == id) {
                 plan.start_channels.push(new.settings.clone());
                 for input in &new.inputs {
-                    plan.start_inputs.push((id.to_string(), input.clone(), false));
+                    plan.start_inputs
+                        .push((id.to_string(), input.clone(), false));
                 }
                 for output in &new.outputs {
-                    plan.start_outputs.push((id.to_string(), output.clone(), false));
+                    plan.start_outputs
+                        .push((id.to_string(), output.clone(), false));
                 }
             }
         }
@@ -343,7 +375,8 @@ impl Graph {
             runtime: runtime.clone(),
             events: self.events.clone(),
         };
-        self.tasks.spawn(task.run(receiver, command_receiver, cancel.clone()));
+        self.tasks
+            .spawn(task.run(receiver, command_receiver, cancel.clone()));
         let hls = HlsPreview::spawn(bus.clone(), self.env.hls, cancel.child_token());
         info!(channel = %id, mode = settings.mode.name(), "channel started");
         guard(&self.channels).push(RunningChannel {
@@ -372,7 +405,9 @@ impl Graph {
             policy_changed.then(|| channel.commands.clone())
         };
         if let Some(commands) = commands {
-            let _ = commands.send(ChannelCommand::SetPolicy(settings.failover.policy())).await;
+            let _ = commands
+                .send(ChannelCommand::SetPolicy(settings.failover.policy()))
+                .await;
         }
         self.config_event(&id, "channel", &id, ConfigChange::Updated);
     }
@@ -404,7 +439,10 @@ impl Graph {
     async fn stop_input(&self, channel: &str, id: &str) {
         let (input, commands) = {
             let mut channels = guard(&self.channels);
-            let Some(c) = channels.iter_mut().find(|c| c.settings.id.as_str() == channel) else {
+            let Some(c) = channels
+                .iter_mut()
+                .find(|c| c.settings.id.as_str() == channel)
+            else {
                 return;
             };
             let Some(index) = c.inputs.iter().position(|i| i.settings.id().as_str() == id) else {
@@ -418,7 +456,11 @@ impl Graph {
         if let Some(task) = input.task
             && tokio::time::timeout(STOP_TIMEOUT, task).await.is_err()
         {
-            warn!(channel, input = id, "the input's task did not end within 3 s");
+            warn!(
+                channel,
+                input = id,
+                "the input's task did not end within 3 s"
+            );
         }
         info!(channel, input = id, "input stopped");
         self.config_event(channel, "input", id, ConfigChange::Removed);
@@ -469,7 +511,8 @@ impl Graph {
                     analyser: AnalyserSettings::default(),
                     udp_buffer_bytes: UDP_BUFFER_BYTES,
                 };
-                let bound = retry_while_in_use(|| BoundSrtInput::bind(ingest.clone(), stats.clone())).await;
+                let bound =
+                    retry_while_in_use(|| BoundSrtInput::bind(ingest.clone(), stats.clone())).await;
                 match bound {
                     Ok(bound) => {
                         let listen = bound.local_addr();
@@ -498,7 +541,9 @@ impl Graph {
                     Ok((address, None))
                 }
                 (Err(e), _) => Err(e),
-                (_, None) => Err(format!("channel {channel:?} input {id:?} has no stream key")),
+                (_, None) => Err(format!(
+                    "channel {channel:?} input {id:?} has no stream key"
+                )),
             },
         };
         let (listen, task) = match started {
@@ -511,7 +556,10 @@ impl Graph {
         };
         info!(channel, input = %id, kind = settings.kind(), listen = %listen, "input started");
         let mut channels = guard(&self.channels);
-        if let Some(c) = channels.iter_mut().find(|c| c.settings.id.as_str() == channel) {
+        if let Some(c) = channels
+            .iter_mut()
+            .find(|c| c.settings.id.as_str() == channel)
+        {
             c.inputs.push(RunningInput {
                 settings,
                 slot,
@@ -554,18 +602,33 @@ impl Graph {
     }
 
     /// Stops an output; returns its last stats and whether it was running.
-    async fn stop_output(&self, channel: &str, id: &str) -> Option<(lunora_egress::OutputStats, bool)> {
+    async fn stop_output(
+        &self,
+        channel: &str,
+        id: &str,
+    ) -> Option<(lunora_egress::OutputStats, bool)> {
         let output = {
             let mut channels = guard(&self.channels);
-            let c = channels.iter_mut().find(|c| c.settings.id.as_str() == channel)?;
-            let index = c.outputs.iter().position(|o| o.settings.id().as_str() == id)?;
+            let c = channels
+                .iter_mut()
+                .find(|c| c.settings.id.as_str() == channel)?;
+            let index = c
+                .outputs
+                .iter()
+                .position(|o| o.settings.id().as_str() == id)?;
             c.outputs.remove(index)
         };
         output.cancel.cancel();
         if let Some(srt) = output.srt
-            && tokio::time::timeout(STOP_TIMEOUT, srt.finished()).await.is_err()
+            && tokio::time::timeout(STOP_TIMEOUT, srt.finished())
+                .await
+                .is_err()
         {
-            warn!(channel, output = id, "the output's task did not end within 3 s");
+            warn!(
+                channel,
+                output = id,
+                "the output's task did not end within 3 s"
+            );
         }
         let last = output.stats.snapshot();
         let running = !matches!(last.state, OutputState::Idle | OutputState::Failed);
@@ -640,9 +703,9 @@ impl Graph {
                     SrtOutput::start(egress.clone(), bus.clone(), stats.clone(), cancel.clone())
                 })
                 .await
-                    .map_err(|e| {
-                        format!("channel {channel:?} output {id:?}: cannot start on {address}: {e}")
-                    })?;
+                .map_err(|e| {
+                    format!("channel {channel:?} output {id:?}: cannot start on {address}: {e}")
+                })?;
                 let address = started
                     .local_addr()
                     .map_or(address.to_string(), |a| a.to_string());
@@ -691,7 +754,10 @@ impl Graph {
         };
         info!(channel, output = %id, kind = running.settings.kind(), address = %running.address, "output started");
         let mut channels = guard(&self.channels);
-        if let Some(c) = channels.iter_mut().find(|c| c.settings.id.as_str() == channel) {
+        if let Some(c) = channels
+            .iter_mut()
+            .find(|c| c.settings.id.as_str() == channel)
+        {
             c.outputs.push(running);
         }
         Ok(())
@@ -734,7 +800,11 @@ impl Graph {
                 }
                 vec![o]
             }
-            None => c.outputs.iter().filter(|o| o.destination.is_some()).collect(),
+            None => c
+                .outputs
+                .iter()
+                .filter(|o| o.destination.is_some())
+                .collect(),
         };
         let command = if start {
             DestinationControl::Start
@@ -746,7 +816,10 @@ impl Graph {
                 return Err(ControlError::Busy);
             }
         }
-        let ids: Vec<String> = targets.iter().map(|o| o.settings.id().to_string()).collect();
+        let ids: Vec<String> = targets
+            .iter()
+            .map(|o| o.settings.id().to_string())
+            .collect();
         let mut choices = guard(&self.run_choices);
         for id in &ids {
             choices.insert((channel.to_string(), id.clone()), start);

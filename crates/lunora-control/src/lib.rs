@@ -11,9 +11,9 @@ pub mod settings;
 
 pub use settings::{
     ChannelId, ChannelMode, ChannelSettings, ChannelSpec, Component, FailoverSettings,
-    GraphProblem, GraphSpec, ID_RULE, InputId, InputRole, InputSettings, OutputId,
-    OutputSettings, Problem, Resource, RtmpInputSettings, RtmpOutputSettings, SrtInputSettings,
-    SrtOutputMode, SrtOutputSettings, expand_env,
+    GraphProblem, GraphSpec, ID_RULE, InputId, InputRole, InputSettings, OutputId, OutputSettings,
+    Problem, Resource, RtmpInputSettings, RtmpOutputSettings, SrtInputSettings, SrtOutputMode,
+    SrtOutputSettings, expand_env,
 };
 
 mod channel;
@@ -33,8 +33,8 @@ pub use status::{
 /// Types the API shows that come from the media crates.
 pub use lunora_egress::{HlsSettings, OutputState, OutputStats};
 pub use lunora_ingest::{ConnectionState, InputStats, RtmpsSettings, TlsError, tls_acceptor};
-pub use lunora_switch::Reason;
-pub use lunora_ts::Indicator;
 pub use lunora_store::{
     AuditRecord, Opened as StoreOpened, Store, StoreError, TokenInfo, UserInfo, UserRole,
 };
+pub use lunora_switch::Reason;
+pub use lunora_ts::Indicator;

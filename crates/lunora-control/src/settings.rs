@@ -578,8 +578,12 @@ impl InputSettings {
     pub fn expand_env(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
         let mut problems = Vec::new();
         match self {
-            InputSettings::Srt(s) => expand_secret("passphrase", &mut s.passphrase, lookup, &mut problems),
-            InputSettings::Rtmp(s) => expand_secret("stream_key", &mut s.stream_key, lookup, &mut problems),
+            InputSettings::Srt(s) => {
+                expand_secret("passphrase", &mut s.passphrase, lookup, &mut problems)
+            }
+            InputSettings::Rtmp(s) => {
+                expand_secret("stream_key", &mut s.stream_key, lookup, &mut problems)
+            }
         }
         problems
     }
@@ -764,7 +768,10 @@ impl OutputSettings {
                         if s.address.is_none() {
                             problems.push(Problem::at(
                                 "mode",
-                                format!("SRT caller output {:?} needs `address = \"IP:PORT\"`", s.id.as_str()),
+                                format!(
+                                    "SRT caller output {:?} needs `address = \"IP:PORT\"`",
+                                    s.id.as_str()
+                                ),
                             ));
                         }
                         if let Some(k) = s.pbkeylen
@@ -792,7 +799,10 @@ impl OutputSettings {
                         match s.listen {
                             None => problems.push(Problem::at(
                                 "mode",
-                                format!("SRT listener output {:?} needs `listen = \"IP:PORT\"`", s.id.as_str()),
+                                format!(
+                                    "SRT listener output {:?} needs `listen = \"IP:PORT\"`",
+                                    s.id.as_str()
+                                ),
                             )),
                             Some(listen) if listen.port() == 0 => problems.push(Problem::at(
                                 "listen",
@@ -829,8 +839,12 @@ impl OutputSettings {
     pub fn expand_env(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
         let mut problems = Vec::new();
         match self {
-            OutputSettings::Srt(s) => expand_secret("passphrase", &mut s.passphrase, lookup, &mut problems),
-            OutputSettings::Rtmp(s) => expand_secret("stream_key", &mut s.stream_key, lookup, &mut problems),
+            OutputSettings::Srt(s) => {
+                expand_secret("passphrase", &mut s.passphrase, lookup, &mut problems)
+            }
+            OutputSettings::Rtmp(s) => {
+                expand_secret("stream_key", &mut s.stream_key, lookup, &mut problems)
+            }
         }
         problems
     }
@@ -895,7 +909,9 @@ impl GraphSpec {
     }
 
     pub fn channel_mut(&mut self, id: &str) -> Option<&mut ChannelSpec> {
-        self.channels.iter_mut().find(|c| c.settings.id.as_str() == id)
+        self.channels
+            .iter_mut()
+            .find(|c| c.settings.id.as_str() == id)
     }
 
     /// Every problem in the graph at once: each component's own, then what they claim
@@ -916,42 +932,76 @@ impl GraphSpec {
         for (c, channel) in self.channels.iter().enumerate() {
             let id = &channel.settings.id;
             if !id.is_valid() {
-                push(c, Component::Channel, Problem::at("id", format!("channel id {:?} {ID_RULE}", id.as_str())), false);
+                push(
+                    c,
+                    Component::Channel,
+                    Problem::at("id", format!("channel id {:?} {ID_RULE}", id.as_str())),
+                    false,
+                );
             }
             if self.channels[..c].iter().any(|o| o.settings.id == *id) {
-                push(c, Component::Channel, Problem::at("id", format!("channel id {:?} is used twice", id.as_str())), true);
+                push(
+                    c,
+                    Component::Channel,
+                    Problem::at("id", format!("channel id {:?} is used twice", id.as_str())),
+                    true,
+                );
             }
             for problem in channel.settings.failover.validate() {
                 push(c, Component::Channel, problem, false);
             }
             let mut ids: Vec<&str> = Vec::new();
-            let mut claim = |component, owner: String, resources: Vec<Resource>, push: &mut dyn FnMut(usize, Component, Problem, bool)| {
-                for resource in resources {
-                    if let Some((_, holder)) = claims.iter().find(|(r, _)| r.collides(&resource)) {
-                        let field = match resource {
-                            Resource::UdpPort(_) => "listen",
-                            Resource::RtmpStreamKey(_) => "stream_key",
-                        };
-                        let message = match resource {
-                            Resource::UdpPort(a) => format!("UDP port {} of {owner} is already used by {holder}", a.port()),
-                            Resource::RtmpStreamKey(_) => format!("this stream key is already used by {holder}; every RTMP input needs its own"),
-                        };
-                        push(c, component, Problem::at(field, message), true);
-                    } else {
-                        claims.push((resource, owner.clone()));
+            let mut claim =
+                |component,
+                 owner: String,
+                 resources: Vec<Resource>,
+                 push: &mut dyn FnMut(usize, Component, Problem, bool)| {
+                    for resource in resources {
+                        if let Some((_, holder)) =
+                            claims.iter().find(|(r, _)| r.collides(&resource))
+                        {
+                            let field = match resource {
+                                Resource::UdpPort(_) => "listen",
+                                Resource::RtmpStreamKey(_) => "stream_key",
+                            };
+                            let message = match resource {
+                                Resource::UdpPort(a) => format!(
+                                    "UDP port {} of {owner} is already used by {holder}",
+                                    a.port()
+                                ),
+                                Resource::RtmpStreamKey(_) => format!(
+                                    "this stream key is already used by {holder}; every RTMP input needs its own"
+                                ),
+                            };
+                            push(c, component, Problem::at(field, message), true);
+                        } else {
+                            claims.push((resource, owner.clone()));
+                        }
                     }
-                }
-            };
+                };
             for (i, input) in channel.inputs.iter().enumerate() {
                 for problem in input.validate() {
                     push(c, Component::Input(i), problem, false);
                 }
                 let input_id = input.id().as_str();
                 if ids.contains(&input_id) {
-                    push(c, Component::Input(i), Problem::at("id", format!("id {input_id:?} is used twice in channel {:?}", id.as_str())), true);
+                    push(
+                        c,
+                        Component::Input(i),
+                        Problem::at(
+                            "id",
+                            format!("id {input_id:?} is used twice in channel {:?}", id.as_str()),
+                        ),
+                        true,
+                    );
                 }
                 ids.push(input_id);
-                claim(Component::Input(i), format!("input {id}/{input_id}"), input.resources(), &mut push);
+                claim(
+                    Component::Input(i),
+                    format!("input {id}/{input_id}"),
+                    input.resources(),
+                    &mut push,
+                );
             }
             for (o, output) in channel.outputs.iter().enumerate() {
                 for problem in output.validate() {
@@ -959,18 +1009,61 @@ impl GraphSpec {
                 }
                 let output_id = output.id().as_str();
                 if ids.contains(&output_id) {
-                    push(c, Component::Output(o), Problem::at("id", format!("id {output_id:?} is used twice in channel {:?}", id.as_str())), true);
+                    push(
+                        c,
+                        Component::Output(o),
+                        Problem::at(
+                            "id",
+                            format!(
+                                "id {output_id:?} is used twice in channel {:?}",
+                                id.as_str()
+                            ),
+                        ),
+                        true,
+                    );
                 }
                 ids.push(output_id);
-                claim(Component::Output(o), format!("output {id}/{output_id}"), output.resources(), &mut push);
+                claim(
+                    Component::Output(o),
+                    format!("output {id}/{output_id}"),
+                    output.resources(),
+                    &mut push,
+                );
             }
-            let mains = channel.inputs.iter().filter(|i| i.role() == InputRole::Main).count();
+            let mains = channel
+                .inputs
+                .iter()
+                .filter(|i| i.role() == InputRole::Main)
+                .count();
             let backups = channel.inputs.len() - mains;
             // A channel may be empty (inputs are added to it at run time); beyond that the
             // mode says what it takes.
             match channel.settings.mode {
-                ChannelMode::Single if channel.inputs.len() > 1 => push(c, Component::Channel, Problem::at("mode", format!("mode \"single\" takes one input; channel {:?} has {}", id.as_str(), channel.inputs.len())), false),
-                ChannelMode::MainBackup if mains > 1 => push(c, Component::Channel, Problem::at("mode", format!("mode \"main-backup\" takes one input with role = \"main\"; channel {:?} has {mains} (and {backups} backup)", id.as_str())), false),
+                ChannelMode::Single if channel.inputs.len() > 1 => push(
+                    c,
+                    Component::Channel,
+                    Problem::at(
+                        "mode",
+                        format!(
+                            "mode \"single\" takes one input; channel {:?} has {}",
+                            id.as_str(),
+                            channel.inputs.len()
+                        ),
+                    ),
+                    false,
+                ),
+                ChannelMode::MainBackup if mains > 1 => push(
+                    c,
+                    Component::Channel,
+                    Problem::at(
+                        "mode",
+                        format!(
+                            "mode \"main-backup\" takes one input with role = \"main\"; channel {:?} has {mains} (and {backups} backup)",
+                            id.as_str()
+                        ),
+                    ),
+                    false,
+                ),
                 _ => {}
             }
         }
@@ -1014,10 +1107,12 @@ mod tests {
         let toml: InputSettings = toml_like(&json);
         assert_eq!(json, toml);
         assert!(
-            serde_json::from_str::<InputSettings>(r#"{"type":"srt","id":"a","listen":"0.0.0.0:1","listne":1}"#)
-                .unwrap_err()
-                .to_string()
-                .contains("listne")
+            serde_json::from_str::<InputSettings>(
+                r#"{"type":"srt","id":"a","listen":"0.0.0.0:1","listne":1}"#
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("listne")
         );
     }
 
@@ -1053,8 +1148,14 @@ mod tests {
         let problems = graph.validate();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].conflict);
-        assert_eq!((problems[0].channel, problems[0].component), (1, Component::Input(0)));
-        assert!(problems[0].message.contains("already used by input a/main"), "{problems:?}");
+        assert_eq!(
+            (problems[0].channel, problems[0].component),
+            (1, Component::Input(0))
+        );
+        assert!(
+            problems[0].message.contains("already used by input a/main"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -1070,7 +1171,12 @@ mod tests {
         let fields: Vec<Option<&str>> = graph.validate().iter().map(|p| p.field).collect();
         assert_eq!(
             fields,
-            [Some("id"), Some("latency_ms"), Some("passphrase"), Some("mode")]
+            [
+                Some("id"),
+                Some("latency_ms"),
+                Some("passphrase"),
+                Some("mode")
+            ]
         );
     }
 
@@ -1082,9 +1188,14 @@ mod tests {
         }
         let mut missing = input.clone();
         let problems = missing.expand_env(&|_| None);
-        assert!(problems[0].message.contains("PASS is not set"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("PASS is not set"),
+            "{problems:?}"
+        );
         assert!(input.expand_env(&|_| Some("0123456789".into())).is_empty());
-        let InputSettings::Srt(s) = input else { unreachable!() };
+        let InputSettings::Srt(s) = input else {
+            unreachable!()
+        };
         assert_eq!(s.passphrase.unwrap().expose(), "0123456789");
     }
 
@@ -1092,7 +1203,10 @@ mod tests {
     fn schema_lists_every_kind_with_secrets_write_only() {
         let schema = serde_json::to_value(schemars::schema_for!(InputSettings)).unwrap();
         let text = schema.to_string();
-        assert!(text.contains("\"const\":\"srt\"") && text.contains("\"const\":\"rtmp\""), "{text}");
+        assert!(
+            text.contains("\"const\":\"srt\"") && text.contains("\"const\":\"rtmp\""),
+            "{text}"
+        );
         assert!(text.contains("\"writeOnly\":true"), "{text}");
     }
 }

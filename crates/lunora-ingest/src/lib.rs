@@ -13,8 +13,8 @@ mod tls;
 
 pub use rtmp::{RtmpInput, RtmpInputs, RtmpServer, RtmpsError, RtmpsSettings};
 pub use srt::{BoundSrtInput, SrtInputSettings};
-pub use tls::{TlsError, tls_acceptor};
 pub use stats::{ConnectionState, FrameCounts, InputStats, RejectCounts, StatsHandle, VideoInfo};
+pub use tls::{TlsError, tls_acceptor};
 
 use lunora_media::{Frame, Program};
 

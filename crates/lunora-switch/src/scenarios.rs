@@ -403,7 +403,11 @@ fn removing_the_input_on_air_cuts_to_the_backup_at_its_keyframe() {
     assert_eq!(sim.switcher.inputs(), &[1]);
     assert!(sim.switcher.spec(0).is_none(), "a removed input is gone");
     sim.command(Command::Force(0));
-    assert_eq!(sim.switcher.forced(), None, "a removed input cannot be forced");
+    assert_eq!(
+        sim.switcher.forced(),
+        None,
+        "a removed input cannot be forced"
+    );
 }
 
 #[test]
@@ -434,21 +438,22 @@ fn a_main_added_at_run_time_takes_over_once_healthy() {
 fn a_policy_change_applies_without_a_switch() {
     let mut sim = Sim::new(Policy::default());
     sim.run(3_000, |_, _| Feed::Normal);
-    let mut policy = Policy::default();
-    policy.preference = Preference::Equal;
-    policy.health.input_loss = Duration::from_millis(2_000);
-    policy.triggers = Vec::new();
+    let policy = Policy {
+        preference: Preference::Equal,
+        health: HealthSettings {
+            input_loss: Duration::from_millis(2_000),
+            ..HealthSettings::default()
+        },
+        triggers: Vec::new(),
+        ..Policy::default()
+    };
     let now = sim.now();
     sim.switcher.set_policy(now, policy);
     // A 1 s silence is below the new loss threshold (the old one, 500 ms, would have moved
     // the channel to the backup): main stays on air.
     sim.run(10_000, feeds(&[(0, 5_000, 6_000, Feed::Silent)]));
     sim.check_invariants();
-    assert!(
-        sim.switches.iter().all(|s| s.to == 0),
-        "{:?}",
-        sim.switches
-    );
+    assert!(sim.switches.iter().all(|s| s.to == 0), "{:?}", sim.switches);
 }
 
 #[test]

@@ -323,7 +323,8 @@ impl Switcher {
         self.order.push(index);
         // Stable: backups keep the order they were added in.
         let inputs = &self.inputs;
-        self.order.sort_by_key(|&i| inputs[i].spec.role != Role::Main);
+        self.order
+            .sort_by_key(|&i| inputs[i].spec.role != Role::Main);
         index
     }
 
@@ -635,9 +636,12 @@ impl Switcher {
         };
         if fine(current) {
             if self.policy.preference == Preference::Primary {
-                let better = by_priority.clone().take_while(|&i| i != current).find(|&i| {
-                    fine(i) && self.inputs[i].health.healthy_for(now) >= self.policy.error_clear
-                });
+                let better = by_priority
+                    .clone()
+                    .take_while(|&i| i != current)
+                    .find(|&i| {
+                        fine(i) && self.inputs[i].health.healthy_for(now) >= self.policy.error_clear
+                    });
                 if let Some(better) = better {
                     return Some((better, SwitchReason::ReturnToPrimary));
                 }

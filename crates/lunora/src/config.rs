@@ -185,7 +185,10 @@ impl Collector<'_> {
             let end = start + key.len();
             from = end;
             let boundary_before = start == 0
-                || matches!(bytes.get(start - 1), Some(b' ' | b'\t' | b'\n' | b'{' | b','));
+                || matches!(
+                    bytes.get(start - 1),
+                    Some(b' ' | b'\t' | b'\n' | b'{' | b',')
+                );
             let rest = text.get(end..).unwrap_or("");
             let after_spaces = rest.trim_start_matches([' ', '\t']);
             if boundary_before && after_spaces.starts_with('=') {
@@ -284,8 +287,16 @@ fn report(c: &mut Collector<'_>, spans: &Spans, component: Component, problem: &
             Some("mode") => spans.mode.clone(),
             Some(_) => spans.failover.clone().unwrap_or(spans.channel.clone()),
         },
-        Component::Input(i) => spans.inputs.get(i).cloned().unwrap_or(spans.channel.clone()),
-        Component::Output(o) => spans.outputs.get(o).cloned().unwrap_or(spans.channel.clone()),
+        Component::Input(i) => spans
+            .inputs
+            .get(i)
+            .cloned()
+            .unwrap_or(spans.channel.clone()),
+        Component::Output(o) => spans
+            .outputs
+            .get(o)
+            .cloned()
+            .unwrap_or(spans.channel.clone()),
     };
     let at = match (component, problem.field) {
         (Component::Channel, Some("id" | "mode")) | (_, None) => table,
@@ -326,23 +337,31 @@ fn validate(
             outputs: Vec::new(),
         };
         for table in &ch.inputs {
-            let Some(mut input) = component::<InputSettings>(c, table, "input", "\"srt\" and \"rtmp\"")
+            let Some(mut input) =
+                component::<InputSettings>(c, table, "input", "\"srt\" and \"rtmp\"")
             else {
                 continue;
             };
             for problem in input.expand_env(lookup) {
-                c.at(c.key(&table.span(), problem.field.unwrap_or("type")), problem.message);
+                c.at(
+                    c.key(&table.span(), problem.field.unwrap_or("type")),
+                    problem.message,
+                );
             }
             channel.inputs.push(input);
             span.inputs.push(table.span());
         }
         for table in &ch.outputs {
-            let Some(mut output) = component::<OutputSettings>(c, table, "output", "\"srt\" and \"rtmp\"")
+            let Some(mut output) =
+                component::<OutputSettings>(c, table, "output", "\"srt\" and \"rtmp\"")
             else {
                 continue;
             };
             for problem in output.expand_env(lookup) {
-                c.at(c.key(&table.span(), problem.field.unwrap_or("type")), problem.message);
+                c.at(
+                    c.key(&table.span(), problem.field.unwrap_or("type")),
+                    problem.message,
+                );
             }
             channel.outputs.push(output);
             span.outputs.push(table.span());
@@ -363,10 +382,11 @@ fn validate(
             );
         }
     }
-    let has_rtmp_inputs = graph
-        .channels
-        .iter()
-        .any(|ch| ch.inputs.iter().any(|i| matches!(i, InputSettings::Rtmp(_))));
+    let has_rtmp_inputs = graph.channels.iter().any(|ch| {
+        ch.inputs
+            .iter()
+            .any(|i| matches!(i, InputSettings::Rtmp(_)))
+    });
     let rtmp_listen = raw
         .rtmp
         .as_ref()
@@ -385,32 +405,52 @@ fn validate(
         );
     }
     let rtmps = raw.rtmp.as_ref().and_then(|r| {
-        tls_files(c, "[rtmp]", r.listen.span(), &r.tls_listen, &r.certificate, &r.private_key)
-            .map(|(listen, certificate, private_key)| {
-                if listen.port() == rtmp_listen.port() && listen.port() != 0 {
-                    let span = r.tls_listen.as_ref().map_or(0..0, |l| l.span());
-                    c.at(span, "tls_listen needs its own port (RTMPS and RTMP cannot share one)");
-                }
-                RtmpsSettings {
-                    listen,
-                    certificate,
-                    private_key,
-                }
-            })
-    });
-    let http = &raw.http;
-    let https = tls_files(c, "[http]", http.listen.span(), &http.tls_listen, &http.certificate, &http.private_key)
+        tls_files(
+            c,
+            "[rtmp]",
+            r.listen.span(),
+            &r.tls_listen,
+            &r.certificate,
+            &r.private_key,
+        )
         .map(|(listen, certificate, private_key)| {
-            if listen.port() == http_listen.port() && listen.port() != 0 {
-                let span = http.tls_listen.as_ref().map_or(0..0, |l| l.span());
-                c.at(span, "tls_listen needs its own port (HTTPS and HTTP cannot share one)");
+            if listen.port() == rtmp_listen.port() && listen.port() != 0 {
+                let span = r.tls_listen.as_ref().map_or(0..0, |l| l.span());
+                c.at(
+                    span,
+                    "tls_listen needs its own port (RTMPS and RTMP cannot share one)",
+                );
             }
-            HttpsSettings {
+            RtmpsSettings {
                 listen,
                 certificate,
                 private_key,
             }
-        });
+        })
+    });
+    let http = &raw.http;
+    let https = tls_files(
+        c,
+        "[http]",
+        http.listen.span(),
+        &http.tls_listen,
+        &http.certificate,
+        &http.private_key,
+    )
+    .map(|(listen, certificate, private_key)| {
+        if listen.port() == http_listen.port() && listen.port() != 0 {
+            let span = http.tls_listen.as_ref().map_or(0..0, |l| l.span());
+            c.at(
+                span,
+                "tls_listen needs its own port (HTTPS and HTTP cannot share one)",
+            );
+        }
+        HttpsSettings {
+            listen,
+            certificate,
+            private_key,
+        }
+    });
     let metrics_token = http.metrics_token.as_ref().and_then(|token| {
         match lunora_control::expand_env(token.get_ref(), lookup) {
             Ok(value) if value.len() >= 16 => Some(lunora_media::Secret::new(value)),

@@ -226,7 +226,9 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
             .context("cannot start HTTPS ([http] tls_listen)")?;
         let listener = tokio::net::TcpListener::bind(https.listen)
             .await
-            .with_context(|| format!("cannot bind HTTPS on {} ([http] tls_listen)", https.listen))?;
+            .with_context(|| {
+                format!("cannot bind HTTPS on {} ([http] tls_listen)", https.listen)
+            })?;
         let listener = lunora_api::TlsListener::new(listener, acceptor)
             .context("the HTTPS listener has no address")?;
         info!(https = %https.listen, "dashboard and API over HTTPS");
@@ -260,9 +262,10 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
 /// Waits for SIGTERM or Ctrl-C; on SIGHUP re-reads the config file and applies the difference.
 async fn signals(control: &Arc<Control>, config_path: Option<&PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut terminate), Ok(mut hangup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut terminate), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         warn!("cannot listen for SIGTERM/SIGHUP; only Ctrl-C will stop lunora");
         let _ = tokio::signal::ctrl_c().await;
         return;
@@ -285,7 +288,9 @@ async fn reload(control: &Control, config_path: Option<&PathBuf>) {
     match load(Some(path)) {
         Ok(config) => match control.reload(config.graph).await {
             Ok(()) => info!(file = %path.display(), "configuration re-read and applied"),
-            Err(e) => error!(file = %path.display(), "the re-read configuration was not applied: {e}"),
+            Err(e) => {
+                error!(file = %path.display(), "the re-read configuration was not applied: {e}")
+            }
         },
         Err(e) => error!("the configuration file has errors, nothing changed: {e:#}"),
     }

@@ -44,7 +44,10 @@ pub(crate) fn first_admin(store: &Store, dir: &Path) -> Result<()> {
         .add_user(FIRST_ADMIN, UserRole::Superadmin, &password, !chosen)
         .context("cannot create the first user")?;
     if chosen {
-        info!(user = FIRST_ADMIN, "first start: created the superadmin with the password from LUNORA_ADMIN_PASSWORD");
+        info!(
+            user = FIRST_ADMIN,
+            "first start: created the superadmin with the password from LUNORA_ADMIN_PASSWORD"
+        );
         return Ok(());
     }
     let path = dir.join(PASSWORD_FILE);
