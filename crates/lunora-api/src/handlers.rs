@@ -776,6 +776,7 @@ pub(crate) async fn add_user(
         name: user.username,
         role: user.role,
         password: Secret::new(user.password),
+        temporary: true,
     };
     match run(&app, &caller, command).await {
         Ok(Outcome::User(info)) => (StatusCode::CREATED, Json(info)).into_response(),
@@ -805,6 +806,7 @@ pub(crate) async fn update_user(
         name,
         role: change.role,
         password: change.password.map(Secret::new),
+        temporary: true,
     };
     match run(&app, &caller, command).await {
         Ok(Outcome::User(info)) => Json(info).into_response(),

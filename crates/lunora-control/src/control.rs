@@ -16,6 +16,7 @@ use lunora_store::{
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use crate::accounts::execute_account;
 use crate::graph::{ApplyError, ControlError, Graph, SwitchError};
 use crate::settings::{
     ChannelId, ChannelSettings, ChannelSpec, Component, FailoverSettings, GraphSpec, InputId,
@@ -86,11 +87,15 @@ pub enum Command {
         name: String,
         role: UserRole,
         password: Secret,
+        /// Chosen by someone else: the user must replace it at their first login.
+        temporary: bool,
     },
     UpdateUser {
         name: String,
         role: Option<UserRole>,
+        /// A new password ends the user's sessions.
         password: Option<Secret>,
+        temporary: bool,
     },
     RemoveUser {
         name: String,
@@ -487,7 +492,15 @@ impl Control {
             | Command::RemoveUser { .. }
             | Command::ChangeOwnPassword { .. }
             | Command::CreateToken { .. }
-            | Command::RevokeToken { .. } => self.accounts(actor, command).await?,
+            | Command::RevokeToken { .. } => {
+                // Accounts audit themselves (the shell commands run them without a daemon).
+                let (store, actor) = (self.store.clone(), actor.clone());
+                return tokio::task::spawn_blocking(move || {
+                    execute_account(&store, &actor, command, SystemTime::now())
+                })
+                .await
+                .map_err(|e| CommandError::Storage(e.to_string()))?;
+            }
             Command::RunOutputs {
                 channel,
                 output,
@@ -553,100 +566,6 @@ impl Control {
             .await
             .map_err(|e| CommandError::Storage(e.to_string()))?
             .map_err(CommandError::from)
-    }
-
-    async fn accounts(&self, actor: &Actor, command: Command) -> Result<Outcome, CommandError> {
-        let now = SystemTime::now();
-        match command {
-            Command::AddUser {
-                name,
-                role,
-                password,
-            } => {
-                let user = self
-                    .blocking(move |s| s.add_user(&name, role, password.expose(), true))
-                    .await?;
-                Ok(Outcome::User(user))
-            }
-            Command::UpdateUser {
-                name,
-                role,
-                password,
-            } => {
-                let user = self
-                    .blocking(move |s| {
-                        if let Some(password) = &password {
-                            s.set_password(&name, password.expose(), true)?;
-                            s.end_sessions(&name, None)?;
-                        }
-                        match role {
-                            Some(role) => s.set_role(&name, role),
-                            None => s
-                                .user(&name)?
-                                .ok_or(StoreError::NoSuchUser { name: name.clone() }),
-                        }
-                    })
-                    .await?;
-                Ok(Outcome::User(user))
-            }
-            Command::RemoveUser { name } => {
-                if name == actor.username {
-                    return Err(CommandError::Conflict(
-                        "you cannot remove yourself; another superadmin can".into(),
-                    ));
-                }
-                self.blocking(move |s| s.remove_user(&name)).await?;
-                Ok(Outcome::Done)
-            }
-            Command::ChangeOwnPassword { current, new } => {
-                let name = actor.username.clone();
-                let ok = self
-                    .blocking(move |s| {
-                        if s.verify_password(&name, current.expose())?.is_none() {
-                            return Ok(false);
-                        }
-                        s.set_password(&name, new.expose(), false)?;
-                        Ok(true)
-                    })
-                    .await?;
-                if ok {
-                    Ok(Outcome::Done)
-                } else {
-                    Err(CommandError::Invalid(vec![
-                        "the current password is wrong".into(),
-                    ]))
-                }
-            }
-            Command::CreateToken { owner, name, role } => {
-                if owner != actor.username && actor.role < UserRole::Superadmin {
-                    return Err(CommandError::Forbidden(
-                        "only a superadmin creates tokens for other users".into(),
-                    ));
-                }
-                // A token never has more power than the one who made it.
-                let role = Some(role.unwrap_or(actor.role).min(actor.role));
-                let (info, secret) = self
-                    .blocking(move |s| s.create_token(&owner, &name, role, now))
-                    .await?;
-                Ok(Outcome::Token(info, secret))
-            }
-            Command::RevokeToken { id } => {
-                let mine = {
-                    let id = id.clone();
-                    let owner = actor.username.clone();
-                    self.blocking(move |s| Ok(s.tokens(Some(&owner))?.iter().any(|t| t.id == id)))
-                        .await?
-                };
-                if !mine && actor.role < UserRole::Superadmin {
-                    return Err(CommandError::NotFound(format!(
-                        "you have no API token with id {id:?}"
-                    )));
-                }
-                self.blocking(move |s| s.revoke_token(&id)).await?;
-                Ok(Outcome::Done)
-            }
-            _ => Ok(Outcome::Done),
-        }
     }
 
     async fn run_outputs(
@@ -1084,7 +1003,7 @@ fn component_entry<T: serde::Serialize>(
 }
 
 /// What the audit log keeps of a command: its target and its settings with secrets masked.
-fn audit_of(command: &Command) -> (String, Value) {
+pub(crate) fn audit_of(command: &Command) -> (String, Value) {
     match command {
         Command::AddChannel(s) | Command::UpdateChannel(s) => (
             s.id.to_string(),
@@ -1126,6 +1045,7 @@ fn audit_of(command: &Command) -> (String, Value) {
             name,
             role,
             password,
+            ..
         } => (
             name.clone(),
             json!({ "role": role.map(UserRole::name), "password_set": password.is_some() }),

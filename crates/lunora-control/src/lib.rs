@@ -16,12 +16,14 @@ pub use settings::{
     SrtOutputSettings, expand_env,
 };
 
+mod accounts;
 mod channel;
 mod control;
 pub mod events;
 mod graph;
 pub mod status;
 
+pub use accounts::execute_account;
 pub use control::{Actor, Command, CommandError, Control, Outcome, StoreHealth, overlaid};
 pub use events::{ChannelEvent, ConfigChange};
 pub use graph::{ApplyError, ControlError, Environment, Graph, SwitchError};

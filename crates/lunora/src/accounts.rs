@@ -13,8 +13,9 @@ use std::io::{BufRead, Write};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
-use lunora_store::{AuditEntry, Store, UserRole};
-use serde_json::json;
+use lunora_control::{Actor, Command, Outcome};
+use lunora_media::Secret;
+use lunora_store::{Store, UserRole};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum UserCommand {
@@ -68,9 +69,15 @@ pub(crate) fn user_command(
     match command {
         UserCommand::Add { name, role } => {
             let password = read_password(stdin, "lunora user add NAME --role ROLE")?;
-            let user = store.add_user(&name, role, &password, false)?;
-            audit(store, "user.add", &name, json!({"role": role}));
-            writeln!(out, "added user {} ({})", user.name, user.role)?;
+            let command = Command::AddUser {
+                name,
+                role,
+                password: Secret::new(password),
+                temporary: false,
+            };
+            if let Outcome::User(user) = execute(store, command)? {
+                writeln!(out, "added user {} ({})", user.name, user.role)?;
+            }
         }
         UserCommand::Passwd { name } => {
             // Checked first, so an unknown name is reported before anything waits on stdin.
@@ -78,24 +85,17 @@ pub(crate) fn user_command(
                 bail!(lunora_store::StoreError::NoSuchUser { name });
             }
             let password = read_password(stdin, "lunora user passwd NAME")?;
-            store.set_password(&name, &password, false)?;
-            // A reset from the shell is usually because the old password leaked or was lost:
-            // whoever is logged in with it must log in again.
-            let ended = store.end_sessions(&name, None)?;
-            audit(
-                store,
-                "user.password",
-                &name,
-                json!({"sessions_ended": ended}),
-            );
-            writeln!(
-                out,
-                "changed the password of {name} and ended {ended} session(s)"
-            )?;
+            let command = Command::UpdateUser {
+                name: name.clone(),
+                role: None,
+                password: Some(Secret::new(password)),
+                temporary: false,
+            };
+            execute(store, command)?;
+            writeln!(out, "changed the password of {name} and ended their sessions")?;
         }
         UserCommand::Remove { name } => {
-            store.remove_user(&name)?;
-            audit(store, "user.remove", &name, json!({}));
+            execute(store, Command::RemoveUser { name: name.clone() })?;
             writeln!(
                 out,
                 "removed user {name} with their sessions and API tokens"
@@ -125,6 +125,25 @@ pub(crate) fn user_command(
     Ok(())
 }
 
+/// Who acts from the shell: whoever can open the state database is trusted as a superadmin
+/// (the file is readable by lunora's user only); the audit log names the login.
+fn shell_actor() -> Actor {
+    let login = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    Actor {
+        username: format!("{login}@shell"),
+        role: UserRole::Superadmin,
+        address: None,
+    }
+}
+
+/// Runs an account change through the same command path as the API.
+fn execute(store: &Store, command: Command) -> Result<Outcome> {
+    lunora_control::execute_account(store, &shell_actor(), command, SystemTime::now())
+        .map_err(anyhow::Error::from)
+}
+
 /// Runs a `lunora token` command.
 pub(crate) fn token_command(
     store: &Store,
@@ -133,24 +152,24 @@ pub(crate) fn token_command(
 ) -> Result<()> {
     match command {
         TokenCommand::Create { name, user, role } => {
-            let (token, secret) = store.create_token(&user, &name, role, SystemTime::now())?;
-            audit(
-                store,
-                "token.create",
-                &token.id,
-                json!({"name": token.name, "owner": token.owner, "role": token.role}),
-            );
-            writeln!(
-                out,
-                "created API token {} ({:?}) for {} with role {}:",
-                token.id, token.name, token.owner, token.role
-            )?;
-            // Alone on its line, so scripts can take it with `tail -n 2 | head -n 1`.
-            writeln!(out, "{}", secret.expose())?;
-            writeln!(
-                out,
-                "It will not be shown again: store it now. Send it as `Authorization: Bearer <token>`."
-            )?;
+            let command = Command::CreateToken {
+                owner: user,
+                name,
+                role,
+            };
+            if let Outcome::Token(token, secret) = execute(store, command)? {
+                writeln!(
+                    out,
+                    "created API token {} ({:?}) for {} with role {}:",
+                    token.id, token.name, token.owner, token.role
+                )?;
+                // Alone on its line, so scripts can take it with `tail -n 2 | head -n 1`.
+                writeln!(out, "{}", secret.expose())?;
+                writeln!(
+                    out,
+                    "It will not be shown again: store it now. Send it as `Authorization: Bearer <token>`."
+                )?;
+            }
         }
         TokenCommand::List { user } => {
             let tokens = store.tokens(user.as_deref())?;
@@ -179,18 +198,8 @@ pub(crate) fn token_command(
             write_table(out, &rows)?;
         }
         TokenCommand::Revoke { id } => {
-            let token = store.revoke_token(&id)?;
-            audit(
-                store,
-                "token.revoke",
-                &token.id,
-                json!({"name": token.name, "owner": token.owner}),
-            );
-            writeln!(
-                out,
-                "revoked API token {} ({:?}) of {}",
-                token.id, token.name, token.owner
-            )?;
+            execute(store, Command::RevokeToken { id: id.clone() })?;
+            writeln!(out, "revoked API token {id}")?;
         }
     }
     Ok(())
@@ -211,23 +220,6 @@ fn read_password(stdin: &mut dyn BufRead, usage: &str) -> Result<String> {
         bail!("no password on standard input: pipe it in, e.g. `echo PASSWORD | {usage}`");
     }
     Ok(password.to_string())
-}
-
-/// Records a change made from the shell in the audit log, with no user and no address (nobody
-/// logged in made it). The change itself is already done, so a failure to record it is
-/// reported but does not turn the command into a failure that the operator would retry.
-fn audit(store: &Store, action: &str, target: &str, details: serde_json::Value) {
-    let entry = AuditEntry {
-        at: SystemTime::now(),
-        username: None,
-        address: None,
-        action: action.to_string(),
-        target: target.to_string(),
-        details: json!({"via": "cli", "change": details}),
-    };
-    if let Err(e) = store.audit(&entry) {
-        eprintln!("lunora: the change is made, but cannot be recorded in the audit log: {e}");
-    }
 }
 
 fn header(names: &[&str]) -> Vec<String> {
@@ -339,7 +331,11 @@ mod tests {
         assert_eq!(audit.len(), 3);
         assert_eq!(audit[0].action, "user.add");
         assert_eq!(audit[0].target, "viewer");
-        assert_eq!(audit[0].username, None);
+        assert!(
+            audit[0].username.as_deref().is_some_and(|u| u.ends_with("@shell")),
+            "{:?}",
+            audit[0].username
+        );
         assert!(
             !audit
                 .iter()
@@ -399,7 +395,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             printed,
-            "changed the password of ops and ended 1 session(s)\n"
+            "changed the password of ops and ended their sessions\n"
         );
         assert!(
             store
@@ -482,7 +478,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             revoked,
-            format!("revoked API token {} (\"ci\") of ops\n", info.id)
+            format!("revoked API token {}\n", info.id)
         );
         assert_eq!(store.token_user(secret, SystemTime::now()).unwrap(), None);
         let error = token(&store, TokenCommand::Revoke { id: info.id }).unwrap_err();
