@@ -7,8 +7,13 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; if [ -n "${KEEP_WORK:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 
-cargo build --release --locked -p lunora >/dev/null 2>&1
-LUNORA=$PWD/target/release/lunora
+# $LUNORA names a binary built elsewhere (another CARGO_TARGET_DIR, a shared build); otherwise
+# this checkout's release build, made here (honouring CARGO_TARGET_DIR like cargo does).
+if [ -z "${LUNORA:-}" ]; then
+  cargo build --release --locked -p lunora >/dev/null 2>&1
+  LUNORA=${CARGO_TARGET_DIR:-$PWD/target}/release/lunora
+fi
+[ -x "$LUNORA" ] || { echo "no lunora binary at $LUNORA: build it or set LUNORA=/path/to/lunora" >&2; exit 1; }
 TICKS=$(getconf CLK_TCK)
 
 # make_source SECONDS: $WORK/src.ts, 1280x720p30 H.264 CBR + no audio, muxed at 50 Mbit/s.
