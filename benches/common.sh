@@ -25,6 +25,13 @@ make_source() {
   echo "source: $(( $(stat -c %s "$WORK/src.ts") * 8 / $1 / 1000000 )) Mbit/s" >&2
 }
 
+# GET on the daemon's API (`$HTTP`, state in `$WORK/state`): the API needs a token, made with
+# the shell command on the daemon's own state directory.
+api_get() {
+  local token
+  token=$(LUNORA_STATE_DIR="$WORK/state" "$LUNORA" token create "bench-$RANDOM" --user admin --config "$WORK/lunora.toml" | sed -n 2p)
+  curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$HTTP$1"
+}
 port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }

@@ -38,7 +38,7 @@ LUNORA_STATE_DIR="$WORK/state" "$LUNORA" run --config "$WORK/lunora.toml" 2>"$WO
 PIDS+=($!); LUNORA_PID=$!
 sleep 1
 read -r LUNORA_CPU LUNORA_RSS < <(measure lunora "$LUNORA_PID" "$IN" "$OUT")
-curl -s "http://127.0.0.1:$HTTP/api/v1/channels/bench" | python3 -c '
+api_get /api/v1/channels/bench | python3 -c '
 import json, sys
 c = json.load(sys.stdin)
 for o in c["outputs"]:

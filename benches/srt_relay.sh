@@ -29,11 +29,11 @@ mode = "listener"
 listen = "127.0.0.1:$OUT"
 latency_ms = 200
 TOML
-"$LUNORA" run --config "$WORK/lunora.toml" 2>"$WORK/lunora.log" &
+LUNORA_STATE_DIR="$WORK/state" "$LUNORA" run --config "$WORK/lunora.toml" 2>"$WORK/lunora.log" &
 PIDS+=($!); LUNORA_PID=$!
 sleep 1
 read -r LUNORA_CPU LUNORA_RSS < <(measure lunora "$LUNORA_PID" "$IN" "$OUT")
-curl -s "http://127.0.0.1:$HTTP/api/v1/channels/bench" | python3 -c '
+api_get /api/v1/channels/bench | python3 -c '
 import json,sys; c=json.load(sys.stdin); i=c["inputs"][0]; o=c["outputs"][0]
 print("lunora: input", i["frames_total"], "tr101290 p1 errors:", sum(v for k,v in i["tr101290"].items() if k in ("ts_sync_loss","sync_byte_error","pat_error","continuity_count_error","pmt_error","pid_error")), "| output dropped frames:", o["dropped_frames_total"])' >&2
 kill -9 "$LUNORA_PID"
