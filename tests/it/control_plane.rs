@@ -240,3 +240,47 @@ fn acknowledged_changes_survive_kill_9() {
     }
     assert!(acknowledged.len() >= 10);
 }
+
+#[test]
+fn an_earlier_versions_saved_destinations_are_imported_on_first_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    // The format the previous version wrote: an added destination, a removed one, a stop.
+    std::fs::write(
+        state.join("destinations.json"),
+        r#"{"version":1,"channels":{"program":{"kept":{"preset":"custom","url":"rtmp://127.0.0.1:9/live","stream_key":"old-key-1","autostart":true},"gone":null}},"running":{"program":{"kept":false}}}"#,
+    )
+    .expect("old state");
+    let outputs = crate::rtmp_output::rtmp_destination("gone", free_tcp_port(), "k");
+    let daemon = Daemon::start_with_env(
+        &single_srt_channel("encoder", free_udp_port(), "", &outputs),
+        dir,
+        &[],
+    );
+    let ids: Vec<String> = daemon
+        .json("/api/v1/channels/program/outputs")
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .filter_map(|o| o["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        ids,
+        ["kept"],
+        "the removal and the addition both carried over"
+    );
+    assert_eq!(
+        daemon.output("program", "kept")["state"],
+        "idle",
+        "stopped by an operator before the upgrade: it stays stopped despite autostart"
+    );
+    assert!(
+        daemon
+            .dir
+            .path()
+            .join("state/destinations.json.migrated")
+            .is_file()
+    );
+    assert!(!daemon.log().contains("old-key-1"));
+}

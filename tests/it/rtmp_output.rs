@@ -639,13 +639,13 @@ fn destinations_are_added_changed_and_removed_through_the_api_and_survive_a_rest
     );
 
     use std::os::unix::fs::PermissionsExt;
-    let saved = dir.join("state/destinations.json");
+    let saved = dir.join("state/lunora.db");
     assert_eq!(
         std::fs::metadata(&saved)
             .map(|m| m.permissions().mode() & 0o777)
             .ok(),
         Some(0o600),
-        "the state file holds keys: owner only"
+        "the state database holds keys: owner only"
     );
     let log = daemon.log();
     assert!(

@@ -92,7 +92,10 @@ pub(crate) fn user_command(
                 temporary: false,
             };
             execute(store, command)?;
-            writeln!(out, "changed the password of {name} and ended their sessions")?;
+            writeln!(
+                out,
+                "changed the password of {name} and ended their sessions"
+            )?;
         }
         UserCommand::Remove { name } => {
             execute(store, Command::RemoveUser { name: name.clone() })?;
@@ -332,7 +335,10 @@ mod tests {
         assert_eq!(audit[0].action, "user.add");
         assert_eq!(audit[0].target, "viewer");
         assert!(
-            audit[0].username.as_deref().is_some_and(|u| u.ends_with("@shell")),
+            audit[0]
+                .username
+                .as_deref()
+                .is_some_and(|u| u.ends_with("@shell")),
             "{:?}",
             audit[0].username
         );
@@ -476,10 +482,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(
-            revoked,
-            format!("revoked API token {}\n", info.id)
-        );
+        assert_eq!(revoked, format!("revoked API token {}\n", info.id));
         assert_eq!(store.token_user(secret, SystemTime::now()).unwrap(), None);
         let error = token(&store, TokenCommand::Revoke { id: info.id }).unwrap_err();
         assert!(error.to_string().contains("lunora token list"), "{error}");
