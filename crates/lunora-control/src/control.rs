@@ -282,63 +282,43 @@ pub fn overlaid(base: &GraphSpec, overlay: &[OverlayEntry]) -> GraphSpec {
                     }
                 }
             }
-            ComponentKind::Input => {
-                let Some(channel) = spec.channel_mut(&entry.channel) else {
-                    if entry.value.is_some() {
-                        skip("its channel no longer exists");
-                    }
-                    continue;
-                };
-                let index = channel
-                    .inputs
-                    .iter()
-                    .position(|i| i.id().as_str() == entry.id);
-                match (&entry.value, index) {
-                    (None, Some(index)) => {
-                        channel.inputs.remove(index);
-                    }
-                    (None, None) => {}
-                    (Some(value), index) => {
-                        match serde_json::from_value::<InputSettings>(value.clone()) {
-                            Ok(input) => match index {
-                                Some(index) => channel.inputs[index] = input,
-                                None => channel.inputs.push(input),
-                            },
-                            Err(e) => skip(&e.to_string()),
-                        }
-                    }
-                }
-            }
-            ComponentKind::Output => {
-                let Some(channel) = spec.channel_mut(&entry.channel) else {
-                    if entry.value.is_some() {
-                        skip("its channel no longer exists");
-                    }
-                    continue;
-                };
-                let index = channel
-                    .outputs
-                    .iter()
-                    .position(|o| o.id().as_str() == entry.id);
-                match (&entry.value, index) {
-                    (None, Some(index)) => {
-                        channel.outputs.remove(index);
-                    }
-                    (None, None) => {}
-                    (Some(value), index) => {
-                        match serde_json::from_value::<OutputSettings>(value.clone()) {
-                            Ok(output) => match index {
-                                Some(index) => channel.outputs[index] = output,
-                                None => channel.outputs.push(output),
-                            },
-                            Err(e) => skip(&e.to_string()),
-                        }
-                    }
-                }
-            }
+            ComponentKind::Input => match spec.channel_mut(&entry.channel) {
+                Some(channel) => lay(&mut channel.inputs, |i| i.id().as_str(), entry, &skip),
+                // A component of a removed channel was removed with it.
+                None if entry.value.is_some() => skip("its channel no longer exists"),
+                None => {}
+            },
+            ComponentKind::Output => match spec.channel_mut(&entry.channel) {
+                Some(channel) => lay(&mut channel.outputs, |o| o.id().as_str(), entry, &skip),
+                None if entry.value.is_some() => skip("its channel no longer exists"),
+                None => {}
+            },
         }
     }
     spec
+}
+
+/// Lays one saved input or output over a channel's list: replaced, added or removed.
+fn lay<T: serde::de::DeserializeOwned>(
+    list: &mut Vec<T>,
+    id: impl Fn(&T) -> &str,
+    entry: &OverlayEntry,
+    skip: &dyn Fn(&str),
+) {
+    let index = list.iter().position(|c| id(c) == entry.id);
+    match (&entry.value, index) {
+        (None, Some(index)) => {
+            list.remove(index);
+        }
+        (None, None) => {}
+        (Some(value), index) => match serde_json::from_value::<T>(value.clone()) {
+            Ok(component) => match index {
+                Some(index) => list[index] = component,
+                None => list.push(component),
+            },
+            Err(e) => skip(&e.to_string()),
+        },
+    }
 }
 
 /// Keeps one entry per component, where it was first written (as the store does).

@@ -52,6 +52,17 @@ pub enum ConfigChange {
     Removed,
 }
 
+impl ConfigChange {
+    /// A component started: `Updated` when it replaced a running one.
+    pub fn of(replaced: bool) -> ConfigChange {
+        if replaced {
+            ConfigChange::Updated
+        } else {
+            ConfigChange::Added
+        }
+    }
+}
+
 impl ChannelEvent {
     /// The SSE event name.
     pub fn kind(&self) -> &'static str {

@@ -252,16 +252,7 @@ impl Graph {
         for (channel, settings, replaced) in plan.start_inputs {
             let id = settings.id().to_string();
             match self.start_input(&channel, settings).await {
-                Ok(()) => self.config_event(
-                    &channel,
-                    "input",
-                    &id,
-                    if replaced {
-                        ConfigChange::Updated
-                    } else {
-                        ConfigChange::Added
-                    },
-                ),
+                Ok(()) => self.config_event(&channel, "input", &id, ConfigChange::of(replaced)),
                 Err(e) => failures.push(e),
             }
         }
@@ -269,16 +260,7 @@ impl Graph {
             let id = settings.id().to_string();
             let previous = carried.remove(&(channel.clone(), id.clone()));
             match self.start_output(&channel, settings, previous).await {
-                Ok(()) => self.config_event(
-                    &channel,
-                    "output",
-                    &id,
-                    if replaced {
-                        ConfigChange::Updated
-                    } else {
-                        ConfigChange::Added
-                    },
-                ),
+                Ok(()) => self.config_event(&channel, "output", &id, ConfigChange::of(replaced)),
                 Err(e) => failures.push(e),
             }
         }
@@ -301,48 +283,26 @@ impl Graph {
             if new.settings != old.settings {
                 plan.update_channels.push(new.settings.clone());
             }
-            for input in &old.inputs {
-                let input_id = input.settings.id().as_str();
-                match new.inputs.iter().find(|i| i.id().as_str() == input_id) {
-                    Some(same) if *same == input.settings => {}
-                    Some(changed) => {
-                        plan.stop_inputs
-                            .push((id.to_string(), input_id.to_string()));
-                        plan.start_inputs
-                            .push((id.to_string(), changed.clone(), true));
-                    }
-                    None => plan
-                        .stop_inputs
-                        .push((id.to_string(), input_id.to_string())),
-                }
-            }
-            for input in &new.inputs {
-                if !old.inputs.iter().any(|i| i.settings.id() == input.id()) {
-                    plan.start_inputs
-                        .push((id.to_string(), input.clone(), false));
-                }
-            }
-            for output in &old.outputs {
-                let output_id = output.settings.id().as_str();
-                match new.outputs.iter().find(|o| o.id().as_str() == output_id) {
-                    Some(same) if *same == output.settings => {}
-                    Some(changed) => {
-                        plan.stop_outputs
-                            .push((id.to_string(), output_id.to_string(), true));
-                        plan.start_outputs
-                            .push((id.to_string(), changed.clone(), true));
-                    }
-                    None => plan
-                        .stop_outputs
-                        .push((id.to_string(), output_id.to_string(), false)),
-                }
-            }
-            for output in &new.outputs {
-                if !old.outputs.iter().any(|o| o.settings.id() == output.id()) {
-                    plan.start_outputs
-                        .push((id.to_string(), output.clone(), false));
-                }
-            }
+            let running: Vec<&InputSettings> = old.inputs.iter().map(|i| &i.settings).collect();
+            let (stop, start) = differences(&running, &new.inputs, |i| i.id().as_str());
+            plan.stop_inputs
+                .extend(stop.into_iter().map(|(input, _)| (id.to_string(), input)));
+            plan.start_inputs.extend(
+                start
+                    .into_iter()
+                    .map(|(input, replaced)| (id.to_string(), input, replaced)),
+            );
+            let running: Vec<&OutputSettings> = old.outputs.iter().map(|o| &o.settings).collect();
+            let (stop, start) = differences(&running, &new.outputs, |o| o.id().as_str());
+            plan.stop_outputs.extend(
+                stop.into_iter()
+                    .map(|(output, replaced)| (id.to_string(), output, replaced)),
+            );
+            plan.start_outputs.extend(
+                start
+                    .into_iter()
+                    .map(|(output, replaced)| (id.to_string(), output, replaced)),
+            );
         }
         for new in &spec.channels {
             let id = new.settings.id.as_str();
@@ -912,6 +872,37 @@ impl Graph {
             .await
             .is_ok()
     }
+}
+
+/// Ids to stop (replaced by a changed version?) and settings to start (replacing one?).
+type Differences<T> = (Vec<(String, bool)>, Vec<(T, bool)>);
+
+/// What differs between the running components and the wanted ones, by id: those to stop
+/// (and whether a changed version replaces them) and those to start (and whether they
+/// replace a running one). Unchanged components appear in neither.
+fn differences<T: PartialEq + Clone>(
+    running: &[&T],
+    wanted: &[T],
+    id: impl Fn(&T) -> &str,
+) -> Differences<T> {
+    let mut stop = Vec::new();
+    let mut start = Vec::new();
+    for old in running {
+        match wanted.iter().find(|w| id(w) == id(old)) {
+            Some(same) if same == *old => {}
+            Some(changed) => {
+                stop.push((id(old).to_string(), true));
+                start.push((changed.clone(), true));
+            }
+            None => stop.push((id(old).to_string(), false)),
+        }
+    }
+    for new in wanted {
+        if !running.iter().any(|old| id(old) == id(new)) {
+            start.push((new.clone(), false));
+        }
+    }
+    (stop, start)
 }
 
 /// Binds, retrying for a moment while the port is still held: a component that was just

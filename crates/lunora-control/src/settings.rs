@@ -488,6 +488,43 @@ fn expand_secret(
     }
 }
 
+/// Every component kind holds one secret (a passphrase or a stream key): expanded from the
+/// environment in config files, kept when a change leaves it out, shown only as `*_set`.
+trait OneSecret: Serialize {
+    /// The secret's config key, and the secret.
+    fn secret(&self) -> (&'static str, Option<&Secret>);
+    fn secret_mut(&mut self) -> (&'static str, &mut Option<Secret>);
+    fn kind(&self) -> &'static str;
+}
+
+fn expand_secret_of(
+    component: &mut impl OneSecret,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let (field, secret) = component.secret_mut();
+    expand_secret(field, secret, lookup, &mut problems);
+    problems
+}
+
+fn keep_secret_of<T: OneSecret>(new: &mut T, old: &T) {
+    if new.kind() != old.kind() {
+        return;
+    }
+    let (_, secret) = new.secret_mut();
+    if secret.is_none() {
+        *secret = old.secret().1.cloned();
+    }
+}
+
+fn view_of<T: OneSecret>(component: &T) -> Value {
+    let (field, _) = component.secret();
+    mask(
+        serde_json::to_value(component).unwrap_or(Value::Null),
+        &[field],
+    )
+}
+
 /// `value` with the named secret fields replaced by `<name>_set: true|false`.
 fn mask(mut value: Value, secrets: &[&str]) -> Value {
     if let Some(object) = value.as_object_mut() {
@@ -497,6 +534,26 @@ fn mask(mut value: Value, secrets: &[&str]) -> Value {
         }
     }
     value
+}
+
+impl OneSecret for InputSettings {
+    fn secret(&self) -> (&'static str, Option<&Secret>) {
+        match self {
+            InputSettings::Srt(s) => ("passphrase", s.passphrase.as_ref()),
+            InputSettings::Rtmp(s) => ("stream_key", s.stream_key.as_ref()),
+        }
+    }
+
+    fn secret_mut(&mut self) -> (&'static str, &mut Option<Secret>) {
+        match self {
+            InputSettings::Srt(s) => ("passphrase", &mut s.passphrase),
+            InputSettings::Rtmp(s) => ("stream_key", &mut s.stream_key),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        InputSettings::kind(self)
+    }
 }
 
 impl InputSettings {
@@ -518,13 +575,6 @@ impl InputSettings {
         match self {
             InputSettings::Srt(_) => "srt",
             InputSettings::Rtmp(_) => "rtmp",
-        }
-    }
-
-    fn secret_fields(&self) -> &'static [&'static str] {
-        match self {
-            InputSettings::Srt(_) => &["passphrase"],
-            InputSettings::Rtmp(_) => &["stream_key"],
         }
     }
 
@@ -576,37 +626,17 @@ impl InputSettings {
 
     /// Expands `${ENV}` references in the secrets (config files only).
     pub fn expand_env(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        match self {
-            InputSettings::Srt(s) => {
-                expand_secret("passphrase", &mut s.passphrase, lookup, &mut problems)
-            }
-            InputSettings::Rtmp(s) => {
-                expand_secret("stream_key", &mut s.stream_key, lookup, &mut problems)
-            }
-        }
-        problems
+        expand_secret_of(self, lookup)
     }
 
     /// A change that leaves a secret out keeps the one `old` has (the API never shows it).
     pub fn keep_secrets_of(&mut self, old: &InputSettings) {
-        match (self, old) {
-            (InputSettings::Srt(new), InputSettings::Srt(old)) if new.passphrase.is_none() => {
-                new.passphrase = old.passphrase.clone()
-            }
-            (InputSettings::Rtmp(new), InputSettings::Rtmp(old)) if new.stream_key.is_none() => {
-                new.stream_key = old.stream_key.clone()
-            }
-            _ => {}
-        }
+        keep_secret_of(self, old)
     }
 
     /// The settings as the API shows them: config keys, secrets as `*_set`.
     pub fn view(&self) -> Value {
-        mask(
-            serde_json::to_value(self).unwrap_or(Value::Null),
-            self.secret_fields(),
-        )
+        view_of(self)
     }
 }
 
@@ -722,6 +752,26 @@ fn spec_field(field: SpecField) -> &'static str {
     }
 }
 
+impl OneSecret for OutputSettings {
+    fn secret(&self) -> (&'static str, Option<&Secret>) {
+        match self {
+            OutputSettings::Srt(s) => ("passphrase", s.passphrase.as_ref()),
+            OutputSettings::Rtmp(s) => ("stream_key", s.stream_key.as_ref()),
+        }
+    }
+
+    fn secret_mut(&mut self) -> (&'static str, &mut Option<Secret>) {
+        match self {
+            OutputSettings::Srt(s) => ("passphrase", &mut s.passphrase),
+            OutputSettings::Rtmp(s) => ("stream_key", &mut s.stream_key),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        OutputSettings::kind(self)
+    }
+}
+
 impl OutputSettings {
     pub fn id(&self) -> &OutputId {
         match self {
@@ -734,13 +784,6 @@ impl OutputSettings {
         match self {
             OutputSettings::Srt(_) => "srt",
             OutputSettings::Rtmp(_) => "rtmp",
-        }
-    }
-
-    fn secret_fields(&self) -> &'static [&'static str] {
-        match self {
-            OutputSettings::Srt(_) => &["passphrase"],
-            OutputSettings::Rtmp(_) => &["stream_key"],
         }
     }
 
@@ -837,35 +880,15 @@ impl OutputSettings {
     }
 
     pub fn expand_env(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        match self {
-            OutputSettings::Srt(s) => {
-                expand_secret("passphrase", &mut s.passphrase, lookup, &mut problems)
-            }
-            OutputSettings::Rtmp(s) => {
-                expand_secret("stream_key", &mut s.stream_key, lookup, &mut problems)
-            }
-        }
-        problems
+        expand_secret_of(self, lookup)
     }
 
     pub fn keep_secrets_of(&mut self, old: &OutputSettings) {
-        match (self, old) {
-            (OutputSettings::Srt(new), OutputSettings::Srt(old)) if new.passphrase.is_none() => {
-                new.passphrase = old.passphrase.clone()
-            }
-            (OutputSettings::Rtmp(new), OutputSettings::Rtmp(old)) if new.stream_key.is_none() => {
-                new.stream_key = old.stream_key.clone()
-            }
-            _ => {}
-        }
+        keep_secret_of(self, old)
     }
 
     pub fn view(&self) -> Value {
-        mask(
-            serde_json::to_value(self).unwrap_or(Value::Null),
-            self.secret_fields(),
-        )
+        view_of(self)
     }
 }
 
