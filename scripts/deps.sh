@@ -36,3 +36,15 @@ need_web() {
         npm ci --prefix web --no-audit --no-fund --loglevel=error
     fi
 }
+
+# schemathesis (PyPI) fuzzes the HTTP API from its OpenAPI document in the test suite; it lives in
+# its own virtual environment under target/ so the system Python stays untouched.
+need_schemathesis() {
+    local venv=target/schemathesis-venv
+    if [ ! -x "$venv/bin/schemathesis" ]; then
+        need_apt python3-venv
+        echo "installing schemathesis into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
+    fi
+}

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod access;
+mod api_fuzz;
 mod common;
 mod config_cli;
 mod control_plane;

@@ -931,8 +931,13 @@ pub(crate) async fn hls(
 pub(crate) mod schemas {
     use serde_json::{Value, json};
 
+    /// The schema with every sub-schema written in place: it is embedded in the OpenAPI
+    /// document (where `#/$defs/…` would point nowhere) and read by the dashboard's forms.
     fn of<T: schemars::JsonSchema>() -> Value {
-        serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null)
+        let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+        settings.inline_subschemas = true;
+        serde_json::to_value(settings.into_generator().into_root_schema_for::<T>())
+            .unwrap_or(Value::Null)
     }
 
     pub(crate) fn input() -> Value {
@@ -964,7 +969,7 @@ pub(crate) mod schemas {
     }
 
     pub(crate) fn new_user() -> Value {
-        json!({"type": "object", "required": ["username", "role", "password"], "properties": {"username": {"type": "string"}, "role": role(), "password": {"type": "string", "writeOnly": true, "minLength": 8}}})
+        json!({"type": "object", "required": ["username", "role", "password"], "properties": {"username": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}, "role": role(), "password": {"type": "string", "writeOnly": true, "minLength": 8}}})
     }
 
     pub(crate) fn user_change() -> Value {
@@ -972,6 +977,6 @@ pub(crate) mod schemas {
     }
 
     pub(crate) fn token() -> Value {
-        json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "role": role(), "owner": {"type": "string"}}})
+        json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[^\\u0000-\\u001f]*\\S[^\\u0000-\\u001f]*$"}, "role": role(), "owner": {"type": "string"}}})
     }
 }
