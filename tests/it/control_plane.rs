@@ -187,7 +187,9 @@ fn sources_change_at_run_time_while_another_channel_loses_nothing() {
         .filter_map(|a| a["action"].as_str())
         .collect();
     assert!(
-        actions.contains(&"input.add") && actions.contains(&"input.remove"),
+        actions.contains(&"input.add")
+            && actions.contains(&"input.remove")
+            && actions.contains(&"config.reload"),
         "the audit log tells who did what: {audit}"
     );
 }

@@ -112,6 +112,9 @@ pub enum Command {
     RevokeToken {
         id: String,
     },
+    /// The config file was read again (SIGHUP): its channels become the base under the API's
+    /// changes, and only what differs restarts.
+    ReloadConfig(GraphSpec),
 }
 
 impl Command {
@@ -125,9 +128,10 @@ impl Command {
             | Command::ChangeOwnPassword { .. }
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. } => UserRole::User,
-            Command::AddUser { .. } | Command::UpdateUser { .. } | Command::RemoveUser { .. } => {
-                UserRole::Superadmin
-            }
+            Command::AddUser { .. }
+            | Command::UpdateUser { .. }
+            | Command::RemoveUser { .. }
+            | Command::ReloadConfig(_) => UserRole::Superadmin,
             Command::AddChannel(_)
             | Command::UpdateChannel(_)
             | Command::RemoveChannel(_)
@@ -163,6 +167,7 @@ impl Command {
             Command::ChangeOwnPassword { .. } => "session.password",
             Command::CreateToken { .. } => "token.create",
             Command::RevokeToken { .. } => "token.revoke",
+            Command::ReloadConfig(_) => "config.reload",
         }
     }
 }
@@ -444,14 +449,19 @@ impl Control {
         self.graph.channels()
     }
 
-    /// Re-reads the config file's graph (SIGHUP): applies the difference, keeping the API's
-    /// changes on top. An invalid file changes nothing.
-    pub async fn reload(&self, base: GraphSpec) -> Result<(), ApplyError> {
+    /// Makes a re-read config file's graph the base (SIGHUP): applies the difference, keeping
+    /// the API's changes on top. An invalid file changes nothing.
+    async fn reload(&self, base: GraphSpec) -> Result<Outcome, CommandError> {
         let _changing = self.changing.lock().await;
         let spec = overlaid(&base, &guard(&self.overlay));
-        self.graph.apply(spec).await?;
+        self.graph.apply(spec).await.map_err(|e| match e {
+            ApplyError::Invalid(problems) => {
+                CommandError::Invalid(problems.into_iter().map(|p| p.message).collect())
+            }
+            ApplyError::Failed(reasons) => CommandError::Failed(reasons.join("; ")),
+        })?;
         *guard(&self.base) = base;
-        Ok(())
+        Ok(Outcome::Done)
     }
 
     /// Runs `command` for `actor`: role check, validation, save with audit, apply.
@@ -489,6 +499,7 @@ impl Control {
                 self.run_outputs(actor, &channel, output.as_ref(), start)
                     .await?
             }
+            Command::ReloadConfig(base) => self.reload(base).await?,
             Command::ForceInput { channel, input } => {
                 self.graph
                     .switch(channel.as_str(), input.as_ref().map(InputId::as_str))
@@ -1037,5 +1048,9 @@ pub(crate) fn audit_of(command: &Command) -> (String, Value) {
             json!({ "name": name, "role": role.map(UserRole::name) }),
         ),
         Command::RevokeToken { id } => (id.clone(), Value::Null),
+        Command::ReloadConfig(spec) => (
+            String::new(),
+            json!({ "channels": spec.channels.iter().map(|c| c.settings.id.as_str()).collect::<Vec<_>>() }),
+        ),
     }
 }

@@ -13,7 +13,9 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use lunora_control::{Control, Environment, Graph, HlsSettings, Store, StoreHealth};
+use lunora_control::{
+    Actor, Control, Environment, Graph, HlsSettings, Store, StoreHealth, UserRole,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -286,12 +288,23 @@ async fn reload(control: &Control, config_path: Option<&PathBuf>) {
     };
     info!(file = %path.display(), "SIGHUP: re-reading the configuration");
     match load(Some(path)) {
-        Ok(config) => match control.reload(config.graph).await {
-            Ok(()) => info!(file = %path.display(), "configuration re-read and applied"),
-            Err(e) => {
-                error!(file = %path.display(), "the re-read configuration was not applied: {e}")
+        Ok(config) => {
+            // Whoever can signal the daemon runs it: the audit log names the signal.
+            let actor = Actor {
+                username: "sighup".into(),
+                role: UserRole::Superadmin,
+                address: None,
+            };
+            match control
+                .execute(&actor, lunora_control::Command::ReloadConfig(config.graph))
+                .await
+            {
+                Ok(_) => info!(file = %path.display(), "configuration re-read and applied"),
+                Err(e) => {
+                    error!(file = %path.display(), "the re-read configuration was not applied: {e}")
+                }
             }
-        },
+        }
         Err(e) => error!("the configuration file has errors, nothing changed: {e:#}"),
     }
 }
