@@ -86,3 +86,37 @@ fn events_tell_a_connecting_encoder_and_the_switch_as_they_happen() {
     );
     let _ = reader.join();
 }
+
+#[test]
+fn sigterm_ends_open_event_streams_and_exits_within_two_seconds() {
+    let daemon = Daemon::start(&single_srt_channel("encoder", free_udp_port(), "", ""));
+    let mut streams: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", daemon.http)).expect("connect");
+            stream
+                .write_all(
+                    format!(
+                        "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Accept: text/event-stream\r\n\r\n",
+                        daemon.auth_header()
+                    )
+                    .as_bytes(),
+                )
+                .expect("request");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let stopping = std::time::Instant::now();
+    let status = daemon.stop();
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown took {took:?} with event streams open"
+    );
+    for stream in &mut streams {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    }
+}

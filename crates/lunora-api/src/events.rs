@@ -78,9 +78,13 @@ pub(crate) async fn events(
         queue: Default::default(),
         started: false,
     };
-    let stream = futures::stream::unfold(feed, |mut feed| async move {
-        let event = feed.next().await;
-        Some((Ok(event), feed))
+    let stopping = Box::pin(feed.app.control.graph().stopping());
+    let stream = futures::stream::unfold((feed, stopping), |(mut feed, mut stopping)| async move {
+        tokio::select! {
+            event = feed.next() => Some((Ok(event), (feed, stopping))),
+            // The stream ends with the daemon: shutdown never waits for a browser.
+            () = &mut stopping => None,
+        }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

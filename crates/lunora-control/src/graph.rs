@@ -178,6 +178,12 @@ impl Graph {
         self.hold_destinations.store(true, Ordering::Release);
     }
 
+    /// Resolves when the daemon starts shutting down (long-lived responses such as event
+    /// streams end then, so shutdown never waits for a browser).
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + use<> {
+        self.cancel.clone().cancelled_owned()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<ChannelEvent> {
         self.events.subscribe()
     }
