@@ -72,3 +72,47 @@ fn metrics_pass_promtool_and_match_the_api() {
         "metric {metric_bytes} vs API {api_bytes}"
     );
 }
+
+#[test]
+fn the_shipped_alert_rules_pass_promtool_and_use_only_metrics_lunora_exports() {
+    let promtool = require("promtool", "prometheus");
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = run(
+            "promtool",
+            Command::new(&promtool).args(args).current_dir(&rules),
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every metric a rule names is one the daemon really exports (with the store metric too).
+    let daemon = Daemon::start(&single_srt_channel(
+        "cam",
+        free_udp_port(),
+        "",
+        &crate::rtmp_output::rtmp_destination("yt", free_tcp_port(), "k"),
+    ));
+    let (_, exported) = daemon.get("/metrics");
+    let text = std::fs::read_to_string(rules.join("alerts.yml")).expect("alerts.yml");
+    let mut named = 0;
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("lunora_") {
+            named += 1;
+            assert!(
+                exported
+                    .lines()
+                    .any(|l| l.starts_with(word) && l[word.len()..].starts_with(['{', ' '])),
+                "alerts.yml names {word}, which /metrics does not export"
+            );
+        }
+    }
+    assert!(named >= 7, "{named}");
+}
