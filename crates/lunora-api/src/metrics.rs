@@ -2,7 +2,8 @@
 //!
 //! Names follow `lunora_<area>_<name>_<unit>[_total]`; labels are ids and small enums only,
 //! never addresses, keys or error text. Every configured input and output has its series from
-//! the first scrape, zero-valued until something happens.
+//! the first scrape, zero-valued until something happens. The process's own `process_*` series
+//! follow Prometheus's standard names.
 
 use lunora_control::{ChannelStatus, Indicator, OutputState, Reason};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -52,6 +53,11 @@ pub fn render_metrics(
     let f = Families {
         registry: Registry::new(),
     };
+    // The standard process_* series (CPU seconds, resident memory, open and maximum file
+    // descriptors, threads, start time), so a leak or an fd exhaustion shows before it bites.
+    f.registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     let build = f.int_gauge(
         "lunora_build_info",
         "Build information; always 1.",
