@@ -116,3 +116,81 @@ fn the_shipped_alert_rules_pass_promtool_and_use_only_metrics_lunora_exports() {
     }
     assert!(named >= 7, "{named}");
 }
+
+#[test]
+fn the_grafana_dashboard_queries_parse_and_use_only_exported_metrics() {
+    let promtool = require("promtool", "prometheus");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/grafana/lunora.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard"))
+            .expect("valid JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids = std::collections::HashSet::new();
+    let mut exprs = Vec::new();
+    for panel in panels {
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("panel id")),
+            "duplicate panel id: {panel}"
+        );
+        assert!(
+            panel["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{panel}"
+        );
+        for target in panel["targets"].as_array().expect("targets") {
+            // Grafana's variables stand for label values; any value parses the same.
+            let expr = target["expr"]
+                .as_str()
+                .expect("expr")
+                .replace("$channel", ".*")
+                .replace("$job", ".*");
+            exprs.push(expr);
+        }
+    }
+    assert!(exprs.len() >= 12, "{}", exprs.len());
+    // promtool parses PromQL when it checks recording rules.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(n, e)| {
+            format!(
+                "      - record: dashboard:query_{n}\n        expr: '{}'\n",
+                e.replace('\'', "''")
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.path().join("queries.yml"),
+        format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
+    )
+    .expect("rules");
+    let out = run(
+        "promtool check rules",
+        Command::new(&promtool)
+            .args(["check", "rules", "queries.yml"])
+            .current_dir(dir.path()),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outputs = crate::rtmp_output::rtmp_destination("yt", free_tcp_port(), "k");
+    let daemon = Daemon::start(&single_srt_channel("cam", free_udp_port(), "", &outputs));
+    let (_, exported) = daemon.get("/metrics");
+    for expr in &exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("lunora_") || word.starts_with("process_") {
+                assert!(
+                    exported
+                        .lines()
+                        .any(|l| l.starts_with(word) && l[word.len()..].starts_with(['{', ' '])),
+                    "the dashboard queries {word}, which /metrics does not export"
+                );
+            }
+        }
+    }
+}
