@@ -86,3 +86,24 @@ fn broken_configs_report_file_line_and_column() {
         }
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_component_span() {
+    let config = format!(
+        "[log]\nformat = \"json\"\n\n{}",
+        single_srt_channel("encoder", free_udp_port(), "", "")
+    );
+    let daemon = Daemon::start(&config);
+    let log = daemon.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{log}");
+    assert!(
+        lines.iter().any(|l| l["span"]["name"] == "input"
+            && l["span"]["channel"] == "program"
+            && l["span"]["input"] == "encoder"),
+        "the input's lines carry its span: {log}"
+    );
+}

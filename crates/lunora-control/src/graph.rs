@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::channel::{ChannelCommand, ChannelTask, SharedRuntime, lock};
 use crate::events::{ChannelEvent, ConfigChange};
@@ -341,9 +341,14 @@ impl Graph {
             runtime: runtime.clone(),
             events: self.events.clone(),
         };
-        self.tasks
-            .spawn(task.run(receiver, command_receiver, cancel.clone()));
-        let hls = HlsPreview::spawn(bus.clone(), self.env.hls, cancel.child_token());
+        // Every line the channel's tasks log says which channel.
+        let span = info_span!("channel", channel = %id);
+        self.tasks.spawn(
+            task.run(receiver, command_receiver, cancel.clone())
+                .instrument(span.clone()),
+        );
+        let hls =
+            span.in_scope(|| HlsPreview::spawn(bus.clone(), self.env.hls, cancel.child_token()));
         info!(channel = %id, mode = settings.mode.name(), "channel started");
         guard(&self.channels).push(RunningChannel {
             settings,
@@ -482,11 +487,12 @@ impl Graph {
                 match bound {
                     Ok(bound) => {
                         let listen = bound.local_addr();
-                        let task = self.tasks.spawn(bound.run(
-                            slot,
-                            events,
-                            cancel.clone().cancelled_owned(),
-                        ));
+                        let span = info_span!("input", channel = %channel, input = %id);
+                        let task = self.tasks.spawn(
+                            bound
+                                .run(slot, events, cancel.clone().cancelled_owned())
+                                .instrument(span),
+                        );
                         Ok((listen, Some(task)))
                     }
                     Err(e) => Err(format!(
@@ -633,6 +639,7 @@ impl Graph {
             });
         }));
         let cancel = self.cancel.child_token();
+        let span = info_span!("output", channel = %channel, output = %id);
         let running = match &settings {
             OutputSettings::Srt(srt) => {
                 let (mode, address) = match (srt.mode, srt.address, srt.listen) {
@@ -667,6 +674,7 @@ impl Graph {
                 };
                 let started = retry_while_in_use(|| {
                     SrtOutput::start(egress.clone(), bus.clone(), stats.clone(), cancel.clone())
+                        .instrument(span.clone())
                 })
                 .await
                 .map_err(|e| {
@@ -694,20 +702,22 @@ impl Graph {
                     Some((_, was_running)) => was_running || rtmp.autostart,
                     None => self.should_start(channel, &id, rtmp.autostart),
                 };
-                let control = RtmpDestination::spawn(
-                    RtmpDestinationSettings {
-                        id: format!("{channel}/{id}"),
-                        url: destination.url.clone(),
-                        stream_key: destination.stream_key,
-                        rules: destination.rules,
-                        retry_min: destination.retry.0,
-                        retry_max: destination.retry.1,
-                    },
-                    bus,
-                    stats.clone(),
-                    start,
-                    cancel.clone(),
-                );
+                let control = span.in_scope(|| {
+                    RtmpDestination::spawn(
+                        RtmpDestinationSettings {
+                            id: format!("{channel}/{id}"),
+                            url: destination.url.clone(),
+                            stream_key: destination.stream_key,
+                            rules: destination.rules,
+                            retry_min: destination.retry.0,
+                            retry_max: destination.retry.1,
+                        },
+                        bus,
+                        stats.clone(),
+                        start,
+                        cancel.clone(),
+                    )
+                });
                 RunningOutput {
                     settings,
                     address: destination.url.to_string(),

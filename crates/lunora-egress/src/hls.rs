@@ -10,6 +10,7 @@ use bytes::Bytes;
 use lunora_hls::{HlsSettings, HlsStats, Segmenter};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::bus::{Bus, BusItem};
 
@@ -51,38 +52,41 @@ impl HlsPreview {
             demand: Arc::default(),
         };
         let (segmenter, demand) = (preview.segmenter.clone(), preview.demand.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = demand.wake.notified() => {}
-                }
-                if !demand.wanted() {
-                    continue;
-                }
-                let mut receiver = bus.subscribe();
-                let mut check = tokio::time::interval(Duration::from_secs(1));
+        tokio::spawn(
+            async move {
                 loop {
-                    let item = tokio::select! {
+                    tokio::select! {
                         _ = cancel.cancelled() => return,
-                        _ = check.tick() => {
-                            if demand.wanted() { continue }
-                            lock(&segmenter).pause();
-                            break;
+                        _ = demand.wake.notified() => {}
+                    }
+                    if !demand.wanted() {
+                        continue;
+                    }
+                    let mut receiver = bus.subscribe();
+                    let mut check = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        let item = tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = check.tick() => {
+                                if demand.wanted() { continue }
+                                lock(&segmenter).pause();
+                                break;
+                            }
+                            item = receiver.recv() => match item {
+                                Some(item) => item,
+                                None => return,
+                            },
+                        };
+                        let mut segmenter = lock(&segmenter);
+                        match item {
+                            BusItem::Program(program) => segmenter.set_program(&program),
+                            BusItem::Frame(frame) => segmenter.push(&frame, SystemTime::now()),
                         }
-                        item = receiver.recv() => match item {
-                            Some(item) => item,
-                            None => return,
-                        },
-                    };
-                    let mut segmenter = lock(&segmenter);
-                    match item {
-                        BusItem::Program(program) => segmenter.set_program(&program),
-                        BusItem::Frame(frame) => segmenter.push(&frame, SystemTime::now()),
                     }
                 }
             }
-        });
+            .in_current_span(),
+        );
         preview
     }
 

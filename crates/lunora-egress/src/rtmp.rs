@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use tracing::{info, warn};
 
 use crate::bus::{Bus, BusItem};
@@ -116,7 +117,9 @@ impl RtmpDestination {
         cancel: CancellationToken,
     ) -> RtmpDestination {
         let (control, commands) = mpsc::channel(8);
-        tokio::spawn(supervise(settings, bus, stats, autostart, commands, cancel));
+        tokio::spawn(
+            supervise(settings, bus, stats, autostart, commands, cancel).in_current_span(),
+        );
         RtmpDestination { control }
     }
 

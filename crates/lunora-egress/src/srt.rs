@@ -16,6 +16,7 @@ use lunora_ts::{DATAGRAM_SIZE, MuxSettings, Muxer, PACKET_SIZE};
 use srt_protocol::options::{ByteCount, KeySize, Passphrase};
 use srt_tokio::SrtSocket;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use tracing::{info, warn};
 
 use crate::bus::{Bus, BusItem};
@@ -80,7 +81,9 @@ impl SrtOutput {
                     passphrase,
                     key_length,
                 };
-                let task = tokio::spawn(run_caller(settings, caller, bus, stats, cancel));
+                let task = tokio::spawn(
+                    run_caller(settings, caller, bus, stats, cancel).in_current_span(),
+                );
                 Ok(SrtOutput {
                     local_addr: None,
                     task,
@@ -96,8 +99,9 @@ impl SrtOutput {
                 .await?;
                 let local_addr = listener.local_addr();
                 info!(output = %settings.id, listen = %local_addr, "SRT output listening");
-                let task =
-                    tokio::spawn(run_listener(settings, listener, access, bus, stats, cancel));
+                let task = tokio::spawn(
+                    run_listener(settings, listener, access, bus, stats, cancel).in_current_span(),
+                );
                 Ok(SrtOutput {
                     local_addr: Some(local_addr),
                     task,
@@ -291,7 +295,7 @@ async fn run_listener(
             if s.peers.is_empty() {
                 s.state = OutputState::Idle;
             }
-        });
+        }.in_current_span());
     }
     generation.cancel();
     stats.lock().state = OutputState::Idle;

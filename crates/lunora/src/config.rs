@@ -29,7 +29,26 @@ struct RawConfig {
     rtmp: Option<RawRtmp>,
     state: Option<RawState>,
     #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
     channels: Vec<RawChannel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    format: LogFormat,
+}
+
+/// How log lines are written: for people (`text`) or for a log collector (`json`, one object
+/// per line with the span fields).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +131,7 @@ pub(crate) struct Config {
     pub(crate) rtmps: Option<RtmpsSettings>,
     /// `[state] dir`; `None`: [`crate::state::default_dir`].
     pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) log_format: LogFormat,
     pub(crate) graph: GraphSpec,
 }
 
@@ -472,6 +492,7 @@ fn validate(
         rtmp_listen,
         rtmps,
         state_dir: raw.state.map(|s| s.dir),
+        log_format: raw.log.format,
         graph,
     }
 }

@@ -113,17 +113,15 @@ fn main() -> std::process::ExitCode {
             let opened = open_store(&state_dir(&config))?;
             accounts::token_command(&opened.store, command, &mut std::io::stdout().lock())
         }),
-        Command::Run { config } => {
-            init_logging();
-            load(config.as_ref()).and_then(|loaded| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .context("cannot start the async runtime")?
-                    .block_on(run(loaded, config))
-                    .inspect_err(|e| error!("{e:#}"))
-            })
-        }
+        Command::Run { config } => load(config.as_ref()).and_then(|loaded| {
+            init_logging(loaded.log_format);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(run(loaded, config))
+                .inspect_err(|e| error!("{e:#}"))
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -134,20 +132,23 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     // srt-tokio logs through `log`; the subscriber bridges it. It warns once per malformed
     // datagram, so a hostile sender could flood the log: only its errors pass unless RUST_LOG
     // asks for more. Lunora logs every rejection itself.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,srt_tokio=error,srt_protocol=error"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        config::LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
 }
 
 async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
