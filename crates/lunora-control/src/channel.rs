@@ -29,6 +29,9 @@ pub(crate) struct ChannelRuntime {
     pub(crate) switch_counts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     pub(crate) incompatible_total: u64,
     pub(crate) timeline_dropped_frames: u64,
+    /// By switcher slot: since when a connected sender has delivered nothing (set on connect
+    /// and when the input is lost while still connected; cleared by media or a disconnect).
+    pub(crate) silent_since: BTreeMap<usize, std::time::Instant>,
 }
 
 impl ChannelRuntime {
@@ -58,6 +61,7 @@ fn health_view(health: &Health) -> HealthView {
             Health::Degraded(reasons) => reasons.iter().map(|r| r.name()).collect(),
             _ => Vec::new(),
         },
+        detail: None,
     }
 }
 
@@ -80,6 +84,8 @@ pub(crate) struct ChannelTask {
     pub(crate) bus: Arc<Bus>,
     pub(crate) runtime: SharedRuntime,
     pub(crate) events: broadcast::Sender<ChannelEvent>,
+    /// Slots with a sender connected.
+    pub(crate) connected: std::collections::BTreeSet<usize>,
 }
 
 impl ChannelTask {
@@ -100,10 +106,16 @@ impl ChannelTask {
                     match event {
                         InputEvent::Connected { peer } => {
                             self.switcher.handle_connected(now, slot);
+                            self.connected.insert(slot);
+                            lock(&self.runtime)
+                                .silent_since
+                                .insert(slot, std::time::Instant::now());
                             self.connection(slot, Some(peer.to_string()));
                         }
                         InputEvent::Disconnected => {
                             self.switcher.handle_disconnected(now, slot);
+                            self.connected.remove(&slot);
+                            lock(&self.runtime).silent_since.remove(&slot);
                             self.connection(slot, None);
                         }
                         InputEvent::Program(program) => self.switcher.handle_program(now, slot, program),
@@ -144,8 +156,10 @@ impl ChannelTask {
             }
             ChannelCommand::RemoveInput(slot) => {
                 self.switcher.remove_input(now, slot);
+                self.connected.remove(&slot);
                 let mut runtime = lock(&self.runtime);
                 runtime.health.remove(&slot);
+                runtime.silent_since.remove(&slot);
                 runtime.forced_input = self.switcher.forced().and_then(|i| self.name(i));
             }
             ChannelCommand::SetPolicy(policy) => {
@@ -206,7 +220,22 @@ impl ChannelTask {
                         Health::Lost => warn!(channel = %self.id, input = %name, "input lost"),
                     }
                     let view = health_view(&health);
-                    lock(&self.runtime).health.insert(input, view.clone());
+                    {
+                        let mut runtime = lock(&self.runtime);
+                        runtime.health.insert(input, view.clone());
+                        match health {
+                            // Its last frame came `input_loss` ago.
+                            Health::Lost if self.connected.contains(&input) => {
+                                let loss = self.switcher.policy().health.input_loss;
+                                let now = std::time::Instant::now();
+                                let since = now.checked_sub(loss).unwrap_or(now);
+                                runtime.silent_since.entry(input).or_insert(since);
+                            }
+                            _ => {
+                                runtime.silent_since.remove(&input);
+                            }
+                        }
+                    }
                     self.emit(ChannelEvent::Health {
                         channel: self.id.clone(),
                         input: name,

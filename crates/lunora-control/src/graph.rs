@@ -34,7 +34,7 @@ use crate::settings::{
     OutputSettings, SrtOutputMode as SrtModeSetting,
 };
 use crate::status::{
-    ChannelStatus, DestinationView, HlsView, IngestView, InputStatus, OutputStatus,
+    ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
 };
 
 /// Kernel UDP buffer requested per SRT port (64 KiB drops packets at 50 Mbit/s).
@@ -340,6 +340,7 @@ impl Graph {
             bus: bus.clone(),
             runtime: runtime.clone(),
             events: self.events.clone(),
+            connected: Default::default(),
         };
         // Every line the channel's tasks log says which channel.
         let span = info_span!("channel", channel = %id);
@@ -970,10 +971,24 @@ fn input_status(
             InputSettings::Srt(_) => input.listen,
         },
         ingest,
-        health: runtime.health.get(&input.slot).cloned().unwrap_or_default(),
+        health: health_of(input.slot, runtime, now),
         config: input.settings.view(),
         stats: input.stats.snapshot(now),
     }
+}
+
+/// The input's health as the switcher judges it, plus, when it is lost with a sender still
+/// connected, for how long that sender has delivered nothing.
+fn health_of(slot: usize, runtime: &crate::channel::ChannelRuntime, now: Instant) -> HealthView {
+    let mut health = runtime.health.get(&slot).cloned().unwrap_or_default();
+    if health.state == "lost"
+        && let Some(since) = runtime.silent_since.get(&slot)
+    {
+        let silent = now.saturating_duration_since(*since).as_secs();
+        health.reasons.push("connected_no_data");
+        health.detail = Some(format!("connected, no data for {silent} s"));
+    }
+    health
 }
 
 fn output_status(output: &RunningOutput) -> OutputStatus {

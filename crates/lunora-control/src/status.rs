@@ -85,11 +85,15 @@ pub struct SwitchCount {
     pub count: u64,
 }
 
-/// An input's health: `healthy`, `degraded` (with reasons) or `lost`.
+/// An input's health: `healthy`, `degraded` (with reasons) or `lost`. A lost input whose sender
+/// is connected says so (`connected_no_data`, with `detail`): an encoder that connects but sends
+/// nothing is a different fault from one that is gone.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct HealthView {
     pub state: &'static str,
     pub reasons: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
