@@ -625,7 +625,8 @@ function renderDashboard(channel) {
 
   // Switching is an admin's: a user gets no buttons at all, not disabled ones.
   const switchButtons = $("#switch-buttons");
-  if (can("admin")) {
+  // Forcing needs something to choose between.
+  if (can("admin") && channel.inputs.length > 1) {
     const buttons = channel.inputs.map((input) => {
       const sameRole = channel.inputs.filter((i) => i.role === input.role).length > 1;
       const label = `Force ${input.role}${sameRole ? ` (${input.id})` : ""}`;
@@ -859,7 +860,12 @@ function renderIngest(channel) {
           can("admin") ? `shown once when “${input.id}” was added; make a new one on the Sources page if it is lost` : `the stream key of input “${input.id}” (not shown here; an admin has it)`)),
         el("p", { class: "muted" }, "Output: x264 or hardware H.264, keyframe interval 1–2 s, AAC 48 kHz."));
     }
-    const url = `srt://${host}:${port}?mode=caller&latency=${(ingest.latency_ms || 120) * 1000}${ingest.stream_id ? `&streamid=${encodeURIComponent(ingest.stream_id)}` : ""}`;
+    // ffmpeg takes the SRT latency in microseconds, srt-live-transmit (libsrt's URI) in
+    // milliseconds: one shared URL would give srt-live-transmit a 120 s latency.
+    const latencyMs = ingest.latency_ms || 120;
+    const streamId = ingest.stream_id ? `&streamid=${encodeURIComponent(ingest.stream_id)}` : "";
+    const ffmpegUrl = `srt://${host}:${port}?mode=caller&latency=${latencyMs * 1000}&pkt_size=1316${streamId}`;
+    const sltUrl = `srt://${host}:${port}?mode=caller&latency=${latencyMs}${streamId}`;
     return el("div", { class: "ingest-block", "data-testid": `ingest-${input.id}` },
       el("h3", {}, `Videon (SRT caller) → ${input.id} (${input.role})`),
       copyRow("Host", host),
@@ -867,7 +873,8 @@ function renderIngest(channel) {
       copyRow("Latency (ms)", String(ingest.latency_ms || 120)),
       el("div", { class: "copy-row" }, el("span", { class: "muted" }, "Passphrase:"), el("span", {}, ingest.passphrase_set ? "set (not shown here); use the same on the encoder" : "none")),
       ingest.stream_id ? copyRow("Stream ID", ingest.stream_id) : el("div", { class: "copy-row" }, el("span", { class: "muted" }, "Stream ID:"), el("span", {}, "none")),
-      copyRow("Full URL (ffmpeg, srt-live-transmit)", url));
+      copyRow("ffmpeg URL (latency in µs)", ffmpegUrl),
+      copyRow("srt-live-transmit URL (latency in ms)", sltUrl));
   });
   if (!channel.inputs.some((i) => i.type === "rtmp")) {
     blocks.push(el("div", { class: "ingest-block" },
