@@ -1,7 +1,9 @@
 //! RTMP ingest (the OBS path) against ffmpeg as the publisher.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -274,5 +276,141 @@ fn ffmpeg_publishing_over_rtmps_is_taken_like_rtmp() {
     assert!(
         !daemon.log().contains(KEY),
         "the stream key is never logged"
+    );
+}
+
+/// A TCP connection to the RTMP port from `source` (any 127.0.0.0/8 address is this host).
+fn connect_from(source: [u8; 4], rtmp: u16) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], rtmp)).into(),
+        Duration::from_secs(2),
+    )?;
+    Ok(socket.into())
+}
+
+/// True once the server has closed `stream` (end of file or reset). Reads past whatever the
+/// server sent first (its handshake answer).
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(5)));
+    let mut buffer = [0u8; 4096];
+    for _ in 0..8 {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+    false
+}
+
+/// 80 sockets from eight other addresses trickle one byte every 2 s (the attack kept every
+/// slot for ever when the 10 s limit was per read). A real publisher still gets in at once,
+/// and every squatter is gone once the setup deadline has passed.
+#[test]
+fn trickling_sockets_from_many_addresses_cannot_lock_out_a_publisher() {
+    let rtmp = free_tcp_port();
+    let daemon = Daemon::start(&config(rtmp, free_udp_port()));
+    let dir = daemon.dir.path().to_path_buf();
+    let source = make_ts(&dir, "source.ts", 6, "320x180", "300k");
+    let opened = Instant::now();
+    let mut squatters: Vec<TcpStream> = (2..=9u8)
+        .flat_map(|last| (0..10).map(move |_| last))
+        .filter_map(|last| connect_from([127, 0, 0, last], rtmp).ok())
+        .collect();
+    assert_eq!(squatters.len(), 80, "the kernel accepts every connection");
+    let trickler = std::thread::spawn(move || {
+        // Bounded: 10 rounds of 2 s, one byte each (the first is a valid RTMP version).
+        for _ in 0..10 {
+            for s in &mut squatters {
+                let _ = s.write_all(&[3]);
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            let open = squatters
+                .iter_mut()
+                .map(closed_by_server)
+                .filter(|closed| !closed)
+                .count();
+            if open == 0 {
+                return Some(opened.elapsed());
+            }
+        }
+        None
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let _publisher = publish(&dir, "obs", &source, rtmp, KEY);
+    assert!(
+        wait_for(Duration::from_secs(10), || as_u64(
+            &daemon.input("program", "obs")["frames_total"]["video"]
+        ) > 25),
+        "the publisher was locked out: {}\n{}",
+        daemon.input("program", "obs"),
+        daemon.log()
+    );
+    let all_closed = trickler.join().expect("trickler");
+    assert!(
+        all_closed.is_some_and(|t| t < Duration::from_secs(15)),
+        "squatters still open after {all_closed:?}: the setup deadline must cover the whole phase"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("connections from this address already open"),
+        "{}",
+        daemon.log()
+    );
+}
+
+/// Before its stream key is accepted a peer announces a 16 MiB message and streams it: the
+/// server hangs up after a few KiB instead of buffering it.
+#[test]
+fn a_huge_message_before_publishing_is_cut_off() {
+    let rtmp = free_tcp_port();
+    let daemon = Daemon::start(&config(rtmp, free_udp_port()));
+    let mut stream = connect_from([127, 0, 0, 1], rtmp).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Handshake, original-specification form: C0 + C1 of zeros, then C2 echoing S1.
+    let mut c0c1 = vec![3u8];
+    c0c1.extend([0u8; 1536]);
+    stream.write_all(&c0c1).unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 1536 * 2];
+    stream.read_exact(&mut s0s1s2).unwrap();
+    stream.write_all(&s0s1s2[1..1537]).unwrap();
+    // An AMF0 command message of 16 MiB - 1 on chunk stream 3, in 128-byte chunks.
+    let mut flood = vec![0x03, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x14, 0, 0, 0, 0];
+    flood.extend([0x02; 128]);
+    let continuation: Vec<u8> = std::iter::once(0xC3).chain([0x02; 128]).collect();
+    let block: Vec<u8> = continuation.repeat(512);
+    let mut written = flood.len();
+    let started = Instant::now();
+    let mut cut_off = stream.write_all(&flood).is_err();
+    while !cut_off && written < 16 << 20 {
+        match stream.write(&block) {
+            Ok(n) => written += n,
+            Err(_) => cut_off = true,
+        }
+    }
+    assert!(
+        cut_off && written < 4 << 20,
+        "the server took {written} bytes of an unpublished connection's message in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || daemon
+            .log()
+            .contains("sent over 64 KiB without publishing")),
+        "{}",
+        daemon.log()
     );
 }
