@@ -13,6 +13,7 @@ mod control_plane;
 mod events;
 mod failover;
 mod hls;
+mod http_limits;
 mod metrics;
 mod obs;
 mod rtmp_ingest;

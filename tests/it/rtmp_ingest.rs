@@ -1,7 +1,7 @@
 //! RTMP ingest (the OBS path) against ffmpeg as the publisher.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -277,37 +277,6 @@ fn ffmpeg_publishing_over_rtmps_is_taken_like_rtmp() {
         !daemon.log().contains(KEY),
         "the stream key is never logged"
     );
-}
-
-/// A TCP connection to the RTMP port from `source` (any 127.0.0.0/8 address is this host).
-fn connect_from(source: [u8; 4], rtmp: u16) -> std::io::Result<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    socket.bind(&SocketAddr::from((source, 0)).into())?;
-    socket.connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], rtmp)).into(),
-        Duration::from_secs(2),
-    )?;
-    Ok(socket.into())
-}
-
-/// True once the server has closed `stream` (end of file or reset). Reads past whatever the
-/// server sent first (its handshake answer).
-fn closed_by_server(stream: &mut TcpStream) -> bool {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(5)));
-    let mut buffer = [0u8; 4096];
-    for _ in 0..8 {
-        match stream.read(&mut buffer) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) => {
-                return !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                );
-            }
-        }
-    }
-    false
 }
 
 /// 80 sockets from eight other addresses trickle one byte every 2 s (the attack kept every

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lunora_flv::{FlvDemux, FlvError, FlvEvent};
-use lunora_media::Secret;
+use lunora_media::{LogThrottle, Secret};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
@@ -182,7 +182,9 @@ impl RtmpServer {
     /// Serves `inputs` until `shutdown` resolves.
     pub async fn run(self, inputs: RtmpInputs, shutdown: impl Future<Output = ()>) {
         let admission = Arc::new(Mutex::new(Admission::default()));
-        let mut refusals = RefusalLog::default();
+        // Refusals are logged once per 10 s per address, with the count left out.
+        let mut refusals = LogThrottle::new(Duration::from_secs(10));
+        let epoch = Instant::now();
         tokio::pin!(shutdown);
         loop {
             let accept_tls = async {
@@ -214,7 +216,7 @@ impl RtmpServer {
                     (id, evicted)
                 }
                 Admitted::TooManyFromAddress => {
-                    if let Some(suppressed) = refusals.due(Instant::now()) {
+                    if let Some(suppressed) = refusals.due(epoch.elapsed(), peer.ip()) {
                         warn!(%peer, suppressed, "RTMP connection refused: {MAX_PER_ADDRESS} connections from this address already open");
                     }
                     continue;
@@ -343,31 +345,6 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         lock(&self.admission).left(self.ip, self.id);
-    }
-}
-
-/// At most one "refused" line per interval, saying how many were not logged, so a flood of
-/// connections cannot flood the log.
-#[derive(Debug, Default)]
-struct RefusalLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RefusalLog {
-    const INTERVAL: Duration = Duration::from_secs(10);
-
-    /// `Some(refusals not logged since the last line)` when this one should be logged.
-    fn due(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < Self::INTERVAL)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
     }
 }
 
@@ -725,15 +702,5 @@ mod tests {
         admission.left(ip(2), ids[0]);
         assert!(matches!(admission.admit(ip(2)), Admitted::Yes { .. }));
         assert_eq!(admission.pending.len(), MAX_PER_ADDRESS);
-    }
-
-    #[test]
-    fn refusals_are_logged_once_per_interval_with_the_count_left_out() {
-        let mut log = RefusalLog::default();
-        let t0 = Instant::now();
-        assert_eq!(log.due(t0), Some(0));
-        assert_eq!(log.due(t0 + Duration::from_secs(1)), None);
-        assert_eq!(log.due(t0 + Duration::from_secs(2)), None);
-        assert_eq!(log.due(t0 + Duration::from_secs(11)), Some(2));
     }
 }
