@@ -182,7 +182,7 @@ pub(crate) async fn login(
         }
         Ok(Ok(None)) => {
             app.throttle.failed(peer.ip());
-            tracing::warn!(user = %username.escape_debug(), peer = %peer.ip(), "failed login");
+            tracing::warn!(user = %lunora_media::printable(&username), peer = %peer.ip(), "failed login");
             auth::failure_delay().await;
             auth::unauthorized_json()
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lunora_flv::{FlvMux, FlvTag, TagKind};
-use lunora_media::Secret;
+use lunora_media::{Secret, printable};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
@@ -220,7 +220,7 @@ async fn supervise(
                 stats.lock().state = OutputState::Idle;
             }
             Outcome::Refused(reason) => {
-                warn!(output = %settings.id, url = %settings.url, reason = %reason, "RTMP destination refused the stream; not retrying until started again");
+                warn!(output = %settings.id, url = %settings.url, reason = %printable(&reason), "RTMP destination refused the stream; not retrying until started again");
                 started = false;
                 let mut s = stats.lock();
                 s.state = OutputState::Failed;
@@ -233,7 +233,7 @@ async fn supervise(
                     ever_live = true;
                 }
                 let delay = with_jitter(backoff);
-                warn!(output = %settings.id, url = %settings.url, error = %error, retry_in_ms = delay.as_millis() as u64, "RTMP destination not live");
+                warn!(output = %settings.id, url = %settings.url, error = %printable(&error), retry_in_ms = delay.as_millis() as u64, "RTMP destination not live");
                 {
                     let mut s = stats.lock();
                     s.state = OutputState::Retrying;

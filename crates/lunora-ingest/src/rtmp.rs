@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lunora_flv::{FlvDemux, FlvError, FlvEvent};
-use lunora_media::{LogThrottle, Secret};
+use lunora_media::{LogThrottle, Secret, printable};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
@@ -185,6 +185,10 @@ impl RtmpServer {
         // Refusals are logged once per 10 s per address, with the count left out.
         let mut refusals = LogThrottle::new(Duration::from_secs(10));
         let epoch = Instant::now();
+        let warnings = Warnings {
+            throttle: Arc::new(Mutex::new(LogThrottle::new(Duration::from_secs(10)))),
+            epoch,
+        };
         tokio::pin!(shutdown);
         loop {
             let accept_tls = async {
@@ -227,13 +231,14 @@ impl RtmpServer {
                 ip: peer.ip(),
                 id,
             };
-            let inputs = inputs.clone();
+            let (inputs, warnings) = (inputs.clone(), warnings.clone());
             tokio::spawn(async move {
                 let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
                 let mut connection = Connection {
                     peer,
                     inputs,
                     ticket,
+                    warnings,
                     publishing: None,
                     demux: FlvDemux::new(),
                     errors_logged: 0,
@@ -348,10 +353,19 @@ impl Drop for Ticket {
     }
 }
 
+/// Refusals of a peer's requests (wrong application, unknown key), shared by every connection
+/// so an encoder retrying in a loop is logged once per 10 s per address.
+#[derive(Debug, Clone)]
+struct Warnings {
+    throttle: Arc<Mutex<LogThrottle<IpAddr>>>,
+    epoch: Instant,
+}
+
 struct Connection {
     peer: SocketAddr,
     inputs: RtmpInputs,
     ticket: Ticket,
+    warnings: Warnings,
     /// The input this connection publishes to.
     publishing: Option<Arc<Slot>>,
     demux: FlvDemux,
@@ -484,6 +498,15 @@ impl Connection {
         }
     }
 
+    /// `Some(lines left out)` when a refusal of this peer should be logged now.
+    fn warning_due(&self) -> Option<u64> {
+        let Warnings { throttle, epoch } = &self.warnings;
+        throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .due(epoch.elapsed(), self.peer.ip())
+    }
+
     fn handle_event(
         &mut self,
         session: &mut ServerSession,
@@ -495,7 +518,9 @@ impl Connection {
                 app_name,
             } => {
                 if app_name != APP {
-                    warn!(peer = %self.peer, app = %app_name, "RTMP connection refused: the application must be \"{APP}\" (rtmp://HOST:1935/{APP})");
+                    if let Some(suppressed) = self.warning_due() {
+                        warn!(peer = %self.peer, app = %printable(&app_name), suppressed, "RTMP connection refused: the application must be \"{APP}\" (rtmp://HOST:1935/{APP})");
+                    }
                     return Err(Ended::Refused("wrong application name"));
                 }
                 session
@@ -508,7 +533,9 @@ impl Connection {
                 ..
             } => {
                 let Some(slot) = self.inputs.find(&stream_key) else {
-                    warn!(peer = %self.peer, "rejected RTMP publisher: unknown stream key (check the key in the encoder)");
+                    if let Some(suppressed) = self.warning_due() {
+                        warn!(peer = %self.peer, suppressed, "rejected RTMP publisher: unknown stream key (check the key in the encoder)");
+                    }
                     return self.refuse(
                         session,
                         request_id,
@@ -622,7 +649,7 @@ impl Connection {
             Ended::Closed => debug!(peer = %self.peer, "RTMP connection closed"),
             Ended::Refused(reason) => debug!(peer = %self.peer, reason, "RTMP connection refused"),
             Ended::Failed(error) => {
-                info!(peer = %self.peer, error = %error, "RTMP connection ended")
+                info!(peer = %self.peer, error = %printable(error), "RTMP connection ended")
             }
         }
         if let Some(slot) = self.publishing.take() {

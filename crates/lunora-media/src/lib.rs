@@ -10,9 +10,9 @@ mod bits;
 mod frame;
 mod h264;
 mod hevc;
+mod logline;
 mod nal;
 mod secret;
-mod throttle;
 mod time;
 
 pub use aac::{AAC_SAMPLES_PER_FRAME, AdtsHeader, AudioSpecificConfig, split_adts_frames};
@@ -20,9 +20,9 @@ pub use bits::{BitReader, BitReaderError};
 pub use frame::{Codec, Frame, Program, Track, TrackId};
 pub use h264::{H264Sps, parse_h264_sps};
 pub use hevc::{HevcSps, HevcVps, parse_hevc_sps, parse_hevc_vps};
+pub use logline::{LogThrottle, Printable, printable};
 pub use nal::{AnnexBNalUnits, H264NalType, HevcNalType, remove_emulation_prevention};
 pub use secret::{STREAM_KEY_RULE, Secret, exposed_secret, valid_stream_key};
-pub use throttle::LogThrottle;
 pub use time::{MpegTime, Unwrap33, WRAP_33_BIT, rfc3339};
 
 /// Video properties read from a sequence parameter set.

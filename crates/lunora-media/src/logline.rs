@@ -1,4 +1,5 @@
-//! Rate limiting for repeated log lines, per source, so a peer in a loop cannot flood the log.
+//! Log lines that peers cannot abuse: repeated lines rate-limited per source, peer strings escaped
+//! and bounded.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -76,5 +77,60 @@ mod tests {
             throttle.due(S(1), n);
         }
         assert!(throttle.sources.len() <= 4096);
+    }
+}
+
+/// A string from a peer or a user, fit for a log line: control characters (newlines that would
+/// forge log lines, terminal escapes) escaped, and cut after [`Printable::MAX_CHARS`]
+/// characters with the length left out named.
+#[derive(Debug, Clone, Copy)]
+pub struct Printable<'a>(&'a str);
+
+impl Printable<'_> {
+    pub const MAX_CHARS: usize = 128;
+}
+
+/// See [`Printable`].
+pub fn printable(text: &str) -> Printable<'_> {
+    Printable(text)
+}
+
+impl std::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (shown, (i, c)) in self.0.char_indices().enumerate() {
+            if shown == Self::MAX_CHARS {
+                return write!(f, "…(+{} bytes)", self.0.len() - i);
+            }
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_cannot_forge_a_log_line() {
+        let forged = printable("live\n2026-11-29T08:00:00Z INFO lunora: forged\x1b[2J").to_string();
+        assert!(!forged.contains('\n') && !forged.contains('\x1b'));
+        assert_eq!(
+            forged,
+            "live\\n2026-11-29T08:00:00Z INFO lunora: forged\\u{1b}[2J"
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut_and_say_how_much_was_left_out() {
+        let long = "é".repeat(65_000);
+        let shown = printable(&long).to_string();
+        assert!(shown.starts_with(&"é".repeat(128)));
+        assert!(shown.ends_with(&format!("…(+{} bytes)", 2 * (65_000 - 128))));
+        assert_eq!(printable("short").to_string(), "short");
     }
 }
