@@ -111,13 +111,16 @@ impl FlvMux {
             && let Some(config) = AvcDecoderConfig::from_parameter_sets(sps, pps)
             && self.avc.as_ref() != Some(&config)
         {
-            // Keyframe, AVC packet type 0 (sequence header), composition time 0.
-            out.push(sequence_header_tag(
-                &[0x17, 0, 0, 0, 0],
-                &config.to_bytes(),
-                ts,
-            ));
-            self.avc = Some(config);
+            match config.to_bytes() {
+                Ok(record) => {
+                    // Keyframe, AVC packet type 0 (sequence header), composition time 0.
+                    out.push(sequence_header_tag(&[0x17, 0, 0, 0, 0], &record, ts));
+                    self.avc = Some(config);
+                }
+                // The sender's parameter sets do not fit the record: nothing after them can
+                // be described to the receiver, so frames wait for usable ones.
+                Err(_) => self.avc = None,
+            }
         }
         if self.avc.is_none() {
             // Nothing can be decoded before the first SPS/PPS.
@@ -212,6 +215,26 @@ mod tests {
 
     use super::*;
     use crate::{FlvDemux, FlvEvent};
+
+    #[test]
+    fn an_oversized_sps_is_not_sent_with_a_truncated_length() {
+        let mut data = vec![0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1F];
+        data.resize(70_004, 0xAB);
+        data.extend([0, 0, 0, 1, 0x68, 0xEE, 0, 0, 0, 1, 0x65, 0x88]);
+        let frame = Frame {
+            track: TrackId(1),
+            codec: Codec::H264,
+            pts: MpegTime(0),
+            dts: MpegTime(0),
+            keyframe: true,
+            data: data.into(),
+        };
+        let mut mux = FlvMux::new();
+        let mut tags = Vec::new();
+        mux.write_frame(&frame, &mut tags);
+        assert!(tags.is_empty(), "{} tags written", tags.len());
+        assert_eq!(mux.unsupported_frames, 1);
+    }
 
     /// What lunora's own RTMP ingest makes of `tags`; every tag must be accepted.
     fn demux_tags(tags: &[FlvTag]) -> Vec<Frame> {
