@@ -131,12 +131,17 @@ impl Conformance {
             warnings.push(format!("interlaced video: {} expects progressive", r.name));
         }
         match self.audio {
-            Some((codec, _)) if codec != Codec::AacAdts && codec != Codec::MpegAudio => warnings
-                .push(format!(
-                    "{} audio is not accepted by {}",
-                    codec.name(),
-                    r.name
-                )),
+            // The FLV muxer carries AAC only (FLV has no MPEG-1 Layer II, and MP3 carriage is
+            // not implemented), so any other audio is dropped: the platform gets no sound.
+            Some((Codec::MpegAudio, _)) => warnings.push(format!(
+                "audio is MPEG audio (MP2/MP3), which lunora sends over RTMP as AAC only: {} gets video only",
+                r.name
+            )),
+            Some((codec, _)) if codec != Codec::AacAdts => warnings.push(format!(
+                "{} audio is not accepted by {}: it gets video only",
+                codec.name(),
+                r.name
+            )),
             Some((_, Some((rate, channels)))) => {
                 if !r.audio_rates.contains(&rate) {
                     warnings.push(format!(
@@ -200,6 +205,25 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("keyframe interval 5.0 s"), "{w:?}");
         assert!(w[1].contains("44100 Hz"), "{w:?}");
+    }
+
+    #[test]
+    fn mpeg_audio_is_reported_as_not_reaching_the_platform() {
+        let mut c = Conformance::new(PlatformRules::YOUTUBE);
+        c.observe(&video(0, true, Codec::H264));
+        c.observe(&Frame {
+            track: TrackId(1),
+            codec: Codec::MpegAudio,
+            pts: MpegTime(0),
+            dts: MpegTime(0),
+            keyframe: true,
+            // An MPEG-1 Layer II frame header, 48 kHz stereo.
+            data: Bytes::from_static(&[0xFF, 0xFD, 0x84, 0x04]),
+        });
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("MPEG audio"), "{w:?}");
+        assert!(w[0].contains("gets video only"), "{w:?}");
     }
 
     #[test]

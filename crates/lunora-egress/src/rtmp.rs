@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lunora_flv::{FlvMux, FlvTag, TagKind};
-use lunora_media::{Secret, printable};
+use lunora_media::{Codec, Secret, printable};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
@@ -549,6 +549,9 @@ async fn session(
     let mut drops = DropReport::default();
     let mut conformance = settings.rules.map(Conformance::new);
     let mut last_check = Instant::now();
+    // Audio the FLV muxer cannot carry is said once per session, for custom servers too
+    // (presets also list it among the conformance warnings).
+    let mut dropped_audio: Option<Codec> = None;
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => return Outcome::Stopped,
@@ -582,6 +585,13 @@ async fn session(
                     s.warnings = warnings;
                 }
             }
+        }
+        if frame.codec.is_audio()
+            && frame.codec != Codec::AacAdts
+            && dropped_audio != Some(frame.codec)
+        {
+            dropped_audio = Some(frame.codec);
+            warn!(output = %settings.id, codec = frame.codec.name(), "audio is not AAC and cannot go out over RTMP: the destination gets video only");
         }
         tags.clear();
         mux.write_frame(&frame, &mut tags);
