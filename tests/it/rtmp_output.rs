@@ -760,3 +760,82 @@ fn a_destination_that_drops_after_accepting_ends_failed_not_in_a_loop() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(platform_state(&daemon), "failed", "no retry once failed");
 }
+
+/// A channel whose audio is MP3 reaches an RTMP server with its sound (FLV sound format 2);
+/// nothing is dropped silently.
+#[test]
+fn mp3_audio_goes_out_over_rtmp() {
+    let (input, rtmp) = (free_udp_port(), free_tcp_port());
+    let daemon = Daemon::start(&single_srt_channel(
+        "encoder",
+        input,
+        "",
+        &rtmp_destination("platform", rtmp, "mp3-key"),
+    ));
+    let dir = daemon.dir.path().to_path_buf();
+    let _server = nginx(&dir, rtmp);
+    let source = dir.join("mp3.ts");
+    let out = run(
+        "ffmpeg (H.264 + MP3 test stream)",
+        Command::new(require("ffmpeg", "ffmpeg"))
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x180:rate=25",
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=1000:sample_rate=48000",
+                "-t",
+                "8",
+            ])
+            .args([
+                "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "25", "-b:v", "300k",
+            ])
+            .args(["-c:a", "libmp3lame", "-b:a", "128k", "-f", "mpegts"])
+            .arg(&source),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_for(Duration::from_secs(15), || platform_state(
+        &daemon
+    ) == "live"));
+    let mut encoder = srt_push(&dir, "encoder", &source, input);
+    encoder.wait(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        http_post_json(
+            daemon.http,
+            "/api/v1/channels/program/outputs/platform/stop",
+            ""
+        )
+        .0,
+        202
+    );
+    assert!(wait_for(Duration::from_secs(5), || platform_state(&daemon) == "idle"));
+    std::thread::sleep(Duration::from_millis(500));
+    let recording = dir.join("mp3-key.flv");
+    let streams = probe_streams(&recording.display().to_string());
+    assert!(
+        streams.contains("mp3"),
+        "the server got no MP3 audio: {streams}"
+    );
+    assert!(streams.contains("h264"), "{streams}");
+    let decode = decode_warnings(&recording);
+    assert!(decode.trim().is_empty(), "{decode}");
+    assert!(
+        !daemon.log().contains("gets video only"),
+        "{}",
+        daemon.log()
+    );
+}

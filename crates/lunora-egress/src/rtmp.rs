@@ -549,8 +549,8 @@ async fn session(
     let mut drops = DropReport::default();
     let mut conformance = settings.rules.map(Conformance::new);
     let mut last_check = Instant::now();
-    // Audio the FLV muxer cannot carry is said once per session, for custom servers too
-    // (presets also list it among the conformance warnings).
+    // Audio the FLV muxer cannot carry (MP2, AC-3, …) is said once per session, for custom
+    // servers too (presets also list it among the conformance warnings).
     let mut dropped_audio: Option<Codec> = None;
     loop {
         let item = tokio::select! {
@@ -586,15 +586,16 @@ async fn session(
                 }
             }
         }
+        tags.clear();
+        let unsupported = mux.unsupported_frames;
+        mux.write_frame(&frame, &mut tags);
         if frame.codec.is_audio()
-            && frame.codec != Codec::AacAdts
+            && mux.unsupported_frames > unsupported
             && dropped_audio != Some(frame.codec)
         {
             dropped_audio = Some(frame.codec);
-            warn!(output = %settings.id, codec = frame.codec.name(), "audio is not AAC and cannot go out over RTMP: the destination gets video only");
+            warn!(output = %settings.id, codec = frame.codec.name(), "audio cannot go out over RTMP (AAC and MP3 can): the destination gets video only");
         }
-        tags.clear();
-        mux.write_frame(&frame, &mut tags);
         let mut written = 0;
         for tag in tags.drain(..) {
             let timestamp = RtmpTimestamp::new(tag.timestamp_ms);

@@ -2,7 +2,9 @@
 //! parameter sets change), then coded frames.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use lunora_media::{AdtsHeader, AnnexBNalUnits, Codec, Frame, H264NalType, HevcNalType};
+use lunora_media::{
+    AdtsHeader, AnnexBNalUnits, Codec, Frame, H264NalType, HevcNalType, MpegAudioHeader,
+};
 
 use crate::record::{AvcDecoderConfig, hevc_decoder_config_record};
 
@@ -89,6 +91,7 @@ impl FlvMux {
             Codec::H264 => self.write_avc(frame, out),
             Codec::Hevc => self.write_hevc(frame, out),
             Codec::AacAdts => self.write_aac(frame, out),
+            Codec::MpegAudio => self.write_mp3(frame, out),
             _ => self.unsupported_frames += 1,
         }
     }
@@ -177,6 +180,32 @@ impl FlvMux {
         out.push(coded_frame_tag(&header, frame, ts, &nal_units));
     }
 
+    /// MP3 is FLV sound format 2, frames as they are. FLV has no code for MPEG Layer I or II
+    /// (MP2), so those are counted as unsupported.
+    fn write_mp3(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+        let Some(header) = MpegAudioHeader::parse(&frame.data).filter(|h| h.layer == 3) else {
+            self.unsupported_frames += 1;
+            return;
+        };
+        // The rate flags stop at 44 kHz; decoders take the real rate from the frame header
+        // (ffmpeg writes 48 kHz MP3 the same way).
+        let rate = match header.sample_rate {
+            32_000.. => 3,
+            16_000.. => 2,
+            _ => 1,
+        };
+        let flags = (2 << 4) | (rate << 2) | (1 << 1) | u8::from(header.channels == 2);
+        let mut body = BytesMut::with_capacity(frame.data.len() + 1);
+        body.put_u8(flags);
+        body.put_slice(&frame.data);
+        out.push(FlvTag {
+            kind: TagKind::Audio,
+            timestamp_ms: timestamp(frame.dts.0),
+            body: body.freeze(),
+            keyframe: true,
+        });
+    }
+
     fn write_aac(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
         let Some(header) = AdtsHeader::parse(&frame.data) else {
             self.unsupported_frames += 1;
@@ -215,6 +244,31 @@ mod tests {
 
     use super::*;
     use crate::{FlvDemux, FlvEvent};
+
+    #[test]
+    fn mp3_is_carried_as_sound_format_2_and_mp2_is_not() {
+        let audio = |header: [u8; 4]| Frame {
+            track: TrackId(2),
+            codec: Codec::MpegAudio,
+            pts: MpegTime(90_000),
+            dts: MpegTime(90_000),
+            keyframe: true,
+            data: Bytes::from([&header[..], &[0x55; 100]].concat()),
+        };
+        let mut mux = FlvMux::new();
+        let mut tags = Vec::new();
+        // MPEG-1 Layer III, 48 kHz, stereo.
+        mux.write_frame(&audio([0xFF, 0xFB, 0x94, 0x64]), &mut tags);
+        assert_eq!(tags.len(), 1);
+        assert_eq!(tags[0].body[0], 0x2F, "MP3, 44 kHz flag, 16-bit, stereo");
+        assert_eq!(&tags[0].body[1..5], &[0xFF, 0xFB, 0x94, 0x64]);
+        assert_eq!(tags[0].timestamp_ms, 1000);
+        // MPEG-1 Layer II: FLV has no code for it.
+        tags.clear();
+        mux.write_frame(&audio([0xFF, 0xFD, 0x84, 0x04]), &mut tags);
+        assert!(tags.is_empty());
+        assert_eq!(mux.unsupported_frames, 1);
+    }
 
     #[test]
     fn an_oversized_sps_is_not_sent_with_a_truncated_length() {
