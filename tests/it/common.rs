@@ -1,7 +1,7 @@
 //! Harness: the daemon under test, peer processes, ports, HTTP and media helpers.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -753,4 +753,36 @@ pub fn decode_warnings(file: &Path) -> String {
 
 pub fn as_u64(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
+}
+
+/// A TCP connection to 127.0.0.1:`port` from `source` (any 127.0.0.0/8 address is this host),
+/// so tests can act as many peers.
+pub fn connect_from(source: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)).into(),
+        Duration::from_secs(2),
+    )?;
+    Ok(socket.into())
+}
+
+/// True once the server has closed `stream` (end of file or reset). Reads past whatever the
+/// server sent first (its handshake answer).
+pub fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(5)));
+    let mut buffer = [0u8; 4096];
+    for _ in 0..8 {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+    false
 }

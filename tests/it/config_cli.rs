@@ -107,3 +107,50 @@ fn json_logs_are_one_object_per_line_with_the_component_span() {
         "the input's lines carry its span: {log}"
     );
 }
+
+/// What used to pass `check-config` and then fail at start-up: a key that does not belong to
+/// the certificate, two listeners on one TCP port across sections, a state dir that is a file.
+#[test]
+fn check_config_catches_what_would_fail_at_start_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    crate::rtmp_output::make_certificates(dir.path());
+    // ca.key is a real key, just not the leaf certificate's.
+    let (leaf, wrong_key) = (dir.path().join("leaf.pem"), dir.path().join("ca.key"));
+    let state_file = dir.path().join("state-is-a-file");
+    std::fs::write(&state_file, "").expect("write");
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:8080\"\ntls_listen = \"127.0.0.1:8443\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
+         [rtmp]\nlisten = \"0.0.0.0:8080\"\n\
+         [state]\ndir = \"{}\"\n\
+         [[channels]]\nid = \"p\"\nmode = \"single\"\n",
+        leaf.display(),
+        wrong_key.display(),
+        state_file.display()
+    );
+    let path = dir.path().join("start-up.toml");
+    std::fs::write(&path, config).expect("write");
+    let (ok, output) = check(&path);
+    assert!(!ok, "must fail:\n{output}");
+    for expected in [
+        "start-up.toml:4:15: [http]: the certificate and key do not fit together",
+        "start-up.toml:7:10: [rtmp] listen needs its own port: TCP port 8080 is already used by [http] listen",
+        "start-up.toml:9:7: [state] dir",
+    ] {
+        assert!(
+            output.contains(expected),
+            "expected {expected:?} in:\n{output}"
+        );
+    }
+    // The matching key passes.
+    let fixed = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("ca.key", "leaf.key")
+        .replace("0.0.0.0:8080", "0.0.0.0:1935")
+        .replace(
+            &state_file.display().to_string(),
+            &dir.path().join("state").display().to_string(),
+        );
+    std::fs::write(&path, fixed).expect("write");
+    let (ok, output) = check(&path);
+    assert!(ok, "{output}");
+}

@@ -14,6 +14,7 @@ mod control_plane;
 mod events;
 mod failover;
 mod hls;
+mod http_limits;
 mod input_health;
 mod metrics;
 mod obs;

@@ -1,7 +1,9 @@
 //! RTMP ingest (the OBS path) against ffmpeg as the publisher.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -274,5 +276,180 @@ fn ffmpeg_publishing_over_rtmps_is_taken_like_rtmp() {
     assert!(
         !daemon.log().contains(KEY),
         "the stream key is never logged"
+    );
+}
+
+/// 80 sockets from eight other addresses trickle one byte every 2 s (the attack kept every
+/// slot for ever when the 10 s limit was per read). A real publisher still gets in at once,
+/// and every squatter is gone once the setup deadline has passed.
+#[test]
+fn trickling_sockets_from_many_addresses_cannot_lock_out_a_publisher() {
+    let rtmp = free_tcp_port();
+    let daemon = Daemon::start(&config(rtmp, free_udp_port()));
+    let dir = daemon.dir.path().to_path_buf();
+    let source = make_ts(&dir, "source.ts", 6, "320x180", "300k");
+    let opened = Instant::now();
+    let mut squatters: Vec<TcpStream> = (2..=9u8)
+        .flat_map(|last| (0..10).map(move |_| last))
+        .filter_map(|last| connect_from([127, 0, 0, last], rtmp).ok())
+        .collect();
+    assert_eq!(squatters.len(), 80, "the kernel accepts every connection");
+    let trickler = std::thread::spawn(move || {
+        // Bounded: 10 rounds of 2 s, one byte each (the first is a valid RTMP version).
+        for _ in 0..10 {
+            for s in &mut squatters {
+                let _ = s.write_all(&[3]);
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            let open = squatters
+                .iter_mut()
+                .map(closed_by_server)
+                .filter(|closed| !closed)
+                .count();
+            if open == 0 {
+                return Some(opened.elapsed());
+            }
+        }
+        None
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let _publisher = publish(&dir, "obs", &source, rtmp, KEY);
+    assert!(
+        wait_for(Duration::from_secs(10), || as_u64(
+            &daemon.input("program", "obs")["frames_total"]["video"]
+        ) > 25),
+        "the publisher was locked out: {}\n{}",
+        daemon.input("program", "obs"),
+        daemon.log()
+    );
+    let all_closed = trickler.join().expect("trickler");
+    assert!(
+        all_closed.is_some_and(|t| t < Duration::from_secs(15)),
+        "squatters still open after {all_closed:?}: the setup deadline must cover the whole phase"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("connections from this address already open"),
+        "{}",
+        daemon.log()
+    );
+}
+
+/// The RTMP handshake in its original-specification form: C0 + C1 of zeros, then C2 echoing S1.
+fn handshake(stream: &mut TcpStream) {
+    let mut c0c1 = vec![3u8];
+    c0c1.extend([0u8; 1536]);
+    stream.write_all(&c0c1).unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 1536 * 2];
+    stream.read_exact(&mut s0s1s2).unwrap();
+    stream.write_all(&s0s1s2[1..1537]).unwrap();
+}
+
+/// An AMF0 `connect` command for application `app`, in 128-byte chunks on chunk stream 3.
+fn connect_command(app: &str) -> Vec<u8> {
+    let mut body = vec![0x02, 0, 7];
+    body.extend(b"connect");
+    body.push(0x00);
+    body.extend(1.0f64.to_be_bytes());
+    body.push(0x03);
+    body.extend([0, 3]);
+    body.extend(b"app");
+    body.push(0x02);
+    body.extend(u16::try_from(app.len()).unwrap().to_be_bytes());
+    body.extend(app.as_bytes());
+    body.extend([0, 0, 9]);
+    let length = u32::try_from(body.len()).unwrap().to_be_bytes();
+    let mut message = vec![
+        0x03, 0, 0, 0, length[1], length[2], length[3], 0x14, 0, 0, 0, 0,
+    ];
+    for (i, chunk) in body.chunks(128).enumerate() {
+        if i > 0 {
+            message.push(0xC3);
+        }
+        message.extend(chunk);
+    }
+    message
+}
+
+/// A peer whose application name carries a newline and a forged log line, 10 kB long, sent
+/// 20 times: the log shows it escaped and cut, once.
+#[test]
+fn peer_strings_cannot_forge_or_flood_the_log() {
+    let rtmp = free_tcp_port();
+    let daemon = Daemon::start(&config(rtmp, free_udp_port()));
+    let forged = "2026-11-29T08:00:00.000000Z  INFO FORGED: admin logged in";
+    let app = format!("live\n{forged}{}", "x".repeat(10_000));
+    for _ in 0..20 {
+        let mut stream = connect_from([127, 0, 0, 1], rtmp).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        handshake(&mut stream);
+        stream.write_all(&connect_command(&app)).unwrap();
+        // The server answers with its window/bandwidth messages, then hangs up.
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    }
+    assert!(
+        wait_for(Duration::from_secs(5), || daemon
+            .log()
+            .contains("the application must be")),
+        "{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(
+        !log.lines().any(|line| line.starts_with(forged)),
+        "a peer forged a log line:\n{log}"
+    );
+    assert_eq!(
+        log.matches("the application must be").count(),
+        1,
+        "repeated refusals are logged once per 10 s:\n{log}"
+    );
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1000, "a log line of {longest} bytes");
+}
+
+/// Before its stream key is accepted a peer announces a 16 MiB message and streams it: the
+/// server hangs up after a few KiB instead of buffering it.
+#[test]
+fn a_huge_message_before_publishing_is_cut_off() {
+    let rtmp = free_tcp_port();
+    let daemon = Daemon::start(&config(rtmp, free_udp_port()));
+    let mut stream = connect_from([127, 0, 0, 1], rtmp).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    handshake(&mut stream);
+    // An AMF0 command message of 16 MiB - 1 on chunk stream 3, in 128-byte chunks.
+    let mut flood = vec![0x03, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x14, 0, 0, 0, 0];
+    flood.extend([0x02; 128]);
+    let continuation: Vec<u8> = std::iter::once(0xC3).chain([0x02; 128]).collect();
+    let block: Vec<u8> = continuation.repeat(512);
+    let mut written = flood.len();
+    let started = Instant::now();
+    let mut cut_off = stream.write_all(&flood).is_err();
+    while !cut_off && written < 16 << 20 {
+        match stream.write(&block) {
+            Ok(n) => written += n,
+            Err(_) => cut_off = true,
+        }
+    }
+    assert!(
+        cut_off && written < 4 << 20,
+        "the server took {written} bytes of an unpublished connection's message in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || daemon
+            .log()
+            .contains("sent over 64 KiB without publishing")),
+        "{}",
+        daemon.log()
     );
 }

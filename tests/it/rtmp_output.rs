@@ -14,7 +14,9 @@ pub fn nginx(dir: &Path, port: u16) -> Proc {
 /// [`nginx`], plus: with `tls_port`, an nginx stream-module TLS front (certificate from
 /// `dir/leaf.pem`) proxying to it; with `refusing`, an application `locked` that refuses every
 /// publisher through nginx-rtmp's on_publish callback, answered 403 by nginx's own http module
-/// (a platform refusing a stream key).
+/// (a platform refusing a stream key), and an application `dropping` that accepts the publish
+/// and drops it at the first on_update a second later (a platform that takes the key, then
+/// throws the stream out).
 fn nginx_server(dir: &Path, port: u16, tls_port: Option<u16>, refusing: bool) -> Proc {
     let nginx = require("nginx", "nginx");
     let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
@@ -26,7 +28,10 @@ fn nginx_server(dir: &Path, port: u16, tls_port: Option<u16>, refusing: bool) ->
     let (locked, auth_server) = if refusing {
         let auth = free_tcp_port();
         (
-            format!("application locked {{ live on; on_publish http://127.0.0.1:{auth}/deny; }}"),
+            format!(
+                "application locked {{ live on; on_publish http://127.0.0.1:{auth}/deny; }} \
+                 application dropping {{ live on; notify_update_timeout 1s; on_update http://127.0.0.1:{auth}/deny; }}"
+            ),
             format!(
                 "http {{ access_log off; server {{ listen 127.0.0.1:{auth}; location /deny {{ return 403; }} }} }}\n"
             ),
@@ -713,5 +718,124 @@ fn hevc_goes_out_over_enhanced_rtmp_and_decodes_at_the_far_end() {
     assert!(
         warnings == "[]",
         "a custom destination has no platform rules: {warnings}"
+    );
+}
+
+/// A server that accepts the publish and drops the stream a second later is not hammered: the
+/// attempts are spaced by at least `retry_min_ms`, and after five such sessions in a row the
+/// destination is `failed` with the reason.
+#[test]
+fn a_destination_that_drops_after_accepting_ends_failed_not_in_a_loop() {
+    let (input, rtmp) = (free_udp_port(), free_tcp_port());
+    let output = format!(
+        "[[channels.outputs]]\nid = \"platform\"\ntype = \"rtmp\"\nurl = \"rtmp://127.0.0.1:{rtmp}/dropping\"\nstream_key = \"drop-key-1\"\nautostart = true\nretry_min_ms = 1000\nretry_max_ms = 2000\n"
+    );
+    let daemon = Daemon::start(&single_srt_channel("encoder", input, "", &output));
+    let dir = daemon.dir.path().to_path_buf();
+    let _server = nginx_server(&dir, rtmp, None, true);
+    let source = make_ts(&dir, "source.ts", 60, "320x180", "300k");
+    let _encoder = srt_push(&dir, "encoder", &source, input);
+    let started = std::time::Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(45), || platform_state(&daemon)
+            == "failed"),
+        "still {:?}: {}\n{}",
+        platform_state(&daemon),
+        daemon.output("program", "platform"),
+        daemon.log()
+    );
+    let output = daemon.output("program", "platform");
+    let error = output["last_error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("dropped the stream within 5 s of accepting it, 5 times in a row"),
+        "{output}"
+    );
+    // Five sessions with at least 1 s between them.
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "failed after {:?}",
+        started.elapsed()
+    );
+    assert!(as_u64(&output["reconnects_total"]) <= 5, "{output}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(platform_state(&daemon), "failed", "no retry once failed");
+}
+
+/// A channel whose audio is MP3 reaches an RTMP server with its sound (FLV sound format 2);
+/// nothing is dropped silently.
+#[test]
+fn mp3_audio_goes_out_over_rtmp() {
+    let (input, rtmp) = (free_udp_port(), free_tcp_port());
+    let daemon = Daemon::start(&single_srt_channel(
+        "encoder",
+        input,
+        "",
+        &rtmp_destination("platform", rtmp, "mp3-key"),
+    ));
+    let dir = daemon.dir.path().to_path_buf();
+    let _server = nginx(&dir, rtmp);
+    let source = dir.join("mp3.ts");
+    let out = run(
+        "ffmpeg (H.264 + MP3 test stream)",
+        Command::new(require("ffmpeg", "ffmpeg"))
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x180:rate=25",
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=1000:sample_rate=48000",
+                "-t",
+                "8",
+            ])
+            .args([
+                "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "25", "-b:v", "300k",
+            ])
+            .args(["-c:a", "libmp3lame", "-b:a", "128k", "-f", "mpegts"])
+            .arg(&source),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_for(Duration::from_secs(15), || platform_state(
+        &daemon
+    ) == "live"));
+    let mut encoder = srt_push(&dir, "encoder", &source, input);
+    encoder.wait(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        http_post_json(
+            daemon.http,
+            "/api/v1/channels/program/outputs/platform/stop",
+            ""
+        )
+        .0,
+        202
+    );
+    assert!(wait_for(Duration::from_secs(5), || platform_state(&daemon) == "idle"));
+    std::thread::sleep(Duration::from_millis(500));
+    let recording = dir.join("mp3-key.flv");
+    let streams = probe_streams(&recording.display().to_string());
+    assert!(
+        streams.contains("mp3"),
+        "the server got no MP3 audio: {streams}"
+    );
+    assert!(streams.contains("h264"), "{streams}");
+    let decode = decode_warnings(&recording);
+    assert!(decode.trim().is_empty(), "{decode}");
+    assert!(
+        !daemon.log().contains("gets video only"),
+        "{}",
+        daemon.log()
     );
 }

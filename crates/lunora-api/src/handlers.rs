@@ -27,15 +27,23 @@ type Body = Result<Json<Value>, JsonRejection>;
 
 /// Reads a JSON body into `T`, or answers 400 with `help` and serde's reason.
 fn read<T: DeserializeOwned>(body: Body, help: &str) -> Result<T, Response> {
-    let Json(value) = body.map_err(|r| {
-        let status = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            StatusCode::PAYLOAD_TOO_LARGE
-        } else if r.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        error(status, &format!("{help}: {}", r.body_text()))
+    // Fixed texts for the size and type refusals: nothing of what was sent is echoed back.
+    let Json(value) = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "{help}: the body is over {} KiB",
+                crate::MAX_BODY_BYTES / 1024
+            ),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("{help}: send Content-Type: application/json"),
+        ),
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            &format!("{help}: {}", r.body_text()),
+        ),
     })?;
     serde_json::from_value(value)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("{help}: {e}")))
@@ -174,7 +182,7 @@ pub(crate) async fn login(
         }
         Ok(Ok(None)) => {
             app.throttle.failed(peer.ip());
-            tracing::warn!(user = %username.escape_debug(), peer = %peer.ip(), "failed login");
+            tracing::warn!(user = %lunora_media::printable(&username), peer = %peer.ip(), "failed login");
             auth::failure_delay().await;
             auth::unauthorized_json()
         }

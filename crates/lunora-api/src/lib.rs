@@ -14,6 +14,7 @@ mod events;
 mod handlers;
 mod metrics;
 mod openapi;
+mod server;
 mod tls;
 mod web;
 
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
-use axum::serve::{Listener, ListenerExt};
+use axum::serve::Listener;
 use axum::{Json, Router};
 use lunora_control::{Control, UserRole};
 use lunora_media::Secret;
@@ -446,6 +447,10 @@ pub(crate) fn routes() -> Vec<Route> {
     ]
 }
 
+/// The largest request body taken: the biggest API body (a channel with its inputs and
+/// outputs) is a few KiB; anything near this is not a client of ours.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 pub fn router(app: Arc<App>) -> Router {
     let mut router = Router::new();
     for r in routes() {
@@ -466,23 +471,18 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             auth::check_host,
         ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
 
 /// Serves on an already-bound listener (plain TCP, or [`TlsListener`]) until `shutdown`
-/// resolves.
+/// resolves, with the connection limits and timeouts of [`server`].
 pub async fn serve(
     listener: impl Listener<Addr = SocketAddr>,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    // (`tap_io` gives any listener with socket addresses the peer-address extractor.)
-    axum::serve(
-        listener.tap_io(|_| {}),
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+) {
+    server::serve_connections(listener, router(app), shutdown).await;
 }
 
 pub(crate) fn error(status: StatusCode, message: &str) -> Response {

@@ -104,7 +104,7 @@ pub fn render_metrics(
     )?;
     let pes_dropped = f.counter(
         "lunora_input_pes_dropped_total",
-        "PES packets discarded because a packet inside was lost.",
+        "PES packets discarded: lost packet inside, unparsable, or over the size cap.",
         INPUT,
     )?;
     let connections = f.counter("lunora_input_connections_total", "Senders accepted.", INPUT)?;

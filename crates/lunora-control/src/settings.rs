@@ -902,6 +902,11 @@ pub struct ChannelSpec {
     pub outputs: Vec<OutputSettings>,
 }
 
+/// Outputs one channel may have: each costs a task, a bus cursor and its own `/metrics`
+/// series, so an unbounded list (one API call each) could inflate both without limit. Far more
+/// than the platforms one program goes to.
+pub const MAX_OUTPUTS_PER_CHANNEL: usize = 32;
+
 /// Everything the box should run.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GraphSpec {
@@ -1053,6 +1058,21 @@ impl GraphSpec {
                     &mut push,
                 );
             }
+            if channel.outputs.len() > MAX_OUTPUTS_PER_CHANNEL {
+                push(
+                    c,
+                    Component::Channel,
+                    Problem::at(
+                        "outputs",
+                        format!(
+                            "channel {:?} has {} outputs; at most {MAX_OUTPUTS_PER_CHANNEL} are allowed",
+                            id.as_str(),
+                            channel.outputs.len()
+                        ),
+                    ),
+                    false,
+                );
+            }
             let mains = channel
                 .inputs
                 .iter()
@@ -1179,6 +1199,27 @@ mod tests {
             problems[0].message.contains("already used by input a/main"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_channel_takes_at_most_32_outputs() {
+        let destination = |n: usize| -> OutputSettings {
+            serde_json::from_value(serde_json::json!({
+                "type": "rtmp", "id": format!("d{n}"), "url": "rtmp://ingest.example/live",
+                "stream_key": "abcd-1234"
+            }))
+            .unwrap()
+        };
+        let mut graph = GraphSpec {
+            channels: vec![channel("p", vec![])],
+        };
+        graph.channels[0].outputs = (0..32).map(destination).collect();
+        assert_eq!(graph.validate(), []);
+        graph.channels[0].outputs.push(destination(32));
+        let problems = graph.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, Some("outputs"));
+        assert!(problems[0].message.contains("at most 32"), "{problems:?}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! frame rate, scan type, audio format. Pure; fed frames, it keeps the current list of problems
 //! (fixing them by transcoding is a later feature).
 
-use lunora_media::{AdtsHeader, Codec, Frame, keyframe_video_format};
+use lunora_media::{AdtsHeader, Codec, Frame, MpegAudioHeader, keyframe_video_format};
 
 /// A platform's published ingest rules.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -14,6 +14,8 @@ pub struct PlatformRules {
     pub audio_rates: &'static [u32],
     pub max_audio_channels: u8,
     pub progressive_only: bool,
+    /// Takes MP3 audio besides AAC.
+    pub mp3: bool,
 }
 
 impl PlatformRules {
@@ -25,6 +27,7 @@ impl PlatformRules {
         audio_rates: &[44_100, 48_000],
         max_audio_channels: 2,
         progressive_only: true,
+        mp3: true,
     };
     pub const X: PlatformRules = PlatformRules {
         name: "X",
@@ -34,6 +37,7 @@ impl PlatformRules {
         audio_rates: &[44_100, 48_000],
         max_audio_channels: 2,
         progressive_only: true,
+        mp3: false,
     };
     pub const LINKEDIN: PlatformRules = PlatformRules {
         name: "LinkedIn",
@@ -43,6 +47,7 @@ impl PlatformRules {
         audio_rates: &[48_000],
         max_audio_channels: 2,
         progressive_only: true,
+        mp3: false,
     };
 }
 
@@ -56,6 +61,8 @@ pub struct Conformance {
     video_codec: Option<Codec>,
     interlaced: Option<bool>,
     audio: Option<(Codec, Option<(u32, u8)>)>,
+    /// The layer of MPEG audio (3 is MP3), when a header was read.
+    mpeg_layer: Option<u8>,
 }
 
 impl Conformance {
@@ -69,6 +76,7 @@ impl Conformance {
             video_codec: None,
             interlaced: None,
             audio: None,
+            mpeg_layer: None,
         }
     }
 
@@ -94,12 +102,16 @@ impl Conformance {
                 }
             }
         } else if frame.codec.is_audio() {
-            let format = (frame.codec == Codec::AacAdts)
-                .then(|| {
-                    AdtsHeader::parse(&frame.data)
-                        .map(|h| (h.sample_rate(), h.channel_configuration))
-                })
-                .flatten();
+            let format = match frame.codec {
+                Codec::AacAdts => AdtsHeader::parse(&frame.data)
+                    .map(|h| (h.sample_rate(), h.channel_configuration)),
+                Codec::MpegAudio => {
+                    let header = MpegAudioHeader::parse(&frame.data);
+                    self.mpeg_layer = header.map(|h| h.layer);
+                    header.map(|h| (h.sample_rate, h.channels))
+                }
+                _ => None,
+            };
             self.audio = Some((frame.codec, format));
         }
     }
@@ -131,9 +143,19 @@ impl Conformance {
             warnings.push(format!("interlaced video: {} expects progressive", r.name));
         }
         match self.audio {
+            // FLV has a code for MP3 but none for Layer I/II (MP2): those are dropped, and
+            // the platform gets no sound.
+            Some((Codec::MpegAudio, _)) if self.mpeg_layer != Some(3) => warnings.push(format!(
+                "audio is MPEG audio Layer I/II (MP2), which RTMP cannot carry: {} gets video only",
+                r.name
+            )),
+            Some((Codec::MpegAudio, _)) if !r.mp3 => warnings.push(format!(
+                "MP3 audio is not accepted by {}: it takes AAC",
+                r.name
+            )),
             Some((codec, _)) if codec != Codec::AacAdts && codec != Codec::MpegAudio => warnings
                 .push(format!(
-                    "{} audio is not accepted by {}",
+                    "{} audio is not accepted by {}: it gets video only",
                     codec.name(),
                     r.name
                 )),
@@ -200,6 +222,44 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("keyframe interval 5.0 s"), "{w:?}");
         assert!(w[1].contains("44100 Hz"), "{w:?}");
+    }
+
+    fn mpeg_audio(header: &'static [u8]) -> Frame {
+        Frame {
+            track: TrackId(1),
+            codec: Codec::MpegAudio,
+            pts: MpegTime(0),
+            dts: MpegTime(0),
+            keyframe: true,
+            data: Bytes::from_static(header),
+        }
+    }
+
+    #[test]
+    fn mp2_is_reported_as_not_reaching_the_platform() {
+        let mut c = Conformance::new(PlatformRules::YOUTUBE);
+        c.observe(&video(0, true, Codec::H264));
+        // An MPEG-1 Layer II frame header, 48 kHz stereo.
+        c.observe(&mpeg_audio(&[0xFF, 0xFD, 0x84, 0x04]));
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("MP2"), "{w:?}");
+        assert!(w[0].contains("gets video only"), "{w:?}");
+    }
+
+    #[test]
+    fn mp3_goes_to_youtube_but_not_to_platforms_that_take_aac_only() {
+        // MPEG-1 Layer III, 48 kHz stereo.
+        let mp3 = mpeg_audio(&[0xFF, 0xFB, 0x94, 0x64]);
+        let mut youtube = Conformance::new(PlatformRules::YOUTUBE);
+        youtube.observe(&mp3);
+        assert!(youtube.warnings().is_empty(), "{:?}", youtube.warnings());
+        let mut x = Conformance::new(PlatformRules::X);
+        x.observe(&mp3);
+        assert_eq!(
+            x.warnings(),
+            ["MP3 audio is not accepted by X: it takes AAC"]
+        );
     }
 
     #[test]

@@ -98,6 +98,43 @@ pub struct SpecProblem {
     pub message: String,
 }
 
+/// The longest destination URL taken (platform ingest URLs are well under 200 characters).
+const MAX_URL_CHARS: usize = 2048;
+
+/// What a URL must be before it is parsed, shown in the API or logged: no control characters
+/// (they would forge log lines), bounded, no `user:password@` (it would be shown and logged
+/// like the rest of the URL; keys go in `stream_key`), a port other than 0. The problems never
+/// repeat the URL, which may be long or hold a password.
+fn checked_url(url: &str) -> Result<(), SpecProblem> {
+    let problem = |message: &str| -> Result<(), SpecProblem> {
+        Err(SpecProblem {
+            field: SpecField::Url,
+            message: message.into(),
+        })
+    };
+    if url.chars().count() > MAX_URL_CHARS {
+        return problem(&format!("`url` is longer than {MAX_URL_CHARS} characters"));
+    }
+    if url.chars().any(char::is_control) {
+        return problem("`url` contains control characters");
+    }
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    if authority.contains('@') {
+        return problem(
+            "`url` must not carry a user name or password (user:password@host); give the key in `stream_key`",
+        );
+    }
+    if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port == "0")
+    {
+        return problem("`url` needs a port other than 0");
+    }
+    Ok(())
+}
+
 /// A destination ready to connect.
 #[derive(Debug, Clone)]
 pub struct ValidDestination {
@@ -147,7 +184,10 @@ impl DestinationSpec {
     /// Every problem at once, or the destination to connect to.
     pub fn validate(&self) -> Result<ValidDestination, Vec<SpecProblem>> {
         let mut problems = Vec::new();
-        let url = match self.resolved_url() {
+        let url = match self
+            .resolved_url()
+            .and_then(|text| checked_url(&text).map(|()| text))
+        {
             Ok(text) => RtmpUrl::parse(&text)
                 .map_err(|message| {
                     problems.push(SpecProblem {
@@ -287,6 +327,40 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(both[0].field, SpecField::BackupIngest);
+    }
+
+    #[test]
+    fn hostile_urls_are_refused_without_being_repeated() {
+        let refused = |url: String, expect: &str| {
+            let problems = DestinationSpec {
+                url: Some(url.clone()),
+                ..spec(Preset::Custom)
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].field, SpecField::Url);
+            assert!(problems[0].message.contains(expect), "{problems:?}");
+            assert!(!problems[0].message.contains("evil"), "{problems:?}");
+        };
+        refused(
+            format!("rtmp://evil.example/{}", "a".repeat(2048)),
+            "longer than 2048",
+        );
+        refused(
+            "rtmp://evil.example/live\n2026 INFO forged".to_string(),
+            "control characters",
+        );
+        refused(
+            "rtmp://user:secret@evil.example/live".into(),
+            "user name or password",
+        );
+        refused("rtmp://evil.example:0/live".into(), "other than 0");
+        let fine = DestinationSpec {
+            url: Some("rtmp://ingest.example:1935/live?a=b@c".into()),
+            ..spec(Preset::Custom)
+        };
+        assert!(fine.validate().is_ok(), "an @ in the path is not userinfo");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lunora_flv::{FlvMux, FlvTag, TagKind};
-use lunora_media::Secret;
+use lunora_media::{Codec, Secret, printable};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
@@ -148,6 +148,13 @@ enum Outcome {
 /// Hang-ups at publish in a row that count as a refused key.
 const CLOSES_AT_PUBLISH_MEAN_REFUSED: u32 = 3;
 
+/// A session that ends this soon after it started counts as a failed attempt: a server that
+/// accepts the publish and then drops the stream (key in use elsewhere, a codec it will not
+/// take) must not be reconnected to in a tight loop as if it had been live.
+const SHORT_SESSION: Duration = Duration::from_secs(5);
+/// Short sessions in a row after which the destination is `failed` and left alone.
+const SHORT_SESSIONS_MEAN_FAILED: u32 = 5;
+
 async fn supervise(
     settings: RtmpDestinationSettings,
     bus: Arc<Bus>,
@@ -160,6 +167,7 @@ async fn supervise(
     let mut backoff = settings.retry_min;
     let mut ever_live = false;
     let mut closes_at_publish = 0;
+    let mut short_sessions = 0;
     loop {
         if !started {
             stats.lock().next_retry_seconds = None;
@@ -170,6 +178,7 @@ async fn supervise(
                         started = true;
                         backoff = settings.retry_min;
                         closes_at_publish = 0;
+                        short_sessions = 0;
                         stats.lock().last_error = None;
                     }
                     Some(Control::Stop) => continue,
@@ -178,6 +187,7 @@ async fn supervise(
             }
         }
         stats.lock().state = OutputState::Connecting;
+        let attempt = Instant::now();
         let stop = CancellationToken::new();
         let session = session(&settings, &bus, &stats, &stop, ever_live);
         tokio::pin!(session);
@@ -200,7 +210,24 @@ async fn supervise(
             }
         };
         stats.lock().peers.clear();
+        // How long the session was up, when it got as far as live.
+        let lived = (stats.lock().state == OutputState::Live).then(|| attempt.elapsed());
         let outcome = match outcome {
+            Outcome::Failed(error) if lived.is_some_and(|up| up < SHORT_SESSION) => {
+                closes_at_publish = 0;
+                short_sessions += 1;
+                if short_sessions >= SHORT_SESSIONS_MEAN_FAILED {
+                    Outcome::Refused(format!(
+                        "the server dropped the stream within {} s of accepting it, {short_sessions} times in a row (last: {error}): check that the key is not in use elsewhere and that the platform takes this stream",
+                        SHORT_SESSION.as_secs()
+                    ))
+                } else {
+                    Outcome::Failed(format!(
+                        "{error} within {} s of going live",
+                        SHORT_SESSION.as_secs()
+                    ))
+                }
+            }
             Outcome::ClosedAtPublish(error) => {
                 closes_at_publish += 1;
                 if closes_at_publish >= CLOSES_AT_PUBLISH_MEAN_REFUSED {
@@ -213,6 +240,9 @@ async fn supervise(
             }
             other => {
                 closes_at_publish = 0;
+                if lived.is_some() {
+                    short_sessions = 0;
+                }
                 other
             }
         };
@@ -223,20 +253,24 @@ async fn supervise(
                 stats.lock().state = OutputState::Idle;
             }
             Outcome::Refused(reason) => {
-                warn!(output = %settings.id, url = %settings.url, reason = %reason, "RTMP destination refused the stream; not retrying until started again");
+                warn!(output = %settings.id, url = %settings.url, reason = %printable(&reason), "RTMP destination refused the stream; not retrying until started again");
                 started = false;
                 let mut s = stats.lock();
                 s.state = OutputState::Failed;
                 s.last_error = Some(reason);
             }
             Outcome::Failed(error) | Outcome::ClosedAtPublish(error) => {
-                // A connection that made it to live restarts the backoff from the bottom.
-                if stats.lock().state == OutputState::Live {
-                    backoff = settings.retry_min;
+                // A session that stayed live restarts the backoff from the bottom; a short
+                // one is a failed attempt and the backoff keeps growing.
+                if lived.is_some() {
                     ever_live = true;
                 }
-                let delay = with_jitter(backoff);
-                warn!(output = %settings.id, url = %settings.url, error = %error, retry_in_ms = delay.as_millis() as u64, "RTMP destination not live");
+                if lived.is_some_and(|up| up >= SHORT_SESSION) {
+                    backoff = settings.retry_min;
+                }
+                // Jitter spreads reconnects out but never below the configured minimum.
+                let delay = with_jitter(backoff).max(settings.retry_min);
+                warn!(output = %settings.id, url = %settings.url, error = %printable(&error), retry_in_ms = delay.as_millis() as u64, "RTMP destination not live");
                 {
                     let mut s = stats.lock();
                     s.state = OutputState::Retrying;
@@ -518,6 +552,9 @@ async fn session(
     let mut drops = DropReport::default();
     let mut conformance = settings.rules.map(Conformance::new);
     let mut last_check = Instant::now();
+    // Audio the FLV muxer cannot carry (MP2, AC-3, …) is said once per session, for custom
+    // servers too (presets also list it among the conformance warnings).
+    let mut dropped_audio: Option<Codec> = None;
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => return Outcome::Stopped,
@@ -553,7 +590,15 @@ async fn session(
             }
         }
         tags.clear();
+        let unsupported = mux.unsupported_frames;
         mux.write_frame(&frame, &mut tags);
+        if frame.codec.is_audio()
+            && mux.unsupported_frames > unsupported
+            && dropped_audio != Some(frame.codec)
+        {
+            dropped_audio = Some(frame.codec);
+            warn!(output = %settings.id, codec = frame.codec.name(), "audio cannot go out over RTMP (AAC and MP3 can): the destination gets video only");
+        }
         let mut written = 0;
         for tag in tags.drain(..) {
             let timestamp = RtmpTimestamp::new(tag.timestamp_ms);

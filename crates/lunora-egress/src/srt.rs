@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use lunora_media::Secret;
+use lunora_media::{LogThrottle, Secret, printable};
 use lunora_srt::{AccessPolicy, ListenerEvent, ResilientListener};
 use lunora_ts::{DATAGRAM_SIZE, MuxSettings, Muxer, PACKET_SIZE};
 use srt_protocol::options::{ByteCount, KeySize, Passphrase};
@@ -240,6 +240,9 @@ async fn run_listener(
 ) {
     // Connections made through a listener that had to be rebuilt are gone; cancel them.
     let mut generation = cancel.child_token();
+    // A caller retrying with a wrong stream id in a loop is logged once per 10 s per address.
+    let mut refusals = LogThrottle::new(Duration::from_secs(10));
+    let epoch = Instant::now();
     loop {
         let request = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -256,8 +259,12 @@ async fn run_listener(
         let key = match access.judge(request.stream_id().map(|s| s.as_str()), request.key_size()) {
             Ok(key) => key,
             Err(refusal) => {
-                warn!(output = %settings.id, %peer, "rejected SRT caller: {refusal}");
-                stats.lock().last_error = Some(format!("rejected {peer}: {refusal}"));
+                // The refusal text carries the caller's stream id: escaped and bounded.
+                let why = refusal.to_string();
+                if let Some(suppressed) = refusals.due(epoch.elapsed(), peer.ip()) {
+                    warn!(output = %settings.id, %peer, suppressed, "rejected SRT caller: {}", printable(&why));
+                }
+                stats.lock().last_error = Some(format!("rejected {peer}: {}", printable(&why)));
                 let _ = request.reject(refusal.reject_reason()).await;
                 continue;
             }

@@ -288,7 +288,7 @@ mod tests {
         let mut demux = FlvDemux::new();
         let mut out = Vec::new();
         let mut header = vec![0x17, 0, 0, 0, 0];
-        header.extend_from_slice(&record.to_bytes());
+        header.extend_from_slice(&record.to_bytes().unwrap());
         demux
             .handle_video(0, &header, &mut out)
             .expect("sequence header");

@@ -31,6 +31,8 @@ pub enum FlvError {
     UnsupportedAudioFormat(u8),
     #[error("malformed decoder configuration record")]
     BadConfig,
+    #[error("a parameter set is too long (or there are too many) for the configuration record")]
+    ParameterSetTooLong,
     #[error("coded frame before its sequence header")]
     NoConfig,
 }

@@ -2,7 +2,9 @@
 //! parameter sets change), then coded frames.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use lunora_media::{AdtsHeader, AnnexBNalUnits, Codec, Frame, H264NalType, HevcNalType};
+use lunora_media::{
+    AdtsHeader, AnnexBNalUnits, Codec, Frame, H264NalType, HevcNalType, MpegAudioHeader,
+};
 
 use crate::record::{AvcDecoderConfig, hevc_decoder_config_record};
 
@@ -89,6 +91,7 @@ impl FlvMux {
             Codec::H264 => self.write_avc(frame, out),
             Codec::Hevc => self.write_hevc(frame, out),
             Codec::AacAdts => self.write_aac(frame, out),
+            Codec::MpegAudio => self.write_mp3(frame, out),
             _ => self.unsupported_frames += 1,
         }
     }
@@ -111,13 +114,16 @@ impl FlvMux {
             && let Some(config) = AvcDecoderConfig::from_parameter_sets(sps, pps)
             && self.avc.as_ref() != Some(&config)
         {
-            // Keyframe, AVC packet type 0 (sequence header), composition time 0.
-            out.push(sequence_header_tag(
-                &[0x17, 0, 0, 0, 0],
-                &config.to_bytes(),
-                ts,
-            ));
-            self.avc = Some(config);
+            match config.to_bytes() {
+                Ok(record) => {
+                    // Keyframe, AVC packet type 0 (sequence header), composition time 0.
+                    out.push(sequence_header_tag(&[0x17, 0, 0, 0, 0], &record, ts));
+                    self.avc = Some(config);
+                }
+                // The sender's parameter sets do not fit the record: nothing after them can
+                // be described to the receiver, so frames wait for usable ones.
+                Err(_) => self.avc = None,
+            }
         }
         if self.avc.is_none() {
             // Nothing can be decoded before the first SPS/PPS.
@@ -174,6 +180,32 @@ impl FlvMux {
         out.push(coded_frame_tag(&header, frame, ts, &nal_units));
     }
 
+    /// MP3 is FLV sound format 2, frames as they are. FLV has no code for MPEG Layer I or II
+    /// (MP2), so those are counted as unsupported.
+    fn write_mp3(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
+        let Some(header) = MpegAudioHeader::parse(&frame.data).filter(|h| h.layer == 3) else {
+            self.unsupported_frames += 1;
+            return;
+        };
+        // The rate flags stop at 44 kHz; decoders take the real rate from the frame header
+        // (ffmpeg writes 48 kHz MP3 the same way).
+        let rate = match header.sample_rate {
+            32_000.. => 3,
+            16_000.. => 2,
+            _ => 1,
+        };
+        let flags = (2 << 4) | (rate << 2) | (1 << 1) | u8::from(header.channels == 2);
+        let mut body = BytesMut::with_capacity(frame.data.len() + 1);
+        body.put_u8(flags);
+        body.put_slice(&frame.data);
+        out.push(FlvTag {
+            kind: TagKind::Audio,
+            timestamp_ms: timestamp(frame.dts.0),
+            body: body.freeze(),
+            keyframe: true,
+        });
+    }
+
     fn write_aac(&mut self, frame: &Frame, out: &mut Vec<FlvTag>) {
         let Some(header) = AdtsHeader::parse(&frame.data) else {
             self.unsupported_frames += 1;
@@ -212,6 +244,51 @@ mod tests {
 
     use super::*;
     use crate::{FlvDemux, FlvEvent};
+
+    #[test]
+    fn mp3_is_carried_as_sound_format_2_and_mp2_is_not() {
+        let audio = |header: [u8; 4]| Frame {
+            track: TrackId(2),
+            codec: Codec::MpegAudio,
+            pts: MpegTime(90_000),
+            dts: MpegTime(90_000),
+            keyframe: true,
+            data: Bytes::from([&header[..], &[0x55; 100]].concat()),
+        };
+        let mut mux = FlvMux::new();
+        let mut tags = Vec::new();
+        // MPEG-1 Layer III, 48 kHz, stereo.
+        mux.write_frame(&audio([0xFF, 0xFB, 0x94, 0x64]), &mut tags);
+        assert_eq!(tags.len(), 1);
+        assert_eq!(tags[0].body[0], 0x2F, "MP3, 44 kHz flag, 16-bit, stereo");
+        assert_eq!(&tags[0].body[1..5], &[0xFF, 0xFB, 0x94, 0x64]);
+        assert_eq!(tags[0].timestamp_ms, 1000);
+        // MPEG-1 Layer II: FLV has no code for it.
+        tags.clear();
+        mux.write_frame(&audio([0xFF, 0xFD, 0x84, 0x04]), &mut tags);
+        assert!(tags.is_empty());
+        assert_eq!(mux.unsupported_frames, 1);
+    }
+
+    #[test]
+    fn an_oversized_sps_is_not_sent_with_a_truncated_length() {
+        let mut data = vec![0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1F];
+        data.resize(70_004, 0xAB);
+        data.extend([0, 0, 0, 1, 0x68, 0xEE, 0, 0, 0, 1, 0x65, 0x88]);
+        let frame = Frame {
+            track: TrackId(1),
+            codec: Codec::H264,
+            pts: MpegTime(0),
+            dts: MpegTime(0),
+            keyframe: true,
+            data: data.into(),
+        };
+        let mut mux = FlvMux::new();
+        let mut tags = Vec::new();
+        mux.write_frame(&frame, &mut tags);
+        assert!(tags.is_empty(), "{} tags written", tags.len());
+        assert_eq!(mux.unsupported_frames, 1);
+    }
 
     /// What lunora's own RTMP ingest makes of `tags`; every tag must be accepted.
     fn demux_tags(tags: &[FlvTag]) -> Vec<Frame> {

@@ -68,26 +68,38 @@ impl AvcDecoderConfig {
         })
     }
 
-    pub fn to_bytes(&self) -> Bytes {
+    /// The record's bytes. Parameter sets come from the sender's stream, so every count and
+    /// length is checked against its field: a 70 kB SPS must not become a record whose 16-bit
+    /// length says 4 kB.
+    pub fn to_bytes(&self) -> Result<Bytes, FlvError> {
+        let length_size = u8::try_from(self.length_size)
+            .ok()
+            .filter(|n| matches!(n, 1 | 2 | 4))
+            .ok_or(FlvError::BadConfig)?;
+        let sps_count = u8::try_from(self.sps.len())
+            .ok()
+            .filter(|n| *n <= 0x1F)
+            .ok_or(FlvError::ParameterSetTooLong)?;
+        let pps_count = u8::try_from(self.pps.len()).map_err(|_| FlvError::ParameterSetTooLong)?;
         let mut out = BytesMut::new();
         out.put_slice(&[
             1,
             self.profile,
             self.compatibility,
             self.level,
-            0xFC | (self.length_size as u8 - 1),
-            0xE0 | self.sps.len() as u8,
+            0xFC | (length_size - 1),
+            0xE0 | sps_count,
         ]);
         for sps in &self.sps {
-            out.put_u16(sps.len() as u16);
+            out.put_u16(u16::try_from(sps.len()).map_err(|_| FlvError::ParameterSetTooLong)?);
             out.put_slice(sps);
         }
-        out.put_u8(self.pps.len() as u8);
+        out.put_u8(pps_count);
         for pps in &self.pps {
-            out.put_u16(pps.len() as u16);
+            out.put_u16(u16::try_from(pps.len()).map_err(|_| FlvError::ParameterSetTooLong)?);
             out.put_slice(pps);
         }
-        out.freeze()
+        Ok(out.freeze())
     }
 }
 
@@ -162,10 +174,23 @@ mod tests {
         let sps = Bytes::from_static(&[0x67, 0x64, 0x00, 0x1F, 0xAC]);
         let pps = Bytes::from_static(&[0x68, 0xEB, 0xE3]);
         let record = AvcDecoderConfig::from_parameter_sets(sps, pps).expect("record");
-        assert_eq!(AvcDecoderConfig::parse(&record.to_bytes()), Ok(record));
+        assert_eq!(
+            AvcDecoderConfig::parse(&record.to_bytes().unwrap()),
+            Ok(record)
+        );
         assert_eq!(
             AvcDecoderConfig::parse(&[1, 2, 3]),
             Err(FlvError::BadConfig)
         );
+    }
+
+    #[test]
+    fn a_parameter_set_longer_than_its_length_field_is_an_error() {
+        let mut sps = vec![0x67, 0x64, 0x00, 0x1F];
+        sps.resize(70_000, 0xAB);
+        let record =
+            AvcDecoderConfig::from_parameter_sets(Bytes::from(sps), Bytes::from_static(&[0x68]))
+                .expect("record");
+        assert_eq!(record.to_bytes(), Err(FlvError::ParameterSetTooLong));
     }
 }

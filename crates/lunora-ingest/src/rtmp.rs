@@ -5,21 +5,22 @@
 //! second publisher on a key that is already live. With a certificate configured, the same
 //! server also takes RTMPS (RTMP inside TLS) on a second port.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lunora_flv::{FlvDemux, FlvError, FlvEvent};
-use lunora_media::Secret;
+use lunora_media::{LogThrottle, Secret, printable};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::InputEvent;
@@ -27,10 +28,21 @@ use crate::stats::{ConnectionState, StatsHandle};
 
 /// The application name OBS users expect (`rtmp://HOST/live`).
 const APP: &str = "live";
-/// Simultaneous RTMP connections (publishers and half-open sockets alike).
-const MAX_CONNECTIONS: usize = 64;
-/// A connection that has not started publishing by then is closed.
+/// Connections still setting up (handshake, connect, publish) at once. When all are taken, a
+/// new connection closes the oldest of them, so sockets that never publish cannot lock a real
+/// encoder out: an encoder needs well under a second to publish, a squatter is evicted.
+const MAX_PENDING: usize = 64;
+/// Connections from one address at once (publishing or not): a few encoders behind one NAT fit,
+/// one host cannot take every pending place.
+const MAX_PER_ADDRESS: usize = 8;
+/// The whole setup phase (TLS, handshake, connect, publish) must be done by then.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
+/// A publishing connection that sends nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes a connection may send before its stream key is accepted. A real encoder sends about
+/// 5 KiB (handshake 3 KiB, then connect/createStream/publish); without a bound a peer could
+/// announce 16 MiB messages and make us buffer them on every connection.
+const MAX_BYTES_BEFORE_PUBLISH: usize = 64 * 1024;
 
 /// One RTMP input: where its stream key's media goes.
 #[derive(Debug, Clone)]
@@ -169,7 +181,14 @@ impl RtmpServer {
 
     /// Serves `inputs` until `shutdown` resolves.
     pub async fn run(self, inputs: RtmpInputs, shutdown: impl Future<Output = ()>) {
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let admission = Arc::new(Mutex::new(Admission::default()));
+        // Refusals are logged once per 10 s per address, with the count left out.
+        let mut refusals = LogThrottle::new(Duration::from_secs(10));
+        let epoch = Instant::now();
+        let warnings = Warnings {
+            throttle: Arc::new(Mutex::new(LogThrottle::new(Duration::from_secs(10)))),
+            epoch,
+        };
         tokio::pin!(shutdown);
         loop {
             let accept_tls = async {
@@ -191,16 +210,35 @@ impl RtmpServer {
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                warn!(%peer, "RTMP connection refused: {MAX_CONNECTIONS} connections already open");
-                continue;
+            let admitted = lock(&admission).admit(peer.ip());
+            let (id, evicted) = match admitted {
+                Admitted::Yes { id, evicted, evict } => {
+                    if let Some(tx) = evict {
+                        // The oldest setup gives way; it was the closest to its deadline.
+                        let _ = tx.send(());
+                    }
+                    (id, evicted)
+                }
+                Admitted::TooManyFromAddress => {
+                    if let Some(suppressed) = refusals.due(epoch.elapsed(), peer.ip()) {
+                        warn!(%peer, suppressed, "RTMP connection refused: {MAX_PER_ADDRESS} connections from this address already open");
+                    }
+                    continue;
+                }
             };
-            let inputs = inputs.clone();
+            let ticket = Ticket {
+                admission: admission.clone(),
+                ip: peer.ip(),
+                id,
+            };
+            let (inputs, warnings) = (inputs.clone(), warnings.clone());
             tokio::spawn(async move {
-                let _permit = permit;
+                let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
                 let mut connection = Connection {
                     peer,
                     inputs,
+                    ticket,
+                    warnings,
                     publishing: None,
                     demux: FlvDemux::new(),
                     errors_logged: 0,
@@ -209,16 +247,25 @@ impl RtmpServer {
                     window_bytes: 0,
                 };
                 let _ = stream.set_nodelay(true);
-                let outcome = match tls {
-                    None => connection.serve(stream).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(PUBLISH_DEADLINE, acceptor.accept(stream)).await
-                        {
-                            Ok(Ok(stream)) => connection.serve(stream).await,
-                            Ok(Err(e)) => Ended::Failed(format!("TLS handshake failed: {e}")),
-                            Err(_) => Ended::Failed("TLS handshake timed out".into()),
+                let serve = async {
+                    match tls {
+                        None => connection.serve(stream, deadline).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => connection.serve(stream, deadline).await,
+                                Ok(Err(e)) => Ended::Failed(format!("TLS handshake failed: {e}")),
+                                Err(_) => Ended::Failed("TLS handshake timed out".into()),
+                            }
                         }
                     }
+                };
+                // Only a deliberate eviction counts: the sender is simply dropped once the
+                // connection publishes, which must not end it.
+                let outcome = tokio::select! {
+                    outcome = serve => outcome,
+                    Ok(()) = evicted => Ended::Failed(format!(
+                        "closed before publishing: {MAX_PENDING} connections were setting up and a new one came"
+                    )),
                 };
                 connection.finish(outcome);
             });
@@ -226,9 +273,99 @@ impl RtmpServer {
     }
 }
 
+fn lock(admission: &Mutex<Admission>) -> std::sync::MutexGuard<'_, Admission> {
+    admission.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Who may connect: connections per address, and the connections still setting up (oldest
+/// first) with the means to close them.
+#[derive(Debug, Default)]
+struct Admission {
+    per_address: HashMap<IpAddr, usize>,
+    pending: VecDeque<(u64, oneshot::Sender<()>)>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+enum Admitted {
+    /// Taken as setup `id`; `evicted` fires if a later connection needs its place, and
+    /// `evict` is the oldest setup this one displaces.
+    Yes {
+        id: u64,
+        evicted: oneshot::Receiver<()>,
+        evict: Option<oneshot::Sender<()>>,
+    },
+    TooManyFromAddress,
+}
+
+impl Admission {
+    fn admit(&mut self, ip: IpAddr) -> Admitted {
+        let count = self.per_address.entry(ip).or_insert(0);
+        if *count >= MAX_PER_ADDRESS {
+            return Admitted::TooManyFromAddress;
+        }
+        *count += 1;
+        let evict = if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front().map(|(_, tx)| tx)
+        } else {
+            None
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let (tx, evicted) = oneshot::channel();
+        self.pending.push_back((id, tx));
+        Admitted::Yes { id, evicted, evict }
+    }
+
+    /// The connection published: it no longer competes for a setup place.
+    fn published(&mut self, id: u64) {
+        self.pending.retain(|(pending, _)| *pending != id);
+    }
+
+    fn left(&mut self, ip: IpAddr, id: u64) {
+        self.published(id);
+        if let Some(count) = self.per_address.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_address.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A connection's place in the [`Admission`]; given back when dropped.
+#[derive(Debug)]
+struct Ticket {
+    admission: Arc<Mutex<Admission>>,
+    ip: IpAddr,
+    id: u64,
+}
+
+impl Ticket {
+    fn published(&self) {
+        lock(&self.admission).published(self.id);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        lock(&self.admission).left(self.ip, self.id);
+    }
+}
+
+/// Refusals of a peer's requests (wrong application, unknown key), shared by every connection
+/// so an encoder retrying in a loop is logged once per 10 s per address.
+#[derive(Debug, Clone)]
+struct Warnings {
+    throttle: Arc<Mutex<LogThrottle<IpAddr>>>,
+    epoch: Instant,
+}
+
 struct Connection {
     peer: SocketAddr,
     inputs: RtmpInputs,
+    ticket: Ticket,
+    warnings: Warnings,
     /// The input this connection publishes to.
     publishing: Option<Arc<Slot>>,
     demux: FlvDemux,
@@ -247,18 +384,27 @@ enum Ended {
 }
 
 impl Connection {
-    async fn serve(&mut self, mut stream: impl AsyncRead + AsyncWrite + Unpin) -> Ended {
+    /// Serves the connection; `deadline` bounds everything before publishing.
+    async fn serve(
+        &mut self,
+        mut stream: impl AsyncRead + AsyncWrite + Unpin,
+        deadline: tokio::time::Instant,
+    ) -> Ended {
         let mut buffer = vec![0u8; 64 * 1024];
-        let opened = Instant::now();
+        let mut read_before_publish = 0usize;
         // Handshake.
         let mut handshake = Handshake::new(PeerType::Server);
         let remaining = loop {
-            let n = match tokio::time::timeout(PUBLISH_DEADLINE, stream.read(&mut buffer)).await {
+            let n = match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
                 Ok(Ok(0)) => return Ended::Closed,
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Ended::Failed(e.to_string()),
-                Err(_) => return Ended::Failed("handshake timed out".into()),
+                Err(_) => return Ended::Failed("handshake not done within 10 s".into()),
             };
+            read_before_publish += n;
+            if read_before_publish > MAX_BYTES_BEFORE_PUBLISH {
+                return Ended::Failed("sent over 64 KiB without publishing".into());
+            }
             match handshake.process_bytes(&buffer[..n]) {
                 Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
                     if let Err(e) = stream.write_all(&response_bytes).await {
@@ -315,15 +461,25 @@ impl Connection {
                 let _ = stream.flush().await;
                 return Ended::Refused(reason);
             }
-            if self.publishing.is_none() && opened.elapsed() > PUBLISH_DEADLINE {
-                return Ended::Failed("did not start publishing within 10 s".into());
-            }
-            let n = match tokio::time::timeout(PUBLISH_DEADLINE, stream.read(&mut buffer)).await {
+            let publishing = self.publishing.is_some();
+            let read_by = if publishing {
+                tokio::time::Instant::now() + IDLE_TIMEOUT
+            } else {
+                deadline
+            };
+            let n = match tokio::time::timeout_at(read_by, stream.read(&mut buffer)).await {
                 Ok(Ok(0)) => return Ended::Closed,
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Ended::Failed(e.to_string()),
-                Err(_) => return Ended::Failed("no data for 10 s".into()),
+                Err(_) if publishing => return Ended::Failed("no data for 10 s".into()),
+                Err(_) => return Ended::Failed("did not start publishing within 10 s".into()),
             };
+            if !publishing {
+                read_before_publish += n;
+                if read_before_publish > MAX_BYTES_BEFORE_PUBLISH {
+                    return Ended::Failed("sent over 64 KiB without publishing".into());
+                }
+            }
             input = buffer[..n].to_vec();
             if let Some(slot) = &self.publishing {
                 if slot.removed.load(Ordering::Acquire) {
@@ -342,6 +498,15 @@ impl Connection {
         }
     }
 
+    /// `Some(lines left out)` when a refusal of this peer should be logged now.
+    fn warning_due(&self) -> Option<u64> {
+        let Warnings { throttle, epoch } = &self.warnings;
+        throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .due(epoch.elapsed(), self.peer.ip())
+    }
+
     fn handle_event(
         &mut self,
         session: &mut ServerSession,
@@ -353,7 +518,9 @@ impl Connection {
                 app_name,
             } => {
                 if app_name != APP {
-                    warn!(peer = %self.peer, app = %app_name, "RTMP connection refused: the application must be \"{APP}\" (rtmp://HOST:1935/{APP})");
+                    if let Some(suppressed) = self.warning_due() {
+                        warn!(peer = %self.peer, app = %printable(&app_name), suppressed, "RTMP connection refused: the application must be \"{APP}\" (rtmp://HOST:1935/{APP})");
+                    }
                     return Err(Ended::Refused("wrong application name"));
                 }
                 session
@@ -366,7 +533,9 @@ impl Connection {
                 ..
             } => {
                 let Some(slot) = self.inputs.find(&stream_key) else {
-                    warn!(peer = %self.peer, "rejected RTMP publisher: unknown stream key (check the key in the encoder)");
+                    if let Some(suppressed) = self.warning_due() {
+                        warn!(peer = %self.peer, suppressed, "rejected RTMP publisher: unknown stream key (check the key in the encoder)");
+                    }
                     return self.refuse(
                         session,
                         request_id,
@@ -398,6 +567,7 @@ impl Connection {
                     .events
                     .try_send((input.index, InputEvent::Connected { peer: self.peer }));
                 self.publishing = Some(slot);
+                self.ticket.published();
                 session
                     .accept_request(request_id)
                     .map_err(|e| Ended::Failed(format!("{e:?}")))
@@ -479,7 +649,7 @@ impl Connection {
             Ended::Closed => debug!(peer = %self.peer, "RTMP connection closed"),
             Ended::Refused(reason) => debug!(peer = %self.peer, reason, "RTMP connection refused"),
             Ended::Failed(error) => {
-                info!(peer = %self.peer, error = %error, "RTMP connection ended")
+                info!(peer = %self.peer, error = %printable(error), "RTMP connection ended")
             }
         }
         if let Some(slot) = self.publishing.take() {
@@ -496,5 +666,68 @@ impl Connection {
                 .try_send((slot.input.index, InputEvent::Disconnected));
             slot.live.store(false, Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn one_address_gets_at_most_its_share() {
+        let mut admission = Admission::default();
+        for _ in 0..MAX_PER_ADDRESS {
+            assert!(matches!(admission.admit(ip(2)), Admitted::Yes { .. }));
+        }
+        assert!(matches!(
+            admission.admit(ip(2)),
+            Admitted::TooManyFromAddress
+        ));
+        assert!(matches!(admission.admit(ip(3)), Admitted::Yes { .. }));
+    }
+
+    #[test]
+    fn a_full_setup_pool_evicts_its_oldest_never_a_publisher() {
+        let mut admission = Admission::default();
+        let mut first = None;
+        // One publisher plus a full pool of setups.
+        for n in 0..=MAX_PENDING {
+            let Admitted::Yes { id, evicted, evict } = admission.admit(ip(10 + (n / 8) as u8))
+            else {
+                panic!("admitted");
+            };
+            assert!(evict.is_none());
+            if n == 0 {
+                // This one publishes: it must never be evicted.
+                admission.published(id);
+                drop(evicted);
+            } else if n == 1 {
+                first = Some(evicted);
+            }
+        }
+        let Admitted::Yes { evict, .. } = admission.admit(ip(1)) else {
+            panic!("a new address always gets in");
+        };
+        let mut evicted = first.expect("second connection");
+        evict.expect("the oldest setup gives way").send(()).unwrap();
+        assert_eq!(evicted.try_recv(), Ok(()));
+    }
+
+    #[test]
+    fn leaving_gives_the_address_its_place_back() {
+        let mut admission = Admission::default();
+        let ids: Vec<u64> = (0..MAX_PER_ADDRESS)
+            .map(|_| match admission.admit(ip(2)) {
+                Admitted::Yes { id, .. } => id,
+                Admitted::TooManyFromAddress => panic!("under the cap"),
+            })
+            .collect();
+        admission.left(ip(2), ids[0]);
+        assert!(matches!(admission.admit(ip(2)), Admitted::Yes { .. }));
+        assert_eq!(admission.pending.len(), MAX_PER_ADDRESS);
     }
 }

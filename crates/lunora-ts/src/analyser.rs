@@ -266,10 +266,13 @@ impl Analyser {
             }
             PsiNotice::SectionError { pid, error } => match error {
                 SectionError::Crc => self.record(now, Indicator::CrcError, Some(*pid)),
-                SectionError::TableId(_) | SectionError::Malformed if *pid == Pid::PAT => {
+                // (`TooLong` is a writer's error; parsing never reports it.)
+                SectionError::TableId(_) | SectionError::Malformed | SectionError::TooLong(_)
+                    if *pid == Pid::PAT =>
+                {
                     self.record(now, Indicator::PatError, Some(*pid))
                 }
-                SectionError::TableId(_) | SectionError::Malformed => {
+                SectionError::TableId(_) | SectionError::Malformed | SectionError::TooLong(_) => {
                     self.record(now, Indicator::PmtError, Some(*pid))
                 }
             },

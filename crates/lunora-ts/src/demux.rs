@@ -44,11 +44,23 @@ pub enum PsiNotice {
 /// Counters of things the demuxer had to throw away.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DemuxCounters {
-    /// PES packets dropped because a packet inside them was lost or they did not parse.
+    /// PES packets dropped because a packet inside them was lost, they did not parse or they
+    /// grew past the size cap (the latter also counted in `pes_oversized`).
     pub pes_dropped: u64,
+    /// PES packets dropped because they grew past [`VIDEO_PES_CAP`] / [`OTHER_PES_CAP`].
+    pub pes_oversized: u64,
     /// Bytes in a PES payload that did not form a whole audio frame.
     pub audio_bytes_discarded: u64,
 }
+
+/// The most a video PES (one access unit) may hold before it is dropped. Even an intra-only 4K
+/// picture at contribution bitrates stays around 1–2 MiB; 8 MiB is a generous multiple that
+/// still bounds what a sender of endless continuation packets can make us hold.
+pub const VIDEO_PES_CAP: usize = 8 << 20;
+
+/// The most an audio or other PES may hold. Legal non-video PES carry a 16-bit length (at most
+/// 64 KiB); the margin covers senders that wrongly write length 0 on audio.
+pub const OTHER_PES_CAP: usize = 256 << 10;
 
 #[derive(Debug)]
 struct ElementaryStream {
@@ -153,12 +165,14 @@ impl Demux {
 
     /// Throws away PES packets still being assembled: the sender vanished, and an unbounded
     /// (video) PES cannot be known to be complete. Counted in `pes_dropped`.
+    /// The buffers are released, not just emptied, so a departed sender's largest PES does
+    /// not stay allocated while the input waits for the next one.
     pub fn discard_partial(&mut self) {
         for stream in self.streams.values_mut() {
             if !stream.buffer.is_empty() {
-                stream.buffer.clear();
                 self.counters.pes_dropped += 1;
             }
+            stream.buffer = BytesMut::new();
             stream.broken = false;
             stream.last_cc = None;
         }
@@ -341,7 +355,15 @@ impl Demux {
                 stream.buffer.extend_from_slice(payload);
             }
         } else if !stream.buffer.is_empty() {
-            stream.buffer.extend_from_slice(payload);
+            if !append_capped(stream, payload) {
+                // Dropped whole: the continuation packets that follow find an empty buffer and
+                // are ignored until the next payload unit start.
+                stream.buffer = BytesMut::new();
+                stream.broken = false;
+                self.counters.pes_dropped += 1;
+                self.counters.pes_oversized += 1;
+                return;
+            }
             let complete = PesHeader::parse(&stream.buffer).is_some_and(|h| {
                 h.pes_packet_length != 0
                     && stream.buffer.len() >= 6 + usize::from(h.pes_packet_length)
@@ -420,6 +442,28 @@ impl Demux {
     }
 }
 
+/// Appends `payload` unless the PES would grow past its cap (`false` then). Growth is done
+/// here rather than by `BytesMut`'s doubling so the allocation itself never exceeds the cap.
+fn append_capped(stream: &mut ElementaryStream, payload: &[u8]) -> bool {
+    let cap = if stream.codec.is_video() {
+        VIDEO_PES_CAP
+    } else {
+        OTHER_PES_CAP
+    };
+    let needed = stream.buffer.len() + payload.len();
+    if needed > cap {
+        return false;
+    }
+    if stream.buffer.capacity() < needed {
+        let grown = (stream.buffer.len() * 2).max(needed).max(4096).min(cap);
+        let mut buffer = BytesMut::with_capacity(grown);
+        buffer.extend_from_slice(&stream.buffer);
+        stream.buffer = buffer;
+    }
+    stream.buffer.extend_from_slice(payload);
+    true
+}
+
 /// Reads the NAL units before the first slice: notes parameter sets and says whether the
 /// access unit is a random access point. The slice itself is judged by its header byte alone,
 /// so the cost does not grow with the picture size.
@@ -463,4 +507,107 @@ fn inspect_video_access_unit(stream: &mut ElementaryStream, payload: &[u8]) -> b
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use lunora_media::{Codec, Frame, MpegTime, Program, Track, TrackId};
+
+    use super::*;
+    use crate::PACKET_SIZE;
+    use crate::mux::{MuxSettings, Muxer};
+
+    /// PAT and PMT for one program with H.264 on 0x100 and AAC on 0x101, as the muxer writes them.
+    fn psi_packets() -> Vec<[u8; PACKET_SIZE]> {
+        let program = Program {
+            tracks: vec![
+                Track::new(TrackId(1), Codec::H264),
+                Track::new(TrackId(2), Codec::AacAdts),
+            ],
+        };
+        let mut muxer = Muxer::new(MuxSettings::default());
+        muxer.set_program(&program);
+        let mut out = BytesMut::new();
+        let frame = Frame {
+            track: TrackId(1),
+            codec: Codec::H264,
+            pts: MpegTime(0),
+            dts: MpegTime(0),
+            keyframe: true,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88]),
+        };
+        muxer.write_frame(&frame, &mut out);
+        out.chunks_exact(PACKET_SIZE)
+            .map(|c| c.try_into().unwrap())
+            .filter(|p: &[u8; PACKET_SIZE]| {
+                let pid = Packet::new(p).pid().value();
+                pid == 0 || pid == 0x1000
+            })
+            .collect()
+    }
+
+    /// A payload-only packet on `pid`; the first carries an unbounded (length 0) PES header.
+    fn pes_packet(pid: u16, cc: u8, start: bool, stream_id: u8) -> [u8; PACKET_SIZE] {
+        let mut p = [0xAA; PACKET_SIZE];
+        p[0] = 0x47;
+        p[1] = (u8::from(start) << 6) | (pid >> 8) as u8;
+        p[2] = pid as u8;
+        p[3] = 0x10 | (cc & 0x0F);
+        if start {
+            p[4..18].copy_from_slice(&[0, 0, 1, stream_id, 0, 0, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1]);
+        }
+        p
+    }
+
+    fn held(demux: &Demux) -> usize {
+        demux.streams.values().map(|s| s.buffer.capacity()).sum()
+    }
+
+    fn flood(demux: &mut Demux, pid: u16, stream_id: u8, bytes: usize) -> usize {
+        demux.handle_packet(&Packet::new(&pes_packet(pid, 0, true, stream_id)));
+        let mut most = 0;
+        for i in 1..=bytes / 184 {
+            demux.handle_packet(&Packet::new(&pes_packet(pid, i as u8, false, stream_id)));
+            most = most.max(held(demux));
+        }
+        most
+    }
+
+    fn demux_with_program() -> Demux {
+        let mut demux = Demux::new();
+        for p in psi_packets() {
+            demux.handle_packet(&Packet::new(&p));
+        }
+        assert!(matches!(demux.poll_event(), Some(DemuxEvent::Program(_))));
+        demux
+    }
+
+    #[test]
+    fn endless_video_pes_stays_under_the_cap_and_is_counted() {
+        let mut demux = demux_with_program();
+        let most = flood(&mut demux, 0x100, 0xE0, 100 << 20);
+        assert!(most <= VIDEO_PES_CAP, "held {most} bytes");
+        let counters = demux.counters();
+        assert_eq!((counters.pes_oversized, counters.pes_dropped), (1, 1));
+        assert_eq!(demux.poll_event(), None, "no truncated frame is passed on");
+    }
+
+    #[test]
+    fn endless_audio_pes_is_capped_far_lower() {
+        let mut demux = demux_with_program();
+        let most = flood(&mut demux, 0x101, 0xC0, 10 << 20);
+        assert!(most <= OTHER_PES_CAP, "held {most} bytes");
+        assert_eq!(demux.counters().pes_oversized, 1);
+    }
+
+    #[test]
+    fn a_lost_connection_frees_the_buffers() {
+        let mut demux = demux_with_program();
+        flood(&mut demux, 0x100, 0xE0, 4 << 20);
+        assert!(held(&demux) >= 4 << 20);
+        demux.discard_partial();
+        assert_eq!(held(&demux), 0);
+        assert_eq!(demux.counters().pes_dropped, 1);
+    }
 }

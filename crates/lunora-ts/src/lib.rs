@@ -17,7 +17,10 @@ mod sync;
 use std::time::Duration;
 
 pub use analyser::{Analyser, AnalyserSettings, Indicator, Tr101290Counters, Tr101290Event};
-pub use demux::{Demux, DemuxCounters, DemuxEvent, PsiNotice, codec_for_stream_type};
+pub use demux::{
+    Demux, DemuxCounters, DemuxEvent, OTHER_PES_CAP, PsiNotice, VIDEO_PES_CAP,
+    codec_for_stream_type,
+};
 pub use mux::{DATAGRAM_SIZE, MuxSettings, Muxer};
 pub use packet::{AdaptationField, ContinuityCounter, PACKET_SIZE, Packet, Pcr, Pid, SYNC_BYTE};
 pub use pes::{PesHeader, write_pes_header};

@@ -100,7 +100,8 @@ impl Muxer {
             pcr_pid: Pid::NULL,
             pmt_version: 0,
             pmt_section: Vec::new(),
-            pat_section: pat.to_section(),
+            // One program always fits a section.
+            pat_section: pat.to_section().unwrap_or_default(),
             counters: HashMap::new(),
             clock: None,
             last_psi_at: None,
@@ -122,17 +123,22 @@ impl Muxer {
     pub fn set_program(&mut self, program: &Program) {
         let mut streams = Vec::with_capacity(program.tracks.len());
         let (mut videos, mut audios) = (0u8, 0u8);
+        // Track counts come from the sender's PMT: counted without overflow, and PIDs past
+        // the last usable one become the null PID rather than wrapping.
         for track in &program.tracks {
-            let next_free = self.settings.first_elementary_pid.value() + self.assigned.len() as u16;
+            let next_free = u16::try_from(self.assigned.len())
+                .ok()
+                .and_then(|n| self.settings.first_elementary_pid.value().checked_add(n))
+                .unwrap_or(u16::MAX);
             let pid = *self
                 .assigned
                 .entry(track.id)
                 .or_insert(Pid::new(next_free).unwrap_or(Pid::NULL));
             let index = if track.codec.is_video() {
-                videos += 1;
+                videos = videos.saturating_add(1);
                 videos - 1
             } else if track.codec.is_audio() {
-                audios += 1;
+                audios = audios.saturating_add(1);
                 audios - 1
             } else {
                 0
@@ -154,7 +160,7 @@ impl Muxer {
             .or(streams.first())
             .map_or(Pid::NULL, |s| s.pid);
         let has_scte35 = streams.iter().any(|s| s.codec == Codec::Scte35);
-        let pmt = |version| Pmt {
+        let pmt = |version, streams: &[OutputStream]| Pmt {
             program_number: self.settings.program_number,
             version,
             pcr_pid,
@@ -173,13 +179,22 @@ impl Muxer {
                 })
                 .collect(),
         };
+        // The descriptors and track list are the sender's: when they do not fit one PMT
+        // section, the descriptors go first, then the tracks that still do not fit.
+        if pmt(0, &streams).to_section().is_err() {
+            for stream in &mut streams {
+                stream.descriptors.clear();
+            }
+        }
+        while pmt(0, &streams).to_section().is_err() && streams.pop().is_some() {}
+        let section = |version| pmt(version, &streams).to_section().unwrap_or_default();
         let unchanged =
-            !self.pmt_section.is_empty() && pmt(self.pmt_version).to_section() == self.pmt_section;
+            !self.pmt_section.is_empty() && section(self.pmt_version) == self.pmt_section;
         if !unchanged {
             if !self.pmt_section.is_empty() {
                 self.pmt_version = (self.pmt_version + 1) & 0x1F;
             }
-            self.pmt_section = pmt(self.pmt_version).to_section();
+            self.pmt_section = section(self.pmt_version);
             // Announce the new program before the next frame.
             self.last_psi_at = None;
         }

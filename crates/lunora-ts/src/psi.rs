@@ -111,7 +111,13 @@ pub enum SectionError {
     TableId(u8),
     #[error("section too short or malformed")]
     Malformed,
+    /// A section to write would be longer than the standard allows.
+    #[error("section of {0} bytes is longer than the 1021 allowed")]
+    TooLong(usize),
 }
+
+/// The largest `section_length` of a PAT or PMT (ISO/IEC 13818-1 §2.4.4.3, §2.4.4.8).
+const MAX_SECTION_LENGTH: usize = 1021;
 
 /// Checks the long-form header and CRC; returns the body between the 8-byte header and the CRC.
 fn long_section_body(section: &[u8], table_id: u8) -> Result<(&[u8], u8), SectionError> {
@@ -162,7 +168,7 @@ impl Pat {
         })
     }
 
-    pub fn to_section(&self) -> Vec<u8> {
+    pub fn to_section(&self) -> Result<Vec<u8>, SectionError> {
         let mut body = Vec::with_capacity(self.programs.len() * 4);
         for (number, pid) in &self.programs {
             body.extend(number.to_be_bytes());
@@ -233,26 +239,43 @@ impl Pmt {
         })
     }
 
-    pub fn to_section(&self) -> Vec<u8> {
+    /// The section, or `TooLong` when the descriptors (which come from the sender's own PMT)
+    /// do not fit: a length is never cut to its field's width.
+    pub fn to_section(&self) -> Result<Vec<u8>, SectionError> {
+        let length_field = |n: usize| {
+            u16::try_from(n)
+                .ok()
+                .filter(|n| *n <= 0x03FF)
+                .ok_or(SectionError::TooLong(n))
+        };
         let mut body = Vec::new();
         body.extend((0xE000 | self.pcr_pid.value()).to_be_bytes());
-        body.extend((0xF000 | self.program_info.len() as u16).to_be_bytes());
+        body.extend((0xF000 | length_field(self.program_info.len())?).to_be_bytes());
         body.extend(&self.program_info);
         for stream in &self.streams {
             body.push(stream.stream_type);
             body.extend((0xE000 | stream.elementary_pid.value()).to_be_bytes());
-            body.extend((0xF000 | stream.descriptors.len() as u16).to_be_bytes());
+            body.extend((0xF000 | length_field(stream.descriptors.len())?).to_be_bytes());
             body.extend(&stream.descriptors);
         }
         long_section(TABLE_ID_PMT, self.program_number, self.version, &body)
     }
 }
 
-fn long_section(table_id: u8, id_extension: u16, version: u8, body: &[u8]) -> Vec<u8> {
+fn long_section(
+    table_id: u8,
+    id_extension: u16,
+    version: u8,
+    body: &[u8],
+) -> Result<Vec<u8>, SectionError> {
     let section_length = 5 + body.len() + 4;
+    let length_field = u16::try_from(section_length)
+        .ok()
+        .filter(|_| section_length <= MAX_SECTION_LENGTH)
+        .ok_or(SectionError::TooLong(section_length))?;
     let mut section = Vec::with_capacity(3 + section_length);
     section.push(table_id);
-    section.extend((0xB000 | section_length as u16).to_be_bytes());
+    section.extend((0xB000 | length_field).to_be_bytes());
     section.extend(id_extension.to_be_bytes());
     section.push(0xC1 | ((version & 0x1F) << 1)); // current_next_indicator = 1
     section.push(0); // section_number
@@ -260,7 +283,7 @@ fn long_section(table_id: u8, id_extension: u16, version: u8, body: &[u8]) -> Ve
     section.extend(body);
     let crc = crc32_mpeg2(&section);
     section.extend(crc.to_be_bytes());
-    section
+    Ok(section)
 }
 
 struct Descriptors<'a> {
@@ -304,7 +327,7 @@ mod tests {
             version: 3,
             programs: vec![(1, pid(0x1000))],
         };
-        assert_eq!(Pat::parse(&pat.to_section()), Ok(pat));
+        assert_eq!(Pat::parse(&pat.to_section().unwrap()), Ok(pat));
         let pmt = Pmt {
             program_number: 1,
             version: 0,
@@ -323,12 +346,37 @@ mod tests {
                 },
             ],
         };
-        let parsed = Pmt::parse(&pmt.to_section()).expect("valid pmt");
+        let parsed = Pmt::parse(&pmt.to_section().unwrap()).expect("valid pmt");
         assert_eq!(parsed, pmt);
         assert_eq!(
             parsed.streams[1].descriptors().collect::<Vec<_>>(),
             vec![(0x0A, &b"eng\0"[..])]
         );
+    }
+
+    #[test]
+    fn lengths_that_do_not_fit_their_fields_are_errors() {
+        let stream = |descriptors: usize| PmtStream {
+            stream_type: 0x1B,
+            elementary_pid: pid(0x100),
+            descriptors: vec![0x05; descriptors],
+        };
+        let pmt = |streams| Pmt {
+            program_number: 1,
+            version: 0,
+            pcr_pid: pid(0x100),
+            program_info: vec![],
+            streams,
+        };
+        assert_eq!(
+            pmt(vec![stream(5000)]).to_section(),
+            Err(SectionError::TooLong(5000))
+        );
+        assert_eq!(
+            pmt(vec![stream(600), stream(600)]).to_section(),
+            Err(SectionError::TooLong(1223))
+        );
+        assert_eq!(pmt(vec![stream(990)]).to_section().unwrap().len(), 3 + 1008);
     }
 
     #[test]
@@ -338,7 +386,8 @@ mod tests {
             version: 0,
             programs: vec![(1, pid(0x1000))],
         }
-        .to_section();
+        .to_section()
+        .unwrap();
         section[9] ^= 0x01;
         assert_eq!(Pat::parse(&section), Err(SectionError::Crc));
         assert_eq!(Pmt::parse(&section), Err(SectionError::TableId(0)));
@@ -352,7 +401,8 @@ mod tests {
             version: 1,
             programs: vec![(1, pid(0x20)), (2, pid(0x21))],
         }
-        .to_section();
+        .to_section()
+        .unwrap();
         let mut asm = SectionAssembler::default();
         let mut out = Vec::new();
         // Split across two payloads.

@@ -85,6 +85,41 @@ fn demux_mux_demux_round_trip_preserves_frames() {
 }
 
 #[test]
+fn a_program_whose_descriptors_do_not_fit_still_gets_a_valid_pmt() {
+    // Descriptors longer than their 12-bit length field, and than the 1021 bytes a PMT
+    // section may hold: cutting the lengths would corrupt the PMT.
+    let track = |id, codec, descriptors| Track {
+        descriptors: Bytes::from(vec![0x05; descriptors]),
+        ..Track::new(TrackId(id), codec)
+    };
+    let program = Program {
+        tracks: vec![track(1, Codec::H264, 5000), track(2, Codec::AacAdts, 900)],
+    };
+    let mut muxer = Muxer::new(MuxSettings::default());
+    muxer.set_program(&program);
+    let mut out = BytesMut::new();
+    let frame = Frame {
+        track: TrackId(1),
+        codec: Codec::H264,
+        pts: MpegTime(0),
+        dts: MpegTime(0),
+        keyframe: true,
+        data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88]),
+    };
+    assert!(muxer.write_frame(&frame, &mut out));
+    let (programs, frames, input) = demux_all(&out);
+    assert_eq!(
+        input.counters().priority_total(1),
+        0,
+        "{:?}",
+        input.counters()
+    );
+    let codecs: Vec<Codec> = programs[0].tracks.iter().map(|t| t.codec).collect();
+    assert_eq!(codecs, [Codec::H264, Codec::AacAdts], "every track kept");
+    assert_eq!(frames.len(), 1);
+}
+
+#[test]
 fn muxer_keeps_pids_and_version_for_an_identical_program() {
     let program = Program {
         tracks: vec![Track::new(TrackId(7), Codec::H264)],

@@ -55,7 +55,7 @@ pub(crate) enum LogFormat {
 #[serde(deny_unknown_fields)]
 struct RawState {
     /// Where the state database lives.
-    dir: PathBuf,
+    dir: Spanned<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -414,15 +414,46 @@ fn validate(
             *r.listen.get_ref()
         });
     let http_listen = *raw.http.listen.get_ref();
-    if has_rtmp_inputs && rtmp_listen.port() == http_listen.port() && rtmp_listen.port() != 0 {
+    // Every TCP listener the daemon may bind, so that two on one port fail here and not at
+    // start-up. RTMP is bound once an RTMP input exists, which the API can add at any time.
+    let mut listeners: Vec<(&str, SocketAddr, Range<usize>)> =
+        vec![("[http] listen", http_listen, raw.http.listen.span())];
+    if let Some(l) = &raw.http.tls_listen {
+        listeners.push(("[http] tls_listen", *l.get_ref(), l.span()));
+    }
+    if raw.rtmp.is_some() || has_rtmp_inputs {
         let span = raw.rtmp.as_ref().map_or(0..0, |r| r.listen.span());
-        c.at(
-            span,
-            format!(
-                "TCP port {} is used by both [http] and [rtmp]",
-                rtmp_listen.port()
-            ),
-        );
+        listeners.push(("[rtmp] listen", rtmp_listen, span));
+    }
+    if let Some(l) = raw.rtmp.as_ref().and_then(|r| r.tls_listen.as_ref()) {
+        listeners.push(("[rtmp] tls_listen", *l.get_ref(), l.span()));
+    }
+    for (n, (name, address, span)) in listeners.iter().enumerate() {
+        let clash = listeners[..n].iter().find(|(_, other, _)| {
+            other.port() == address.port()
+                && address.port() != 0
+                && (other.ip() == address.ip()
+                    || other.ip().is_unspecified()
+                    || address.ip().is_unspecified())
+        });
+        if let Some((other, _, _)) = clash {
+            c.at(
+                span.clone(),
+                format!(
+                    "{name} needs its own port: TCP port {} is already used by {other}",
+                    address.port()
+                ),
+            );
+        }
+    }
+    if let Some(state) = &raw.state {
+        let dir = state.dir.get_ref();
+        if dir.exists() && !dir.is_dir() {
+            c.at(
+                state.dir.span(),
+                format!("[state] dir {} is a file, not a directory", dir.display()),
+            );
+        }
     }
     let rtmps = raw.rtmp.as_ref().and_then(|r| {
         tls_files(
@@ -433,19 +464,10 @@ fn validate(
             &r.certificate,
             &r.private_key,
         )
-        .map(|(listen, certificate, private_key)| {
-            if listen.port() == rtmp_listen.port() && listen.port() != 0 {
-                let span = r.tls_listen.as_ref().map_or(0..0, |l| l.span());
-                c.at(
-                    span,
-                    "tls_listen needs its own port (RTMPS and RTMP cannot share one)",
-                );
-            }
-            RtmpsSettings {
-                listen,
-                certificate,
-                private_key,
-            }
+        .map(|(listen, certificate, private_key)| RtmpsSettings {
+            listen,
+            certificate,
+            private_key,
         })
     });
     let http = &raw.http;
@@ -457,19 +479,10 @@ fn validate(
         &http.certificate,
         &http.private_key,
     )
-    .map(|(listen, certificate, private_key)| {
-        if listen.port() == http_listen.port() && listen.port() != 0 {
-            let span = http.tls_listen.as_ref().map_or(0..0, |l| l.span());
-            c.at(
-                span,
-                "tls_listen needs its own port (HTTPS and HTTP cannot share one)",
-            );
-        }
-        HttpsSettings {
-            listen,
-            certificate,
-            private_key,
-        }
+    .map(|(listen, certificate, private_key)| HttpsSettings {
+        listen,
+        certificate,
+        private_key,
     });
     let metrics_token = http.metrics_token.as_ref().and_then(|token| {
         match lunora_control::expand_env(token.get_ref(), lookup) {
@@ -491,7 +504,7 @@ fn validate(
         https,
         rtmp_listen,
         rtmps,
-        state_dir: raw.state.map(|s| s.dir),
+        state_dir: raw.state.map(|s| s.dir.into_inner()),
         log_format: raw.log.format,
         graph,
     }
@@ -508,13 +521,23 @@ fn tls_files(
 ) -> Option<(SocketAddr, PathBuf, PathBuf)> {
     match (listen, certificate, private_key) {
         (Some(listen), Some(certificate), Some(private_key)) => {
+            let mut readable = true;
             for path in [certificate, private_key] {
                 if !path.get_ref().is_file() {
+                    readable = false;
                     c.at(
                         path.span(),
                         format!("{} is not a readable file", path.get_ref().display()),
                     );
                 }
+            }
+            // Built as the daemon will build it, so a key that does not belong to the
+            // certificate (or a file that is not PEM) fails here, not at start-up.
+            if readable
+                && let Err(e) =
+                    lunora_control::tls_acceptor(certificate.get_ref(), private_key.get_ref())
+            {
+                c.at(certificate.span(), format!("{section}: {e}"));
             }
             Some((
                 *listen.get_ref(),
@@ -664,6 +687,67 @@ passphrase = "${SRT_PASS}"
             "{e:?}"
         );
         assert!(!e[0].contains("k1"), "keys are never printed");
+    }
+
+    #[test]
+    fn two_listeners_on_one_tcp_port_are_refused_across_sections() {
+        let channel = "[[channels]]\nid = \"a\"\nmode = \"single\"\n";
+        let e = errors(&format!(
+            "[http]\nlisten = \"127.0.0.1:1935\"\n[rtmp]\nlisten = \"0.0.0.0:1935\"\n{channel}"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:4:10:")
+                && e[0].contains("[rtmp] listen needs its own port: TCP port 1935 is already used by [http] listen"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "[http]\nlisten = \"127.0.0.1:8080\"\ntls_listen = \"127.0.0.1:8443\"\ncertificate = \"/nonexistent/c.pem\"\nprivate_key = \"/nonexistent/k.pem\"\n\
+             [rtmp]\nlisten = \"0.0.0.0:1935\"\ntls_listen = \"0.0.0.0:8443\"\ncertificate = \"/nonexistent/c.pem\"\nprivate_key = \"/nonexistent/k.pem\"\n{channel}"
+        ));
+        assert!(
+            e.iter().any(|e| e.contains(
+                "[rtmp] tls_listen needs its own port: TCP port 8443 is already used by [http] tls_listen"
+            )),
+            "{e:?}"
+        );
+        // Different addresses on one port are fine.
+        let e = errors(&format!(
+            "[http]\nlisten = \"127.0.0.1:1935\"\n[rtmp]\nlisten = \"127.0.0.2:1935\"\n{channel}"
+        ));
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn a_state_dir_that_is_a_file_is_refused() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let e = errors(&format!(
+            "[state]\ndir = \"{}\"\n[[channels]]\nid = \"a\"\nmode = \"single\"\n",
+            file.path().display()
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:2:7:") && e[0].contains("is a file"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn loss_bound_and_stream_id_rules_reach_check_config() {
+        let e = errors(
+            "[[channels]]\nid = \"a\"\nmode = \"single\"\nfailover = { input_loss_ms = 600001 }\n\
+             [[channels.inputs]]\nid = \"cam\"\ntype = \"srt\"\nlisten = \"0.0.0.0:9000\"\nstream_id = \"line\\nbreak\"\n\
+             [[channels.outputs]]\nid = \"out\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"0.0.0.0:9100\"\nstream_id = \"LONG\"\n"
+                .replace("LONG", &"s".repeat(600))
+                .as_str(),
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("between 50 and 600000"), "{e:?}");
+        assert!(
+            e[1].starts_with("t.toml:9:13:") && e[1].contains("stream_id must be at most 512"),
+            "{e:?}"
+        );
+        assert!(e[2].contains("stream_id must be at most 512"), "{e:?}");
     }
 
     #[test]

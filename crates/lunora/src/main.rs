@@ -237,16 +237,12 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         info!(https = %https.listen, "dashboard and API over HTTPS");
         let (app, cancel) = (app.over_tls(), cancel.clone());
         graph.tasks().spawn(async move {
-            if let Err(e) = lunora_api::serve(listener, app, cancel.cancelled_owned()).await {
-                error!(error = %e, "HTTPS server stopped");
-            }
+            lunora_api::serve(listener, app, cancel.cancelled_owned()).await;
         });
     }
     let http_cancel = cancel.clone();
     graph.tasks().spawn(async move {
-        if let Err(e) = lunora_api::serve(http, app, http_cancel.cancelled_owned()).await {
-            error!(error = %e, "HTTP server stopped");
-        }
+        lunora_api::serve(http, app, http_cancel.cancelled_owned()).await;
     });
     info!(http = %http_address, channels = config.graph.channels.len(), "lunora is running");
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
