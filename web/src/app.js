@@ -486,7 +486,7 @@ function connect() {
   live.source = events;
   setConnection("connecting…", "muted");
   events.addEventListener("open", () => {
-    setConnection("live", "ok");
+    setConnection("connected to box", "ok");
     setOffline(false);
   });
   events.addEventListener("status", (event) => onStatus(JSON.parse(event.data)));
@@ -608,7 +608,9 @@ function renderChannelPage() {
 function healthPill(input) {
   const health = input.health || { state: "unknown", reasons: [] };
   const tone = { healthy: "ok", degraded: "warn", lost: "bad" }[health.state] || "muted";
-  return [pill(health.state || "unknown", tone), health.reasons && health.reasons.length ? el("span", { class: "reasons" }, health.reasons.join(", ").replaceAll("_", " ")) : null];
+  // A detail ("connected, no data for 12 s") says more than the reason's name.
+  const why = health.detail || (health.reasons || []).join(", ").replaceAll("_", " ");
+  return [pill(health.state || "unknown", tone), why ? el("span", { class: "reasons" }, why) : null];
 }
 
 function tr101290(input) {
@@ -645,6 +647,9 @@ function renderDashboard(channel) {
     switchButtons.hidden = true;
   }
 
+  // SRT link figures and TR 101 290 exist only for SRT (MPEG-TS) inputs: no columns of dashes
+  // on a channel that has none, "n/a" where a row's kind has none.
+  $("#inputs").classList.toggle("no-srt", !channel.inputs.some((i) => i.type === "srt"));
   $("#inputs tbody").replaceChildren(...channel.inputs.map((input) => {
     const key = `${channel.id}/${input.id}`;
     const history = state.bitrates.get(key) || [];
@@ -658,8 +663,8 @@ function renderDashboard(channel) {
       el("td", {}, input.state === "connected" ? pill("connected", "ok") : pill("waiting", "muted"), input.peer ? el("div", { class: "muted" }, input.peer) : null),
       el("td", {}, healthPill(input)),
       el("td", {}, formatBitrate(input.bitrate_bps), sparkline(history)),
-      el("td", {}, input.type === "srt" && input.state === "connected" ? `${(srt.rtt_ms || 0).toFixed(1)} ms / ${loss}` : "—"),
-      el("td", {}, tr101290(input)));
+      el("td", { class: "col-srt" }, input.type !== "srt" ? el("span", { class: "muted" }, "n/a") : input.state === "connected" ? `${(srt.rtt_ms || 0).toFixed(1)} ms / ${loss}` : "—"),
+      el("td", { class: "col-srt" }, input.type === "srt" ? tr101290(input) : el("span", { class: "muted" }, "n/a")));
   }));
 
   const switches = [...channel.switches].reverse();

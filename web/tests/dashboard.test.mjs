@@ -181,7 +181,7 @@ async function logIn(user, pass = passwords.get(user)) {
 }
 
 async function liveUpdates() {
-  await until("live updates connect", 10000, async () => (await text("connection")) === "live");
+  await until("live updates connect", 10000, async () => (await text("connection")) === "connected to box");
 }
 
 async function onChannelPage(id) {
