@@ -6,6 +6,7 @@
 mod access;
 mod resilient;
 mod udp;
+pub mod wire;
 
 pub use access::{AccessPolicy, Refusal, stream_id_matches};
 pub use resilient::{ListenerEvent, ResilientListener};
