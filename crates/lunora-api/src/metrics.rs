@@ -107,6 +107,11 @@ pub fn render_metrics(
         "Callers refused, by reason.",
         &["channel", "input", "reason"],
     )?;
+    let srt_datagrams_rejected = f.counter(
+        "lunora_srt_datagrams_rejected_total",
+        "SRT datagrams dropped on an input's port before reaching the protocol, by reason.",
+        &["channel", "input", "reason"],
+    )?;
     let tr = f.counter(
         "lunora_input_tr101290_errors_total",
         "ETSI TR 101 290 errors by indicator and priority.",
@@ -302,6 +307,11 @@ pub fn render_metrics(
                 ("handshake", r.handshake),
             ] {
                 rejected.with_label_values(&[c, i, reason]).inc_by(n);
+            }
+            for (reason, n) in &s.srt_datagrams_rejected {
+                srt_datagrams_rejected
+                    .with_label_values(&[c, i, reason])
+                    .inc_by(*n);
             }
             for (indicator, n) in &s.tr101290 {
                 let priority = Indicator::ALL

@@ -74,6 +74,8 @@ pub struct InputStats {
     pub truncated_packets_total: u64,
     pub tr101290: BTreeMap<&'static str, u64>,
     pub srt: lunora_srt::LinkStats,
+    /// SRT datagrams dropped before reaching the protocol, by reason (SRT inputs only).
+    pub srt_datagrams_rejected: BTreeMap<&'static str, u64>,
     pub video: Option<VideoInfo>,
     #[serde(skip)]
     pub last_packet_at: Option<Instant>,
@@ -82,6 +84,12 @@ pub struct InputStats {
 }
 
 impl InputStats {
+    pub(crate) fn set_datagrams_rejected(&mut self, counts: &lunora_srt::wire::DropCounts) {
+        for (reason, n) in counts.iter() {
+            self.srt_datagrams_rejected.insert(reason.name(), n);
+        }
+    }
+
     pub(crate) fn set_tr101290(&mut self, counters: &Tr101290Counters) {
         for (indicator, count) in counters.iter() {
             self.tr101290.insert(indicator.name(), count);
