@@ -75,6 +75,9 @@ pub enum DropReason {
     UnknownExtension,
     /// The same extension twice in one handshake.
     DuplicateExtension,
+    /// A responder's extension (HSRSP, KMRSP) in a caller's handshake: a listener only ever
+    /// receives requests.
+    ResponseExtension,
     /// A data packet from a peer with no connection on this port.
     UnknownPeer,
     /// More handshakes in progress than the listener keeps.
@@ -89,7 +92,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::TooShort,
         DropReason::UnknownControlType,
         DropReason::UnknownControlSubtype,
@@ -102,6 +105,7 @@ impl DropReason {
         DropReason::ExtensionLength,
         DropReason::UnknownExtension,
         DropReason::DuplicateExtension,
+        DropReason::ResponseExtension,
         DropReason::UnknownPeer,
         DropReason::TooManyHandshakes,
         DropReason::ParseError,
@@ -124,6 +128,7 @@ impl DropReason {
             DropReason::ExtensionLength => "extension_length",
             DropReason::UnknownExtension => "unknown_extension",
             DropReason::DuplicateExtension => "duplicate_extension",
+            DropReason::ResponseExtension => "response_extension",
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::TooManyHandshakes => "too_many_handshakes",
             DropReason::ParseError => "parse_error",
@@ -323,7 +328,15 @@ fn inspect_handshake(d: &[u8]) -> Verdict {
             return Verdict::Drop(DropReason::ExtensionLength);
         }
         match kind {
-            KMREQ | KMRSP if key_bytes == 0 => return Verdict::Drop(DropReason::KeySize),
+            // srt-protocol reaches `unimplemented!("Expected kmreq")` on a KMRSP here.
+            HSRSP | KMRSP => return Verdict::Drop(DropReason::ResponseExtension),
+            KMREQ if key_bytes == 0 => return Verdict::Drop(DropReason::KeySize),
+            // srt-protocol reads the key-material message by its own length fields and then
+            // carries on from there, not from the block's end: leftover bytes would be read
+            // as another extension (and reach an `unimplemented!`).
+            KMREQ if key_material_len(content) != Some(len) => {
+                return Verdict::Drop(DropReason::ExtensionLength);
+            }
             CONGESTION => {
                 if congestion_is_live(content) {
                     strip = Some((start, end));
@@ -353,6 +366,22 @@ fn inspect_handshake(d: &[u8]) -> Verdict {
         Some((start, end)) => Verdict::PassWithout { start, end },
         None => Verdict::Pass,
     }
+}
+
+/// The length a key-material message (SRT draft, section 3.2.2) says it has: a 16-byte
+/// header, the salt (`SLen/4` words), one wrapped key per bit set in `KK` (`KLen/4` words
+/// each) and the 8-byte wrapping integrity value.
+fn key_material_len(content: &[u8]) -> Option<usize> {
+    let key_flags = content.get(3)? & 0b11;
+    let salt = usize::from(*content.get(14)?) * 4;
+    let key = usize::from(*content.get(15)?) * 4;
+    // KK: bit 0 even key, bit 1 odd key.
+    let keys = match key_flags {
+        0 => 0,
+        0b11 => 2,
+        _ => 1,
+    };
+    Some(16 + salt + key * keys + 8)
 }
 
 /// String extensions are 32-bit words with their bytes reversed (libsrt writes host-order
@@ -553,6 +582,27 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn key_material_must_fill_its_block_exactly() {
+        // Found by the srt_listener fuzz target: a KMREQ whose salt length says less than
+        // its block holds left bytes srt-protocol read as an unknown extension.
+        let mut d = fixture("slt-aes256-sid-1");
+        let km = d.len() - 72;
+        assert_eq!(&d[km - 4..km], &[0, 3, 0, 0x12]);
+        assert_eq!(inspect(&d), Verdict::Pass);
+        d[km + 14] = 2;
+        assert_eq!(inspect(&d), Verdict::Drop(DropReason::ExtensionLength));
+    }
+
+    #[test]
+    fn responses_from_a_caller_are_dropped() {
+        // Found by the fuzz target: a conclusion carrying KMRSP instead of KMREQ.
+        let mut d = fixture("slt-aes256-sid-1");
+        let km = d.len() - 72;
+        d[km - 3] = 4;
+        assert_eq!(inspect(&d), Verdict::Drop(DropReason::ResponseExtension));
     }
 
     #[test]
