@@ -203,6 +203,77 @@ impl RateLimit {
     }
 }
 
+/// Receive slots per `recvmmsg` call.
+const SLOTS: usize = 8;
+/// Room for one datagram: SRT's largest (1500-byte MTU) with a margin; longer ones arrive
+/// truncated, which `wire` then rejects.
+const SLOT_DATAGRAM: usize = 1_536;
+
+/// Batched receive: one `recvmmsg` fills up to [`SLOTS`] buffers, and with UDP GRO each
+/// buffer can hold several same-sized datagrams from one peer (`stride` apart).
+struct BatchReceiver {
+    state: Option<quinn_udp::UdpSocketState>,
+    buffer: Vec<u8>,
+    slot_len: usize,
+    meta: [quinn_udp::RecvMeta; SLOTS],
+}
+
+impl BatchReceiver {
+    fn new(socket: &UdpSocket, label: &str) -> Self {
+        // quinn-udp configures the socket (GRO, packet info) once; without it we fall back
+        // to one datagram per system call.
+        let state = match quinn_udp::UdpSocketState::new(socket.into()) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                warn!(target: "lunora::srt", listener = %label, error = %e, "batched UDP receive unavailable; receiving one datagram per call");
+                None
+            }
+        };
+        let segments = state
+            .as_ref()
+            .map_or(1, quinn_udp::UdpSocketState::gro_segments)
+            .max(1);
+        let slot_len = SLOT_DATAGRAM * segments;
+        BatchReceiver {
+            state,
+            buffer: vec![0; slot_len * SLOTS],
+            slot_len,
+            meta: [quinn_udp::RecvMeta::default(); SLOTS],
+        }
+    }
+
+    /// Takes what one system call returns and hands each datagram to `handle`. Returns how
+    /// many datagrams there were; `WouldBlock` when none were waiting.
+    fn receive(
+        &mut self,
+        socket: &UdpSocket,
+        mut handle: impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<usize> {
+        let Some(state) = &self.state else {
+            let buffer = self.buffer.get_mut(..SLOT_DATAGRAM).unwrap_or_default();
+            let (len, from) = socket.try_recv_from(buffer)?;
+            handle(from, buffer.get(..len).unwrap_or_default());
+            return Ok(1);
+        };
+        let mut chunks = self.buffer.chunks_mut(self.slot_len);
+        let mut slices: [std::io::IoSliceMut<'_>; SLOTS] =
+            std::array::from_fn(|_| std::io::IoSliceMut::new(chunks.next().unwrap_or_default()));
+        let meta = &mut self.meta;
+        let filled = socket.try_io(tokio::io::Interest::READABLE, || {
+            state.recv(socket.into(), &mut slices, meta)
+        })?;
+        let mut datagrams = 0;
+        for (slice, meta) in slices.iter().zip(meta.iter()).take(filled) {
+            let received = slice.get(..meta.len).unwrap_or_default();
+            for datagram in received.chunks(meta.stride.max(1)) {
+                handle(meta.addr, datagram);
+                datagrams += 1;
+            }
+        }
+        Ok(datagrams)
+    }
+}
+
 struct PortTask {
     label: String,
     core: ListenerCore,
@@ -219,8 +290,7 @@ struct PortTask {
 
 impl PortTask {
     async fn run(mut self) {
-        // One buffer for every datagram: srt-protocol copies what it keeps.
-        let mut buffer = vec![0u8; 65_536];
+        let mut receiver = BatchReceiver::new(&self.socket, &self.label);
         let mut reported_drops = 0;
         loop {
             let deadline = self.core.next_deadline(Instant::now());
@@ -230,16 +300,18 @@ impl PortTask {
                         self.io_warning(&e, "waiting for datagrams");
                     }
                     let now = Instant::now();
-                    for _ in 0..RECV_BATCH {
-                        match self.socket.try_recv_from(&mut buffer) {
-                            Ok((len, from)) => {
-                                let datagram = buffer.get(..len).unwrap_or_default();
-                                self.core.handle_datagram(now, from, datagram);
-                            }
+                    let mut taken = 0;
+                    while taken < RECV_BATCH {
+                        let core = &mut self.core;
+                        match receiver.receive(&self.socket, |from, datagram| core.handle_datagram(now, from, datagram)) {
+                            Ok(n) => taken += n.max(1),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             // An ICMP error from an earlier send surfaces here; the next
                             // datagram is unaffected.
-                            Err(e) => self.io_warning(&e, "receiving"),
+                            Err(e) => {
+                                self.io_warning(&e, "receiving");
+                                taken += 1;
+                            }
                         }
                     }
                 }
