@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use lunora_media::Codec;
 use lunora_srt::{
-    AccessDecision, AccessPolicy, CallerRequest, EngineEvent, EngineSettings, LinkStats, SrtEngine,
+    AccessDecision, AccessPolicy, CallerRequest, EngineEvent, EngineSettings, LinkStats, Refusal,
+    SrtEngine,
 };
 use lunora_ts::{AnalyserSettings, DemuxEvent, Indicator, TsInput};
 use srt_protocol::packet::{RejectReason, ServerRejectReason};
@@ -57,6 +58,8 @@ enum Decision {
     Accept(Option<srt_protocol::settings::KeySettings>),
     Reject {
         reason: RejectReason,
+        /// Groups repeats for log rate limiting.
+        kind: &'static str,
         why: String,
         count: fn(&mut crate::RejectCounts),
     },
@@ -119,6 +122,7 @@ impl BoundSrtInput {
             seen_indicators: HashSet::new(),
             unreported: BTreeMap::new(),
             last_summary: Instant::now(),
+            rejection_logs: BTreeMap::new(),
         };
         let mut session: Option<Session> = None;
         let mut publish = tokio::time::interval(Duration::from_millis(250));
@@ -161,6 +165,9 @@ struct Input {
     seen_indicators: HashSet<Indicator>,
     unreported: BTreeMap<&'static str, u64>,
     last_summary: Instant,
+    /// Rejection warnings are logged at most once a second per kind: a peer retrying in a
+    /// loop must not flood the log. The ones held back are counted in the next line.
+    rejection_logs: BTreeMap<&'static str, (Instant, u64)>,
 }
 
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
@@ -180,6 +187,12 @@ impl Input {
             Err(refusal) => {
                 return Decision::Reject {
                     reason: refusal.reject_reason(),
+                    kind: match refusal {
+                        Refusal::StreamId { .. } => "stream_id",
+                        Refusal::UnexpectedEncryption => "unexpected_encryption",
+                        Refusal::NotEncrypted => "not_encrypted",
+                        Refusal::InvalidPassphrase => "invalid_passphrase",
+                    },
                     why: refusal.to_string(),
                     count: if refusal.is_passphrase() {
                         count_passphrase
@@ -194,6 +207,7 @@ impl Input {
         {
             return Decision::Reject {
                 reason: RejectReason::Server(ServerRejectReason::Conflict),
+                kind: "busy",
                 why: format!("caller {} is live on this input", current.peer),
                 count: |c| c.busy += 1,
             };
@@ -215,8 +229,15 @@ impl Input {
             EngineEvent::Request(request) => {
                 let peer = request.peer;
                 match self.decide(settings, &request, session) {
-                    Decision::Reject { reason, why, count } => {
-                        warn!(input = %self.id, %peer, stream_id = ?request.stream_id, "rejected SRT caller: {why}");
+                    Decision::Reject {
+                        reason,
+                        kind,
+                        why,
+                        count,
+                    } => {
+                        if let Some(held) = self.rejection_log_allowed(kind) {
+                            warn!(input = %self.id, %peer, stream_id = ?request.stream_id, also_rejected = held, "rejected SRT caller: {why}");
+                        }
                         count(&mut self.stats.lock().rejected_total);
                         engine.decide(peer, AccessDecision::Reject(reason));
                     }
@@ -241,7 +262,9 @@ impl Input {
                 } else {
                     "handshake failed"
                 };
-                warn!(input = %self.id, %peer, "rejected SRT caller: {why}");
+                if let Some(held) = self.rejection_log_allowed("handshake_failed") {
+                    warn!(input = %self.id, %peer, also_rejected = held, "rejected SRT caller: {why}");
+                }
                 let mut stats = self.stats.lock();
                 if encrypted {
                     stats.rejected_total.passphrase += 1
@@ -250,7 +273,9 @@ impl Input {
                 }
             }
             EngineEvent::Refused { peer, reason } => {
-                warn!(input = %self.id, %peer, "rejected SRT caller: {}", reason.describe());
+                if let Some(held) = self.rejection_log_allowed("unsupported") {
+                    warn!(input = %self.id, %peer, also_rejected = held, "rejected SRT caller: {}", reason.describe());
+                }
                 self.stats.lock().rejected_total.handshake += 1;
             }
             EngineEvent::Received { peer, items } => {
@@ -274,6 +299,25 @@ impl Input {
                     *session = None;
                     self.disconnected();
                 }
+            }
+        }
+    }
+
+    /// `Some(rejections of this kind held back since its last line)` when one may be logged.
+    fn rejection_log_allowed(&mut self, kind: &'static str) -> Option<u64> {
+        let now = Instant::now();
+        match self.rejection_logs.get_mut(kind) {
+            Some((at, held)) if now.duration_since(*at) < Duration::from_secs(1) => {
+                *held += 1;
+                None
+            }
+            Some((at, held)) => {
+                *at = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                self.rejection_logs.insert(kind, (now, 0));
+                Some(0)
             }
         }
     }
