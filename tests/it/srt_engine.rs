@@ -285,3 +285,70 @@ fn random_datagrams_at_full_rate_never_take_the_main_input_off_air() {
     );
     assert_reader_saw_a_clean_stream(&reader.stderr());
 }
+
+/// srt-live-transmit pushing `file` in real time with its own URL options.
+fn slt_push(dir: &std::path::Path, name: &str, file: &std::path::Path, url: &str) -> Proc {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    let slt = require("srt-live-transmit", "srt-tools");
+    let script = format!(
+        "{} -v error -re -i {} -c copy -f mpegts pipe:1 | {} -q file://con '{}' -chunk:1316",
+        ffmpeg.display(),
+        file.display(),
+        slt.display(),
+        url
+    );
+    Proc::spawn(name, dir, Command::new("sh").arg("-c").arg(script))
+}
+
+/// Issue 10's shutdown hang: callers whose latency was typed as 120000 (ms, so 120 s: they
+/// connect but deliver nothing) are replaced as silent, then a normal caller, then SIGTERM.
+/// With srt-tokio a worker spun at 100 % and the daemon never exited.
+#[test]
+fn sigterm_after_replacing_silent_callers_exits_within_two_seconds() {
+    let port = free_udp_port();
+    let daemon = Daemon::start(&single_srt_channel("encoder", port, "", ""));
+    let dir = daemon.dir.path().to_path_buf();
+    let source = make_ts(&dir, "source.ts", 30, "320x180", "300k");
+    let connections =
+        |daemon: &Daemon| as_u64(&daemon.input("program", "encoder")["connections_total"]);
+    let slow_url = format!("srt://127.0.0.1:{port}?latency=120000");
+    let mut slow_1 = slt_push(&dir, "slow-1", &source, &slow_url);
+    assert!(
+        wait_for(Duration::from_secs(10), || connections(&daemon) >= 1),
+        "first slow caller not accepted: {}",
+        daemon.log()
+    );
+    let mut slow_2 = slt_push(&dir, "slow-2", &source, &slow_url);
+    // Each silent caller is replaced by the other after input_loss (srt-live-transmit
+    // reconnects when closed), so connections climb.
+    assert!(
+        wait_for(Duration::from_secs(10), || connections(&daemon) >= 3),
+        "silent callers were not replaced: {}",
+        daemon.log()
+    );
+    slow_1.signal(Signal::SIGKILL);
+    slow_2.signal(Signal::SIGKILL);
+    slow_1.wait(Duration::from_secs(5));
+    slow_2.wait(Duration::from_secs(5));
+    // Let the last of them go silent for input_loss (500 ms) so the normal caller is not busy.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = connections(&daemon);
+    let _normal = srt_push(&dir, "normal", &source, port);
+    assert!(
+        wait_for(Duration::from_secs(15), || connections(&daemon) > before
+            && video_frames(&daemon, "encoder") >= 25),
+        "normal caller did not replace the silent one: {}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    let started = Instant::now();
+    let status = daemon.stop();
+    let took = started.elapsed();
+    eprintln!("SIGTERM to exit: {took:?}");
+    assert!(status.success(), "exit {status:?}: {log}");
+    // `stop` polls every 50 ms.
+    assert!(
+        took <= Duration::from_millis(2050),
+        "SIGTERM took {took:?}: {log}"
+    );
+}
