@@ -487,6 +487,130 @@ mod tests {
         assert_eq!(core.drops().get(DropReason::UnknownPeer), 1);
     }
 
+    /// A caller (srt-protocol's own `Connect` and `DuplexConnection`) and the core in virtual
+    /// time: handshake, access decision, 100 messages delivered in order, while another host
+    /// sends issue 10's datagram and garbage after every step.
+    #[test]
+    fn caller_in_virtual_time_gets_every_message_through_hostile_noise() {
+        use srt_protocol::packet::SeqNumber;
+        use srt_protocol::protocol::pending_connection::connect::Connect;
+
+        let start = Instant::now();
+        let mut now = start;
+        let caller: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let attacker: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+        let listener: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let mut core = core(now);
+        let mut connect = Connect::new(
+            listener,
+            caller.ip(),
+            ConnInitSettings::default(),
+            Some("cam-1".into()),
+            SeqNumber::new_truncate(1),
+        );
+        let mut connection: Option<DuplexConnection> = None;
+        let serialize = |packet: &Packet| {
+            let mut out = Vec::new();
+            packet.serialize(&mut out);
+            out
+        };
+        let mut to_listener: Vec<Vec<u8>> = Vec::new();
+        if let ConnectionResult::SendPacket((packet, _)) = connect.handle_tick(now) {
+            to_listener.push(serialize(&packet));
+        }
+        let mut sent = 0u32;
+        let mut received = Vec::new();
+        let mut stream_id = None;
+        for _ in 0..400 {
+            for datagram in to_listener.drain(..) {
+                core.handle_datagram(now, caller, &datagram);
+            }
+            core.handle_datagram(now, attacker, &wire_issue_10());
+            core.handle_datagram(now, attacker, &[0x80, 0x00, 0x00, 0x00, 1, 2, 3]);
+            core.handle_timeout(now);
+            while let Some(event) = core.poll_event() {
+                match event {
+                    EngineEvent::Request(request) => {
+                        assert_eq!(request.stream_id.as_deref(), Some("cam-1"));
+                        core.handle_decision(now, request.peer, AccessDecision::Accept(None));
+                    }
+                    EngineEvent::Connected { stream_id: id, .. } => stream_id = id,
+                    EngineEvent::Received { items, .. } => {
+                        received.extend(items.into_iter().map(|(_, b)| b))
+                    }
+                    EngineEvent::Closed { peer } => panic!("{peer} closed"),
+                    _ => {}
+                }
+            }
+            while let Some((datagram, to)) = core.poll_transmit() {
+                if to != caller {
+                    continue;
+                }
+                let packet = Packet::parse(&mut &datagram[..], false).unwrap();
+                match &mut connection {
+                    Some(connection) => connection.handle_packet_input(now, Ok((packet, listener))),
+                    None => match connect.handle_packet(Ok((packet, listener)), now) {
+                        ConnectionResult::SendPacket((packet, _)) => {
+                            to_listener.push(serialize(&packet))
+                        }
+                        ConnectionResult::Connected(packet, made) => {
+                            if let Some((packet, _)) = packet {
+                                to_listener.push(serialize(&packet));
+                            }
+                            connection = Some(DuplexConnection::new(made));
+                        }
+                        other => panic!("caller handshake: {other:?}"),
+                    },
+                }
+            }
+            if let Some(connection) = &mut connection {
+                if sent < 100 {
+                    connection.handle_data_input(
+                        now,
+                        Some((now, Bytes::from(sent.to_be_bytes().to_vec()))),
+                    );
+                    sent += 1;
+                }
+                connection.check_timers(now);
+                while let Some((packet, _)) = connection.next_packet(now) {
+                    to_listener.push(serialize(&packet));
+                }
+            }
+            now += Duration::from_millis(5);
+        }
+        assert_eq!(stream_id.as_deref(), Some("cam-1"));
+        assert_eq!(received.len(), 100);
+        for (i, item) in received.iter().enumerate() {
+            assert_eq!(&item[..], &u32::try_from(i).unwrap().to_be_bytes());
+        }
+        assert_eq!(core.drops().get(DropReason::ExtensionLength), 400);
+        assert_eq!(core.drops().get(DropReason::Panic), 0);
+        assert_eq!(core.connections(), 1);
+    }
+
+    fn wire_issue_10() -> Vec<u8> {
+        let mut d = Vec::new();
+        for w in [
+            0x8000_0000u32,
+            0,
+            0,
+            0,
+            5,
+            5,
+            1,
+            1500,
+            8192,
+            0xFFFF_FFFF,
+            1,
+            0,
+        ] {
+            d.extend_from_slice(&w.to_be_bytes());
+        }
+        d.extend_from_slice(&[0; 16]);
+        d.extend_from_slice(&[0, 5, 0, 0, 0, 0, 0, 0]);
+        d
+    }
+
     #[test]
     fn pending_handshakes_are_bounded_and_expire() {
         let now = Instant::now();
