@@ -107,10 +107,20 @@ pub fn render_metrics(
         "PES packets discarded: lost packet inside, unparsable, or over the size cap.",
         INPUT,
     )?;
+    let pes_oversized = f.counter(
+        "lunora_input_pes_oversized_total",
+        "PES packets discarded because they grew past the size cap (a sender that never ends one).",
+        INPUT,
+    )?;
     let connections = f.counter("lunora_input_connections_total", "Senders accepted.", INPUT)?;
     let rejected = f.counter(
         "lunora_input_rejected_callers_total",
         "Callers refused, by reason.",
+        &["channel", "input", "reason"],
+    )?;
+    let srt_datagrams_rejected = f.counter(
+        "lunora_srt_datagrams_rejected_total",
+        "SRT datagrams dropped on an input's port before reaching the protocol, by reason.",
         &["channel", "input", "reason"],
     )?;
     let tr = f.counter(
@@ -297,6 +307,9 @@ pub fn render_metrics(
             pes_dropped
                 .with_label_values(&labels)
                 .inc_by(s.pes_dropped_total);
+            pes_oversized
+                .with_label_values(&labels)
+                .inc_by(s.pes_oversized_total);
             connections
                 .with_label_values(&labels)
                 .inc_by(s.connections_total);
@@ -308,6 +321,11 @@ pub fn render_metrics(
                 ("handshake", r.handshake),
             ] {
                 rejected.with_label_values(&[c, i, reason]).inc_by(n);
+            }
+            for (reason, n) in &s.srt_datagrams_rejected {
+                srt_datagrams_rejected
+                    .with_label_values(&[c, i, reason])
+                    .inc_by(*n);
             }
             for (indicator, n) in &s.tr101290 {
                 let priority = Indicator::ALL

@@ -1,29 +1,26 @@
-//! SRT listener input (srt-tokio).
+//! SRT listener input, on our own SRT engine (`lunora_srt::SrtEngine`).
 //!
 //! One caller at a time per input. A new caller is accepted at once when the current one has
 //! gone silent for `input_loss` (an encoder reboot), and refused while the current one is live.
-//! Every request is accepted or rejected explicitly: srt-tokio panics its listener task on a
-//! key-length mismatch or an encrypted caller meeting an unencrypted listener, so neither case
-//! may reach its default handling. Should the listener task die anyway (a malformed handshake
-//! can still hit an `unimplemented!` inside srt-protocol), the input rebinds its port.
+//! Every request is accepted or rejected explicitly, with the reason logged and counted. The
+//! engine checks every datagram before srt-protocol parses it and contains a panic to the one
+//! datagram, so nothing another host sends to the port can disturb the connected caller;
+//! what it drops is counted per reason in `srt_datagrams_rejected`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::{FutureExt, Stream, StreamExt};
 use lunora_media::Codec;
-use lunora_srt::{AccessPolicy, LinkStats, ListenerEvent, ResilientListener};
+use lunora_srt::{
+    AccessDecision, AccessPolicy, CallerRequest, EngineEvent, EngineSettings, LinkStats, Refusal,
+    SrtEngine,
+};
 use lunora_ts::{AnalyserSettings, DemuxEvent, Indicator, TsInput};
 use srt_protocol::packet::{RejectReason, ServerRejectReason};
-use srt_protocol::settings::KeySettings;
-use srt_protocol::statistics::SocketStatistics;
-use srt_tokio::{ConnectionRequest, SrtSocket};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::InputEvent;
 use crate::stats::{ConnectionState, StatsHandle, VideoInfo};
@@ -42,12 +39,9 @@ pub struct SrtInputSettings {
     pub udp_buffer_bytes: usize,
 }
 
-type LinkStatsStream = Pin<Box<dyn Stream<Item = SocketStatistics> + Send>>;
-
 struct Session {
-    socket: SrtSocket,
     peer: SocketAddr,
-    /// Connection time or the last datagram, whichever is later: a caller that has just
+    /// Connection time or the last payload, whichever is later: a caller that has just
     /// connected gets the same `input_loss` grace as one that is sending.
     last_activity: Instant,
 }
@@ -56,14 +50,16 @@ struct Session {
 #[derive(Debug)]
 pub struct BoundSrtInput {
     settings: SrtInputSettings,
-    listener: ResilientListener,
+    engine: SrtEngine,
     stats: StatsHandle,
 }
 
 enum Decision {
-    Accept(Option<KeySettings>),
+    Accept(Option<srt_protocol::settings::KeySettings>),
     Reject {
         reason: RejectReason,
+        /// Groups repeats for log rate limiting.
+        kind: &'static str,
         why: String,
         count: fn(&mut crate::RejectCounts),
     },
@@ -79,22 +75,24 @@ fn count_passphrase(c: &mut crate::RejectCounts) {
 
 impl BoundSrtInput {
     pub async fn bind(settings: SrtInputSettings, stats: StatsHandle) -> std::io::Result<Self> {
-        let listener = ResilientListener::bind(
-            settings.id.clone(),
-            settings.listen,
-            settings.latency,
-            settings.udp_buffer_bytes,
-        )
-        .await?;
+        let engine = SrtEngine::bind(EngineSettings {
+            label: settings.id.clone(),
+            address: settings.listen,
+            latency: settings.latency,
+            buffer_bytes: settings.udp_buffer_bytes,
+        })?;
+        stats
+            .lock()
+            .set_datagrams_rejected(&engine.counters().datagrams_rejected);
         Ok(BoundSrtInput {
             settings,
-            listener,
+            engine,
             stats,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr()
+        self.engine.local_addr()
     }
 
     /// Receives until `shutdown` resolves, sending what it demuxes to `events` tagged with
@@ -108,7 +106,7 @@ impl BoundSrtInput {
     ) {
         let BoundSrtInput {
             settings,
-            mut listener,
+            mut engine,
             stats,
         } = self;
         let mut input = Input {
@@ -124,82 +122,32 @@ impl BoundSrtInput {
             seen_indicators: HashSet::new(),
             unreported: BTreeMap::new(),
             last_summary: Instant::now(),
+            rejection_logs: BTreeMap::new(),
         };
         let mut session: Option<Session> = None;
-        // Kept beside `session` so both can be polled in one select.
-        let mut link: Option<LinkStatsStream> = None;
         let mut publish = tokio::time::interval(Duration::from_millis(250));
         tokio::pin!(shutdown);
-        info!(input = %settings.id, listen = %listener.local_addr(), "SRT input listening");
+        info!(input = %settings.id, listen = %engine.local_addr(), "SRT input listening");
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                event = listener.next() => match event {
-                    ListenerEvent::Request(request) => input.handle_request(&settings, request, &mut session, &mut link).await,
-                    ListenerEvent::Restarted => {
-                        link = None;
-                        if session.take().is_some() {
-                            input.disconnected();
-                        }
-                    }
-                },
-                packet = next_packet(&mut session) => match packet {
-                    Some(Ok((_, bytes))) => {
-                        let now = Instant::now();
-                        input.handle_datagram(now, &bytes);
-                        // Take whatever else is already waiting in one go: fewer trips
-                        // through the select at 4,000+ datagrams a second.
-                        if let Some(session) = session.as_mut() {
-                            session.last_activity = now;
-                            for _ in 0..BATCH {
-                                match session.socket.next().now_or_never() {
-                                    Some(Some(Ok((_, bytes)))) => input.handle_datagram(now, &bytes),
-                                    _ => break,
-                                }
-                            }
-                        }
-                    }
-                    Some(Err(e)) => {
-                        info!(input = %settings.id, error = %e, "SRT caller connection failed");
-                        session = None;
-                        link = None;
-                        input.disconnected();
-                    }
+                event = engine.next() => match event {
+                    Some(event) => input.handle_event(&settings, &engine, event, &mut session),
                     None => {
-                        info!(input = %settings.id, "SRT caller disconnected");
-                        session = None;
-                        link = None;
-                        input.disconnected();
+                        // The port task ends only when told to; seeing this is a bug.
+                        warn!(input = %settings.id, "SRT engine stopped unexpectedly");
+                        break;
                     }
                 },
-                statistics = next_link_stats(&mut link) => {
-                    if let Some(statistics) = statistics {
-                        input.stats.lock().srt = input.closed_link.plus(&LinkStats::from_socket(&statistics));
-                    }
+                _ = publish.tick() => {
+                    let counters = engine.counters();
+                    input.stats.lock().set_datagrams_rejected(&counters.datagrams_rejected);
+                    input.publish();
                 }
-                _ = publish.tick() => input.publish(),
             }
         }
-        if let Some(mut session) = session {
-            let _ = session.socket.close_and_finish().await;
-        }
+        engine.close().await;
         info!(input = %settings.id, "SRT input stopped");
-    }
-}
-
-async fn next_packet(
-    session: &mut Option<Session>,
-) -> Option<Result<(Instant, Bytes), std::io::Error>> {
-    match session {
-        Some(session) => session.socket.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_link_stats(link: &mut Option<LinkStatsStream>) -> Option<SocketStatistics> {
-    match link {
-        Some(link) => link.next().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -217,27 +165,34 @@ struct Input {
     seen_indicators: HashSet<Indicator>,
     unreported: BTreeMap<&'static str, u64>,
     last_summary: Instant,
+    /// Rejection warnings are logged at most once a second per kind: a peer retrying in a
+    /// loop must not flood the log. The ones held back are counted in the next line.
+    rejection_logs: BTreeMap<&'static str, (Instant, u64)>,
 }
 
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
-/// Datagrams taken per wake-up when more are already queued.
-const BATCH: usize = 64;
 
 impl Input {
     fn decide(
         &self,
         settings: &SrtInputSettings,
-        request: &ConnectionRequest,
+        request: &CallerRequest,
         session: &Option<Session>,
     ) -> Decision {
         let key = match settings
             .access
-            .judge(request.stream_id().map(|s| s.as_str()), request.key_size())
+            .judge(request.stream_id.as_deref(), request.key_size)
         {
             Ok(key) => key,
             Err(refusal) => {
                 return Decision::Reject {
                     reason: refusal.reject_reason(),
+                    kind: match refusal {
+                        Refusal::StreamId { .. } => "stream_id",
+                        Refusal::UnexpectedEncryption => "unexpected_encryption",
+                        Refusal::NotEncrypted => "not_encrypted",
+                        Refusal::InvalidPassphrase => "invalid_passphrase",
+                    },
                     why: refusal.to_string(),
                     count: if refusal.is_passphrase() {
                         count_passphrase
@@ -252,6 +207,7 @@ impl Input {
         {
             return Decision::Reject {
                 reason: RejectReason::Server(ServerRejectReason::Conflict),
+                kind: "busy",
                 why: format!("caller {} is live on this input", current.peer),
                 count: |c| c.busy += 1,
             };
@@ -259,58 +215,109 @@ impl Input {
         Decision::Accept(key)
     }
 
-    async fn handle_request(
+    fn handle_event(
         &mut self,
         settings: &SrtInputSettings,
-        request: ConnectionRequest,
+        engine: &SrtEngine,
+        event: EngineEvent,
         session: &mut Option<Session>,
-        link: &mut Option<LinkStatsStream>,
     ) {
-        let peer = request.remote();
-        match self.decide(settings, &request, session) {
-            Decision::Reject { reason, why, count } => {
-                warn!(input = %self.id, %peer, "rejected SRT caller: {why}");
-                count(&mut self.stats.lock().rejected_total);
-                if let Err(e) = request.reject(reason).await {
-                    debug!(input = %self.id, %peer, error = %e, "could not send SRT rejection");
+        let is_current = |peer: &SocketAddr, session: &Option<Session>| {
+            session.as_ref().is_some_and(|s| s.peer == *peer)
+        };
+        match event {
+            EngineEvent::Request(request) => {
+                let peer = request.peer;
+                match self.decide(settings, &request, session) {
+                    Decision::Reject {
+                        reason,
+                        kind,
+                        why,
+                        count,
+                    } => {
+                        if let Some(held) = self.rejection_log_allowed(kind) {
+                            warn!(input = %self.id, %peer, stream_id = ?request.stream_id, also_rejected = held, "rejected SRT caller: {why}");
+                        }
+                        count(&mut self.stats.lock().rejected_total);
+                        engine.decide(peer, AccessDecision::Reject(reason));
+                    }
+                    Decision::Accept(key) => engine.decide(peer, AccessDecision::Accept(key)),
                 }
             }
-            Decision::Accept(key) => {
-                let encrypted = key.is_some();
-                // A handshake that never completes must not stall the input.
-                match tokio::time::timeout(Duration::from_secs(3), request.accept(key)).await {
-                    Ok(Ok(mut socket)) => {
-                        if let Some(previous) = session.take() {
-                            info!(input = %self.id, old = %previous.peer, new = %peer, "replacing silent SRT caller");
-                            self.disconnected();
-                        }
-                        *link = Some(Box::pin(socket.statistics().clone()));
-                        *session = Some(Session {
-                            socket,
-                            peer,
-                            last_activity: Instant::now(),
-                        });
-                        self.connected(peer);
-                    }
-                    Ok(Err(e)) => {
-                        let why = if encrypted {
-                            "handshake failed (wrong passphrase?)"
-                        } else {
-                            "handshake failed"
-                        };
-                        warn!(input = %self.id, %peer, error = %e, "rejected SRT caller: {why}");
-                        let mut stats = self.stats.lock();
-                        if encrypted {
-                            stats.rejected_total.passphrase += 1
-                        } else {
-                            stats.rejected_total.handshake += 1
-                        }
-                    }
-                    Err(_) => {
-                        warn!(input = %self.id, %peer, "rejected SRT caller: handshake did not complete within 3 s");
-                        self.stats.lock().rejected_total.handshake += 1;
-                    }
+            EngineEvent::Connected { peer, .. } => {
+                if let Some(previous) = session.take() {
+                    info!(input = %self.id, old = %previous.peer, new = %peer, "replacing silent SRT caller");
+                    engine.close_connection(previous.peer);
+                    self.disconnected();
                 }
+                *session = Some(Session {
+                    peer,
+                    last_activity: Instant::now(),
+                });
+                self.connected(peer);
+            }
+            EngineEvent::HandshakeFailed { peer, encrypted } => {
+                let why = if encrypted {
+                    "handshake failed (wrong passphrase?)"
+                } else {
+                    "handshake failed"
+                };
+                if let Some(held) = self.rejection_log_allowed("handshake_failed") {
+                    warn!(input = %self.id, %peer, also_rejected = held, "rejected SRT caller: {why}");
+                }
+                let mut stats = self.stats.lock();
+                if encrypted {
+                    stats.rejected_total.passphrase += 1
+                } else {
+                    stats.rejected_total.handshake += 1
+                }
+            }
+            EngineEvent::Refused { peer, reason } => {
+                if let Some(held) = self.rejection_log_allowed("unsupported") {
+                    warn!(input = %self.id, %peer, also_rejected = held, "rejected SRT caller: {}", reason.describe());
+                }
+                self.stats.lock().rejected_total.handshake += 1;
+            }
+            EngineEvent::Received { peer, items } => {
+                let Some(current) = session.as_mut().filter(|s| s.peer == peer) else {
+                    return;
+                };
+                let now = Instant::now();
+                current.last_activity = now;
+                for (_, bytes) in items {
+                    self.handle_datagram(now, &bytes);
+                }
+            }
+            EngineEvent::Statistics { peer, link } => {
+                if is_current(&peer, session) {
+                    self.stats.lock().srt = self.closed_link.plus(&link);
+                }
+            }
+            EngineEvent::Closed { peer } => {
+                if is_current(&peer, session) {
+                    info!(input = %self.id, %peer, "SRT caller disconnected");
+                    *session = None;
+                    self.disconnected();
+                }
+            }
+        }
+    }
+
+    /// `Some(rejections of this kind held back since its last line)` when one may be logged.
+    fn rejection_log_allowed(&mut self, kind: &'static str) -> Option<u64> {
+        let now = Instant::now();
+        match self.rejection_logs.get_mut(kind) {
+            Some((at, held)) if now.duration_since(*at) < Duration::from_secs(1) => {
+                *held += 1;
+                None
+            }
+            Some((at, held)) => {
+                *at = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                self.rejection_logs.insert(kind, (now, 0));
+                Some(0)
             }
         }
     }
@@ -430,6 +437,7 @@ impl Input {
         stats.ts_packets_total = self.ts.packets();
         stats.truncated_packets_total = self.ts.truncated_packets();
         stats.pes_dropped_total = self.ts.demux_counters().pes_dropped;
+        stats.pes_oversized_total = self.ts.demux_counters().pes_oversized;
         let codec = self.ts.video_codec().map_or("unknown", Codec::name);
         stats.video = self
             .ts

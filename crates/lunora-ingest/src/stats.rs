@@ -69,11 +69,15 @@ pub struct InputStats {
     pub frames_total: FrameCounts,
     /// Frames the channel could not take in time (its queue was full).
     pub frames_dropped_total: u64,
-    /// PES packets thrown away because a packet inside them was lost.
+    /// PES packets thrown away: a packet inside was lost, unparsable, or over the size cap.
     pub pes_dropped_total: u64,
+    /// Of those, PES packets that grew past the size cap (a sender that never ends one).
+    pub pes_oversized_total: u64,
     pub truncated_packets_total: u64,
     pub tr101290: BTreeMap<&'static str, u64>,
     pub srt: lunora_srt::LinkStats,
+    /// SRT datagrams dropped before reaching the protocol, by reason (SRT inputs only).
+    pub srt_datagrams_rejected: BTreeMap<&'static str, u64>,
     pub video: Option<VideoInfo>,
     #[serde(skip)]
     pub last_packet_at: Option<Instant>,
@@ -82,6 +86,12 @@ pub struct InputStats {
 }
 
 impl InputStats {
+    pub(crate) fn set_datagrams_rejected(&mut self, counts: &lunora_srt::wire::DropCounts) {
+        for (reason, n) in counts.iter() {
+            self.srt_datagrams_rejected.insert(reason.name(), n);
+        }
+    }
+
     pub(crate) fn set_tr101290(&mut self, counters: &Tr101290Counters) {
         for (indicator, count) in counters.iter() {
             self.tr101290.insert(indicator.name(), count);

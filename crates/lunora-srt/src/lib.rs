@@ -4,10 +4,16 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod access;
+mod engine;
 mod resilient;
 mod udp;
+pub mod wire;
 
 pub use access::{AccessPolicy, Refusal, stream_id_matches};
+pub use engine::{
+    AccessDecision, CallerRequest, EngineCounters, EngineEvent, EngineSettings, ListenerCore,
+    SrtEngine,
+};
 pub use resilient::{ListenerEvent, ResilientListener};
 pub use udp::{bind_listener, bind_udp};
 

@@ -1,0 +1,627 @@
+//! The sans-IO listener core: datagrams and the clock in, datagrams and events out.
+//!
+//! It drives srt-protocol's own state machines — `Listen` for each handshake in progress and
+//! `DuplexConnection` for each connection — but owns the session table itself, so a
+//! handshake that never finishes expires, their number is bounded, and a panic inside
+//! srt-protocol costs only the datagram (and, for a handshake, that half-made session).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use srt_protocol::connection::DuplexConnection;
+use srt_protocol::options::KeySize;
+use srt_protocol::packet::{ControlPacket, ControlTypes, Packet, RejectReason, TimeStamp};
+use srt_protocol::protocol::pending_connection::listen::Listen;
+use srt_protocol::protocol::pending_connection::{AccessControlResponse, ConnectionResult};
+use srt_protocol::settings::{ConnInitSettings, KeySettings};
+
+use crate::LinkStats;
+use crate::wire::{self, DropCounts, DropReason, Verdict};
+
+/// Handshakes in progress that one port keeps; more are dropped until some finish or expire.
+pub(crate) const MAX_PENDING: usize = 64;
+/// A handshake not finished within this is forgotten (libsrt callers give up after 3 s).
+pub(crate) const PENDING_EXPIRY: Duration = Duration::from_secs(10);
+/// Longest sleep between timer checks when nothing is scheduled sooner.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+/// A caller asking to connect, for the owner to accept or reject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerRequest {
+    pub peer: SocketAddr,
+    pub stream_id: Option<String>,
+    pub key_size: KeySize,
+}
+
+/// The owner's answer to a [`CallerRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessDecision {
+    /// Accept, with the key settings to decrypt with (the caller's own key length).
+    Accept(Option<KeySettings>),
+    Reject(RejectReason),
+}
+
+/// What the core tells its owner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    Request(CallerRequest),
+    /// A caller was accepted and the handshake completed.
+    Connected {
+        peer: SocketAddr,
+        stream_id: Option<String>,
+    },
+    /// An accepted caller's handshake failed after all (e.g. a wrong passphrase).
+    HandshakeFailed {
+        peer: SocketAddr,
+        encrypted: bool,
+    },
+    /// A legal handshake asked for something we do not support and was answered with an
+    /// SRT rejection.
+    Refused {
+        peer: SocketAddr,
+        reason: wire::Unsupported,
+    },
+    /// Payloads released by the receive buffer, oldest first.
+    Received {
+        peer: SocketAddr,
+        items: Vec<(Instant, Bytes)>,
+    },
+    Statistics {
+        peer: SocketAddr,
+        link: LinkStats,
+    },
+    /// The connection ended (peer shutdown or idle timeout).
+    Closed {
+        peer: SocketAddr,
+    },
+}
+
+enum Session {
+    Pending {
+        listen: Box<Listen>,
+        since: Instant,
+        /// Waiting for the owner's decision.
+        asked: bool,
+        encrypted: bool,
+    },
+    Open(Box<DuplexConnection>),
+}
+
+/// One listening port's SRT state.
+pub struct ListenerCore {
+    settings: ConnInitSettings,
+    start: Instant,
+    sessions: HashMap<SocketAddr, Session>,
+    drops: DropCounts,
+    last_drop: Option<(DropReason, SocketAddr)>,
+    transmits: VecDeque<(Vec<u8>, SocketAddr)>,
+    events: VecDeque<EngineEvent>,
+}
+
+impl std::fmt::Debug for ListenerCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerCore")
+            .field("sessions", &self.sessions.len())
+            .field("drops", &self.drops)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerCore {
+    pub fn new(now: Instant, settings: ConnInitSettings) -> Self {
+        ListenerCore {
+            settings,
+            start: now,
+            sessions: HashMap::new(),
+            drops: DropCounts::default(),
+            last_drop: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Datagrams dropped so far, by reason.
+    pub fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+
+    /// The latest drop, for a rate-limited log line.
+    pub fn last_drop(&self) -> Option<(DropReason, SocketAddr)> {
+        self.last_drop
+    }
+
+    pub fn connections(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| matches!(s, Session::Open(_)))
+            .count()
+    }
+
+    fn drop_datagram(&mut self, reason: DropReason, peer: SocketAddr) {
+        self.drops.add(reason);
+        self.last_drop = Some((reason, peer));
+    }
+
+    /// One datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let stripped;
+        let bytes = match wire::inspect(datagram) {
+            Verdict::Pass => datagram,
+            Verdict::PassWithout { start, end } => {
+                let (Some(head), Some(tail)) = (datagram.get(..start), datagram.get(end..)) else {
+                    self.drop_datagram(DropReason::ExtensionTruncated, from);
+                    return;
+                };
+                stripped = [head, tail].concat();
+                &stripped[..]
+            }
+            Verdict::Refuse(refusal) => {
+                self.drop_datagram(DropReason::Unsupported, from);
+                if matches!(self.sessions.get(&from), Some(Session::Pending { .. })) {
+                    self.sessions.remove(&from);
+                }
+                let reply = wire::rejection(&refusal, timestamp(self.start, now).as_micros());
+                self.transmits.push_back((reply.to_vec(), from));
+                self.events.push_back(EngineEvent::Refused {
+                    peer: from,
+                    reason: refusal.reason,
+                });
+                return;
+            }
+            Verdict::Drop(reason) => {
+                self.drop_datagram(reason, from);
+                return;
+            }
+        };
+        let parsed = catch_unwind(|| Packet::parse(&mut &bytes[..], from.is_ipv6()));
+        match parsed {
+            Ok(Ok(packet)) => self.route(now, from, packet),
+            Ok(Err(_)) => self.drop_datagram(DropReason::ParseError, from),
+            Err(_) => self.drop_datagram(DropReason::Panic, from),
+        }
+    }
+
+    fn route(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
+        match self.sessions.get_mut(&from) {
+            Some(Session::Open(connection)) => {
+                let handled = catch_unwind(AssertUnwindSafe(|| {
+                    connection.handle_packet_input(now, Ok((packet, from)))
+                }));
+                // The connection stays: its state is still memory-safe, and dropping a live
+                // feed for one odd datagram is the outcome this engine exists to prevent.
+                if handled.is_err() {
+                    self.drop_datagram(DropReason::Panic, from);
+                }
+            }
+            Some(Session::Pending { .. }) => self.handle_pending(now, from, packet),
+            None => {
+                if !packet.is_handshake() {
+                    self.drop_datagram(DropReason::UnknownPeer, from);
+                    return;
+                }
+                let pending = self.sessions.len() - self.connections();
+                if pending >= MAX_PENDING {
+                    self.drop_datagram(DropReason::TooManyHandshakes, from);
+                    return;
+                }
+                self.sessions.insert(
+                    from,
+                    Session::Pending {
+                        // Each connection gets its own socket id.
+                        listen: Box::new(Listen::new(self.settings.copy_randomize(), true)),
+                        since: now,
+                        asked: false,
+                        encrypted: false,
+                    },
+                );
+                self.handle_pending(now, from, packet);
+            }
+        }
+    }
+
+    fn handle_pending(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
+        let Some(Session::Pending { listen, .. }) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            listen.handle_packet(now, Ok((packet, from)))
+        }));
+        match result {
+            Ok(result) => self.apply(now, from, result),
+            Err(_) => {
+                self.drop_datagram(DropReason::Panic, from);
+                self.sessions.remove(&from);
+            }
+        }
+    }
+
+    fn apply(&mut self, _now: Instant, from: SocketAddr, result: ConnectionResult) {
+        match result {
+            ConnectionResult::SendPacket(packet) => self.send(packet),
+            ConnectionResult::RequestAccess(request) => {
+                if let Some(Session::Pending {
+                    asked, encrypted, ..
+                }) = self.sessions.get_mut(&from)
+                {
+                    *asked = true;
+                    *encrypted = request.key_size != KeySize::Unspecified;
+                }
+                self.events.push_back(EngineEvent::Request(CallerRequest {
+                    peer: from,
+                    stream_id: request.stream_id.map(|s| s.to_string()),
+                    key_size: request.key_size,
+                }));
+            }
+            ConnectionResult::Reject(packet, _) => {
+                if let Some(packet) = packet {
+                    self.send(packet);
+                }
+                self.sessions.remove(&from);
+            }
+            ConnectionResult::Connected(packet, connection) => {
+                if let Some(packet) = packet {
+                    self.send(packet);
+                }
+                let stream_id = connection.settings.stream_id.clone();
+                self.sessions.insert(
+                    from,
+                    Session::Open(Box::new(DuplexConnection::new(connection))),
+                );
+                self.events.push_back(EngineEvent::Connected {
+                    peer: from,
+                    stream_id,
+                });
+            }
+            ConnectionResult::Failure(_) => {
+                self.sessions.remove(&from);
+            }
+            // A retransmitted induction or conclusion while the owner decides, or a data
+            // packet that raced the handshake: nothing to do.
+            ConnectionResult::NotHandled(_) | ConnectionResult::NoAction => {}
+        }
+    }
+
+    fn send(&mut self, (packet, to): (Packet, SocketAddr)) {
+        let mut out = Vec::with_capacity(packet.wire_size());
+        packet.serialize(&mut out);
+        self.transmits.push_back((out, to));
+    }
+
+    /// The owner's answer to a [`EngineEvent::Request`]. Ignored if that handshake has gone.
+    pub fn handle_decision(&mut self, now: Instant, peer: SocketAddr, decision: AccessDecision) {
+        let Some(Session::Pending {
+            listen,
+            asked: true,
+            encrypted,
+            ..
+        }) = self.sessions.get_mut(&peer)
+        else {
+            return;
+        };
+        let encrypted = *encrypted;
+        let accepted = matches!(decision, AccessDecision::Accept(_));
+        let response = match decision {
+            AccessDecision::Accept(key) => AccessControlResponse::Accepted(key),
+            AccessDecision::Reject(reason) => AccessControlResponse::Rejected(reason),
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            listen.handle_access_control_response(now, response)
+        }));
+        match result {
+            Ok(result) => {
+                if accepted && matches!(result, ConnectionResult::Reject(..)) {
+                    self.events
+                        .push_back(EngineEvent::HandshakeFailed { peer, encrypted });
+                }
+                self.apply(now, peer, result);
+            }
+            Err(_) => {
+                self.drop_datagram(DropReason::Panic, peer);
+                self.sessions.remove(&peer);
+                if accepted {
+                    self.events
+                        .push_back(EngineEvent::HandshakeFailed { peer, encrypted });
+                }
+            }
+        }
+    }
+
+    /// Ends one connection: a shutdown packet goes to the peer.
+    pub fn close_connection(&mut self, now: Instant, peer: SocketAddr) {
+        if let Some(Session::Open(connection)) = self.sessions.remove(&peer) {
+            self.send_shutdown(now, &connection);
+        }
+    }
+
+    /// Ends every connection (shutdown packets sent) and forgets every handshake.
+    pub fn shutdown(&mut self, now: Instant) {
+        for (_, session) in std::mem::take(&mut self.sessions) {
+            if let Session::Open(connection) = session {
+                self.send_shutdown(now, &connection);
+            }
+        }
+    }
+
+    fn send_shutdown(&mut self, now: Instant, connection: &DuplexConnection) {
+        let settings = connection.settings();
+        let packet = Packet::Control(ControlPacket {
+            timestamp: timestamp(settings.socket_start_time, now),
+            dest_sockid: settings.remote_sockid,
+            control_type: ControlTypes::Shutdown,
+        });
+        self.send((packet, settings.remote));
+    }
+
+    /// Runs every connection's timers and collects what they release. Call after each batch
+    /// of datagrams and when [`ListenerCore::next_deadline`] passes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut closed = Vec::new();
+        let mut panicked = Vec::new();
+        for (peer, session) in &mut self.sessions {
+            match session {
+                Session::Open(connection) => {
+                    let serviced = catch_unwind(AssertUnwindSafe(|| {
+                        service(
+                            now,
+                            *peer,
+                            connection,
+                            &mut self.transmits,
+                            &mut self.events,
+                        )
+                    }));
+                    match serviced {
+                        Ok(true) => {}
+                        Ok(false) => closed.push(*peer),
+                        Err(_) => panicked.push(*peer),
+                    }
+                }
+                Session::Pending { since, .. } => {
+                    if now.saturating_duration_since(*since) > PENDING_EXPIRY {
+                        closed.push(*peer);
+                    }
+                }
+            }
+        }
+        for peer in panicked {
+            self.drop_datagram(DropReason::Panic, peer);
+        }
+        for peer in closed {
+            if let Some(Session::Open(_)) = self.sessions.remove(&peer) {
+                self.events.push_back(EngineEvent::Closed { peer });
+            }
+        }
+    }
+
+    /// When [`ListenerCore::handle_timeout`] is next due.
+    pub fn next_deadline(&self, now: Instant) -> Instant {
+        let mut deadline = now + IDLE_TICK;
+        for session in self.sessions.values() {
+            if let Session::Open(connection) = session {
+                deadline = deadline.min(connection.next_timer(now));
+            }
+        }
+        deadline.max(now)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(Vec<u8>, SocketAddr)> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// An SRT packet timestamp: microseconds since `start`, wrapping at 2^32 as the spec says.
+fn timestamp(start: Instant, now: Instant) -> TimeStamp {
+    let micros = now.saturating_duration_since(start).as_micros() % (1u128 << 32);
+    TimeStamp::from_micros(u32::try_from(micros).unwrap_or(0))
+}
+
+/// Timers, outgoing packets, released payloads and statistics of one connection. False once
+/// the connection has closed.
+fn service(
+    now: Instant,
+    peer: SocketAddr,
+    connection: &mut DuplexConnection,
+    transmits: &mut VecDeque<(Vec<u8>, SocketAddr)>,
+    events: &mut VecDeque<EngineEvent>,
+) -> bool {
+    connection.check_timers(now);
+    if connection.should_update_statistics(now) {
+        connection.update_statistics(now);
+        events.push_back(EngineEvent::Statistics {
+            peer,
+            link: LinkStats::from_socket(connection.statistics()),
+        });
+    }
+    while let Some((packet, to)) = connection.next_packet(now) {
+        let mut out = Vec::with_capacity(packet.wire_size());
+        packet.serialize(&mut out);
+        transmits.push_back((out, to));
+    }
+    let mut items = Vec::new();
+    while let Some(item) = connection.next_data(now) {
+        items.push(item);
+    }
+    if !items.is_empty() {
+        events.push_back(EngineEvent::Received { peer, items });
+    }
+    connection.is_open()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core(now: Instant) -> ListenerCore {
+        ListenerCore::new(now, ConnInitSettings::default())
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:40000".parse().unwrap()
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/fixtures/{name}.bin",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn induction_is_answered_and_garbage_counted() {
+        let now = Instant::now();
+        let mut core = core(now);
+        core.handle_datagram(now, peer(), &fixture("ffmpeg-sid-0"));
+        let (reply, to) = core.poll_transmit().unwrap();
+        assert_eq!(to, peer());
+        assert_eq!(wire::inspect(&reply), Verdict::Pass);
+        core.handle_datagram(now, peer(), &[0xFF; 40]);
+        core.handle_datagram(now, "127.0.0.1:1".parse().unwrap(), &[0; 40]);
+        assert_eq!(core.drops().get(DropReason::UnknownControlSubtype), 1);
+        assert_eq!(core.drops().get(DropReason::UnknownPeer), 1);
+    }
+
+    /// A caller (srt-protocol's own `Connect` and `DuplexConnection`) and the core in virtual
+    /// time: handshake, access decision, 100 messages delivered in order, while another host
+    /// sends issue 10's datagram and garbage after every step.
+    #[test]
+    fn caller_in_virtual_time_gets_every_message_through_hostile_noise() {
+        use srt_protocol::packet::SeqNumber;
+        use srt_protocol::protocol::pending_connection::connect::Connect;
+
+        let start = Instant::now();
+        let mut now = start;
+        let caller: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let attacker: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+        let listener: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let mut core = core(now);
+        let mut connect = Connect::new(
+            listener,
+            caller.ip(),
+            ConnInitSettings::default(),
+            Some("cam-1".into()),
+            SeqNumber::new_truncate(1),
+        );
+        let mut connection: Option<DuplexConnection> = None;
+        let serialize = |packet: &Packet| {
+            let mut out = Vec::new();
+            packet.serialize(&mut out);
+            out
+        };
+        let mut to_listener: Vec<Vec<u8>> = Vec::new();
+        if let ConnectionResult::SendPacket((packet, _)) = connect.handle_tick(now) {
+            to_listener.push(serialize(&packet));
+        }
+        let mut sent = 0u32;
+        let mut received = Vec::new();
+        let mut stream_id = None;
+        for _ in 0..400 {
+            for datagram in to_listener.drain(..) {
+                core.handle_datagram(now, caller, &datagram);
+            }
+            core.handle_datagram(now, attacker, &wire_issue_10());
+            core.handle_datagram(now, attacker, &[0x80, 0x00, 0x00, 0x00, 1, 2, 3]);
+            core.handle_timeout(now);
+            while let Some(event) = core.poll_event() {
+                match event {
+                    EngineEvent::Request(request) => {
+                        assert_eq!(request.stream_id.as_deref(), Some("cam-1"));
+                        core.handle_decision(now, request.peer, AccessDecision::Accept(None));
+                    }
+                    EngineEvent::Connected { stream_id: id, .. } => stream_id = id,
+                    EngineEvent::Received { items, .. } => {
+                        received.extend(items.into_iter().map(|(_, b)| b))
+                    }
+                    EngineEvent::Closed { peer } => panic!("{peer} closed"),
+                    _ => {}
+                }
+            }
+            while let Some((datagram, to)) = core.poll_transmit() {
+                if to != caller {
+                    continue;
+                }
+                let packet = Packet::parse(&mut &datagram[..], false).unwrap();
+                match &mut connection {
+                    Some(connection) => connection.handle_packet_input(now, Ok((packet, listener))),
+                    None => match connect.handle_packet(Ok((packet, listener)), now) {
+                        ConnectionResult::SendPacket((packet, _)) => {
+                            to_listener.push(serialize(&packet))
+                        }
+                        ConnectionResult::Connected(packet, made) => {
+                            if let Some((packet, _)) = packet {
+                                to_listener.push(serialize(&packet));
+                            }
+                            connection = Some(DuplexConnection::new(made));
+                        }
+                        other => panic!("caller handshake: {other:?}"),
+                    },
+                }
+            }
+            if let Some(connection) = &mut connection {
+                if sent < 100 {
+                    connection.handle_data_input(
+                        now,
+                        Some((now, Bytes::from(sent.to_be_bytes().to_vec()))),
+                    );
+                    sent += 1;
+                }
+                connection.check_timers(now);
+                while let Some((packet, _)) = connection.next_packet(now) {
+                    to_listener.push(serialize(&packet));
+                }
+            }
+            now += Duration::from_millis(5);
+        }
+        assert_eq!(stream_id.as_deref(), Some("cam-1"));
+        assert_eq!(received.len(), 100);
+        for (i, item) in received.iter().enumerate() {
+            assert_eq!(&item[..], &u32::try_from(i).unwrap().to_be_bytes());
+        }
+        assert_eq!(core.drops().get(DropReason::ExtensionLength), 400);
+        assert_eq!(core.drops().get(DropReason::Panic), 0);
+        assert_eq!(core.connections(), 1);
+    }
+
+    fn wire_issue_10() -> Vec<u8> {
+        let mut d = Vec::new();
+        for w in [
+            0x8000_0000u32,
+            0,
+            0,
+            0,
+            5,
+            5,
+            1,
+            1500,
+            8192,
+            0xFFFF_FFFF,
+            1,
+            0,
+        ] {
+            d.extend_from_slice(&w.to_be_bytes());
+        }
+        d.extend_from_slice(&[0; 16]);
+        d.extend_from_slice(&[0, 5, 0, 0, 0, 0, 0, 0]);
+        d
+    }
+
+    #[test]
+    fn pending_handshakes_are_bounded_and_expire() {
+        let now = Instant::now();
+        let mut core = core(now);
+        let induction = fixture("slt-plain-0");
+        for port in 0..(MAX_PENDING as u16 + 5) {
+            let from = SocketAddr::from(([127, 0, 0, 1], 20000 + port));
+            core.handle_datagram(now, from, &induction);
+        }
+        assert_eq!(core.drops().get(DropReason::TooManyHandshakes), 5);
+        core.handle_timeout(now + PENDING_EXPIRY + Duration::from_secs(1));
+        assert!(core.sessions.is_empty());
+    }
+}

@@ -1,0 +1,520 @@
+//! Our own SRT I/O shell for listeners: one tokio task per UDP port drives the sans-IO
+//! [`ListenerCore`], so no datagram anyone sends can take a connection on that port down.
+//!
+//! Per wake-up the task drains every datagram the kernel has queued (up to [`RECV_BATCH`]),
+//! hands each to the core, runs the connections' timers once, sends what the core produced
+//! and delivers released payloads as one batch per connection. There is no task per
+//! connection and no channel per packet.
+
+mod core;
+
+pub use self::core::{AccessDecision, CallerRequest, EngineEvent, ListenerCore};
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use srt_protocol::options::{ByteCount, SocketOptions};
+use srt_protocol::settings::ConnInitSettings;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::udp::bind_udp;
+use crate::wire::DropCounts;
+
+/// Datagrams taken from the socket per wake-up before the timers and sends run.
+pub(crate) const RECV_BATCH: usize = 64;
+/// Batches of payloads (and statistics) waiting for the owner; beyond this they are dropped
+/// and counted rather than stalling the socket task.
+const DELIVERY_QUEUE: usize = 256;
+/// How long `close` waits for the task.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one warning of each kind per listener per interval.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Settings of one listening port.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Names the input or output in every log line.
+    pub label: String,
+    pub address: SocketAddr,
+    pub latency: Duration,
+    /// Kernel UDP buffers and the SRT send buffer.
+    pub buffer_bytes: usize,
+}
+
+impl EngineSettings {
+    fn conn_init(&self) -> ConnInitSettings {
+        let mut options = SocketOptions::default();
+        options.receiver.latency = self.latency;
+        options.sender.peer_latency = self.latency;
+        // The 46 KB default stalls a sender above about 12 Mbit/s.
+        options.sender.buffer_size =
+            ByteCount(u64::try_from(self.buffer_bytes).unwrap_or(u64::MAX));
+        options.session.statistics_interval = Duration::from_secs(1);
+        ConnInitSettings::from(options)
+    }
+}
+
+enum Command {
+    Decide(SocketAddr, AccessDecision),
+    Close(SocketAddr),
+}
+
+/// Counters shared with the owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    pub datagrams_rejected: DropCounts,
+    /// Payload batches the owner was too slow to take.
+    pub deliveries_dropped: u64,
+}
+
+/// A listening SRT port. Dropping it stops the task too (without waiting).
+#[derive(Debug)]
+pub struct SrtEngine {
+    label: String,
+    local: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+    control: mpsc::UnboundedReceiver<EngineEvent>,
+    media: mpsc::Receiver<EngineEvent>,
+    counters: Arc<Mutex<EngineCounters>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Decide(peer, _) => write!(f, "Decide({peer})"),
+            Command::Close(peer) => write!(f, "Close({peer})"),
+        }
+    }
+}
+
+impl SrtEngine {
+    /// Binds now (so a port conflict is reported at start-up) and starts the port's task.
+    pub fn bind(settings: EngineSettings) -> io::Result<Self> {
+        let socket = bind_udp(settings.address, settings.buffer_bytes)?;
+        let local = socket.local_addr()?;
+        crate::udp::warn_if_buffer_capped(&settings.label, &socket, settings.buffer_bytes);
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let (media_tx, media) = mpsc::channel(DELIVERY_QUEUE);
+        let counters = Arc::new(Mutex::new(EngineCounters::default()));
+        let task = PortTask {
+            label: settings.label.clone(),
+            core: ListenerCore::new(Instant::now(), settings.conn_init()),
+            socket,
+            commands: command_rx,
+            control: control_tx,
+            media: media_tx,
+            counters: counters.clone(),
+            deliveries_dropped: 0,
+            drop_log: RateLimit::default(),
+            io_log: RateLimit::default(),
+            delivery_log: RateLimit::default(),
+        };
+        let task = tokio::spawn(task.run());
+        Ok(SrtEngine {
+            label: settings.label,
+            local,
+            commands,
+            control,
+            media,
+            counters,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The next event; `None` once the port's task has ended. Handshake and connection news
+    /// comes before queued payloads. Cancel-safe.
+    pub async fn next(&mut self) -> Option<EngineEvent> {
+        tokio::select! {
+            biased;
+            Some(event) = self.control.recv() => Some(event),
+            Some(event) = self.media.recv() => Some(event),
+            else => None,
+        }
+    }
+
+    /// Answers a [`EngineEvent::Request`].
+    pub fn decide(&self, peer: SocketAddr, decision: AccessDecision) {
+        let _ = self.commands.send(Command::Decide(peer, decision));
+    }
+
+    /// Ends one connection (a shutdown packet is sent to the peer).
+    pub fn close_connection(&self, peer: SocketAddr) {
+        let _ = self.commands.send(Command::Close(peer));
+    }
+
+    pub fn counters(&self) -> EngineCounters {
+        *self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends shutdown to every connection and waits (at most 2 s) for the task to end.
+    pub async fn close(self) {
+        let SrtEngine {
+            label,
+            commands,
+            mut task,
+            ..
+        } = self;
+        // The task treats the end of the command channel as the order to shut down.
+        drop(commands);
+        if tokio::time::timeout(CLOSE_TIMEOUT, &mut task)
+            .await
+            .is_err()
+        {
+            warn!(target: "lunora::srt", listener = %label, "SRT port task did not stop within 2 s; aborting it");
+            task.abort();
+        }
+    }
+}
+
+/// At most one message per [`LOG_INTERVAL`]; counts what it held back.
+#[derive(Debug, Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl RateLimit {
+    /// `Some(held back since the last one)` when a message may be logged now.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < LOG_INTERVAL => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+}
+
+/// Receive slots per `recvmmsg` call.
+const SLOTS: usize = 8;
+/// Room for one datagram: SRT's largest (1500-byte MTU) with a margin; longer ones arrive
+/// truncated, which `wire` then rejects.
+const SLOT_DATAGRAM: usize = 1_536;
+
+/// Batched receive: one `recvmmsg` fills up to [`SLOTS`] buffers, and with UDP GRO each
+/// buffer can hold several same-sized datagrams from one peer (`stride` apart).
+struct BatchReceiver {
+    state: Option<quinn_udp::UdpSocketState>,
+    buffer: Vec<u8>,
+    slot_len: usize,
+    meta: [quinn_udp::RecvMeta; SLOTS],
+}
+
+impl BatchReceiver {
+    fn new(socket: &UdpSocket, label: &str) -> Self {
+        // quinn-udp configures the socket (GRO, packet info) once; without it we fall back
+        // to one datagram per system call.
+        let state = match quinn_udp::UdpSocketState::new(socket.into()) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                warn!(target: "lunora::srt", listener = %label, error = %e, "batched UDP receive unavailable; receiving one datagram per call");
+                None
+            }
+        };
+        let segments = state
+            .as_ref()
+            .map_or(1, quinn_udp::UdpSocketState::gro_segments)
+            .max(1);
+        let slot_len = SLOT_DATAGRAM * segments;
+        BatchReceiver {
+            state,
+            buffer: vec![0; slot_len * SLOTS],
+            slot_len,
+            meta: [quinn_udp::RecvMeta::default(); SLOTS],
+        }
+    }
+
+    /// Takes what one system call returns and hands each datagram to `handle`. Returns how
+    /// many datagrams there were; `WouldBlock` when none were waiting.
+    fn receive(
+        &mut self,
+        socket: &UdpSocket,
+        mut handle: impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<usize> {
+        let Some(state) = &self.state else {
+            let buffer = self.buffer.get_mut(..SLOT_DATAGRAM).unwrap_or_default();
+            let (len, from) = socket.try_recv_from(buffer)?;
+            handle(from, buffer.get(..len).unwrap_or_default());
+            return Ok(1);
+        };
+        let mut chunks = self.buffer.chunks_mut(self.slot_len);
+        let mut slices: [std::io::IoSliceMut<'_>; SLOTS] =
+            std::array::from_fn(|_| std::io::IoSliceMut::new(chunks.next().unwrap_or_default()));
+        let meta = &mut self.meta;
+        let filled = socket.try_io(tokio::io::Interest::READABLE, || {
+            state.recv(socket.into(), &mut slices, meta)
+        })?;
+        let mut datagrams = 0;
+        for (slice, meta) in slices.iter().zip(meta.iter()).take(filled) {
+            let received = slice.get(..meta.len).unwrap_or_default();
+            for datagram in received.chunks(meta.stride.max(1)) {
+                handle(meta.addr, datagram);
+                datagrams += 1;
+            }
+        }
+        Ok(datagrams)
+    }
+}
+
+struct PortTask {
+    label: String,
+    core: ListenerCore,
+    socket: UdpSocket,
+    commands: mpsc::UnboundedReceiver<Command>,
+    control: mpsc::UnboundedSender<EngineEvent>,
+    media: mpsc::Sender<EngineEvent>,
+    counters: Arc<Mutex<EngineCounters>>,
+    deliveries_dropped: u64,
+    drop_log: RateLimit,
+    io_log: RateLimit,
+    delivery_log: RateLimit,
+}
+
+impl PortTask {
+    async fn run(mut self) {
+        let mut receiver = BatchReceiver::new(&self.socket, &self.label);
+        let mut reported_drops = 0;
+        loop {
+            let deadline = self.core.next_deadline(Instant::now());
+            tokio::select! {
+                readable = self.socket.readable() => {
+                    if let Err(e) = readable {
+                        self.io_warning(&e, "waiting for datagrams");
+                    }
+                    let now = Instant::now();
+                    let mut taken = 0;
+                    while taken < RECV_BATCH {
+                        let core = &mut self.core;
+                        match receiver.receive(&self.socket, |from, datagram| core.handle_datagram(now, from, datagram)) {
+                            Ok(n) => taken += n.max(1),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            // An ICMP error from an earlier send surfaces here; the next
+                            // datagram is unaffected.
+                            Err(e) => {
+                                self.io_warning(&e, "receiving");
+                                taken += 1;
+                            }
+                        }
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(Command::Decide(peer, decision)) => self.core.handle_decision(Instant::now(), peer, decision),
+                    Some(Command::Close(peer)) => self.core.close_connection(Instant::now(), peer),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            self.core.handle_timeout(Instant::now());
+            self.flush().await;
+            self.dispatch();
+            let total = self.core.drops().total();
+            if total != reported_drops {
+                reported_drops = total;
+                self.log_drop();
+                self.publish();
+            }
+        }
+        let now = Instant::now();
+        self.core.shutdown(now);
+        self.flush().await;
+        self.publish();
+        debug!(target: "lunora::srt", listener = %self.label, "SRT port task stopped");
+    }
+
+    async fn flush(&mut self) {
+        while let Some((datagram, to)) = self.core.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&datagram, to).await {
+                self.io_warning(&e, "sending");
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                EngineEvent::Received { .. } | EngineEvent::Statistics { .. } => {
+                    if self.media.try_send(event).is_err() {
+                        self.deliveries_dropped += 1;
+                        if let Some(held) = self.delivery_log.allow(Instant::now()) {
+                            warn!(target: "lunora::srt", listener = %self.label, dropped = self.deliveries_dropped, held,
+                                "SRT receiver is behind; dropped a batch of payloads");
+                        }
+                        self.publish();
+                    }
+                }
+                event => {
+                    let _ = self.control.send(event);
+                }
+            }
+        }
+    }
+
+    fn log_drop(&mut self) {
+        let Some((reason, peer)) = self.core.last_drop() else {
+            return;
+        };
+        if self.drop_log.allow(Instant::now()).is_some() {
+            warn!(target: "lunora::srt", listener = %self.label, %peer, reason = reason.name(),
+                dropped_total = self.core.drops().total(), "dropped an SRT datagram (logged at most once a second)");
+        }
+    }
+
+    fn io_warning(&mut self, error: &io::Error, doing: &str) {
+        if let Some(held) = self.io_log.allow(Instant::now()) {
+            warn!(target: "lunora::srt", listener = %self.label, error = %error, held, "UDP error while {doing}");
+        }
+    }
+
+    fn publish(&self) {
+        let mut counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counters.datagrams_rejected = *self.core.drops();
+        counters.deliveries_dropped = self.deliveries_dropped;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AccessPolicy;
+    use bytes::Bytes;
+    use futures::SinkExt;
+    use lunora_media::Secret;
+    use srt_tokio::SrtSocket;
+
+    /// The datagram from issue 10: a conclusion with a zero-length stream-id extension.
+    fn issue_10_datagram() -> Vec<u8> {
+        let mut d = Vec::new();
+        for w in [
+            0x8000_0000u32,
+            0,
+            0,
+            0,
+            5,
+            5,
+            1,
+            1500,
+            8192,
+            0xFFFF_FFFF,
+            1,
+            0,
+        ] {
+            d.extend_from_slice(&w.to_be_bytes());
+        }
+        d.extend_from_slice(&[0; 16]);
+        d.extend_from_slice(&[0, 5, 0, 0, 0, 0, 0, 0]);
+        d
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn encrypted_caller_survives_hostile_datagrams_and_close_sends_shutdown() {
+        let mut engine = SrtEngine::bind(EngineSettings {
+            label: "test".into(),
+            address: "127.0.0.1:0".parse().unwrap(),
+            latency: Duration::from_millis(80),
+            buffer_bytes: 1 << 20,
+        })
+        .unwrap();
+        let port = engine.local_addr().port();
+        let policy = AccessPolicy {
+            passphrase: Some(Secret::new("engine-passphrase")),
+            stream_id: Some("cam-1".into()),
+        };
+        let caller = tokio::spawn(async move {
+            let mut socket = SrtSocket::builder()
+                .latency(Duration::from_millis(80))
+                .encryption(32, "engine-passphrase")
+                .call(
+                    format!("127.0.0.1:{port}").as_str(),
+                    Some("#!::r=cam-1,m=publish"),
+                )
+                .await
+                .unwrap();
+            for i in 0..200u32 {
+                socket
+                    .send((Instant::now(), Bytes::from(i.to_be_bytes().to_vec())))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            socket
+        });
+        let hostile = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut received = Vec::new();
+        let mut connected = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while received.len() < 200 && Instant::now() < deadline {
+            let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(2), engine.next()).await
+            else {
+                break;
+            };
+            match event {
+                EngineEvent::Request(request) => {
+                    let decision =
+                        match policy.judge(request.stream_id.as_deref(), request.key_size) {
+                            Ok(key) => AccessDecision::Accept(key),
+                            Err(refusal) => AccessDecision::Reject(refusal.reject_reason()),
+                        };
+                    engine.decide(request.peer, decision);
+                }
+                EngineEvent::Connected { peer, stream_id } => {
+                    assert_eq!(stream_id.as_deref(), Some("#!::r=cam-1,m=publish"));
+                    connected = Some(peer);
+                    // Mid-stream: the datagram that used to kill the listener, and garbage.
+                    hostile
+                        .send_to(&issue_10_datagram(), ("127.0.0.1", port))
+                        .unwrap();
+                    hostile.send_to(&[0xFF; 100], ("127.0.0.1", port)).unwrap();
+                }
+                EngineEvent::Received { items, .. } => {
+                    received.extend(items.into_iter().map(|(_, b)| b));
+                }
+                EngineEvent::Closed { peer } => panic!("{peer} closed"),
+                _ => {}
+            }
+        }
+        assert_eq!(received.len(), 200);
+        for (i, item) in received.iter().enumerate() {
+            assert_eq!(&item[..], &u32::try_from(i).unwrap().to_be_bytes());
+        }
+        let counters = engine.counters();
+        assert_eq!(
+            counters
+                .datagrams_rejected
+                .get(crate::wire::DropReason::ExtensionLength),
+            1
+        );
+        assert!(connected.is_some());
+        let mut socket = caller.await.unwrap();
+        let started = Instant::now();
+        engine.close().await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The caller hears the shutdown: its stream ends.
+        use futures::StreamExt;
+        let end = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(Ok(_)) = socket.next().await {}
+        })
+        .await;
+        assert!(end.is_ok(), "caller did not see the shutdown");
+    }
+}
