@@ -655,30 +655,19 @@ impl Control {
                 let removed = spec.channels.remove(index);
                 // Its components go with it, so a channel added later under the same id starts
                 // empty.
-                let gone = |kind, component: &str| OverlayEntry {
-                    channel: id.to_string(),
-                    kind,
-                    id: component.to_string(),
-                    value: None,
-                };
                 extra.extend(
                     removed
                         .inputs
                         .iter()
-                        .map(|i| gone(ComponentKind::Input, i.id().as_str())),
+                        .map(|i| removal(&id, ComponentKind::Input, i.key())),
                 );
                 extra.extend(
                     removed
                         .outputs
                         .iter()
-                        .map(|o| gone(ComponentKind::Output, o.id().as_str())),
+                        .map(|o| removal(&id, ComponentKind::Output, o.key())),
                 );
-                OverlayEntry {
-                    channel: id.to_string(),
-                    kind: ComponentKind::Channel,
-                    id: id.to_string(),
-                    value: None,
-                }
+                removal(&id, ComponentKind::Channel, id.as_str())
             }
             Command::AddInput {
                 channel: id,
@@ -687,18 +676,7 @@ impl Control {
                 let channel = spec
                     .channel_mut(id.as_str())
                     .ok_or_else(|| no_channel(&id))?;
-                if channel.inputs.iter().any(|i| i.id() == input.id())
-                    || channel
-                        .outputs
-                        .iter()
-                        .any(|o| o.id().as_str() == input.id().as_str())
-                {
-                    return Err(CommandError::Conflict(format!(
-                        "channel {:?} already has a component {:?}; choose another id or change it with PUT",
-                        id.as_str(),
-                        input.id().as_str()
-                    )));
-                }
+                refuse_taken(channel, input.id().as_str())?;
                 if let InputSettings::Rtmp(RtmpInputSettings {
                     stream_key: key @ None,
                     ..
@@ -711,50 +689,17 @@ impl Control {
                 channel.inputs.push(input.clone());
                 component_entry(&id, ComponentKind::Input, input.id().as_str(), &input)
             }
-            Command::UpdateInput {
-                channel: id,
-                mut input,
-            } => {
+            Command::UpdateInput { channel: id, input } => {
                 let channel = spec
                     .channel_mut(id.as_str())
                     .ok_or_else(|| no_channel(&id))?;
-                let slot = channel
-                    .inputs
-                    .iter_mut()
-                    .find(|i| i.id() == input.id())
-                    .ok_or_else(|| {
-                        CommandError::NotFound(format!(
-                            "channel {:?} has no input {:?}",
-                            id.as_str(),
-                            input.id().as_str()
-                        ))
-                    })?;
-                if slot.kind() != input.kind() {
-                    return Err(CommandError::Conflict(format!(
-                        "input {:?} is of type {}; remove it and add a new one to change its type",
-                        input.id().as_str(),
-                        slot.kind()
-                    )));
-                }
-                input.keep_secrets_of(slot);
-                *slot = input.clone();
-                component_entry(&id, ComponentKind::Input, input.id().as_str(), &input)
+                replace(&mut channel.inputs, &id, input)?
             }
             Command::RegenerateStreamKey { channel: id, input } => {
                 let channel = spec
                     .channel_mut(id.as_str())
                     .ok_or_else(|| no_channel(&id))?;
-                let slot = channel
-                    .inputs
-                    .iter_mut()
-                    .find(|i| *i.id() == input)
-                    .ok_or_else(|| {
-                        CommandError::NotFound(format!(
-                            "channel {:?} has no input {:?}",
-                            id.as_str(),
-                            input.as_str()
-                        ))
-                    })?;
+                let slot = find(&mut channel.inputs, &id, input.as_str())?;
                 let InputSettings::Rtmp(rtmp) = slot else {
                     return Err(CommandError::Conflict(format!(
                         "input {:?} is not an RTMP input; only those have stream keys",
@@ -770,21 +715,9 @@ impl Control {
                 let channel = spec
                     .channel_mut(id.as_str())
                     .ok_or_else(|| no_channel(&id))?;
-                let before = channel.inputs.len();
+                find(&mut channel.inputs, &id, input.as_str())?;
                 channel.inputs.retain(|i| *i.id() != input);
-                if channel.inputs.len() == before {
-                    return Err(CommandError::NotFound(format!(
-                        "channel {:?} has no input {:?}",
-                        id.as_str(),
-                        input.as_str()
-                    )));
-                }
-                OverlayEntry {
-                    channel: id.to_string(),
-                    kind: ComponentKind::Input,
-                    id: input.to_string(),
-                    value: None,
-                }
+                removal(&id, ComponentKind::Input, input.as_str())
             }
             Command::AddOutput {
                 channel: id,
@@ -794,50 +727,22 @@ impl Control {
                 let channel = spec
                     .channel_mut(id.as_str())
                     .ok_or_else(|| no_channel(&id))?;
-                if channel.outputs.iter().any(|o| o.id() == output.id())
-                    || channel
-                        .inputs
-                        .iter()
-                        .any(|i| i.id().as_str() == output.id().as_str())
-                {
-                    return Err(CommandError::Conflict(format!(
-                        "channel {:?} already has an output {:?}; choose another id or update it with PUT",
-                        id.as_str(),
-                        output.id().as_str()
-                    )));
-                }
+                refuse_taken(channel, output.id().as_str())?;
                 channel.outputs.push(output.clone());
                 component_entry(&id, ComponentKind::Output, output.id().as_str(), &output)
             }
             Command::UpdateOutput {
                 channel: id,
-                mut output,
+                output,
             } => {
                 let channel = spec
                     .channel_mut(id.as_str())
                     .ok_or_else(|| no_channel(&id))?;
-                let slot = channel
-                    .outputs
-                    .iter_mut()
-                    .find(|o| o.id() == output.id())
-                    .ok_or_else(|| {
-                        CommandError::NotFound(format!(
-                            "channel {:?} has no output {:?}",
-                            id.as_str(),
-                            output.id().as_str()
-                        ))
-                    })?;
-                self.may_manage_output(actor, slot)?;
-                if slot.kind() != output.kind() {
-                    return Err(CommandError::Conflict(format!(
-                        "output {:?} is of type {}; remove it and add a new one to change its type",
-                        output.id().as_str(),
-                        slot.kind()
-                    )));
-                }
-                output.keep_secrets_of(slot);
-                *slot = output.clone();
-                component_entry(&id, ComponentKind::Output, output.id().as_str(), &output)
+                self.may_manage_output(
+                    actor,
+                    find(&mut channel.outputs, &id, output.id().as_str())?,
+                )?;
+                replace(&mut channel.outputs, &id, output)?
             }
             Command::RemoveOutput {
                 channel: id,
@@ -846,25 +751,9 @@ impl Control {
                 let channel = spec
                     .channel_mut(id.as_str())
                     .ok_or_else(|| no_channel(&id))?;
-                let index = channel
-                    .outputs
-                    .iter()
-                    .position(|o| *o.id() == output)
-                    .ok_or_else(|| {
-                        CommandError::NotFound(format!(
-                            "channel {:?} has no output {:?}",
-                            id.as_str(),
-                            output.as_str()
-                        ))
-                    })?;
-                self.may_manage_output(actor, &channel.outputs[index])?;
-                channel.outputs.remove(index);
-                OverlayEntry {
-                    channel: id.to_string(),
-                    kind: ComponentKind::Output,
-                    id: output.to_string(),
-                    value: None,
-                }
+                self.may_manage_output(actor, find(&mut channel.outputs, &id, output.as_str())?)?;
+                channel.outputs.retain(|o| *o.id() != output);
+                removal(&id, ComponentKind::Output, output.as_str())
             }
             _ => return Ok(Outcome::Done),
         };
@@ -967,6 +856,102 @@ impl Control {
         before: Option<i64>,
     ) -> Result<Vec<AuditRecord>, CommandError> {
         self.blocking(move |s| s.audit_log(limit, before)).await
+    }
+}
+
+/// What the change path needs of an input's or output's settings.
+trait Part: serde::Serialize + Clone {
+    /// `input` or `output`, for messages.
+    const NAME: &'static str;
+    const KIND: ComponentKind;
+    fn key(&self) -> &str;
+    fn type_name(&self) -> &'static str;
+    fn keep_secret_of(&mut self, old: &Self);
+}
+
+impl Part for InputSettings {
+    const NAME: &'static str = "input";
+    const KIND: ComponentKind = ComponentKind::Input;
+    fn key(&self) -> &str {
+        self.id().as_str()
+    }
+    fn type_name(&self) -> &'static str {
+        self.kind()
+    }
+    fn keep_secret_of(&mut self, old: &Self) {
+        self.keep_secrets_of(old)
+    }
+}
+
+impl Part for OutputSettings {
+    const NAME: &'static str = "output";
+    const KIND: ComponentKind = ComponentKind::Output;
+    fn key(&self) -> &str {
+        self.id().as_str()
+    }
+    fn type_name(&self) -> &'static str {
+        self.kind()
+    }
+    fn keep_secret_of(&mut self, old: &Self) {
+        self.keep_secrets_of(old)
+    }
+}
+
+/// The channel's input or output `id`, or a 404 naming both.
+fn find<'a, T: Part>(
+    list: &'a mut [T],
+    channel: &ChannelId,
+    id: &str,
+) -> Result<&'a mut T, CommandError> {
+    list.iter_mut().find(|c| c.key() == id).ok_or_else(|| {
+        CommandError::NotFound(format!(
+            "channel {:?} has no {} {id:?}",
+            channel.as_str(),
+            T::NAME
+        ))
+    })
+}
+
+/// Replaces the component with `new`'s id: its type cannot change, and a secret `new` leaves
+/// out is kept (the API never shows it, so a form cannot send it back).
+fn replace<T: Part>(
+    list: &mut [T],
+    channel: &ChannelId,
+    mut new: T,
+) -> Result<OverlayEntry, CommandError> {
+    let slot = find(list, channel, new.key())?;
+    if slot.type_name() != new.type_name() {
+        return Err(CommandError::Conflict(format!(
+            "{} {:?} is of type {}; remove it and add a new one to change its type",
+            T::NAME,
+            new.key(),
+            slot.type_name()
+        )));
+    }
+    new.keep_secret_of(slot);
+    *slot = new.clone();
+    Ok(component_entry(channel, T::KIND, new.key(), &new))
+}
+
+/// Inputs and outputs of a channel share one id space (paths, metrics, logs).
+fn refuse_taken(channel: &ChannelSpec, id: &str) -> Result<(), CommandError> {
+    let taken = channel.inputs.iter().any(|i| i.key() == id)
+        || channel.outputs.iter().any(|o| o.key() == id);
+    if taken {
+        return Err(CommandError::Conflict(format!(
+            "channel {:?} already has a component {id:?}; choose another id or change it with PUT",
+            channel.settings.id.as_str()
+        )));
+    }
+    Ok(())
+}
+
+fn removal(channel: &ChannelId, kind: ComponentKind, id: &str) -> OverlayEntry {
+    OverlayEntry {
+        channel: channel.to_string(),
+        kind,
+        id: id.to_string(),
+        value: None,
     }
 }
 
