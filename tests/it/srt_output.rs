@@ -199,3 +199,60 @@ fn a_late_puller_of_a_high_bitrate_channel_gets_the_whole_stream() {
         "the pulled stream decodes"
     );
 }
+
+/// An encrypted listener output with a stream id: a puller with the passphrase, its own key
+/// length (24 bytes) and the stream id records a stream that decodes; one with a wrong
+/// passphrase is refused and the output says why.
+#[test]
+fn encrypted_listener_output_takes_the_pullers_key_length_and_refuses_a_wrong_passphrase() {
+    let (input, output) = (free_udp_port(), free_udp_port());
+    let passphrase = "output-passphrase-1";
+    let daemon = Daemon::start(&single_srt_channel(
+        "encoder",
+        input,
+        "",
+        &format!(
+            "{}passphrase = \"{passphrase}\"\nstream_id = \"feed-1\"\n",
+            srt_listener_output("out", output)
+        ),
+    ));
+    let dir = daemon.dir.path().to_path_buf();
+    let source = make_ts(&dir, "source.ts", 8, "640x360", "1500k");
+    let _pusher = srt_push(&dir, "pusher", &source, input);
+    let recording = dir.join("recording.ts");
+    let mut reader = ffmpeg_record(
+        &dir,
+        "reader",
+        &format!(
+            "srt://127.0.0.1:{output}?latency=200000&timeout=3000000&passphrase={passphrase}&pbkeylen=24&streamid=feed-1"
+        ),
+        &recording,
+    );
+    let mut intruder = ffmpeg_record(
+        &dir,
+        "intruder",
+        &format!(
+            "srt://127.0.0.1:{output}?latency=200000&timeout=3000000&passphrase=wrong-passphrase&pbkeylen=16&streamid=feed-1"
+        ),
+        &dir.join("intruder.ts"),
+    );
+    let status = intruder
+        .wait(Duration::from_secs(15))
+        .expect("the intruder gives up");
+    assert!(!status.success(), "the intruder was let in");
+    let error = daemon.output("program", "out")["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(error.contains("passphrase"), "last_error: {error}");
+    reader
+        .wait(Duration::from_secs(30))
+        .expect("reader stops once the stream ends");
+    let frames = decoded_video_frames(&recording);
+    assert!(
+        frames >= 150,
+        "decoded {frames} frames: {}",
+        reader.stderr()
+    );
+    assert!(decode_warnings(&recording).trim().is_empty());
+}

@@ -3,18 +3,26 @@
 //!
 //! Each connection muxes the bus into its own transport stream, so every receiver gets
 //! continuity counters and PSI that are correct from its first packet.
+//!
+//! The listener runs on our own SRT engine (`lunora_srt::SrtEngine`): every datagram is checked
+//! before srt-protocol parses it, so nothing sent to the port can drop the pullers. The caller
+//! still uses srt-tokio (it dials one known listener; there is no port for strangers to hit).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use lunora_media::{LogThrottle, Secret, printable};
-use lunora_srt::{AccessPolicy, ListenerEvent, ResilientListener};
+use lunora_srt::{
+    AccessDecision, AccessPolicy, ConnectionSender, EngineEvent, EngineSettings, SrtEngine,
+};
 use lunora_ts::{DATAGRAM_SIZE, MuxSettings, Muxer, PACKET_SIZE};
 use srt_protocol::options::{ByteCount, KeySize, Passphrase};
 use srt_tokio::SrtSocket;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::{info, warn};
@@ -90,17 +98,16 @@ impl SrtOutput {
                 })
             }
             SrtOutputMode::Listener { listen, access } => {
-                let listener = ResilientListener::bind(
-                    settings.id.clone(),
-                    listen,
-                    settings.latency,
-                    settings.udp_buffer_bytes,
-                )
-                .await?;
-                let local_addr = listener.local_addr();
+                let engine = SrtEngine::bind(EngineSettings {
+                    label: settings.id.clone(),
+                    address: listen,
+                    latency: settings.latency,
+                    buffer_bytes: settings.udp_buffer_bytes,
+                })?;
+                let local_addr = engine.local_addr();
                 info!(output = %settings.id, listen = %local_addr, "SRT output listening");
                 let task = tokio::spawn(
-                    run_listener(settings, listener, access, bus, stats, cancel).in_current_span(),
+                    run_listener(settings, engine, access, bus, stats, cancel).in_current_span(),
                 );
                 Ok(SrtOutput {
                     local_addr: Some(local_addr),
@@ -230,82 +237,188 @@ async fn run_caller(
     stats.lock().state = OutputState::Idle;
 }
 
+/// One accepted puller and the task sending it the channel.
+struct Puller {
+    /// Tells this connection's task apart from a later one from the same address.
+    serial: u64,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
 async fn run_listener(
     settings: SrtOutputSettings,
-    mut listener: ResilientListener,
+    mut engine: SrtEngine,
     access: AccessPolicy,
     bus: Arc<Bus>,
     stats: OutputStatsHandle,
     cancel: CancellationToken,
 ) {
-    // Connections made through a listener that had to be rebuilt are gone; cancel them.
-    let mut generation = cancel.child_token();
     // A caller retrying with a wrong stream id in a loop is logged once per 10 s per address.
     let mut refusals = LogThrottle::new(Duration::from_secs(10));
     let epoch = Instant::now();
+    let mut pullers: HashMap<SocketAddr, Puller> = HashMap::new();
+    let mut serial = 0u64;
+    // A puller's task reports here when it stopped on its own (bus closed, send failed).
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(SocketAddr, u64, Result<(), String>)>();
+    let mut reject = |peer: SocketAddr, why: String| {
+        // The text may carry the caller's stream id: escaped and bounded.
+        if let Some(suppressed) = refusals.due(epoch.elapsed(), peer.ip()) {
+            warn!(output = %settings.id, %peer, suppressed, "rejected SRT caller: {}", printable(&why));
+        }
+        stats.lock().last_error = Some(format!("rejected {peer}: {}", printable(&why)));
+    };
     loop {
-        let request = tokio::select! {
+        let event = tokio::select! {
             _ = cancel.cancelled() => break,
-            event = listener.next() => match event {
-                ListenerEvent::Request(request) => request,
-                ListenerEvent::Restarted => {
-                    generation.cancel();
-                    generation = cancel.child_token();
-                    continue;
+            Some((peer, ended, outcome)) = done_rx.recv() => {
+                if pullers.get(&peer).is_some_and(|p| p.serial == ended) {
+                    pullers.remove(&peer);
+                    engine.close_connection(peer);
+                    puller_left(&settings.id, &stats, peer, outcome.err().as_deref().unwrap_or("stopped"));
+                }
+                continue;
+            }
+            event = engine.next() => match event {
+                Some(event) => event,
+                None => {
+                    warn!(output = %settings.id, "SRT engine stopped unexpectedly");
+                    break;
                 }
             },
         };
-        let peer = request.remote();
-        let key = match access.judge(request.stream_id().map(|s| s.as_str()), request.key_size()) {
-            Ok(key) => key,
-            Err(refusal) => {
-                // The refusal text carries the caller's stream id: escaped and bounded.
-                let why = refusal.to_string();
-                if let Some(suppressed) = refusals.due(epoch.elapsed(), peer.ip()) {
-                    warn!(output = %settings.id, %peer, suppressed, "rejected SRT caller: {}", printable(&why));
+        match event {
+            EngineEvent::Request(request) => {
+                let decision = match access.judge(request.stream_id.as_deref(), request.key_size) {
+                    Ok(key) => AccessDecision::Accept(key),
+                    Err(refusal) => {
+                        reject(request.peer, refusal.to_string());
+                        AccessDecision::Reject(refusal.reject_reason())
+                    }
+                };
+                engine.decide(request.peer, decision);
+            }
+            EngineEvent::HandshakeFailed { peer, encrypted } => {
+                let why = if encrypted {
+                    "handshake failed (wrong passphrase?)"
+                } else {
+                    "handshake failed"
+                };
+                reject(peer, why.to_string());
+            }
+            EngineEvent::Refused { peer, reason } => reject(peer, reason.describe().to_string()),
+            EngineEvent::Connected { peer, .. } => {
+                if let Some(old) = pullers.remove(&peer) {
+                    // The same address again: the engine has replaced that connection.
+                    old.cancel.cancel();
+                    puller_left(&settings.id, &stats, peer, "replaced by a new connection");
                 }
-                stats.lock().last_error = Some(format!("rejected {peer}: {}", printable(&why)));
-                let _ = request.reject(refusal.reject_reason()).await;
-                continue;
+                serial += 1;
+                let link = EngineLink(engine.sender(peer));
+                let (id, bus, stats_, token, done) = (
+                    settings.id.clone(),
+                    bus.clone(),
+                    stats.clone(),
+                    cancel.child_token(),
+                    done_tx.clone(),
+                );
+                let this = serial;
+                let task_token = token.clone();
+                let task = tokio::spawn(
+                    async move {
+                        let mut link = link;
+                        let outcome = pump(&id, &mut link, &bus, &stats_, &task_token).await;
+                        let _ = done.send((peer, this, outcome));
+                    }
+                    .in_current_span(),
+                );
+                info!(output = %settings.id, %peer, "SRT output caller connected");
+                {
+                    let mut s = stats.lock();
+                    s.peers.push(peer);
+                    s.state = OutputState::Live;
+                }
+                pullers.insert(
+                    peer,
+                    Puller {
+                        serial,
+                        cancel: token,
+                        task,
+                    },
+                );
             }
-        };
-        let socket = match tokio::time::timeout(CONNECT_TIMEOUT, request.accept(key)).await {
-            Ok(Ok(socket)) => socket,
-            Ok(Err(e)) => {
-                warn!(output = %settings.id, %peer, error = %e, "SRT caller handshake failed (wrong passphrase?)");
-                continue;
+            EngineEvent::Closed { peer } => {
+                if let Some(puller) = pullers.remove(&peer) {
+                    puller.cancel.cancel();
+                    puller_left(&settings.id, &stats, peer, "peer closed the connection");
+                }
             }
-            Err(_) => {
-                warn!(output = %settings.id, %peer, "SRT caller handshake did not complete");
-                continue;
-            }
-        };
-        let (id, bus, stats, connection_cancel) = (
-            settings.id.clone(),
-            bus.clone(),
-            stats.clone(),
-            generation.child_token(),
-        );
-        tokio::spawn(async move {
-            let mut socket = socket;
-            info!(output = %id, %peer, "SRT output caller connected");
-            {
-                let mut s = stats.lock();
-                s.peers.push(peer);
-                s.state = OutputState::Live;
-            }
-            let outcome = pump(&id, &mut socket, &bus, &stats, &connection_cancel).await;
-            let _ = socket.close_and_finish().await;
-            info!(output = %id, %peer, reason = outcome.err().as_deref().unwrap_or("stopped"), "SRT output caller left");
-            let mut s = stats.lock();
-            s.peers.retain(|p| *p != peer);
-            if s.peers.is_empty() {
-                s.state = OutputState::Idle;
-            }
-        }.in_current_span());
+            // A puller has nothing to say, and the output has no use for link statistics.
+            EngineEvent::Received { .. } | EngineEvent::Statistics { .. } => {}
+        }
     }
-    generation.cancel();
-    stats.lock().state = OutputState::Idle;
+    // Shutdown packets to every puller; their senders fail, so their tasks end.
+    engine.close().await;
+    for (_, puller) in pullers.drain() {
+        puller.cancel.cancel();
+        let _ = puller.task.await;
+    }
+    let mut s = stats.lock();
+    s.peers.clear();
+    s.state = OutputState::Idle;
+}
+
+fn puller_left(id: &str, stats: &OutputStatsHandle, peer: SocketAddr, reason: &str) {
+    info!(output = %id, %peer, reason, "SRT output caller left");
+    let mut s = stats.lock();
+    if let Some(at) = s.peers.iter().position(|p| *p == peer) {
+        s.peers.remove(at);
+    }
+    if s.peers.is_empty() {
+        s.state = OutputState::Idle;
+    }
+}
+
+/// Where [`pump`] sends the muxed stream.
+trait Link {
+    async fn send(&mut self, datagram: Bytes) -> Result<(), String>;
+    /// Resolves with the reason once the peer has gone. Cancel-safe.
+    async fn gone(&mut self) -> String;
+}
+
+impl Link for SrtSocket {
+    async fn send(&mut self, datagram: Bytes) -> Result<(), String> {
+        SinkExt::send(self, (Instant::now(), datagram))
+            .await
+            .map_err(|e| format!("send failed: {e}"))
+    }
+
+    async fn gone(&mut self) -> String {
+        loop {
+            match self.next().await {
+                // A receiver has nothing to say; anything it sends is ignored.
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return format!("connection failed: {e}"),
+                None => return "peer closed the connection".into(),
+            }
+        }
+    }
+}
+
+/// A connection accepted by the engine. Its end reaches the listener loop as an event, which
+/// cancels the pump, so `gone` never resolves by itself.
+struct EngineLink(ConnectionSender);
+
+impl Link for EngineLink {
+    async fn send(&mut self, datagram: Bytes) -> Result<(), String> {
+        self.0
+            .send(datagram)
+            .await
+            .map_err(|_| "peer closed the connection".to_string())
+    }
+
+    async fn gone(&mut self) -> String {
+        std::future::pending().await
+    }
 }
 
 /// How fast a new peer is sent the cached GOP it joins with: four times 50 Mbit/s, so it is
@@ -336,7 +449,7 @@ impl Pacer {
 /// bus closes (`Ok`).
 async fn pump(
     id: &str,
-    socket: &mut SrtSocket,
+    socket: &mut impl Link,
     bus: &Arc<Bus>,
     stats: &OutputStatsHandle,
     cancel: &CancellationToken,
@@ -355,12 +468,7 @@ async fn pump(
     loop {
         let item = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            incoming = socket.next() => match incoming {
-                // A receiver has nothing to say; anything it sends is ignored.
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(format!("connection failed: {e}")),
-                None => return Err("peer closed the connection".into()),
-            },
+            reason = socket.gone() => return Err(reason),
             _ = &mut flush, if !out.is_empty() => {
                 let whole = out.len() - out.len() % PACKET_SIZE;
                 let datagram = out.split_to(whole).freeze();
@@ -402,15 +510,12 @@ async fn pump(
 }
 
 async fn send(
-    socket: &mut SrtSocket,
-    datagram: bytes::Bytes,
+    socket: &mut impl Link,
+    datagram: Bytes,
     stats: &OutputStatsHandle,
 ) -> Result<(), String> {
     let length = datagram.len() as u64;
-    socket
-        .send((Instant::now(), datagram))
-        .await
-        .map_err(|e| format!("send failed: {e}"))?;
+    socket.send(datagram).await?;
     stats.lock().bytes_total += length;
     Ok(())
 }

@@ -5,17 +5,15 @@
 
 mod access;
 mod engine;
-mod resilient;
 mod udp;
 pub mod wire;
 
 pub use access::{AccessPolicy, Refusal, stream_id_matches};
 pub use engine::{
-    AccessDecision, CallerRequest, EngineCounters, EngineEvent, EngineSettings, ListenerCore,
-    SrtEngine,
+    AccessDecision, CallerRequest, ConnectionClosed, ConnectionSender, EngineCounters, EngineEvent,
+    EngineSettings, ListenerCore, SEND_QUEUE, SrtEngine,
 };
-pub use resilient::{ListenerEvent, ResilientListener};
-pub use udp::{bind_listener, bind_udp};
+pub use udp::bind_udp;
 
 use serde::Serialize;
 use srt_protocol::statistics::SocketStatistics;

@@ -1,10 +1,7 @@
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use srt_protocol::options::ByteCount;
-use srt_tokio::{SrtIncoming, SrtListener};
 
 /// Binds a UDP socket with explicit kernel buffer sizes. The default 64 KiB receive buffer
 /// overflows at 50 Mbit/s; the kernel caps the request at `net.core.rmem_max`.
@@ -19,31 +16,6 @@ pub fn bind_udp(address: SocketAddr, buffer_bytes: usize) -> io::Result<tokio::n
     socket.set_send_buffer_size(buffer_bytes)?;
     socket.bind(&address.into())?;
     tokio::net::UdpSocket::from_std(socket.into())
-}
-
-/// Binds an SRT listener on `address` (port 0 allowed) and returns the address it got.
-/// The SRT sender buffer is raised to `buffer_bytes` too: the 46 KB default stalls a sender
-/// above about 12 Mbit/s.
-pub async fn bind_listener(
-    address: SocketAddr,
-    latency: Duration,
-    buffer_bytes: usize,
-) -> io::Result<(SrtListener, SrtIncoming, SocketAddr)> {
-    let socket = bind_udp(address, buffer_bytes)?;
-    let local = socket.local_addr()?;
-    let buffer = ByteCount(buffer_bytes as u64);
-    SrtListener::builder()
-        .latency(latency)
-        .set(|options| {
-            options.connect.udp_recv_buffer_size = buffer;
-            options.connect.udp_send_buffer_size = buffer;
-            options.sender.buffer_size = buffer;
-            options.session.statistics_interval = Duration::from_secs(1);
-        })
-        .socket(socket)
-        .bind(local)
-        .await
-        .map(|(listener, incoming)| (listener, incoming, local))
 }
 
 /// Tells the operator once, at bind, when the kernel gave the port less receive buffer than

@@ -329,6 +329,37 @@ impl ListenerCore {
         }
     }
 
+    /// Hands queued payloads to `peer`'s sender, oldest first, while its send buffer holds
+    /// less than half its capacity: srt-protocol drops what does not fit, and a dropped packet
+    /// in the middle of a frame is a broken picture, so the rest waits in `queue` (bounded by
+    /// the owner) instead. `None` when `peer` has no open connection.
+    pub fn send_data(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        queue: &mut VecDeque<(Instant, Bytes)>,
+    ) -> Option<usize> {
+        let window = (self.settings.send_buffer_size.0 / 2).max(1);
+        let Some(Session::Open(connection)) = self.sessions.get_mut(&peer) else {
+            return None;
+        };
+        let mut taken = 0;
+        let fed = catch_unwind(AssertUnwindSafe(|| {
+            // `update_statistics` is what refreshes the buffered-packet count we read.
+            connection.update_statistics(now);
+            while connection.statistics().tx_buffered_data < window {
+                let Some(item) = queue.pop_front() else { break };
+                connection.handle_data_input(now, Some(item));
+                taken += 1;
+                connection.update_statistics(now);
+            }
+        }));
+        if fed.is_err() {
+            self.drop_datagram(DropReason::Panic, peer);
+        }
+        Some(taken)
+    }
+
     /// Ends one connection: a shutdown packet goes to the peer.
     pub fn close_connection(&mut self, now: Instant, peer: SocketAddr) {
         if let Some(Session::Open(connection)) = self.sessions.remove(&peer) {
