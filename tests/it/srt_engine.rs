@@ -167,6 +167,9 @@ static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Sends random datagrams (see [`hostile_datagram`], seeded with real handshakes and issue
 /// 10's datagram) from four sockets to `port` as fast as possible for `duration`; returns how
 /// many were sent.
+/// Datagrams a second the noise sender sends at most.
+const NOISE_RATE: f64 = 40_000.0;
+
 fn send_noise(port: u16, duration: Duration) -> u64 {
     let seeds: Vec<Vec<u8>> = [
         "slt-plain-0",
@@ -193,7 +196,8 @@ fn send_noise(port: u16, duration: Duration) -> u64 {
     let mut noise = Noise(0x5EED_1234_ABCD_0001);
     let mut datagram = Vec::with_capacity(1500);
     let mut sent = 0u64;
-    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let deadline = started + duration;
     while Instant::now() < deadline {
         for _ in 0..256 {
             hostile_datagram(&mut noise, &seeds, &mut datagram);
@@ -201,6 +205,14 @@ fn send_noise(port: u16, duration: Duration) -> u64 {
             if socket.send_to(&datagram, ("127.0.0.1", port)).is_ok() {
                 sent += 1;
             }
+        }
+        // At most NOISE_RATE datagrams a second (over 100 Mbit/s of garbage): unpaced, the
+        // sender takes a whole core, and on a two-core machine running other tests beside this
+        // one that starves the encoder and lunora alike — a test of the machine, not of what
+        // lunora does with the datagrams. benches/ is where the unbounded flood belongs.
+        let due = started + Duration::from_secs_f64(sent as f64 / NOISE_RATE);
+        if let Some(ahead) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(ahead);
         }
     }
     sent
