@@ -10,25 +10,11 @@ use crate::failover::switch_count;
 /// The datagram from issue 10: a conclusion handshake whose stream-id extension has length 0.
 /// It used to panic srt-protocol's parser and take every connection on the port with it.
 fn issue_10_datagram() -> Vec<u8> {
-    let mut d = Vec::new();
-    for w in [
-        0x8000_0000u32,
-        0,
-        0,
-        0,
-        5,
-        5,
-        1,
-        1500,
-        8192,
-        0xFFFF_FFFF,
-        1,
-        0,
-    ] {
-        d.extend_from_slice(&w.to_be_bytes());
-    }
-    d.extend_from_slice(&[0; 16]);
-    d.extend_from_slice(&[0, 5, 0, 0, 0, 0, 0, 0]);
+    let d = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/lunora-srt/fixtures/issue-10-zero-length-stream-id.bin"
+    ))
+    .expect("the issue 10 fixture");
     assert_eq!(d.len(), 72);
     d
 }

@@ -456,7 +456,7 @@ impl DropCounts {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
@@ -465,23 +465,9 @@ mod tests {
         std::fs::read(format!("{FIXTURES}/{name}.bin")).unwrap()
     }
 
-    /// The datagram from issue 10: a conclusion whose stream-id extension has length 0.
-    fn issue_10_datagram() -> Vec<u8> {
-        let mut d = Vec::new();
-        for w in [0x8000_0000u32, 0, 0, 0] {
-            d.extend_from_slice(&w.to_be_bytes());
-        }
-        d.extend_from_slice(&5u32.to_be_bytes());
-        d.extend_from_slice(&0u16.to_be_bytes());
-        d.extend_from_slice(&5u16.to_be_bytes());
-        for w in [1u32, 1500, 8192, 0xFFFF_FFFF, 1, 0] {
-            d.extend_from_slice(&w.to_be_bytes());
-        }
-        d.extend_from_slice(&[0; 16]);
-        d.extend_from_slice(&5u16.to_be_bytes());
-        d.extend_from_slice(&0u16.to_be_bytes());
-        d.extend_from_slice(&[0; 4]);
-        d
+    /// The datagram from issue 10 (fixtures/issue-10-zero-length-stream-id.txt dissects it).
+    pub(crate) fn issue_10_datagram() -> Vec<u8> {
+        fixture("issue-10-zero-length-stream-id")
     }
 
     #[test]

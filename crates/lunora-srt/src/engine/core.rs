@@ -556,7 +556,7 @@ mod tests {
             for datagram in to_listener.drain(..) {
                 core.handle_datagram(now, caller, &datagram);
             }
-            core.handle_datagram(now, attacker, &wire_issue_10());
+            core.handle_datagram(now, attacker, &crate::wire::tests::issue_10_datagram());
             core.handle_datagram(now, attacker, &[0x80, 0x00, 0x00, 0x00, 1, 2, 3]);
             core.handle_timeout(now);
             while let Some(event) = core.poll_event() {
@@ -617,29 +617,6 @@ mod tests {
         assert_eq!(core.drops().get(DropReason::ExtensionLength), 400);
         assert_eq!(core.drops().get(DropReason::Panic), 0);
         assert_eq!(core.connections(), 1);
-    }
-
-    fn wire_issue_10() -> Vec<u8> {
-        let mut d = Vec::new();
-        for w in [
-            0x8000_0000u32,
-            0,
-            0,
-            0,
-            5,
-            5,
-            1,
-            1500,
-            8192,
-            0xFFFF_FFFF,
-            1,
-            0,
-        ] {
-            d.extend_from_slice(&w.to_be_bytes());
-        }
-        d.extend_from_slice(&[0; 16]);
-        d.extend_from_slice(&[0, 5, 0, 0, 0, 0, 0, 0]);
-        d
     }
 
     #[test]

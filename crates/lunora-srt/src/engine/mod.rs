@@ -562,30 +562,6 @@ mod tests {
     use lunora_media::Secret;
     use srt_tokio::SrtSocket;
 
-    /// The datagram from issue 10: a conclusion with a zero-length stream-id extension.
-    fn issue_10_datagram() -> Vec<u8> {
-        let mut d = Vec::new();
-        for w in [
-            0x8000_0000u32,
-            0,
-            0,
-            0,
-            5,
-            5,
-            1,
-            1500,
-            8192,
-            0xFFFF_FFFF,
-            1,
-            0,
-        ] {
-            d.extend_from_slice(&w.to_be_bytes());
-        }
-        d.extend_from_slice(&[0; 16]);
-        d.extend_from_slice(&[0, 5, 0, 0, 0, 0, 0, 0]);
-        d
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn encrypted_caller_survives_hostile_datagrams_and_close_sends_shutdown() {
         let mut engine = SrtEngine::bind(EngineSettings {
@@ -642,7 +618,10 @@ mod tests {
                     connected = Some(peer);
                     // Mid-stream: the datagram that used to kill the listener, and garbage.
                     hostile
-                        .send_to(&issue_10_datagram(), ("127.0.0.1", port))
+                        .send_to(
+                            &crate::wire::tests::issue_10_datagram(),
+                            ("127.0.0.1", port),
+                        )
                         .unwrap();
                     hostile.send_to(&[0xFF; 100], ("127.0.0.1", port)).unwrap();
                 }
