@@ -67,6 +67,14 @@ fn command_error(e: CommandError) -> Response {
     }
 }
 
+/// 204 for a change that answers nothing, or the error's response.
+fn no_content(result: Result<Outcome, Response>) -> Response {
+    result.map_or_else(
+        |response| response,
+        |_| StatusCode::NO_CONTENT.into_response(),
+    )
+}
+
 async fn run(app: &App, caller: &Caller, command: Command) -> Result<Outcome, Response> {
     app.control
         .execute(&caller.actor, command)
@@ -365,10 +373,7 @@ pub(crate) async fn remove_channel(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match run(&app, &caller, Command::RemoveChannel(channel_id(&id))).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(response) => response,
-    }
+    no_content(run(&app, &caller, Command::RemoveChannel(channel_id(&id))).await)
 }
 
 #[derive(Deserialize)]
@@ -520,19 +525,17 @@ pub(crate) async fn remove_input(
     Extension(caller): Extension<Caller>,
     Path((id, iid)): Path<(String, String)>,
 ) -> Response {
-    match run(
-        &app,
-        &caller,
-        Command::RemoveInput {
-            channel: channel_id(&id),
-            input: InputId::new(iid),
-        },
+    no_content(
+        run(
+            &app,
+            &caller,
+            Command::RemoveInput {
+                channel: channel_id(&id),
+                input: InputId::new(iid),
+            },
+        )
+        .await,
     )
-    .await
-    {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(response) => response,
-    }
 }
 
 pub(crate) async fn regenerate_stream_key(
@@ -658,19 +661,17 @@ pub(crate) async fn remove_output(
     Extension(caller): Extension<Caller>,
     Path((id, oid)): Path<(String, String)>,
 ) -> Response {
-    match run(
-        &app,
-        &caller,
-        Command::RemoveOutput {
-            channel: channel_id(&id),
-            output: OutputId::new(oid),
-        },
+    no_content(
+        run(
+            &app,
+            &caller,
+            Command::RemoveOutput {
+                channel: channel_id(&id),
+                output: OutputId::new(oid),
+            },
+        )
+        .await,
     )
-    .await
-    {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(response) => response,
-    }
 }
 
 async fn run_outputs(
@@ -828,10 +829,7 @@ pub(crate) async fn remove_user(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Response {
-    match run(&app, &caller, Command::RemoveUser { name }).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(response) => response,
-    }
+    no_content(run(&app, &caller, Command::RemoveUser { name }).await)
 }
 
 pub(crate) async fn list_tokens(
@@ -883,10 +881,7 @@ pub(crate) async fn revoke_token(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match run(&app, &caller, Command::RevokeToken { id }).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(response) => response,
-    }
+    no_content(run(&app, &caller, Command::RevokeToken { id }).await)
 }
 
 // ---- HLS -------------------------------------------------------------------------------------------
