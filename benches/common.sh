@@ -25,6 +25,25 @@ make_source() {
   echo "source: $(( $(stat -c %s "$WORK/src.ts") * 8 / $1 / 1000000 )) Mbit/s" >&2
 }
 
+# nginx-rtmp on loopback port $RTMP (set here), live application `live`, with room for $1
+# connections; returns once it accepts TCP.
+start_nginx() {
+  RTMP=$(port)
+  cat > "$WORK/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process off;
+error_log $WORK/nginx-error.log warn;
+pid $WORK/nginx.pid;
+events { worker_connections $1; }
+rtmp { server { listen 127.0.0.1:$RTMP; chunk_size 4096; application live { live on; } } }
+CONF
+  nginx -p "$WORK" -c "$WORK/nginx.conf" &
+  PIDS+=($!)
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$RTMP") 2>/dev/null && return; sleep 0.1; done
+  echo "nginx did not start on port $RTMP" >&2; return 1
+}
+
 # GET on the daemon's API (`$HTTP`, state in `$WORK/state`): the API needs a token, made with
 # the shell command on the daemon's own state directory.
 api_get() {

@@ -28,19 +28,7 @@ INTERVAL_MS=${CHANGE_INTERVAL_MS:-0}
 SOURCE_SECONDS=$((40 + CHANGES / 5 + CHANGES * INTERVAL_MS / 1000))
 make_source "$SOURCE_SECONDS"
 
-RTMP=$(port)
-cat > "$WORK/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-master_process off;
-error_log $WORK/nginx-error.log warn;
-pid $WORK/nginx.pid;
-events { worker_connections 256; }
-rtmp { server { listen 127.0.0.1:$RTMP; chunk_size 4096; application live { live on; } } }
-CONF
-nginx -p "$WORK" -c "$WORK/nginx.conf" &
-PIDS+=($!)
-for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$RTMP") 2>/dev/null && break; sleep 0.1; done
+start_nginx 256
 
 # lunora's RTMP ingest is bound only when an RTMP input exists; pinned to loopback anyway.
 B_IN=$(port); B_OUT=$(port); HTTP=$(port); RTMP_IN=$(port)

@@ -11,19 +11,7 @@ SECONDS_MEASURED=${1:-20}
 . benches/common.sh
 make_source $((SECONDS_MEASURED + 10))
 
-RTMP=$(port)
-cat > "$WORK/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-master_process off;
-error_log $WORK/nginx-error.log warn;
-pid $WORK/nginx.pid;
-events { worker_connections 64; }
-rtmp { server { listen 127.0.0.1:$RTMP; chunk_size 4096; application live { live on; } } }
-CONF
-nginx -p "$WORK" -c "$WORK/nginx.conf" &
-PIDS+=($!)
-sleep 0.5
+start_nginx 64
 
 IN=$(port); OUT=$(port); HTTP=$(port)
 {
