@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use lunora_srt::wire::DropReason;
-use lunora_srt::{AccessDecision, EngineEvent, ListenerCore};
+use lunora_srt::{AccessDecision, EngineEvent, PortCore};
 use srt_protocol::options::{KeySize, Passphrase};
 use srt_protocol::packet::{CoreRejectReason, RejectReason};
 use srt_protocol::settings::{ConnInitSettings, KeySettings};
@@ -29,7 +29,7 @@ const COOKIE: usize = 44;
 fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
     let mut now = start;
-    let mut core = ListenerCore::new(now, ConnInitSettings::default());
+    let mut core = PortCore::listener(now, ConnInitSettings::default());
     let peers: [SocketAddr; 4] = [
         SocketAddr::from(([127, 0, 0, 1], 5000)),
         SocketAddr::from(([127, 0, 0, 1], 5001)),

@@ -4,9 +4,8 @@
 //! Each connection muxes the bus into its own transport stream, so every receiver gets
 //! continuity counters and PSI that are correct from its first packet.
 //!
-//! The listener runs on our own SRT engine (`lunora_srt::SrtEngine`): every datagram is checked
-//! before srt-protocol parses it, so nothing sent to the port can drop the pullers. The caller
-//! still uses srt-tokio (it dials one known listener; there is no port for strangers to hit).
+//! Both run on our own SRT engine (`lunora_srt::SrtEngine`): every datagram is checked before
+//! srt-protocol parses it, so nothing sent to the port can drop the pullers or the call.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,14 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures::{SinkExt, StreamExt};
 use lunora_media::{LogThrottle, Secret, printable};
 use lunora_srt::{
-    AccessDecision, AccessPolicy, ConnectionSender, EngineEvent, EngineSettings, SrtEngine,
+    AccessDecision, AccessPolicy, CALL_TIMEOUT, CallSettings, ConnectionSender, EngineEvent,
+    EngineSettings, SrtEngine,
 };
 use lunora_ts::{DATAGRAM_SIZE, MuxSettings, Muxer, PACKET_SIZE};
-use srt_protocol::options::{ByteCount, KeySize, Passphrase};
-use srt_tokio::SrtSocket;
+use srt_protocol::options::{KeySize, Passphrase};
+use srt_protocol::settings::KeySettings;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -64,8 +63,6 @@ pub struct SrtOutput {
 
 /// A partial datagram waits this long for more packets before it is sent as it is.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
-/// How long a caller may take to connect before the attempt counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl SrtOutput {
     /// Starts the output. A listener binds before this returns, so a port conflict is an
@@ -143,41 +140,62 @@ fn key_size(bytes: u8) -> KeySize {
     }
 }
 
-async fn connect(settings: &SrtOutputSettings, caller: &Caller) -> Result<SrtSocket, String> {
-    let buffer = ByteCount(settings.udp_buffer_bytes as u64);
-    let passphrase = match &caller.passphrase {
-        Some(p) => Some(
-            Passphrase::try_from(p.expose().to_string())
+/// Calls the listener; `Ok` once connected, with the engine and the listener's address.
+async fn connect(
+    settings: &SrtOutputSettings,
+    caller: &Caller,
+) -> Result<(SrtEngine, SocketAddr), String> {
+    let key = match &caller.passphrase {
+        Some(p) => Some(KeySettings {
+            key_size: key_size(caller.key_length),
+            passphrase: Passphrase::try_from(p.expose().to_string())
                 .map_err(|_| "passphrase must be 10–79 characters".to_string())?,
-        ),
+        }),
         None => None,
     };
-    let key = key_size(caller.key_length);
-    let builder = SrtSocket::builder()
-        .latency(settings.latency)
-        .set(|options| {
-            options.connect.udp_recv_buffer_size = buffer;
-            options.connect.udp_send_buffer_size = buffer;
-            options.connect.timeout = CONNECT_TIMEOUT;
-            options.sender.buffer_size = buffer;
-            if let Some(passphrase) = passphrase {
-                options.encryption.key_size = key;
-                options.encryption.passphrase = Some(passphrase);
+    let mut engine = SrtEngine::call(CallSettings {
+        port: EngineSettings {
+            label: settings.id.clone(),
+            address: caller.address,
+            latency: settings.latency,
+            buffer_bytes: settings.udp_buffer_bytes,
+        },
+        stream_id: caller.stream_id.clone(),
+        key,
+    })
+    .map_err(|e| format!("opening a UDP port to call {}: {e}", caller.address))?;
+    // The engine gives up by itself after CALL_TIMEOUT; this bound only guards against a
+    // port task that stopped answering.
+    let outcome = tokio::time::timeout(CALL_TIMEOUT + Duration::from_secs(1), async {
+        loop {
+            match engine.next().await {
+                Some(EngineEvent::Connected { peer, .. }) => return Ok(peer),
+                Some(EngineEvent::CallFailed { reason, .. }) => return Err(reason),
+                Some(_) => {}
+                None => return Err("the SRT port task stopped".to_string()),
             }
-        });
-    match tokio::time::timeout(
-        CONNECT_TIMEOUT + Duration::from_secs(1),
-        builder.call(caller.address, caller.stream_id.as_deref()),
-    )
+        }
+    })
     .await
-    {
-        Ok(Ok(socket)) => Ok(socket),
-        Ok(Err(e)) => Err(format!("connecting to {}: {e}", caller.address)),
-        Err(_) => Err(format!(
-            "connecting to {}: no answer within {} s",
-            caller.address,
-            CONNECT_TIMEOUT.as_secs()
-        )),
+    .unwrap_or_else(|_| Err("no answer".to_string()));
+    match outcome {
+        Ok(peer) => Ok((engine, peer)),
+        Err(reason) => {
+            engine.close().await;
+            Err(format!("connecting to {}: {reason}", caller.address))
+        }
+    }
+}
+
+/// Resolves with the reason once the call's connection has ended.
+async fn call_ended(engine: &mut SrtEngine) -> String {
+    loop {
+        match engine.next().await {
+            Some(EngineEvent::Closed { .. }) => return "the listener closed the connection".into(),
+            None => return "the SRT port task stopped".into(),
+            // The listener has nothing to say to a sender; its statistics are not used here.
+            Some(_) => {}
+        }
     }
 }
 
@@ -198,21 +216,26 @@ async fn run_caller(
             result = connect(&settings, &caller) => result,
         };
         let error = match result {
-            Ok(mut socket) => {
-                info!(output = %settings.id, peer = %caller.address, "SRT output connected");
+            Ok((mut engine, peer)) => {
+                info!(output = %settings.id, %peer, "SRT output connected");
                 {
                     let mut s = stats.lock();
                     s.state = OutputState::Live;
-                    s.peers = vec![caller.address];
+                    s.peers = vec![peer];
                     s.next_retry_seconds = None;
                     if attempts > 1 {
                         s.reconnects_total += 1;
                     }
                 }
                 backoff = settings.retry_min;
-                let outcome = pump(&settings.id, &mut socket, &bus, &stats, &cancel).await;
+                let sender = engine.sender(peer);
+                let outcome = tokio::select! {
+                    outcome = pump(&settings.id, &sender, &bus, &stats, &cancel) => outcome,
+                    reason = call_ended(&mut engine) => Err(reason),
+                };
                 stats.lock().peers.clear();
-                let _ = socket.close_and_finish().await;
+                // A shutdown packet tells the listener at once rather than by its idle timeout.
+                engine.close().await;
                 match outcome {
                     Ok(()) => break,
                     Err(e) => e,
@@ -221,7 +244,7 @@ async fn run_caller(
             Err(e) => e,
         };
         let delay = with_jitter(backoff);
-        warn!(output = %settings.id, error = %error, retry_in_ms = delay.as_millis() as u64, "SRT output not connected");
+        warn!(output = %settings.id, error = %error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "SRT output not connected");
         {
             let mut s = stats.lock();
             s.state = OutputState::Retrying;
@@ -313,7 +336,7 @@ async fn run_listener(
                     puller_left(&settings.id, &stats, peer, "replaced by a new connection");
                 }
                 serial += 1;
-                let link = EngineLink(engine.sender(peer));
+                let sender = engine.sender(peer);
                 let (id, bus, stats_, token, done) = (
                     settings.id.clone(),
                     bus.clone(),
@@ -325,8 +348,7 @@ async fn run_listener(
                 let task_token = token.clone();
                 let task = tokio::spawn(
                     async move {
-                        let mut link = link;
-                        let outcome = pump(&id, &mut link, &bus, &stats_, &task_token).await;
+                        let outcome = pump(&id, &sender, &bus, &stats_, &task_token).await;
                         let _ = done.send((peer, this, outcome));
                     }
                     .in_current_span(),
@@ -352,8 +374,11 @@ async fn run_listener(
                     puller_left(&settings.id, &stats, peer, "peer closed the connection");
                 }
             }
-            // A puller has nothing to say, and the output has no use for link statistics.
-            EngineEvent::Received { .. } | EngineEvent::Statistics { .. } => {}
+            // A puller has nothing to say, and the output has no use for link statistics; a
+            // listening port makes no calls.
+            EngineEvent::Received { .. }
+            | EngineEvent::Statistics { .. }
+            | EngineEvent::CallFailed { .. } => {}
         }
     }
     // Shutdown packets to every puller; their senders fail, so their tasks end.
@@ -375,49 +400,6 @@ fn puller_left(id: &str, stats: &OutputStatsHandle, peer: SocketAddr, reason: &s
     }
     if s.peers.is_empty() {
         s.state = OutputState::Idle;
-    }
-}
-
-/// Where [`pump`] sends the muxed stream.
-trait Link {
-    async fn send(&mut self, datagram: Bytes) -> Result<(), String>;
-    /// Resolves with the reason once the peer has gone. Cancel-safe.
-    async fn gone(&mut self) -> String;
-}
-
-impl Link for SrtSocket {
-    async fn send(&mut self, datagram: Bytes) -> Result<(), String> {
-        SinkExt::send(self, (Instant::now(), datagram))
-            .await
-            .map_err(|e| format!("send failed: {e}"))
-    }
-
-    async fn gone(&mut self) -> String {
-        loop {
-            match self.next().await {
-                // A receiver has nothing to say; anything it sends is ignored.
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return format!("connection failed: {e}"),
-                None => return "peer closed the connection".into(),
-            }
-        }
-    }
-}
-
-/// A connection accepted by the engine. Its end reaches the listener loop as an event, which
-/// cancels the pump, so `gone` never resolves by itself.
-struct EngineLink(ConnectionSender);
-
-impl Link for EngineLink {
-    async fn send(&mut self, datagram: Bytes) -> Result<(), String> {
-        self.0
-            .send(datagram)
-            .await
-            .map_err(|_| "peer closed the connection".to_string())
-    }
-
-    async fn gone(&mut self) -> String {
-        std::future::pending().await
     }
 }
 
@@ -445,11 +427,11 @@ impl Pacer {
     }
 }
 
-/// Sends the bus to one peer until it leaves (`Err` with the reason) or `cancel` fires / the
-/// bus closes (`Ok`).
+/// Sends the bus to one peer until its connection ends (`Err` with the reason) or `cancel`
+/// fires / the bus closes (`Ok`).
 async fn pump(
     id: &str,
-    socket: &mut impl Link,
+    socket: &ConnectionSender,
     bus: &Arc<Bus>,
     stats: &OutputStatsHandle,
     cancel: &CancellationToken,
@@ -468,7 +450,6 @@ async fn pump(
     loop {
         let item = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            reason = socket.gone() => return Err(reason),
             _ = &mut flush, if !out.is_empty() => {
                 let whole = out.len() - out.len() % PACKET_SIZE;
                 let datagram = out.split_to(whole).freeze();
@@ -510,12 +491,15 @@ async fn pump(
 }
 
 async fn send(
-    socket: &mut impl Link,
+    socket: &ConnectionSender,
     datagram: Bytes,
     stats: &OutputStatsHandle,
 ) -> Result<(), String> {
-    let length = datagram.len() as u64;
-    socket.send(datagram).await?;
+    let length = u64::try_from(datagram.len()).unwrap_or(u64::MAX);
+    socket
+        .send(datagram)
+        .await
+        .map_err(|_| "peer closed the connection".to_string())?;
     stats.lock().bytes_total += length;
     Ok(())
 }

@@ -300,6 +300,8 @@ impl Input {
                     self.disconnected();
                 }
             }
+            // A listening input makes no calls.
+            EngineEvent::CallFailed { .. } => {}
         }
     }
 

@@ -1,4 +1,4 @@
-//! Who may connect: stream id and encryption, decided before srt-tokio handles any keys.
+//! Who may connect: stream id and encryption, decided before srt-protocol handles any keys.
 
 use lunora_media::Secret;
 use srt_protocol::options::{KeySize, Passphrase};

@@ -10,8 +10,8 @@ pub mod wire;
 
 pub use access::{AccessPolicy, Refusal, stream_id_matches};
 pub use engine::{
-    AccessDecision, CallerRequest, ConnectionClosed, ConnectionSender, EngineCounters, EngineEvent,
-    EngineSettings, ListenerCore, SEND_QUEUE, SrtEngine,
+    AccessDecision, CALL_TIMEOUT, CallSettings, CallerRequest, ConnectionClosed, ConnectionSender,
+    EngineCounters, EngineEvent, EngineSettings, PortCore, SEND_QUEUE, SrtEngine,
 };
 pub use udp::bind_udp;
 
@@ -39,7 +39,7 @@ impl LinkStats {
             rtt_ms: s.rx_average_rtt.max(s.tx_average_rtt).as_secs_f64() * 1000.0,
             packets_received: s.rx_unique_data,
             packets_sent: s.tx_unique_data,
-            // srt-tokio leaves rx_loss_data at 0 under loss; NAK counts reflect real loss.
+            // srt-protocol leaves rx_loss_data at 0 under loss; NAK counts reflect real loss.
             packets_lost: s.rx_loss_data.max(s.tx_nak).max(s.rx_nak),
             packets_retransmitted: s.rx_retransmit_data + s.tx_retransmit_data,
             packets_dropped: s.rx_dropped_data + s.tx_dropped_data,

@@ -43,6 +43,18 @@ mod extension_type {
 /// Handshake types a listener can receive (SRT draft, table 7).
 const HANDSHAKE_TYPE_INDUCTION: u32 = 0x0000_0001;
 const HANDSHAKE_TYPE_CONCLUSION: u32 = 0xFFFF_FFFF;
+/// A listener answers a refused conclusion with the rejection code (`SRT_REJ_*` + 1000, or an
+/// application's code from 2000) in the handshake type field.
+const HANDSHAKE_TYPE_REJECTIONS: std::ops::RangeInclusive<u32> = 1000..=9999;
+
+/// Which end of the handshake receives the datagram: the two see different handshakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Our listening port: callers send requests (HSREQ, KMREQ, stream id).
+    Listener,
+    /// Our connection to a remote listener: it answers (HSRSP, KMRSP) or rejects.
+    Caller,
+}
 
 /// Why a datagram was dropped without reaching the protocol. Closed, so each one is a metric
 /// label (`lunora_srt_datagrams_rejected_total{reason}`).
@@ -61,7 +73,8 @@ pub enum DropReason {
     HandshakeTruncated,
     /// A handshake version other than 4 or 5.
     HandshakeVersion,
-    /// A handshake type a listener never receives (waveahand, agreement, rejection).
+    /// A handshake type this side never receives (waveahand and agreement; rejections on a
+    /// listener).
     HandshakeType,
     /// An encryption field other than 0, 16, 24 or 32 bytes, or key material that does not
     /// agree with it.
@@ -78,6 +91,9 @@ pub enum DropReason {
     /// A responder's extension (HSRSP, KMRSP) in a caller's handshake: a listener only ever
     /// receives requests.
     ResponseExtension,
+    /// A requester's extension (HSREQ, KMREQ) or a packet filter, congestion or group block
+    /// in a listener's answer to our caller: we never ask for them, so it never answers them.
+    RequestExtension,
     /// A data packet from a peer with no connection on this port.
     UnknownPeer,
     /// More handshakes in progress than the listener keeps.
@@ -92,7 +108,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::TooShort,
         DropReason::UnknownControlType,
         DropReason::UnknownControlSubtype,
@@ -106,6 +122,7 @@ impl DropReason {
         DropReason::UnknownExtension,
         DropReason::DuplicateExtension,
         DropReason::ResponseExtension,
+        DropReason::RequestExtension,
         DropReason::UnknownPeer,
         DropReason::TooManyHandshakes,
         DropReason::ParseError,
@@ -129,6 +146,7 @@ impl DropReason {
             DropReason::UnknownExtension => "unknown_extension",
             DropReason::DuplicateExtension => "duplicate_extension",
             DropReason::ResponseExtension => "response_extension",
+            DropReason::RequestExtension => "request_extension",
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::TooManyHandshakes => "too_many_handshakes",
             DropReason::ParseError => "parse_error",
@@ -216,6 +234,11 @@ fn be32(d: &[u8], at: usize) -> Option<u32> {
 
 /// Checks one datagram received on a listener's port.
 pub fn inspect(datagram: &[u8]) -> Verdict {
+    inspect_as(Side::Listener, datagram)
+}
+
+/// Checks one datagram received by `side`.
+pub fn inspect_as(side: Side, datagram: &[u8]) -> Verdict {
     let (Some(first), Some(subtype)) = (be16(datagram, 0), be16(datagram, 2)) else {
         return Verdict::Drop(DropReason::TooShort);
     };
@@ -231,7 +254,7 @@ pub fn inspect(datagram: &[u8]) -> Verdict {
     use control_type::*;
     // Minimum CIF lengths are the fields srt-protocol reads unconditionally.
     let needed = match control_type {
-        HANDSHAKE => return inspect_handshake(datagram),
+        HANDSHAKE => return inspect_handshake(side, datagram),
         KEEPALIVE | SHUTDOWN | CONGESTION_WARNING | ACKACK | PEERERROR => 0,
         ACK | NAK => 4,
         DROPREQ => 8,
@@ -249,7 +272,7 @@ pub fn inspect(datagram: &[u8]) -> Verdict {
     Verdict::Pass
 }
 
-fn inspect_handshake(d: &[u8]) -> Verdict {
+fn inspect_handshake(side: Side, d: &[u8]) -> Verdict {
     let field = |offset: usize| be32(d, HEADER_LEN + offset);
     let (
         Some(version),
@@ -275,12 +298,16 @@ fn inspect_handshake(d: &[u8]) -> Verdict {
     if version != 4 && version != 5 {
         return Verdict::Drop(DropReason::HandshakeVersion);
     }
-    if handshake_type != HANDSHAKE_TYPE_INDUCTION && handshake_type != HANDSHAKE_TYPE_CONCLUSION {
+    let rejection = HANDSHAKE_TYPE_REJECTIONS.contains(&handshake_type);
+    if handshake_type != HANDSHAKE_TYPE_INDUCTION
+        && handshake_type != HANDSHAKE_TYPE_CONCLUSION
+        && !(side == Side::Caller && rejection)
+    {
         return Verdict::Drop(DropReason::HandshakeType);
     }
     // An induction (any version) and an HSv4 conclusion carry no extensions that
     // srt-protocol reads.
-    if version == 4 || handshake_type == HANDSHAKE_TYPE_INDUCTION {
+    if version == 4 || handshake_type == HANDSHAKE_TYPE_INDUCTION || rejection {
         return Verdict::Pass;
     }
     // Encryption field: key length in bytes divided by 8 (upper 16 bits of the type word).
@@ -326,6 +353,21 @@ fn inspect_handshake(d: &[u8]) -> Verdict {
         };
         if !length_ok {
             return Verdict::Drop(DropReason::ExtensionLength);
+        }
+        if side == Side::Caller {
+            // srt-protocol's caller reads only the responder's blocks (and a listener may
+            // echo the stream id).
+            match kind {
+                HSRSP | SID => {}
+                // Read by its own length fields, as a KMREQ is (below).
+                KMRSP if key_material_len(content) != Some(len) => {
+                    return Verdict::Drop(DropReason::ExtensionLength);
+                }
+                KMRSP => {}
+                _ => return Verdict::Drop(DropReason::RequestExtension),
+            }
+            at = end;
+            continue;
         }
         match kind {
             // srt-protocol reaches `unimplemented!("Expected kmreq")` on a KMRSP here.
@@ -589,6 +631,24 @@ pub(crate) mod tests {
         let km = d.len() - 72;
         d[km - 3] = 4;
         assert_eq!(inspect(&d), Verdict::Drop(DropReason::ResponseExtension));
+    }
+
+    #[test]
+    fn a_caller_takes_answers_and_rejections_but_not_requests() {
+        let request = fixture("slt-aes256-sid-1");
+        assert_eq!(
+            inspect_as(Side::Caller, &request),
+            Verdict::Drop(DropReason::RequestExtension)
+        );
+        let Verdict::Refuse(refusal) = inspect(&fixture("slt-file-1")) else {
+            panic!("transtype=file not refused");
+        };
+        let rejection = rejection(&refusal, 0);
+        assert_eq!(inspect_as(Side::Caller, &rejection), Verdict::Pass);
+        assert_eq!(
+            inspect(&rejection),
+            Verdict::Drop(DropReason::HandshakeType)
+        );
     }
 
     #[test]

@@ -134,11 +134,11 @@ fn main() -> std::process::ExitCode {
 
 fn init_logging(format: config::LogFormat) {
     use tracing_subscriber::EnvFilter;
-    // srt-tokio logs through `log`; the subscriber bridges it. It warns once per malformed
-    // datagram, so a hostile sender could flood the log: only its errors pass unless RUST_LOG
-    // asks for more. Lunora logs every rejection itself.
+    // srt-protocol logs through `log`; the subscriber bridges it. It warns per odd packet, so
+    // a hostile sender could flood the log: only its errors pass unless RUST_LOG asks for
+    // more. Lunora logs every rejection itself, rate-limited.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,srt_tokio=error,srt_protocol=error"));
+        .unwrap_or_else(|_| EnvFilter::new("info,srt_protocol=error,quinn_udp=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

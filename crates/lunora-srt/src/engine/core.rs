@@ -1,9 +1,10 @@
-//! The sans-IO listener core: datagrams and the clock in, datagrams and events out.
+//! The sans-IO core of one SRT port: datagrams and the clock in, datagrams and events out.
 //!
-//! It drives srt-protocol's own state machines — `Listen` for each handshake in progress and
-//! `DuplexConnection` for each connection — but owns the session table itself, so a
-//! handshake that never finishes expires, their number is bounded, and a panic inside
-//! srt-protocol costs only the datagram (and, for a handshake, that half-made session).
+//! It drives srt-protocol's own state machines — `Listen` for each caller's handshake on a
+//! listening port, `Connect` for our own call to a remote listener, and `DuplexConnection` for
+//! each connection — but owns the session table itself, so a handshake that never finishes
+//! expires, their number is bounded, and a panic inside srt-protocol costs only the datagram
+//! (and, for a handshake, that half-made session).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,13 +14,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use srt_protocol::connection::DuplexConnection;
 use srt_protocol::options::KeySize;
-use srt_protocol::packet::{ControlPacket, ControlTypes, Packet, RejectReason, TimeStamp};
+use srt_protocol::packet::{
+    ControlPacket, ControlTypes, Packet, RejectReason, SeqNumber, TimeStamp,
+};
+use srt_protocol::protocol::pending_connection::connect::Connect;
 use srt_protocol::protocol::pending_connection::listen::Listen;
-use srt_protocol::protocol::pending_connection::{AccessControlResponse, ConnectionResult};
+use srt_protocol::protocol::pending_connection::{
+    AccessControlResponse, ConnectionReject, ConnectionResult,
+};
 use srt_protocol::settings::{ConnInitSettings, KeySettings};
 
 use crate::LinkStats;
-use crate::wire::{self, DropCounts, DropReason, Verdict};
+use crate::wire::{self, DropCounts, DropReason, Side, Verdict};
 
 /// Handshakes in progress that one port keeps; more are dropped until some finish or expire.
 pub(crate) const MAX_PENDING: usize = 64;
@@ -27,6 +33,11 @@ pub(crate) const MAX_PENDING: usize = 64;
 pub(crate) const PENDING_EXPIRY: Duration = Duration::from_secs(10);
 /// Longest sleep between timer checks when nothing is scheduled sooner.
 const IDLE_TICK: Duration = Duration::from_millis(100);
+/// Our call gives up when the listener has not completed the handshake within this (libsrt's
+/// default connect timeout).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Our call repeats its handshake this often until answered (libsrt's interval).
+const CALL_RETRY: Duration = Duration::from_millis(250);
 
 /// A caller asking to connect, for the owner to accept or reject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +59,7 @@ pub enum AccessDecision {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
     Request(CallerRequest),
-    /// A caller was accepted and the handshake completed.
+    /// A caller was accepted and the handshake completed, or our own call connected.
     Connected {
         peer: SocketAddr,
         stream_id: Option<String>,
@@ -73,6 +84,12 @@ pub enum EngineEvent {
         peer: SocketAddr,
         link: LinkStats,
     },
+    /// Our call did not connect: the listener refused it (with its reason) or never
+    /// completed the handshake.
+    CallFailed {
+        peer: SocketAddr,
+        reason: String,
+    },
     /// The connection ended (peer shutdown or idle timeout).
     Closed {
         peer: SocketAddr,
@@ -87,11 +104,20 @@ enum Session {
         asked: bool,
         encrypted: bool,
     },
+    /// Our call to a remote listener, until it connects.
+    Calling {
+        connect: Box<Connect>,
+        since: Instant,
+        next_retry: Instant,
+        /// Why the latest answer was not accepted, for the failure message.
+        last_problem: Option<String>,
+    },
     Open(Box<DuplexConnection>),
 }
 
-/// One listening port's SRT state.
-pub struct ListenerCore {
+/// One port's SRT state: a listener's, or a caller's (which talks to one listener only).
+pub struct PortCore {
+    side: Side,
     settings: ConnInitSettings,
     start: Instant,
     sessions: HashMap<SocketAddr, Session>,
@@ -101,18 +127,63 @@ pub struct ListenerCore {
     events: VecDeque<EngineEvent>,
 }
 
-impl std::fmt::Debug for ListenerCore {
+impl std::fmt::Debug for PortCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ListenerCore")
+        f.debug_struct("PortCore")
+            .field("side", &self.side)
             .field("sessions", &self.sessions.len())
             .field("drops", &self.drops)
             .finish_non_exhaustive()
     }
 }
 
-impl ListenerCore {
-    pub fn new(now: Instant, settings: ConnInitSettings) -> Self {
-        ListenerCore {
+impl PortCore {
+    /// A listening port: callers' handshakes are answered and put to the owner as requests.
+    pub fn listener(now: Instant, settings: ConnInitSettings) -> Self {
+        Self::new(Side::Listener, now, settings)
+    }
+
+    /// A port that calls `remote` (with the key settings in `settings`) and talks to nobody
+    /// else. The first handshake is queued at once; [`EngineEvent::Connected`] or
+    /// [`EngineEvent::CallFailed`] follows.
+    pub fn caller(
+        now: Instant,
+        settings: ConnInitSettings,
+        remote: SocketAddr,
+        stream_id: Option<String>,
+    ) -> Self {
+        // A fresh random socket id per call, as a listener gives each connection.
+        let mut core = Self::new(Side::Caller, now, settings.copy_randomize());
+        let local_ip = match remote {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        };
+        // The initial sequence number only has to be unpredictable; the socket id just drawn
+        // is (and spares a random-number dependency).
+        let initial_sequence = SeqNumber::new_truncate(core.settings.local_sockid.0.rotate_left(7));
+        let connect = Connect::new(
+            remote,
+            local_ip,
+            core.settings.clone(),
+            stream_id,
+            initial_sequence,
+        );
+        core.sessions.insert(
+            remote,
+            Session::Calling {
+                connect: Box::new(connect),
+                since: now,
+                next_retry: now,
+                last_problem: None,
+            },
+        );
+        core.handle_timeout(now);
+        core
+    }
+
+    fn new(side: Side, now: Instant, settings: ConnInitSettings) -> Self {
+        PortCore {
+            side,
             settings,
             start: now,
             sessions: HashMap::new(),
@@ -148,7 +219,7 @@ impl ListenerCore {
     /// One datagram from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         let stripped;
-        let bytes = match wire::inspect(datagram) {
+        let bytes = match wire::inspect_as(self.side, datagram) {
             Verdict::Pass => datagram,
             Verdict::PassWithout { start, end } => {
                 let (Some(head), Some(tail)) = (datagram.get(..start), datagram.get(end..)) else {
@@ -197,8 +268,17 @@ impl ListenerCore {
                 }
             }
             Some(Session::Pending { .. }) => self.handle_pending(now, from, packet),
+            Some(Session::Calling { connect, .. }) => {
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    connect.handle_packet(Ok((packet, from)), now)
+                }));
+                match result {
+                    Ok(result) => self.apply(now, from, result),
+                    Err(_) => self.drop_datagram(DropReason::Panic, from),
+                }
+            }
             None => {
-                if !packet.is_handshake() {
+                if self.side == Side::Caller || !packet.is_handshake() {
                     self.drop_datagram(DropReason::UnknownPeer, from);
                     return;
                 }
@@ -255,11 +335,19 @@ impl ListenerCore {
                     key_size: request.key_size,
                 }));
             }
-            ConnectionResult::Reject(packet, _) => {
+            ConnectionResult::Reject(packet, reject) => {
                 if let Some(packet) = packet {
                     self.send(packet);
                 }
-                self.sessions.remove(&from);
+                let reason = match reject {
+                    ConnectionReject::Rejected(reason) => {
+                        format!("the listener refused the connection: {}", describe(reason))
+                    }
+                    ConnectionReject::Rejecting(reason) => {
+                        format!("its answer was refused: {}", describe(reason))
+                    }
+                };
+                self.end_pending(from, reason);
             }
             ConnectionResult::Connected(packet, connection) => {
                 if let Some(packet) = packet {
@@ -275,12 +363,23 @@ impl ListenerCore {
                     stream_id,
                 });
             }
-            ConnectionResult::Failure(_) => {
-                self.sessions.remove(&from);
+            ConnectionResult::Failure(error) => self.end_pending(from, error.to_string()),
+            ConnectionResult::NotHandled(problem) => {
+                if let Some(Session::Calling { last_problem, .. }) = self.sessions.get_mut(&from) {
+                    *last_problem = Some(problem.to_string());
+                }
             }
             // A retransmitted induction or conclusion while the owner decides, or a data
             // packet that raced the handshake: nothing to do.
-            ConnectionResult::NotHandled(_) | ConnectionResult::NoAction => {}
+            ConnectionResult::NoAction => {}
+        }
+    }
+
+    /// Forgets a handshake that failed; for our own call the owner hears why.
+    fn end_pending(&mut self, peer: SocketAddr, reason: String) {
+        if let Some(Session::Calling { .. }) = self.sessions.remove(&peer) {
+            self.events
+                .push_back(EngineEvent::CallFailed { peer, reason });
         }
     }
 
@@ -387,12 +486,32 @@ impl ListenerCore {
     }
 
     /// Runs every connection's timers and collects what they release. Call after each batch
-    /// of datagrams and when [`ListenerCore::next_deadline`] passes.
+    /// of datagrams and when [`PortCore::next_deadline`] passes.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut closed = Vec::new();
         let mut panicked = Vec::new();
+        let mut retries = Vec::new();
+        let mut call_failed = None;
         for (peer, session) in &mut self.sessions {
             match session {
+                Session::Calling {
+                    since,
+                    next_retry,
+                    last_problem,
+                    ..
+                } => {
+                    if now.saturating_duration_since(*since) > CALL_TIMEOUT {
+                        let why = last_problem.take().map_or_else(
+                            || "no answer (is a listener running there, and does the network let UDP through?)".to_string(),
+                            |problem| format!("the handshake did not complete: {problem}"),
+                        );
+                        call_failed =
+                            Some((*peer, format!("{why} within {} s", CALL_TIMEOUT.as_secs())));
+                    } else if now >= *next_retry {
+                        *next_retry = now + CALL_RETRY;
+                        retries.push(*peer);
+                    }
+                }
                 Session::Open(connection) => {
                     let serviced = catch_unwind(AssertUnwindSafe(|| {
                         service(
@@ -419,6 +538,18 @@ impl ListenerCore {
         for peer in panicked {
             self.drop_datagram(DropReason::Panic, peer);
         }
+        if let Some((peer, reason)) = call_failed {
+            self.end_pending(peer, reason);
+        }
+        for peer in retries {
+            let Some(Session::Calling { connect, .. }) = self.sessions.get_mut(&peer) else {
+                continue;
+            };
+            match catch_unwind(AssertUnwindSafe(|| connect.handle_tick(now))) {
+                Ok(result) => self.apply(now, peer, result),
+                Err(_) => self.drop_datagram(DropReason::Panic, peer),
+            }
+        }
         for peer in closed {
             if let Some(Session::Open(_)) = self.sessions.remove(&peer) {
                 self.events.push_back(EngineEvent::Closed { peer });
@@ -426,12 +557,14 @@ impl ListenerCore {
         }
     }
 
-    /// When [`ListenerCore::handle_timeout`] is next due.
+    /// When [`PortCore::handle_timeout`] is next due.
     pub fn next_deadline(&self, now: Instant) -> Instant {
         let mut deadline = now + IDLE_TICK;
         for session in self.sessions.values() {
-            if let Session::Open(connection) = session {
-                deadline = deadline.min(connection.next_timer(now));
+            match session {
+                Session::Open(connection) => deadline = deadline.min(connection.next_timer(now)),
+                Session::Calling { next_retry, .. } => deadline = deadline.min(*next_retry),
+                Session::Pending { .. } => {}
             }
         }
         deadline.max(now)
@@ -441,8 +574,29 @@ impl ListenerCore {
         self.transmits.pop_front()
     }
 
+    /// The datagram [`PortCore::poll_transmit`] would return next.
+    pub fn peek_transmit(&self) -> Option<(&[u8], SocketAddr)> {
+        self.transmits
+            .front()
+            .map(|(datagram, to)| (datagram.as_slice(), *to))
+    }
+
     pub fn poll_event(&mut self) -> Option<EngineEvent> {
         self.events.pop_front()
+    }
+}
+
+/// A rejection reason as an operator reads it, with libsrt's code (what other tools print).
+fn describe(reason: RejectReason) -> String {
+    let code = i32::from(reason);
+    match reason {
+        RejectReason::Core(srt_protocol::packet::CoreRejectReason::BadSecret) => {
+            format!("wrong or missing passphrase (SRT code {code})")
+        }
+        RejectReason::Core(srt_protocol::packet::CoreRejectReason::Unsecure) => {
+            format!("the listener requires a passphrase (SRT code {code})")
+        }
+        reason => format!("{reason} (SRT code {code})"),
     }
 }
 
@@ -488,8 +642,8 @@ fn service(
 mod tests {
     use super::*;
 
-    fn core(now: Instant) -> ListenerCore {
-        ListenerCore::new(now, ConnInitSettings::default())
+    fn core(now: Instant) -> PortCore {
+        PortCore::listener(now, ConnInitSettings::default())
     }
 
     fn peer() -> SocketAddr {
@@ -631,5 +785,148 @@ mod tests {
         assert_eq!(core.drops().get(DropReason::TooManyHandshakes), 5);
         core.handle_timeout(now + PENDING_EXPIRY + Duration::from_secs(1));
         assert!(core.sessions.is_empty());
+    }
+
+    fn keyed(passphrase: &str, key_size: KeySize) -> ConnInitSettings {
+        ConnInitSettings {
+            key_settings: Some(KeySettings {
+                key_size,
+                passphrase: srt_protocol::options::Passphrase::try_from(passphrase.to_string())
+                    .unwrap(),
+            }),
+            ..ConnInitSettings::default()
+        }
+    }
+
+    /// Our caller core and our listener core in virtual time, datagrams carried between
+    /// them; the listener decides with `decide`. Returns the caller's events and what the
+    /// listener received.
+    fn call_through(
+        caller_settings: ConnInitSettings,
+        decide: impl Fn(&CallerRequest) -> AccessDecision,
+        messages: u32,
+    ) -> (Vec<EngineEvent>, Vec<Bytes>) {
+        let start = Instant::now();
+        let mut now = start;
+        let caller_addr: SocketAddr = "127.0.0.1:41000".parse().unwrap();
+        let listener_addr: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        let mut listener = core(now);
+        let mut caller = PortCore::caller(now, caller_settings, listener_addr, Some("feed".into()));
+        let mut caller_events = Vec::new();
+        let mut received = Vec::new();
+        let mut queue = VecDeque::new();
+        let mut sent = 0;
+        let mut connected = false;
+        for _ in 0..1000 {
+            while let Some((datagram, to)) = caller.poll_transmit() {
+                assert_eq!(to, listener_addr);
+                listener.handle_datagram(now, caller_addr, &datagram);
+            }
+            listener.handle_timeout(now);
+            while let Some(event) = listener.poll_event() {
+                match event {
+                    EngineEvent::Request(request) => {
+                        assert_eq!(request.stream_id.as_deref(), Some("feed"));
+                        listener.handle_decision(now, request.peer, decide(&request));
+                    }
+                    EngineEvent::Received { items, .. } => {
+                        received.extend(items.into_iter().map(|(_, b)| b))
+                    }
+                    _ => {}
+                }
+            }
+            while let Some((datagram, to)) = listener.poll_transmit() {
+                assert_eq!(to, caller_addr);
+                caller.handle_datagram(now, listener_addr, &datagram);
+            }
+            // A stranger's handshake must not reach a calling port's state machines.
+            caller.handle_datagram(
+                now,
+                "127.0.0.1:666".parse().unwrap(),
+                &fixture("slt-plain-0"),
+            );
+            if connected && sent < messages {
+                queue.push_back((now, Bytes::from(sent.to_be_bytes().to_vec())));
+                sent += 1;
+                caller.send_data(now, listener_addr, &mut queue);
+            }
+            caller.handle_timeout(now);
+            while let Some(event) = caller.poll_event() {
+                connected |= matches!(event, EngineEvent::Connected { .. });
+                let failed = matches!(event, EngineEvent::CallFailed { .. });
+                caller_events.push(event);
+                if failed {
+                    return (caller_events, received);
+                }
+            }
+            now += Duration::from_millis(5);
+        }
+        assert_eq!(caller.drops().get(DropReason::Panic), 0);
+        assert_eq!(listener.drops().get(DropReason::Panic), 0);
+        (caller_events, received)
+    }
+
+    #[test]
+    fn our_encrypted_call_connects_to_our_listener_and_delivers_in_order() {
+        let (events, received) = call_through(
+            keyed("call-passphrase", KeySize::AES256),
+            |request| {
+                assert_eq!(request.key_size, KeySize::AES256);
+                AccessDecision::Accept(keyed("call-passphrase", request.key_size).key_settings)
+            },
+            200,
+        );
+        assert!(
+            matches!(&events[0], EngineEvent::Connected { stream_id, .. } if stream_id.as_deref() == Some("feed")),
+            "{events:?}"
+        );
+        assert_eq!(received.len(), 200);
+        for (i, item) in received.iter().enumerate() {
+            assert_eq!(&item[..], &u32::try_from(i).unwrap().to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn a_refused_call_fails_with_the_listeners_reason() {
+        let (events, _) = call_through(
+            ConnInitSettings::default(),
+            |_| {
+                AccessDecision::Reject(RejectReason::Core(
+                    srt_protocol::packet::CoreRejectReason::BadSecret,
+                ))
+            },
+            0,
+        );
+        let Some(EngineEvent::CallFailed { reason, .. }) = events.last() else {
+            panic!("no failure: {events:?}");
+        };
+        assert!(reason.contains("wrong or missing passphrase"), "{reason}");
+    }
+
+    #[test]
+    fn a_call_nobody_answers_fails_after_the_timeout_having_retried() {
+        let start = Instant::now();
+        let remote: SocketAddr = "127.0.0.1:9002".parse().unwrap();
+        let mut caller = PortCore::caller(start, ConnInitSettings::default(), remote, None);
+        let mut inductions = 0;
+        let mut failure = None;
+        let mut now = start;
+        while now < start + CALL_TIMEOUT + Duration::from_secs(1) && failure.is_none() {
+            now = caller.next_deadline(now);
+            caller.handle_timeout(now);
+            while caller.poll_transmit().is_some() {
+                inductions += 1;
+            }
+            if let Some(EngineEvent::CallFailed { reason, .. }) = caller.poll_event() {
+                failure = Some((now - start, reason));
+            }
+        }
+        let (after, reason) = failure.expect("the call never failed");
+        assert!(
+            after > CALL_TIMEOUT && after < CALL_TIMEOUT + Duration::from_millis(200),
+            "{after:?}"
+        );
+        assert!(reason.contains("no answer"), "{reason}");
+        assert!(inductions >= 10, "only {inductions} handshakes sent");
     }
 }

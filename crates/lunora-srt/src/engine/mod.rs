@@ -1,10 +1,12 @@
-//! Our own SRT I/O shell for listeners: one tokio task per UDP port drives the sans-IO
-//! [`ListenerCore`], so no datagram anyone sends can take a connection on that port down.
+//! Our own SRT I/O shell, for listening ports and for our calls to remote listeners: one
+//! tokio task per UDP port drives the sans-IO [`PortCore`], so no datagram anyone sends can
+//! take a connection on that port down.
 //!
-//! Per wake-up the task drains every datagram the kernel has queued (up to [`RECV_BATCH`]),
-//! hands each to the core, runs the connections' timers once, sends what the core produced
-//! and delivers released payloads as one batch per connection. There is no task per
-//! connection and no channel per packet.
+//! Per wake-up the task drains every datagram the kernel has queued (up to [`RECV_BATCH`],
+//! several per system call), hands each to the core, runs the connections' timers once, sends
+//! what the core produced (runs of equal-sized datagrams to one peer as one UDP GSO send) and
+//! delivers released payloads as one batch per connection. There is no task per connection
+//! and no channel per packet.
 //!
 //! The owner sends to an accepted connection through a [`ConnectionSender`]: a bounded queue
 //! the task drains into srt-protocol's sender as its buffer frees up, so a slow peer makes
@@ -12,7 +14,7 @@
 
 mod core;
 
-pub use self::core::{AccessDecision, CallerRequest, EngineEvent, ListenerCore};
+pub use self::core::{AccessDecision, CALL_TIMEOUT, CallerRequest, EngineEvent, PortCore};
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use srt_protocol::options::{ByteCount, SocketOptions};
-use srt_protocol::settings::ConnInitSettings;
+use srt_protocol::settings::{ConnInitSettings, KeySettings};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -66,6 +68,17 @@ impl EngineSettings {
         options.session.statistics_interval = Duration::from_secs(1);
         ConnInitSettings::from(options)
     }
+}
+
+/// Our call to a remote SRT listener.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    /// Latency, buffers and the label; `address` is the listener to call (we send from an
+    /// ephemeral port of the same address family).
+    pub port: EngineSettings,
+    pub stream_id: Option<String>,
+    /// Passphrase and key length, when the listener expects encryption.
+    pub key: Option<KeySettings>,
 }
 
 enum Command {
@@ -175,7 +188,27 @@ impl std::fmt::Debug for Command {
 impl SrtEngine {
     /// Binds now (so a port conflict is reported at start-up) and starts the port's task.
     pub fn bind(settings: EngineSettings) -> io::Result<Self> {
-        let socket = bind_udp(settings.address, settings.buffer_bytes)?;
+        let core = PortCore::listener(Instant::now(), settings.conn_init());
+        Self::start(&settings, settings.address, core)
+    }
+
+    /// Calls a remote listener from a new ephemeral port. [`EngineEvent::Connected`] or
+    /// [`EngineEvent::CallFailed`] (within [`CALL_TIMEOUT`]) follows; the port serves only
+    /// that listener.
+    pub fn call(settings: CallSettings) -> io::Result<Self> {
+        let remote = settings.port.address;
+        let mut conn_init = settings.port.conn_init();
+        conn_init.key_settings = settings.key;
+        let core = PortCore::caller(Instant::now(), conn_init, remote, settings.stream_id);
+        let local = match remote {
+            SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+        };
+        Self::start(&settings.port, local, core)
+    }
+
+    fn start(settings: &EngineSettings, address: SocketAddr, core: PortCore) -> io::Result<Self> {
+        let socket = bind_udp(address, settings.buffer_bytes)?;
         let local = socket.local_addr()?;
         crate::udp::warn_if_buffer_capped(&settings.label, &socket, settings.buffer_bytes);
         let (commands, command_rx) = mpsc::unbounded_channel();
@@ -185,7 +218,7 @@ impl SrtEngine {
         let wake = Arc::new(Notify::new());
         let task = PortTask {
             label: settings.label.clone(),
-            core: ListenerCore::new(Instant::now(), settings.conn_init()),
+            core,
             socket,
             commands: command_rx,
             control: control_tx,
@@ -200,7 +233,7 @@ impl SrtEngine {
         };
         let task = tokio::spawn(task.run());
         Ok(SrtEngine {
-            label: settings.label,
+            label: settings.label.clone(),
             local,
             commands,
             control,
@@ -309,16 +342,23 @@ const SLOTS: usize = 8;
 /// truncated, which `wire` then rejects.
 const SLOT_DATAGRAM: usize = 1_536;
 
-/// Batched receive: one `recvmmsg` fills up to [`SLOTS`] buffers, and with UDP GRO each
-/// buffer can hold several same-sized datagrams from one peer (`stride` apart).
-struct BatchReceiver {
+/// Largest UDP GSO send: the kernel's limit is 64 KiB of payload.
+const GSO_BYTES: usize = 60_000;
+
+/// Batched UDP. Receive: one `recvmmsg` fills up to [`SLOTS`] buffers, and with UDP GRO each
+/// buffer can hold several same-sized datagrams from one peer (`stride` apart). Send: a run of
+/// equal-sized datagrams to one peer (an SRT sender's data packets) leaves in one system call
+/// with UDP GSO, the kernel cutting it into datagrams.
+struct BatchIo {
     state: Option<quinn_udp::UdpSocketState>,
     buffer: Vec<u8>,
     slot_len: usize,
     meta: [quinn_udp::RecvMeta; SLOTS],
+    /// A GSO run being assembled.
+    outgoing: Vec<u8>,
 }
 
-impl BatchReceiver {
+impl BatchIo {
     fn new(socket: &UdpSocket, label: &str) -> Self {
         // quinn-udp configures the socket (GRO, packet info) once; without it we fall back
         // to one datagram per system call.
@@ -334,12 +374,73 @@ impl BatchReceiver {
             .map_or(1, quinn_udp::UdpSocketState::gro_segments)
             .max(1);
         let slot_len = SLOT_DATAGRAM * segments;
-        BatchReceiver {
+        BatchIo {
             state,
             buffer: vec![0; slot_len * SLOTS],
             slot_len,
             meta: [quinn_udp::RecvMeta::default(); SLOTS],
+            outgoing: Vec::with_capacity(GSO_BYTES),
         }
+    }
+
+    /// Sends everything the core has queued, in GSO runs where the kernel offers it. A
+    /// failed send (an ICMP error from a peer that left) costs that run only; the first such
+    /// error is returned once everything else went out.
+    async fn send_all(&mut self, socket: &UdpSocket, core: &mut PortCore) -> io::Result<()> {
+        let mut failed = None;
+        let segments_max = self
+            .state
+            .as_ref()
+            .map_or(1, quinn_udp::UdpSocketState::max_gso_segments)
+            .max(1);
+        while let Some((first, to)) = core.poll_transmit() {
+            let segment = first.len();
+            self.outgoing.clear();
+            self.outgoing.extend_from_slice(&first);
+            let mut segments = 1;
+            // Every segment but the last must be exactly `segment` long.
+            while segments < segments_max && self.outgoing.len() + segment <= GSO_BYTES {
+                match core.peek_transmit() {
+                    Some((next, next_to)) if next_to == to && next.len() <= segment => {
+                        let last = next.len() < segment;
+                        if let Some((next, _)) = core.poll_transmit() {
+                            self.outgoing.extend_from_slice(&next);
+                        }
+                        segments += 1;
+                        if last {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            let transmit = quinn_udp::Transmit {
+                destination: to,
+                ecn: None,
+                contents: &self.outgoing,
+                segment_size: (segments > 1).then_some(segment),
+                src_ip: None,
+            };
+            let sent = match &self.state {
+                Some(state) => loop {
+                    match socket.try_io(tokio::io::Interest::WRITABLE, || {
+                        state.try_send(socket.into(), &transmit)
+                    }) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if let Err(e) = socket.writable().await {
+                                break Err(e);
+                            }
+                        }
+                        result => break result,
+                    }
+                },
+                None => socket.send_to(&self.outgoing, to).await.map(drop),
+            };
+            if let Err(e) = sent {
+                failed.get_or_insert(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Takes what one system call returns and hands each datagram to `handle`. Returns how
@@ -376,7 +477,7 @@ impl BatchReceiver {
 
 struct PortTask {
     label: String,
-    core: ListenerCore,
+    core: PortCore,
     socket: UdpSocket,
     commands: mpsc::UnboundedReceiver<Command>,
     control: mpsc::UnboundedSender<EngineEvent>,
@@ -393,7 +494,7 @@ struct PortTask {
 
 impl PortTask {
     async fn run(mut self) {
-        let mut receiver = BatchReceiver::new(&self.socket, &self.label);
+        let mut io = BatchIo::new(&self.socket, &self.label);
         let mut reported_drops = 0;
         loop {
             let deadline = self.core.next_deadline(Instant::now());
@@ -406,7 +507,7 @@ impl PortTask {
                     let mut taken = 0;
                     while taken < RECV_BATCH {
                         let core = &mut self.core;
-                        match receiver.receive(&self.socket, |from, datagram| core.handle_datagram(now, from, datagram)) {
+                        match io.receive(&self.socket, |from, datagram| core.handle_datagram(now, from, datagram)) {
                             Ok(n) => taken += n.max(1),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             // An ICMP error from an earlier send surfaces here; the next
@@ -440,7 +541,7 @@ impl PortTask {
             }
             self.take_outgoing(Instant::now());
             self.core.handle_timeout(Instant::now());
-            self.flush().await;
+            self.flush(&mut io).await;
             self.dispatch();
             let total = self.core.drops().total();
             if total != reported_drops {
@@ -451,7 +552,7 @@ impl PortTask {
         }
         let now = Instant::now();
         self.core.shutdown(now);
-        self.flush().await;
+        self.flush(&mut io).await;
         self.publish();
         debug!(target: "lunora::srt", listener = %self.label, "SRT port task stopped");
     }
@@ -503,11 +604,9 @@ impl PortTask {
         });
     }
 
-    async fn flush(&mut self) {
-        while let Some((datagram, to)) = self.core.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&datagram, to).await {
-                self.io_warning(&e, "sending");
-            }
+    async fn flush(&mut self, io: &mut BatchIo) {
+        if let Err(e) = io.send_all(&self.socket, &mut self.core).await {
+            self.io_warning(&e, "sending");
         }
     }
 
