@@ -786,3 +786,15 @@ pub fn closed_by_server(stream: &mut TcpStream) -> bool {
     }
     false
 }
+
+/// The addresses connected to output `output` of channel `program`, sorted.
+pub fn peers(daemon: &Daemon, output: &str) -> Vec<String> {
+    let mut peers: Vec<String> = daemon.output("program", output)["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    peers.sort();
+    peers
+}

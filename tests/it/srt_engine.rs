@@ -355,17 +355,6 @@ fn sigterm_after_replacing_silent_callers_exits_within_two_seconds() {
     );
 }
 
-fn peers(daemon: &Daemon, output: &str) -> Vec<String> {
-    let mut peers: Vec<String> = daemon.output("program", output)["peers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.as_str().map(str::to_string))
-        .collect();
-    peers.sort();
-    peers
-}
-
 /// Issue 10 at an SRT listener *output*: the 72-byte datagram and 5 s of random datagrams at
 /// the output's port while two pullers record. Both stay connected (the same two peers
 /// throughout) and their recordings decode cleanly.
@@ -423,6 +412,33 @@ fn hostile_datagrams_at_a_listener_output_leave_both_pullers_connected() {
     assert_eq!(peers(&daemon, "out"), before, "{}", daemon.log());
     assert!(daemon.alive(), "lunora died: {}", daemon.log());
     eprintln!("sent {sent} hostile datagrams to the output port");
+    // The output counts what it dropped (published about once a second).
+    let counted = || {
+        daemon.output("program", "out")["srt_datagrams_rejected"]
+            .as_object()
+            .expect("srt_datagrams_rejected missing from the output's status")
+            .values()
+            .map(as_u64)
+            .sum::<u64>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || counted() > sent / 2),
+        "sent {sent}, the output counted {}: {}",
+        counted(),
+        daemon.output("program", "out")
+    );
+    let by_reason = &daemon.output("program", "out")["srt_datagrams_rejected"];
+    assert!(
+        as_u64(&by_reason["extension_length"]) >= 1,
+        "issue 10's datagram not counted as extension_length: {by_reason}"
+    );
+    let metrics = daemon.get("/metrics").1;
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "lunora_output_srt_datagrams_rejected_total{channel=\"program\",output=\"out\",reason=\"extension_length\"}"
+        ) && !l.ends_with(" 0")),
+        "no output rejection metric:\n{metrics}"
+    );
 
     // The readers end by themselves 3 s after the stream stops (their SRT read timeout).
     for (puller, recording) in pullers.iter_mut().zip(&recordings) {

@@ -256,3 +256,59 @@ fn encrypted_listener_output_takes_the_pullers_key_length_and_refuses_a_wrong_pa
     );
     assert!(decode_warnings(&recording).trim().is_empty());
 }
+
+/// `max_pullers = 1`: a second receiver is refused with a reason the operator can read, and
+/// the first keeps its stream.
+#[test]
+fn a_listener_output_refuses_pullers_beyond_max_pullers() {
+    let (input, output) = (free_udp_port(), free_udp_port());
+    let daemon = Daemon::start(&single_srt_channel(
+        "encoder",
+        input,
+        "",
+        &format!("{}max_pullers = 1\n", srt_listener_output("out", output)),
+    ));
+    let dir = daemon.dir.path().to_path_buf();
+    let source = make_ts(&dir, "source.ts", 12, "640x360", "1500k");
+    let _pusher = srt_push(&dir, "pusher", &source, input);
+    let url = format!("srt://127.0.0.1:{output}?latency=200000&timeout=3000000");
+    let first_recording = dir.join("first.ts");
+    let mut first = ffmpeg_record(&dir, "first", &url, &first_recording);
+    assert!(
+        wait_for(Duration::from_secs(10), || peers(&daemon, "out").len() == 1),
+        "the first puller never connected: {}",
+        daemon.output("program", "out")
+    );
+    let connected = peers(&daemon, "out");
+
+    let mut second = ffmpeg_record(&dir, "second", &url, &dir.join("second.ts"));
+    let refused = second
+        .wait(Duration::from_secs(15))
+        .expect("second puller gives up");
+    assert!(
+        !refused.success(),
+        "the second puller was served: {}",
+        second.stderr()
+    );
+    let out = daemon.output("program", "out");
+    assert!(
+        out["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the output is full: 1 receivers connected")),
+        "{out}"
+    );
+    assert_eq!(
+        peers(&daemon, "out"),
+        connected,
+        "the first puller was disturbed"
+    );
+
+    first
+        .wait(Duration::from_secs(30))
+        .expect("first puller stops once the stream ends");
+    let frames = decoded_video_frames(&first_recording);
+    assert!(
+        frames >= 200,
+        "the first puller decoded only {frames} frames of ~12 s"
+    );
+}

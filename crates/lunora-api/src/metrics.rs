@@ -182,6 +182,11 @@ pub fn render_metrics(
         "Connections re-established after a loss.",
         OUTPUT,
     )?;
+    let output_srt_datagrams_rejected = f.counter(
+        "lunora_output_srt_datagrams_rejected_total",
+        "SRT datagrams dropped on an output's port before reaching the protocol, by reason.",
+        &["channel", "output", "reason"],
+    )?;
     let active = f.int_gauge(
         "lunora_channel_active_input",
         "1 for the input on air.",
@@ -388,6 +393,11 @@ pub fn render_metrics(
             output_reconnects
                 .with_label_values(&[c, o])
                 .inc_by(s.reconnects_total);
+            for (reason, n) in &s.srt_datagrams_rejected {
+                output_srt_datagrams_rejected
+                    .with_label_values(&[c, o, reason])
+                    .inc_by(*n);
+            }
             output_warnings
                 .with_label_values(&[c, o])
                 .set(s.warnings.len() as i64);

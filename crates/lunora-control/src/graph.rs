@@ -656,6 +656,10 @@ impl Graph {
                     (SrtModeSetting::Listener, _, Some(listen)) => (
                         SrtOutputMode::Listener {
                             listen,
+                            max_pullers: usize::from(
+                                srt.max_pullers
+                                    .unwrap_or(crate::settings::DEFAULT_MAX_PULLERS),
+                            ),
                             access: AccessPolicy {
                                 passphrase: srt.passphrase.clone(),
                                 stream_id: srt.stream_id.clone(),

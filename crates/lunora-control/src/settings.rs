@@ -680,7 +680,16 @@ pub struct SrtOutputSettings {
     pub pbkeylen: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_id: Option<String>,
+    /// Listener: receivers connected at once; more are refused until one leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub max_pullers: Option<u16>,
 }
+
+/// Receivers an SRT listener output serves at once unless `max_pullers` says otherwise: each
+/// costs a copy of the stream's bandwidth and a muxer.
+pub const DEFAULT_MAX_PULLERS: u16 = 16;
+const MAX_PULLERS_LIMIT: u16 = 256;
 
 /// An RTMP/RTMPS push to a platform or server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -825,6 +834,12 @@ impl OutputSettings {
                                 format!("pbkeylen must be 16, 24 or 32; it is {k}"),
                             ));
                         }
+                        if s.max_pullers.is_some() {
+                            problems.push(Problem::at(
+                                "max_pullers",
+                                "max_pullers applies to mode = \"listener\"; a caller has one peer",
+                            ));
+                        }
                     }
                     SrtOutputMode::Listener => {
                         if s.address.is_some() {
@@ -837,6 +852,14 @@ impl OutputSettings {
                             problems.push(Problem::at(
                                 "pbkeylen",
                                 "pbkeylen applies to callers; a listener takes the caller's key length",
+                            ));
+                        }
+                        if let Some(n) = s.max_pullers
+                            && !(1..=MAX_PULLERS_LIMIT).contains(&n)
+                        {
+                            problems.push(Problem::at(
+                                "max_pullers",
+                                format!("max_pullers must be 1–{MAX_PULLERS_LIMIT}; it is {n}"),
                             ));
                         }
                         match s.listen {

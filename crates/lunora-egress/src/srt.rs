@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use lunora_media::{LogThrottle, Secret, printable};
+use lunora_srt::wire::DropCounts;
 use lunora_srt::{
     AccessDecision, AccessPolicy, CALL_TIMEOUT, CallSettings, ConnectionSender, EngineEvent,
     EngineSettings, SrtEngine,
 };
 use lunora_ts::{DATAGRAM_SIZE, MuxSettings, Muxer, PACKET_SIZE};
 use srt_protocol::options::{KeySize, Passphrase};
+use srt_protocol::packet::{CoreRejectReason, RejectReason};
 use srt_protocol::settings::KeySettings;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +43,8 @@ pub enum SrtOutputMode {
     Listener {
         listen: SocketAddr,
         access: AccessPolicy,
+        /// Receivers served at once; more are refused (SRT's "backlog" rejection).
+        max_pullers: usize,
     },
 }
 
@@ -94,7 +98,11 @@ impl SrtOutput {
                     task,
                 })
             }
-            SrtOutputMode::Listener { listen, access } => {
+            SrtOutputMode::Listener {
+                listen,
+                access,
+                max_pullers,
+            } => {
                 let engine = SrtEngine::bind(EngineSettings {
                     label: settings.id.clone(),
                     address: listen,
@@ -104,7 +112,8 @@ impl SrtOutput {
                 let local_addr = engine.local_addr();
                 info!(output = %settings.id, listen = %local_addr, "SRT output listening");
                 let task = tokio::spawn(
-                    run_listener(settings, engine, access, bus, stats, cancel).in_current_span(),
+                    run_listener(settings, engine, access, max_pullers, bus, stats, cancel)
+                        .in_current_span(),
                 );
                 Ok(SrtOutput {
                     local_addr: Some(local_addr),
@@ -187,13 +196,22 @@ async fn connect(
     }
 }
 
-/// Resolves with the reason once the call's connection has ended.
-async fn call_ended(engine: &mut SrtEngine) -> String {
+/// Resolves with the reason once the call's connection has ended; until then keeps the
+/// output's count of rejected datagrams current (the engine reports about once a second).
+async fn call_ended(
+    engine: &mut SrtEngine,
+    stats: &OutputStatsHandle,
+    rejected_before: &DropCounts,
+) -> String {
     loop {
         match engine.next().await {
             Some(EngineEvent::Closed { .. }) => return "the listener closed the connection".into(),
             None => return "the SRT port task stopped".into(),
-            // The listener has nothing to say to a sender; its statistics are not used here.
+            Some(EngineEvent::Statistics { .. }) => {
+                let rejected = rejected_before.plus(&engine.counters().datagrams_rejected);
+                stats.lock().set_datagrams_rejected(&rejected);
+            }
+            // The listener has nothing else to say to a sender.
             Some(_) => {}
         }
     }
@@ -208,6 +226,9 @@ async fn run_caller(
 ) {
     let mut backoff = settings.retry_min;
     let mut attempts = 0u64;
+    // Datagrams rejected on the ports of finished calls (each attempt has its own port).
+    let mut rejected_before = DropCounts::default();
+    stats.lock().set_datagrams_rejected(&rejected_before);
     while !cancel.is_cancelled() {
         stats.lock().state = OutputState::Connecting;
         attempts += 1;
@@ -231,9 +252,14 @@ async fn run_caller(
                 let sender = engine.sender(peer);
                 let outcome = tokio::select! {
                     outcome = pump(&settings.id, &sender, &bus, &stats, &cancel) => outcome,
-                    reason = call_ended(&mut engine) => Err(reason),
+                    reason = call_ended(&mut engine, &stats, &rejected_before) => Err(reason),
                 };
-                stats.lock().peers.clear();
+                rejected_before = rejected_before.plus(&engine.counters().datagrams_rejected);
+                {
+                    let mut s = stats.lock();
+                    s.peers.clear();
+                    s.set_datagrams_rejected(&rejected_before);
+                }
                 // A shutdown packet tells the listener at once rather than by its idle timeout.
                 engine.close().await;
                 match outcome {
@@ -272,6 +298,7 @@ async fn run_listener(
     settings: SrtOutputSettings,
     mut engine: SrtEngine,
     access: AccessPolicy,
+    max_pullers: usize,
     bus: Arc<Bus>,
     stats: OutputStatsHandle,
     cancel: CancellationToken,
@@ -290,9 +317,17 @@ async fn run_listener(
         }
         stats.lock().last_error = Some(format!("rejected {peer}: {}", printable(&why)));
     };
+    stats
+        .lock()
+        .set_datagrams_rejected(&engine.counters().datagrams_rejected);
+    let mut publish = tokio::time::interval(Duration::from_secs(1));
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = publish.tick() => {
+                stats.lock().set_datagrams_rejected(&engine.counters().datagrams_rejected);
+                continue;
+            }
             Some((peer, ended, outcome)) = done_rx.recv() => {
                 if pullers.get(&peer).is_some_and(|p| p.serial == ended) {
                     pullers.remove(&peer);
@@ -311,7 +346,18 @@ async fn run_listener(
         };
         match event {
             EngineEvent::Request(request) => {
+                // A puller reconnecting from the same address replaces itself.
+                let full = pullers.len() >= max_pullers && !pullers.contains_key(&request.peer);
                 let decision = match access.judge(request.stream_id.as_deref(), request.key_size) {
+                    Ok(_) if full => {
+                        reject(
+                            request.peer,
+                            format!(
+                                "the output is full: {max_pullers} receivers connected (max_pullers)"
+                            ),
+                        );
+                        AccessDecision::Reject(RejectReason::Core(CoreRejectReason::Backlog))
+                    }
                     Ok(key) => AccessDecision::Accept(key),
                     Err(refusal) => {
                         reject(request.peer, refusal.to_string());

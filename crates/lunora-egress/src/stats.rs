@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -53,6 +54,17 @@ pub struct OutputStats {
     pub next_retry_seconds: Option<f64>,
     /// Where the stream breaks the destination platform's rules.
     pub warnings: Vec<String>,
+    /// SRT datagrams dropped on the output's port before reaching the protocol, by reason
+    /// (SRT outputs only; every reason from the start).
+    pub srt_datagrams_rejected: BTreeMap<&'static str, u64>,
+}
+
+impl OutputStats {
+    pub(crate) fn set_datagrams_rejected(&mut self, counts: &lunora_srt::wire::DropCounts) {
+        for (reason, n) in counts.iter() {
+            self.srt_datagrams_rejected.insert(reason.name(), n);
+        }
+    }
 }
 
 /// Called with the stats whenever an output's state or last error changes, so events reach

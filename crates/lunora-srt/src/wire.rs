@@ -491,6 +491,15 @@ impl DropCounts {
         self.0.iter().sum()
     }
 
+    /// `self` plus another port's counts (e.g. a finished call's).
+    pub fn plus(&self, other: &DropCounts) -> DropCounts {
+        let mut sum = *self;
+        for (total, n) in sum.0.iter_mut().zip(other.0) {
+            *total += n;
+        }
+        sum
+    }
+
     /// Every reason with its count, zeros included (so every series exists from the start).
     pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL.iter().map(|r| (*r, self.get(*r)))
