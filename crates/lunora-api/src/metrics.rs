@@ -123,6 +123,11 @@ pub fn render_metrics(
         "SRT datagrams dropped on an input's port before reaching the protocol, by reason.",
         &["channel", "input", "reason"],
     )?;
+    let srt_batches_dropped = f.counter(
+        "lunora_input_srt_batches_dropped_total",
+        "Batches of received SRT payloads dropped because the input's analysis fell behind (overload).",
+        INPUT,
+    )?;
     let tr = f.counter(
         "lunora_input_tr101290_errors_total",
         "ETSI TR 101 290 errors by indicator and priority.",
@@ -327,6 +332,9 @@ pub fn render_metrics(
             ] {
                 rejected.with_label_values(&[c, i, reason]).inc_by(n);
             }
+            srt_batches_dropped
+                .with_label_values(&labels)
+                .inc_by(s.srt_batches_dropped_total);
             for (reason, n) in &s.srt_datagrams_rejected {
                 srt_datagrams_rejected
                     .with_label_values(&[c, i, reason])

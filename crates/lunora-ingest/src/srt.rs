@@ -141,7 +141,11 @@ impl BoundSrtInput {
                 },
                 _ = publish.tick() => {
                     let counters = engine.counters();
-                    input.stats.lock().set_datagrams_rejected(&counters.datagrams_rejected);
+                    {
+                        let mut stats = input.stats.lock();
+                        stats.set_datagrams_rejected(&counters.datagrams_rejected);
+                        stats.srt_batches_dropped_total = counters.deliveries_dropped;
+                    }
                     input.publish();
                 }
             }

@@ -78,6 +78,9 @@ pub struct InputStats {
     pub srt: lunora_srt::LinkStats,
     /// SRT datagrams dropped before reaching the protocol, by reason (SRT inputs only).
     pub srt_datagrams_rejected: BTreeMap<&'static str, u64>,
+    /// Batches of received SRT payloads dropped because the input's analysis fell behind the
+    /// socket (the box is overloaded; what was dropped is lost).
+    pub srt_batches_dropped_total: u64,
     pub video: Option<VideoInfo>,
     #[serde(skip)]
     pub last_packet_at: Option<Instant>,
