@@ -48,3 +48,12 @@ need_schemathesis() {
         "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
     fi
 }
+
+# cargo-deb builds the Debian package (`cargo deb -p lunora`); the suite packages the binary it
+# built and checks the result.
+need_cargo_deb() {
+    if ! cargo deb --version >/dev/null 2>&1; then
+        echo "installing cargo-deb"
+        cargo install cargo-deb --version 3.8.0 --locked --quiet
+    fi
+}

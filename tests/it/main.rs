@@ -18,6 +18,7 @@ mod http_limits;
 mod input_health;
 mod metrics;
 mod obs;
+mod package;
 mod rtmp_ingest;
 mod rtmp_output;
 mod srt_engine;
