@@ -309,3 +309,31 @@ fn garbage_datagrams_and_corrupt_ts_do_not_hurt_the_listener() {
         daemon.log()
     );
 }
+
+/// libsrt's default key length (`pbkeylen` unset, what most ffmpeg and OBS users leave it
+/// at) leaves the handshake's encryption field at 0 and says the length only in the key
+/// material: the caller must still be received, and a caller sending a passphrase to an
+/// input without one must hear why it is refused.
+#[test]
+fn a_caller_that_leaves_pbkeylen_at_its_default_is_received() {
+    let port = free_udp_port();
+    let daemon = Daemon::start(&channel(port, &format!("passphrase = \"{PASSPHRASE}\"")));
+    let dir = daemon.dir.path().to_path_buf();
+    let source = make_ts(&dir, "source.ts", 10, "320x180", "300k");
+    let _ffmpeg = ffmpeg_push(
+        &dir,
+        "ffmpeg-default-key",
+        &source,
+        &format!("srt://127.0.0.1:{port}?latency=200000&pkt_size=1316&passphrase={PASSPHRASE}"),
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || video_frames(&daemon) >= 50),
+        "caller with the default key length not received: {}\n{}",
+        daemon.input("program", "videon-a"),
+        daemon.log()
+    );
+    assert_eq!(
+        as_u64(&daemon.input("program", "videon-a")["srt"]["decrypt_errors"]),
+        0
+    );
+}

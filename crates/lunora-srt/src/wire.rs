@@ -201,17 +201,42 @@ impl Unsupported {
 pub enum Verdict {
     /// Well formed: hand it to the protocol as is.
     Pass,
-    /// A handshake carrying a `live` congestion extension: legal and what we run, but
-    /// srt-protocol cannot parse that extension, so hand it over without the bytes in
-    /// `start..end`.
-    PassWithout {
-        start: usize,
-        end: usize,
-    },
+    /// Legal, but srt-protocol needs it amended first (see [`Amendment`] and [`amend`]).
+    PassAmended(Amendment),
     /// A conclusion handshake asking for something we do not support: answer with
     /// [`rejection`].
     Refuse(Refusal),
     Drop(DropReason),
+}
+
+/// Changes that make a legal handshake readable to srt-protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Amendment {
+    /// A `live` congestion extension at `start..end`: what we run, but srt-protocol cannot
+    /// parse that extension, so it goes.
+    pub strip: Option<(usize, usize)>,
+    /// libsrt callers left at their default key length (`pbkeylen` unset) leave the
+    /// encryption field at 0 and give the length only in the key material; srt-protocol
+    /// reads the field, so it is set from the key material (in bytes: 16, 24 or 32).
+    pub key_bytes: Option<u8>,
+}
+
+/// `datagram` with `amendment` applied.
+pub fn amend(datagram: &[u8], amendment: &Amendment) -> Vec<u8> {
+    let mut out = datagram.to_vec();
+    if let Some(bytes) = amendment.key_bytes
+        && let Some(field) = out.get_mut(HEADER_LEN + 4..HEADER_LEN + 6)
+    {
+        // The encryption field is the type word's upper half, in units of 8 bytes.
+        field.copy_from_slice(&u16::from(bytes / 8).to_be_bytes());
+    }
+    if let Some((start, end)) = amendment.strip
+        && start <= end
+        && end <= out.len()
+    {
+        out.drain(start..end);
+    }
+    out
 }
 
 /// What a rejection needs from the caller's conclusion handshake.
@@ -316,7 +341,7 @@ fn inspect_handshake(side: Side, d: &[u8]) -> Verdict {
         return Verdict::Drop(DropReason::KeySize);
     }
     let mut seen = [false; 9];
-    let mut strip = None;
+    let mut amendment = Amendment::default();
     let mut refuse = None;
     let mut at = HEADER_LEN + HANDSHAKE_CIF_LEN;
     while at < d.len() {
@@ -372,7 +397,10 @@ fn inspect_handshake(side: Side, d: &[u8]) -> Verdict {
         match kind {
             // srt-protocol reaches `unimplemented!("Expected kmreq")` on a KMRSP here.
             HSRSP | KMRSP => return Verdict::Drop(DropReason::ResponseExtension),
-            KMREQ if key_bytes == 0 => return Verdict::Drop(DropReason::KeySize),
+            KMREQ if key_bytes == 0 => match key_material_key_bytes(content) {
+                Some(bytes) => amendment.key_bytes = Some(bytes),
+                None => return Verdict::Drop(DropReason::KeySize),
+            },
             // srt-protocol reads the key-material message by its own length fields and then
             // carries on from there, not from the block's end: leftover bytes would be read
             // as another extension (and reach an `unimplemented!`).
@@ -381,7 +409,7 @@ fn inspect_handshake(side: Side, d: &[u8]) -> Verdict {
             }
             CONGESTION => {
                 if congestion_is_live(content) {
-                    strip = Some((start, end));
+                    amendment.strip = Some((start, end));
                 } else {
                     refuse.get_or_insert(Unsupported::Congestion);
                 }
@@ -404,9 +432,10 @@ fn inspect_handshake(side: Side, d: &[u8]) -> Verdict {
             syn_cookie,
         });
     }
-    match strip {
-        Some((start, end)) => Verdict::PassWithout { start, end },
-        None => Verdict::Pass,
+    if amendment == Amendment::default() {
+        Verdict::Pass
+    } else {
+        Verdict::PassAmended(amendment)
     }
 }
 
@@ -424,6 +453,12 @@ fn key_material_len(content: &[u8]) -> Option<usize> {
         _ => 1,
     };
     Some(16 + salt + key * keys + 8)
+}
+
+/// The key length a key-material message gives (`KLen`, in bytes), when it is one AES has.
+fn key_material_key_bytes(content: &[u8]) -> Option<u8> {
+    let bytes = content.get(15)?.checked_mul(4)?;
+    matches!(bytes, 16 | 24 | 32).then_some(bytes)
 }
 
 /// String extensions are 32-bit words with their bytes reversed (libsrt writes host-order
@@ -571,13 +606,18 @@ pub(crate) mod tests {
         let mut d = fixture("slt-file-1");
         let at = d.len() - 4;
         d[at..].copy_from_slice(b"evil");
+        let verdict = inspect(&d);
         assert_eq!(
-            inspect(&d),
-            Verdict::PassWithout {
-                start: d.len() - 8,
-                end: d.len()
-            }
+            verdict,
+            Verdict::PassAmended(Amendment {
+                strip: Some((d.len() - 8, d.len())),
+                key_bytes: None,
+            })
         );
+        let Verdict::PassAmended(amendment) = verdict else {
+            unreachable!()
+        };
+        assert_eq!(amend(&d, &amendment).len(), d.len() - 8);
     }
 
     #[test]
@@ -662,11 +702,22 @@ pub(crate) mod tests {
 
     #[test]
     fn key_material_needs_a_key_size() {
-        let mut d = fixture("ffmpeg-aes128-1");
-        // Clear the encryption field: key material without a key size made srt-protocol
-        // reach `unimplemented!("expected no secrets")`.
+        let original = fixture("ffmpeg-aes128-1");
+        let mut d = original.clone();
+        // libsrt's default key length: the encryption field is 0 and the key material says
+        // 16 bytes. srt-protocol (which reached `unimplemented!("expected no secrets")` on
+        // this) gets the field filled in.
         d[HEADER_LEN + 4] = 0;
         d[HEADER_LEN + 5] = 0;
+        let Verdict::PassAmended(amendment) = inspect(&d) else {
+            panic!("not amended: {:?}", inspect(&d));
+        };
+        assert_eq!(amendment.key_bytes, Some(16));
+        assert_eq!(amend(&d, &amendment), original);
+        // Key material naming no AES key length: nothing to fill in.
+        let klen = 0x54 + 15;
+        assert_eq!(d[klen], 4);
+        d[klen] = 5;
         assert_eq!(inspect(&d), Verdict::Drop(DropReason::KeySize));
         d[HEADER_LEN + 5] = 1;
         assert_eq!(inspect(&d), Verdict::Drop(DropReason::KeySize));

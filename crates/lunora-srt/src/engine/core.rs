@@ -218,16 +218,12 @@ impl PortCore {
 
     /// One datagram from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let stripped;
+        let amended;
         let bytes = match wire::inspect_as(self.side, datagram) {
             Verdict::Pass => datagram,
-            Verdict::PassWithout { start, end } => {
-                let (Some(head), Some(tail)) = (datagram.get(..start), datagram.get(end..)) else {
-                    self.drop_datagram(DropReason::ExtensionTruncated, from);
-                    return;
-                };
-                stripped = [head, tail].concat();
-                &stripped[..]
+            Verdict::PassAmended(amendment) => {
+                amended = wire::amend(datagram, &amendment);
+                &amended[..]
             }
             Verdict::Refuse(refusal) => {
                 self.drop_datagram(DropReason::Unsupported, from);
