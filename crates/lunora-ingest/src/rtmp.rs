@@ -20,11 +20,11 @@ use rml_rtmp::sessions::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::InputEvent;
 use crate::stats::{ConnectionState, StatsHandle};
+use crate::{InputEvent, InputSender};
 
 /// The application name OBS users expect (`rtmp://HOST/live`).
 const APP: &str = "live";
@@ -52,7 +52,7 @@ pub struct RtmpInput {
     pub stream_key: Secret,
     /// The input's index in its channel (the switcher's numbering).
     pub index: usize,
-    pub events: mpsc::Sender<(usize, InputEvent)>,
+    pub events: InputSender,
     pub stats: StatsHandle,
 }
 
@@ -565,7 +565,7 @@ impl Connection {
                 }
                 let _ = input
                     .events
-                    .try_send((input.index, InputEvent::Connected { peer: self.peer }));
+                    .send(input.index, InputEvent::Connected { peer: self.peer });
                 self.publishing = Some(slot);
                 self.ticket.published();
                 session
@@ -633,7 +633,7 @@ impl Connection {
                     InputEvent::Frame(frame)
                 }
             };
-            if input.events.try_send((input.index, event)).is_err() {
+            if input.events.send(input.index, event) == Err(crate::SendError::Full) {
                 dropped += 1;
             }
         }
@@ -663,7 +663,7 @@ impl Connection {
             let _ = slot
                 .input
                 .events
-                .try_send((slot.input.index, InputEvent::Disconnected));
+                .send(slot.input.index, InputEvent::Disconnected);
             slot.live.store(false, Ordering::Release);
         }
     }
