@@ -4,6 +4,9 @@
 //! wrong or unknown key is refused at publish time (the log never shows the key), and so is a
 //! second publisher on a key that is already live. With a certificate configured, the same
 //! server also takes RTMPS (RTMP inside TLS) on a second port.
+//!
+//! The input's video format (size, frame rate, scan) is read from the SPS of the decoder
+//! configuration record, which the FLV demuxer puts in front of every keyframe.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -13,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lunora_flv::{FlvDemux, FlvError, FlvEvent};
-use lunora_media::{LogThrottle, Secret, printable};
+use lunora_media::{LogThrottle, Secret, keyframe_video_format, printable};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
@@ -23,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::stats::{ConnectionState, StatsHandle};
+use crate::stats::{ConnectionState, StatsHandle, VideoInfo};
 use crate::{InputEvent, InputSender};
 
 /// The application name OBS users expect (`rtmp://HOST/live`).
@@ -621,12 +624,19 @@ impl Connection {
         let input = &slot.input;
         let now = Instant::now();
         let (mut video, mut audio, mut dropped) = (0, 0, 0);
+        let mut format = None;
         for event in out {
             let event = match event {
                 FlvEvent::Program(program) => InputEvent::Program(program),
                 FlvEvent::Frame(frame) => {
                     if frame.codec.is_video() {
-                        video += 1
+                        video += 1;
+                        // Keyframes carry the decoder configuration record's parameter sets.
+                        if frame.keyframe {
+                            format = keyframe_video_format(frame.codec, &frame.data)
+                                .map(|f| VideoInfo::new(frame.codec.name(), f))
+                                .or(format);
+                        }
                     } else {
                         audio += 1
                     }
@@ -642,6 +652,9 @@ impl Connection {
         stats.frames_total.video += video;
         stats.frames_total.audio += audio;
         stats.frames_dropped_total += dropped;
+        if format.is_some() {
+            stats.video = format;
+        }
     }
 
     fn finish(&mut self, outcome: Ended) {
