@@ -21,7 +21,7 @@ use lunora_ts::{AnalyserSettings, DemuxEvent, Indicator, TsInput};
 use srt_protocol::packet::{RejectReason, ServerRejectReason};
 use tracing::{info, warn};
 
-use crate::stats::{ConnectionState, StatsHandle, VideoInfo};
+use crate::stats::{ConnectionState, RecentTr101290, StatsHandle, VideoInfo};
 use crate::{InputEvent, InputSender};
 
 #[derive(Debug, Clone)]
@@ -114,6 +114,7 @@ impl BoundSrtInput {
             window_start: Instant::now(),
             window_bytes: 0,
             seen_indicators: HashSet::new(),
+            recent_errors: RecentTr101290::default(),
             unreported: BTreeMap::new(),
             last_summary: Instant::now(),
             rejection_logs: BTreeMap::new(),
@@ -157,6 +158,7 @@ struct Input {
     window_start: Instant,
     window_bytes: u64,
     seen_indicators: HashSet<Indicator>,
+    recent_errors: RecentTr101290,
     unreported: BTreeMap<&'static str, u64>,
     last_summary: Instant,
     /// Rejection warnings are logged at most once a second per kind: a peer retrying in a
@@ -418,6 +420,8 @@ impl Input {
         }
         let counters = self.ts.counters();
         stats.set_tr101290(&counters);
+        self.recent_errors
+            .update(now.duration_since(self.origin), &counters, &mut stats);
         let health = InputEvent::Stats {
             packets_received: stats.srt.packets_received,
             packets_lost: stats.srt.packets_lost,

@@ -15,6 +15,7 @@ mod mpega;
 mod nal;
 mod secret;
 mod time;
+mod window;
 
 pub use aac::{AAC_SAMPLES_PER_FRAME, AdtsHeader, AudioSpecificConfig, split_adts_frames};
 pub use bits::{BitReader, BitReaderError};
@@ -26,6 +27,7 @@ pub use mpega::MpegAudioHeader;
 pub use nal::{AnnexBNalUnits, H264NalType, HevcNalType, remove_emulation_prevention};
 pub use secret::{STREAM_KEY_RULE, Secret, exposed_secret, valid_stream_key};
 pub use time::{MpegTime, Unwrap33, WRAP_33_BIT, rfc3339};
+pub use window::RecentCount;
 
 /// Video properties read from a sequence parameter set.
 #[derive(Debug, Clone, Copy, PartialEq)]
