@@ -620,10 +620,22 @@ function videoFormat(video) {
   return `${video.codec} ${video.width}×${video.height}${rate} ${video.interlaced ? "interlaced" : "progressive"}`;
 }
 
+// The last 5 minutes decide the colour, so a cell clears once the stream is clean again; the
+// totals since start stay in the tooltip.
 function tr101290(input) {
-  const errors = Object.entries(input.tr101290 || {}).filter(([, n]) => n > 0);
-  if (!errors.length) return el("span", { class: "muted" }, "no errors");
-  return el("span", { class: "error" }, errors.map(([name, n]) => `${name.replaceAll("_", " ")} ${n}`).join(", "));
+  const name = (indicator) => indicator.replaceAll("_", " ");
+  const totals = Object.entries(input.tr101290 || {}).filter(([, n]) => n > 0);
+  const title = totals.length
+    ? `Since start: ${totals.map(([indicator, n]) => `${name(indicator)} ${n}`).join(", ")}`
+    : "No errors since start";
+  const testid = `tr101290-${input.id}`;
+  const recent = Object.entries(input.tr101290_last_5min || {}).filter(([, n]) => n > 0);
+  if (!recent.length) {
+    const since = totals.reduce((sum, [, n]) => sum + n, 0);
+    return el("span", { class: "muted", title, "data-testid": testid }, since ? `none in 5 min (${since} since start)` : "no errors");
+  }
+  return el("span", { class: "error", title, "data-testid": testid },
+    `${recent.map(([indicator, n]) => `${name(indicator)} ${n}`).join(", ")} in 5 min`);
 }
 
 function renderDashboard(channel) {

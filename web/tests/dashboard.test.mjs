@@ -257,6 +257,32 @@ async function dashboard() {
   const resolution = await page.textContent("#playback-resolution");
   if (!resolution.includes("×")) throw new Error(`no resolution shown: ${resolution}`);
 
+  step("each input shows its video format and its TR 101 290 errors of the last 5 minutes");
+  const status = await api(`/api/v1/channels/${channelId}`);
+  for (const input of status.inputs) {
+    // A field missing from the status fails here, not as a quietly empty cell.
+    for (const field of ["tr101290", "tr101290_last_5min", "video"]) {
+      if (input[field] == null || typeof input[field] !== "object") throw new Error(`input ${input.id} has no ${field}: ${JSON.stringify(input)}`);
+    }
+    const totals = Object.keys(input.tr101290).sort().join();
+    if (Object.keys(input.tr101290_last_5min).sort().join() !== totals) throw new Error(`tr101290_last_5min does not list every indicator: ${JSON.stringify(input.tr101290_last_5min)}`);
+    const format = await until(`video format of ${input.id}`, 5000, async () => {
+      const shown = await text(`video-${input.id}`);
+      return shown.includes("640×360") ? shown : null;
+    });
+    for (const expected of ["h264", "25 fps", "progressive"]) {
+      if (!format.includes(expected)) throw new Error(`video format of ${input.id} shows ${JSON.stringify(format)}, not ${expected}`);
+    }
+  }
+  // Red exactly when the API counts errors in the last 5 minutes (an encoder's file is clean).
+  await until("TR 101 290 cell of main agrees with the API", 5000, async () => {
+    const recent = Object.values((await api(`/api/v1/channels/${channelId}`)).inputs.find((i) => i.id === "main").tr101290_last_5min).some((n) => n > 0);
+    const cell = await page.$eval('[data-testid="tr101290-main"]', (c) => ({ text: c.textContent, red: c.classList.contains("error"), title: c.title }));
+    if (!cell.title.includes("since start")) throw new Error(`no totals in the tooltip: ${JSON.stringify(cell)}`);
+    return cell.red === recent ? cell : null;
+  });
+  await tr101290Clears();
+
   step("force backup (asked first): the API and the page show it within 2 s");
   await page.click('[data-testid="force-backup"]');
   await page.waitForSelector('[data-testid="confirm-dialog"]', { state: "visible", timeout: 5000 });
@@ -307,6 +333,51 @@ async function dashboard() {
   await onChannelPage(channelId);
   await until("status after the reload", 10000, async () => (await text("on-air")) === "main");
   step("all checks passed");
+}
+
+// The colour follows the last 5 minutes: the page is fed a status (as the live events bring
+// it) with recent errors, then the same totals five clean minutes later.
+async function tr101290Clears() {
+  const channels = await api("/api/v1/channels");
+  const main = (list) => list.find((c) => c.id === channelId).inputs.find((i) => i.id === "main");
+  const burst = structuredClone(channels);
+  main(burst).tr101290.continuity_count_error += 7;
+  main(burst).tr101290_last_5min.continuity_count_error = 7;
+  const healed = structuredClone(burst);
+  main(healed).tr101290_last_5min.continuity_count_error = 0;
+  let served = burst;
+  const events = (route) => route.fulfill({
+    status: 200,
+    headers: { "content-type": "text/event-stream", "cache-control": "no-store" },
+    body: `retry: 200\nevent: status\ndata: ${JSON.stringify(served)}\n\n`,
+  });
+  const list = (route) => (route.request().method() === "GET" ? route.fulfill({ json: served }) : route.continue());
+  await page.route("**/api/v1/events", events);
+  await page.route("**/api/v1/channels", list);
+  try {
+    await page.reload({ waitUntil: "domcontentloaded" });
+    await onChannelPage(channelId);
+    const cell = () => page.$eval('[data-testid="tr101290-main"]', (c) => ({ text: c.textContent, red: c.classList.contains("error"), title: c.title }));
+    const red = await until("recent errors shown in red", 10000, async () => {
+      const now = await cell();
+      return now.red ? now : null;
+    });
+    if (!red.text.includes("continuity count error 7") || !red.text.includes("5 min")) throw new Error(`recent errors cell: ${JSON.stringify(red)}`);
+    served = healed;
+    const cleared = await until("the cell clears once the window is clean", 10000, async () => {
+      const now = await cell();
+      return now.red ? null : now;
+    });
+    if (!cleared.text.includes("none in 5 min")) throw new Error(`cleared cell: ${JSON.stringify(cleared)}`);
+    if (!cleared.title.includes("continuity count error")) throw new Error(`the totals left the tooltip: ${JSON.stringify(cleared)}`);
+  } finally {
+    await page.unroute("**/api/v1/events", events);
+    await page.unroute("**/api/v1/channels", list);
+  }
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await onChannelPage(channelId);
+  await liveUpdates();
+  await until("real status again", 20000, async () => (await text("on-air")) === "main");
 }
 
 async function user() {
