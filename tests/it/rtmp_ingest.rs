@@ -103,6 +103,33 @@ fn ffmpeg_publishing_flv_comes_out_as_clean_srt() {
     );
     assert_eq!(video["frame_rate"].as_f64(), Some(25.0), "input: {input}");
     assert_eq!(video["interlaced"], false, "input: {input}");
+    // What the OpenAPI document says every input carries, this one does.
+    let document = daemon.json("/api/v1/openapi.json");
+    let schema = &document["paths"]["/api/v1/channels/{id}"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"]["properties"]["inputs"]["items"];
+    let required = |schema: &serde_json::Value| -> Vec<String> {
+        schema["required"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        required(schema).contains(&"tr101290_last_5min".to_string()),
+        "{schema}"
+    );
+    for field in required(schema) {
+        assert!(input.get(&field).is_some(), "{field} missing: {input}");
+    }
+    for field in required(&schema["properties"]["video"]) {
+        assert!(
+            video.get(&field).is_some(),
+            "video.{field} missing: {input}"
+        );
+    }
     let frames = decoded_video_frames(&recording);
     assert!(
         (175..=200).contains(&frames),
