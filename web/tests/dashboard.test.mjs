@@ -223,6 +223,13 @@ async function firstRun() {
   for (const expected of ["9000", "9001", "Latency (ms)", "OBS"]) {
     if (!help.includes(expected)) throw new Error(`ingest help lacks ${expected}: ${help}`);
   }
+  // ffmpeg takes the SRT latency in µs, srt-live-transmit in ms: one URL each.
+  const latency = (await api(`/api/v1/channels/${channelId}`)).inputs.find((i) => i.id === "main").ingest.latency_ms;
+  if (!help.includes(`latency=${latency * 1000}&pkt_size=1316`) || !new RegExp(`latency=${latency}(?![0-9])`).test(help)) {
+    throw new Error(`ingest help lacks the ffmpeg (µs) and srt-live-transmit (ms) URLs for ${latency} ms: ${help}`);
+  }
+  const icon = await page.getAttribute('link[rel="icon"]', "href");
+  if (!icon || !icon.startsWith("data:image/svg+xml")) throw new Error(`no favicon: ${icon}`);
 
   step("log out, and in again: the channel page comes back");
   await page.click('[data-testid="logout"]');
@@ -373,6 +380,35 @@ async function tr101290Clears() {
     });
     if (!cleared.text.includes("none in 5 min")) throw new Error(`cleared cell: ${JSON.stringify(cleared)}`);
     if (!cleared.title.includes("continuity count error")) throw new Error(`the totals left the tooltip: ${JSON.stringify(cleared)}`);
+
+    step("at tablet width a long destination error wraps inside its cell");
+    const refusal = `TLS handshake failed: invalid peer certificate: ${"x".repeat(40)}/${"UnknownIssuer".repeat(12)}`;
+    served = structuredClone(healed);
+    served.find((c) => c.id === channelId).outputs.push({
+      id: "long-error", type: "rtmp", mode: "push", address: "rtmps://live-api-s.example.com:443/rtmp/",
+      destination: { preset: "custom", backup_ingest: false, autostart: false, stream_key_set: true },
+      state: "retrying", peers: [], bytes_total: 0, last_error: refusal, next_retry_seconds: 8, warnings: [],
+    });
+    await page.setViewportSize({ width: 768, height: 1024 });
+    await until("the long error is shown", 10000, async () => (await text("output-long-error")).includes("UnknownIssuer"));
+    const fit = await page.evaluate(() => {
+      const fits = (id) => { const table = document.getElementById(id); return table.scrollWidth <= table.parentElement.clientWidth; };
+      // Button labels stay on one line (the same height as a one-word button).
+      const heights = [...document.querySelectorAll("#outputs button")].map((b) => b.getBoundingClientRect().height);
+      const whole = heights.length > 0 && Math.max(...heights) - Math.min(...heights) < 1;
+      return { inputs: fits("inputs"), outputs: fits("outputs"), page: document.documentElement.scrollWidth <= window.innerWidth, whole };
+    });
+    if (!fit.inputs || !fit.outputs || !fit.page || !fit.whole) throw new Error(`at 768 px: ${JSON.stringify(fit)}`);
+    await page.screenshot({ path: join(pictures, "tablet-long-error.png"), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 1400 });
+
+    step("a channel with one input has no force buttons");
+    served = structuredClone(healed);
+    const single = served.find((c) => c.id === channelId);
+    single.inputs = single.inputs.filter((i) => i.id === "main");
+    await until("one input listed", 10000, async () => !(await visible("input-backup")) && (await visible("input-main")));
+    const forceButtons = await page.locator('[data-testid^="force-"]').count();
+    if (forceButtons) throw new Error(`${forceButtons} force button(s) with a single input`);
   } finally {
     await page.unroute("**/api/v1/events", events);
     await page.unroute("**/api/v1/channels", list);
