@@ -62,7 +62,7 @@ fn ffmpeg_publishing_flv_comes_out_as_clean_srt() {
     let (rtmp, output) = (free_tcp_port(), free_udp_port());
     let daemon = Daemon::start(&config(rtmp, output));
     let dir = daemon.dir.path().to_path_buf();
-    let source = make_ts(&dir, "source.ts", 8, "640x360", "1000k");
+    let source = make_ts(&dir, "source.ts", 8, "1280x720", "1500k");
     let recording = dir.join("recording.ts");
     let mut reader = ffmpeg_record(
         &dir,
@@ -92,6 +92,44 @@ fn ffmpeg_publishing_flv_comes_out_as_clean_srt() {
     let input = daemon.input("program", "obs");
     assert_eq!(input["type"], "rtmp");
     assert_eq!(as_u64(&input["connections_total"]), 1);
+    // The video format comes from the SPS in the FLV decoder configuration record, as an SRT
+    // input's comes from the SPS in its MPEG-TS; a missing field fails here.
+    let video = &input["video"];
+    assert_eq!(video["codec"], "h264", "input: {input}");
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(1280), Some(720)),
+        "input: {input}"
+    );
+    assert_eq!(video["frame_rate"].as_f64(), Some(25.0), "input: {input}");
+    assert_eq!(video["interlaced"], false, "input: {input}");
+    // What the OpenAPI document says every input carries, this one does.
+    let document = daemon.json("/api/v1/openapi.json");
+    let schema = &document["paths"]["/api/v1/channels/{id}"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"]["properties"]["inputs"]["items"];
+    let required = |schema: &serde_json::Value| -> Vec<String> {
+        schema["required"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        required(schema).contains(&"tr101290_last_5min".to_string()),
+        "{schema}"
+    );
+    for field in required(schema) {
+        assert!(input.get(&field).is_some(), "{field} missing: {input}");
+    }
+    for field in required(&schema["properties"]["video"]) {
+        assert!(
+            video.get(&field).is_some(),
+            "video.{field} missing: {input}"
+        );
+    }
     let frames = decoded_video_frames(&recording);
     assert!(
         (175..=200).contains(&frames),

@@ -286,6 +286,18 @@ fn garbage_datagrams_and_corrupt_ts_do_not_hurt_the_listener() {
         "analyser counters did not move: {}",
         daemon.input("program", "videon-a")
     );
+    // The errors just seen are also in the last-5-minutes figures, never above the totals.
+    let input = daemon.input("program", "videon-a");
+    for indicator in ["sync_byte_error", "continuity_count_error"] {
+        let recent = input["tr101290_last_5min"][indicator]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no tr101290_last_5min.{indicator}: {input}"));
+        let total = as_u64(&input["tr101290"][indicator]);
+        assert!(
+            recent > 0 && recent <= total,
+            "{indicator}: {recent} of {total}: {input}"
+        );
+    }
     drop(stdin);
     // srt-live-transmit reconnects rather than exit at end of input; stop it.
     push.signal(Signal::SIGKILL);

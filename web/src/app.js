@@ -613,10 +613,29 @@ function healthPill(input) {
   return [pill(health.state || "unknown", tone), why ? el("span", { class: "reasons" }, why) : null];
 }
 
+// "h264 1280×720 25 fps progressive", from the SPS whatever the input's kind.
+function videoFormat(video) {
+  if (!video) return "video: not known yet";
+  const rate = video.frame_rate ? ` ${Number(video.frame_rate.toFixed(3))} fps` : "";
+  return `${video.codec} ${video.width}×${video.height}${rate} ${video.interlaced ? "interlaced" : "progressive"}`;
+}
+
+// The last 5 minutes decide the colour, so a cell clears once the stream is clean again; the
+// totals since start stay in the tooltip.
 function tr101290(input) {
-  const errors = Object.entries(input.tr101290 || {}).filter(([, n]) => n > 0);
-  if (!errors.length) return el("span", { class: "muted" }, "no errors");
-  return el("span", { class: "error" }, errors.map(([name, n]) => `${name.replaceAll("_", " ")} ${n}`).join(", "));
+  const name = (indicator) => indicator.replaceAll("_", " ");
+  const totals = Object.entries(input.tr101290 || {}).filter(([, n]) => n > 0);
+  const title = totals.length
+    ? `Since start: ${totals.map(([indicator, n]) => `${name(indicator)} ${n}`).join(", ")}`
+    : "No errors since start";
+  const testid = `tr101290-${input.id}`;
+  const recent = Object.entries(input.tr101290_last_5min || {}).filter(([, n]) => n > 0);
+  if (!recent.length) {
+    const since = totals.reduce((sum, [, n]) => sum + n, 0);
+    return el("span", { class: "muted", title, "data-testid": testid }, since ? `none in 5 min (${since} since start)` : "no errors");
+  }
+  return el("span", { class: "error", title, "data-testid": testid },
+    `${recent.map(([indicator, n]) => `${name(indicator)} ${n}`).join(", ")} in 5 min`);
 }
 
 function renderDashboard(channel) {
@@ -658,7 +677,8 @@ function renderDashboard(channel) {
     const loss = sent ? `${((100 * (srt.packets_lost || 0)) / sent).toFixed(2)} %` : "—";
     const onAir = channel.active_input === input.id;
     return el("tr", { "data-testid": `input-${input.id}` },
-      el("td", {}, el("strong", {}, input.id), " ", onAir ? pill("on air", "ok") : null, el("div", { class: "muted" }, `${input.type} ${input.listen}`)),
+      el("td", {}, el("strong", {}, input.id), " ", onAir ? pill("on air", "ok") : null, el("div", { class: "muted" }, `${input.type} ${input.listen}`),
+        el("div", { class: "muted", "data-testid": `video-${input.id}` }, videoFormat(input.video))),
       el("td", {}, input.role),
       el("td", {}, input.state === "connected" ? pill("connected", "ok") : pill("waiting", "muted"), input.peer ? el("div", { class: "muted" }, input.peer) : null),
       el("td", {}, healthPill(input)),

@@ -223,6 +223,13 @@ async function firstRun() {
   for (const expected of ["9000", "9001", "Latency (ms)", "OBS"]) {
     if (!help.includes(expected)) throw new Error(`ingest help lacks ${expected}: ${help}`);
   }
+  // ffmpeg takes the SRT latency in µs, srt-live-transmit in ms: one URL each.
+  const latency = (await api(`/api/v1/channels/${channelId}`)).inputs.find((i) => i.id === "main").ingest.latency_ms;
+  if (!help.includes(`latency=${latency * 1000}&pkt_size=1316`) || !new RegExp(`latency=${latency}(?![0-9])`).test(help)) {
+    throw new Error(`ingest help lacks the ffmpeg (µs) and srt-live-transmit (ms) URLs for ${latency} ms: ${help}`);
+  }
+  const icon = await page.getAttribute('link[rel="icon"]', "href");
+  if (!icon || !icon.startsWith("data:image/svg+xml")) throw new Error(`no favicon: ${icon}`);
 
   step("log out, and in again: the channel page comes back");
   await page.click('[data-testid="logout"]');
@@ -256,6 +263,32 @@ async function dashboard() {
   if (playback !== "playing") throw new Error(`playback status says ${JSON.stringify(playback)}`);
   const resolution = await page.textContent("#playback-resolution");
   if (!resolution.includes("×")) throw new Error(`no resolution shown: ${resolution}`);
+
+  step("each input shows its video format and its TR 101 290 errors of the last 5 minutes");
+  const status = await api(`/api/v1/channels/${channelId}`);
+  for (const input of status.inputs) {
+    // A field missing from the status fails here, not as a quietly empty cell.
+    for (const field of ["tr101290", "tr101290_last_5min", "video"]) {
+      if (input[field] == null || typeof input[field] !== "object") throw new Error(`input ${input.id} has no ${field}: ${JSON.stringify(input)}`);
+    }
+    const totals = Object.keys(input.tr101290).sort().join();
+    if (Object.keys(input.tr101290_last_5min).sort().join() !== totals) throw new Error(`tr101290_last_5min does not list every indicator: ${JSON.stringify(input.tr101290_last_5min)}`);
+    const format = await until(`video format of ${input.id}`, 5000, async () => {
+      const shown = await text(`video-${input.id}`);
+      return shown.includes("640×360") ? shown : null;
+    });
+    for (const expected of ["h264", "25 fps", "progressive"]) {
+      if (!format.includes(expected)) throw new Error(`video format of ${input.id} shows ${JSON.stringify(format)}, not ${expected}`);
+    }
+  }
+  // Red exactly when the API counts errors in the last 5 minutes (an encoder's file is clean).
+  await until("TR 101 290 cell of main agrees with the API", 5000, async () => {
+    const recent = Object.values((await api(`/api/v1/channels/${channelId}`)).inputs.find((i) => i.id === "main").tr101290_last_5min).some((n) => n > 0);
+    const cell = await page.$eval('[data-testid="tr101290-main"]', (c) => ({ text: c.textContent, red: c.classList.contains("error"), title: c.title }));
+    if (!/since start/i.test(cell.title)) throw new Error(`no totals in the tooltip: ${JSON.stringify(cell)}`);
+    return cell.red === recent ? cell : null;
+  });
+  await tr101290Clears();
 
   step("force backup (asked first): the API and the page show it within 2 s");
   await page.click('[data-testid="force-backup"]');
@@ -307,6 +340,83 @@ async function dashboard() {
   await onChannelPage(channelId);
   await until("status after the reload", 10000, async () => (await text("on-air")) === "main");
   step("all checks passed");
+}
+
+// The colour follows the last 5 minutes: the page is fed a status (as the live events bring
+// it) with recent errors, then the same totals five clean minutes later.
+async function tr101290Clears() {
+  const channels = await api("/api/v1/channels");
+  const main = (list) => list.find((c) => c.id === channelId).inputs.find((i) => i.id === "main");
+  // Whatever the real stream had, the window holds only these 7 errors, then none.
+  const burst = structuredClone(channels);
+  const recent = main(burst).tr101290_last_5min;
+  for (const indicator of Object.keys(recent)) recent[indicator] = 0;
+  main(burst).tr101290.continuity_count_error += 7;
+  recent.continuity_count_error = 7;
+  const healed = structuredClone(burst);
+  main(healed).tr101290_last_5min.continuity_count_error = 0;
+  let served = burst;
+  const events = (route) => route.fulfill({
+    status: 200,
+    headers: { "content-type": "text/event-stream", "cache-control": "no-store" },
+    body: `retry: 200\nevent: status\ndata: ${JSON.stringify(served)}\n\n`,
+  });
+  const list = (route) => (route.request().method() === "GET" ? route.fulfill({ json: served }) : route.continue());
+  await page.route("**/api/v1/events", events);
+  await page.route("**/api/v1/channels", list);
+  try {
+    await page.reload({ waitUntil: "domcontentloaded" });
+    await onChannelPage(channelId);
+    const cell = () => page.$eval('[data-testid="tr101290-main"]', (c) => ({ text: c.textContent, red: c.classList.contains("error"), title: c.title }));
+    const red = await until("recent errors shown in red", 10000, async () => {
+      const now = await cell();
+      return now.red ? now : null;
+    });
+    if (red.text !== "continuity count error 7 in 5 min") throw new Error(`recent errors cell: ${JSON.stringify(red)}`);
+    served = healed;
+    const cleared = await until("the cell clears once the window is clean", 10000, async () => {
+      const now = await cell();
+      return now.red ? null : now;
+    });
+    if (!cleared.text.includes("none in 5 min")) throw new Error(`cleared cell: ${JSON.stringify(cleared)}`);
+    if (!cleared.title.includes("continuity count error")) throw new Error(`the totals left the tooltip: ${JSON.stringify(cleared)}`);
+
+    step("at tablet width a long destination error wraps inside its cell");
+    const refusal = `TLS handshake failed: invalid peer certificate: ${"x".repeat(40)}/${"UnknownIssuer".repeat(12)}`;
+    served = structuredClone(healed);
+    served.find((c) => c.id === channelId).outputs.push({
+      id: "long-error", type: "rtmp", mode: "push", address: "rtmps://live-api-s.example.com:443/rtmp/",
+      destination: { preset: "custom", backup_ingest: false, autostart: false, stream_key_set: true },
+      state: "retrying", peers: [], bytes_total: 0, last_error: refusal, next_retry_seconds: 8, warnings: [],
+    });
+    await page.setViewportSize({ width: 768, height: 1024 });
+    await until("the long error is shown", 10000, async () => (await text("output-long-error")).includes("UnknownIssuer"));
+    const fit = await page.evaluate(() => {
+      const fits = (id) => { const table = document.getElementById(id); return table.scrollWidth <= table.parentElement.clientWidth; };
+      // Button labels stay on one line (the same height as a one-word button).
+      const heights = [...document.querySelectorAll("#outputs button")].map((b) => b.getBoundingClientRect().height);
+      const whole = heights.length > 0 && Math.max(...heights) - Math.min(...heights) < 1;
+      return { inputs: fits("inputs"), outputs: fits("outputs"), page: document.documentElement.scrollWidth <= window.innerWidth, whole };
+    });
+    if (!fit.inputs || !fit.outputs || !fit.page || !fit.whole) throw new Error(`at 768 px: ${JSON.stringify(fit)}`);
+    await page.screenshot({ path: join(pictures, "tablet-long-error.png"), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 1400 });
+
+    step("a channel with one input has no force buttons");
+    served = structuredClone(healed);
+    const single = served.find((c) => c.id === channelId);
+    single.inputs = single.inputs.filter((i) => i.id === "main");
+    await until("one input listed", 10000, async () => !(await visible("input-backup")) && (await visible("input-main")));
+    const forceButtons = await page.locator('[data-testid^="force-"]').count();
+    if (forceButtons) throw new Error(`${forceButtons} force button(s) with a single input`);
+  } finally {
+    await page.unroute("**/api/v1/events", events);
+    await page.unroute("**/api/v1/channels", list);
+  }
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await onChannelPage(channelId);
+  await liveUpdates();
+  await until("real status again", 20000, async () => (await text("on-air")) === "main");
 }
 
 async function user() {

@@ -963,6 +963,54 @@ pub(crate) mod schemas {
         json!({"type": "object", "required": ["current_password", "new_password"], "properties": {"current_password": {"type": "string", "writeOnly": true}, "new_password": {"type": "string", "writeOnly": true, "minLength": 8}}})
     }
 
+    /// A channel's status as `GET /api/v1/channels/{id}` answers it: the fields clients rely
+    /// on (the answer has more; README lists them).
+    pub(crate) fn channel_status() -> Value {
+        let counts = |description: &str| json!({"type": "object", "description": description, "additionalProperties": {"type": "integer", "minimum": 0}});
+        let video = json!({
+            "type": ["object", "null"],
+            "description": "from the stream's SPS (SRT and RTMP inputs); null until the first keyframe",
+            "required": ["codec", "width", "height", "frame_rate", "interlaced"],
+            "properties": {
+                "codec": {"type": "string"},
+                "width": {"type": "integer", "minimum": 0},
+                "height": {"type": "integer", "minimum": 0},
+                "frame_rate": {"type": ["number", "null"]},
+                "interlaced": {"type": "boolean"},
+            },
+        });
+        let input = json!({
+            "type": "object",
+            "required": ["id", "role", "type", "state", "health", "tr101290", "tr101290_last_5min", "video"],
+            "properties": {
+                "id": {"type": "string"},
+                "role": {"type": "string"},
+                "type": {"type": "string", "enum": ["srt", "rtmp"]},
+                "state": {"type": "string", "enum": ["waiting", "connected"]},
+                "health": {"type": "object"},
+                "tr101290": counts("TR 101 290 errors since start, by indicator"),
+                "tr101290_last_5min": counts("the same indicators over the last 5 minutes (10 s steps)"),
+                "video": video,
+            },
+        });
+        json!({
+            "type": "object",
+            "required": ["id", "mode", "active_input", "forced_input", "inputs", "outputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "mode": {"type": "string"},
+                "active_input": {"type": ["string", "null"]},
+                "forced_input": {"type": ["string", "null"]},
+                "inputs": {"type": "array", "items": input},
+                "outputs": {"type": "array", "items": {"type": "object"}},
+            },
+        })
+    }
+
+    pub(crate) fn channel_list() -> Value {
+        json!({"type": "array", "items": channel_status()})
+    }
+
     pub(crate) fn switch() -> Value {
         json!({"type": "object", "required": ["input"], "properties": {"input": {"type": "string", "description": "an input id, or \"auto\""}}})
     }

@@ -85,6 +85,8 @@ pub(crate) struct Route {
     pub(crate) summary: &'static str,
     /// The JSON Schema of the request body, for the OpenAPI document.
     pub(crate) body: Option<fn() -> serde_json::Value>,
+    /// The JSON Schema of a 200 answer's body, where the document describes it.
+    pub(crate) response: Option<fn() -> serde_json::Value>,
     handler: MethodRouter<Arc<App>>,
 }
 
@@ -105,6 +107,7 @@ fn route(
         access,
         summary,
         body: None,
+        response: None,
         handler,
     }
 }
@@ -113,6 +116,13 @@ impl Route {
     fn body(self, schema: fn() -> serde_json::Value) -> Route {
         Route {
             body: Some(schema),
+            ..self
+        }
+    }
+
+    fn response(self, schema: fn() -> serde_json::Value) -> Route {
+        Route {
+            response: Some(schema),
             ..self
         }
     }
@@ -237,7 +247,8 @@ pub(crate) fn routes() -> Vec<Route> {
             USER,
             "Every channel's status",
             get(list_channels),
-        ),
+        )
+        .response(schemas::channel_list),
         route(
             M::POST,
             "/api/v1/channels",
@@ -252,7 +263,8 @@ pub(crate) fn routes() -> Vec<Route> {
             USER,
             "One channel's status",
             get(get_channel),
-        ),
+        )
+        .response(schemas::channel_status),
         route(
             M::PUT,
             "/api/v1/channels/{id}",

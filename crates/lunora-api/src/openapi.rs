@@ -22,6 +22,10 @@ pub(crate) fn build() -> Value {
         if route.access == Access::Open {
             operation["security"] = json!([]);
         }
+        if let Some(schema) = route.response {
+            operation["responses"]["200"]["content"] =
+                json!({"application/json": {"schema": schema()}});
+        }
         if let Some(schema) = route.body {
             operation["requestBody"] = json!({
                 "required": true,
@@ -56,4 +60,27 @@ pub(crate) fn build() -> Value {
 
 pub(crate) async fn document() -> Json<Value> {
     Json(build())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_channel_status_schema_requires_the_input_figures_the_dashboard_reads() {
+        let document = super::build();
+        let schema = &document["paths"]["/api/v1/channels/{id}"]["get"]["responses"]["200"]["content"]
+            ["application/json"]["schema"];
+        let input = &schema["properties"]["inputs"]["items"];
+        let required: Vec<&str> = input["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        for field in ["tr101290", "tr101290_last_5min", "video"] {
+            assert!(required.contains(&field), "{field} not required: {input}");
+        }
+        assert_eq!(
+            document["paths"]["/api/v1/channels"]["get"]["responses"]["200"]["content"]["application/json"]
+                ["schema"]["items"],
+            *schema
+        );
+    }
 }

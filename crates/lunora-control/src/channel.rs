@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use lunora_egress::Bus;
-use lunora_ingest::InputEvent;
+use lunora_ingest::{InputEvent, InputReceiver};
 use lunora_switch::{Health, InputSpec, Output, Policy, SwitchRecord, Switcher};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -91,7 +91,7 @@ pub(crate) struct ChannelTask {
 impl ChannelTask {
     pub(crate) async fn run(
         mut self,
-        mut inputs: mpsc::Receiver<(usize, InputEvent)>,
+        mut inputs: InputReceiver,
         mut commands: mpsc::Receiver<ChannelCommand>,
         cancel: CancellationToken,
     ) {

@@ -15,7 +15,7 @@ use lunora_egress::{
     SrtOutputSettings as EgressSrtSettings,
 };
 use lunora_ingest::{
-    BoundSrtInput, InputEvent, RtmpInput, RtmpInputs, RtmpServer, RtmpsSettings,
+    BoundSrtInput, InputSender, RtmpInput, RtmpInputs, RtmpServer, RtmpsSettings,
     SrtInputSettings as IngestSrtSettings, StatsHandle,
 };
 use lunora_srt::AccessPolicy;
@@ -41,7 +41,8 @@ use crate::status::{
 const UDP_BUFFER_BYTES: usize = 4 << 20;
 /// Items the channel bus keeps for readers that are behind.
 const BUS_CAPACITY: usize = 256;
-/// Events an input may queue towards its channel before frames are dropped.
+/// Frames the channel's inputs may queue towards it before frames are dropped (control
+/// events are never dropped).
 const INPUT_QUEUE: usize = 2048;
 /// How long a stopped component may take to let go of its port.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -91,7 +92,7 @@ struct RunningChannel {
     bus: Arc<Bus>,
     runtime: SharedRuntime,
     commands: mpsc::Sender<ChannelCommand>,
-    input_events: mpsc::Sender<(usize, InputEvent)>,
+    input_events: InputSender,
     hls: HlsPreview,
     cancel: CancellationToken,
     inputs: Vec<RunningInput>,
@@ -330,7 +331,7 @@ impl Graph {
     fn start_channel(&self, settings: ChannelSettings) {
         let id = settings.id.to_string();
         let bus = Bus::new(BUS_CAPACITY);
-        let (input_events, receiver) = mpsc::channel(INPUT_QUEUE);
+        let (input_events, receiver) = lunora_ingest::input_queue(INPUT_QUEUE);
         let (commands, command_receiver) = mpsc::channel(64);
         let runtime = SharedRuntime::default();
         let cancel = self.cancel.child_token();

@@ -6,11 +6,13 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod queue;
 mod rtmp;
 mod srt;
 mod stats;
 mod tls;
 
+pub use queue::{InputReceiver, InputSender, SendError, SlotEvent, input_queue};
 pub use rtmp::{RtmpInput, RtmpInputs, RtmpServer, RtmpsError, RtmpsSettings};
 pub use srt::{BoundSrtInput, SrtInputSettings};
 pub use stats::{ConnectionState, FrameCounts, InputStats, RejectCounts, StatsHandle, VideoInfo};
@@ -18,7 +20,8 @@ pub use tls::{TlsError, tls_acceptor};
 
 use lunora_media::{Frame, Program};
 
-/// What an input tells its channel.
+/// What an input tells its channel. `Connected`, `Disconnected` and `Program` are control
+/// events, never dropped; `Frame` and `Stats` may be (see [`input_queue`]).
 #[derive(Debug, Clone)]
 pub enum InputEvent {
     Connected {
@@ -33,4 +36,11 @@ pub enum InputEvent {
         packets_lost: u64,
         tr101290_priority1: u64,
     },
+}
+
+impl InputEvent {
+    /// Frames and statistics: dropped (and counted) when the channel is behind.
+    pub fn is_lossy(&self) -> bool {
+        matches!(self, InputEvent::Frame(_) | InputEvent::Stats { .. })
+    }
 }

@@ -4,6 +4,9 @@
 //! wrong or unknown key is refused at publish time (the log never shows the key), and so is a
 //! second publisher on a key that is already live. With a certificate configured, the same
 //! server also takes RTMPS (RTMP inside TLS) on a second port.
+//!
+//! The input's video format (size, frame rate, scan) is read from the SPS of the decoder
+//! configuration record, which the FLV demuxer puts in front of every keyframe.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -13,18 +16,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lunora_flv::{FlvDemux, FlvError, FlvEvent};
-use lunora_media::{LogThrottle, Secret, printable};
+use lunora_media::{LogThrottle, Secret, keyframe_video_format, printable};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::InputEvent;
-use crate::stats::{ConnectionState, StatsHandle};
+use crate::stats::{ConnectionState, StatsHandle, VideoInfo};
+use crate::{InputEvent, InputSender};
 
 /// The application name OBS users expect (`rtmp://HOST/live`).
 const APP: &str = "live";
@@ -52,7 +55,7 @@ pub struct RtmpInput {
     pub stream_key: Secret,
     /// The input's index in its channel (the switcher's numbering).
     pub index: usize,
-    pub events: mpsc::Sender<(usize, InputEvent)>,
+    pub events: InputSender,
     pub stats: StatsHandle,
 }
 
@@ -565,7 +568,7 @@ impl Connection {
                 }
                 let _ = input
                     .events
-                    .try_send((input.index, InputEvent::Connected { peer: self.peer }));
+                    .send(input.index, InputEvent::Connected { peer: self.peer });
                 self.publishing = Some(slot);
                 self.ticket.published();
                 session
@@ -621,19 +624,26 @@ impl Connection {
         let input = &slot.input;
         let now = Instant::now();
         let (mut video, mut audio, mut dropped) = (0, 0, 0);
+        let mut format = None;
         for event in out {
             let event = match event {
                 FlvEvent::Program(program) => InputEvent::Program(program),
                 FlvEvent::Frame(frame) => {
                     if frame.codec.is_video() {
-                        video += 1
+                        video += 1;
+                        // Keyframes carry the decoder configuration record's parameter sets.
+                        if frame.keyframe {
+                            format = keyframe_video_format(frame.codec, &frame.data)
+                                .map(|f| VideoInfo::new(frame.codec.name(), f))
+                                .or(format);
+                        }
                     } else {
                         audio += 1
                     }
                     InputEvent::Frame(frame)
                 }
             };
-            if input.events.try_send((input.index, event)).is_err() {
+            if input.events.send(input.index, event) == Err(crate::SendError::Full) {
                 dropped += 1;
             }
         }
@@ -642,6 +652,9 @@ impl Connection {
         stats.frames_total.video += video;
         stats.frames_total.audio += audio;
         stats.frames_dropped_total += dropped;
+        if format.is_some() {
+            stats.video = format;
+        }
     }
 
     fn finish(&mut self, outcome: Ended) {
@@ -663,7 +676,7 @@ impl Connection {
             let _ = slot
                 .input
                 .events
-                .try_send((slot.input.index, InputEvent::Disconnected));
+                .send(slot.input.index, InputEvent::Disconnected);
             slot.live.store(false, Ordering::Release);
         }
     }

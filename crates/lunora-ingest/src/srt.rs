@@ -19,11 +19,10 @@ use lunora_srt::{
 };
 use lunora_ts::{AnalyserSettings, DemuxEvent, Indicator, TsInput};
 use srt_protocol::packet::{RejectReason, ServerRejectReason};
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::InputEvent;
-use crate::stats::{ConnectionState, StatsHandle, VideoInfo};
+use crate::stats::{ConnectionState, RecentTr101290, StatsHandle, VideoInfo};
+use crate::{InputEvent, InputSender};
 
 #[derive(Debug, Clone)]
 pub struct SrtInputSettings {
@@ -97,13 +96,8 @@ impl BoundSrtInput {
 
     /// Receives until `shutdown` resolves, sending what it demuxes to `events` tagged with
     /// `index`. Never blocks on `events`: when the channel is behind, frames are dropped and
-    /// counted.
-    pub async fn run(
-        self,
-        index: usize,
-        events: mpsc::Sender<(usize, InputEvent)>,
-        shutdown: impl Future<Output = ()>,
-    ) {
+    /// counted; control events always get through.
+    pub async fn run(self, index: usize, events: InputSender, shutdown: impl Future<Output = ()>) {
         let BoundSrtInput {
             settings,
             mut engine,
@@ -120,6 +114,7 @@ impl BoundSrtInput {
             window_start: Instant::now(),
             window_bytes: 0,
             seen_indicators: HashSet::new(),
+            recent_errors: RecentTr101290::default(),
             unreported: BTreeMap::new(),
             last_summary: Instant::now(),
             rejection_logs: BTreeMap::new(),
@@ -160,13 +155,14 @@ struct Input {
     index: usize,
     ts: TsInput,
     origin: Instant,
-    events: mpsc::Sender<(usize, InputEvent)>,
+    events: InputSender,
     stats: StatsHandle,
     /// Link totals of connections that have ended.
     closed_link: LinkStats,
     window_start: Instant,
     window_bytes: u64,
     seen_indicators: HashSet<Indicator>,
+    recent_errors: RecentTr101290,
     unreported: BTreeMap<&'static str, u64>,
     last_summary: Instant,
     /// Rejection warnings are logged at most once a second per kind: a peer retrying in a
@@ -338,9 +334,7 @@ impl Input {
             stats.peer = Some(peer);
             stats.connections_total += 1;
         }
-        let _ = self
-            .events
-            .try_send((self.index, InputEvent::Connected { peer }));
+        let _ = self.events.send(self.index, InputEvent::Connected { peer });
     }
 
     fn disconnected(&mut self) {
@@ -351,7 +345,7 @@ impl Input {
             stats.peer = None;
             self.closed_link = stats.srt;
         }
-        let _ = self.events.try_send((self.index, InputEvent::Disconnected));
+        let _ = self.events.send(self.index, InputEvent::Disconnected);
         self.publish();
     }
 
@@ -380,7 +374,7 @@ impl Input {
                     InputEvent::Frame(frame)
                 }
             };
-            if self.events.try_send((self.index, event)).is_err() {
+            if self.events.send(self.index, event) == Err(crate::SendError::Full) {
                 dropped += 1;
             }
         }
@@ -432,13 +426,15 @@ impl Input {
         }
         let counters = self.ts.counters();
         stats.set_tr101290(&counters);
+        self.recent_errors
+            .update(now.duration_since(self.origin), &counters, &mut stats);
         let health = InputEvent::Stats {
             packets_received: stats.srt.packets_received,
             packets_lost: stats.srt.packets_lost,
             tr101290_priority1: counters.priority_total(1),
         };
         if stats.state == ConnectionState::Connected {
-            let _ = self.events.try_send((self.index, health));
+            let _ = self.events.send(self.index, health);
         }
         stats.ts_packets_total = self.ts.packets();
         stats.truncated_packets_total = self.ts.truncated_packets();

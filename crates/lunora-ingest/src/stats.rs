@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use lunora_media::VideoFormat;
+use lunora_media::{RecentCount, VideoFormat};
 use lunora_ts::Tr101290Counters;
 use serde::Serialize;
 
@@ -75,6 +75,9 @@ pub struct InputStats {
     pub pes_oversized_total: u64,
     pub truncated_packets_total: u64,
     pub tr101290: BTreeMap<&'static str, u64>,
+    /// The same indicators counted over the last 5 minutes (in 10 s steps): zero again once
+    /// the stream has been clean that long.
+    pub tr101290_last_5min: BTreeMap<&'static str, u64>,
     pub srt: lunora_srt::LinkStats,
     /// SRT datagrams dropped before reaching the protocol, by reason (SRT inputs only).
     pub srt_datagrams_rejected: BTreeMap<&'static str, u64>,
@@ -102,6 +105,38 @@ impl InputStats {
     }
 }
 
+/// The window of `InputStats::tr101290_last_5min`.
+pub(crate) const RECENT_WINDOW: Duration = Duration::from_secs(5 * 60);
+const RECENT_STEP: Duration = Duration::from_secs(10);
+
+/// TR 101 290 errors over the last 5 minutes, one sliding window per indicator, fed with the
+/// analyser's totals. `now` is time since any fixed origin.
+#[derive(Debug, Default)]
+pub(crate) struct RecentTr101290(BTreeMap<&'static str, RecentCount>);
+
+impl RecentTr101290 {
+    pub(crate) fn update(
+        &mut self,
+        now: Duration,
+        counters: &Tr101290Counters,
+        stats: &mut InputStats,
+    ) {
+        for (indicator, total) in counters.iter() {
+            let recent = self.0.entry(indicator.name()).or_insert_with(|| {
+                // The analyser counts from zero when the input starts: that is the baseline,
+                // so errors before the first update are in the window too.
+                let mut recent = RecentCount::new(RECENT_WINDOW, RECENT_STEP);
+                recent.observe_total(now, 0);
+                recent
+            });
+            recent.observe_total(now, total);
+            stats
+                .tr101290_last_5min
+                .insert(indicator.name(), recent.sum(now));
+        }
+    }
+}
+
 /// Shared handle to an input's statistics.
 #[derive(Debug, Clone, Default)]
 pub struct StatsHandle(Arc<Mutex<InputStats>>);
@@ -110,6 +145,7 @@ impl StatsHandle {
     pub fn new() -> Self {
         let mut stats = InputStats::default();
         stats.set_tr101290(&Tr101290Counters::default());
+        RecentTr101290::default().update(Duration::ZERO, &Tr101290Counters::default(), &mut stats);
         StatsHandle(Arc::new(Mutex::new(stats)))
     }
 
@@ -127,5 +163,42 @@ impl StatsHandle {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lunora_ts::{AnalyserSettings, TsInput};
+
+    #[test]
+    fn recent_tr101290_errors_clear_after_five_clean_minutes_while_totals_stay() {
+        // A continuity error: two packets on one PID with the same counter and a payload.
+        let mut packet = [0xffu8; 188];
+        packet[..4].copy_from_slice(&[0x47, 0x01, 0x00, 0x10]);
+        let mut skipped = packet;
+        skipped[3] = 0x12;
+        let mut ts = TsInput::new(AnalyserSettings::default());
+        let mut stats = InputStats::default();
+        let mut recent = RecentTr101290::default();
+        let at = |s: u64| Duration::from_secs(s);
+        recent.update(at(0), &ts.counters(), &mut stats);
+        assert_eq!(stats.tr101290_last_5min["continuity_count_error"], 0);
+        ts.handle_bytes(at(1), &[packet, skipped].concat());
+        let total = ts.counters();
+        recent.update(at(1), &total, &mut stats);
+        stats.set_tr101290(&total);
+        let errors = stats.tr101290_last_5min["continuity_count_error"];
+        assert!(errors > 0, "{:?}", stats.tr101290_last_5min);
+        assert_eq!(stats.tr101290["continuity_count_error"], errors);
+        // Clean for five minutes: the recent figure clears, the total does not.
+        recent.update(at(299), &total, &mut stats);
+        assert_eq!(stats.tr101290_last_5min["continuity_count_error"], errors);
+        recent.update(at(301), &total, &mut stats);
+        assert_eq!(stats.tr101290_last_5min["continuity_count_error"], 0);
+        assert_eq!(stats.tr101290["continuity_count_error"], errors);
+        // Every indicator the totals have is in the window too.
+        let names = |m: &BTreeMap<&'static str, u64>| m.keys().copied().collect::<Vec<_>>();
+        assert_eq!(names(&stats.tr101290_last_5min), names(&stats.tr101290));
     }
 }
