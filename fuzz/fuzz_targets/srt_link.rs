@@ -73,7 +73,8 @@ fuzz_target!(|data: &[u8]| {
                 match op % 8 {
                     1 => {
                         let (index, mask) = (usize::from(take(&mut rest)), take(&mut rest));
-                        if let Some(byte) = datagram.bytes.get_mut(index % datagram.bytes.len().max(1)) {
+                        let at = index % datagram.bytes.len().max(1);
+                        if let Some(byte) = datagram.bytes.get_mut(at) {
                             *byte ^= mask;
                         }
                     }

@@ -435,7 +435,7 @@ impl Graph {
                 "the input's task did not end within 3 s"
             );
         }
-        info!(channel, input = id, "input stopped");
+        info!(channel = %channel, input = %id, "input stopped");
         self.config_event(channel, "input", id, ConfigChange::Removed);
     }
 
@@ -524,11 +524,11 @@ impl Graph {
             Ok(started) => started,
             Err(e) => {
                 let _ = commands.send(ChannelCommand::RemoveInput(slot)).await;
-                warn!(channel, input = %id, "{e}");
+                warn!(channel = %channel, input = %id, "{e}");
                 return Err(e);
             }
         };
-        info!(channel, input = %id, kind = settings.kind(), listen = %listen, "input started");
+        info!(channel = %channel, input = %id, kind = settings.kind(), listen = %listen, "input started");
         let mut channels = guard(&self.channels);
         if let Some(c) = channels
             .iter_mut()
@@ -606,7 +606,7 @@ impl Graph {
         }
         let last = output.stats.snapshot();
         let running = !matches!(last.state, OutputState::Idle | OutputState::Failed);
-        info!(channel, output = id, "output stopped");
+        info!(channel = %channel, output = %id, "output stopped");
         self.config_event(channel, "output", id, ConfigChange::Removed);
         Some((last, running))
     }
@@ -734,7 +734,7 @@ impl Graph {
                 }
             }
         };
-        info!(channel, output = %id, kind = running.settings.kind(), address = %running.address, "output started");
+        info!(channel = %channel, output = %id, kind = running.settings.kind(), address = %running.address, "output started");
         let mut channels = guard(&self.channels);
         if let Some(c) = channels
             .iter_mut()

@@ -28,7 +28,7 @@ use srt_protocol::settings::{ConnInitSettings, KeySettings};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::udp::bind_udp;
 use crate::wire::DropCounts;
@@ -231,7 +231,8 @@ impl SrtEngine {
             io_log: RateLimit::default(),
             delivery_log: RateLimit::default(),
         };
-        let task = tokio::spawn(task.run());
+        // The owner's span (channel, input or output) names every line the task logs.
+        let task = tokio::spawn(task.run().in_current_span());
         Ok(SrtEngine {
             label: settings.label.clone(),
             local,
