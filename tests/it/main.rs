@@ -22,5 +22,6 @@ mod rtmp_ingest;
 mod rtmp_output;
 mod srt_engine;
 mod srt_ingest;
+mod srt_interop;
 mod srt_output;
 mod ui;
