@@ -31,43 +31,13 @@ struct Case {
     key: Option<u8>,
 }
 
-const MATRIX: [Case; 8] = {
-    use Peer::*;
-    [
-        Case {
-            peer: Ffmpeg,
-            key: None,
-        },
-        Case {
-            peer: Ffmpeg,
-            key: Some(16),
-        },
-        Case {
-            peer: Ffmpeg,
-            key: Some(24),
-        },
-        Case {
-            peer: Ffmpeg,
-            key: Some(32),
-        },
-        Case {
-            peer: SrtLiveTransmit,
-            key: None,
-        },
-        Case {
-            peer: SrtLiveTransmit,
-            key: Some(16),
-        },
-        Case {
-            peer: SrtLiveTransmit,
-            key: Some(24),
-        },
-        Case {
-            peer: SrtLiveTransmit,
-            key: Some(32),
-        },
-    ]
-};
+/// Every peer, unencrypted and at each AES key length (bytes).
+fn matrix() -> Vec<Case> {
+    [Peer::Ffmpeg, Peer::SrtLiveTransmit]
+        .into_iter()
+        .flat_map(|peer| [None, Some(16), Some(24), Some(32)].map(|key| Case { peer, key }))
+        .collect()
+}
 
 impl Case {
     fn name(&self) -> String {
@@ -92,6 +62,7 @@ impl Case {
             options.push_str(&format!("&passphrase={PASSPHRASE}&pbkeylen={key}"));
         }
         if let Some(id) = stream_id {
+            // Both take it as written (ffmpeg 5.1 does not URL-decode it), `#!::` included.
             options.push_str(&format!("&streamid={id}"));
         }
         options
@@ -331,9 +302,9 @@ fn video_frames(daemon: &Daemon, channel: &str, input: &str) -> u64 {
 /// output, pulled by ffmpeg, must decode, and the input must show the caller connected.
 #[test]
 fn srt_input_takes_ffmpeg_and_srt_live_transmit_callers_clear_and_at_every_key_length() {
-    let cases: Vec<(Case, u16, u16)> = MATRIX
-        .iter()
-        .map(|&case| (case, free_udp_port(), free_udp_port()))
+    let cases: Vec<(Case, u16, u16)> = matrix()
+        .into_iter()
+        .map(|case| (case, free_udp_port(), free_udp_port()))
         .collect();
     let config: String = cases
         .iter()
@@ -450,7 +421,7 @@ fn srt_listener_output_serves_ffmpeg_and_srt_live_transmit_clear_and_at_every_ke
         "source not received: {}",
         daemon.log()
     );
-    let receivers: Vec<Receiver> = MATRIX
+    let receivers: Vec<Receiver> = matrix()
         .iter()
         .map(|case| {
             let (port, stream_id) = match case.key {
@@ -499,9 +470,9 @@ fn srt_listener_output_serves_ffmpeg_and_srt_live_transmit_clear_and_at_every_ke
 fn srt_caller_output_reaches_ffmpeg_and_srt_live_transmit_listeners_clear_and_at_every_key_length()
 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let cases: Vec<(Case, u16, KeyLengthProbe)> = MATRIX
-        .iter()
-        .map(|&case| {
+    let cases: Vec<(Case, u16, KeyLengthProbe)> = matrix()
+        .into_iter()
+        .map(|case| {
             let listener = free_udp_port();
             (case, listener, KeyLengthProbe::start(listener))
         })
