@@ -798,3 +798,97 @@ pub fn peers(daemon: &Daemon, output: &str) -> Vec<String> {
     peers.sort();
     peers
 }
+
+/// srt-live-transmit sending `file` in real time (ffmpeg paces it into a pipe, the way a relay
+/// would be fed) to an SRT URL in srt-live-transmit's syntax (latency in milliseconds).
+pub fn slt_push(dir: &Path, name: &str, file: &Path, url: &str) -> Proc {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    let slt = require("srt-live-transmit", "srt-tools");
+    let script = format!(
+        "{} -v error -re -i '{}' -c copy -f mpegts pipe:1 | {} -q file://con '{}' -chunk:1316",
+        ffmpeg.display(),
+        file.display(),
+        slt.display(),
+        url
+    );
+    Proc::spawn(name, dir, Command::new("sh").arg("-c").arg(script))
+}
+
+/// srt-live-transmit receiving an SRT URL (caller or `mode=listener`) into `file`, byte for
+/// byte as received. It runs until signalled: SIGINT makes it flush and exit.
+pub fn slt_record(dir: &Path, name: &str, url: &str, file: &Path) -> Proc {
+    let slt = require("srt-live-transmit", "srt-tools");
+    // srt-live-transmit writes files only to stdout; a shell redirects it.
+    Proc::spawn(
+        name,
+        dir,
+        Command::new("sh").arg("-c").arg(format!(
+            "exec '{}' -q '{url}' file://con -chunk:1316 > '{}'",
+            slt.display(),
+            file.display()
+        )),
+    )
+}
+
+/// What [`ts_continuity`] found in an MPEG-TS file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuity {
+    pub packets: u64,
+    /// Packets not starting with the sync byte 0x47 (counted from the first aligned packet).
+    pub sync_errors: u64,
+    /// TR 101 290 1.4: a continuity counter that is not the previous one plus one (for packets
+    /// with payload; the same for those without), not excused by the discontinuity indicator
+    /// or as the one duplicate allowed.
+    pub cc_errors: u64,
+}
+
+/// Checks the continuity counters of every PID in the TS bytes of `file` as received (not
+/// re-muxed: ffmpeg's recordings renumber them, srt-live-transmit's do not).
+pub fn ts_continuity(file: &Path) -> Continuity {
+    let bytes = std::fs::read(file).unwrap_or_default();
+    let start = (0..bytes.len().min(188))
+        .find(|&i| bytes[i] == 0x47 && bytes.get(i + 188).is_none_or(|&b| b == 0x47))
+        .unwrap_or(0);
+    let mut last: std::collections::HashMap<u16, (u8, bool)> = std::collections::HashMap::new();
+    let mut result = Continuity {
+        packets: 0,
+        sync_errors: 0,
+        cc_errors: 0,
+    };
+    for packet in bytes[start..].chunks_exact(188) {
+        result.packets += 1;
+        if packet[0] != 0x47 {
+            result.sync_errors += 1;
+            continue;
+        }
+        let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
+        if pid == 0x1fff {
+            continue;
+        }
+        let control = (packet[3] >> 4) & 3;
+        let cc = packet[3] & 0x0f;
+        let has_payload = control & 1 == 1;
+        let discontinuity = control & 2 == 2 && packet[4] > 0 && packet[5] & 0x80 != 0;
+        let entry = last.insert(pid, (cc, false));
+        let Some((previous, duplicate_seen)) = entry else {
+            continue;
+        };
+        if discontinuity {
+            continue;
+        }
+        let expected = if has_payload {
+            (previous + 1) & 0x0f
+        } else {
+            previous
+        };
+        if cc == expected {
+            continue;
+        }
+        if has_payload && cc == previous && !duplicate_seen {
+            last.insert(pid, (cc, true));
+            continue;
+        }
+        result.cc_errors += 1;
+    }
+    result
+}

@@ -23,5 +23,6 @@ mod rtmp_ingest;
 mod rtmp_output;
 mod srt_engine;
 mod srt_ingest;
+mod srt_interop;
 mod srt_output;
 mod ui;

@@ -288,20 +288,6 @@ fn random_datagrams_at_full_rate_never_take_the_main_input_off_air() {
     assert_reader_saw_a_clean_stream(&reader.stderr());
 }
 
-/// srt-live-transmit pushing `file` in real time with its own URL options.
-fn slt_push(dir: &std::path::Path, name: &str, file: &std::path::Path, url: &str) -> Proc {
-    let ffmpeg = require("ffmpeg", "ffmpeg");
-    let slt = require("srt-live-transmit", "srt-tools");
-    let script = format!(
-        "{} -v error -re -i {} -c copy -f mpegts pipe:1 | {} -q file://con '{}' -chunk:1316",
-        ffmpeg.display(),
-        file.display(),
-        slt.display(),
-        url
-    );
-    Proc::spawn(name, dir, Command::new("sh").arg("-c").arg(script))
-}
-
 /// Issue 10's shutdown hang: callers whose latency was typed as 120000 (ms, so 120 s: they
 /// connect but deliver nothing) are replaced as silent, then a normal caller, then SIGTERM.
 /// With srt-tokio a worker spun at 100 % and the daemon never exited.

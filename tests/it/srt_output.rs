@@ -170,17 +170,12 @@ fn a_late_puller_of_a_high_bitrate_channel_gets_the_whole_stream() {
         .json("/api/v1/channels/program")["active_input"]
         == "encoder"));
     std::thread::sleep(Duration::from_millis(1500));
-    let slt = require("srt-live-transmit", "srt-tools");
     let received = dir.join("pulled.ts");
-    // srt-live-transmit writes files only to stdout; a shell redirects it.
-    let mut puller = Proc::spawn(
-        "puller",
+    let mut puller = slt_record(
         &dir,
-        std::process::Command::new("sh").arg("-c").arg(format!(
-            "exec '{}' -q 'srt://127.0.0.1:{output}?latency=200' file://con -chunk:1316 > '{}'",
-            slt.display(),
-            received.display()
-        )),
+        "puller",
+        &format!("srt://127.0.0.1:{output}?latency=200"),
+        &received,
     );
     std::thread::sleep(Duration::from_secs(5));
     // SIGINT: srt-live-transmit flushes what it holds and exits.

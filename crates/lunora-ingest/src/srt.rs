@@ -395,7 +395,9 @@ impl Input {
         let elapsed = now.duration_since(self.window_start).as_secs_f64();
         while let Some(event) = self.ts.poll_tr101290_event() {
             if self.seen_indicators.insert(event.indicator) {
-                let pid = event.pid.map_or_else(|| "none".to_string(), |p| p.value().to_string());
+                let pid = event
+                    .pid
+                    .map_or_else(|| "none".to_string(), |p| p.value().to_string());
                 warn!(input = %self.id, indicator = event.indicator.name(), priority = event.indicator.priority(),
                     %pid, "TR 101 290 error (further ones are summarised every 10 s)");
             } else {
