@@ -54,10 +54,15 @@ api_get() {
 port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# reset_peak_rss PID: from now on VmHWM is the peak of what follows (Linux clear_refs 5), so
+# start-up work is not counted: lunora hashes its first-run admin password with argon2id
+# (19 MiB for a moment) before any stream flows.
+reset_peak_rss() { echo 5 > "/proc/$1/clear_refs"; }
 
 # measure NAME PID IN_PORT OUT_PORT: pushes $WORK/src.ts over SRT to IN_PORT, pulls OUT_PORT
 # with srt-live-transmit, and measures PID's CPU time and peak RSS over $SECONDS_MEASURED once
-# both flow. Prints "cpu_seconds peak_rss_kib" on stdout and a summary on stderr.
+# both flow (peak RSS: while relaying). Prints "cpu_seconds peak_rss_kib" on stdout and a
+# summary on stderr.
 measure() {
   local name=$1 pid=$2 in_port=$3 out_port=$4
   ffmpeg -v error -re -i "$WORK/src.ts" -c copy -f mpegts "srt://127.0.0.1:$in_port?pkt_size=1316&latency=200000" &
@@ -67,6 +72,7 @@ measure() {
   PIDS+=($!); local receiver=$!
   sleep 5
   local start end bytes_start bytes_end
+  reset_peak_rss "$pid"
   start=$(cpu_ticks "$pid"); bytes_start=$(stat -c %s "$WORK/$name.out")
   sleep "$SECONDS_MEASURED"
   end=$(cpu_ticks "$pid"); bytes_end=$(stat -c %s "$WORK/$name.out")
