@@ -15,10 +15,6 @@ if [ -z "${LUNORA:-}" ]; then
 fi
 [ -x "$LUNORA" ] || { echo "no lunora binary at $LUNORA: build it or set LUNORA=/path/to/lunora" >&2; exit 1; }
 TICKS=$(getconf CLK_TCK)
-# lunora runs with the malloc setting its systemd unit gives it (systemd/lunora.service): frames
-# of 100 KB and more get their own mappings, returned to the kernel when freed, instead of
-# glibc's heap keeping what the GOP cache let go. Only lunora gets it; the peers run as they are.
-LUNORA_GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072
 
 # make_source SECONDS: $WORK/src.ts, 1280x720p30 H.264 CBR + no audio, muxed at 50 Mbit/s.
 make_source() {

@@ -64,7 +64,7 @@ id = "a"
 mode = "main-backup"
 CONF
 PASSWORD="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
-LUNORA_ADMIN_PASSWORD=$PASSWORD GLIBC_TUNABLES=$LUNORA_GLIBC_TUNABLES LUNORA_STATE_DIR="$WORK/state" "$LUNORA" run --config "$WORK/lunora.toml" 2>"$WORK/lunora.log" &
+LUNORA_ADMIN_PASSWORD=$PASSWORD LUNORA_STATE_DIR="$WORK/state" "$LUNORA" run --config "$WORK/lunora.toml" 2>"$WORK/lunora.log" &
 PIDS+=($!); LUNORA_PID=$!
 for _ in $(seq 100); do
   curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null && break

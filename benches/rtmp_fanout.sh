@@ -22,7 +22,7 @@ IN=$(port); OUT=$(port); HTTP=$(port)
     printf '[[channels.outputs]]\nid = "rtmp%s"\ntype = "rtmp"\nurl = "rtmp://127.0.0.1:%s/live"\nstream_key = "lunora%s"\nautostart = true\n' "$n" "$RTMP" "$n"
   done
 } > "$WORK/lunora.toml"
-GLIBC_TUNABLES=$LUNORA_GLIBC_TUNABLES LUNORA_STATE_DIR="$WORK/state" "$LUNORA" run --config "$WORK/lunora.toml" 2>"$WORK/lunora.log" &
+LUNORA_STATE_DIR="$WORK/state" "$LUNORA" run --config "$WORK/lunora.toml" 2>"$WORK/lunora.log" &
 PIDS+=($!); LUNORA_PID=$!
 sleep 1
 read -r LUNORA_CPU LUNORA_RSS < <(measure lunora "$LUNORA_PID" "$IN" "$OUT")

@@ -72,7 +72,7 @@ TOML
 }
 start_lunora() {
   rm -rf "$WORK/state"
-  GLIBC_TUNABLES=$LUNORA_GLIBC_TUNABLES LUNORA_STATE_DIR="$WORK/state" "$LUNORA" run --config "$WORK/lunora.toml" 2>"$WORK/lunora.log" &
+  LUNORA_STATE_DIR="$WORK/state" "$LUNORA" run --config "$WORK/lunora.toml" 2>"$WORK/lunora.log" &
   LUNORA_PID=$!; PIDS+=("$LUNORA_PID")
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null && return; sleep 0.1; done
   echo "lunora did not become ready" >&2; cat "$WORK/lunora.log" >&2; return 1
