@@ -67,10 +67,23 @@ struct ElementaryStream {
     track: TrackId,
     codec: Codec,
     buffer: BytesMut,
+    /// Bytes of this stream's previous PES: a new one starts with room for a little more, so
+    /// a typical frame is gathered in one allocation with no copying as it grows.
+    last_pes_len: usize,
     last_cc: Option<ContinuityCounter>,
     broken: bool,
     format: Option<VideoFormat>,
     hevc_frame_rate: Option<f64>,
+}
+
+impl ElementaryStream {
+    fn pes_cap(&self) -> usize {
+        if self.codec.is_video() {
+            VIDEO_PES_CAP
+        } else {
+            OTHER_PES_CAP
+        }
+    }
 }
 
 /// Maps a PMT entry to a codec (ISO/IEC 13818-1 Table 2-34, ATSC A/52, DVB EN 300 468).
@@ -316,6 +329,7 @@ impl Demux {
                     track: TrackId(pid.value()),
                     codec,
                     buffer: BytesMut::new(),
+                    last_pes_len: 0,
                     last_cc: None,
                     broken: false,
                     format: None,
@@ -352,6 +366,13 @@ impl Demux {
         if packet.payload_unit_start_indicator() {
             self.finish_pes(pid);
             if let Some(stream) = self.streams.get_mut(&pid) {
+                // A fresh allocation rather than the tail of the last one, which the frame
+                // just handed out keeps alive.
+                let room = (stream.last_pes_len + stream.last_pes_len / 4)
+                    .max(payload.len())
+                    .max(4096)
+                    .min(stream.pes_cap());
+                stream.buffer = BytesMut::with_capacity(room);
                 stream.buffer.extend_from_slice(payload);
             }
         } else if !stream.buffer.is_empty() {
@@ -382,7 +403,8 @@ impl Demux {
             stream.broken = false;
             return;
         }
-        let pes = stream.buffer.split().freeze();
+        let pes = std::mem::take(&mut stream.buffer).freeze();
+        stream.last_pes_len = pes.len();
         let broken = std::mem::take(&mut stream.broken);
         let Some(header) = PesHeader::parse(&pes).filter(|_| !broken) else {
             self.counters.pes_dropped += 1;
@@ -445,11 +467,7 @@ impl Demux {
 /// Appends `payload` unless the PES would grow past its cap (`false` then). Growth is done
 /// here rather than by `BytesMut`'s doubling so the allocation itself never exceeds the cap.
 fn append_capped(stream: &mut ElementaryStream, payload: &[u8]) -> bool {
-    let cap = if stream.codec.is_video() {
-        VIDEO_PES_CAP
-    } else {
-        OTHER_PES_CAP
-    };
+    let cap = stream.pes_cap();
     let needed = stream.buffer.len() + payload.len();
     if needed > cap {
         return false;
