@@ -20,6 +20,7 @@ mod metrics;
 mod obs;
 mod rtmp_ingest;
 mod rtmp_output;
+mod soak;
 mod srt_engine;
 mod srt_ingest;
 mod srt_output;
