@@ -254,13 +254,28 @@ retry_max_ms = 500
     daemon = subprocess.Popen([lunora, "run", "--config", config], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=open(os.path.join(work, "lunora.log"), "wb"), env=env)
     procs.procs.append(daemon)
+    def ready():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
     deadline = time.monotonic() + 30
-    while not accepts(http):
+    while not ready():
         if time.monotonic() > deadline or daemon.poll() is not None:
             sys.exit(f"lunora did not start; see {work}/lunora.log")
         time.sleep(0.1)
-    token = subprocess.run([lunora, "token", "create", "soak", "--user", "admin", "--config", config], env=env, check=True,
-                           capture_output=True, text=True, timeout=60).stdout.splitlines()[1].strip()
+    # The first superadmin may still be being written when the port is ready: a few tries.
+    for attempt in range(20):
+        made = subprocess.run([lunora, "token", "create", "soak", "--user", "admin", "--config", config], env=env,
+                              capture_output=True, text=True, timeout=60)
+        if made.returncode == 0:
+            break
+        time.sleep(0.5)
+    else:
+        sys.exit(f"lunora token create failed: {made.stderr}")
+    token = made.stdout.splitlines()[1].strip()
 
     def api(method, path, body=None):
         data = json.dumps(body).encode() if body is not None else None
@@ -493,7 +508,9 @@ rtmp {{ server {{ listen 127.0.0.1:{nginx_port}; chunk_size 4096; application li
     for name in encoders:
         Procs.stop(encoders[name], getattr(signal, args.end_signal))
     time.sleep(2)
-    Procs.stop(puller.proc)
+    # SIGINT: srt-live-transmit flushes its buffered stdout; killed, it would leave the last
+    # block, cut mid-packet, out of the recording.
+    Procs.stop(puller.proc, signal.SIGINT)
     puller.thread.join(timeout=10)
 
     span = samples[-1][0]
