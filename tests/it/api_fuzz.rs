@@ -30,9 +30,23 @@ fn schemathesis() -> PathBuf {
 /// SSE responses are read for three events, not forever. The identity's token is given as the
 /// document's `token` security scheme (not as a plain header), so the `ignored_auth` check
 /// can leave it out and see the request refused.
-fn config(victim: &str) -> String {
+///
+/// Values seen in responses are not reused as inputs (schemathesis does by default): a
+/// superadmin lists every user and token, and reusing those names and ids would remove the
+/// harness's own admin and token, and the fuzzing identity's, mid-run. The sacrificial user
+/// and its token stand in for them, so removing and changing users and tokens still succeeds.
+fn config(victim: &str, victim_token: &str) -> String {
     format!(
         r#"max-stream-events = 3
+
+[phases.coverage.extra-data-sources]
+responses = false
+[phases.fuzzing.extra-data-sources]
+responses = false
+
+[[operations]]
+include-path = "/api/v1/tokens/{{id}}"
+parameters = {{ "path.id" = {{ dictionary = "token", probability = 0.5 }} }}
 
 [auth.openapi.token]
 bearer = "${{FUZZ_TOKEN}}"
@@ -47,6 +61,8 @@ values = ["yt", "out"]
 values = ["index.m3u8", "0.ts"]
 [dictionaries.user]
 values = ["{victim}"]
+[dictionaries.token]
+values = ["{victim_token}"]
 
 [parameters]
 "path.id" = {{ dictionary = "channel", probability = 0.5 }}
@@ -140,8 +156,9 @@ fn restore_program(daemon: &Daemon, input: u16, dead_port: u16, pull: u16) {
     }
 }
 
-/// A user with `role` and an API token of theirs, made through the API by the superadmin.
-fn identity(daemon: &Daemon, name: &str, role: &str) -> String {
+/// A user with `role` and an API token of theirs (secret, id), made through the API by the
+/// superadmin.
+fn identity(daemon: &Daemon, name: &str, role: &str) -> (String, String) {
     let (status, body) = http_post_json(
         daemon.http,
         "/api/v1/users",
@@ -158,7 +175,10 @@ fn identity(daemon: &Daemon, name: &str, role: &str) -> String {
     assert_eq!(status, 201, "{body}");
     let token: Value = serde_json::from_str(&body).expect("token JSON");
     assert_eq!(token["role"], role, "{token}");
-    token["token"].as_str().expect("token").to_string()
+    (
+        token["token"].as_str().expect("token").to_string(),
+        token["id"].as_str().expect("token id").to_string(),
+    )
 }
 
 fn fuzz(daemon: &Daemon, dir: &Path, role: &str, token: &str) {
@@ -207,6 +227,9 @@ fn fuzz(daemon: &Daemon, dir: &Path, role: &str, token: &str) {
         report.contains("generated") && report.contains("passed"),
         "{report}"
     );
+    for line in report.lines().filter(|l| l.contains("generated")) {
+        eprintln!("schemathesis as {role}: {}", line.trim());
+    }
 }
 
 #[test]
@@ -223,14 +246,13 @@ fn every_role_gets_documented_answers_and_never_a_server_error() {
     // The user the fuzzer may change and remove; the identities it fuzzes with have names it
     // cannot guess, so no run removes or demotes itself.
     let victim = "fz-victim";
-    let _ = identity(&daemon, victim, "user");
-    std::fs::write(dir.join("schemathesis.toml"), config(victim)).expect("config");
+    let (_, mut victim_token) = identity(&daemon, victim, "user");
     std::fs::write(dir.join("fuzz_hooks.py"), hooks(dead_port)).expect("hooks");
     // No operation is left out. What could end a run early cannot here: logging out and
     // changing the password act on a session or need the current password (the fuzzer has
-    // neither, it sends a token), token ids are random, and the identities' own names are
-    // never generated. What a run may break for the next (channel `program` removed or
-    // changed, the victim user removed) is put back before it.
+    // neither, it sends a token); token ids and user names are the victim's or random, never
+    // the identities' own (see `config`). What a run may break for the next (channel
+    // `program` removed or changed, the victim user removed) is put back before it.
     for (role, name) in [
         ("user", "fz-3c71-user"),
         ("admin", "fz-9a04-admin"),
@@ -238,9 +260,11 @@ fn every_role_gets_documented_answers_and_never_a_server_error() {
     ] {
         restore_program(&daemon, input, dead_port, pull);
         if !daemon.get("/api/v1/users").1.contains(victim) {
-            let _ = identity(&daemon, victim, "user");
+            victim_token = identity(&daemon, victim, "user").1;
         }
-        let token = identity(&daemon, name, role);
+        std::fs::write(dir.join("schemathesis.toml"), config(victim, &victim_token))
+            .expect("config");
+        let (token, _) = identity(&daemon, name, role);
         fuzz(&daemon, &dir, role, &token);
         assert_eq!(
             daemon.get("/healthz").0,
