@@ -550,6 +550,8 @@ rtmp {{ server {{ listen 127.0.0.1:{nginx_port}; chunk_size 4096; application li
         "rss_kib_last": round(rss_last),
         "rss_drift": round(rss_last / rss_first - 1, 3) if rss_first else None,
         "rss_window_s": window,
+        "rss_kib_by_minute": [round(sum(x[1] for x in m) / len(m)) for m in
+                              ([s for s in samples if i * 60 <= s[0] < (i + 1) * 60] for i in range(int(span // 60) + 1)) if m],
         "fds_baseline_start": baseline_fds,
         "fds_baseline_end": end_fds,
         "fds_max": max(s[2] for s in samples),
