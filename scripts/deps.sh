@@ -38,9 +38,10 @@ need_web() {
 }
 
 # schemathesis (PyPI) fuzzes the HTTP API from its OpenAPI document in the test suite; it lives in
-# its own virtual environment under target/ so the system Python stays untouched.
+# its own virtual environment in cargo's target directory (CARGO_TARGET_DIR when set, where the
+# test finds it beside its own executable) so the system Python stays untouched.
 need_schemathesis() {
-    local venv=target/schemathesis-venv
+    local venv=${CARGO_TARGET_DIR:-target}/schemathesis-venv
     if [ ! -x "$venv/bin/schemathesis" ]; then
         need_apt python3-venv
         echo "installing schemathesis into $venv"

@@ -33,18 +33,29 @@ pub fn find(binary: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// `target/<profile>` of the build running this test (wherever `CARGO_TARGET_DIR` put it):
+/// the test executable is `target/<profile>/deps/it-<hash>`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target dir")
+}
+
+/// The cargo target directory of this build (`target/`, or `CARGO_TARGET_DIR`): tools the test
+/// script installs for the suite (the schemathesis virtual environment) live there.
+pub fn target_dir() -> PathBuf {
+    let profile = profile_dir();
+    profile.parent().map(Path::to_path_buf).unwrap_or(profile)
+}
+
 /// The `lunora` binary built from this workspace.
 pub fn lunora_bin() -> PathBuf {
     if let Ok(path) = std::env::var("LUNORA_BIN") {
         return PathBuf::from(path);
     }
-    // target/<profile>/deps/it-<hash> → target/<profile>/lunora
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("lunora"))
-        .expect("target dir");
+    let bin = profile_dir().join("lunora");
     assert!(
         bin.is_file(),
         "{} not found: run `cargo build --bins` first (the README test command does)",

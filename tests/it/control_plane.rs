@@ -286,3 +286,44 @@ fn an_earlier_versions_saved_destinations_are_imported_on_first_start() {
     );
     assert!(!daemon.log().contains("old-key-1"));
 }
+
+/// Removing a channel stops its SRT input and SRT listener output at once and frees their
+/// ports: the same channel can be added back on them (it used to leave both running, bound,
+/// and the removal took 3 s per component waiting for them).
+#[test]
+fn a_removed_channels_ports_are_free_at_once() {
+    let (input, output) = (free_udp_port(), free_udp_port());
+    let daemon = Daemon::start(&single_srt_channel(
+        "encoder",
+        input,
+        "",
+        &srt_listener_output("out", output),
+    ));
+    let started = std::time::Instant::now();
+    let (status, body) = http_send(daemon.http, "DELETE", "/api/v1/channels/program", "");
+    assert_eq!(status, 204, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "removing the channel took {:?}",
+        started.elapsed()
+    );
+    for port in [input, output] {
+        assert!(
+            std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok(),
+            "UDP port {port} is still bound after its channel was removed:\n{}",
+            daemon.log()
+        );
+    }
+    let (status, body) = http_post_json(
+        daemon.http,
+        "/api/v1/channels",
+        r#"{"id": "program", "mode": "single"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http_post_json(
+        daemon.http,
+        "/api/v1/channels/program/inputs",
+        &format!(r#"{{"id": "encoder", "type": "srt", "listen": "127.0.0.1:{input}"}}"#),
+    );
+    assert_eq!(status, 201, "the input's port is free again: {body}");
+}

@@ -70,8 +70,9 @@ fn idle_sockets_neither_starve_healthz_nor_stay_open() {
     );
 }
 
-/// A 1 MiB JSON body gets 413 and a wrong content type 415, and neither answer repeats what
-/// was sent.
+/// A 1 MiB JSON body gets 413 and a wrong content type 415, on every kind of change (a PUT
+/// used to answer both with 400 and the parser's text), and neither answer repeats what was
+/// sent.
 #[test]
 fn oversized_and_mistyped_bodies_are_refused_without_echo() {
     let daemon = daemon();
@@ -80,25 +81,43 @@ fn oversized_and_mistyped_bodies_are_refused_without_echo() {
         "{{\"id\":\"{marker}\",\"pad\":\"{}\"}}",
         "x".repeat(1 << 20)
     );
-    let (status, body) = http_anonymous(
-        daemon.http,
-        &format!(
-            "POST /api/v1/channels HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{big}",
-            daemon.auth_header(),
-            big.len()
-        ),
-    );
-    assert_eq!(status, 413, "{body}");
-    assert!(!body.contains(marker), "{body}");
     let small = format!("{{\"id\":\"{marker}\"}}");
-    let (status, body) = http_anonymous(
-        daemon.http,
-        &format!(
-            "POST /api/v1/channels HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Connection: close\r\nContent-Type: text/{marker}\r\nContent-Length: {}\r\n\r\n{small}",
-            daemon.auth_header(),
-            small.len()
-        ),
+    for target in [
+        "POST /api/v1/channels",
+        "PUT /api/v1/channels/program",
+        "PUT /api/v1/channels/program/inputs/encoder",
+        "PUT /api/v1/channels/program/outputs/yt",
+    ] {
+        let (status, body) = http_anonymous(
+            daemon.http,
+            &format!(
+                "{target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{big}",
+                daemon.auth_header(),
+                big.len()
+            ),
+        );
+        assert_eq!(status, 413, "{target}: {body}");
+        assert!(!body.contains(marker), "{body}");
+        let (status, body) = http_anonymous(
+            daemon.http,
+            &format!(
+                "{target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Connection: close\r\nContent-Type: text/{marker}\r\nContent-Length: {}\r\n\r\n{small}",
+                daemon.auth_header(),
+                small.len()
+            ),
+        );
+        assert_eq!(status, 415, "{target}: {body}");
+        assert!(!body.contains(marker), "{body}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["error"].is_string()),
+            "{target}: errors are JSON: {body}"
+        );
+    }
+    // A query that does not parse is refused in JSON too, like every other API error.
+    let (status, body) = daemon.get("/api/v1/audit?limit=many");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["error"].is_string()),
+        "{body}"
     );
-    assert_eq!(status, 415, "{body}");
-    assert!(!body.contains(marker), "{body}");
 }

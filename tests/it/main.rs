@@ -21,6 +21,7 @@ mod obs;
 mod package;
 mod rtmp_ingest;
 mod rtmp_output;
+mod soak;
 mod srt_engine;
 mod srt_ingest;
 mod srt_interop;

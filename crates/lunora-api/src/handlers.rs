@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,10 +25,10 @@ use crate::{App, error};
 type AppState = State<Arc<App>>;
 type Body = Result<Json<Value>, JsonRejection>;
 
-/// Reads a JSON body into `T`, or answers 400 with `help` and serde's reason.
-fn read<T: DeserializeOwned>(body: Body, help: &str) -> Result<T, Response> {
-    // Fixed texts for the size and type refusals: nothing of what was sent is echoed back.
-    let Json(value) = body.map_err(|r| match r.status() {
+/// The answer to a body that is not JSON: 413 or 415 with a fixed text (nothing of what was
+/// sent is echoed back), else 400 with `help` and the parser's reason.
+fn rejection(r: &JsonRejection, help: &str) -> Response {
+    match r.status() {
         StatusCode::PAYLOAD_TOO_LARGE => error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!(
@@ -44,7 +44,12 @@ fn read<T: DeserializeOwned>(body: Body, help: &str) -> Result<T, Response> {
             StatusCode::BAD_REQUEST,
             &format!("{help}: {}", r.body_text()),
         ),
-    })?;
+    }
+}
+
+/// Reads a JSON body into `T`, or answers 400 with `help` and serde's reason.
+fn read<T: DeserializeOwned>(body: Body, help: &str) -> Result<T, Response> {
+    let Json(value) = body.map_err(|r| rejection(&r, help))?;
     serde_json::from_value(value)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("{help}: {e}")))
 }
@@ -334,12 +339,7 @@ pub(crate) async fn update_channel(
 ) -> Response {
     let mut value = match body {
         Ok(Json(value)) => value,
-        Err(r) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("{CHANNEL_HELP}: {}", r.body_text()),
-            );
-        }
+        Err(r) => return rejection(&r, CHANNEL_HELP),
     };
     // The id is the path's; a body may leave it out.
     if let Some(object) = value.as_object_mut() {
@@ -476,12 +476,7 @@ pub(crate) async fn add_input(
 
 /// A body for `…/{component}` whose id is the path's.
 fn with_path_id(body: Body, id: &str, help: &str) -> Result<Value, Response> {
-    let Json(mut value) = body.map_err(|r| {
-        error(
-            StatusCode::BAD_REQUEST,
-            &format!("{help}: {}", r.body_text()),
-        )
-    })?;
+    let Json(mut value) = body.map_err(|r| rejection(&r, help))?;
     let Some(object) = value.as_object_mut() else {
         return Err(error(StatusCode::BAD_REQUEST, help));
     };
@@ -737,7 +732,23 @@ pub(crate) struct AuditQuery {
     before: Option<i64>,
 }
 
-pub(crate) async fn audit(State(app): AppState, Query(query): Query<AuditQuery>) -> Response {
+pub(crate) async fn audit(
+    State(app): AppState,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Response {
+    // axum's own refusal is plain text; every API error is JSON.
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(r) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "expected ?limit=<1-1000>&before=<audit id>: {}",
+                    r.body_text()
+                ),
+            );
+        }
+    };
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     match app.control.audit_log(limit, query.before).await {
         Ok(records) => Json(records).into_response(),
@@ -961,54 +972,6 @@ pub(crate) mod schemas {
 
     pub(crate) fn password() -> Value {
         json!({"type": "object", "required": ["current_password", "new_password"], "properties": {"current_password": {"type": "string", "writeOnly": true}, "new_password": {"type": "string", "writeOnly": true, "minLength": 8}}})
-    }
-
-    /// A channel's status as `GET /api/v1/channels/{id}` answers it: the fields clients rely
-    /// on (the answer has more; README lists them).
-    pub(crate) fn channel_status() -> Value {
-        let counts = |description: &str| json!({"type": "object", "description": description, "additionalProperties": {"type": "integer", "minimum": 0}});
-        let video = json!({
-            "type": ["object", "null"],
-            "description": "from the stream's SPS (SRT and RTMP inputs); null until the first keyframe",
-            "required": ["codec", "width", "height", "frame_rate", "interlaced"],
-            "properties": {
-                "codec": {"type": "string"},
-                "width": {"type": "integer", "minimum": 0},
-                "height": {"type": "integer", "minimum": 0},
-                "frame_rate": {"type": ["number", "null"]},
-                "interlaced": {"type": "boolean"},
-            },
-        });
-        let input = json!({
-            "type": "object",
-            "required": ["id", "role", "type", "state", "health", "tr101290", "tr101290_last_5min", "video"],
-            "properties": {
-                "id": {"type": "string"},
-                "role": {"type": "string"},
-                "type": {"type": "string", "enum": ["srt", "rtmp"]},
-                "state": {"type": "string", "enum": ["waiting", "connected"]},
-                "health": {"type": "object"},
-                "tr101290": counts("TR 101 290 errors since start, by indicator"),
-                "tr101290_last_5min": counts("the same indicators over the last 5 minutes (10 s steps)"),
-                "video": video,
-            },
-        });
-        json!({
-            "type": "object",
-            "required": ["id", "mode", "active_input", "forced_input", "inputs", "outputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "mode": {"type": "string"},
-                "active_input": {"type": ["string", "null"]},
-                "forced_input": {"type": ["string", "null"]},
-                "inputs": {"type": "array", "items": input},
-                "outputs": {"type": "array", "items": {"type": "object"}},
-            },
-        })
-    }
-
-    pub(crate) fn channel_list() -> Value {
-        json!({"type": "array", "items": channel_status()})
     }
 
     pub(crate) fn switch() -> Value {

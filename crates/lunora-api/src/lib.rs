@@ -14,6 +14,7 @@ mod events;
 mod handlers;
 mod metrics;
 mod openapi;
+mod replies;
 mod server;
 mod tls;
 mod web;
@@ -35,6 +36,7 @@ pub use metrics::render_metrics;
 pub use tls::TlsListener;
 
 use crate::auth::Access;
+use crate::replies::Reply;
 
 /// What the HTTP layer needs to know beyond the graph.
 #[derive(Debug, Clone, Default)]
@@ -85,8 +87,13 @@ pub(crate) struct Route {
     pub(crate) summary: &'static str,
     /// The JSON Schema of the request body, for the OpenAPI document.
     pub(crate) body: Option<fn() -> serde_json::Value>,
-    /// The JSON Schema of a 200 answer's body, where the document describes it.
-    pub(crate) response: Option<fn() -> serde_json::Value>,
+    /// The query parameters it reads (OpenAPI parameter objects).
+    pub(crate) query: Option<fn() -> serde_json::Value>,
+    /// What it answers when it succeeds (every route declares it; a unit test checks).
+    pub(crate) reply: Option<Reply>,
+    /// The error statuses it can answer beyond those its access, body and path parameters
+    /// imply (see [`openapi::error_statuses`]).
+    pub(crate) errors: &'static [u16],
     handler: MethodRouter<Arc<App>>,
 }
 
@@ -107,7 +114,9 @@ fn route(
         access,
         summary,
         body: None,
-        response: None,
+        query: None,
+        reply: None,
+        errors: &[],
         handler,
     }
 }
@@ -120,11 +129,22 @@ impl Route {
         }
     }
 
-    fn response(self, schema: fn() -> serde_json::Value) -> Route {
+    fn query(self, parameters: fn() -> serde_json::Value) -> Route {
         Route {
-            response: Some(schema),
+            query: Some(parameters),
             ..self
         }
+    }
+
+    fn reply(self, reply: Reply) -> Route {
+        Route {
+            reply: Some(reply),
+            ..self
+        }
+    }
+
+    fn errors(self, errors: &'static [u16]) -> Route {
+        Route { errors, ..self }
     }
 }
 
@@ -133,56 +153,66 @@ pub(crate) fn routes() -> Vec<Route> {
     use axum::http::Method as M;
     use handlers::*;
     vec![
-        route(M::GET, "/", Access::Open, "The dashboard", get(web::index)),
+        route(M::GET, "/", Access::Open, "The dashboard", get(web::index))
+            .reply(Reply::Media(&["text/html"])),
         route(
             M::GET,
             "/assets/app.js",
             Access::Open,
             "Dashboard script",
             get(web::app),
-        ),
+        )
+        .reply(Reply::Media(&["text/javascript"])),
         route(
             M::GET,
             "/assets/style.css",
             Access::Open,
             "Dashboard style",
             get(web::style),
-        ),
+        )
+        .reply(Reply::Media(&["text/css"])),
         route(
             M::GET,
             "/assets/hls.js",
             Access::Open,
             "HLS player library",
             get(web::hls),
-        ),
+        )
+        .reply(Reply::Media(&["text/javascript"])),
         route(
             M::GET,
             "/healthz",
             Access::Open,
             "Liveness",
             get(|| async { "ok\n" }),
-        ),
+        )
+        .reply(Reply::Media(&["text/plain"])),
         route(
             M::GET,
             "/readyz",
             Access::Open,
             "Readiness: every listener bound, every channel running",
             get(readyz),
-        ),
+        )
+        .reply(Reply::Media(&["text/plain"]))
+        .errors(&[503]),
         route(
             M::GET,
             "/metrics",
             Access::Open,
             "Prometheus metrics (bearer token when [http] metrics_token is set)",
             get(metrics),
-        ),
+        )
+        .reply(Reply::Media(&["text/plain"]))
+        .errors(&[401]),
         route(
             M::GET,
             "/api/v1/openapi.json",
             Access::Open,
             "This API's OpenAPI document",
             get(openapi::document),
-        ),
+        )
+        .reply(Reply::Json(200, replies::any_object)),
         route(
             M::POST,
             "/api/v1/session",
@@ -190,21 +220,25 @@ pub(crate) fn routes() -> Vec<Route> {
             "Log in: sets the session cookie",
             post(login),
         )
-        .body(schemas::login),
+        .body(schemas::login)
+        .reply(Reply::Json(200, replies::login))
+        .errors(&[401, 429, 503]),
         route(
             M::GET,
             "/api/v1/session",
             USER,
             "Who is logged in, and their role",
             get(whoami),
-        ),
+        )
+        .reply(Reply::Json(200, replies::whoami)),
         route(
             M::DELETE,
             "/api/v1/session",
             USER,
             "Log out",
             delete(logout),
-        ),
+        )
+        .reply(Reply::NoContent),
         route(
             M::PUT,
             "/api/v1/session/password",
@@ -212,35 +246,41 @@ pub(crate) fn routes() -> Vec<Route> {
             "Change your own password",
             put(change_password),
         )
-        .body(schemas::password),
+        .body(schemas::password)
+        .reply(Reply::NoContent)
+        .errors(&[400, 404, 409, 503]),
         route(
             M::GET,
             "/api/v1/system",
             USER,
             "Version, addresses, state store health",
             get(system),
-        ),
+        )
+        .reply(Reply::Json(200, replies::system)),
         route(
             M::GET,
             "/api/v1/events",
             USER,
             "Server-Sent Events: switches, health, outputs, config changes, status",
             get(events::events),
-        ),
+        )
+        .reply(Reply::Events),
         route(
             M::GET,
             "/api/v1/schema/inputs",
             USER,
             "JSON Schema of every input kind",
             get(schema_inputs),
-        ),
+        )
+        .reply(Reply::Json(200, replies::any_object)),
         route(
             M::GET,
             "/api/v1/schema/outputs",
             USER,
             "JSON Schema of every output kind",
             get(schema_outputs),
-        ),
+        )
+        .reply(Reply::Json(200, replies::any_object)),
         route(
             M::GET,
             "/api/v1/channels",
@@ -248,7 +288,7 @@ pub(crate) fn routes() -> Vec<Route> {
             "Every channel's status",
             get(list_channels),
         )
-        .response(schemas::channel_list),
+        .reply(Reply::Json(200, replies::channels)),
         route(
             M::POST,
             "/api/v1/channels",
@@ -256,7 +296,9 @@ pub(crate) fn routes() -> Vec<Route> {
             "Add a channel",
             post(add_channel),
         )
-        .body(schemas::channel),
+        .body(schemas::channel)
+        .reply(Reply::Json(201, replies::channel))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::GET,
             "/api/v1/channels/{id}",
@@ -264,7 +306,7 @@ pub(crate) fn routes() -> Vec<Route> {
             "One channel's status",
             get(get_channel),
         )
-        .response(schemas::channel_status),
+        .reply(Reply::Json(200, replies::channel)),
         route(
             M::PUT,
             "/api/v1/channels/{id}",
@@ -272,14 +314,18 @@ pub(crate) fn routes() -> Vec<Route> {
             "Change a channel's mode or failover policy",
             put(update_channel),
         )
-        .body(schemas::channel),
+        .body(schemas::channel)
+        .reply(Reply::Json(200, replies::channel))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::DELETE,
             "/api/v1/channels/{id}",
             ADMIN,
             "Remove a channel",
             delete(remove_channel),
-        ),
+        )
+        .reply(Reply::NoContent)
+        .errors(&[400, 404, 409, 503]),
         route(
             M::POST,
             "/api/v1/channels/{id}/switch",
@@ -287,14 +333,17 @@ pub(crate) fn routes() -> Vec<Route> {
             "Force an input on air, or \"auto\"",
             post(switch),
         )
-        .body(schemas::switch),
+        .body(schemas::switch)
+        .reply(Reply::Json(202, replies::switch_accepted))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::GET,
             "/api/v1/channels/{id}/inputs",
             USER,
             "A channel's inputs",
             get(list_inputs),
-        ),
+        )
+        .reply(Reply::Json(200, replies::inputs)),
         route(
             M::POST,
             "/api/v1/channels/{id}/inputs",
@@ -302,7 +351,9 @@ pub(crate) fn routes() -> Vec<Route> {
             "Add an input",
             post(add_input),
         )
-        .body(schemas::input),
+        .body(schemas::input)
+        .reply(Reply::Json(201, replies::input))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::PUT,
             "/api/v1/channels/{id}/inputs/{iid}",
@@ -310,28 +361,35 @@ pub(crate) fn routes() -> Vec<Route> {
             "Change an input (left-out secrets are kept)",
             put(update_input),
         )
-        .body(schemas::input),
+        .body(schemas::input)
+        .reply(Reply::Json(200, replies::input))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::DELETE,
             "/api/v1/channels/{id}/inputs/{iid}",
             ADMIN,
             "Remove an input",
             delete(remove_input),
-        ),
+        )
+        .reply(Reply::NoContent)
+        .errors(&[400, 404, 409, 503]),
         route(
             M::POST,
             "/api/v1/channels/{id}/inputs/{iid}/stream-key",
             ADMIN,
             "Give an RTMP input a new stream key (shown once)",
             post(regenerate_stream_key),
-        ),
+        )
+        .reply(Reply::Json(200, replies::input))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::GET,
             "/api/v1/channels/{id}/outputs",
             USER,
             "A channel's outputs",
             get(list_outputs),
-        ),
+        )
+        .reply(Reply::Json(200, replies::outputs)),
         route(
             M::POST,
             "/api/v1/channels/{id}/outputs",
@@ -339,28 +397,35 @@ pub(crate) fn routes() -> Vec<Route> {
             "Add an output (users: RTMP destinations)",
             post(add_output),
         )
-        .body(schemas::output),
+        .body(schemas::output)
+        .reply(Reply::Json(201, replies::output))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::POST,
             "/api/v1/channels/{id}/outputs/start-all",
             USER,
             "Start every destination",
             post(start_all),
-        ),
+        )
+        .reply(Reply::Json(202, replies::run_accepted))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::POST,
             "/api/v1/channels/{id}/outputs/stop-all",
             USER,
             "Stop every destination",
             post(stop_all),
-        ),
+        )
+        .reply(Reply::Json(202, replies::run_accepted))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::GET,
             "/api/v1/channels/{id}/outputs/{oid}",
             USER,
             "One output",
             get(get_output),
-        ),
+        )
+        .reply(Reply::Json(200, replies::output)),
         route(
             M::PUT,
             "/api/v1/channels/{id}/outputs/{oid}",
@@ -368,42 +433,54 @@ pub(crate) fn routes() -> Vec<Route> {
             "Change an output (left-out stream key is kept)",
             put(update_output),
         )
-        .body(schemas::output),
+        .body(schemas::output)
+        .reply(Reply::Json(200, replies::output))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::DELETE,
             "/api/v1/channels/{id}/outputs/{oid}",
             USER,
             "Remove an output",
             delete(remove_output),
-        ),
+        )
+        .reply(Reply::NoContent)
+        .errors(&[400, 404, 409, 503]),
         route(
             M::POST,
             "/api/v1/channels/{id}/outputs/{oid}/start",
             USER,
             "Start a destination",
             post(start_output),
-        ),
+        )
+        .reply(Reply::Json(202, replies::run_accepted))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::POST,
             "/api/v1/channels/{id}/outputs/{oid}/stop",
             USER,
             "Stop a destination",
             post(stop_output),
-        ),
+        )
+        .reply(Reply::Json(202, replies::run_accepted))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::GET,
             "/api/v1/audit",
             ADMIN,
             "Who changed what, newest first",
             get(audit),
-        ),
+        )
+        .reply(Reply::Json(200, replies::audit))
+        .errors(&[400])
+        .query(replies::audit_query),
         route(
             M::GET,
             "/api/v1/users",
             SUPERADMIN,
             "Users",
             get(list_users),
-        ),
+        )
+        .reply(Reply::Json(200, replies::users)),
         route(
             M::POST,
             "/api/v1/users",
@@ -411,7 +488,9 @@ pub(crate) fn routes() -> Vec<Route> {
             "Add a user",
             post(add_user),
         )
-        .body(schemas::new_user),
+        .body(schemas::new_user)
+        .reply(Reply::Json(201, replies::user))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::PUT,
             "/api/v1/users/{name}",
@@ -419,21 +498,26 @@ pub(crate) fn routes() -> Vec<Route> {
             "Change a user's role or password",
             put(update_user),
         )
-        .body(schemas::user_change),
+        .body(schemas::user_change)
+        .reply(Reply::Json(200, replies::user))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::DELETE,
             "/api/v1/users/{name}",
             SUPERADMIN,
             "Remove a user",
             delete(remove_user),
-        ),
+        )
+        .reply(Reply::NoContent)
+        .errors(&[400, 404, 409, 503]),
         route(
             M::GET,
             "/api/v1/tokens",
             USER,
             "Your API tokens (a superadmin sees all)",
             get(list_tokens),
-        ),
+        )
+        .reply(Reply::Json(200, replies::tokens)),
         route(
             M::POST,
             "/api/v1/tokens",
@@ -441,21 +525,29 @@ pub(crate) fn routes() -> Vec<Route> {
             "Create an API token (shown once)",
             post(create_token),
         )
-        .body(schemas::token),
+        .body(schemas::token)
+        .reply(Reply::Json(201, replies::new_token))
+        .errors(&[400, 404, 409, 503]),
         route(
             M::DELETE,
             "/api/v1/tokens/{id}",
             USER,
             "Revoke an API token",
             delete(revoke_token),
-        ),
+        )
+        .reply(Reply::NoContent)
+        .errors(&[400, 404, 409, 503]),
         route(
             M::GET,
             "/hls/{channel}/{file}",
             USER,
             "HLS preview: index.m3u8 and segments",
             get(hls),
-        ),
+        )
+        .reply(Reply::Media(&[
+            "application/vnd.apple.mpegurl",
+            "video/mp2t",
+        ])),
     ]
 }
 
@@ -512,6 +604,12 @@ mod tests {
             assert!(
                 seen.insert((r.method.clone(), r.path)),
                 "{} {} twice",
+                r.method,
+                r.path
+            );
+            assert!(
+                r.reply.is_some(),
+                "{} {} declares no reply for the OpenAPI document",
                 r.method,
                 r.path
             );

@@ -394,15 +394,29 @@ impl Graph {
             channels.remove(index)
         };
         channel.cancel.cancel();
+        // Inputs' and outputs' tokens are the graph's children, not the channel's: each is
+        // cancelled here, or it would run on (its port bound) after the channel is gone.
+        for input in &channel.inputs {
+            input.cancel.cancel();
+        }
+        for output in &channel.outputs {
+            output.cancel.cancel();
+        }
         for input in channel.inputs {
             self.rtmp.remove(&format!("{id}/{}", input.settings.id()));
-            if let Some(task) = input.task {
-                let _ = tokio::time::timeout(STOP_TIMEOUT, task).await;
+            if let Some(task) = input.task
+                && tokio::time::timeout(STOP_TIMEOUT, task).await.is_err()
+            {
+                warn!(channel = %id, input = %input.settings.id(), "the input's task did not end within 3 s");
             }
         }
         for output in channel.outputs {
-            if let Some(srt) = output.srt {
-                let _ = tokio::time::timeout(STOP_TIMEOUT, srt.finished()).await;
+            if let Some(srt) = output.srt
+                && tokio::time::timeout(STOP_TIMEOUT, srt.finished())
+                    .await
+                    .is_err()
+            {
+                warn!(channel = %id, output = %output.settings.id(), "the output's task did not end within 3 s");
             }
         }
         info!(channel = %id, "channel removed");
