@@ -364,6 +364,10 @@ rtmp {{ server {{ listen 127.0.0.1:{nginx_port}; chunk_size 4096; application li
     chaos_outputs = []  # (id, kind)
     nginx_back_at = None
     next_action = t0 + rng.uniform(1, 3)
+    # Every kind of chaos happens early at least once (in a seeded order), however short the
+    # run; after that the weighted draw decides.
+    first_actions = ["encoder", "nginx", "puller", "api", "garbage"]
+    rng.shuffle(first_actions)
     next_sample = t0
     serial = 0
     garbage_targets = [("udp", main_port), ("udp", backup_port), ("udp", out_port), ("tcp", http), ("tcp", rtmp_in)]
@@ -421,7 +425,8 @@ rtmp {{ server {{ listen 127.0.0.1:{nginx_port}; chunk_size 4096; application li
                 pass
         if now >= next_action:
             next_action = now + rng.uniform(1, 3)
-            action = rng.choices(["encoder", "nginx", "puller", "api", "garbage"], weights=[3, 1, 2, 3, 2])[0]
+            action = first_actions.pop() if first_actions else \
+                rng.choices(["encoder", "nginx", "puller", "api", "garbage"], weights=[3, 1, 2, 3, 2])[0]
             if action == "encoder":
                 # Mostly the one on air, so kills make failovers, not just reconnections.
                 try:
