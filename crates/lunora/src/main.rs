@@ -245,6 +245,14 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         lunora_api::serve(http, app, http_cancel.cancelled_owned()).await;
     });
     info!(http = %http_address, channels = config.graph.channels.len(), "lunora is running");
+    #[cfg(feature = "medialive")]
+    if let Some(aws) = &config.aws {
+        info!(
+            region = %aws.region,
+            endpoint = aws.endpoint_url.as_deref().unwrap_or("AWS"),
+            "AWS MediaLive settings loaded",
+        );
+    }
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "could not notify systemd");
     }
