@@ -22,11 +22,11 @@ use serde_json::{Value, json};
 use crate::auth::{self, Caller, Via};
 use crate::{App, error};
 
-type AppState = State<Arc<App>>;
-type Body = Result<Json<Value>, JsonRejection>;
+pub(crate) type AppState = State<Arc<App>>;
+pub(crate) type Body = Result<Json<Value>, JsonRejection>;
 
 /// Reads a JSON body into `T`, or answers 400 with `help` and serde's reason.
-fn read<T: DeserializeOwned>(body: Body, help: &str) -> Result<T, Response> {
+pub(crate) fn read<T: DeserializeOwned>(body: Body, help: &str) -> Result<T, Response> {
     // Fixed texts for the size and type refusals: nothing of what was sent is echoed back.
     let Json(value) = body.map_err(|r| match r.status() {
         StatusCode::PAYLOAD_TOO_LARGE => error(
@@ -86,7 +86,7 @@ fn no_channel(id: &str) -> Response {
     error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}"))
 }
 
-fn find_channel(app: &App, id: &str) -> Result<ChannelStatus, Response> {
+pub(crate) fn find_channel(app: &App, id: &str) -> Result<ChannelStatus, Response> {
     app.control
         .channels()
         .into_iter()

@@ -12,6 +12,8 @@
 mod auth;
 mod events;
 mod handlers;
+#[cfg(feature = "medialive")]
+mod medialive;
 mod metrics;
 mod openapi;
 mod server;
@@ -31,6 +33,8 @@ use lunora_control::{Control, UserRole};
 use lunora_media::Secret;
 use serde_json::json;
 
+#[cfg(feature = "medialive")]
+pub use medialive::Cloud;
 pub use metrics::render_metrics;
 pub use tls::TlsListener;
 
@@ -45,6 +49,9 @@ pub struct ApiSettings {
     pub metrics_token: Option<Secret>,
     /// Served over TLS: session cookies get `Secure`.
     pub secure_cookies: bool,
+    /// `[aws]`: MediaLive provisioning; `None` answers its routes with 409.
+    #[cfg(feature = "medialive")]
+    pub medialive: Option<Cloud>,
 }
 
 #[derive(Debug)]
@@ -449,6 +456,51 @@ pub(crate) fn routes() -> Vec<Route> {
             "Revoke an API token",
             delete(revoke_token),
         ),
+        #[cfg(feature = "medialive")]
+        route(
+            M::GET,
+            "/api/v1/channels/{id}/medialive",
+            ADMIN,
+            "The channel's MediaLive and MediaPackage v2 side, read back from AWS",
+            get(medialive::get_medialive),
+        )
+        .response(medialive::schemas::provisioned),
+        #[cfg(feature = "medialive")]
+        route(
+            M::PUT,
+            "/api/v1/channels/{id}/medialive",
+            SUPERADMIN,
+            "Provision (or adopt and repair) the channel's MediaLive and MediaPackage v2 side",
+            put(medialive::put_medialive),
+        )
+        .body(medialive::schemas::setup)
+        .response(medialive::schemas::provisioned),
+        #[cfg(feature = "medialive")]
+        route(
+            M::DELETE,
+            "/api/v1/channels/{id}/medialive",
+            SUPERADMIN,
+            "Tear down (stopping first) everything provisioned in AWS for the channel",
+            delete(medialive::delete_medialive),
+        ),
+        #[cfg(feature = "medialive")]
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/medialive/start",
+            SUPERADMIN,
+            "Start the channel's MediaLive channel (billed while running)",
+            post(medialive::start_medialive),
+        )
+        .response(medialive::schemas::state),
+        #[cfg(feature = "medialive")]
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/medialive/stop",
+            SUPERADMIN,
+            "Stop the channel's MediaLive channel",
+            post(medialive::stop_medialive),
+        )
+        .response(medialive::schemas::state),
         route(
             M::GET,
             "/hls/{channel}/{file}",

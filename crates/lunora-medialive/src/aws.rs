@@ -17,6 +17,34 @@ pub struct AwsSettings {
     /// The IAM role MediaLive assumes to write to MediaPackage (`MediaLiveAccessRole` in most
     /// accounts); `None` sends no role.
     pub role_arn: Option<String>,
+    /// This box in AWS names and the `lunora:box` tag (default: [`default_box_id`]).
+    pub box_id: String,
+    /// Create input security groups (AWS needs them for push inputs); `false` only for an
+    /// endpoint that does not model them (moto_server in the tests).
+    pub input_security_groups: bool,
+}
+
+/// A box id from the host name: lowercase, anything outside `a-z 0-9 - _` as `-`, at most 64
+/// characters; `lunora` when nothing is left.
+pub fn default_box_id(hostname: &str) -> String {
+    let id: String = hostname
+        .trim()
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if id.trim_matches('-').is_empty() {
+        "lunora".to_string()
+    } else {
+        id
+    }
 }
 
 impl AwsSettings {
@@ -72,6 +100,9 @@ impl AwsSettings {
                 });
             }
         }
+        if let Err(target) = crate::setup::Target::new(&self.box_id, "x") {
+            problems.extend(target);
+        }
         problems
     }
 }
@@ -120,7 +151,20 @@ mod tests {
             profile: None,
             endpoint_url: None,
             role_arn: None,
+            box_id: "studio-1".into(),
+            input_security_groups: true,
         }
+    }
+
+    #[test]
+    fn the_box_id_defaults_to_the_host_name() {
+        assert_eq!(
+            default_box_id("Studio-1.example.org\n"),
+            "studio-1-example-org"
+        );
+        assert_eq!(default_box_id(""), "lunora");
+        assert_eq!(default_box_id("..."), "lunora");
+        assert_eq!(default_box_id(&"a".repeat(80)).len(), 64);
     }
 
     #[test]
@@ -131,6 +175,8 @@ mod tests {
             profile: Some("my profile".into()),
             endpoint_url: Some("localhost:5000".into()),
             role_arn: Some("MediaLiveAccessRole".into()),
+            box_id: "Studio 1".into(),
+            input_security_groups: true,
         };
         let problems: Vec<_> = bad
             .validate()
@@ -159,6 +205,11 @@ mod tests {
                      arn:aws:iam::123456789012:role/MediaLiveAccessRole"
                         .to_string()
                 ),
+                (
+                    "box_id",
+                    "box_id \"Studio 1\" must be 1–64 characters of a-z, 0-9, '-' or '_'"
+                        .to_string()
+                ),
             ]
         );
         let good = AwsSettings {
@@ -166,6 +217,8 @@ mod tests {
             profile: Some("lunora".into()),
             endpoint_url: Some("http://127.0.0.1:5000".into()),
             role_arn: Some("arn:aws:iam::123456789012:role/MediaLiveAccessRole".into()),
+            box_id: "studio-1".into(),
+            input_security_groups: false,
         };
         assert!(good.validate().is_empty());
     }

@@ -11,7 +11,7 @@ pub mod preset;
 pub mod provision;
 pub mod setup;
 
-pub use aws::{AwsSettings, Clients};
+pub use aws::{AwsSettings, Clients, default_box_id};
 pub use preset::Preset;
 pub use provision::{InputView, Options, ProvisionError, Provisioned, Provisioner};
 pub use setup::{InputPreference, InputType, MediaLiveSetup, Mode, Problem, Target};

@@ -47,6 +47,8 @@ struct RawAws {
     profile: Option<Spanned<String>>,
     endpoint_url: Option<Spanned<String>>,
     role_arn: Option<Spanned<String>>,
+    box_id: Option<Spanned<String>>,
+    input_security_groups: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -555,6 +557,11 @@ fn aws_settings(
         profile: value(&raw.profile),
         endpoint_url: value(&raw.endpoint_url),
         role_arn: value(&raw.role_arn),
+        box_id: value(&raw.box_id).unwrap_or_else(|| {
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            lunora_medialive::default_box_id(&hostname)
+        }),
+        input_security_groups: raw.input_security_groups.unwrap_or(true),
     };
     let problems = settings.validate();
     for problem in &problems {
@@ -562,6 +569,7 @@ fn aws_settings(
             "profile" => raw.profile.as_ref().map(Spanned::span),
             "endpoint_url" => raw.endpoint_url.as_ref().map(Spanned::span),
             "role_arn" => raw.role_arn.as_ref().map(Spanned::span),
+            "box_id" => raw.box_id.as_ref().map(Spanned::span),
             _ => Some(raw.region.span()),
         };
         c.at(

@@ -215,12 +215,37 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         .await
         .context("cannot start the channels")?;
 
+    #[cfg(feature = "medialive")]
+    let medialive = match &config.aws {
+        Some(aws) => {
+            let clients = lunora_medialive::Clients::load(aws).await;
+            info!(
+                region = %aws.region,
+                box_id = %aws.box_id,
+                endpoint = aws.endpoint_url.as_deref().unwrap_or("AWS"),
+                "MediaLive provisioning through the API",
+            );
+            Some(lunora_api::Cloud {
+                provisioner: lunora_medialive::Provisioner::new(
+                    clients,
+                    lunora_medialive::Options {
+                        input_security_groups: aws.input_security_groups,
+                        ..Default::default()
+                    },
+                ),
+                box_id: aws.box_id.clone(),
+            })
+        }
+        None => None,
+    };
     let app = lunora_api::App::new(
         control.clone(),
         lunora_api::ApiSettings {
             hosts: config.http_hosts.clone(),
             metrics_token: config.metrics_token.clone(),
             secure_cookies: false,
+            #[cfg(feature = "medialive")]
+            medialive,
         },
     );
     let http_address = http.local_addr().context("HTTP listener has no address")?;
@@ -245,14 +270,6 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         lunora_api::serve(http, app, http_cancel.cancelled_owned()).await;
     });
     info!(http = %http_address, channels = config.graph.channels.len(), "lunora is running");
-    #[cfg(feature = "medialive")]
-    if let Some(aws) = &config.aws {
-        info!(
-            region = %aws.region,
-            endpoint = aws.endpoint_url.as_deref().unwrap_or("AWS"),
-            "AWS MediaLive settings loaded",
-        );
-    }
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "could not notify systemd");
     }
