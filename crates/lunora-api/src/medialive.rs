@@ -2,12 +2,15 @@
 //! provisioned, read back, started, stopped and torn down through `lunora-medialive`.
 //! Writes are the superadmin's; admins read the state.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use lunora_medialive::{MediaLiveSetup, ProvisionError, Provisioner, Target};
 use serde_json::json;
+use tokio::sync::Mutex;
 use tracing::info;
 
 use crate::auth::Caller;
@@ -17,8 +20,21 @@ use crate::{App, error};
 /// MediaLive as this box uses it: the provisioner and the box id its resources are tagged with.
 #[derive(Debug, Clone)]
 pub struct Cloud {
-    pub provisioner: Provisioner,
-    pub box_id: String,
+    provisioner: Provisioner,
+    box_id: String,
+    /// One change to AWS at a time: two provisioning requests racing would each find nothing
+    /// and each create a channel.
+    changing: Arc<Mutex<()>>,
+}
+
+impl Cloud {
+    pub fn new(provisioner: Provisioner, box_id: String) -> Cloud {
+        Cloud {
+            provisioner,
+            box_id,
+            changing: Arc::default(),
+        }
+    }
 }
 
 fn cloud(app: &App) -> Result<&Cloud, Response> {
@@ -82,6 +98,7 @@ pub(crate) async fn put_medialive(
         find_channel(&app, &id)?;
         let target = target(cloud, &id)?;
         let setup: MediaLiveSetup = read(body, "a MediaLive setup")?;
+        let _changing = cloud.changing.lock().await;
         let provisioned = cloud
             .provisioner
             .provision(&setup, &target)
@@ -101,6 +118,7 @@ pub(crate) async fn delete_medialive(
     let result = async {
         let cloud = cloud(&app)?;
         let target = target(cloud, &id)?;
+        let _changing = cloud.changing.lock().await;
         cloud.provisioner.teardown(&target).await.map_err(failed)?;
         info!(channel = %id, by = %caller.actor.username, "MediaLive torn down");
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -112,6 +130,7 @@ async fn lifecycle(app: &App, caller: &Caller, id: &str, start: bool) -> Respons
     let result = async {
         let cloud = cloud(app)?;
         let target = target(cloud, id)?;
+        let _changing = cloud.changing.lock().await;
         let state = if start {
             cloud.provisioner.start(&target).await
         } else {

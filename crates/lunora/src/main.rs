@@ -225,16 +225,16 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                 endpoint = aws.endpoint_url.as_deref().unwrap_or("AWS"),
                 "MediaLive provisioning through the API",
             );
-            Some(lunora_api::Cloud {
-                provisioner: lunora_medialive::Provisioner::new(
+            Some(lunora_api::Cloud::new(
+                lunora_medialive::Provisioner::new(
                     clients,
                     lunora_medialive::Options {
                         input_security_groups: aws.input_security_groups,
                         ..Default::default()
                     },
                 ),
-                box_id: aws.box_id.clone(),
-            })
+                aws.box_id.clone(),
+            ))
         }
         None => None,
     };
