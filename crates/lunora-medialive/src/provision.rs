@@ -496,6 +496,35 @@ impl Provisioner {
             None
         };
         let existing = self.our_inputs(target).await?;
+        let channel = match self.our_channel(target).await? {
+            Some(id) => {
+                let state = self.channel_state(&id).await?.unwrap_or_default();
+                Some((id, state))
+            }
+            None => None,
+        };
+        // MediaLive changes only an idle channel. A busy one (running, starting, …) is adopted
+        // as it is when the inputs the setup needs already exist; otherwise nothing is changed.
+        if let Some((id, state)) = &channel
+            && state != "IDLE"
+        {
+            let have_inputs = ROLES.iter().zip(setup.input_types()).all(|(role, kind)| {
+                existing.iter().any(|i| {
+                    i.tags().and_then(|t| t.get(TAG_INPUT)).map(String::as_str) == Some(*role)
+                        && i.r#type().map(|t| t.as_str()) == Some(kind.aws_name())
+                })
+            });
+            if !have_inputs || existing.len() != setup.input_types().len() {
+                return Err(ProvisionError::Conflict(format!(
+                    "the MediaLive channel {id} is {state}: stop it (POST …/medialive/stop) \
+                     before changing its inputs"
+                )));
+            }
+            return self
+                .state(target)
+                .await?
+                .ok_or_else(|| ProvisionError::NotProvisioned(target.channel().to_string()));
+        }
         let mut ids = Vec::new();
         for (role, kind) in ROLES.iter().zip(setup.input_types()) {
             ids.push(
@@ -505,7 +534,7 @@ impl Provisioner {
         }
         let attachments = Self::attachments(setup, &ids);
         let medialive = &self.clients.medialive;
-        match self.our_channel(target).await? {
+        match channel {
             None => {
                 medialive
                     .create_channel()
@@ -527,27 +556,18 @@ impl Provisioner {
                     .await
                     .map_err(aws("CreateChannel"))?;
             }
-            Some(id) => {
-                let described = medialive
-                    .describe_channel()
+            Some((id, _idle)) => {
+                medialive
+                    .update_channel()
                     .channel_id(&id)
+                    .name(target.name())
+                    .set_input_attachments(Some(attachments))
+                    .destinations(Self::destination(target))
+                    .encoder_settings(preset.encoder_settings())
+                    .set_role_arn(self.clients.role_arn.clone())
                     .send()
                     .await
-                    .map_err(aws("DescribeChannel"))?;
-                // A running channel cannot be changed; it is adopted as it is.
-                if described.state() == Some(&ml::ChannelState::Idle) {
-                    medialive
-                        .update_channel()
-                        .channel_id(&id)
-                        .name(target.name())
-                        .set_input_attachments(Some(attachments))
-                        .destinations(Self::destination(target))
-                        .encoder_settings(preset.encoder_settings())
-                        .set_role_arn(self.clients.role_arn.clone())
-                        .send()
-                        .await
-                        .map_err(aws("UpdateChannel"))?;
-                }
+                    .map_err(aws("UpdateChannel"))?;
             }
         }
         // Inputs of ours no longer in the setup (cloud → edge leaves the backup behind).
@@ -700,21 +720,46 @@ impl Provisioner {
         }
     }
 
+    /// Deletes an input security group, waiting while inputs being deleted still use it.
+    async fn delete_security_group(&self, id: &str) -> Result<(), ProvisionError> {
+        let deadline = tokio::time::Instant::now() + self.options.wait;
+        loop {
+            match self
+                .clients
+                .medialive
+                .delete_input_security_group()
+                .input_security_group_id(id)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if code(&e) == Some("NotFoundException") => return Ok(()),
+                Err(e)
+                    if code(&e) == Some("ConflictException")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(self.options.poll).await;
+                }
+                Err(e) => return Err(aws("DeleteInputSecurityGroup")(e)),
+            }
+        }
+    }
+
     /// Stops and deletes everything tagged for `target`, and nothing else.
     pub async fn teardown(&self, target: &Target) -> Result<(), ProvisionError> {
         let medialive = &self.clients.medialive;
         if let Some(id) = self.our_channel(target).await? {
-            let state = self.channel_state(&id).await?.unwrap_or_default();
-            if !matches!(state.as_str(), "IDLE" | "CREATE_FAILED" | "UPDATE_FAILED") {
-                if state != "STOPPING" {
-                    let stopped = medialive.stop_channel().channel_id(&id).send().await;
-                    if let Err(e) = stopped {
-                        // Starting or creating channels refuse a stop for a moment.
-                        if code(&e) != Some("ConflictException") {
-                            return Err(aws("StopChannel")(e));
-                        }
-                    }
-                }
+            // A channel on its way somewhere (creating, starting, stopping, updating) takes
+            // no stop or delete until it gets there.
+            const SETTLED: [&str; 4] = ["IDLE", "RUNNING", "CREATE_FAILED", "UPDATE_FAILED"];
+            let state = self.wait_for_state(&id, &SETTLED).await?;
+            if state == "RUNNING" {
+                medialive
+                    .stop_channel()
+                    .channel_id(&id)
+                    .send()
+                    .await
+                    .map_err(aws("StopChannel"))?;
                 self.wait_for_state(&id, &["IDLE"]).await?;
             }
             medialive
@@ -732,12 +777,7 @@ impl Provisioner {
         if self.options.input_security_groups
             && let Some(id) = self.our_security_group(target).await?
         {
-            medialive
-                .delete_input_security_group()
-                .input_security_group_id(&id)
-                .send()
-                .await
-                .map_err(aws("DeleteInputSecurityGroup"))?;
+            self.delete_security_group(&id).await?;
         }
         self.delete_mediapackage(target).await
     }

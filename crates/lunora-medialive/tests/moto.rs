@@ -266,9 +266,26 @@ async fn edge_rtmp_push_is_provisioned_once_run_and_torn_down() {
         .expect("ListChannelGroups");
     assert_eq!(groups.items().len(), 1);
 
-    // Start, stop.
+    // Start, stop. A running channel is adopted as it is; changing its inputs waits for a stop.
     provisioner.start(&target).await.expect("start");
     wait_for(&provisioner, &target, "RUNNING").await;
+    let adopted = provisioner
+        .provision(&setup, &target)
+        .await
+        .expect("same setup while running");
+    assert_eq!(adopted.channel_id, first.channel_id);
+    let busy = provisioner
+        .provision(&MediaLiveSetup::new(Mode::Cloud), &target)
+        .await
+        .expect_err("cloud while running");
+    assert_eq!(
+        busy.to_string(),
+        format!(
+            "the MediaLive channel {channel_id} is RUNNING: stop it (POST …/medialive/stop) \
+             before changing its inputs"
+        )
+    );
+    assert_eq!(live_inputs(&medialive, &target).await.len(), 1);
     provisioner.stop(&target).await.expect("stop");
     wait_for(&provisioner, &target, "IDLE").await;
 
