@@ -50,6 +50,18 @@ need_schemathesis() {
     fi
 }
 
+# moto_server (PyPI moto[server]) stands in for AWS MediaLive and MediaPackage v2 in the
+# lunora-medialive tests, in its own virtual environment under target/ like schemathesis.
+need_moto() {
+    local venv=target/moto-venv
+    if [ ! -x "$venv/bin/moto_server" ]; then
+        need_apt python3-venv
+        echo "installing moto[server] into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+    fi
+}
+
 # cargo-deb builds the Debian package (`cargo deb -p lunora`); the suite packages the binary it
 # built and checks the result.
 need_cargo_deb() {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::common::*;
 
 /// Adds `name` with `role` (as the harness's superadmin) and returns a bearer token for them.
-fn account(daemon: &Daemon, name: &str, role: &str) -> (String, String) {
+pub(crate) fn account(daemon: &Daemon, name: &str, role: &str) -> (String, String) {
     let password = format!("{name}-password");
     let (status, body) = http_post_json(
         daemon.http,
@@ -22,7 +22,7 @@ fn account(daemon: &Daemon, name: &str, role: &str) -> (String, String) {
     (cookie, token)
 }
 
-fn request(
+pub(crate) fn request(
     port: u16,
     method: &str,
     path: &str,

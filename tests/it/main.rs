@@ -16,6 +16,7 @@ mod failover;
 mod hls;
 mod http_limits;
 mod input_health;
+mod medialive;
 mod metrics;
 mod obs;
 mod package;

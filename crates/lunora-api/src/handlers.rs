@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use crate::auth::{self, Caller, Via};
 use crate::{App, error};
 
-type AppState = State<Arc<App>>;
-type Body = Result<Json<Value>, JsonRejection>;
+pub(crate) type AppState = State<Arc<App>>;
+pub(crate) type Body = Result<Json<Value>, JsonRejection>;
 
 /// The answer to a body that is not JSON: 413 or 415 with a fixed text (nothing of what was
 /// sent is echoed back), else 400 with `help` and the parser's reason.
@@ -48,7 +48,7 @@ fn rejection(r: &JsonRejection, help: &str) -> Response {
 }
 
 /// Reads a JSON body into `T`, or answers 400 with `help` and serde's reason.
-fn read<T: DeserializeOwned>(body: Body, help: &str) -> Result<T, Response> {
+pub(crate) fn read<T: DeserializeOwned>(body: Body, help: &str) -> Result<T, Response> {
     let Json(value) = body.map_err(|r| rejection(&r, help))?;
     serde_json::from_value(value)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("{help}: {e}")))
@@ -91,7 +91,7 @@ fn no_channel(id: &str) -> Response {
     error(StatusCode::NOT_FOUND, &format!("no channel with id {id:?}"))
 }
 
-fn find_channel(app: &App, id: &str) -> Result<ChannelStatus, Response> {
+pub(crate) fn find_channel(app: &App, id: &str) -> Result<ChannelStatus, Response> {
     app.control
         .channels()
         .into_iter()

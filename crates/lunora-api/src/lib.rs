@@ -12,6 +12,8 @@
 mod auth;
 mod events;
 mod handlers;
+#[cfg(feature = "medialive")]
+mod medialive;
 mod metrics;
 mod openapi;
 mod replies;
@@ -32,6 +34,8 @@ use lunora_control::{Control, UserRole};
 use lunora_media::Secret;
 use serde_json::json;
 
+#[cfg(feature = "medialive")]
+pub use medialive::Cloud;
 pub use metrics::render_metrics;
 pub use tls::TlsListener;
 
@@ -47,6 +51,9 @@ pub struct ApiSettings {
     pub metrics_token: Option<Secret>,
     /// Served over TLS: session cookies get `Secure`.
     pub secure_cookies: bool,
+    /// `[aws]`: MediaLive provisioning; `None` answers its routes with 409.
+    #[cfg(feature = "medialive")]
+    pub medialive: Option<Cloud>,
 }
 
 #[derive(Debug)]
@@ -537,6 +544,57 @@ pub(crate) fn routes() -> Vec<Route> {
         )
         .reply(Reply::NoContent)
         .errors(&[400, 404, 409, 503]),
+        #[cfg(feature = "medialive")]
+        route(
+            M::GET,
+            "/api/v1/channels/{id}/medialive",
+            ADMIN,
+            "The channel's MediaLive and MediaPackage v2 side, read back from AWS",
+            get(medialive::get_medialive),
+        )
+        .reply(Reply::Json(200, medialive::schemas::provisioned))
+        .errors(&[409, 502, 504]),
+        #[cfg(feature = "medialive")]
+        route(
+            M::PUT,
+            "/api/v1/channels/{id}/medialive",
+            SUPERADMIN,
+            "Provision (or adopt and repair) the channel's MediaLive and MediaPackage v2 side",
+            put(medialive::put_medialive),
+        )
+        .body(medialive::schemas::setup)
+        .reply(Reply::Json(200, medialive::schemas::provisioned))
+        .errors(&[409, 502, 504]),
+        #[cfg(feature = "medialive")]
+        route(
+            M::DELETE,
+            "/api/v1/channels/{id}/medialive",
+            SUPERADMIN,
+            "Tear down (stopping first) everything provisioned in AWS for the channel",
+            delete(medialive::delete_medialive),
+        )
+        .reply(Reply::NoContent)
+        .errors(&[409, 502, 504]),
+        #[cfg(feature = "medialive")]
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/medialive/start",
+            SUPERADMIN,
+            "Start the channel's MediaLive channel (billed while running)",
+            post(medialive::start_medialive),
+        )
+        .reply(Reply::Json(200, medialive::schemas::state))
+        .errors(&[409, 502, 504]),
+        #[cfg(feature = "medialive")]
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/medialive/stop",
+            SUPERADMIN,
+            "Stop the channel's MediaLive channel",
+            post(medialive::stop_medialive),
+        )
+        .reply(Reply::Json(200, medialive::schemas::state))
+        .errors(&[409, 502, 504]),
         route(
             M::GET,
             "/hls/{channel}/{file}",

@@ -50,7 +50,9 @@ fn describe(status: u16) -> &'static str {
         415 => "the body is not Content-Type: application/json",
         421 => "the Host header is not one of the box's names",
         429 => "too many failed logins from this address",
+        502 => "AWS refused the request; `error` carries AWS's reason",
         503 => "not ready, busy, or the state store cannot be read",
+        504 => "AWS did not finish in time (a MediaLive channel still changing state)",
         _ => "error",
     }
 }

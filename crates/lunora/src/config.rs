@@ -30,8 +30,25 @@ struct RawConfig {
     state: Option<RawState>,
     #[serde(default)]
     log: RawLog,
+    aws: Option<Spanned<RawAws>>,
     #[serde(default)]
     channels: Vec<RawChannel>,
+}
+
+/// `[aws]`: the account MediaLive and MediaPackage are provisioned in. Credentials come from
+/// the standard chain (environment, shared profile, instance or container role), never from
+/// this file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+// Without the feature it is still parsed, so that the section is refused with a reason.
+#[cfg_attr(not(feature = "medialive"), allow(dead_code))]
+struct RawAws {
+    region: Spanned<String>,
+    profile: Option<Spanned<String>>,
+    endpoint_url: Option<Spanned<String>>,
+    role_arn: Option<Spanned<String>>,
+    box_id: Option<Spanned<String>>,
+    input_security_groups: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +149,9 @@ pub(crate) struct Config {
     /// `[state] dir`; `None`: [`crate::state::default_dir`].
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) log_format: LogFormat,
+    /// `[aws]`, checked.
+    #[cfg(feature = "medialive")]
+    pub(crate) aws: Option<lunora_medialive::AwsSettings>,
     pub(crate) graph: GraphSpec,
 }
 
@@ -497,6 +517,18 @@ fn validate(
             }
         }
     });
+    #[cfg(feature = "medialive")]
+    let aws = raw
+        .aws
+        .as_ref()
+        .and_then(|section| aws_settings(c, section));
+    #[cfg(not(feature = "medialive"))]
+    if let Some(section) = &raw.aws {
+        c.at(
+            section.span(),
+            "[aws] needs a lunora built with the `medialive` feature (on by default)",
+        );
+    }
     Config {
         http_listen,
         http_hosts: raw.http.hosts.clone(),
@@ -506,8 +538,46 @@ fn validate(
         rtmps,
         state_dir: raw.state.map(|s| s.dir.into_inner()),
         log_format: raw.log.format,
+        #[cfg(feature = "medialive")]
+        aws,
         graph,
     }
+}
+
+/// `[aws]` checked by the MediaLive crate's own rules, each problem at its key.
+#[cfg(feature = "medialive")]
+fn aws_settings(
+    c: &mut Collector<'_>,
+    section: &Spanned<RawAws>,
+) -> Option<lunora_medialive::AwsSettings> {
+    let raw = section.get_ref();
+    let value = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().clone());
+    let settings = lunora_medialive::AwsSettings {
+        region: raw.region.get_ref().clone(),
+        profile: value(&raw.profile),
+        endpoint_url: value(&raw.endpoint_url),
+        role_arn: value(&raw.role_arn),
+        box_id: value(&raw.box_id).unwrap_or_else(|| {
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            lunora_medialive::default_box_id(&hostname)
+        }),
+        input_security_groups: raw.input_security_groups.unwrap_or(true),
+    };
+    let problems = settings.validate();
+    for problem in &problems {
+        let span = match problem.field {
+            "profile" => raw.profile.as_ref().map(Spanned::span),
+            "endpoint_url" => raw.endpoint_url.as_ref().map(Spanned::span),
+            "role_arn" => raw.role_arn.as_ref().map(Spanned::span),
+            "box_id" => raw.box_id.as_ref().map(Spanned::span),
+            _ => Some(raw.region.span()),
+        };
+        c.at(
+            span.unwrap_or(section.span()),
+            format!("[aws] {}", problem.message),
+        );
+    }
+    problems.is_empty().then_some(settings)
 }
 
 /// `tls_listen`, `certificate` and `private_key` of a section: all three (files readable) or none.
@@ -577,6 +647,69 @@ mod tests {
             parse("default.toml", DEFAULT_CONFIG, &|_| None).expect("default config parses");
         assert_eq!(config.graph.channels[0].settings.id.as_str(), "program");
         assert_eq!(config.graph.channels[0].inputs.len(), 2);
+    }
+
+    /// A valid channel, for tests about other sections.
+    const CHANNEL: &str = "[[channels]]\nid = \"p\"\nmode = \"single\"\n\
+                           [[channels.inputs]]\nid = \"obs\"\ntype = \"rtmp\"\nstream_key = \"k1\"\n";
+
+    #[cfg(feature = "medialive")]
+    #[test]
+    fn aws_section_is_read_and_each_problem_located() {
+        let ok = parse(
+            "t.toml",
+            &format!(
+                "[aws]\nregion = \"eu-west-1\"\nprofile = \"lunora\"\n\
+                 endpoint_url = \"http://127.0.0.1:5000\"\n{CHANNEL}"
+            ),
+            &env,
+        )
+        .expect("valid [aws]");
+        let aws = ok.aws.expect("[aws] kept");
+        assert_eq!(aws.region, "eu-west-1");
+        assert_eq!(aws.profile.as_deref(), Some("lunora"));
+        assert_eq!(aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(aws.role_arn, None);
+        assert!(
+            parse("t.toml", CHANNEL, &env)
+                .expect("no [aws]")
+                .aws
+                .is_none(),
+            "no [aws], no AWS"
+        );
+        let e = errors(&format!(
+            "[aws]\nregion = \"Europe\"\nendpoint_url = \"localhost:5000\"\n\
+             role_arn = \"MediaLiveAccessRole\"\n{CHANNEL}"
+        ));
+        assert_eq!(
+            e,
+            [
+                "t.toml:2:10: [aws] region \"Europe\" is not an AWS region name like eu-west-1",
+                "t.toml:3:16: [aws] endpoint_url \"localhost:5000\" must be an http:// or https:// URL with a host",
+                "t.toml:4:12: [aws] role_arn \"MediaLiveAccessRole\" is not an IAM role ARN like arn:aws:iam::123456789012:role/MediaLiveAccessRole",
+            ]
+        );
+        let missing = errors("[aws]\nprofile = \"lunora\"\n");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].starts_with("t.toml:1:1: ") && missing[0].contains("region"),
+            "{missing:?}"
+        );
+        let unknown = errors("[aws]\nregion = \"eu-west-1\"\naccess_key = \"AKIA\"\n");
+        assert!(
+            unknown[0].starts_with("t.toml:3:1: ") && unknown[0].contains("access_key"),
+            "{unknown:?}"
+        );
+    }
+
+    #[cfg(not(feature = "medialive"))]
+    #[test]
+    fn aws_section_needs_the_medialive_feature() {
+        let e = errors(&format!("[aws]\nregion = \"eu-west-1\"\n{CHANNEL}"));
+        assert_eq!(
+            e,
+            ["t.toml:1:1: [aws] needs a lunora built with the `medialive` feature (on by default)"]
+        );
     }
 
     #[test]

@@ -215,12 +215,37 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         .await
         .context("cannot start the channels")?;
 
+    #[cfg(feature = "medialive")]
+    let medialive = match &config.aws {
+        Some(aws) => {
+            let clients = lunora_medialive::Clients::load(aws).await;
+            info!(
+                region = %aws.region,
+                box_id = %aws.box_id,
+                endpoint = aws.endpoint_url.as_deref().unwrap_or("AWS"),
+                "MediaLive provisioning through the API",
+            );
+            Some(lunora_api::Cloud::new(
+                lunora_medialive::Provisioner::new(
+                    clients,
+                    lunora_medialive::Options {
+                        input_security_groups: aws.input_security_groups,
+                        ..Default::default()
+                    },
+                ),
+                aws.box_id.clone(),
+            ))
+        }
+        None => None,
+    };
     let app = lunora_api::App::new(
         control.clone(),
         lunora_api::ApiSettings {
             hosts: config.http_hosts.clone(),
             metrics_token: config.metrics_token.clone(),
             secure_cookies: false,
+            #[cfg(feature = "medialive")]
+            medialive,
         },
     );
     let http_address = http.local_addr().context("HTTP listener has no address")?;

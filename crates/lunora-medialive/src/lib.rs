@@ -1,0 +1,17 @@
+//! The cloud leg: AWS Elemental MediaLive and MediaPackage v2 provisioned from the box.
+//!
+//! - [`setup`]: what a superadmin asks for on a channel ([`MediaLiveSetup`]) and the MediaLive
+//!   rules checked before anything reaches AWS (pure).
+//! - [`preset`]: the named encoder presets (H.264 + AAC ABR ladders).
+//! - [`aws`]: the `[aws]` settings and the SDK clients (standard credential chain).
+//! - [`provision`]: create/adopt, start, stop, read back and tear down, by tags.
+
+pub mod aws;
+pub mod preset;
+pub mod provision;
+pub mod setup;
+
+pub use aws::{AwsSettings, Clients, default_box_id};
+pub use preset::Preset;
+pub use provision::{InputView, Options, ProvisionError, Provisioned, Provisioner};
+pub use setup::{InputPreference, InputType, MediaLiveSetup, Mode, Problem, Target};

@@ -1,0 +1,879 @@
+//! Creating, adopting, starting, stopping and tearing down what one Lunora channel uses in AWS:
+//! a MediaPackage v2 channel group and channel, an input security group, the MediaLive
+//! input(s) and the MediaLive channel.
+//!
+//! Ownership: every MediaLive resource carries the tags `lunora:box` and `lunora:channel` (and
+//! inputs `lunora:input` = `main` | `backup`); it is found by those tags and nothing untagged is
+//! ever changed or deleted. MediaPackage v2 resources have deterministic names
+//! (`lunora-<box>-<channel>`, channel `<channel>`) and the same tags; a group or channel whose
+//! tags name another box or channel is refused. Provisioning twice adopts what exists, creates
+//! what is missing and never makes a duplicate.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_medialive::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_medialive::types as ml;
+use aws_sdk_mediapackagev2::types as mp;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::aws::Clients;
+use crate::preset::{DESTINATION_ID, Preset};
+use crate::setup::{InputType, MediaLiveSetup, Mode, Problem, Target};
+
+pub const TAG_BOX: &str = "lunora:box";
+pub const TAG_CHANNEL: &str = "lunora:channel";
+pub const TAG_INPUT: &str = "lunora:input";
+
+/// Why provisioning or a lifecycle call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// The setup or the ids break a rule; nothing was sent to AWS.
+    #[error("{}", join(.0))]
+    Invalid(Vec<Problem>),
+    /// Something in AWS is in the way (another owner, a changed input type).
+    #[error("{0}")]
+    Conflict(String),
+    /// Nothing is provisioned for this channel.
+    #[error("no MediaLive channel is provisioned for channel {0:?}")]
+    NotProvisioned(String),
+    /// A part of the setup this build cannot create yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// AWS refused or could not be reached.
+    #[error("AWS {operation}: {message}")]
+    Aws {
+        operation: &'static str,
+        message: String,
+    },
+    /// A state was not reached in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+}
+
+fn join(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn aws<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> ProvisionError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |e| ProvisionError::Aws {
+        operation,
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
+    e.as_service_error().and_then(|s| s.code())
+}
+
+/// How the provisioner treats the parts a local test server does not model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Create an input security group from `allowed_cidrs` and attach it to the inputs (AWS
+    /// requires one for push inputs; moto_server does not model them).
+    pub input_security_groups: bool,
+    /// How often a state is polled while waiting for it.
+    pub poll: Duration,
+    /// How long a stop or a delete may take.
+    pub wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            input_security_groups: true,
+            poll: Duration::from_secs(5),
+            wait: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One MediaLive input as provisioned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct InputView {
+    /// `main` or `backup`.
+    pub role: String,
+    pub id: String,
+    /// MediaLive's type, e.g. `RTMP_PUSH`.
+    pub input_type: String,
+    /// Where the box sends to (empty until AWS assigns addresses).
+    pub urls: Vec<String>,
+}
+
+/// What exists in AWS for one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Provisioned {
+    pub channel_group: String,
+    pub mediapackage_channel: String,
+    pub security_group_id: Option<String>,
+    pub inputs: Vec<InputView>,
+    pub channel_id: Option<String>,
+    /// MediaLive's channel state: `IDLE`, `STARTING`, `RUNNING`, `STOPPING`, …
+    pub state: Option<String>,
+}
+
+/// Provisions and runs the AWS side of channels.
+#[derive(Debug, Clone)]
+pub struct Provisioner {
+    clients: Clients,
+    options: Options,
+}
+
+fn tags(target: &Target) -> HashMap<String, String> {
+    HashMap::from([
+        (TAG_BOX.to_string(), target.box_id().to_string()),
+        (TAG_CHANNEL.to_string(), target.channel().to_string()),
+    ])
+}
+
+fn is_ours(found: Option<&HashMap<String, String>>, target: &Target) -> bool {
+    found.is_some_and(|t| {
+        t.get(TAG_BOX).map(String::as_str) == Some(target.box_id())
+            && t.get(TAG_CHANNEL).map(String::as_str) == Some(target.channel())
+    })
+}
+
+/// For names that are ours by construction: tags naming another owner make it not ours; no
+/// tags at all (a service that does not return them) leaves the name to decide.
+fn not_someone_elses(found: Option<&HashMap<String, String>>, target: &Target) -> bool {
+    match found {
+        Some(t) if t.contains_key(TAG_BOX) || t.contains_key(TAG_CHANNEL) => {
+            is_ours(Some(t), target)
+        }
+        _ => true,
+    }
+}
+
+fn gone_input(state: Option<&ml::InputState>) -> bool {
+    matches!(
+        state,
+        Some(ml::InputState::Deleting | ml::InputState::Deleted)
+    )
+}
+
+fn gone_channel(state: Option<&ml::ChannelState>) -> bool {
+    matches!(
+        state,
+        Some(ml::ChannelState::Deleting | ml::ChannelState::Deleted)
+    )
+}
+
+fn msec(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+const ROLES: [&str; 2] = ["main", "backup"];
+
+impl Provisioner {
+    pub fn new(clients: Clients, options: Options) -> Provisioner {
+        Provisioner { clients, options }
+    }
+
+    fn group_name(target: &Target) -> String {
+        target.name()
+    }
+
+    async fn our_inputs(&self, target: &Target) -> Result<Vec<ml::Input>, ProvisionError> {
+        let mut pages = self
+            .clients
+            .medialive
+            .list_inputs()
+            .into_paginator()
+            .items()
+            .send();
+        let mut inputs = Vec::new();
+        while let Some(input) = pages.next().await {
+            let input = input.map_err(aws("ListInputs"))?;
+            if is_ours(input.tags(), target) && !gone_input(input.state()) {
+                inputs.push(input);
+            }
+        }
+        Ok(inputs)
+    }
+
+    async fn our_channel(&self, target: &Target) -> Result<Option<String>, ProvisionError> {
+        let mut pages = self
+            .clients
+            .medialive
+            .list_channels()
+            .into_paginator()
+            .items()
+            .send();
+        let mut found = Vec::new();
+        while let Some(channel) = pages.next().await {
+            let channel = channel.map_err(aws("ListChannels"))?;
+            if is_ours(channel.tags(), target) && !gone_channel(channel.state()) {
+                found.extend(channel.id().map(str::to_string));
+            }
+        }
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            _ => Err(ProvisionError::Conflict(format!(
+                "{} MediaLive channels are tagged for channel {:?} on box {:?} ({}); delete all \
+                 but one",
+                found.len(),
+                target.channel(),
+                target.box_id(),
+                found.join(", ")
+            ))),
+        }
+    }
+
+    async fn our_security_group(&self, target: &Target) -> Result<Option<String>, ProvisionError> {
+        let mut pages = self
+            .clients
+            .medialive
+            .list_input_security_groups()
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(group) = pages.next().await {
+            let group = group.map_err(aws("ListInputSecurityGroups"))?;
+            let deleted = matches!(group.state(), Some(ml::InputSecurityGroupState::Deleted));
+            if is_ours(group.tags(), target) && !deleted {
+                return Ok(group.id().map(str::to_string));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn ensure_mediapackage(&self, target: &Target) -> Result<(), ProvisionError> {
+        let mp_client = &self.clients.mediapackage;
+        let group = Self::group_name(target);
+        match mp_client
+            .get_channel_group()
+            .channel_group_name(&group)
+            .send()
+            .await
+        {
+            Ok(found) if !not_someone_elses(found.tags(), target) => {
+                return Err(ProvisionError::Conflict(format!(
+                    "MediaPackage channel group {group:?} is tagged for another box or channel"
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => {
+                mp_client
+                    .create_channel_group()
+                    .channel_group_name(&group)
+                    .description("Lunora Edge")
+                    .set_tags(Some(tags(target)))
+                    .send()
+                    .await
+                    .map_err(aws("CreateChannelGroup"))?;
+            }
+            Err(e) => return Err(aws("GetChannelGroup")(e)),
+        }
+        match mp_client
+            .get_channel()
+            .channel_group_name(&group)
+            .channel_name(target.channel())
+            .send()
+            .await
+        {
+            Ok(found) if !not_someone_elses(found.tags(), target) => {
+                Err(ProvisionError::Conflict(format!(
+                    "MediaPackage channel {group}/{} is tagged for another box or channel",
+                    target.channel()
+                )))
+            }
+            Ok(_) => Ok(()),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => {
+                mp_client
+                    .create_channel()
+                    .channel_group_name(&group)
+                    .channel_name(target.channel())
+                    .input_type(mp::InputType::Cmaf)
+                    .set_tags(Some(tags(target)))
+                    .send()
+                    .await
+                    .map_err(aws("CreateChannel (MediaPackage)"))?;
+                Ok(())
+            }
+            Err(e) => Err(aws("GetChannel (MediaPackage)")(e)),
+        }
+    }
+
+    async fn ensure_security_group(
+        &self,
+        setup: &MediaLiveSetup,
+        target: &Target,
+    ) -> Result<String, ProvisionError> {
+        if setup.allowed_cidrs.is_empty() {
+            return Err(ProvisionError::Invalid(vec![Problem {
+                field: "allowed_cidrs",
+                message: "allowed_cidrs must list the addresses the box sends from (e.g. \
+                          203.0.113.7/32): MediaLive push inputs take only listed senders"
+                    .to_string(),
+            }]));
+        }
+        let rules: Vec<_> = setup
+            .allowed_cidrs
+            .iter()
+            .map(|cidr| ml::InputWhitelistRuleCidr::builder().cidr(cidr).build())
+            .collect();
+        let medialive = &self.clients.medialive;
+        if let Some(id) = self.our_security_group(target).await? {
+            medialive
+                .update_input_security_group()
+                .input_security_group_id(&id)
+                .set_whitelist_rules(Some(rules))
+                .send()
+                .await
+                .map_err(aws("UpdateInputSecurityGroup"))?;
+            return Ok(id);
+        }
+        let created = medialive
+            .create_input_security_group()
+            .set_whitelist_rules(Some(rules))
+            .set_tags(Some(tags(target)))
+            .send()
+            .await
+            .map_err(aws("CreateInputSecurityGroup"))?;
+        created
+            .security_group()
+            .and_then(|g| g.id())
+            .map(str::to_string)
+            .ok_or_else(|| ProvisionError::Aws {
+                operation: "CreateInputSecurityGroup",
+                message: "the answer has no group id".into(),
+            })
+    }
+
+    /// The input of `role` with `kind`: adopted when one exists, created otherwise.
+    async fn ensure_input(
+        &self,
+        existing: &[ml::Input],
+        role: &str,
+        kind: InputType,
+        security_group: Option<&str>,
+        target: &Target,
+    ) -> Result<String, ProvisionError> {
+        let found = existing
+            .iter()
+            .find(|i| i.tags().and_then(|t| t.get(TAG_INPUT)).map(String::as_str) == Some(role));
+        if let Some(input) = found {
+            let have = input.r#type().map(|t| t.as_str()).unwrap_or("unknown");
+            if have != kind.aws_name() {
+                return Err(ProvisionError::Conflict(format!(
+                    "the {role} MediaLive input {} is {have}, not {}: tear this channel's \
+                     MediaLive setup down (DELETE) before changing input_type",
+                    input.id().unwrap_or("?"),
+                    kind.aws_name()
+                )));
+            }
+            return input
+                .id()
+                .map(str::to_string)
+                .ok_or_else(|| ProvisionError::Aws {
+                    operation: "ListInputs",
+                    message: "an input without an id".into(),
+                });
+        }
+        let mut input_tags = tags(target);
+        input_tags.insert(TAG_INPUT.to_string(), role.to_string());
+        let request = self
+            .clients
+            .medialive
+            .create_input()
+            .name(format!("{}-{role}", target.name()))
+            .r#type(ml::InputType::from(kind.aws_name()))
+            .set_input_security_groups(security_group.map(|g| vec![g.to_string()]))
+            .set_tags(Some(input_tags));
+        let request = match kind {
+            InputType::RtmpPush => request.destinations(
+                ml::InputDestinationRequest::builder()
+                    .stream_name(format!("{}/{role}", target.channel()))
+                    .build(),
+            ),
+            InputType::SrtListener => {
+                return Err(ProvisionError::Unsupported(
+                    "input_type srt_listener cannot be provisioned yet: MediaLive takes the \
+                     passphrase from AWS Secrets Manager, which this build does not write"
+                        .into(),
+                ));
+            }
+        };
+        let created = request.send().await.map_err(aws("CreateInput"))?;
+        created
+            .input()
+            .and_then(|i| i.id())
+            .map(str::to_string)
+            .ok_or_else(|| ProvisionError::Aws {
+                operation: "CreateInput",
+                message: "the answer has no input id".into(),
+            })
+    }
+
+    fn attachments(setup: &MediaLiveSetup, ids: &[String]) -> Vec<ml::InputAttachment> {
+        let main = ids.first().cloned().unwrap_or_default();
+        let mut main_attachment = ml::InputAttachment::builder()
+            .input_attachment_name("main")
+            .input_id(main);
+        if let (Mode::Cloud, Some(backup)) = (setup.mode, ids.get(1)) {
+            let condition = ml::FailoverCondition::builder()
+                .failover_condition_settings(
+                    ml::FailoverConditionSettings::builder()
+                        .input_loss_settings(
+                            ml::InputLossFailoverSettings::builder()
+                                .input_loss_threshold_msec(msec(setup.input_loss_threshold_ms))
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build();
+            main_attachment = main_attachment.automatic_input_failover_settings(
+                ml::AutomaticInputFailoverSettings::builder()
+                    .secondary_input_id(backup)
+                    .input_preference(ml::InputPreference::from(setup.input_preference.aws_name()))
+                    .error_clear_time_msec(msec(setup.error_clear_time_ms))
+                    .failover_conditions(condition)
+                    .build(),
+            );
+        }
+        let mut attachments = vec![main_attachment.build()];
+        if let (Mode::Cloud, Some(backup)) = (setup.mode, ids.get(1)) {
+            attachments.push(
+                ml::InputAttachment::builder()
+                    .input_attachment_name("backup")
+                    .input_id(backup)
+                    .build(),
+            );
+        }
+        attachments
+    }
+
+    fn destination(target: &Target) -> ml::OutputDestination {
+        ml::OutputDestination::builder()
+            .id(DESTINATION_ID)
+            .media_package_settings(
+                ml::MediaPackageOutputDestinationSettings::builder()
+                    .channel_group(Self::group_name(target))
+                    .channel_name(target.channel())
+                    .build(),
+            )
+            .build()
+    }
+
+    /// Creates what is missing, adopts what exists, repairs an idle channel's inputs, encoder
+    /// and destination; returns what now exists.
+    pub async fn provision(
+        &self,
+        setup: &MediaLiveSetup,
+        target: &Target,
+    ) -> Result<Provisioned, ProvisionError> {
+        let problems = setup.validate();
+        if !problems.is_empty() {
+            return Err(ProvisionError::Invalid(problems));
+        }
+        let preset = Preset::named(&setup.preset).ok_or_else(|| {
+            ProvisionError::Invalid(vec![Problem {
+                field: "preset",
+                message: format!("preset {:?} is unknown", setup.preset),
+            }])
+        })?;
+        if setup.input_types().contains(&InputType::SrtListener) {
+            return Err(ProvisionError::Unsupported(
+                "input_type srt_listener cannot be provisioned yet: MediaLive takes the \
+                 passphrase from AWS Secrets Manager, which this build does not write"
+                    .into(),
+            ));
+        }
+        self.ensure_mediapackage(target).await?;
+        let security_group = if self.options.input_security_groups {
+            Some(self.ensure_security_group(setup, target).await?)
+        } else {
+            None
+        };
+        let existing = self.our_inputs(target).await?;
+        let channel = match self.our_channel(target).await? {
+            Some(id) => {
+                let state = self.channel_state(&id).await?.unwrap_or_default();
+                Some((id, state))
+            }
+            None => None,
+        };
+        // MediaLive changes only an idle channel. A busy one (running, starting, …) is adopted
+        // as it is when the inputs the setup needs already exist; otherwise nothing is changed.
+        if let Some((id, state)) = &channel
+            && state != "IDLE"
+        {
+            let have_inputs = ROLES.iter().zip(setup.input_types()).all(|(role, kind)| {
+                existing.iter().any(|i| {
+                    i.tags().and_then(|t| t.get(TAG_INPUT)).map(String::as_str) == Some(*role)
+                        && i.r#type().map(|t| t.as_str()) == Some(kind.aws_name())
+                })
+            });
+            if !have_inputs || existing.len() != setup.input_types().len() {
+                return Err(ProvisionError::Conflict(format!(
+                    "the MediaLive channel {id} is {state}: stop it (POST …/medialive/stop) \
+                     before changing its inputs"
+                )));
+            }
+            return self
+                .state(target)
+                .await?
+                .ok_or_else(|| ProvisionError::NotProvisioned(target.channel().to_string()));
+        }
+        let mut ids = Vec::new();
+        for (role, kind) in ROLES.iter().zip(setup.input_types()) {
+            ids.push(
+                self.ensure_input(&existing, role, kind, security_group.as_deref(), target)
+                    .await?,
+            );
+        }
+        let attachments = Self::attachments(setup, &ids);
+        let medialive = &self.clients.medialive;
+        match channel {
+            None => {
+                medialive
+                    .create_channel()
+                    .name(target.name())
+                    .channel_class(ml::ChannelClass::SinglePipeline)
+                    .set_input_attachments(Some(attachments))
+                    .destinations(Self::destination(target))
+                    .encoder_settings(preset.encoder_settings())
+                    .input_specification(
+                        ml::InputSpecification::builder()
+                            .codec(ml::InputCodec::Avc)
+                            .resolution(ml::InputResolution::Hd)
+                            .maximum_bitrate(ml::InputMaximumBitrate::Max20Mbps)
+                            .build(),
+                    )
+                    .set_role_arn(self.clients.role_arn.clone())
+                    .set_tags(Some(tags(target)))
+                    .send()
+                    .await
+                    .map_err(aws("CreateChannel"))?;
+            }
+            Some((id, _idle)) => {
+                medialive
+                    .update_channel()
+                    .channel_id(&id)
+                    .name(target.name())
+                    .set_input_attachments(Some(attachments))
+                    .destinations(Self::destination(target))
+                    .encoder_settings(preset.encoder_settings())
+                    .set_role_arn(self.clients.role_arn.clone())
+                    .send()
+                    .await
+                    .map_err(aws("UpdateChannel"))?;
+            }
+        }
+        // Inputs of ours no longer in the setup (cloud → edge leaves the backup behind).
+        for input in existing {
+            let id = input.id().unwrap_or_default();
+            if !ids.iter().any(|kept| kept == id) {
+                self.delete_input(id).await?;
+            }
+        }
+        self.state(target)
+            .await?
+            .ok_or_else(|| ProvisionError::Aws {
+                operation: "ListChannels",
+                message: "the channel just created is not listed".into(),
+            })
+    }
+
+    /// What exists for `target`, read back from AWS; `None` when nothing does.
+    pub async fn state(&self, target: &Target) -> Result<Option<Provisioned>, ProvisionError> {
+        let mut inputs: Vec<InputView> = self
+            .our_inputs(target)
+            .await?
+            .iter()
+            .map(|i| InputView {
+                role: i
+                    .tags()
+                    .and_then(|t| t.get(TAG_INPUT))
+                    .cloned()
+                    .unwrap_or_default(),
+                id: i.id().unwrap_or_default().to_string(),
+                input_type: i
+                    .r#type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                urls: i
+                    .destinations()
+                    .iter()
+                    .filter_map(|d| d.url().map(str::to_string))
+                    .collect(),
+            })
+            .collect();
+        inputs.sort_by_key(|i| ROLES.iter().position(|r| *r == i.role));
+        let channel_id = self.our_channel(target).await?;
+        let state = match &channel_id {
+            Some(id) => self.channel_state(id).await?,
+            None => None,
+        };
+        let security_group_id = if self.options.input_security_groups {
+            self.our_security_group(target).await?
+        } else {
+            None
+        };
+        if inputs.is_empty() && channel_id.is_none() && security_group_id.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Provisioned {
+            channel_group: Self::group_name(target),
+            mediapackage_channel: target.channel().to_string(),
+            security_group_id,
+            inputs,
+            channel_id,
+            state,
+        }))
+    }
+
+    async fn channel_state(&self, id: &str) -> Result<Option<String>, ProvisionError> {
+        let described = self
+            .clients
+            .medialive
+            .describe_channel()
+            .channel_id(id)
+            .send()
+            .await
+            .map_err(aws("DescribeChannel"))?;
+        Ok(described.state().map(|s| s.as_str().to_string()))
+    }
+
+    async fn wait_for_state(&self, id: &str, wanted: &[&str]) -> Result<String, ProvisionError> {
+        let deadline = tokio::time::Instant::now() + self.options.wait;
+        loop {
+            let state = self.channel_state(id).await?.unwrap_or_default();
+            if wanted.contains(&state.as_str()) {
+                return Ok(state);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProvisionError::Timeout(format!(
+                    "MediaLive channel {id} to be {} (it is {state})",
+                    wanted.join(" or ")
+                )));
+            }
+            tokio::time::sleep(self.options.poll).await;
+        }
+    }
+
+    async fn required_channel(&self, target: &Target) -> Result<String, ProvisionError> {
+        self.our_channel(target)
+            .await?
+            .ok_or_else(|| ProvisionError::NotProvisioned(target.channel().to_string()))
+    }
+
+    /// Starts the MediaLive channel; returns its state after the request.
+    pub async fn start(&self, target: &Target) -> Result<String, ProvisionError> {
+        let id = self.required_channel(target).await?;
+        self.clients
+            .medialive
+            .start_channel()
+            .channel_id(&id)
+            .send()
+            .await
+            .map_err(aws("StartChannel"))?;
+        Ok(self.channel_state(&id).await?.unwrap_or_default())
+    }
+
+    /// Stops the MediaLive channel; returns its state after the request.
+    pub async fn stop(&self, target: &Target) -> Result<String, ProvisionError> {
+        let id = self.required_channel(target).await?;
+        self.clients
+            .medialive
+            .stop_channel()
+            .channel_id(&id)
+            .send()
+            .await
+            .map_err(aws("StopChannel"))?;
+        Ok(self.channel_state(&id).await?.unwrap_or_default())
+    }
+
+    /// Deletes an input, waiting while MediaLive still has it attached to a channel being
+    /// deleted (409 Conflict).
+    async fn delete_input(&self, id: &str) -> Result<(), ProvisionError> {
+        let deadline = tokio::time::Instant::now() + self.options.wait;
+        loop {
+            match self
+                .clients
+                .medialive
+                .delete_input()
+                .input_id(id)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if code(&e) == Some("NotFoundException") => return Ok(()),
+                Err(e)
+                    if code(&e) == Some("ConflictException")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(self.options.poll).await;
+                }
+                Err(e) => return Err(aws("DeleteInput")(e)),
+            }
+        }
+    }
+
+    /// Deletes an input security group, waiting while inputs being deleted still use it.
+    async fn delete_security_group(&self, id: &str) -> Result<(), ProvisionError> {
+        let deadline = tokio::time::Instant::now() + self.options.wait;
+        loop {
+            match self
+                .clients
+                .medialive
+                .delete_input_security_group()
+                .input_security_group_id(id)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if code(&e) == Some("NotFoundException") => return Ok(()),
+                Err(e)
+                    if code(&e) == Some("ConflictException")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(self.options.poll).await;
+                }
+                Err(e) => return Err(aws("DeleteInputSecurityGroup")(e)),
+            }
+        }
+    }
+
+    /// Stops and deletes everything tagged for `target`, and nothing else.
+    pub async fn teardown(&self, target: &Target) -> Result<(), ProvisionError> {
+        let medialive = &self.clients.medialive;
+        if let Some(id) = self.our_channel(target).await? {
+            // A channel on its way somewhere (creating, starting, stopping, updating) takes
+            // no stop or delete until it gets there.
+            const SETTLED: [&str; 4] = ["IDLE", "RUNNING", "CREATE_FAILED", "UPDATE_FAILED"];
+            let state = self.wait_for_state(&id, &SETTLED).await?;
+            if state == "RUNNING" {
+                medialive
+                    .stop_channel()
+                    .channel_id(&id)
+                    .send()
+                    .await
+                    .map_err(aws("StopChannel"))?;
+                self.wait_for_state(&id, &["IDLE"]).await?;
+            }
+            medialive
+                .delete_channel()
+                .channel_id(&id)
+                .send()
+                .await
+                .map_err(aws("DeleteChannel"))?;
+        }
+        for input in self.our_inputs(target).await? {
+            if let Some(id) = input.id() {
+                self.delete_input(id).await?;
+            }
+        }
+        if self.options.input_security_groups
+            && let Some(id) = self.our_security_group(target).await?
+        {
+            self.delete_security_group(&id).await?;
+        }
+        self.delete_mediapackage(target).await
+    }
+
+    async fn delete_mediapackage(&self, target: &Target) -> Result<(), ProvisionError> {
+        let mp_client = &self.clients.mediapackage;
+        let group = Self::group_name(target);
+        match mp_client
+            .get_channel()
+            .channel_group_name(&group)
+            .channel_name(target.channel())
+            .send()
+            .await
+        {
+            Ok(found) if not_someone_elses(found.tags(), target) => {
+                mp_client
+                    .delete_channel()
+                    .channel_group_name(&group)
+                    .channel_name(target.channel())
+                    .send()
+                    .await
+                    .map_err(aws("DeleteChannel (MediaPackage)"))?;
+            }
+            Ok(_) => {}
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => {}
+            Err(e) => return Err(aws("GetChannel (MediaPackage)")(e)),
+        }
+        match mp_client
+            .get_channel_group()
+            .channel_group_name(&group)
+            .send()
+            .await
+        {
+            Ok(found) if not_someone_elses(found.tags(), target) => {
+                mp_client
+                    .delete_channel_group()
+                    .channel_group_name(&group)
+                    .send()
+                    .await
+                    .map_err(aws("DeleteChannelGroup"))?;
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(aws("GetChannelGroup")(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target::new("box-1", "program").expect("valid")
+    }
+
+    #[test]
+    fn ownership_needs_both_tags() {
+        let t = target();
+        let ours = tags(&t);
+        assert!(is_ours(Some(&ours), &t));
+        let mut other = ours.clone();
+        other.insert(TAG_CHANNEL.into(), "other".into());
+        assert!(!is_ours(Some(&other), &t));
+        assert!(!is_ours(None, &t));
+        assert!(!is_ours(Some(&HashMap::new()), &t));
+        // Names that are ours by construction: only tags naming someone else refuse them.
+        assert!(not_someone_elses(None, &t));
+        assert!(not_someone_elses(Some(&HashMap::new()), &t));
+        assert!(!not_someone_elses(Some(&other), &t));
+    }
+
+    #[test]
+    fn cloud_mode_attaches_a_failover_pair() {
+        let mut setup = MediaLiveSetup::new(Mode::Cloud);
+        setup.input_loss_threshold_ms = 500;
+        let a = Provisioner::attachments(&setup, &["in-a".into(), "in-b".into()]);
+        assert_eq!(a.len(), 2);
+        let failover = a[0]
+            .automatic_input_failover_settings()
+            .expect("failover on the main attachment");
+        assert_eq!(failover.secondary_input_id(), Some("in-b"));
+        assert_eq!(
+            failover.input_preference(),
+            Some(&ml::InputPreference::PrimaryInputPreferred)
+        );
+        assert_eq!(
+            failover.failover_conditions()[0]
+                .failover_condition_settings()
+                .and_then(|s| s.input_loss_settings())
+                .and_then(|l| l.input_loss_threshold_msec()),
+            Some(500)
+        );
+        let edge = Provisioner::attachments(&MediaLiveSetup::new(Mode::Edge), &["in-a".into()]);
+        assert_eq!(edge.len(), 1);
+        assert!(edge[0].automatic_input_failover_settings().is_none());
+    }
+}
