@@ -947,7 +947,7 @@ pub(crate) mod schemas {
 
     /// The schema with every sub-schema written in place: it is embedded in the OpenAPI
     /// document (where `#/$defs/…` would point nowhere) and read by the dashboard's forms.
-    fn of<T: schemars::JsonSchema>() -> Value {
+    pub(crate) fn of<T: schemars::JsonSchema>() -> Value {
         let mut settings = schemars::generate::SchemaSettings::draft2020_12();
         settings.inline_subschemas = true;
         serde_json::to_value(settings.into_generator().into_root_schema_for::<T>())

@@ -161,14 +161,8 @@ pub(crate) async fn stop_medialive(
 }
 
 pub(crate) mod schemas {
+    use crate::handlers::schemas::of;
     use serde_json::{Value, json};
-
-    fn of<T: schemars::JsonSchema>() -> Value {
-        let mut settings = schemars::generate::SchemaSettings::draft2020_12();
-        settings.inline_subschemas = true;
-        serde_json::to_value(settings.into_generator().into_root_schema_for::<T>())
-            .unwrap_or(Value::Null)
-    }
 
     pub(crate) fn setup() -> Value {
         of::<lunora_medialive::MediaLiveSetup>()

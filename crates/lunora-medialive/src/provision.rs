@@ -695,43 +695,44 @@ impl Provisioner {
     }
 
     /// Deletes an input, waiting while MediaLive still has it attached to a channel being
-    /// deleted (409 Conflict).
+    /// deleted.
     async fn delete_input(&self, id: &str) -> Result<(), ProvisionError> {
-        let deadline = tokio::time::Instant::now() + self.options.wait;
-        loop {
-            match self
-                .clients
-                .medialive
-                .delete_input()
-                .input_id(id)
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if code(&e) == Some("NotFoundException") => return Ok(()),
-                Err(e)
-                    if code(&e) == Some("ConflictException")
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(self.options.poll).await;
-                }
-                Err(e) => return Err(aws("DeleteInput")(e)),
-            }
-        }
+        let medialive = &self.clients.medialive;
+        self.delete_patiently("DeleteInput", || {
+            medialive.delete_input().input_id(id).send()
+        })
+        .await
     }
 
     /// Deletes an input security group, waiting while inputs being deleted still use it.
     async fn delete_security_group(&self, id: &str) -> Result<(), ProvisionError> {
-        let deadline = tokio::time::Instant::now() + self.options.wait;
-        loop {
-            match self
-                .clients
-                .medialive
+        let medialive = &self.clients.medialive;
+        self.delete_patiently("DeleteInputSecurityGroup", || {
+            medialive
                 .delete_input_security_group()
                 .input_security_group_id(id)
                 .send()
-                .await
-            {
+        })
+        .await
+    }
+
+    /// Runs a delete until it succeeds, retrying while AWS answers 409 Conflict (the thing is
+    /// still in use by something being deleted) for at most `options.wait`; already gone
+    /// counts as deleted.
+    async fn delete_patiently<O, E, R, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut send: F,
+    ) -> Result<(), ProvisionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<O, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let deadline = tokio::time::Instant::now() + self.options.wait;
+        loop {
+            match send().await {
                 Ok(_) => return Ok(()),
                 Err(e) if code(&e) == Some("NotFoundException") => return Ok(()),
                 Err(e)
@@ -740,7 +741,7 @@ impl Provisioner {
                 {
                     tokio::time::sleep(self.options.poll).await;
                 }
-                Err(e) => return Err(aws("DeleteInputSecurityGroup")(e)),
+                Err(e) => return Err(aws(operation)(e)),
             }
         }
     }

@@ -123,33 +123,41 @@ fn tagged(tags: Option<&HashMap<String, String>>, target: &Target) -> bool {
 /// Inputs tagged for `target` that still exist (moto keeps deleted ones listed as DELETING).
 async fn live_inputs(client: &aws_sdk_medialive::Client, target: &Target) -> Vec<ml::Input> {
     let listed = client.list_inputs().send().await.expect("ListInputs");
-    listed
-        .inputs()
-        .iter()
-        .filter(|i| tagged(i.tags(), target))
-        .filter(|i| {
-            !matches!(
-                i.state(),
-                Some(ml::InputState::Deleting | ml::InputState::Deleted)
-            )
-        })
-        .cloned()
-        .collect()
+    let gone = |i: &&ml::Input| {
+        matches!(
+            i.state(),
+            Some(ml::InputState::Deleting | ml::InputState::Deleted)
+        )
+    };
+    still_there(listed.inputs(), |i| i.tags(), gone, target)
 }
 
 async fn live_channels(client: &aws_sdk_medialive::Client, target: &Target) -> Vec<String> {
     let listed = client.list_channels().send().await.expect("ListChannels");
-    listed
-        .channels()
+    let gone = |c: &&ml::ChannelSummary| {
+        matches!(
+            c.state(),
+            Some(ml::ChannelState::Deleting | ml::ChannelState::Deleted)
+        )
+    };
+    still_there(listed.channels(), |c| c.tags(), gone, target)
         .iter()
-        .filter(|c| tagged(c.tags(), target))
-        .filter(|c| {
-            !matches!(
-                c.state(),
-                Some(ml::ChannelState::Deleting | ml::ChannelState::Deleted)
-            )
-        })
         .filter_map(|c| c.id().map(str::to_string))
+        .collect()
+}
+
+/// The listed resources tagged for `target` that are not on their way out.
+fn still_there<T: Clone>(
+    listed: &[T],
+    tags: impl Fn(&T) -> Option<&HashMap<String, String>>,
+    gone: impl Fn(&&T) -> bool,
+    target: &Target,
+) -> Vec<T> {
+    listed
+        .iter()
+        .filter(|item| tagged(tags(item), target))
+        .filter(|item| !gone(item))
+        .cloned()
         .collect()
 }
 
