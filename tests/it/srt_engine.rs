@@ -307,6 +307,9 @@ fn sigterm_after_replacing_silent_callers_exits_within_two_seconds() {
         "first slow caller not accepted: {}",
         daemon.log()
     );
+    // The second only replaces the first once that has been silent for input_loss (500 ms);
+    // sooner it is refused as busy, and srt-live-transmit does not retry a refusal.
+    std::thread::sleep(Duration::from_millis(1500));
     let mut slow_2 = slt_push(&dir, "slow-2", &source, &slow_url);
     // Each silent caller is replaced by the other after input_loss (srt-live-transmit
     // reconnects when closed), so connections climb.
