@@ -154,10 +154,7 @@ impl PortCore {
     ) -> Self {
         // A fresh random socket id per call, as a listener gives each connection.
         let mut core = Self::new(Side::Caller, now, settings.copy_randomize());
-        let local_ip = match remote {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-        };
+        let local_ip = any_address_for(remote);
         // The initial sequence number only has to be unpredictable; the socket id just drawn
         // is (and spares a random-number dependency).
         let initial_sequence = SeqNumber::new_truncate(core.settings.local_sockid.0.rotate_left(7));
@@ -593,6 +590,14 @@ fn describe(reason: RejectReason) -> String {
             format!("the listener requires a passphrase (SRT code {code})")
         }
         reason => format!("{reason} (SRT code {code})"),
+    }
+}
+
+/// The wildcard address of `remote`'s family: where a call to `remote` is sent from.
+pub(crate) fn any_address_for(remote: SocketAddr) -> std::net::IpAddr {
+    match remote {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     }
 }
 

@@ -200,10 +200,7 @@ impl SrtEngine {
         let mut conn_init = settings.port.conn_init();
         conn_init.key_settings = settings.key;
         let core = PortCore::caller(Instant::now(), conn_init, remote, settings.stream_id);
-        let local = match remote {
-            SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
-            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
-        };
+        let local = SocketAddr::new(self::core::any_address_for(remote), 0);
         Self::start(&settings.port, local, core)
     }
 
