@@ -374,6 +374,12 @@ impl Daemon {
 
     /// Ends the daemon with `signal` (SIGKILL: a crash) and starts it again on the same state.
     pub fn restart_after(self, signal: Signal) -> Daemon {
+        self.restart_with_env(signal, &[])
+    }
+
+    /// [`Daemon::restart_after`] with extra environment variables, as in
+    /// [`Daemon::start_with_env`].
+    pub fn restart_with_env(self, signal: Signal, env: &[(&str, &std::path::Path)]) -> Daemon {
         let Daemon {
             http,
             dir,
@@ -383,7 +389,7 @@ impl Daemon {
         process
             .wait(Duration::from_secs(10))
             .expect("lunora ends within 10 s");
-        Self::launch(http, dir, &[])
+        Self::launch(http, dir, env)
     }
 
     /// Sends `signal` to the daemon (SIGHUP: re-read the config file).

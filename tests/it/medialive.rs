@@ -31,13 +31,17 @@ struct Moto {
 }
 
 impl Moto {
-    fn start() -> Moto {
+    /// moto_server, with push inputs given the ingest address `ingest` (`HOST:PORT`) as AWS
+    /// would give its own (see `moto_with_ingest.py`).
+    fn start(ingest: &str) -> Moto {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_tcp_port();
+        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("it/moto_with_ingest.py");
         let process = Proc::spawn(
             "moto_server",
             dir.path(),
-            Command::new(venv_bin("moto_server")).args([
+            Command::new(venv_bin("python")).arg(launcher).args([
+                ingest,
                 "-H",
                 "127.0.0.1",
                 "-p",
@@ -96,27 +100,34 @@ fn config(moto: &Moto, channels: &str) -> String {
     )
 }
 
+/// Test credentials and nothing else from the machine's AWS setup.
+const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_MAX_ATTEMPTS", "1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+];
+
+fn aws_env() -> Vec<(&'static str, &'static Path)> {
+    AWS_ENV.iter().map(|(k, v)| (*k, Path::new(*v))).collect()
+}
+
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 #[test]
 fn a_superadmin_provisions_runs_and_tears_down_medialive_and_an_admin_only_reads() {
-    let moto = Moto::start();
+    // Nothing listens at the ingest address: the box's feed retries, which is all this test
+    // needs of it.
+    let moto = Moto::start(&format!("127.0.0.1:{}", free_tcp_port()));
     let channels = single_srt_channel("encoder", free_udp_port(), "", "");
-    let testing = Path::new("testing");
-    let nowhere = Path::new("/nonexistent");
     let daemon = Daemon::start_with_env(
         &config(&moto, &channels),
         tempfile::tempdir().expect("temp dir"),
-        &[
-            ("AWS_ACCESS_KEY_ID", testing),
-            ("AWS_SECRET_ACCESS_KEY", testing),
-            ("AWS_MAX_ATTEMPTS", Path::new("1")),
-            ("AWS_EC2_METADATA_DISABLED", Path::new("true")),
-            ("AWS_CONFIG_FILE", nowhere),
-            ("AWS_SHARED_CREDENTIALS_FILE", nowhere),
-        ],
+        &aws_env(),
     );
     let path = "/api/v1/channels/program/medialive";
     let (_, admin) = account(&daemon, "ops", "admin");
@@ -217,6 +228,140 @@ fn a_superadmin_provisions_runs_and_tears_down_medialive_and_an_admin_only_reads
         body.contains("no MediaLive channel is provisioned for channel"),
         "{body}"
     );
+}
+
+/// The box feeds what it provisioned (its `medialive` output publishes into the MediaLive
+/// input's address, here nginx-rtmp), shows since when the MediaLive channel runs across a
+/// restart, and stops it once nothing from the box has reached it for `stop_after_idle_min`.
+#[test]
+fn the_box_feeds_its_medialive_input_and_stops_the_channel_when_idle() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ingest_port = free_tcp_port();
+    let mut nginx = crate::rtmp_output::nginx(dir.path(), ingest_port);
+    let moto = Moto::start(&format!("127.0.0.1:{ingest_port}"));
+    let srt_port = free_udp_port();
+    let channels = single_srt_channel("encoder", srt_port, "", "");
+    let daemon = Daemon::start_with_env(
+        &config(&moto, &format!("poll_interval_s = 1\n\n{channels}")),
+        tempfile::tempdir().expect("temp dir"),
+        &aws_env(),
+    );
+    let stream = make_ts(dir.path(), "feed.ts", 240, "320x240", "300k");
+    let _encoder = srt_push(dir.path(), "encoder", &stream, srt_port);
+    let path = "/api/v1/channels/program/medialive";
+
+    let (status, body) = http_send(
+        daemon.http,
+        "PUT",
+        path,
+        r#"{"mode":"edge","stop_after_idle_min":1}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let provisioned = json(&body);
+    assert_eq!(
+        provisioned["inputs"][0]["urls"][0],
+        format!("rtmp://127.0.0.1:{ingest_port}/program/main").as_str()
+    );
+    assert_eq!(provisioned["setup"]["stop_after_idle_min"], 1);
+
+    // The feed is an output of the channel, publishing `main` into the `program` application.
+    let live = wait_for(Duration::from_secs(20), || {
+        daemon.output("program", "medialive")["state"] == "live"
+    });
+    assert!(live, "{}", daemon.output("program", "medialive"));
+    let feed = daemon.output("program", "medialive");
+    assert_eq!(feed["type"], "rtmp", "{feed}");
+    assert_eq!(
+        feed["destination"]["url"],
+        format!("rtmp://127.0.0.1:{ingest_port}/program").as_str(),
+        "{feed}"
+    );
+    let fed = wait_for(Duration::from_secs(10), || {
+        json(&daemon.get(path).1)["feed_live"] == true
+    });
+    assert!(fed, "{}", daemon.get(path).1);
+    let recording = dir.path().join("main.flv");
+    let recorded = wait_for(Duration::from_secs(20), || {
+        decoded_video_frames(&recording) >= 50
+    });
+    assert!(
+        recorded,
+        "nginx did not record 2 s of the feed in {}",
+        recording.display()
+    );
+
+    // Running: since when, shown by the API and /metrics, kept across a restart.
+    let (status, body) = http_send(daemon.http, "POST", &format!("{path}/start"), "");
+    assert_eq!(status, 200, "{body}");
+    let running = wait_for(Duration::from_secs(15), || {
+        json(&daemon.get(path).1)["running_since"].is_string()
+    });
+    assert!(running, "{}", daemon.get(path).1);
+    let view = json(&daemon.get(path).1);
+    assert_eq!(view["state"], "RUNNING", "{view}");
+    let since = view["running_since"].clone();
+    let metrics = daemon.get("/metrics").1;
+    for series in [
+        "lunora_medialive_channel_state{channel=\"program\",state=\"RUNNING\"} 1",
+        "lunora_medialive_channel_state{channel=\"program\",state=\"IDLE\"} 0",
+        "lunora_medialive_feed_live{channel=\"program\"} 1",
+        "lunora_medialive_poll_errors_total{channel=\"program\"} 0",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+    crate::metrics::assert_promtool_accepts(&metrics);
+    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    for file in ["prometheus/alerts.yml", "grafana/lunora.json"] {
+        let text = std::fs::read_to_string(config_dir.join(file)).expect(file);
+        for name in crate::metrics::metric_names(&text) {
+            assert!(
+                crate::metrics::exports(&metrics, name),
+                "{file} names {name}, which /metrics does not export with MediaLive provisioned"
+            );
+        }
+    }
+    let daemon = daemon.restart_with_env(Signal::SIGTERM, &aws_env());
+    let view = json(&daemon.get(path).1);
+    assert_eq!(view["running_since"], since, "{view}");
+    assert!(as_u64(&view["running_for_seconds"]) < 600, "{view}");
+
+    // The MediaLive input's server goes away: the feed retries, the channel idles, and a
+    // minute later the box stops it, saying so in the audit log.
+    nginx.signal(Signal::SIGKILL);
+    let _ = nginx.wait(Duration::from_secs(5));
+    let unfed = wait_for(Duration::from_secs(30), || {
+        json(&daemon.get(path).1)["feed_live"] == false
+    });
+    assert!(unfed, "{}", daemon.get(path).1);
+    let stopped = wait_for(Duration::from_secs(150), || {
+        let view = json(&daemon.get(path).1);
+        view["state"] == "IDLE" && view["running_since"].is_null()
+    });
+    assert!(stopped, "{}", daemon.get(path).1);
+    let audit = daemon.json("/api/v1/audit");
+    let entries = audit.as_array().expect("the audit log is a list");
+    let idle_stop = entries
+        .iter()
+        .find(|e| e["action"] == "medialive.stop_idle")
+        .unwrap_or_else(|| panic!("no medialive.stop_idle in {audit}"));
+    assert_eq!(idle_stop["target"], "program");
+    assert!(
+        as_u64(&idle_stop["details"]["idle_seconds"]) >= 60,
+        "{idle_stop}"
+    );
+    assert!(
+        entries.iter().any(|e| e["action"] == "medialive.provision"),
+        "{audit}"
+    );
+
+    // Teardown takes the feed output with it.
+    let (status, body) = http_send(daemon.http, "DELETE", path, "");
+    assert_eq!(status, 204, "{body}");
+    let outputs = daemon.json("/api/v1/channels/program")["outputs"].clone();
+    assert_eq!(outputs, serde_json::json!([]), "{outputs}");
 }
 
 #[test]

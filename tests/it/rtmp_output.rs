@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// nginx-rtmp on loopback, recording every published stream into `dir`.
+/// nginx-rtmp on loopback, recording every stream published to its applications `live` and
+/// `program` into `dir`.
 pub fn nginx(dir: &Path, port: u16) -> Proc {
     nginx_server(dir, port, None, false)
 }
@@ -39,15 +40,25 @@ fn nginx_server(dir: &Path, port: u16, tls_port: Option<u16>, refusing: bool) ->
     } else {
         (String::new(), String::new())
     };
+    // `live` for destinations; `program` as MediaLive names a push input's application
+    // after the channel (`program/main`).
+    let recording: String = ["live", "program"]
+        .iter()
+        .map(|app| {
+            format!(
+                "application {app} {{ live on; record all; record_path {}; record_unique off; }} ",
+                dir.display()
+            )
+        })
+        .collect();
     std::fs::write(
         &conf,
         format!(
             "load_module {};\n{}daemon off;\nmaster_process off;\nerror_log {}/nginx-error.log info;\npid {}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; record_path {}; record_unique off; }} {locked} }} }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; {recording} {locked} }} }}\n\
              {auth_server}{}",
             module.display(),
             if tls_port.is_some() { "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n" } else { "" },
-            dir.display(),
             dir.display(),
             dir.display(),
             tls_port.map_or(String::new(), |tls| format!(

@@ -80,7 +80,7 @@ fn no_content(result: Result<Outcome, Response>) -> Response {
     )
 }
 
-async fn run(app: &App, caller: &Caller, command: Command) -> Result<Outcome, Response> {
+pub(crate) async fn run(app: &App, caller: &Caller, command: Command) -> Result<Outcome, Response> {
     app.control
         .execute(&caller.actor, command)
         .await
@@ -128,7 +128,17 @@ pub(crate) async fn metrics(State(app): AppState, headers: HeaderMap) -> Respons
         }
     }
     let store_problem = app.control.store_health().problem.is_some();
-    match crate::metrics::render_metrics(&app.control.channels(), store_problem) {
+    let channels = app.control.channels();
+    #[cfg(feature = "medialive")]
+    let medialive = app
+        .settings
+        .medialive
+        .as_ref()
+        .map(|cloud| cloud.metrics(&channels))
+        .unwrap_or_default();
+    #[cfg(not(feature = "medialive"))]
+    let medialive = Vec::new();
+    match crate::metrics::render_metrics(&channels, store_problem, &medialive) {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,

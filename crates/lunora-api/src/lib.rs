@@ -36,7 +36,7 @@ use serde_json::json;
 
 #[cfg(feature = "medialive")]
 pub use medialive::Cloud;
-pub use metrics::render_metrics;
+pub use metrics::{MediaLiveMetric, render_metrics};
 pub use tls::TlsListener;
 
 use crate::auth::Access;

@@ -2,38 +2,506 @@
 //! provisioned, read back, started, stopped and torn down through `lunora-medialive`.
 //! Writes are the superadmin's; admins read the state.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use lunora_medialive::{MediaLiveSetup, ProvisionError, Provisioner, Target};
-use serde_json::json;
+use lunora_control::{
+    AuditEntry, ChannelId, ChannelStatus, Command, OutputId, OutputSettings, OutputState, Store,
+    StoreError,
+};
+use lunora_medialive::{
+    MediaLiveSetup, Mode, ProvisionError, Provisioned, Provisioner, Target, Watch, WatchAction,
+};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::auth::Caller;
-use crate::handlers::{AppState, Body, find_channel, read};
+use crate::handlers::{AppState, Body, find_channel, read, run};
+use crate::metrics::MediaLiveMetric;
 use crate::{App, error};
 
-/// MediaLive as this box uses it: the provisioner and the box id its resources are tagged with.
+/// The box's outputs into MediaLive are the channel's outputs with this id (or this id and a
+/// `-` suffix, one per input or pipeline).
+pub(crate) const FEED_OUTPUT: &str = "medialive";
+
+/// MediaLive as this box uses it: the provisioner, the box id its resources are tagged with,
+/// and the watch over every channel it provisioned.
 #[derive(Debug, Clone)]
 pub struct Cloud {
     provisioner: Provisioner,
     box_id: String,
+    /// How often MediaLive's channel states are read.
+    poll: Duration,
     /// One change to AWS at a time: two provisioning requests racing would each find nothing
     /// and each create a channel.
     changing: Arc<Mutex<()>>,
+    watched: Arc<StdMutex<BTreeMap<String, Watched>>>,
+    /// The monotonic clock's zero for [`Watch`].
+    started: Instant,
+}
+
+/// One provisioned channel as the box watches it.
+#[derive(Debug)]
+struct Watched {
+    setup: MediaLiveSetup,
+    watch: Watch,
+    /// MediaLive's state at the last poll; `None`: no channel (yet), or never polled.
+    state: Option<String>,
+    polled_at: Option<SystemTime>,
+    poll_error: Option<String>,
+    poll_errors_total: u64,
+}
+
+impl Watched {
+    fn new(setup: MediaLiveSetup, running_since: Option<SystemTime>) -> Watched {
+        Watched {
+            watch: Watch::new(setup.stop_after_idle_min, running_since),
+            setup,
+            state: None,
+            polled_at: None,
+            poll_error: None,
+            poll_errors_total: 0,
+        }
+    }
+}
+
+/// Whether one of the channel's outputs into MediaLive is delivering.
+fn feed_live(channel: Option<&ChannelStatus>) -> bool {
+    channel.is_some_and(|c| {
+        c.outputs
+            .iter()
+            .any(|o| is_feed_output(&o.id) && o.stats.state == OutputState::Live)
+    })
+}
+
+fn is_feed_output(id: &str) -> bool {
+    id == FEED_OUTPUT
+        || id
+            .strip_prefix(FEED_OUTPUT)
+            .is_some_and(|rest| rest.starts_with('-'))
+}
+
+fn seconds(duration: Duration) -> u64 {
+    duration.as_secs()
+}
+
+/// `GET …/medialive`: what exists in AWS, what was asked for, and how the box sees it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct CloudView {
+    #[serde(flatten)]
+    provisioned: Provisioned,
+    /// The setup last provisioned from this box (secrets left out); `null` for resources
+    /// this box found tagged but did not provision since its state was reset.
+    setup: Option<MediaLiveSetup>,
+    /// RFC 3339 UTC: when the box first saw the MediaLive channel running (billing).
+    running_since: Option<String>,
+    running_for_seconds: Option<u64>,
+    /// One of the box's outputs into MediaLive (`medialive`, `medialive-…`) is live.
+    feed_live: bool,
+    /// How long the running channel has had no feed from the box.
+    idle_seconds: Option<u64>,
+    /// RFC 3339 UTC of the last state poll, and its error if it failed.
+    polled_at: Option<String>,
+    poll_error: Option<String>,
 }
 
 impl Cloud {
-    pub fn new(provisioner: Provisioner, box_id: String) -> Cloud {
+    pub fn new(provisioner: Provisioner, box_id: String, poll: Duration) -> Cloud {
         Cloud {
             provisioner,
             box_id,
+            poll,
             changing: Arc::default(),
+            watched: Arc::default(),
+            started: Instant::now(),
         }
+    }
+
+    fn watched(&self) -> MutexGuard<'_, BTreeMap<String, Watched>> {
+        self.watched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Picks up the setups saved before a restart, so what this box provisioned stays
+    /// watched (and stopped when idle).
+    fn load(&self, store: &Store) -> Result<(), StoreError> {
+        let saved = store.medialive_setups()?;
+        let mut watched = self.watched();
+        for entry in saved {
+            match serde_json::from_value::<MediaLiveSetup>(entry.setup) {
+                Ok(setup) => {
+                    watched.insert(entry.channel, Watched::new(setup, entry.running_since));
+                }
+                Err(e) => warn!(
+                    channel = %entry.channel,
+                    error = %e,
+                    "the saved MediaLive setup does not read; provision the channel again (PUT …/medialive) to watch it"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// The series `/metrics` shows for every watched channel.
+    pub(crate) fn metrics(&self, channels: &[ChannelStatus]) -> Vec<MediaLiveMetric> {
+        self.watched()
+            .iter()
+            .map(|(id, w)| MediaLiveMetric {
+                channel: id.clone(),
+                state: w.state.clone(),
+                feed_live: feed_live(channels.iter().find(|c| &c.id == id)),
+                running_since: w.watch.running_since(),
+                poll_errors_total: w.poll_errors_total,
+            })
+            .collect()
+    }
+
+    /// Reads every watched channel's state, then acts on what the watches say. Runs until
+    /// `shutdown` resolves.
+    pub async fn watch(app: Arc<App>, shutdown: impl std::future::Future<Output = ()>) {
+        let Some(cloud) = app.settings.medialive.clone() else {
+            return;
+        };
+        let store = app.control.store().clone();
+        match tokio::task::spawn_blocking({
+            let cloud = cloud.clone();
+            move || cloud.load(&store)
+        })
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot read the saved MediaLive setups; channels provisioned before are not watched until provisioned again")
+            }
+            Err(e) => warn!(error = %e, "cannot read the saved MediaLive setups"),
+        }
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(cloud.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = tick.tick() => cloud.poll_once(&app).await,
+            }
+        }
+    }
+
+    async fn poll_once(&self, app: &App) {
+        if self.watched().is_empty() {
+            return;
+        }
+        let states = self.provisioner.channel_states(&self.box_id).await;
+        let channels = app.control.channels();
+        let now = SystemTime::now();
+        let monotonic = self.started.elapsed();
+        let mut todo = Vec::new();
+        {
+            let mut watched = self.watched();
+            for (id, w) in watched.iter_mut() {
+                w.polled_at = Some(now);
+                match &states {
+                    Err(e) => {
+                        w.poll_errors_total += 1;
+                        w.poll_error = Some(e.to_string());
+                    }
+                    Ok(states) => {
+                        w.poll_error = None;
+                        w.state = states.get(id).map(|(_, state)| state.clone());
+                        let live = feed_live(channels.iter().find(|c| &c.id == id));
+                        let actions = w.watch.observe(now, monotonic, w.state.as_deref(), live);
+                        todo.extend(actions.into_iter().map(|a| (id.clone(), a)));
+                    }
+                }
+            }
+        }
+        if let Err(e) = &states {
+            warn!(error = %e, "cannot read MediaLive channel states; retrying in {} s", self.poll.as_secs());
+        }
+        for (channel, action) in todo {
+            self.act(app, &channel, action).await;
+        }
+    }
+
+    async fn act(&self, app: &App, channel: &str, action: WatchAction) {
+        let store = app.control.store().clone();
+        match action {
+            WatchAction::RunningSince(since) => {
+                let id = channel.to_string();
+                let saved = tokio::task::spawn_blocking(move || {
+                    store.set_medialive_running_since(&id, since)
+                })
+                .await;
+                if !matches!(saved, Ok(Ok(()))) {
+                    warn!(
+                        channel,
+                        "cannot save since when the MediaLive channel runs; the figure restarts with the box"
+                    );
+                }
+            }
+            WatchAction::StopIdle { idle } => {
+                let stopped = match Target::new(&self.box_id, channel) {
+                    Ok(target) => {
+                        let _changing = self.changing.lock().await;
+                        self.provisioner
+                            .stop(&target)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(problems) => Err(problems
+                        .into_iter()
+                        .map(|p| p.message)
+                        .collect::<Vec<_>>()
+                        .join("; ")),
+                };
+                match stopped {
+                    Ok(state) => {
+                        warn!(channel, idle_seconds = seconds(idle), state = %state, "MediaLive channel stopped: nothing from the box reached it for stop_after_idle_min");
+                        let entry = AuditEntry {
+                            at: SystemTime::now(),
+                            username: None,
+                            address: None,
+                            action: "medialive.stop_idle".into(),
+                            target: channel.to_string(),
+                            details: json!({ "idle_seconds": seconds(idle) }),
+                        };
+                        let _ = tokio::task::spawn_blocking(move || store.audit(&entry)).await;
+                    }
+                    Err(e) => {
+                        if let Some(w) = self.watched().get_mut(channel) {
+                            w.watch.stop_failed();
+                        }
+                        warn!(channel, error = %e, "cannot stop the idle MediaLive channel; trying again at the next poll");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The box's view of a channel for `GET`, on top of what AWS says.
+    fn view(&self, app: &App, id: &str, provisioned: Provisioned) -> CloudView {
+        let watched = self.watched();
+        let w = watched.get(id);
+        let channels = app.control.channels();
+        let running_since = w.and_then(|w| w.watch.running_since());
+        CloudView {
+            provisioned,
+            setup: w.map(|w| MediaLiveSetup {
+                srt_passphrase: None,
+                ..w.setup.clone()
+            }),
+            running_since: running_since.map(lunora_media::rfc3339),
+            running_for_seconds: running_since
+                .and_then(|since| SystemTime::now().duration_since(since).ok())
+                .map(seconds),
+            feed_live: feed_live(channels.iter().find(|c| c.id == id)),
+            idle_seconds: w
+                .and_then(|w| w.watch.idle_for(self.started.elapsed()))
+                .map(seconds),
+            polled_at: w.and_then(|w| w.polled_at).map(lunora_media::rfc3339),
+            poll_error: w.and_then(|w| w.poll_error.clone()),
+        }
+    }
+
+    /// Remembers (and saves, with its audit row) the setup just provisioned.
+    async fn remember(
+        &self,
+        app: &App,
+        caller: &Caller,
+        id: &str,
+        setup: Option<&MediaLiveSetup>,
+        action: &str,
+    ) {
+        let value = setup.and_then(|s| serde_json::to_value(s).ok());
+        let entry = audit(caller, action, id, setup);
+        let (store, channel) = (app.control.store().clone(), id.to_string());
+        let saved = tokio::task::spawn_blocking(move || {
+            store.save_medialive(&channel, value.as_ref(), Some(&entry))
+        })
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            warn!(
+                channel = id,
+                "cannot save the MediaLive setup; after a restart the box does not watch this channel until provisioned again"
+            );
+        }
+        let mut watched = self.watched();
+        match setup {
+            Some(setup) => {
+                let w = watched
+                    .entry(id.to_string())
+                    .or_insert_with(|| Watched::new(setup.clone(), None));
+                w.watch.set_stop_after_idle_min(setup.stop_after_idle_min);
+                w.setup = setup.clone();
+            }
+            None => {
+                watched.remove(id);
+            }
+        }
+    }
+
+    async fn record(&self, app: &App, caller: &Caller, id: &str, action: &str, state: &str) {
+        if let Some(w) = self.watched().get_mut(id) {
+            w.state = Some(state.to_string());
+        }
+        let mut entry = audit(caller, action, id, None);
+        entry.details = json!({ "state": state });
+        let store = app.control.store().clone();
+        let _ = tokio::task::spawn_blocking(move || store.audit(&entry)).await;
+    }
+}
+
+/// The outputs that feed what was provisioned: edge mode sends the channel's clean output to
+/// each of the input's destinations (`medialive`, `medialive-2` for a standard channel's second
+/// pipeline). Pure, so the URL handling is tested without AWS.
+fn feed_outputs(
+    setup: &MediaLiveSetup,
+    provisioned: &Provisioned,
+) -> Result<Vec<OutputSettings>, String> {
+    let mut outputs = Vec::new();
+    for input in &provisioned.inputs {
+        let base = match setup.mode {
+            Mode::Edge => FEED_OUTPUT.to_string(),
+            Mode::Cloud => format!("{FEED_OUTPUT}-{}", input.role),
+        };
+        for (n, url) in input.urls.iter().enumerate() {
+            let id = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{}", n + 1)
+            };
+            let value = if let Some(rest) = url.strip_prefix("srt://") {
+                let address = rest.trim_end_matches('/');
+                json!({
+                    "type": "srt",
+                    "id": id,
+                    "mode": "caller",
+                    "address": address,
+                    "latency_ms": setup.srt_latency_ms,
+                    "passphrase": setup.srt_passphrase.as_ref().map(|p| p.expose().to_string()),
+                })
+            } else if url.starts_with("rtmp://") || url.starts_with("rtmps://") {
+                let (app, stream) = url.rsplit_once('/').ok_or_else(|| {
+                    format!(
+                        "MediaLive input {} has an RTMP URL without a stream name: {url:?}",
+                        input.id
+                    )
+                })?;
+                json!({
+                    "type": "rtmp",
+                    "id": id,
+                    "preset": "custom",
+                    "url": app,
+                    "stream_key": stream,
+                    "autostart": true,
+                })
+            } else {
+                return Err(format!(
+                    "MediaLive input {} has an address the box cannot send to: {url:?}",
+                    input.id
+                ));
+            };
+            let output = serde_json::from_value(value).map_err(|e| {
+                format!(
+                    "MediaLive input {} address {url:?} does not make an output: {e}",
+                    input.id
+                )
+            })?;
+            outputs.push(output);
+        }
+    }
+    Ok(outputs)
+}
+
+/// Puts the feed outputs into the channel's graph (added, or updated in place), starts them,
+/// and removes feed outputs the setup no longer has. Errors name the output.
+async fn apply_feeds(
+    app: &App,
+    caller: &Caller,
+    channel: &str,
+    outputs: Vec<OutputSettings>,
+) -> Result<Vec<String>, Response> {
+    let existing: Vec<String> = find_channel(app, channel)?
+        .outputs
+        .iter()
+        .map(|o| o.id.clone())
+        .filter(|id| is_feed_output(id))
+        .collect();
+    let channel_id = ChannelId::new(channel);
+    let mut ids = Vec::new();
+    for output in outputs {
+        let id = output.id().to_string();
+        let command = if existing.contains(&id) {
+            Command::UpdateOutput {
+                channel: channel_id.clone(),
+                output,
+            }
+        } else {
+            Command::AddOutput {
+                channel: channel_id.clone(),
+                output,
+            }
+        };
+        run(app, caller, command).await?;
+        run(
+            app,
+            caller,
+            Command::RunOutputs {
+                channel: channel_id.clone(),
+                output: Some(OutputId::new(id.clone())),
+                start: true,
+            },
+        )
+        .await?;
+        ids.push(id);
+    }
+    for stale in existing.iter().filter(|id| !ids.contains(id)) {
+        remove_feed(app, caller, channel, stale).await?;
+    }
+    Ok(ids)
+}
+
+async fn remove_feed(app: &App, caller: &Caller, channel: &str, id: &str) -> Result<(), Response> {
+    run(
+        app,
+        caller,
+        Command::RemoveOutput {
+            channel: ChannelId::new(channel),
+            output: OutputId::new(id),
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+fn audit(caller: &Caller, action: &str, id: &str, setup: Option<&MediaLiveSetup>) -> AuditEntry {
+    let details = setup.map_or(Value::Null, |s| {
+        let mut value = serde_json::to_value(MediaLiveSetup {
+            srt_passphrase: None,
+            ..s.clone()
+        })
+        .unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                "srt_passphrase_set".into(),
+                Value::Bool(s.srt_passphrase.is_some()),
+            );
+        }
+        value
+    });
+    AuditEntry {
+        at: SystemTime::now(),
+        username: Some(caller.actor.username.clone()),
+        address: caller.actor.address.clone(),
+        action: action.to_string(),
+        target: id.to_string(),
+        details,
     }
 }
 
@@ -77,7 +545,7 @@ pub(crate) async fn get_medialive(State(app): AppState, Path(id): Path<String>) 
         let cloud = cloud(&app)?;
         let target = target(cloud, &id)?;
         match cloud.provisioner.state(&target).await.map_err(failed)? {
-            Some(provisioned) => Ok(Json(provisioned).into_response()),
+            Some(provisioned) => Ok(Json(cloud.view(&app, &id, provisioned)).into_response()),
             None => Err(error(
                 StatusCode::NOT_FOUND,
                 &format!("nothing is provisioned in AWS for channel {id:?}"),
@@ -105,7 +573,14 @@ pub(crate) async fn put_medialive(
             .await
             .map_err(failed)?;
         info!(channel = %id, by = %caller.actor.username, medialive = ?provisioned.channel_id, "MediaLive provisioned");
-        Ok(Json(provisioned).into_response())
+        cloud
+            .remember(&app, &caller, &id, Some(&setup), "medialive.provision")
+            .await;
+        let outputs = feed_outputs(&setup, &provisioned)
+            .map_err(|message| error(StatusCode::BAD_GATEWAY, &message))?;
+        let fed = apply_feeds(&app, &caller, &id, outputs).await?;
+        info!(channel = %id, outputs = ?fed, "the box feeds MediaLive");
+        Ok(Json(cloud.view(&app, &id, provisioned)).into_response())
     };
     result.await.unwrap_or_else(|response: Response| response)
 }
@@ -121,6 +596,14 @@ pub(crate) async fn delete_medialive(
         let _changing = cloud.changing.lock().await;
         cloud.provisioner.teardown(&target).await.map_err(failed)?;
         info!(channel = %id, by = %caller.actor.username, "MediaLive torn down");
+        cloud
+            .remember(&app, &caller, &id, None, "medialive.teardown")
+            .await;
+        if let Ok(channel) = find_channel(&app, &id) {
+            for output in channel.outputs.iter().filter(|o| is_feed_output(&o.id)) {
+                remove_feed(&app, &caller, &id, &output.id).await?;
+            }
+        }
         Ok(StatusCode::NO_CONTENT.into_response())
     };
     result.await.unwrap_or_else(|response: Response| response)
@@ -139,6 +622,12 @@ async fn lifecycle(app: &App, caller: &Caller, id: &str, start: bool) -> Respons
         .map_err(failed)?;
         let verb = if start { "started" } else { "stopped" };
         info!(channel = %id, by = %caller.actor.username, state = %state, "MediaLive channel {verb}");
+        let action = if start {
+            "medialive.start"
+        } else {
+            "medialive.stop"
+        };
+        cloud.record(app, caller, id, action, &state).await;
         Ok(Json(json!({ "state": state })).into_response())
     };
     result.await.unwrap_or_else(|response: Response| response)
@@ -169,10 +658,135 @@ pub(crate) mod schemas {
     }
 
     pub(crate) fn provisioned() -> Value {
-        of::<lunora_medialive::Provisioned>()
+        of::<super::CloudView>()
     }
 
     pub(crate) fn state() -> Value {
         json!({"type": "object", "required": ["state"], "properties": {"state": {"type": "string", "description": "MediaLive's channel state: IDLE, STARTING, RUNNING, STOPPING, …"}}})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lunora_medialive::{InputView, Mode};
+
+    use super::*;
+
+    fn provisioned(inputs: Vec<InputView>) -> Provisioned {
+        Provisioned {
+            channel_group: "lunora-box-program".into(),
+            mediapackage_channel: "program".into(),
+            security_group_id: None,
+            inputs,
+            channel_id: Some("1234".into()),
+            state: Some("IDLE".into()),
+        }
+    }
+
+    fn input(role: &str, kind: &str, urls: &[&str]) -> InputView {
+        InputView {
+            role: role.into(),
+            id: format!("in-{role}"),
+            input_type: kind.into(),
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+
+    fn ids(outputs: &[OutputSettings]) -> Vec<&str> {
+        outputs.iter().map(|o| o.id().as_str()).collect()
+    }
+
+    #[test]
+    fn an_rtmp_input_is_fed_by_one_output_per_pipeline() {
+        let setup = MediaLiveSetup::new(Mode::Edge);
+        let outputs = feed_outputs(
+            &setup,
+            &provisioned(vec![input(
+                "main",
+                "RTMP_PUSH",
+                &[
+                    "rtmp://203.0.113.10:1935/program/main",
+                    "rtmp://203.0.113.11:1935/program/main",
+                ],
+            )]),
+        )
+        .unwrap();
+        assert_eq!(ids(&outputs), ["medialive", "medialive-2"]);
+        let OutputSettings::Rtmp(first) = &outputs[0] else {
+            panic!("{:?}", outputs[0])
+        };
+        assert_eq!(
+            first.url.as_deref(),
+            Some("rtmp://203.0.113.10:1935/program")
+        );
+        assert_eq!(first.stream_key.as_ref().map(|k| k.expose()), Some("main"));
+        assert!(first.autostart);
+    }
+
+    #[test]
+    fn an_srt_listener_input_is_called_with_the_setup_passphrase_and_latency() {
+        let mut setup = MediaLiveSetup::new(Mode::Edge);
+        setup.input_type = lunora_medialive::InputType::SrtListener;
+        setup.srt_passphrase = Some(lunora_media::Secret::new("0123456789abcdef".to_string()));
+        setup.srt_latency_ms = 1500;
+        let outputs = feed_outputs(
+            &setup,
+            &provisioned(vec![input(
+                "main",
+                "SRT_LISTENER",
+                &["srt://203.0.113.10:5000"],
+            )]),
+        )
+        .unwrap();
+        let OutputSettings::Srt(srt) = &outputs[0] else {
+            panic!("{:?}", outputs[0])
+        };
+        assert_eq!(srt.address, Some("203.0.113.10:5000".parse().unwrap()));
+        assert_eq!(srt.latency_ms, 1500);
+        assert_eq!(
+            srt.passphrase.as_ref().map(|p| p.expose()),
+            Some("0123456789abcdef")
+        );
+    }
+
+    #[test]
+    fn cloud_mode_names_each_feed_after_its_input() {
+        let setup = MediaLiveSetup::new(Mode::Cloud);
+        let outputs = feed_outputs(
+            &setup,
+            &provisioned(vec![
+                input(
+                    "main",
+                    "RTMP_PUSH",
+                    &["rtmp://203.0.113.10:1935/program/main"],
+                ),
+                input(
+                    "backup",
+                    "RTMP_PUSH",
+                    &["rtmp://203.0.113.10:1935/program/backup"],
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ids(&outputs), ["medialive-main", "medialive-backup"]);
+        assert!(ids(&outputs).iter().all(|id| is_feed_output(id)));
+        assert!(!is_feed_output("medialivex"));
+    }
+
+    #[test]
+    fn an_address_the_box_cannot_send_to_is_refused_with_the_input_named() {
+        let setup = MediaLiveSetup::new(Mode::Edge);
+        for url in [
+            "udp://203.0.113.10:5000",
+            "srt://medialive.example:5000",
+            "rtmp:",
+        ] {
+            let error = feed_outputs(
+                &setup,
+                &provisioned(vec![input("main", "RTMP_PUSH", &[url])]),
+            )
+            .unwrap_err();
+            assert!(error.contains("in-main"), "{url}: {error}");
+        }
     }
 }

@@ -45,10 +45,77 @@ impl Families {
 const INPUT: &[&str] = &["channel", "input"];
 const OUTPUT: &[&str] = &["channel", "output"];
 
+/// One provisioned MediaLive channel as `/metrics` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaLiveMetric {
+    pub channel: String,
+    /// MediaLive's state at the last poll; `None`: no MediaLive channel (or not polled yet).
+    pub state: Option<String>,
+    /// One of the box's outputs into MediaLive is live.
+    pub feed_live: bool,
+    pub running_since: Option<std::time::SystemTime>,
+    pub poll_errors_total: u64,
+}
+
+/// MediaLive's channel states, each with a series from the first scrape.
+const MEDIALIVE_STATES: &[&str] = &[
+    "CREATING",
+    "CREATE_FAILED",
+    "IDLE",
+    "STARTING",
+    "RUNNING",
+    "RECOVERING",
+    "STOPPING",
+    "UPDATING",
+    "UPDATE_FAILED",
+    "DELETING",
+];
+
+fn render_medialive(f: &Families, medialive: &[MediaLiveMetric]) -> prometheus::Result<()> {
+    let state = f.int_gauge(
+        "lunora_medialive_channel_state",
+        "1 for the MediaLive channel's state at the last poll (RUNNING bills by the hour).",
+        &["channel", "state"],
+    )?;
+    let feed = f.int_gauge(
+        "lunora_medialive_feed_live",
+        "1 while one of the box's outputs into the channel's MediaLive input is live.",
+        &["channel"],
+    )?;
+    let since = f.gauge(
+        "lunora_medialive_running_since_timestamp_seconds",
+        "When the box first saw the MediaLive channel running (Unix time); 0 when it is not.",
+        &["channel"],
+    )?;
+    let errors = f.counter(
+        "lunora_medialive_poll_errors_total",
+        "MediaLive state polls that failed (AWS unreachable or refusing).",
+        &["channel"],
+    )?;
+    for m in medialive {
+        let c = m.channel.as_str();
+        for s in MEDIALIVE_STATES {
+            state
+                .with_label_values(&[c, s])
+                .set(i64::from(m.state.as_deref() == Some(*s)));
+        }
+        feed.with_label_values(&[c]).set(i64::from(m.feed_live));
+        let unix = m
+            .running_since
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        since.with_label_values(&[c]).set(unix);
+        errors.with_label_values(&[c]).inc_by(m.poll_errors_total);
+    }
+    Ok(())
+}
+
 /// `store_unreadable`: the saved state could not be read at start (destinations were held).
+/// `medialive`: the channels this box provisioned in MediaLive.
 pub fn render_metrics(
     channels: &[ChannelStatus],
     store_unreadable: bool,
+    medialive: &[MediaLiveMetric],
 ) -> prometheus::Result<String> {
     let f = Families {
         registry: Registry::new(),
@@ -71,6 +138,7 @@ pub fn render_metrics(
     )?
     .with_label_values(&[] as &[&str])
     .set(i64::from(store_unreadable));
+    render_medialive(&f, medialive)?;
 
     let input_up = f.int_gauge(
         "lunora_input_up",

@@ -36,7 +36,8 @@ pub use status::{
 pub use lunora_egress::{HlsSettings, OutputState, OutputStats};
 pub use lunora_ingest::{ConnectionState, InputStats, RtmpsSettings, TlsError, tls_acceptor};
 pub use lunora_store::{
-    AuditRecord, Opened as StoreOpened, Store, StoreError, TokenInfo, UserInfo, UserRole,
+    AuditEntry, AuditRecord, Opened as StoreOpened, SavedMediaLive, Store, StoreError, TokenInfo,
+    UserInfo, UserRole,
 };
 pub use lunora_switch::Reason;
 pub use lunora_ts::Indicator;

@@ -22,7 +22,12 @@ pub struct AwsSettings {
     /// Create input security groups (AWS needs them for push inputs); `false` only for an
     /// endpoint that does not model them (moto_server in the tests).
     pub input_security_groups: bool,
+    /// How often the box reads the state of the MediaLive channels it provisioned
+    /// (`poll_interval_s`, 1–3600, default 30): one `ListChannels` per poll for all of them.
+    pub poll_interval_s: u64,
 }
+
+pub const DEFAULT_POLL_INTERVAL_S: u64 = 30;
 
 /// A box id from the host name: lowercase, anything outside `a-z 0-9 - _` as `-`, at most 64
 /// characters; `lunora` when nothing is left.
@@ -100,6 +105,15 @@ impl AwsSettings {
                 });
             }
         }
+        if !(1..=3600).contains(&self.poll_interval_s) {
+            problems.push(Problem {
+                field: "poll_interval_s",
+                message: format!(
+                    "poll_interval_s must be 1–3600 seconds; it is {}",
+                    self.poll_interval_s
+                ),
+            });
+        }
         if let Err(target) = crate::setup::Target::new(&self.box_id, "x") {
             problems.extend(target);
         }
@@ -153,6 +167,7 @@ mod tests {
             role_arn: None,
             box_id: "studio-1".into(),
             input_security_groups: true,
+            poll_interval_s: DEFAULT_POLL_INTERVAL_S,
         }
     }
 
@@ -177,6 +192,7 @@ mod tests {
             role_arn: Some("MediaLiveAccessRole".into()),
             box_id: "Studio 1".into(),
             input_security_groups: true,
+            poll_interval_s: 0,
         };
         let problems: Vec<_> = bad
             .validate()
@@ -206,6 +222,10 @@ mod tests {
                         .to_string()
                 ),
                 (
+                    "poll_interval_s",
+                    "poll_interval_s must be 1–3600 seconds; it is 0".to_string()
+                ),
+                (
                     "box_id",
                     "box_id \"Studio 1\" must be 1–64 characters of a-z, 0-9, '-' or '_'"
                         .to_string()
@@ -219,6 +239,7 @@ mod tests {
             role_arn: Some("arn:aws:iam::123456789012:role/MediaLiveAccessRole".into()),
             box_id: "studio-1".into(),
             input_security_groups: false,
+            poll_interval_s: 3600,
         };
         assert!(good.validate().is_empty());
     }

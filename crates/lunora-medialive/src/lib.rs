@@ -5,13 +5,16 @@
 //! - [`preset`]: the named encoder presets (H.264 + AAC ABR ladders).
 //! - [`aws`]: the `[aws]` settings and the SDK clients (standard credential chain).
 //! - [`provision`]: create/adopt, start, stop, read back and tear down, by tags.
+//! - [`watch`]: since when a channel runs, whether the box feeds it, when an idle one stops.
 
 pub mod aws;
 pub mod preset;
 pub mod provision;
 pub mod setup;
+pub mod watch;
 
 pub use aws::{AwsSettings, Clients, default_box_id};
 pub use preset::Preset;
 pub use provision::{InputView, Options, ProvisionError, Provisioned, Provisioner};
 pub use setup::{InputPreference, InputType, MediaLiveSetup, Mode, Problem, Target};
+pub use watch::{Watch, WatchAction};

@@ -60,7 +60,7 @@ fn join(problems: &[Problem]) -> String {
         .join("; ")
 }
 
-fn aws<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> ProvisionError
+pub(crate) fn aws<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> ProvisionError
 where
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -124,7 +124,7 @@ pub struct Provisioned {
 /// Provisions and runs the AWS side of channels.
 #[derive(Debug, Clone)]
 pub struct Provisioner {
-    clients: Clients,
+    pub(crate) clients: Clients,
     options: Options,
 }
 

@@ -1,7 +1,8 @@
 //! Lunora Edge's on-disk state in one SQLite file, `<state dir>/lunora.db`: users (argon2id
 //! hashes), login sessions and API tokens (only SHA-256 digests of their secrets), the runtime
 //! overlay of channels, inputs and outputs that the API changed on top of the config file, the
-//! operator's start/stop choices per destination, and the audit log.
+//! operator's start/stop choices per destination, the MediaLive setup per channel, and the
+//! audit log.
 //!
 //! Why SQLite: several writers (the daemon and the `lunora user`/`lunora token` commands run
 //! while the daemon does) and changes that must land together (an overlay change, its run
@@ -17,6 +18,7 @@
 mod auth;
 mod error;
 mod import;
+mod medialive;
 mod open;
 mod overlay;
 mod role;
@@ -30,6 +32,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use auth::TokenInfo;
 pub use error::StoreError;
+pub use medialive::SavedMediaLive;
 pub use overlay::{AuditEntry, AuditRecord, ComponentKind, OverlayEntry};
 pub use role::{UnknownRole, UserRole};
 pub use users::UserInfo;

@@ -76,6 +76,13 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
     ) STRICT, WITHOUT ROWID;",
+    // 2: the MediaLive setup asked for per channel, and since when its MediaLive channel runs
+    // (MediaLive does not say; a restart of the box must not reset the figure).
+    "CREATE TABLE medialive (
+        channel TEXT PRIMARY KEY NOT NULL CHECK (channel <> ''),
+        setup TEXT NOT NULL,
+        running_since INTEGER
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

@@ -49,6 +49,7 @@ struct RawAws {
     role_arn: Option<Spanned<String>>,
     box_id: Option<Spanned<String>>,
     input_security_groups: Option<bool>,
+    poll_interval_s: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -562,6 +563,12 @@ fn aws_settings(
             lunora_medialive::default_box_id(&hostname)
         }),
         input_security_groups: raw.input_security_groups.unwrap_or(true),
+        poll_interval_s: raw
+            .poll_interval_s
+            .as_ref()
+            .map_or(lunora_medialive::aws::DEFAULT_POLL_INTERVAL_S, |s| {
+                *s.get_ref()
+            }),
     };
     let problems = settings.validate();
     for problem in &problems {
@@ -570,6 +577,7 @@ fn aws_settings(
             "endpoint_url" => raw.endpoint_url.as_ref().map(Spanned::span),
             "role_arn" => raw.role_arn.as_ref().map(Spanned::span),
             "box_id" => raw.box_id.as_ref().map(Spanned::span),
+            "poll_interval_s" => raw.poll_interval_s.as_ref().map(Spanned::span),
             _ => Some(raw.region.span()),
         };
         c.at(

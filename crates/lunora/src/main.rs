@@ -234,6 +234,7 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                     },
                 ),
                 aws.box_id.clone(),
+                std::time::Duration::from_secs(aws.poll_interval_s),
             ))
         }
         None => None,
@@ -263,6 +264,13 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         let (app, cancel) = (app.over_tls(), cancel.clone());
         graph.tasks().spawn(async move {
             lunora_api::serve(listener, app, cancel.cancelled_owned()).await;
+        });
+    }
+    #[cfg(feature = "medialive")]
+    {
+        let (app, cancel) = (app.clone(), cancel.clone());
+        graph.tasks().spawn(async move {
+            lunora_api::Cloud::watch(app, cancel.cancelled_owned()).await;
         });
     }
     let http_cancel = cancel.clone();
