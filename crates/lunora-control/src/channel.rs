@@ -3,12 +3,13 @@
 //! Inputs join and leave the running task (the switcher numbers them by slot; a slot is never
 //! reused, so a late event from a removed input's task reaches nothing).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use lunora_egress::Bus;
 use lunora_ingest::{InputEvent, InputReceiver};
+use lunora_media::Program;
 use lunora_switch::{Health, InputSpec, Output, Policy, SwitchRecord, Switcher};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -76,6 +77,11 @@ pub(crate) enum ChannelCommand {
     },
     RemoveInput(usize),
     SetPolicy(Policy),
+    /// Also publish the input in `slot`, as received, on `bus` (`None`: stop).
+    Tap {
+        slot: usize,
+        bus: Option<Arc<Bus>>,
+    },
 }
 
 pub(crate) struct ChannelTask {
@@ -86,6 +92,10 @@ pub(crate) struct ChannelTask {
     pub(crate) events: broadcast::Sender<ChannelEvent>,
     /// Slots with a sender connected.
     pub(crate) connected: std::collections::BTreeSet<usize>,
+    /// Slot → bus of outputs that send that input unswitched.
+    pub(crate) taps: HashMap<usize, Arc<Bus>>,
+    /// Each input's last program, so a tap opened mid-stream starts with one.
+    pub(crate) programs: HashMap<usize, Program>,
 }
 
 impl ChannelTask {
@@ -118,8 +128,19 @@ impl ChannelTask {
                             lock(&self.runtime).silent_since.remove(&slot);
                             self.connection(slot, None);
                         }
-                        InputEvent::Program(program) => self.switcher.handle_program(now, slot, program),
-                        InputEvent::Frame(frame) => self.switcher.handle_frame(now, slot, frame),
+                        InputEvent::Program(program) => {
+                            if let Some(tap) = self.taps.get(&slot) {
+                                tap.publish_program(program.clone());
+                            }
+                            self.programs.insert(slot, program.clone());
+                            self.switcher.handle_program(now, slot, program)
+                        }
+                        InputEvent::Frame(frame) => {
+                            if let Some(tap) = self.taps.get(&slot) {
+                                tap.publish_frame(frame.clone());
+                            }
+                            self.switcher.handle_frame(now, slot, frame)
+                        }
                         InputEvent::Stats { packets_received, packets_lost, tr101290_priority1 } => {
                             self.switcher.handle_link(now, slot, packets_received, packets_lost);
                             self.switcher.handle_tr101290(now, slot, tr101290_priority1);
@@ -157,11 +178,24 @@ impl ChannelTask {
             ChannelCommand::RemoveInput(slot) => {
                 self.switcher.remove_input(now, slot);
                 self.connected.remove(&slot);
+                self.taps.remove(&slot);
+                self.programs.remove(&slot);
                 let mut runtime = lock(&self.runtime);
                 runtime.health.remove(&slot);
                 runtime.silent_since.remove(&slot);
                 runtime.forced_input = self.switcher.forced().and_then(|i| self.name(i));
             }
+            ChannelCommand::Tap { slot, bus } => match bus {
+                Some(bus) => {
+                    if let Some(program) = self.programs.get(&slot) {
+                        bus.publish_program(program.clone());
+                    }
+                    self.taps.insert(slot, bus);
+                }
+                None => {
+                    self.taps.remove(&slot);
+                }
+            },
             ChannelCommand::SetPolicy(policy) => {
                 info!(channel = %self.id, "failover policy changed");
                 self.switcher.set_policy(now, policy);

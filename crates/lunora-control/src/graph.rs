@@ -97,6 +97,9 @@ struct RunningChannel {
     cancel: CancellationToken,
     inputs: Vec<RunningInput>,
     outputs: Vec<RunningOutput>,
+    /// Input id → the bus carrying that input's stream as received, for outputs with a
+    /// `source`; kept across the input's restarts, dropped with the last output using it.
+    taps: HashMap<String, Arc<Bus>>,
 }
 
 /// The box's running channels. Cheap to share (`Arc`); every method is safe to call from
@@ -342,6 +345,8 @@ impl Graph {
             runtime: runtime.clone(),
             events: self.events.clone(),
             connected: Default::default(),
+            taps: HashMap::new(),
+            programs: HashMap::new(),
         };
         // Every line the channel's tasks log says which channel.
         let span = info_span!("channel", channel = %id);
@@ -362,6 +367,7 @@ impl Graph {
             cancel,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            taps: HashMap::new(),
         });
         self.config_event(&id, "channel", &id, ConfigChange::Added);
     }
@@ -543,19 +549,31 @@ impl Graph {
             }
         };
         info!(channel = %channel, input = %id, kind = settings.kind(), listen = %listen, "input started");
-        let mut channels = guard(&self.channels);
-        if let Some(c) = channels
-            .iter_mut()
-            .find(|c| c.settings.id.as_str() == channel)
-        {
-            c.inputs.push(RunningInput {
-                settings,
-                slot,
-                listen,
-                stats,
-                cancel,
-                task,
-            });
+        let tap = {
+            let mut channels = guard(&self.channels);
+            let c = channels
+                .iter_mut()
+                .find(|c| c.settings.id.as_str() == channel);
+            c.and_then(|c| {
+                c.inputs.push(RunningInput {
+                    settings,
+                    slot,
+                    listen,
+                    stats,
+                    cancel,
+                    task,
+                });
+                c.taps.get(&id).cloned()
+            })
+        };
+        // Outputs sending this input keep their bus; the restarted input feeds it again.
+        if let Some(bus) = tap {
+            let _ = commands
+                .send(ChannelCommand::Tap {
+                    slot,
+                    bus: Some(bus),
+                })
+                .await;
         }
         Ok(())
     }
@@ -604,7 +622,25 @@ impl Graph {
                 .outputs
                 .iter()
                 .position(|o| o.settings.id().as_str() == id)?;
-            c.outputs.remove(index)
+            let output = c.outputs.remove(index);
+            if let Some(source) = output.settings.source()
+                && !c
+                    .outputs
+                    .iter()
+                    .any(|o| o.settings.source() == Some(source))
+            {
+                c.taps.remove(source.as_str());
+                let slot = c
+                    .inputs
+                    .iter()
+                    .find(|i| i.settings.id() == source)
+                    .map(|i| i.slot);
+                if let Some(slot) = slot {
+                    // Full or closed: the channel is going away with its taps.
+                    let _ = c.commands.try_send(ChannelCommand::Tap { slot, bus: None });
+                }
+            }
+            output
         };
         output.cancel.cancel();
         if let Some(srt) = output.srt
@@ -631,14 +667,39 @@ impl Graph {
         settings: OutputSettings,
         previous: Option<(lunora_egress::OutputStats, bool)>,
     ) -> Result<(), String> {
-        let bus = {
-            let channels = guard(&self.channels);
-            channels
-                .iter()
+        let (bus, tap) = {
+            let mut channels = guard(&self.channels);
+            let c = channels
+                .iter_mut()
                 .find(|c| c.settings.id.as_str() == channel)
-                .map(|c| c.bus.clone())
-                .ok_or_else(|| format!("channel {channel:?} is not running"))?
+                .ok_or_else(|| format!("channel {channel:?} is not running"))?;
+            match settings.source() {
+                None => (c.bus.clone(), None),
+                Some(source) => match c.taps.get(source.as_str()) {
+                    Some(bus) => (bus.clone(), None),
+                    None => {
+                        let bus = Bus::new(BUS_CAPACITY);
+                        c.taps.insert(source.to_string(), bus.clone());
+                        let slot = c
+                            .inputs
+                            .iter()
+                            .find(|i| i.settings.id() == source)
+                            .map(|i| i.slot);
+                        let tap = slot.map(|slot| (c.commands.clone(), slot, bus.clone()));
+                        (bus, tap)
+                    }
+                },
+            }
         };
+        if let Some((commands, slot, bus)) = tap {
+            commands
+                .send(ChannelCommand::Tap {
+                    slot,
+                    bus: Some(bus),
+                })
+                .await
+                .map_err(|_| format!("channel {channel:?} has stopped"))?;
+        }
         let id = settings.id().to_string();
         let stats = match &previous {
             Some((last, _)) => OutputStatsHandle::carrying_counters(last),

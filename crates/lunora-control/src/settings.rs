@@ -684,6 +684,12 @@ pub struct SrtOutputSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 256))]
     pub max_pullers: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "Option<String>",
+        description = "What it sends: absent, the channel's switched program; an input id, that input's stream as received (MediaLive's own failover pair in cloud mode, a monitoring feed)."
+    )]
+    pub source: Option<InputId>,
 }
 
 /// Receivers an SRT listener output serves at once unless `max_pullers` says otherwise: each
@@ -723,6 +729,12 @@ pub struct RtmpOutputSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 600_000))]
     pub retry_max_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "Option<String>",
+        description = "What it sends: absent, the channel's switched program; an input id, that input's stream as received (MediaLive's own failover pair in cloud mode, a monitoring feed)."
+    )]
+    pub source: Option<InputId>,
 }
 
 impl RtmpOutputSettings {
@@ -786,6 +798,14 @@ impl OutputSettings {
         match self {
             OutputSettings::Srt(s) => &s.id,
             OutputSettings::Rtmp(s) => &s.id,
+        }
+    }
+
+    /// The input whose stream it sends unswitched; `None`: the channel's program.
+    pub fn source(&self) -> Option<&InputId> {
+        match self {
+            OutputSettings::Srt(s) => s.source.as_ref(),
+            OutputSettings::Rtmp(s) => s.source.as_ref(),
         }
     }
 
@@ -1074,6 +1094,23 @@ impl GraphSpec {
                     );
                 }
                 ids.push(output_id);
+                if let Some(source) = output.source()
+                    && !channel.inputs.iter().any(|i| i.id() == source)
+                {
+                    push(
+                        c,
+                        Component::Output(o),
+                        Problem::at(
+                            "source",
+                            format!(
+                                "output {output_id:?} sends input {:?}, which channel {:?} does not have; use one of its input ids, or leave source out to send the program",
+                                source.as_str(),
+                                id.as_str()
+                            ),
+                        ),
+                        false,
+                    );
+                }
                 claim(
                     Component::Output(o),
                     format!("output {id}/{output_id}"),

@@ -831,6 +831,29 @@ passphrase = "${SRT_PASS}"
     }
 
     #[test]
+    fn an_output_source_must_be_an_input_of_its_channel() {
+        let channel = "[[channels]]\nid = \"a\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"cam\"\ntype = \"srt\"\nlisten = \"127.0.0.1:9000\"\n";
+        let output = |source: &str| {
+            format!(
+                "[[channels.outputs]]\nid = \"raw\"\ntype = \"srt\"\nmode = \"listener\"\nlisten = \"127.0.0.1:9100\"\nsource = \"{source}\"\n"
+            )
+        };
+        assert_eq!(
+            errors(&format!("{channel}{}", output("cam"))),
+            Vec::<String>::new()
+        );
+        let e = errors(&format!("{channel}{}", output("camera")));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:13:10:")
+                && e[0].contains(
+                    "output \"raw\" sends input \"camera\", which channel \"a\" does not have"
+                ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn two_listeners_on_one_tcp_port_are_refused_across_sections() {
         let channel = "[[channels]]\nid = \"a\"\nmode = \"single\"\n";
         let e = errors(&format!(
