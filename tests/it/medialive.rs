@@ -91,7 +91,8 @@ print(json.dumps({{"inputs": inputs, "channels": channels}}))
 fn config(moto: &Moto, channels: &str) -> String {
     format!(
         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nbox_id = \"it-box\"\n\
-         # moto_server does not model input security groups.\ninput_security_groups = false\n\n{channels}",
+         # moto_server models neither input security groups nor origin endpoints.\n\
+         input_security_groups = false\norigin_endpoints = false\n\n{channels}",
         moto.url
     )
 }

@@ -64,9 +64,8 @@ fn failed(e: ProvisionError) -> Response {
                 .into_response()
         }
         ProvisionError::NotProvisioned(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
-        ProvisionError::Conflict(_) | ProvisionError::Unsupported(_) => {
-            error(StatusCode::CONFLICT, &e.to_string())
-        }
+        ProvisionError::Conflict(_) => error(StatusCode::CONFLICT, &e.to_string()),
+        ProvisionError::Random(_) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         ProvisionError::Aws { .. } => error(StatusCode::BAD_GATEWAY, &e.to_string()),
         ProvisionError::Timeout(_) => error(StatusCode::GATEWAY_TIMEOUT, &e.to_string()),
     }

@@ -22,6 +22,9 @@ pub struct AwsSettings {
     /// Create input security groups (AWS needs them for push inputs); `false` only for an
     /// endpoint that does not model them (moto_server in the tests).
     pub input_security_groups: bool,
+    /// Create the MediaPackage v2 HLS origin endpoint (the playback URL); `false` only for an
+    /// endpoint that does not model them (moto_server in the tests).
+    pub origin_endpoints: bool,
 }
 
 /// A box id from the host name: lowercase, anything outside `a-z 0-9 - _` as `-`, at most 64
@@ -107,11 +110,14 @@ impl AwsSettings {
     }
 }
 
-/// The MediaLive and MediaPackage v2 clients of one account and region.
+/// The MediaLive, MediaPackage v2 and Secrets Manager clients of one account and region.
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub(crate) medialive: aws_sdk_medialive::Client,
     pub(crate) mediapackage: aws_sdk_mediapackagev2::Client,
+    pub(crate) secrets: aws_sdk_secretsmanager::Client,
+    /// A standard channel names the MediaPackage v2 region with each ingest endpoint.
+    pub(crate) region: Option<String>,
     pub(crate) role_arn: Option<String>,
 }
 
@@ -136,6 +142,8 @@ impl Clients {
         Clients {
             medialive: aws_sdk_medialive::Client::new(config),
             mediapackage: aws_sdk_mediapackagev2::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
+            region: config.region().map(|r| r.to_string()),
             role_arn,
         }
     }
@@ -153,6 +161,7 @@ mod tests {
             role_arn: None,
             box_id: "studio-1".into(),
             input_security_groups: true,
+            origin_endpoints: true,
         }
     }
 
@@ -177,6 +186,7 @@ mod tests {
             role_arn: Some("MediaLiveAccessRole".into()),
             box_id: "Studio 1".into(),
             input_security_groups: true,
+            origin_endpoints: true,
         };
         let problems: Vec<_> = bad
             .validate()
@@ -219,6 +229,7 @@ mod tests {
             role_arn: Some("arn:aws:iam::123456789012:role/MediaLiveAccessRole".into()),
             box_id: "studio-1".into(),
             input_security_groups: false,
+            origin_endpoints: false,
         };
         assert!(good.validate().is_empty());
     }

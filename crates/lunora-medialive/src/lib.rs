@@ -13,5 +13,5 @@ pub mod setup;
 
 pub use aws::{AwsSettings, Clients, default_box_id};
 pub use preset::Preset;
-pub use provision::{InputView, Options, ProvisionError, Provisioned, Provisioner};
-pub use setup::{InputPreference, InputType, MediaLiveSetup, Mode, Problem, Target};
+pub use provision::{Feed, InputView, Options, ProvisionError, Provisioned, Provisioner};
+pub use setup::{ChannelClass, InputPreference, InputType, MediaLiveSetup, Mode, Problem, Target};

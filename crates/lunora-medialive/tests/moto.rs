@@ -99,6 +99,7 @@ impl Moto {
             self.clients().await,
             Options {
                 input_security_groups: false,
+                origin_endpoints: false,
                 poll: Duration::from_millis(100),
                 wait: Duration::from_secs(10),
             },

@@ -49,6 +49,7 @@ struct RawAws {
     role_arn: Option<Spanned<String>>,
     box_id: Option<Spanned<String>>,
     input_security_groups: Option<bool>,
+    origin_endpoints: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -562,6 +563,7 @@ fn aws_settings(
             lunora_medialive::default_box_id(&hostname)
         }),
         input_security_groups: raw.input_security_groups.unwrap_or(true),
+        origin_endpoints: raw.origin_endpoints.unwrap_or(true),
     };
     let problems = settings.validate();
     for problem in &problems {
