@@ -94,6 +94,17 @@ impl Moto {
         )
     }
 
+    async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .retry_config(RetryConfig::disabled())
+            .load()
+            .await;
+        aws_sdk_secretsmanager::Client::new(&config)
+    }
+
     async fn provisioner(&self) -> Provisioner {
         Provisioner::new(
             self.clients().await,
@@ -258,6 +269,18 @@ async fn edge_rtmp_push_is_provisioned_once_run_and_torn_down() {
         .await
         .expect("the MediaPackage channel exists");
     assert_eq!(mp_channel.channel_name(), "program");
+
+    // moto keeps an RTMP destination's stream name but assigns no address: the feed says
+    // what is missing instead of handing the box an empty URL.
+    let no_address = provisioner.feeds(&target).await.expect_err("no address");
+    assert_eq!(
+        no_address.to_string(),
+        format!(
+            "AWS ListInputs: the main MediaLive input {} has no address for pipeline 0 yet: \
+             read the feeds again once AWS has assigned it",
+            first.inputs[0].id
+        )
+    );
 
     // Again: everything adopted, nothing duplicated.
     let second = provisioner.provision(&setup, &target).await.expect("again");
@@ -476,4 +499,82 @@ async fn an_invalid_setup_sends_nothing_to_aws() {
         .await
         .expect("ListChannelGroups");
     assert!(groups.items().is_empty());
+}
+
+#[tokio::test]
+async fn srt_listener_inputs_get_a_tagged_secret_made_once_and_deleted_with_them() {
+    let moto = Moto::start();
+    let (medialive, _) = moto.sdk().await;
+    let secrets = moto.secrets().await;
+    let provisioner = moto.provisioner().await;
+    let target = Target::new("studio-1", "srt").expect("valid ids");
+    let name = "lunora/studio-1/srt/srt-passphrase";
+    let setup: MediaLiveSetup =
+        serde_json::from_str(r#"{"mode": "cloud", "input_type": "srt_listener"}"#).expect("setup");
+
+    let first = provisioner
+        .provision(&setup, &target)
+        .await
+        .expect("provision");
+    let kinds: Vec<_> = first
+        .inputs
+        .iter()
+        .map(|i| (i.role.as_str(), i.input_type.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("main", "SRT_LISTENER"), ("backup", "SRT_LISTENER")]
+    );
+    let described = secrets
+        .describe_secret()
+        .secret_id(name)
+        .send()
+        .await
+        .expect("the secret exists");
+    let tags: HashMap<_, _> = described
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))
+        .collect();
+    assert_eq!(tags.get(TAG_BOX), Some(&"studio-1"));
+    assert_eq!(tags.get(TAG_CHANNEL), Some(&"srt"));
+    let read = |secrets: aws_sdk_secretsmanager::Client| async move {
+        secrets
+            .get_secret_value()
+            .secret_id(name)
+            .send()
+            .await
+            .expect("GetSecretValue")
+            .secret_string()
+            .map(str::to_string)
+            .expect("a string")
+    };
+    let passphrase = read(secrets.clone()).await;
+    assert_eq!(passphrase.len(), 32);
+    assert!(passphrase.bytes().all(|b| b.is_ascii_alphanumeric()));
+
+    // Again: the same inputs and the same passphrase (senders already use it), one secret.
+    let second = provisioner.provision(&setup, &target).await.expect("again");
+    assert_eq!(second.inputs, first.inputs);
+    assert_eq!(read(secrets.clone()).await, passphrase);
+    let listed = secrets.list_secrets().send().await.expect("ListSecrets");
+    assert_eq!(listed.secret_list().len(), 1);
+    assert_eq!(live_inputs(&medialive, &target).await.len(), 2);
+
+    // moto gives SRT inputs no destinations (AWS gives each pipeline an address), so there
+    // are no feeds; their shape is tested against replayed AWS answers.
+    let feeds = provisioner.feeds(&target).await.expect("feeds");
+    assert!(feeds.is_empty());
+
+    // Teardown deletes the secret after the inputs. moto 5.2.5 answers the SDK's
+    // MediaPackage GetChannel path (no trailing slash) with 400, so the channel group's
+    // delete is refused there; everything before it is gone.
+    match provisioner.teardown(&target).await {
+        Ok(()) => {}
+        Err(ProvisionError::Aws { operation, .. }) => assert_eq!(operation, "DeleteChannelGroup"),
+        Err(e) => panic!("teardown: {e}"),
+    }
+    assert!(live_inputs(&medialive, &target).await.is_empty());
+    let gone = secrets.describe_secret().secret_id(name).send().await;
+    assert!(gone.is_err(), "the secret is still there: {gone:?}");
 }
