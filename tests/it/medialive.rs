@@ -170,6 +170,8 @@ fn a_superadmin_provisions_runs_and_tears_down_medialive_and_an_admin_only_reads
     let first = json(&body);
     assert_eq!(first["inputs"][0]["input_type"], "RTMP_PUSH");
     assert_eq!(first["channel_group"], "lunora-it-box-program");
+    // No origin endpoint against moto (origin_endpoints = false), so no playback URL.
+    assert_eq!(first["playback_url"], Value::Null);
     let channel_id = first["channel_id"]
         .as_str()
         .expect("a channel id")
