@@ -1,6 +1,7 @@
 //! Provisioning against moto_server (PyPI `moto[server]`, installed by scripts/deps.sh into
-//! target/moto-venv), read back with the SDK. moto does not model input security groups (so
-//! they are off here) nor MediaPackage v2 tags; see "Deploying with AWS" in the README.
+//! target/moto-venv), read back with the SDK. moto does not model input security groups nor
+//! origin endpoints (so they are off here; their requests are tested in
+//! src/provision/replay.rs) nor MediaPackage v2 tags; see "Deploying with AWS" in the README.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -603,4 +604,57 @@ async fn srt_listener_inputs_get_a_tagged_secret_made_once_and_deleted_with_them
     assert!(live_inputs(&medialive, &target).await.is_empty());
     let gone = secrets.describe_secret().secret_id(name).send().await;
     assert!(gone.is_err(), "the secret is still there: {gone:?}");
+}
+
+#[tokio::test]
+async fn a_standard_channel_has_two_pipelines_and_keeps_its_class() {
+    let moto = Moto::start();
+    let (medialive, _) = moto.sdk().await;
+    let provisioner = moto.provisioner().await;
+    let target = Target::new("studio-1", "main-event").expect("valid ids");
+    let setup: MediaLiveSetup =
+        serde_json::from_str(r#"{"mode": "edge", "channel_class": "standard"}"#).expect("setup");
+
+    let standard = provisioner
+        .provision(&setup, &target)
+        .await
+        .expect("provision");
+    let channel = medialive
+        .describe_channel()
+        .channel_id(standard.channel_id.as_deref().expect("channel"))
+        .send()
+        .await
+        .expect("DescribeChannel");
+    assert_eq!(channel.channel_class(), Some(&ml::ChannelClass::Standard));
+    let endpoints: Vec<_> = channel.destinations()[0]
+        .media_package_settings()
+        .iter()
+        .map(|m| (m.channel_endpoint_id(), m.media_package_region_name()))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            (Some("1"), Some("us-east-1")),
+            (Some("2"), Some("us-east-1"))
+        ]
+    );
+    let inputs = live_inputs(&medialive, &target).await;
+    assert_eq!(inputs[0].destinations().len(), 2);
+
+    let again = provisioner.provision(&setup, &target).await.expect("again");
+    assert_eq!(again.channel_id, standard.channel_id);
+    let single = provisioner
+        .provision(&MediaLiveSetup::new(Mode::Edge), &target)
+        .await
+        .expect_err("a class change");
+    assert_eq!(
+        single.to_string(),
+        format!(
+            "the MediaLive channel {} is STANDARD, not SINGLE_PIPELINE: tear this channel's \
+             MediaLive setup down (DELETE) before changing channel_class",
+            standard.channel_id.as_deref().unwrap_or_default()
+        )
+    );
+    provisioner.teardown(&target).await.expect("teardown");
+    assert_eq!(provisioner.state(&target).await.expect("state"), None);
 }
