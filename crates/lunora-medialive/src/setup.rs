@@ -92,8 +92,8 @@ impl InputPreference {
 }
 
 /// How many pipelines the MediaLive channel runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case", try_from = "String")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum ChannelClass {
     /// One pipeline: half the price, no redundancy inside AWS.
     #[default]
@@ -119,18 +119,17 @@ impl ChannelClass {
     }
 }
 
-// serde's own message for an unknown variant names neither the field nor the choices in the
-// words the API uses.
-impl TryFrom<String> for ChannelClass {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
+// serde's own message for an unknown variant does not name the field; derived by hand (not
+// `try_from`) so the schema keeps the enum.
+impl<'de> Deserialize<'de> for ChannelClass {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
         match value.as_str() {
             "single_pipeline" => Ok(ChannelClass::SinglePipeline),
             "standard" => Ok(ChannelClass::Standard),
-            _ => Err(format!(
+            _ => Err(serde::de::Error::custom(format!(
                 "channel_class must be single_pipeline or standard; it is {value:?}"
-            )),
+            ))),
         }
     }
 }
@@ -514,6 +513,16 @@ mod tests {
             wrong.starts_with("channel_class must be single_pipeline or standard; it is \"dual\""),
             "{wrong}"
         );
+    }
+
+    #[test]
+    fn the_schema_lists_the_channel_classes() {
+        let schema = serde_json::to_value(schemars::schema_for!(MediaLiveSetup)).expect("JSON");
+        let values: Vec<_> = schema["$defs"]["ChannelClass"]["oneOf"]
+            .as_array()
+            .map(|choices| choices.iter().map(|c| c["const"].clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(values, ["single_pipeline", "standard"], "{schema}");
     }
 
     #[test]
