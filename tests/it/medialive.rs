@@ -12,9 +12,14 @@ use serde_json::Value;
 use crate::access::{account, request};
 use crate::common::*;
 
+/// The moto venv's `name`: in the target directory of this build (`CARGO_TARGET_DIR` too), or
+/// the repository's `target/`; else on the PATH.
 fn venv_bin(name: &str) -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moto-venv/bin");
-    if venv.join(name).is_file() {
+    let venvs = [
+        target_dir().join("moto-venv/bin"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moto-venv/bin"),
+    ];
+    if let Some(venv) = venvs.iter().find(|v| v.join(name).is_file()) {
         venv.join(name)
     } else {
         require(
@@ -32,7 +37,8 @@ struct Moto {
 
 impl Moto {
     /// moto_server, with push inputs given the ingest address `ingest` (`HOST:PORT`) as AWS
-    /// would give its own (see `moto_with_ingest.py`).
+    /// would give its own, and the MediaPackage v2 channel route the SDK uses (see
+    /// `moto_with_ingest.py`).
     fn start(ingest: &str) -> Moto {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_tcp_port();
@@ -60,7 +66,8 @@ impl Moto {
     }
 
     /// What moto holds that is tagged for `channel` on box `it-box` and not deleted, read with
-    /// boto3: (inputs as [type, role], channels as [id, state, attachment names]).
+    /// boto3: (inputs as [type, role], channels as [id, state, attachment names], secret
+    /// names).
     fn tagged(&self, channel: &str) -> Value {
         let script = format!(
             r#"
@@ -74,7 +81,9 @@ for c in ml.list_channels()["Channels"]:
     if ours(c.get("Tags")) and c.get("State") not in ("DELETING", "DELETED"):
         d = ml.describe_channel(ChannelId=c["Id"])
         channels.append([c["Id"], d["State"], [a["InputAttachmentName"] for a in d["InputAttachments"]]])
-print(json.dumps({{"inputs": inputs, "channels": channels}}))
+sm = boto3.client("secretsmanager", **kw)
+secrets = [s["Name"] for s in sm.list_secrets()["SecretList"] if ours({{t["Key"]: t["Value"] for t in s.get("Tags", [])}})]
+print(json.dumps({{"inputs": inputs, "channels": channels, "secrets": secrets}}))
 "#,
             url = self.url
         );
@@ -95,7 +104,8 @@ print(json.dumps({{"inputs": inputs, "channels": channels}}))
 fn config(moto: &Moto, channels: &str) -> String {
     format!(
         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nbox_id = \"it-box\"\n\
-         # moto_server does not model input security groups.\ninput_security_groups = false\n\n{channels}",
+         # moto_server models neither input security groups nor origin endpoints.\n\
+         input_security_groups = false\norigin_endpoints = false\n\n{channels}",
         moto.url
     )
 }
@@ -123,7 +133,7 @@ fn a_superadmin_provisions_runs_and_tears_down_medialive_and_an_admin_only_reads
     // Nothing listens at the ingest address: the box's feed retries, which is all this test
     // needs of it.
     let moto = Moto::start(&format!("127.0.0.1:{}", free_tcp_port()));
-    let channels = single_srt_channel("encoder", free_udp_port(), "", "");
+    let channels = main_backup_channel(free_udp_port(), free_udp_port(), "", "");
     let daemon = Daemon::start_with_env(
         &config(&moto, &channels),
         tempfile::tempdir().expect("temp dir"),
@@ -180,6 +190,8 @@ fn a_superadmin_provisions_runs_and_tears_down_medialive_and_an_admin_only_reads
     let first = json(&body);
     assert_eq!(first["inputs"][0]["input_type"], "RTMP_PUSH");
     assert_eq!(first["channel_group"], "lunora-it-box-program");
+    // No origin endpoint against moto (origin_endpoints = false), so no playback URL.
+    assert_eq!(first["playback_url"], Value::Null);
     let channel_id = first["channel_id"]
         .as_str()
         .expect("a channel id")
@@ -217,10 +229,8 @@ fn a_superadmin_provisions_runs_and_tears_down_medialive_and_an_admin_only_reads
     assert_eq!(status, 200, "{body}");
     let (status, body) = http_send(daemon.http, "DELETE", path, "");
     assert_eq!(status, 204, "{body}");
-    assert_eq!(
-        moto.tagged("program"),
-        serde_json::json!({"inputs": [], "channels": []})
-    );
+    let nothing = serde_json::json!({"inputs": [], "channels": [], "secrets": []});
+    assert_eq!(moto.tagged("program"), nothing);
     assert_eq!(daemon.get(path).0, 404);
     let (status, body) = http_send(daemon.http, "POST", &format!("{path}/start"), "");
     assert_eq!(status, 404, "{body}");
@@ -228,6 +238,37 @@ fn a_superadmin_provisions_runs_and_tears_down_medialive_and_an_admin_only_reads
         body.contains("no MediaLive channel is provisioned for channel"),
         "{body}"
     );
+
+    // SRT: the box makes the passphrase and keeps it in a tagged secret; the API never shows
+    // it. Provisioning again keeps the one secret; teardown deletes it with the inputs.
+    let srt = r#"{"mode":"cloud","input_type":"srt_listener","srt_latency_ms":1500}"#;
+    let (status, body) = http_send(daemon.http, "PUT", path, srt);
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("passphrase"), "{body}");
+    let (status, again) = http_send(daemon.http, "PUT", path, srt);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(json(&again)["inputs"], json(&body)["inputs"]);
+    // Each encoder's stream goes, as received, to its own input of the failover pair.
+    for role in ["main", "backup"] {
+        let feed = daemon.output("program", &format!("medialive-{role}"));
+        assert_eq!(feed["type"], "srt", "{feed}");
+        assert_eq!(feed["config"]["mode"], "caller", "{feed}");
+        assert_eq!(feed["config"]["source"], role, "{feed}");
+        assert_eq!(feed["config"]["latency_ms"], 1500, "{feed}");
+        assert_eq!(feed["config"]["passphrase_set"], true, "{feed}");
+    }
+    let tagged = moto.tagged("program");
+    assert_eq!(
+        tagged["inputs"],
+        serde_json::json!([["SRT_LISTENER", "main"], ["SRT_LISTENER", "backup"]])
+    );
+    assert_eq!(
+        tagged["secrets"],
+        serde_json::json!(["lunora/it-box/program/srt-passphrase"])
+    );
+    let (status, body) = http_send(daemon.http, "DELETE", path, "");
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(moto.tagged("program"), nothing);
 }
 
 /// The box feeds what it provisioned (its `medialive` output publishes into the MediaLive
@@ -249,6 +290,12 @@ fn the_box_feeds_its_medialive_input_and_stops_the_channel_when_idle() {
     let stream = make_ts(dir.path(), "feed.ts", 240, "320x240", "300k");
     let _encoder = srt_push(dir.path(), "encoder", &stream, srt_port);
     let path = "/api/v1/channels/program/medialive";
+
+    // A single-input channel has no pair for MediaLive's failover: refused before AWS.
+    let (status, body) = http_send(daemon.http, "PUT", path, r#"{"mode":"cloud"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("has no backup input"), "{body}");
+    assert_eq!(moto.tagged("program")["channels"], serde_json::json!([]));
 
     let (status, body) = http_send(
         daemon.http,

@@ -307,3 +307,61 @@ fn a_listener_output_refuses_pullers_beyond_max_pullers() {
         "the first puller decoded only {frames} frames of ~12 s"
     );
 }
+
+/// An output with `source` sends that input as received, whatever is on air: with main on
+/// air, the output sourced from the backup carries the backup's picture, and it keeps doing
+/// so when the backup reconnects (a restarted encoder feeds the same output again).
+#[test]
+fn an_output_sourced_from_an_input_sends_that_input_whatever_is_on_air() {
+    let (main, backup, program_out, backup_out) = (
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    let outputs = format!(
+        "{}{}source = \"backup\"\n",
+        srt_listener_output("program-out", program_out),
+        srt_listener_output("backup-out", backup_out)
+    );
+    let daemon = Daemon::start(&main_backup_channel(main, backup, "", &outputs));
+    let dir = daemon.dir.path().to_path_buf();
+    let main_ts = make_ts(&dir, "main.ts", 60, "640x360", "800k");
+    let backup_ts = make_ts(&dir, "backup.ts", 60, "320x180", "300k");
+    let _main_push = srt_push(&dir, "main-push", &main_ts, main);
+    let mut backup_push = srt_push(&dir, "backup-push", &backup_ts, backup);
+    let on_air = wait_for(Duration::from_secs(15), || {
+        daemon.json("/api/v1/channels/program")["active_input"] == "main"
+            && daemon.input("program", "backup")["state"] == "connected"
+    });
+    assert!(on_air, "{}", daemon.json("/api/v1/channels/program"));
+    let probe = |port: u16| probe_streams(&format!("srt://127.0.0.1:{port}?latency=200000"));
+    let program = probe(program_out);
+    assert!(
+        program.contains("h264,640,360"),
+        "program output: {program}"
+    );
+    let raw = probe(backup_out);
+    assert!(raw.contains("h264,320,180"), "backup-sourced output: {raw}");
+    assert_eq!(
+        daemon.output("program", "backup-out")["config"]["source"],
+        "backup"
+    );
+
+    backup_push.signal(Signal::SIGKILL);
+    let _ = backup_push.wait(Duration::from_secs(5));
+    let gone = wait_for(Duration::from_secs(10), || {
+        daemon.input("program", "backup")["state"] != "connected"
+    });
+    assert!(gone, "{}", daemon.input("program", "backup"));
+    let _backup_again = srt_push(&dir, "backup-push-2", &backup_ts, backup);
+    let back = wait_for(Duration::from_secs(15), || {
+        daemon.input("program", "backup")["state"] == "connected"
+    });
+    assert!(back, "{}", daemon.input("program", "backup"));
+    let raw = probe(backup_out);
+    assert!(
+        raw.contains("h264,320,180"),
+        "after the backup returned: {raw}"
+    );
+}

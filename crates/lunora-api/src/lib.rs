@@ -564,7 +564,8 @@ pub(crate) fn routes() -> Vec<Route> {
         )
         .body(medialive::schemas::setup)
         .reply(Reply::Json(200, medialive::schemas::provisioned))
-        .errors(&[409, 502, 504]),
+        // 500: no random SRT passphrase could be made.
+        .errors(&[409, 500, 502, 504]),
         #[cfg(feature = "medialive")]
         route(
             M::DELETE,

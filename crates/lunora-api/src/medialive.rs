@@ -15,7 +15,8 @@ use lunora_control::{
     StoreError,
 };
 use lunora_medialive::{
-    MediaLiveSetup, Mode, ProvisionError, Provisioned, Provisioner, Target, Watch, WatchAction,
+    Feed, MediaLiveSetup, Mode, ProvisionError, Provisioned, Provisioner, Target, Watch,
+    WatchAction,
 };
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -292,10 +293,7 @@ impl Cloud {
         let running_since = w.and_then(|w| w.watch.running_since());
         CloudView {
             provisioned,
-            setup: w.map(|w| MediaLiveSetup {
-                srt_passphrase: None,
-                ..w.setup.clone()
-            }),
+            setup: w.map(|w| w.setup.clone()),
             running_since: running_since.map(lunora_media::rfc3339),
             running_for_seconds: running_since
                 .and_then(|since| SystemTime::now().duration_since(since).ok())
@@ -357,64 +355,80 @@ impl Cloud {
     }
 }
 
-/// The outputs that feed what was provisioned: edge mode sends the channel's clean output to
-/// each of the input's destinations (`medialive`, `medialive-2` for a standard channel's second
-/// pipeline). Pure, so the URL handling is tested without AWS.
+/// The outputs that feed what was provisioned, one per MediaLive input pipeline. Edge mode
+/// sends the channel's clean program (`medialive`, `medialive-2` for a standard channel's
+/// second pipeline); cloud mode sends each encoder's stream as received to its own input
+/// (`medialive-main`, `medialive-backup`), `source` naming the channel's input of that role.
+/// Pure, so the URL handling is tested without AWS.
 fn feed_outputs(
     setup: &MediaLiveSetup,
-    provisioned: &Provisioned,
+    feeds: &[Feed],
+    input_of_role: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<OutputSettings>, String> {
     let mut outputs = Vec::new();
-    for input in &provisioned.inputs {
-        let base = match setup.mode {
-            Mode::Edge => FEED_OUTPUT.to_string(),
-            Mode::Cloud => format!("{FEED_OUTPUT}-{}", input.role),
-        };
-        for (n, url) in input.urls.iter().enumerate() {
-            let id = if n == 0 {
-                base.clone()
-            } else {
-                format!("{base}-{}", n + 1)
-            };
-            let value = if let Some(rest) = url.strip_prefix("srt://") {
-                let address = rest.trim_end_matches('/');
-                json!({
-                    "type": "srt",
-                    "id": id,
-                    "mode": "caller",
-                    "address": address,
-                    "latency_ms": setup.srt_latency_ms,
-                    "passphrase": setup.srt_passphrase.as_ref().map(|p| p.expose().to_string()),
-                })
-            } else if url.starts_with("rtmp://") || url.starts_with("rtmps://") {
-                let (app, stream) = url.rsplit_once('/').ok_or_else(|| {
+    for feed in feeds {
+        let (base, source) = match setup.mode {
+            Mode::Edge => (FEED_OUTPUT.to_string(), None),
+            Mode::Cloud => {
+                let source = input_of_role(&feed.role).ok_or_else(|| {
                     format!(
-                        "MediaLive input {} has an RTMP URL without a stream name: {url:?}",
-                        input.id
+                        "cloud mode forwards the channel's {} input to MediaLive, and the channel has none: add one with role = \"{}\"",
+                        feed.role, feed.role
                     )
                 })?;
-                json!({
-                    "type": "rtmp",
-                    "id": id,
-                    "preset": "custom",
-                    "url": app,
-                    "stream_key": stream,
-                    "autostart": true,
+                (format!("{FEED_OUTPUT}-{}", feed.role), Some(source))
+            }
+        };
+        let id = match feed.pipeline {
+            0 => base,
+            n => format!("{base}-{}", n + 1),
+        };
+        let url = &feed.url;
+        let mut value = if let Some(rest) = url.strip_prefix("srt://") {
+            json!({
+                "type": "srt",
+                "id": id,
+                "mode": "caller",
+                "address": rest.trim_end_matches('/'),
+                "latency_ms": feed.latency_ms.unwrap_or(setup.srt_latency_ms),
+                "passphrase": feed.passphrase.as_ref().map(|p| p.expose().to_string()),
+            })
+        } else if url.starts_with("rtmp://") || url.starts_with("rtmps://") {
+            let (app, stream) = url
+                .rsplit_once('/')
+                .filter(|(app, stream)| {
+                    !stream.is_empty() && app.contains("//") && !app.ends_with('/')
                 })
-            } else {
-                return Err(format!(
-                    "MediaLive input {} has an address the box cannot send to: {url:?}",
-                    input.id
-                ));
-            };
-            let output = serde_json::from_value(value).map_err(|e| {
-                format!(
-                    "MediaLive input {} address {url:?} does not make an output: {e}",
-                    input.id
-                )
-            })?;
-            outputs.push(output);
+                .ok_or_else(|| {
+                    format!(
+                        "the {} MediaLive input's RTMP URL has no stream name: {url:?}",
+                        feed.role
+                    )
+                })?;
+            json!({
+                "type": "rtmp",
+                "id": id,
+                "preset": "custom",
+                "url": app,
+                "stream_key": stream,
+                "autostart": true,
+            })
+        } else {
+            return Err(format!(
+                "the {} MediaLive input has an address the box cannot send to: {url:?}",
+                feed.role
+            ));
+        };
+        if let (Some(object), Some(source)) = (value.as_object_mut(), source) {
+            object.insert("source".into(), Value::String(source));
         }
+        let output = serde_json::from_value(value).map_err(|e| {
+            format!(
+                "the {} MediaLive input's address {url:?} does not make an output: {e}",
+                feed.role
+            )
+        })?;
+        outputs.push(output);
     }
     Ok(outputs)
 }
@@ -437,6 +451,8 @@ async fn apply_feeds(
     let mut ids = Vec::new();
     for output in outputs {
         let id = output.id().to_string();
+        // SRT outputs run with the channel; RTMP destinations are started by hand.
+        let startable = matches!(output, OutputSettings::Rtmp(_));
         let command = if existing.contains(&id) {
             Command::UpdateOutput {
                 channel: channel_id.clone(),
@@ -449,16 +465,18 @@ async fn apply_feeds(
             }
         };
         run(app, caller, command).await?;
-        run(
-            app,
-            caller,
-            Command::RunOutputs {
-                channel: channel_id.clone(),
-                output: Some(OutputId::new(id.clone())),
-                start: true,
-            },
-        )
-        .await?;
+        if startable {
+            run(
+                app,
+                caller,
+                Command::RunOutputs {
+                    channel: channel_id.clone(),
+                    output: Some(OutputId::new(id.clone())),
+                    start: true,
+                },
+            )
+            .await?;
+        }
         ids.push(id);
     }
     for stale in existing.iter().filter(|id| !ids.contains(id)) {
@@ -481,20 +499,9 @@ async fn remove_feed(app: &App, caller: &Caller, channel: &str, id: &str) -> Res
 }
 
 fn audit(caller: &Caller, action: &str, id: &str, setup: Option<&MediaLiveSetup>) -> AuditEntry {
-    let details = setup.map_or(Value::Null, |s| {
-        let mut value = serde_json::to_value(MediaLiveSetup {
-            srt_passphrase: None,
-            ..s.clone()
-        })
-        .unwrap_or_default();
-        if let Some(object) = value.as_object_mut() {
-            object.insert(
-                "srt_passphrase_set".into(),
-                Value::Bool(s.srt_passphrase.is_some()),
-            );
-        }
-        value
-    });
+    let details = setup
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(Value::Null);
     AuditEntry {
         at: SystemTime::now(),
         username: Some(caller.actor.username.clone()),
@@ -532,9 +539,8 @@ fn failed(e: ProvisionError) -> Response {
                 .into_response()
         }
         ProvisionError::NotProvisioned(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
-        ProvisionError::Conflict(_) | ProvisionError::Unsupported(_) => {
-            error(StatusCode::CONFLICT, &e.to_string())
-        }
+        ProvisionError::Conflict(_) => error(StatusCode::CONFLICT, &e.to_string()),
+        ProvisionError::Random(_) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         ProvisionError::Aws { .. } => error(StatusCode::BAD_GATEWAY, &e.to_string()),
         ProvisionError::Timeout(_) => error(StatusCode::GATEWAY_TIMEOUT, &e.to_string()),
     }
@@ -563,9 +569,21 @@ pub(crate) async fn put_medialive(
 ) -> Response {
     let result = async {
         let cloud = cloud(&app)?;
-        find_channel(&app, &id)?;
+        let channel = find_channel(&app, &id)?;
         let target = target(cloud, &id)?;
         let setup: MediaLiveSetup = read(body, "a MediaLive setup")?;
+        if setup.mode == Mode::Cloud {
+            for role in ["main", "backup"] {
+                if !channel.inputs.iter().any(|i| i.role == role) {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "mode cloud forwards the channel's main and backup inputs to MediaLive's failover pair, and channel {id:?} has no {role} input: add one, or use mode edge"
+                        ),
+                    ));
+                }
+            }
+        }
         let _changing = cloud.changing.lock().await;
         let provisioned = cloud
             .provisioner
@@ -576,8 +594,16 @@ pub(crate) async fn put_medialive(
         cloud
             .remember(&app, &caller, &id, Some(&setup), "medialive.provision")
             .await;
-        let outputs = feed_outputs(&setup, &provisioned)
-            .map_err(|message| error(StatusCode::BAD_GATEWAY, &message))?;
+        let feeds = cloud.provisioner.feeds(&target).await.map_err(failed)?;
+        let input_of_role = |role: &str| {
+            channel
+                .inputs
+                .iter()
+                .find(|i| i.role == role)
+                .map(|i| i.id.clone())
+        };
+        let outputs = feed_outputs(&setup, &feeds, input_of_role)
+            .map_err(|message| error(StatusCode::CONFLICT, &message))?;
         let fed = apply_feeds(&app, &caller, &id, outputs).await?;
         info!(channel = %id, outputs = ?fed, "the box feeds MediaLive");
         Ok(Json(cloud.view(&app, &id, provisioned)).into_response())
@@ -668,27 +694,18 @@ pub(crate) mod schemas {
 
 #[cfg(test)]
 mod tests {
-    use lunora_medialive::{InputView, Mode};
+    use lunora_media::Secret;
+    use lunora_medialive::{InputType, Mode};
 
     use super::*;
 
-    fn provisioned(inputs: Vec<InputView>) -> Provisioned {
-        Provisioned {
-            channel_group: "lunora-box-program".into(),
-            mediapackage_channel: "program".into(),
-            security_group_id: None,
-            inputs,
-            channel_id: Some("1234".into()),
-            state: Some("IDLE".into()),
-        }
-    }
-
-    fn input(role: &str, kind: &str, urls: &[&str]) -> InputView {
-        InputView {
+    fn feed(role: &str, pipeline: usize, url: &str) -> Feed {
+        Feed {
             role: role.into(),
-            id: format!("in-{role}"),
-            input_type: kind.into(),
-            urls: urls.iter().map(|u| u.to_string()).collect(),
+            pipeline,
+            url: url.into(),
+            passphrase: None,
+            latency_ms: None,
         }
     }
 
@@ -696,21 +713,18 @@ mod tests {
         outputs.iter().map(|o| o.id().as_str()).collect()
     }
 
+    fn no_inputs(_: &str) -> Option<String> {
+        None
+    }
+
     #[test]
     fn an_rtmp_input_is_fed_by_one_output_per_pipeline() {
         let setup = MediaLiveSetup::new(Mode::Edge);
-        let outputs = feed_outputs(
-            &setup,
-            &provisioned(vec![input(
-                "main",
-                "RTMP_PUSH",
-                &[
-                    "rtmp://203.0.113.10:1935/program/main",
-                    "rtmp://203.0.113.11:1935/program/main",
-                ],
-            )]),
-        )
-        .unwrap();
+        let feeds = [
+            feed("main", 0, "rtmp://203.0.113.10:1935/program/main"),
+            feed("main", 1, "rtmp://203.0.113.11:1935/program/main"),
+        ];
+        let outputs = feed_outputs(&setup, &feeds, no_inputs).unwrap();
         assert_eq!(ids(&outputs), ["medialive", "medialive-2"]);
         let OutputSettings::Rtmp(first) = &outputs[0] else {
             panic!("{:?}", outputs[0])
@@ -720,57 +734,59 @@ mod tests {
             Some("rtmp://203.0.113.10:1935/program")
         );
         assert_eq!(first.stream_key.as_ref().map(|k| k.expose()), Some("main"));
+        assert_eq!(first.source, None);
         assert!(first.autostart);
     }
 
     #[test]
-    fn an_srt_listener_input_is_called_with_the_setup_passphrase_and_latency() {
+    fn an_srt_listener_input_is_called_with_its_passphrase_and_latency() {
         let mut setup = MediaLiveSetup::new(Mode::Edge);
-        setup.input_type = lunora_medialive::InputType::SrtListener;
-        setup.srt_passphrase = Some(lunora_media::Secret::new("0123456789abcdef".to_string()));
+        setup.input_type = InputType::SrtListener;
         setup.srt_latency_ms = 1500;
-        let outputs = feed_outputs(
-            &setup,
-            &provisioned(vec![input(
-                "main",
-                "SRT_LISTENER",
-                &["srt://203.0.113.10:5000"],
-            )]),
-        )
-        .unwrap();
-        let OutputSettings::Srt(srt) = &outputs[0] else {
-            panic!("{:?}", outputs[0])
-        };
-        assert_eq!(srt.address, Some("203.0.113.10:5000".parse().unwrap()));
-        assert_eq!(srt.latency_ms, 1500);
-        assert_eq!(
-            srt.passphrase.as_ref().map(|p| p.expose()),
-            Some("0123456789abcdef")
-        );
+        let mut with_latency = feed("main", 0, "srt://203.0.113.10:5000");
+        with_latency.passphrase = Some(Secret::new("0123456789abcdef".to_string()));
+        with_latency.latency_ms = Some(2500);
+        let mut without = with_latency.clone();
+        without.latency_ms = None;
+        for (feed, latency) in [(with_latency, 2500), (without, 1500)] {
+            let outputs = feed_outputs(&setup, &[feed], no_inputs).unwrap();
+            let OutputSettings::Srt(srt) = &outputs[0] else {
+                panic!("{:?}", outputs[0])
+            };
+            assert_eq!(srt.address, Some("203.0.113.10:5000".parse().unwrap()));
+            assert_eq!(srt.latency_ms, latency);
+            assert_eq!(
+                srt.passphrase.as_ref().map(|p| p.expose()),
+                Some("0123456789abcdef")
+            );
+        }
     }
 
     #[test]
-    fn cloud_mode_names_each_feed_after_its_input() {
+    fn cloud_mode_sends_each_encoder_to_its_own_input() {
         let setup = MediaLiveSetup::new(Mode::Cloud);
-        let outputs = feed_outputs(
-            &setup,
-            &provisioned(vec![
-                input(
-                    "main",
-                    "RTMP_PUSH",
-                    &["rtmp://203.0.113.10:1935/program/main"],
-                ),
-                input(
-                    "backup",
-                    "RTMP_PUSH",
-                    &["rtmp://203.0.113.10:1935/program/backup"],
-                ),
-            ]),
-        )
-        .unwrap();
+        let feeds = [
+            feed("main", 0, "rtmp://203.0.113.10:1935/program/main"),
+            feed("backup", 0, "rtmp://203.0.113.10:1935/program/backup"),
+        ];
+        let inputs = |role: &str| Some(format!("videon-{role}"));
+        let outputs = feed_outputs(&setup, &feeds, inputs).unwrap();
         assert_eq!(ids(&outputs), ["medialive-main", "medialive-backup"]);
+        let sources: Vec<_> = outputs
+            .iter()
+            .map(|o| o.source().map(|s| s.as_str().to_string()))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                Some("videon-main".to_string()),
+                Some("videon-backup".to_string())
+            ]
+        );
         assert!(ids(&outputs).iter().all(|id| is_feed_output(id)));
         assert!(!is_feed_output("medialivex"));
+        let missing = feed_outputs(&setup, &feeds, no_inputs).unwrap_err();
+        assert!(missing.contains("role = \"main\""), "{missing}");
     }
 
     #[test]
@@ -780,13 +796,11 @@ mod tests {
             "udp://203.0.113.10:5000",
             "srt://medialive.example:5000",
             "rtmp:",
+            "rtmp://203.0.113.10:1935/",
+            "rtmp://203.0.113.10",
         ] {
-            let error = feed_outputs(
-                &setup,
-                &provisioned(vec![input("main", "RTMP_PUSH", &[url])]),
-            )
-            .unwrap_err();
-            assert!(error.contains("in-main"), "{url}: {error}");
+            let error = feed_outputs(&setup, &[feed("main", 0, url)], no_inputs).unwrap_err();
+            assert!(error.contains("main MediaLive input"), "{url}: {error}");
         }
     }
 }

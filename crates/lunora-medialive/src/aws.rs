@@ -25,6 +25,9 @@ pub struct AwsSettings {
     /// How often the box reads the state of the MediaLive channels it provisioned
     /// (`poll_interval_s`, 1–3600, default 30): one `ListChannels` per poll for all of them.
     pub poll_interval_s: u64,
+    /// Create the MediaPackage v2 HLS origin endpoint (the playback URL); `false` only for an
+    /// endpoint that does not model them (moto_server in the tests).
+    pub origin_endpoints: bool,
 }
 
 pub const DEFAULT_POLL_INTERVAL_S: u64 = 30;
@@ -121,11 +124,14 @@ impl AwsSettings {
     }
 }
 
-/// The MediaLive and MediaPackage v2 clients of one account and region.
+/// The MediaLive, MediaPackage v2 and Secrets Manager clients of one account and region.
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub(crate) medialive: aws_sdk_medialive::Client,
     pub(crate) mediapackage: aws_sdk_mediapackagev2::Client,
+    pub(crate) secrets: aws_sdk_secretsmanager::Client,
+    /// A standard channel names the MediaPackage v2 region with each ingest endpoint.
+    pub(crate) region: Option<String>,
     pub(crate) role_arn: Option<String>,
 }
 
@@ -150,6 +156,8 @@ impl Clients {
         Clients {
             medialive: aws_sdk_medialive::Client::new(config),
             mediapackage: aws_sdk_mediapackagev2::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
+            region: config.region().map(|r| r.to_string()),
             role_arn,
         }
     }
@@ -168,6 +176,7 @@ mod tests {
             box_id: "studio-1".into(),
             input_security_groups: true,
             poll_interval_s: DEFAULT_POLL_INTERVAL_S,
+            origin_endpoints: true,
         }
     }
 
@@ -193,6 +202,7 @@ mod tests {
             box_id: "Studio 1".into(),
             input_security_groups: true,
             poll_interval_s: 0,
+            origin_endpoints: true,
         };
         let problems: Vec<_> = bad
             .validate()
@@ -240,6 +250,7 @@ mod tests {
             box_id: "studio-1".into(),
             input_security_groups: false,
             poll_interval_s: 3600,
+            origin_endpoints: false,
         };
         assert!(good.validate().is_empty());
     }

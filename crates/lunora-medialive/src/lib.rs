@@ -15,6 +15,6 @@ pub mod watch;
 
 pub use aws::{AwsSettings, Clients, default_box_id};
 pub use preset::Preset;
-pub use provision::{InputView, Options, ProvisionError, Provisioned, Provisioner};
-pub use setup::{InputPreference, InputType, MediaLiveSetup, Mode, Problem, Target};
+pub use provision::{Feed, InputView, Options, ProvisionError, Provisioned, Provisioner};
+pub use setup::{ChannelClass, InputPreference, InputType, MediaLiveSetup, Mode, Problem, Target};
 pub use watch::{Watch, WatchAction};

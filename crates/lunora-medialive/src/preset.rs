@@ -60,6 +60,9 @@ const PRESETS: [Preset; 2] = [
 /// The destination id the output group writes to.
 pub(crate) const DESTINATION_ID: &str = "mediapackage";
 const AUDIO_NAME: &str = "audio-aac";
+/// The audio selector the encoder reads (and a silence failover condition watches), defined on
+/// each input attachment.
+pub(crate) const AUDIO_SELECTOR: &str = "default";
 
 impl Preset {
     pub const NAMES: [&'static str; 2] = [PRESETS[0].name, PRESETS[1].name];
@@ -92,7 +95,7 @@ impl Preset {
         });
         let audio = AudioDescription::builder()
             .name(AUDIO_NAME)
-            .audio_selector_name("default")
+            .audio_selector_name(AUDIO_SELECTOR)
             .codec_settings(
                 AudioCodecSettings::builder()
                     .aac_settings(

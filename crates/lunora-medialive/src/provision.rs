@@ -1,12 +1,14 @@
 //! Creating, adopting, starting, stopping and tearing down what one Lunora channel uses in AWS:
-//! a MediaPackage v2 channel group and channel, an input security group, the MediaLive
-//! input(s) and the MediaLive channel.
+//! a MediaPackage v2 channel group, channel and HLS origin endpoint, an input security group,
+//! the Secrets Manager secret holding an SRT passphrase, the MediaLive input(s) and the
+//! MediaLive channel.
 //!
 //! Ownership: every MediaLive resource carries the tags `lunora:box` and `lunora:channel` (and
 //! inputs `lunora:input` = `main` | `backup`); it is found by those tags and nothing untagged is
-//! ever changed or deleted. MediaPackage v2 resources have deterministic names
-//! (`lunora-<box>-<channel>`, channel `<channel>`) and the same tags; a group or channel whose
-//! tags name another box or channel is refused. Provisioning twice adopts what exists, creates
+//! ever changed or deleted. MediaPackage v2 resources and the secret have deterministic names
+//! (`lunora-<box>-<channel>`, channel `<channel>`, endpoint `hls`; secret
+//! `lunora/<box>/<channel>/srt-passphrase`) and the same tags; one whose tags name another box
+//! or channel is refused. Provisioning twice adopts what exists, creates
 //! what is missing and never makes a duplicate.
 
 use std::collections::HashMap;
@@ -15,12 +17,14 @@ use std::time::Duration;
 use aws_sdk_medialive::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_medialive::types as ml;
 use aws_sdk_mediapackagev2::types as mp;
+use aws_sdk_secretsmanager::types as sm;
+use lunora_media::Secret;
 use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::aws::Clients;
-use crate::preset::{DESTINATION_ID, Preset};
-use crate::setup::{InputType, MediaLiveSetup, Mode, Problem, Target};
+use crate::preset::{AUDIO_SELECTOR, DESTINATION_ID, Preset};
+use crate::setup::{ChannelClass, InputType, MediaLiveSetup, Mode, Problem, Target};
 
 pub const TAG_BOX: &str = "lunora:box";
 pub const TAG_CHANNEL: &str = "lunora:channel";
@@ -38,9 +42,9 @@ pub enum ProvisionError {
     /// Nothing is provisioned for this channel.
     #[error("no MediaLive channel is provisioned for channel {0:?}")]
     NotProvisioned(String),
-    /// A part of the setup this build cannot create yet.
-    #[error("{0}")]
-    Unsupported(String),
+    /// The system's random source failed, so no passphrase could be made.
+    #[error("no random passphrase could be made ({0}); nothing was created, try again")]
+    Random(String),
     /// AWS refused or could not be reached.
     #[error("AWS {operation}: {message}")]
     Aws {
@@ -81,6 +85,9 @@ pub struct Options {
     /// Create an input security group from `allowed_cidrs` and attach it to the inputs (AWS
     /// requires one for push inputs; moto_server does not model them).
     pub input_security_groups: bool,
+    /// Create the MediaPackage v2 HLS origin endpoint the playback URL comes from (moto_server
+    /// does not model origin endpoints).
+    pub origin_endpoints: bool,
     /// How often a state is polled while waiting for it.
     pub poll: Duration,
     /// How long a stop or a delete may take.
@@ -91,6 +98,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             input_security_groups: true,
+            origin_endpoints: true,
             poll: Duration::from_secs(5),
             wait: Duration::from_secs(600),
         }
@@ -119,6 +127,43 @@ pub struct Provisioned {
     pub channel_id: Option<String>,
     /// MediaLive's channel state: `IDLE`, `STARTING`, `RUNNING`, `STOPPING`, …
     pub state: Option<String>,
+    /// The HLS manifest MediaPackage serves (the cloud preview); `None` without an origin
+    /// endpoint.
+    pub playback_url: Option<String>,
+}
+
+/// One place the box sends a feed to: a pipeline of a MediaLive input.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    /// `main` or `backup`.
+    pub role: String,
+    /// 0, or 0 and 1 for a standard channel.
+    pub pipeline: usize,
+    /// `rtmp://host:1935/app/stream` or `srt://host:port`.
+    pub url: String,
+    /// SRT only: the AES passphrase, read back from Secrets Manager.
+    pub passphrase: Option<Secret>,
+    /// SRT only: the input's minimum latency.
+    pub latency_ms: Option<u32>,
+}
+
+/// The origin endpoint's name in the MediaPackage channel.
+pub const ORIGIN_ENDPOINT: &str = "hls";
+const MANIFEST: &str = "index";
+// A live preview needs the live edge, not a DVR: segments as long as the encoder's 2 s GOP, a
+// 30 s playlist and MediaPackage's shortest startover window.
+const SEGMENT_SECONDS: i32 = 2;
+const MANIFEST_WINDOW_SECONDS: i32 = 30;
+const STARTOVER_WINDOW_SECONDS: i32 = 60;
+
+/// The SRT passphrase: MediaLive takes 10–79 characters; 32 alphanumerics carry about 190
+/// bits and need no quoting anywhere.
+const PASSPHRASE_LENGTH: usize = 32;
+
+/// What the inputs are wired to: made before them, named in their requests.
+struct Wiring {
+    security_group: Option<String>,
+    secret_arn: Option<String>,
 }
 
 /// Provisions and runs the AWS side of channels.
@@ -165,6 +210,74 @@ fn gone_channel(state: Option<&ml::ChannelState>) -> bool {
         state,
         Some(ml::ChannelState::Deleting | ml::ChannelState::Deleted)
     )
+}
+
+fn secret_name(target: &Target) -> String {
+    format!(
+        "lunora/{}/{}/srt-passphrase",
+        target.box_id(),
+        target.channel()
+    )
+}
+
+fn secret_tags(found: &[sm::Tag]) -> HashMap<String, String> {
+    found
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect()
+}
+
+/// A fresh SRT passphrase from the system's random source.
+fn passphrase() -> Result<String, ProvisionError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // Bytes at or above the largest multiple of 62 are dropped so every character is equally
+    // likely.
+    const LIMIT: u8 = 248;
+    let mut out = String::with_capacity(PASSPHRASE_LENGTH);
+    let mut bytes = [0u8; 64];
+    while out.len() < PASSPHRASE_LENGTH {
+        getrandom::fill(&mut bytes).map_err(|e| ProvisionError::Random(e.to_string()))?;
+        for b in bytes.iter().filter(|b| **b < LIMIT) {
+            if out.len() < PASSPHRASE_LENGTH {
+                out.push(char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn srt_settings(secret_arn: &str, latency_ms: u32) -> ml::SrtSettingsRequest {
+    ml::SrtSettingsRequest::builder()
+        .srt_listener_settings(
+            ml::SrtListenerSettingsRequest::builder()
+                .decryption(
+                    ml::SrtListenerDecryptionRequest::builder()
+                        .algorithm(ml::Algorithm::Aes256)
+                        .passphrase_secret_arn(secret_arn)
+                        .build(),
+                )
+                .minimum_latency(msec(latency_ms))
+                .build(),
+        )
+        .build()
+}
+
+fn hls_manifest() -> Result<mp::CreateHlsManifestConfiguration, ProvisionError> {
+    mp::CreateHlsManifestConfiguration::builder()
+        .manifest_name(MANIFEST)
+        .manifest_window_seconds(MANIFEST_WINDOW_SECONDS)
+        .build()
+        .map_err(|e| ProvisionError::Aws {
+            operation: "CreateOriginEndpoint",
+            message: format!("the HLS manifest request is incomplete: {e}"),
+        })
+}
+
+fn segment() -> mp::Segment {
+    mp::Segment::builder()
+        .segment_duration_seconds(SEGMENT_SECONDS)
+        .segment_name("segment")
+        .build()
 }
 
 fn msec(value: u32) -> i32 {
@@ -304,6 +417,192 @@ impl Provisioner {
         }
     }
 
+    /// The HLS origin endpoint on the MediaPackage channel: adopted when it fits, brought back
+    /// to the preview settings when it does not, created when missing.
+    async fn ensure_origin_endpoint(&self, target: &Target) -> Result<(), ProvisionError> {
+        let mp_client = &self.clients.mediapackage;
+        let group = Self::group_name(target);
+        match mp_client
+            .get_origin_endpoint()
+            .channel_group_name(&group)
+            .channel_name(target.channel())
+            .origin_endpoint_name(ORIGIN_ENDPOINT)
+            .send()
+            .await
+        {
+            Ok(found) if !not_someone_elses(found.tags(), target) => {
+                Err(ProvisionError::Conflict(format!(
+                    "MediaPackage origin endpoint {group}/{}/{ORIGIN_ENDPOINT} is tagged for \
+                     another box or channel",
+                    target.channel()
+                )))
+            }
+            Ok(found) => {
+                let fits = *found.container_type() == mp::ContainerType::Ts
+                    && found.segment().and_then(|s| s.segment_duration_seconds())
+                        == Some(SEGMENT_SECONDS)
+                    && found.startover_window_seconds() == Some(STARTOVER_WINDOW_SECONDS)
+                    && found.hls_manifests().iter().any(|m| {
+                        m.manifest_name() == MANIFEST
+                            && m.manifest_window_seconds() == Some(MANIFEST_WINDOW_SECONDS)
+                    });
+                if !fits {
+                    mp_client
+                        .update_origin_endpoint()
+                        .channel_group_name(&group)
+                        .channel_name(target.channel())
+                        .origin_endpoint_name(ORIGIN_ENDPOINT)
+                        .container_type(mp::ContainerType::Ts)
+                        .segment(segment())
+                        .startover_window_seconds(STARTOVER_WINDOW_SECONDS)
+                        .hls_manifests(hls_manifest()?)
+                        .send()
+                        .await
+                        .map_err(aws("UpdateOriginEndpoint"))?;
+                }
+                Ok(())
+            }
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => {
+                mp_client
+                    .create_origin_endpoint()
+                    .channel_group_name(&group)
+                    .channel_name(target.channel())
+                    .origin_endpoint_name(ORIGIN_ENDPOINT)
+                    .description("Lunora Edge: HLS preview")
+                    .container_type(mp::ContainerType::Ts)
+                    .segment(segment())
+                    .startover_window_seconds(STARTOVER_WINDOW_SECONDS)
+                    .hls_manifests(hls_manifest()?)
+                    .set_tags(Some(tags(target)))
+                    .send()
+                    .await
+                    .map_err(aws("CreateOriginEndpoint"))?;
+                Ok(())
+            }
+            Err(e) => Err(aws("GetOriginEndpoint")(e)),
+        }
+    }
+
+    /// The HLS manifest URL of our origin endpoint, when there is one.
+    async fn playback_url(&self, target: &Target) -> Result<Option<String>, ProvisionError> {
+        if !self.options.origin_endpoints {
+            return Ok(None);
+        }
+        match self
+            .clients
+            .mediapackage
+            .get_origin_endpoint()
+            .channel_group_name(Self::group_name(target))
+            .channel_name(target.channel())
+            .origin_endpoint_name(ORIGIN_ENDPOINT)
+            .send()
+            .await
+        {
+            Ok(found) => Ok(found
+                .hls_manifests()
+                .iter()
+                .find(|m| m.manifest_name() == MANIFEST)
+                .map(|m| m.url().to_string())),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(aws("GetOriginEndpoint")(e)),
+        }
+    }
+
+    /// The ARN of the secret holding this channel's SRT passphrase, made (with a fresh random
+    /// passphrase) when missing. An existing one keeps its passphrase: senders already use it.
+    async fn ensure_secret(&self, target: &Target) -> Result<String, ProvisionError> {
+        let secrets = &self.clients.secrets;
+        let name = secret_name(target);
+        match secrets.describe_secret().secret_id(&name).send().await {
+            Ok(found) if !not_someone_elses(Some(&secret_tags(found.tags())), target) => {
+                Err(ProvisionError::Conflict(format!(
+                    "the Secrets Manager secret {name:?} is tagged for another box or channel"
+                )))
+            }
+            Ok(found) if found.deleted_date().is_some() => Err(ProvisionError::Conflict(format!(
+                "the Secrets Manager secret {name:?} is scheduled for deletion: restore it \
+                 (aws secretsmanager restore-secret --secret-id {name}) or delete it for good \
+                 (--force-delete-without-recovery), then provision again"
+            ))),
+            Ok(found) => found
+                .arn()
+                .map(str::to_string)
+                .ok_or_else(|| ProvisionError::Aws {
+                    operation: "DescribeSecret",
+                    message: format!("the answer for secret {name:?} has no ARN"),
+                }),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => {
+                let tags = tags(target)
+                    .into_iter()
+                    .map(|(key, value)| sm::Tag::builder().key(key).value(value).build());
+                let created = secrets
+                    .create_secret()
+                    .name(&name)
+                    .description("Lunora Edge: AES passphrase of the MediaLive SRT input(s)")
+                    .secret_string(passphrase()?)
+                    .set_tags(Some(tags.collect()))
+                    .send()
+                    .await
+                    .map_err(aws("CreateSecret"))?;
+                created
+                    .arn()
+                    .map(str::to_string)
+                    .ok_or_else(|| ProvisionError::Aws {
+                        operation: "CreateSecret",
+                        message: format!("the answer for secret {name:?} has no ARN"),
+                    })
+            }
+            Err(e) => Err(aws("DescribeSecret")(e)),
+        }
+    }
+
+    /// Deletes the passphrase secret at once (no recovery window: a new one is made on the
+    /// next provisioning), unless it is someone else's.
+    async fn delete_secret(&self, target: &Target) -> Result<(), ProvisionError> {
+        let secrets = &self.clients.secrets;
+        let name = secret_name(target);
+        match secrets.describe_secret().secret_id(&name).send().await {
+            Ok(found) if not_someone_elses(Some(&secret_tags(found.tags())), target) => {
+                match secrets
+                    .delete_secret()
+                    .secret_id(&name)
+                    .force_delete_without_recovery(true)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(()),
+                    Err(e) => Err(aws("DeleteSecret")(e)),
+                }
+            }
+            Ok(_) => Ok(()),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(aws("DescribeSecret")(e)),
+        }
+    }
+
+    async fn read_passphrase(&self, target: &Target) -> Result<Secret, ProvisionError> {
+        let name = secret_name(target);
+        let found = self
+            .clients
+            .secrets
+            .get_secret_value()
+            .secret_id(&name)
+            .send()
+            .await
+            .map_err(aws("GetSecretValue"))?;
+        found
+            .secret_string()
+            .map(Secret::new)
+            .ok_or_else(|| ProvisionError::Aws {
+                operation: "GetSecretValue",
+                message: format!(
+                    "the secret {name:?} holds no text passphrase: tear this channel's \
+                     MediaLive setup down (DELETE) and provision it again"
+                ),
+            })
+    }
+
     async fn ensure_security_group(
         &self,
         setup: &MediaLiveSetup,
@@ -350,35 +649,79 @@ impl Provisioner {
             })
     }
 
-    /// The input of `role` with `kind`: adopted when one exists, created otherwise.
+    /// The input of `role` with `kind`: adopted when one exists (an SRT input's latency and
+    /// secret brought back to the setup), created otherwise.
     async fn ensure_input(
         &self,
         existing: &[ml::Input],
         role: &str,
         kind: InputType,
-        security_group: Option<&str>,
+        setup: &MediaLiveSetup,
+        wiring: &Wiring,
         target: &Target,
     ) -> Result<String, ProvisionError> {
+        let srt = match (kind, &wiring.secret_arn) {
+            (InputType::RtmpPush, _) => None,
+            (InputType::SrtListener, Some(arn)) => Some(srt_settings(arn, setup.srt_latency_ms)),
+            (InputType::SrtListener, None) => {
+                return Err(ProvisionError::Conflict(format!(
+                    "the {role} SRT input needs the passphrase secret, which was not made"
+                )));
+            }
+        };
+        let pipelines = setup.channel_class.pipelines();
         let found = existing
             .iter()
             .find(|i| i.tags().and_then(|t| t.get(TAG_INPUT)).map(String::as_str) == Some(role));
         if let Some(input) = found {
+            let id = input.id().ok_or_else(|| ProvisionError::Aws {
+                operation: "ListInputs",
+                message: "an input without an id".into(),
+            })?;
             let have = input.r#type().map(|t| t.as_str()).unwrap_or("unknown");
             if have != kind.aws_name() {
                 return Err(ProvisionError::Conflict(format!(
-                    "the {role} MediaLive input {} is {have}, not {}: tear this channel's \
+                    "the {role} MediaLive input {id} is {have}, not {}: tear this channel's \
                      MediaLive setup down (DELETE) before changing input_type",
-                    input.id().unwrap_or("?"),
                     kind.aws_name()
                 )));
             }
-            return input
-                .id()
-                .map(str::to_string)
-                .ok_or_else(|| ProvisionError::Aws {
-                    operation: "ListInputs",
-                    message: "an input without an id".into(),
-                });
+            let destinations = input.destinations().len();
+            if kind == InputType::RtmpPush && destinations != pipelines {
+                return Err(ProvisionError::Conflict(format!(
+                    "the {role} MediaLive input {id} has {destinations} destination(s), a {} \
+                     channel needs {pipelines}: tear this channel's MediaLive setup down \
+                     (DELETE) before changing channel_class",
+                    setup.channel_class.aws_name()
+                )));
+            }
+            if let Some(wanted) = srt {
+                let listener = input.srt_settings().and_then(|s| s.srt_listener_settings());
+                let fits = listener.and_then(|l| l.minimum_latency())
+                    == Some(msec(setup.srt_latency_ms))
+                    && listener
+                        .and_then(|l| l.decryption())
+                        .and_then(|d| d.passphrase_secret_arn())
+                        == wanted
+                            .srt_listener_settings()
+                            .and_then(|l| l.decryption())
+                            .and_then(|d| d.passphrase_secret_arn());
+                if !fits {
+                    self.clients
+                        .medialive
+                        .update_input()
+                        .input_id(id)
+                        .name(format!("{}-{role}", target.name()))
+                        .set_input_security_groups(
+                            wiring.security_group.as_ref().map(|g| vec![g.clone()]),
+                        )
+                        .srt_settings(wanted)
+                        .send()
+                        .await
+                        .map_err(aws("UpdateInput"))?;
+                }
+            }
+            return Ok(id.to_string());
         }
         let mut input_tags = tags(target);
         input_tags.insert(TAG_INPUT.to_string(), role.to_string());
@@ -388,21 +731,21 @@ impl Provisioner {
             .create_input()
             .name(format!("{}-{role}", target.name()))
             .r#type(ml::InputType::from(kind.aws_name()))
-            .set_input_security_groups(security_group.map(|g| vec![g.to_string()]))
+            .set_input_security_groups(wiring.security_group.as_ref().map(|g| vec![g.clone()]))
             .set_tags(Some(input_tags));
-        let request = match kind {
-            InputType::RtmpPush => request.destinations(
-                ml::InputDestinationRequest::builder()
-                    .stream_name(format!("{}/{role}", target.channel()))
-                    .build(),
-            ),
-            InputType::SrtListener => {
-                return Err(ProvisionError::Unsupported(
-                    "input_type srt_listener cannot be provisioned yet: MediaLive takes the \
-                     passphrase from AWS Secrets Manager, which this build does not write"
-                        .into(),
-                ));
-            }
+        let request = match srt {
+            // MediaLive gives a push input one address per destination, and a standard
+            // channel takes an address per pipeline.
+            None => request.set_destinations(Some(
+                (0..pipelines)
+                    .map(|_| {
+                        ml::InputDestinationRequest::builder()
+                            .stream_name(format!("{}/{role}", target.channel()))
+                            .build()
+                    })
+                    .collect(),
+            )),
+            Some(settings) => request.srt_settings(settings),
         };
         let created = request.send().await.map_err(aws("CreateInput"))?;
         created
@@ -417,27 +760,23 @@ impl Provisioner {
 
     fn attachments(setup: &MediaLiveSetup, ids: &[String]) -> Vec<ml::InputAttachment> {
         let main = ids.first().cloned().unwrap_or_default();
+        // The audio selector the preset's audio and a silence condition refer to.
+        let input_settings = || {
+            ml::InputSettings::builder()
+                .audio_selectors(ml::AudioSelector::builder().name(AUDIO_SELECTOR).build())
+                .build()
+        };
         let mut main_attachment = ml::InputAttachment::builder()
             .input_attachment_name("main")
-            .input_id(main);
+            .input_id(main)
+            .input_settings(input_settings());
         if let (Mode::Cloud, Some(backup)) = (setup.mode, ids.get(1)) {
-            let condition = ml::FailoverCondition::builder()
-                .failover_condition_settings(
-                    ml::FailoverConditionSettings::builder()
-                        .input_loss_settings(
-                            ml::InputLossFailoverSettings::builder()
-                                .input_loss_threshold_msec(msec(setup.input_loss_threshold_ms))
-                                .build(),
-                        )
-                        .build(),
-                )
-                .build();
             main_attachment = main_attachment.automatic_input_failover_settings(
                 ml::AutomaticInputFailoverSettings::builder()
                     .secondary_input_id(backup)
                     .input_preference(ml::InputPreference::from(setup.input_preference.aws_name()))
                     .error_clear_time_msec(msec(setup.error_clear_time_ms))
-                    .failover_conditions(condition)
+                    .set_failover_conditions(Some(Self::failover_conditions(setup)))
                     .build(),
             );
         }
@@ -447,21 +786,77 @@ impl Provisioner {
                 ml::InputAttachment::builder()
                     .input_attachment_name("backup")
                     .input_id(backup)
+                    .input_settings(input_settings())
                     .build(),
             );
         }
         attachments
     }
 
-    fn destination(target: &Target) -> ml::OutputDestination {
+    /// Input loss always; black picture and silence when the setup asks for them.
+    fn failover_conditions(setup: &MediaLiveSetup) -> Vec<ml::FailoverCondition> {
+        let condition = |settings: ml::FailoverConditionSettings| {
+            ml::FailoverCondition::builder()
+                .failover_condition_settings(settings)
+                .build()
+        };
+        let mut conditions = vec![condition(
+            ml::FailoverConditionSettings::builder()
+                .input_loss_settings(
+                    ml::InputLossFailoverSettings::builder()
+                        .input_loss_threshold_msec(msec(setup.input_loss_threshold_ms))
+                        .build(),
+                )
+                .build(),
+        )];
+        if let Some(ms) = setup.video_black_ms {
+            conditions.push(condition(
+                ml::FailoverConditionSettings::builder()
+                    .video_black_settings(
+                        ml::VideoBlackFailoverSettings::builder()
+                            .video_black_threshold_msec(msec(ms))
+                            .build(),
+                    )
+                    .build(),
+            ));
+        }
+        if let Some(ms) = setup.audio_silence_ms {
+            conditions.push(condition(
+                ml::FailoverConditionSettings::builder()
+                    .audio_silence_settings(
+                        ml::AudioSilenceFailoverSettings::builder()
+                            .audio_selector_name(AUDIO_SELECTOR)
+                            .audio_silence_threshold_msec(msec(ms))
+                            .build(),
+                    )
+                    .build(),
+            ));
+        }
+        conditions
+    }
+
+    /// The MediaPackage v2 channel: one entry per pipeline, as MediaLive requires; a standard
+    /// channel's two pipelines go to the channel's two ingest endpoints.
+    fn destination(&self, class: ChannelClass, target: &Target) -> ml::OutputDestination {
+        let entry = |endpoint: Option<&str>| {
+            let settings = ml::MediaPackageOutputDestinationSettings::builder()
+                .channel_group(Self::group_name(target))
+                .channel_name(target.channel());
+            match endpoint {
+                Some(id) => settings
+                    .channel_endpoint_id(id)
+                    .set_media_package_region_name(self.clients.region.clone()),
+                None => settings,
+            }
+            .build()
+        };
+        let entries = match class {
+            ChannelClass::SinglePipeline => vec![entry(None)],
+            ChannelClass::Standard => vec![entry(Some("1")), entry(Some("2"))],
+        };
         ml::OutputDestination::builder()
             .id(DESTINATION_ID)
-            .media_package_settings(
-                ml::MediaPackageOutputDestinationSettings::builder()
-                    .channel_group(Self::group_name(target))
-                    .channel_name(target.channel())
-                    .build(),
-            )
+            .set_media_package_settings(Some(entries))
             .build()
     }
 
@@ -482,23 +877,38 @@ impl Provisioner {
                 message: format!("preset {:?} is unknown", setup.preset),
             }])
         })?;
-        if setup.input_types().contains(&InputType::SrtListener) {
-            return Err(ProvisionError::Unsupported(
-                "input_type srt_listener cannot be provisioned yet: MediaLive takes the \
-                 passphrase from AWS Secrets Manager, which this build does not write"
-                    .into(),
-            ));
-        }
         self.ensure_mediapackage(target).await?;
-        let security_group = if self.options.input_security_groups {
-            Some(self.ensure_security_group(setup, target).await?)
-        } else {
-            None
+        if self.options.origin_endpoints {
+            self.ensure_origin_endpoint(target).await?;
+        }
+        let wiring = Wiring {
+            security_group: if self.options.input_security_groups {
+                Some(self.ensure_security_group(setup, target).await?)
+            } else {
+                None
+            },
+            secret_arn: if setup.uses_srt() {
+                Some(self.ensure_secret(target).await?)
+            } else {
+                None
+            },
         };
         let existing = self.our_inputs(target).await?;
         let channel = match self.our_channel(target).await? {
             Some(id) => {
-                let state = self.channel_state(&id).await?.unwrap_or_default();
+                let described = self.describe_channel(&id).await?;
+                let class = described.channel_class().map(|c| c.as_str()).unwrap_or("");
+                if class != setup.channel_class.aws_name() {
+                    return Err(ProvisionError::Conflict(format!(
+                        "the MediaLive channel {id} is {class}, not {}: tear this channel's \
+                         MediaLive setup down (DELETE) before changing channel_class",
+                        setup.channel_class.aws_name()
+                    )));
+                }
+                let state = described
+                    .state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default();
                 Some((id, state))
             }
             None => None,
@@ -528,7 +938,7 @@ impl Provisioner {
         let mut ids = Vec::new();
         for (role, kind) in ROLES.iter().zip(setup.input_types()) {
             ids.push(
-                self.ensure_input(&existing, role, kind, security_group.as_deref(), target)
+                self.ensure_input(&existing, role, kind, setup, &wiring, target)
                     .await?,
             );
         }
@@ -539,9 +949,9 @@ impl Provisioner {
                 medialive
                     .create_channel()
                     .name(target.name())
-                    .channel_class(ml::ChannelClass::SinglePipeline)
+                    .channel_class(ml::ChannelClass::from(setup.channel_class.aws_name()))
                     .set_input_attachments(Some(attachments))
-                    .destinations(Self::destination(target))
+                    .destinations(self.destination(setup.channel_class, target))
                     .encoder_settings(preset.encoder_settings())
                     .input_specification(
                         ml::InputSpecification::builder()
@@ -562,7 +972,7 @@ impl Provisioner {
                     .channel_id(&id)
                     .name(target.name())
                     .set_input_attachments(Some(attachments))
-                    .destinations(Self::destination(target))
+                    .destinations(self.destination(setup.channel_class, target))
                     .encoder_settings(preset.encoder_settings())
                     .set_role_arn(self.clients.role_arn.clone())
                     .send()
@@ -576,6 +986,10 @@ impl Provisioner {
             if !ids.iter().any(|kept| kept == id) {
                 self.delete_input(id).await?;
             }
+        }
+        // An SRT setup changed to RTMP leaves the passphrase unused.
+        if !setup.uses_srt() {
+            self.delete_secret(target).await?;
         }
         self.state(target)
             .await?
@@ -630,18 +1044,80 @@ impl Provisioner {
             inputs,
             channel_id,
             state,
+            playback_url: self.playback_url(target).await?,
         }))
     }
 
-    async fn channel_state(&self, id: &str) -> Result<Option<String>, ProvisionError> {
-        let described = self
-            .clients
+    /// Where the box sends to: one feed per destination of each of our inputs, main first,
+    /// SRT ones with the passphrase read back from Secrets Manager.
+    pub async fn feeds(&self, target: &Target) -> Result<Vec<Feed>, ProvisionError> {
+        let mut inputs = self.our_inputs(target).await?;
+        inputs.sort_by_key(|i| {
+            let role = i.tags().and_then(|t| t.get(TAG_INPUT));
+            ROLES
+                .iter()
+                .position(|r| Some(*r) == role.map(String::as_str))
+        });
+        let mut passphrase = None;
+        let mut feeds = Vec::new();
+        for input in &inputs {
+            let role = input
+                .tags()
+                .and_then(|t| t.get(TAG_INPUT))
+                .cloned()
+                .unwrap_or_default();
+            let id = input.id().unwrap_or("?");
+            let srt = input.r#type() == Some(&ml::InputType::SrtListener);
+            let latency_ms = input
+                .srt_settings()
+                .and_then(|s| s.srt_listener_settings())
+                .and_then(|l| l.minimum_latency())
+                .and_then(|ms| u32::try_from(ms).ok());
+            for (pipeline, destination) in input.destinations().iter().enumerate() {
+                let url = match (destination.url(), destination.ip(), destination.port()) {
+                    (Some(url), _, _) if !url.is_empty() => url.to_string(),
+                    (_, Some(ip), Some(port)) if srt => format!("srt://{ip}:{port}"),
+                    _ => {
+                        return Err(ProvisionError::Aws {
+                            operation: "ListInputs",
+                            message: format!(
+                                "the {role} MediaLive input {id} has no address for pipeline \
+                                 {pipeline} yet: read the feeds again once AWS has assigned it"
+                            ),
+                        });
+                    }
+                };
+                if srt && passphrase.is_none() {
+                    passphrase = Some(self.read_passphrase(target).await?);
+                }
+                feeds.push(Feed {
+                    role: role.clone(),
+                    pipeline,
+                    url,
+                    passphrase: if srt { passphrase.clone() } else { None },
+                    latency_ms: if srt { latency_ms } else { None },
+                });
+            }
+        }
+        Ok(feeds)
+    }
+
+    async fn describe_channel(
+        &self,
+        id: &str,
+    ) -> Result<aws_sdk_medialive::operation::describe_channel::DescribeChannelOutput, ProvisionError>
+    {
+        self.clients
             .medialive
             .describe_channel()
             .channel_id(id)
             .send()
             .await
-            .map_err(aws("DescribeChannel"))?;
+            .map_err(aws("DescribeChannel"))
+    }
+
+    async fn channel_state(&self, id: &str) -> Result<Option<String>, ProvisionError> {
+        let described = self.describe_channel(id).await?;
         Ok(described.state().map(|s| s.as_str().to_string()))
     }
 
@@ -775,6 +1251,7 @@ impl Provisioner {
                 self.delete_input(id).await?;
             }
         }
+        self.delete_secret(target).await?;
         if self.options.input_security_groups
             && let Some(id) = self.our_security_group(target).await?
         {
@@ -786,6 +1263,31 @@ impl Provisioner {
     async fn delete_mediapackage(&self, target: &Target) -> Result<(), ProvisionError> {
         let mp_client = &self.clients.mediapackage;
         let group = Self::group_name(target);
+        // MediaPackage refuses to delete a channel that still has origin endpoints.
+        if self.options.origin_endpoints {
+            match mp_client
+                .get_origin_endpoint()
+                .channel_group_name(&group)
+                .channel_name(target.channel())
+                .origin_endpoint_name(ORIGIN_ENDPOINT)
+                .send()
+                .await
+            {
+                Ok(found) if not_someone_elses(found.tags(), target) => {
+                    mp_client
+                        .delete_origin_endpoint()
+                        .channel_group_name(&group)
+                        .channel_name(target.channel())
+                        .origin_endpoint_name(ORIGIN_ENDPOINT)
+                        .send()
+                        .await
+                        .map_err(aws("DeleteOriginEndpoint"))?;
+                }
+                Ok(_) => {}
+                Err(e) if code(&e) == Some("ResourceNotFoundException") => {}
+                Err(e) => return Err(aws("GetOriginEndpoint")(e)),
+            }
+        }
         match mp_client
             .get_channel()
             .channel_group_name(&group)
@@ -827,6 +1329,9 @@ impl Provisioner {
         }
     }
 }
+
+#[cfg(test)]
+mod replay;
 
 #[cfg(test)]
 mod tests {
@@ -876,5 +1381,49 @@ mod tests {
         let edge = Provisioner::attachments(&MediaLiveSetup::new(Mode::Edge), &["in-a".into()]);
         assert_eq!(edge.len(), 1);
         assert!(edge[0].automatic_input_failover_settings().is_none());
+    }
+
+    #[test]
+    fn black_and_silence_are_extra_failover_conditions_on_the_preset_audio() {
+        let mut setup = MediaLiveSetup::new(Mode::Cloud);
+        setup.video_black_ms = Some(3000);
+        setup.audio_silence_ms = Some(5000);
+        let a = Provisioner::attachments(&setup, &["in-a".into(), "in-b".into()]);
+        let conditions: Vec<_> = a[0]
+            .automatic_input_failover_settings()
+            .expect("failover")
+            .failover_conditions()
+            .iter()
+            .filter_map(|c| c.failover_condition_settings())
+            .collect();
+        assert_eq!(conditions.len(), 3);
+        assert_eq!(
+            conditions[0]
+                .input_loss_settings()
+                .and_then(|l| l.input_loss_threshold_msec()),
+            Some(1000)
+        );
+        assert_eq!(
+            conditions[1]
+                .video_black_settings()
+                .and_then(|v| v.video_black_threshold_msec()),
+            Some(3000)
+        );
+        let silence = conditions[2].audio_silence_settings().expect("silence");
+        assert_eq!(silence.audio_silence_threshold_msec(), Some(5000));
+        assert_eq!(silence.audio_selector_name(), Some(AUDIO_SELECTOR));
+        // The selector the condition names exists on both inputs.
+        for attachment in &a {
+            let selectors: Vec<_> = attachment
+                .input_settings()
+                .map(|s| {
+                    s.audio_selectors()
+                        .iter()
+                        .filter_map(|a| a.name())
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(selectors, [AUDIO_SELECTOR]);
+        }
     }
 }

@@ -3,7 +3,6 @@
 
 use std::net::Ipv4Addr;
 
-use lunora_media::Secret;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +91,49 @@ impl InputPreference {
     }
 }
 
+/// How many pipelines the MediaLive channel runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelClass {
+    /// One pipeline: half the price, no redundancy inside AWS.
+    #[default]
+    SinglePipeline,
+    /// Two pipelines in two availability zones, each push input with two destinations.
+    Standard,
+}
+
+impl ChannelClass {
+    pub fn aws_name(self) -> &'static str {
+        match self {
+            ChannelClass::SinglePipeline => "SINGLE_PIPELINE",
+            ChannelClass::Standard => "STANDARD",
+        }
+    }
+
+    /// The pipelines (and so the destinations of each push input).
+    pub fn pipelines(self) -> usize {
+        match self {
+            ChannelClass::SinglePipeline => 1,
+            ChannelClass::Standard => 2,
+        }
+    }
+}
+
+// serde's own message for an unknown variant does not name the field; derived by hand (not
+// `try_from`) so the schema keeps the enum.
+impl<'de> Deserialize<'de> for ChannelClass {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        match value.as_str() {
+            "single_pipeline" => Ok(ChannelClass::SinglePipeline),
+            "standard" => Ok(ChannelClass::Standard),
+            _ => Err(serde::de::Error::custom(format!(
+                "channel_class must be single_pipeline or standard; it is {value:?}"
+            ))),
+        }
+    }
+}
+
 pub const DEFAULT_PRESET: &str = "abr-1080p";
 pub const DEFAULT_SRT_LATENCY_MS: u32 = 2_000;
 pub const DEFAULT_INPUT_LOSS_THRESHOLD_MS: u32 = 1_000;
@@ -124,14 +166,9 @@ pub struct MediaLiveSetup {
     #[serde(default = "default_srt_latency")]
     #[schemars(range(min = 120, max = 15_000))]
     pub srt_latency_ms: u32,
-    /// `srt_listener` only: the AES passphrase (10–79 characters), required there.
-    #[serde(
-        default,
-        with = "lunora_media::exposed_secret",
-        skip_serializing_if = "Option::is_none"
-    )]
-    #[schemars(with = "Option<String>", extend("writeOnly" = true))]
-    pub srt_passphrase: Option<Secret>,
+    /// `single_pipeline` (default) or `standard` (two pipelines, twice the price).
+    #[serde(default)]
+    pub channel_class: ChannelClass,
     /// `cloud` only: how long an input must lose its signal before MediaLive fails over (≥ 100).
     #[serde(default = "default_input_loss_threshold")]
     #[schemars(range(min = 100))]
@@ -140,6 +177,14 @@ pub struct MediaLiveSetup {
     #[serde(default = "default_error_clear_time")]
     #[schemars(range(min = 1))]
     pub error_clear_time_ms: u32,
+    /// `cloud` only: fail over when the picture has been black this long (≥ 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000))]
+    pub video_black_ms: Option<u32>,
+    /// `cloud` only: fail over when the audio has been below −50 dBFS this long (≥ 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000))]
+    pub audio_silence_ms: Option<u32>,
 }
 
 fn default_preset() -> String {
@@ -167,9 +212,11 @@ impl MediaLiveSetup {
             input_preference: InputPreference::default(),
             stop_after_idle_min: None,
             srt_latency_ms: DEFAULT_SRT_LATENCY_MS,
-            srt_passphrase: None,
+            channel_class: ChannelClass::default(),
             input_loss_threshold_ms: DEFAULT_INPUT_LOSS_THRESHOLD_MS,
             error_clear_time_ms: DEFAULT_ERROR_CLEAR_TIME_MS,
+            video_black_ms: None,
+            audio_silence_ms: None,
         }
     }
 
@@ -184,8 +231,19 @@ impl MediaLiveSetup {
         }
     }
 
-    fn uses_srt(&self) -> bool {
+    pub fn uses_srt(&self) -> bool {
         self.input_types().contains(&InputType::SrtListener)
+    }
+
+    /// The black and silence failover conditions asked for, by field name.
+    fn content_conditions(&self) -> Vec<(&'static str, u32)> {
+        [
+            ("video_black_ms", self.video_black_ms),
+            ("audio_silence_ms", self.audio_silence_ms),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| value.map(|v| (field, v)))
+        .collect()
     }
 
     /// Every problem at once, each naming its field.
@@ -219,32 +277,14 @@ impl MediaLiveSetup {
                 format!("stop_after_idle_min must be 1–1440 minutes; it is {minutes}"),
             ));
         }
-        if self.uses_srt() {
-            if !(120..=15_000).contains(&self.srt_latency_ms) {
-                problems.push(Problem::at(
-                    "srt_latency_ms",
-                    format!(
-                        "srt_latency_ms must be 120–15000 (MediaLive's SRT listener range); it is {}",
-                        self.srt_latency_ms
-                    ),
-                ));
-            }
-            match &self.srt_passphrase {
-                None => problems.push(Problem::at(
-                    "srt_passphrase",
-                    "srt_passphrase is required for an srt_listener input: MediaLive's SRT \
-                     listener inputs must be AES-encrypted",
-                )),
-                Some(passphrase) => {
-                    let length = passphrase.expose().chars().count();
-                    if !(10..=79).contains(&length) {
-                        problems.push(Problem::at(
-                            "srt_passphrase",
-                            format!("srt_passphrase must be 10–79 characters; it is {length}"),
-                        ));
-                    }
-                }
-            }
+        if self.uses_srt() && !(120..=15_000).contains(&self.srt_latency_ms) {
+            problems.push(Problem::at(
+                "srt_latency_ms",
+                format!(
+                    "srt_latency_ms must be 120–15000 (MediaLive's SRT listener range); it is {}",
+                    self.srt_latency_ms
+                ),
+            ));
         }
         match self.mode {
             Mode::Edge => {
@@ -255,6 +295,15 @@ impl MediaLiveSetup {
                             "backup_input_type ({}) applies to cloud mode only: in edge mode the \
                              box sends one output to one input",
                             backup.aws_name()
+                        ),
+                    ));
+                }
+                for (field, value) in self.content_conditions() {
+                    problems.push(Problem::at(
+                        field,
+                        format!(
+                            "{field} ({value}) applies to cloud mode only: it is a condition \
+                             for failing over to the backup input"
                         ),
                     ));
                 }
@@ -277,6 +326,16 @@ impl MediaLiveSetup {
                         "error_clear_time_ms",
                         "error_clear_time_ms must be at least 1",
                     ));
+                }
+                for (field, value) in self.content_conditions() {
+                    if value < 1000 {
+                        problems.push(Problem::at(
+                            field,
+                            format!(
+                                "{field} must be at least 1000 (MediaLive's minimum); it is {value}"
+                            ),
+                        ));
+                    }
                 }
             }
         }
@@ -420,45 +479,95 @@ mod tests {
     }
 
     #[test]
-    fn srt_listener_needs_aes() {
-        let mut setup = MediaLiveSetup::new(Mode::Edge);
-        setup.input_type = InputType::SrtListener;
-        let p = only(&setup);
-        assert_eq!(p.field, "srt_passphrase");
+    fn srt_listener_needs_nothing_but_the_type() {
+        // The box makes the AES passphrase itself (Secrets Manager), so none is asked for.
+        let setup: MediaLiveSetup =
+            serde_json::from_str(r#"{"mode": "edge", "input_type": "srt_listener"}"#)
+                .expect("parses");
+        assert!(setup.validate().is_empty(), "{:?}", setup.validate());
+        assert!(setup.uses_srt());
+        let old = serde_json::from_str::<MediaLiveSetup>(
+            r#"{"mode": "edge", "input_type": "srt_listener", "srt_passphrase": "x"}"#,
+        )
+        .expect_err("a passphrase is no longer taken")
+        .to_string();
+        assert!(old.contains("srt_passphrase"), "{old}");
+    }
+
+    #[test]
+    fn channel_class_is_single_pipeline_or_standard() {
         assert_eq!(
-            p.message,
-            "srt_passphrase is required for an srt_listener input: MediaLive's SRT listener \
-             inputs must be AES-encrypted"
+            MediaLiveSetup::new(Mode::Edge).channel_class,
+            ChannelClass::SinglePipeline
+        );
+        let standard: MediaLiveSetup =
+            serde_json::from_str(r#"{"mode": "cloud", "channel_class": "standard"}"#)
+                .expect("parses");
+        assert_eq!(standard.channel_class.pipelines(), 2);
+        assert_eq!(standard.channel_class.aws_name(), "STANDARD");
+        let wrong =
+            serde_json::from_str::<MediaLiveSetup>(r#"{"mode": "edge", "channel_class": "dual"}"#)
+                .expect_err("refused")
+                .to_string();
+        assert!(
+            wrong.starts_with("channel_class must be single_pipeline or standard; it is \"dual\""),
+            "{wrong}"
         );
     }
 
     #[test]
-    fn srt_passphrase_is_10_to_79_characters() {
-        let mut setup = MediaLiveSetup::new(Mode::Edge);
-        setup.input_type = InputType::SrtListener;
-        setup.srt_passphrase = Some(Secret::new("short"));
-        let p = only(&setup);
-        assert_eq!(p.field, "srt_passphrase");
+    fn the_schema_lists_the_channel_classes() {
+        let schema = serde_json::to_value(schemars::schema_for!(MediaLiveSetup)).expect("JSON");
+        let values: Vec<_> = schema["$defs"]["ChannelClass"]["oneOf"]
+            .as_array()
+            .map(|choices| choices.iter().map(|c| c["const"].clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(values, ["single_pipeline", "standard"], "{schema}");
+    }
+
+    #[test]
+    fn black_and_silence_are_cloud_conditions_of_at_least_a_second() {
+        let mut setup = MediaLiveSetup::new(Mode::Cloud);
+        setup.video_black_ms = Some(999);
+        setup.audio_silence_ms = Some(500);
+        let problems: Vec<_> = setup
+            .validate()
+            .into_iter()
+            .map(|p| (p.field, p.message))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (
+                    "video_black_ms",
+                    "video_black_ms must be at least 1000 (MediaLive's minimum); it is 999"
+                        .to_string()
+                ),
+                (
+                    "audio_silence_ms",
+                    "audio_silence_ms must be at least 1000 (MediaLive's minimum); it is 500"
+                        .to_string()
+                ),
+            ]
+        );
+        setup.video_black_ms = Some(1000);
+        setup.audio_silence_ms = Some(2000);
+        assert!(setup.validate().is_empty());
+        let mut edge = MediaLiveSetup::new(Mode::Edge);
+        edge.audio_silence_ms = Some(2000);
+        let p = only(&edge);
+        assert_eq!(p.field, "audio_silence_ms");
         assert_eq!(
             p.message,
-            "srt_passphrase must be 10–79 characters; it is 5"
+            "audio_silence_ms (2000) applies to cloud mode only: it is a condition for failing \
+             over to the backup input"
         );
-        setup.srt_passphrase = Some(Secret::new("x".repeat(80)));
-        assert_eq!(
-            messages(&setup),
-            ["srt_passphrase must be 10–79 characters; it is 80"]
-        );
-        setup.srt_passphrase = Some(Secret::new("x".repeat(79)));
-        assert!(setup.validate().is_empty());
-        setup.srt_passphrase = Some(Secret::new("0123456789"));
-        assert!(setup.validate().is_empty());
     }
 
     #[test]
     fn srt_latency_is_120_to_15000_ms() {
         let mut setup = MediaLiveSetup::new(Mode::Cloud);
         setup.input_type = InputType::SrtListener;
-        setup.srt_passphrase = Some(Secret::new("correct horse"));
         setup.srt_latency_ms = 119;
         let p = only(&setup);
         assert_eq!(p.field, "srt_latency_ms");
@@ -482,7 +591,6 @@ mod tests {
     fn a_failover_pair_is_two_inputs_of_one_type() {
         let mut setup = MediaLiveSetup::new(Mode::Cloud);
         setup.backup_input_type = Some(InputType::SrtListener);
-        setup.srt_passphrase = Some(Secret::new("correct horse"));
         let p = only(&setup);
         assert_eq!(p.field, "backup_input_type");
         assert_eq!(
@@ -607,12 +715,5 @@ mod tests {
                 ),
             ]
         );
-    }
-
-    #[test]
-    fn the_passphrase_is_never_printed() {
-        let mut setup = MediaLiveSetup::new(Mode::Edge);
-        setup.srt_passphrase = Some(Secret::new("correct horse"));
-        assert!(!format!("{setup:?}").contains("correct horse"));
     }
 }

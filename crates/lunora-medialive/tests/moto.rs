@@ -1,6 +1,7 @@
 //! Provisioning against moto_server (PyPI `moto[server]`, installed by scripts/deps.sh into
-//! target/moto-venv), read back with the SDK. moto does not model input security groups (so
-//! they are off here) nor MediaPackage v2 tags; see "Deploying with AWS" in the README.
+//! target/moto-venv), read back with the SDK. moto does not model input security groups nor
+//! origin endpoints (so they are off here; their requests are tested in
+//! src/provision/replay.rs) nor MediaPackage v2 tags; see "Deploying with AWS" in the README.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +15,12 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_medialive::config::Credentials;
 use aws_sdk_medialive::types as ml;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use lunora_medialive::provision::{TAG_BOX, TAG_CHANNEL, TAG_INPUT};
 use lunora_medialive::{
     Clients, InputPreference, MediaLiveSetup, Mode, Options, ProvisionError, Provisioner, Target,
@@ -43,7 +50,52 @@ fn moto_server() -> PathBuf {
     })
 }
 
+/// moto 5.2.5 routes a MediaPackage v2 channel only with the trailing slash of the API model it
+/// was built from (`/channelGroup/{group}/channel/{channel}/`, as boto3 sends it); the Rust SDK
+/// sends the current model's path without it, which moto answers with 400. This client adds
+/// the slash on the way out, so the tests see moto's channels and nothing else changes.
+#[derive(Debug)]
+struct SlashForMoto(SharedHttpClient);
+
+impl HttpClient for SlashForMoto {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(SlashConnector(self.0.http_connector(settings, components)))
+    }
+}
+
+#[derive(Debug)]
+struct SlashConnector(SharedHttpConnector);
+
+impl HttpConnector for SlashConnector {
+    fn call(&self, mut request: HttpRequest) -> HttpConnectorFuture {
+        let uri: http::Uri = request.uri().parse().expect("the SDK's URI");
+        let parts: Vec<_> = uri.path().split('/').collect();
+        if let ["", "channelGroup", _, "channel", _] = parts.as_slice() {
+            let fixed = format!("{}/", request.uri());
+            request.set_uri(fixed.as_str()).expect("a URI");
+        }
+        self.0.call(request)
+    }
+}
+
 impl Moto {
+    async fn config(&self) -> aws_config::SdkConfig {
+        // moto_server speaks plain HTTP.
+        let client = aws_smithy_http_client::Builder::new().build_http();
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .retry_config(RetryConfig::disabled())
+            .http_client(SlashForMoto(client))
+            .load()
+            .await
+    }
+
     fn start() -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -70,28 +122,19 @@ impl Moto {
     }
 
     async fn clients(&self) -> Clients {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&self.url)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .retry_config(RetryConfig::disabled())
-            .load()
-            .await;
-        Clients::from_sdk_config(&config, None)
+        Clients::from_sdk_config(&self.config().await, None)
     }
 
     async fn sdk(&self) -> (aws_sdk_medialive::Client, aws_sdk_mediapackagev2::Client) {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&self.url)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .retry_config(RetryConfig::disabled())
-            .load()
-            .await;
+        let config = self.config().await;
         (
             aws_sdk_medialive::Client::new(&config),
             aws_sdk_mediapackagev2::Client::new(&config),
         )
+    }
+
+    async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.config().await)
     }
 
     async fn provisioner(&self) -> Provisioner {
@@ -99,6 +142,7 @@ impl Moto {
             self.clients().await,
             Options {
                 input_security_groups: false,
+                origin_endpoints: false,
                 poll: Duration::from_millis(100),
                 wait: Duration::from_secs(10),
             },
@@ -257,6 +301,18 @@ async fn edge_rtmp_push_is_provisioned_once_run_and_torn_down() {
         .await
         .expect("the MediaPackage channel exists");
     assert_eq!(mp_channel.channel_name(), "program");
+
+    // moto keeps an RTMP destination's stream name but assigns no address: the feed says
+    // what is missing instead of handing the box an empty URL.
+    let no_address = provisioner.feeds(&target).await.expect_err("no address");
+    assert_eq!(
+        no_address.to_string(),
+        format!(
+            "AWS ListInputs: the main MediaLive input {} has no address for pipeline 0 yet: \
+             read the feeds again once AWS has assigned it",
+            first.inputs[0].id
+        )
+    );
 
     // Again: everything adopted, nothing duplicated.
     let second = provisioner.provision(&setup, &target).await.expect("again");
@@ -475,4 +531,130 @@ async fn an_invalid_setup_sends_nothing_to_aws() {
         .await
         .expect("ListChannelGroups");
     assert!(groups.items().is_empty());
+}
+
+#[tokio::test]
+async fn srt_listener_inputs_get_a_tagged_secret_made_once_and_deleted_with_them() {
+    let moto = Moto::start();
+    let (medialive, _) = moto.sdk().await;
+    let secrets = moto.secrets().await;
+    let provisioner = moto.provisioner().await;
+    let target = Target::new("studio-1", "srt").expect("valid ids");
+    let name = "lunora/studio-1/srt/srt-passphrase";
+    let setup: MediaLiveSetup =
+        serde_json::from_str(r#"{"mode": "cloud", "input_type": "srt_listener"}"#).expect("setup");
+
+    let first = provisioner
+        .provision(&setup, &target)
+        .await
+        .expect("provision");
+    let kinds: Vec<_> = first
+        .inputs
+        .iter()
+        .map(|i| (i.role.as_str(), i.input_type.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("main", "SRT_LISTENER"), ("backup", "SRT_LISTENER")]
+    );
+    let described = secrets
+        .describe_secret()
+        .secret_id(name)
+        .send()
+        .await
+        .expect("the secret exists");
+    let tags: HashMap<_, _> = described
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))
+        .collect();
+    assert_eq!(tags.get(TAG_BOX), Some(&"studio-1"));
+    assert_eq!(tags.get(TAG_CHANNEL), Some(&"srt"));
+    let read = |secrets: aws_sdk_secretsmanager::Client| async move {
+        secrets
+            .get_secret_value()
+            .secret_id(name)
+            .send()
+            .await
+            .expect("GetSecretValue")
+            .secret_string()
+            .map(str::to_string)
+            .expect("a string")
+    };
+    let passphrase = read(secrets.clone()).await;
+    assert_eq!(passphrase.len(), 32);
+    assert!(passphrase.bytes().all(|b| b.is_ascii_alphanumeric()));
+
+    // Again: the same inputs and the same passphrase (senders already use it), one secret.
+    let second = provisioner.provision(&setup, &target).await.expect("again");
+    assert_eq!(second.inputs, first.inputs);
+    assert_eq!(read(secrets.clone()).await, passphrase);
+    let listed = secrets.list_secrets().send().await.expect("ListSecrets");
+    assert_eq!(listed.secret_list().len(), 1);
+    assert_eq!(live_inputs(&medialive, &target).await.len(), 2);
+
+    // moto gives SRT inputs no destinations (AWS gives each pipeline an address), so there
+    // are no feeds; their shape is tested against replayed AWS answers.
+    let feeds = provisioner.feeds(&target).await.expect("feeds");
+    assert!(feeds.is_empty());
+
+    // Teardown deletes the secret after the inputs, and leaves nothing.
+    provisioner.teardown(&target).await.expect("teardown");
+    assert_eq!(provisioner.state(&target).await.expect("state"), None);
+    assert!(live_inputs(&medialive, &target).await.is_empty());
+    let gone = secrets.describe_secret().secret_id(name).send().await;
+    assert!(gone.is_err(), "the secret is still there: {gone:?}");
+}
+
+#[tokio::test]
+async fn a_standard_channel_has_two_pipelines_and_keeps_its_class() {
+    let moto = Moto::start();
+    let (medialive, _) = moto.sdk().await;
+    let provisioner = moto.provisioner().await;
+    let target = Target::new("studio-1", "main-event").expect("valid ids");
+    let setup: MediaLiveSetup =
+        serde_json::from_str(r#"{"mode": "edge", "channel_class": "standard"}"#).expect("setup");
+
+    let standard = provisioner
+        .provision(&setup, &target)
+        .await
+        .expect("provision");
+    let channel = medialive
+        .describe_channel()
+        .channel_id(standard.channel_id.as_deref().expect("channel"))
+        .send()
+        .await
+        .expect("DescribeChannel");
+    assert_eq!(channel.channel_class(), Some(&ml::ChannelClass::Standard));
+    let endpoints: Vec<_> = channel.destinations()[0]
+        .media_package_settings()
+        .iter()
+        .map(|m| (m.channel_endpoint_id(), m.media_package_region_name()))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            (Some("1"), Some("us-east-1")),
+            (Some("2"), Some("us-east-1"))
+        ]
+    );
+    let inputs = live_inputs(&medialive, &target).await;
+    assert_eq!(inputs[0].destinations().len(), 2);
+
+    let again = provisioner.provision(&setup, &target).await.expect("again");
+    assert_eq!(again.channel_id, standard.channel_id);
+    let single = provisioner
+        .provision(&MediaLiveSetup::new(Mode::Edge), &target)
+        .await
+        .expect_err("a class change");
+    assert_eq!(
+        single.to_string(),
+        format!(
+            "the MediaLive channel {} is STANDARD, not SINGLE_PIPELINE: tear this channel's \
+             MediaLive setup down (DELETE) before changing channel_class",
+            standard.channel_id.as_deref().unwrap_or_default()
+        )
+    );
+    provisioner.teardown(&target).await.expect("teardown");
+    assert_eq!(provisioner.state(&target).await.expect("state"), None);
 }

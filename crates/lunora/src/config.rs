@@ -50,6 +50,7 @@ struct RawAws {
     box_id: Option<Spanned<String>>,
     input_security_groups: Option<bool>,
     poll_interval_s: Option<Spanned<u64>>,
+    origin_endpoints: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -569,6 +570,7 @@ fn aws_settings(
             .map_or(lunora_medialive::aws::DEFAULT_POLL_INTERVAL_S, |s| {
                 *s.get_ref()
             }),
+        origin_endpoints: raw.origin_endpoints.unwrap_or(true),
     };
     let problems = settings.validate();
     for problem in &problems {

@@ -230,6 +230,7 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                     clients,
                     lunora_medialive::Options {
                         input_security_groups: aws.input_security_groups,
+                        origin_endpoints: aws.origin_endpoints,
                         ..Default::default()
                     },
                 ),
