@@ -32,6 +32,10 @@ fn venv_bin(name: &str) -> PathBuf {
 struct Moto {
     _process: Proc,
     url: String,
+    /// Python's http.server answering `/ip` with 203.0.113.7, standing in for
+    /// checkip.amazonaws.com (`[aws] public_address_url`).
+    _checkip: Proc,
+    checkip_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -58,9 +62,27 @@ impl Moto {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         assert!(up, "moto_server did not listen on {port}");
+        let answers = dir.path().join("checkip");
+        std::fs::create_dir_all(&answers).expect("checkip dir");
+        std::fs::write(answers.join("ip"), "203.0.113.7\n").expect("checkip answer");
+        let checkip_port = free_tcp_port();
+        let checkip = Proc::spawn(
+            "checkip",
+            dir.path(),
+            Command::new(venv_bin("python"))
+                .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+                .arg(&answers)
+                .arg(checkip_port.to_string()),
+        );
+        let up = wait_for(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", checkip_port)).is_ok()
+        });
+        assert!(up, "http.server did not listen on {checkip_port}");
         Moto {
             _process: process,
             url: format!("http://127.0.0.1:{port}"),
+            _checkip: checkip,
+            checkip_url: format!("http://127.0.0.1:{checkip_port}/ip"),
             _dir: dir,
         }
     }
@@ -105,8 +127,8 @@ fn config(moto: &Moto, channels: &str) -> String {
     format!(
         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nbox_id = \"it-box\"\n\
          # moto_server models neither input security groups nor origin endpoints.\n\
-         input_security_groups = false\norigin_endpoints = false\n\n{channels}",
-        moto.url
+         input_security_groups = false\norigin_endpoints = false\npublic_address_url = \"{}\"\n\n{channels}",
+        moto.url, moto.checkip_url
     )
 }
 
@@ -310,6 +332,11 @@ fn the_box_feeds_its_medialive_input_and_stops_the_channel_when_idle() {
         format!("rtmp://127.0.0.1:{ingest_port}/program/main").as_str()
     );
     assert_eq!(provisioned["setup"]["stop_after_idle_min"], 1);
+    // No allowed_cidrs given: the box's public address, as the address service sees it.
+    assert_eq!(
+        provisioned["setup"]["allowed_cidrs"],
+        serde_json::json!(["203.0.113.7/32"])
+    );
 
     // The feed is an output of the channel, publishing `main` into the `program` application.
     let live = wait_for(Duration::from_secs(20), || {
@@ -422,4 +449,41 @@ fn without_an_aws_section_the_routes_say_so() {
     );
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("add an [aws] section"), "{body}");
+}
+
+/// The dashboard's Cloud page in chromium (web/tests/dashboard.test.mjs, scenario `cloud`):
+/// provision from the form, start, see it run and fed, watch the cloud preview, tear down.
+#[test]
+fn the_cloud_page_provisions_starts_previews_and_tears_down() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ingest_port = free_tcp_port();
+    let _nginx = crate::rtmp_output::nginx(dir.path(), ingest_port);
+    let moto = Moto::start(&format!("127.0.0.1:{ingest_port}"));
+    let srt_port = free_udp_port();
+    let daemon = Daemon::start_with_env(
+        &config(
+            &moto,
+            &format!(
+                "poll_interval_s = 1\n\n{}",
+                single_srt_channel("encoder", srt_port, "", "")
+            ),
+        ),
+        tempfile::tempdir().expect("temp dir"),
+        &aws_env(),
+    );
+    let stream = make_ts(dir.path(), "feed.ts", 240, "320x240", "300k");
+    let _encoder = srt_push(dir.path(), "encoder", &stream, srt_port);
+    let (passed, report) = crate::ui::browser_test(
+        &format!("http://127.0.0.1:{}", daemon.http),
+        "cloud-final.png",
+        &[
+            ("SCENARIO", "cloud".into()),
+            ("LUNORA_ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
+        ],
+    );
+    assert!(passed, "{report}\nlunora log:\n{}", daemon.log());
+    assert_eq!(
+        moto.tagged("program"),
+        serde_json::json!({"inputs": [], "channels": [], "secrets": []})
+    );
 }

@@ -9,7 +9,11 @@ use crate::common::*;
 use crate::rtmp_output::nginx;
 
 /// Runs the browser script against `url`; `env` adds its inputs. Returns its report.
-fn browser_test(url: &str, screenshot_name: &str, env: &[(&str, String)]) -> (bool, String) {
+pub(crate) fn browser_test(
+    url: &str,
+    screenshot_name: &str,
+    env: &[(&str, String)],
+) -> (bool, String) {
     let node = require("node", "nodejs");
     require("chromium", "chromium");
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");

@@ -10,7 +10,7 @@ const RANK = { user: 0, admin: 1, superadmin: 2 };
 const ROLES = Object.keys(RANK);
 
 // Which role a page needs.
-const PAGES = { overview: "user", channel: "user", sources: "admin", users: "superadmin", account: "user" };
+const PAGES = { overview: "user", channel: "user", sources: "admin", cloud: "admin", users: "superadmin", account: "user" };
 
 const state = {
   me: null,                 // the session: { username, role, must_change_password, via }
@@ -450,12 +450,12 @@ function route() {
     location.replace("#/");
     return;
   }
-  if (page === "channel") {
+  if (page === "channel" || page === "cloud") {
     if (channel) state.channel = channel;
     else {
       const fallback = state.channel || (state.channels[0] && state.channels[0].id);
       if (fallback) {
-        location.replace(`#/channel/${encodeURIComponent(fallback)}`);
+        location.replace(`#/${page}/${encodeURIComponent(fallback)}`);
         return;
       }
     }
@@ -463,6 +463,7 @@ function route() {
   if (page !== state.page) {
     removeOnceBoxes();
     if (page !== "channel") stopPlayer();
+    if (page !== "cloud") leaveCloud();
     if (page !== "sources") closeEditor();
   }
   state.page = page;
@@ -471,9 +472,10 @@ function route() {
     if (link.dataset.nav === page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  const titles = { overview: "Overview", channel: `Channel ${state.channel || ""}`, sources: "Sources", users: "Users", account: "Account" };
+  const titles = { overview: "Overview", channel: `Channel ${state.channel || ""}`, sources: "Sources", cloud: `Cloud ${state.channel || ""}`, users: "Users", account: "Account" };
   document.title = `${titles[page]} — Lunora Edge`;
   if (page === "users") loadUsers();
+  if (page === "cloud") loadCloud();
   if (page === "account") loadTokens();
   render();
 }
@@ -554,8 +556,9 @@ function renderChannelPicker() {
   }
   if (!state.channel && ids.length) state.channel = ids[0];
   select.value = state.channel || "";
-  select.closest("label").hidden = state.page !== "channel" || ids.length < 2;
+  select.closest("label").hidden = !["channel", "cloud"].includes(state.page) || ids.length < 2;
   $("#nav-channel").href = state.channel ? `#/channel/${encodeURIComponent(state.channel)}` : "#/channel";
+  $("#nav-cloud").href = state.channel ? `#/cloud/${encodeURIComponent(state.channel)}` : "#/cloud";
 }
 
 // ---- overview -----------------------------------------------------------------------------
@@ -913,83 +916,250 @@ function renderIngest(channel) {
 
 // ---- channel page: player -----------------------------------------------------------------
 
-const player = { hls: null, channel: null, lastTime: 0, lastProgress: performance.now(), bitrate: 0, retry: null };
+// One HLS player with its playback facts (state, behind live, bitrate, resolution, dropped
+// frames), found by id prefix: the box's own preview ("") and the cloud preview ("cloud-").
+class Player {
+  constructor(prefix) {
+    this.prefix = prefix;
+    this.hls = null;
+    this.native = false;
+    this.url = null;
+    this.retry = null;
+    this.lastTime = 0;
+    this.lastProgress = performance.now();
+    this.bitrate = 0;
+  }
 
-function setPlayback(text) {
-  $("#playback-state").textContent = text;
+  node(name) {
+    return $(`#${this.prefix}${name}`);
+  }
+
+  setState(text) {
+    this.node("playback-state").textContent = text;
+  }
+
+  // Plays `url` until stopped; after a fatal error it starts over in 2 s while
+  // `stillWanted()` says the page still shows it.
+  start(url, stillWanted) {
+    if (this.url === url && (this.hls || this.native || this.retry)) return;
+    this.stop();
+    this.url = url;
+    const video = this.node("video");
+    if (window.Hls && window.Hls.isSupported()) {
+      const hls = new window.Hls({ liveSyncDurationCount: 3, manifestLoadingMaxRetry: Infinity, levelLoadingMaxRetry: Infinity, fragLoadingMaxRetry: 6 });
+      hls.on(window.Hls.Events.FRAG_LOADED, (_, data) => {
+        const bytes = (data.frag.stats && data.frag.stats.loaded) || (data.payload && data.payload.byteLength) || 0;
+        if (bytes && data.frag.duration > 0) this.bitrate = (bytes * 8) / data.frag.duration;
+      });
+      hls.on(window.Hls.Events.ERROR, (_, data) => {
+        if (!data.fatal) return;
+        // Most often: no segments yet (waiting for signal). Start over in a moment.
+        this.setState(`waiting for the preview (${data.details})`);
+        this.stop();
+        this.url = url;
+        this.retry = setTimeout(() => {
+          this.retry = null;
+          if (stillWanted()) this.start(url, stillWanted);
+        }, 2000);
+      });
+      hls.loadSource(url);
+      hls.attachMedia(video);
+      this.hls = hls;
+    } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+      video.src = url;
+      this.native = true;
+    } else {
+      this.setState("this browser cannot play HLS");
+      return;
+    }
+    video.play().catch(() => { /* autoplay waits for the first segment */ });
+  }
+
+  stop() {
+    clearTimeout(this.retry);
+    this.retry = null;
+    if (this.hls) this.hls.destroy();
+    if (this.native) {
+      const video = this.node("video");
+      video.removeAttribute("src");
+      video.load();
+    }
+    this.hls = null;
+    this.native = false;
+    this.url = null;
+  }
+
+  update() {
+    const video = this.node("video");
+    const now = performance.now();
+    if (video.currentTime !== this.lastTime) {
+      this.lastTime = video.currentTime;
+      this.lastProgress = now;
+    }
+    if (this.hls || this.native) {
+      if (video.paused) this.setState(video.currentTime > 0 ? "paused" : "waiting for the preview");
+      else if (now - this.lastProgress > 3000) this.setState("stalled");
+      else if (video.readyState < 3) this.setState("buffering");
+      else this.setState("playing");
+    }
+    const latency = this.hls && Number.isFinite(this.hls.latency) ? this.hls.latency : null;
+    this.node("playback-latency").textContent = latency != null && latency > 0 ? `${latency.toFixed(1)} s` : "—";
+    this.node("playback-bitrate").textContent = formatBitrate(this.bitrate);
+    this.node("playback-resolution").textContent = video.videoWidth ? `${video.videoWidth}×${video.videoHeight}` : "—";
+    const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+    this.node("playback-dropped").textContent = quality ? `${quality.droppedVideoFrames} of ${quality.totalVideoFrames}` : "—";
+    video.dataset.currentTime = video.currentTime.toFixed(2);
+  }
 }
 
+const preview = new Player("");
+const cloudPreview = new Player("cloud-");
+
 function startPlayer(channel) {
-  if (player.channel === channel && (player.hls || player.native || player.retry)) return;
-  stopPlayer();
-  player.channel = channel;
-  const video = $("#video");
-  const url = `/hls/${encodeURIComponent(channel)}/index.m3u8`;
-  if (window.Hls && window.Hls.isSupported()) {
-    const hls = new window.Hls({ liveSyncDurationCount: 3, manifestLoadingMaxRetry: Infinity, levelLoadingMaxRetry: Infinity, fragLoadingMaxRetry: 6 });
-    hls.on(window.Hls.Events.FRAG_LOADED, (_, data) => {
-      const bytes = (data.frag.stats && data.frag.stats.loaded) || (data.payload && data.payload.byteLength) || 0;
-      if (bytes && data.frag.duration > 0) player.bitrate = (bytes * 8) / data.frag.duration;
-    });
-    hls.on(window.Hls.Events.ERROR, (_, data) => {
-      if (!data.fatal) return;
-      // Most often: no segments yet (waiting for signal). Start over in a moment.
-      setPlayback(`waiting for the preview (${data.details})`);
-      stopPlayer();
-      player.channel = channel;
-      player.retry = setTimeout(() => {
-        player.retry = null;
-        if (state.page === "channel" && state.channel === channel) startPlayer(channel);
-      }, 2000);
-    });
-    hls.loadSource(url);
-    hls.attachMedia(video);
-    player.hls = hls;
-  } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
-    video.src = url;
-    player.native = true;
-  } else {
-    setPlayback("this browser cannot play HLS");
-    return;
-  }
-  video.play().catch(() => { /* autoplay waits for the first segment */ });
+  preview.start(`/hls/${encodeURIComponent(channel)}/index.m3u8`, () => state.page === "channel" && state.channel === channel);
 }
 
 // Leaving the channel page stops the preview: lunora keeps HLS segments only while watched.
 function stopPlayer() {
-  clearTimeout(player.retry);
-  player.retry = null;
-  if (player.hls) player.hls.destroy();
-  if (player.native) {
-    const video = $("#video");
-    video.removeAttribute("src");
-    video.load();
-  }
-  player.hls = null;
-  player.native = false;
-  player.channel = null;
+  preview.stop();
 }
 
-function updatePlayback() {
-  const video = $("#video");
-  const now = performance.now();
-  if (video.currentTime !== player.lastTime) {
-    player.lastTime = video.currentTime;
-    player.lastProgress = now;
+// ---- cloud: MediaLive and the cloud preview ------------------------------------------------
+// GET …/medialive reads AWS each time, so the page polls it every 10 s while shown, not on
+// every status event.
+
+const cloud = { channel: null, view: null, timer: null };
+
+function formatDuration(seconds) {
+  if (!Number.isFinite(seconds)) return "—";
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  return h ? `${h} h ${m} min` : m ? `${m} min ${Math.floor(seconds % 60)} s` : `${Math.floor(seconds)} s`;
+}
+
+function leaveCloud() {
+  clearTimeout(cloud.timer);
+  cloud.timer = null;
+  cloud.channel = null;
+  cloudPreview.stop();
+}
+
+async function loadCloud() {
+  clearTimeout(cloud.timer);
+  const channel = state.channel;
+  if (state.page !== "cloud" || !channel) return;
+  $("#cloud-title").textContent = `MediaLive — channel ${channel}`;
+  if (cloud.channel !== channel) {
+    cloud.channel = channel;
+    cloud.view = null;
+    cloudPreview.stop();
   }
-  if (player.hls || player.native) {
-    if (video.paused) setPlayback(video.currentTime > 0 ? "paused" : "waiting for the preview");
-    else if (now - player.lastProgress > 3000) setPlayback("stalled");
-    else if (video.readyState < 3) setPlayback("buffering");
-    else setPlayback("playing");
+  let view = null;
+  let message = null;
+  try {
+    view = await api("GET", `/api/v1/channels/${path(channel)}/medialive`);
+  } catch (error) {
+    if (error.status === 404) message = `Nothing is provisioned in AWS for channel ${channel} yet.`;
+    else message = error.message;
   }
-  const latency = player.hls && Number.isFinite(player.hls.latency) ? player.hls.latency : null;
-  $("#playback-latency").textContent = latency != null && latency > 0 ? `${latency.toFixed(1)} s` : "—";
-  $("#playback-bitrate").textContent = formatBitrate(player.bitrate);
-  $("#playback-resolution").textContent = video.videoWidth ? `${video.videoWidth}×${video.videoHeight}` : "—";
-  const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
-  $("#playback-dropped").textContent = quality ? `${quality.droppedVideoFrames} of ${quality.totalVideoFrames}` : "—";
-  video.dataset.currentTime = video.currentTime.toFixed(2);
+  if (state.page !== "cloud" || state.channel !== channel) return;
+  cloud.view = view;
+  renderCloud(view, message);
+  cloud.timer = setTimeout(loadCloud, 10000);
+}
+
+function renderCloud(view, message) {
+  const banner = $("#cloud-message");
+  banner.hidden = !message;
+  banner.textContent = message || "";
+  $("#cloud-facts").hidden = !view;
+  const superadmin = can("superadmin");
+  $("#cloud-actions").hidden = !view || !superadmin;
+  // Without [aws] nothing can be provisioned: the message says so, the form stays away.
+  const unconfigured = Boolean(message) && message.includes("[aws]");
+  $("#cloud-form").hidden = !superadmin || unconfigured;
+  $("#cloud-form-title").textContent = view ? "Provision again (adopts and repairs; changes what differs)" : "Provision";
+  if (!view) {
+    cloudPreview.stop();
+    cloudPreview.setState("no playback URL yet");
+    return;
+  }
+  const running = view.state === "RUNNING";
+  $("#cloud-state").replaceChildren(pill(view.state || "no channel", running ? "ok" : view.state === "IDLE" ? "muted" : "warn"));
+  $("#cloud-running").textContent = running && view.running_since
+    ? `${formatDuration(view.running_for_seconds)} (since ${formatDate(view.running_since)})`
+    : "not running";
+  const idle = running && !view.feed_live && Number.isFinite(view.idle_seconds)
+    ? ` — nothing sent for ${formatDuration(view.idle_seconds)}${view.setup && view.setup.stop_after_idle_min ? `, stops after ${view.setup.stop_after_idle_min} min` : ""}`
+    : "";
+  $("#cloud-feed").replaceChildren(view.feed_live ? pill("live", "ok") : pill("not sending", running ? "bad" : "muted"), idle);
+  $("#cloud-mode").textContent = view.setup ? `${view.setup.mode}, ${view.setup.input_type}, ${view.setup.preset}, ${view.setup.channel_class}` : "—";
+  $("#cloud-inputs").replaceChildren(...(view.inputs || []).map((input) =>
+    el("div", {}, el("strong", {}, input.role), ` ${input.input_type} `, el("span", { class: "muted" }, (input.urls || []).join(", ") || "no address yet"))));
+  $("#cloud-channel-id").textContent = view.channel_id || "—";
+  $("#cloud-playback-url").textContent = view.playback_url || "none yet";
+  $("#cloud-polled").textContent = view.poll_error
+    ? `failed: ${view.poll_error}`
+    : view.polled_at ? formatTime(view.polled_at) : "—";
+  $("#cloud-start").disabled = running || view.state === "STARTING";
+  $("#cloud-stop").disabled = !running;
+  if (view.playback_url) {
+    const channel = cloud.channel;
+    cloudPreview.start(view.playback_url, () => state.page === "cloud" && cloud.channel === channel);
+  } else {
+    cloudPreview.stop();
+    cloudPreview.setState("no playback URL yet");
+  }
+}
+
+async function provisionCloud(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const message = form.querySelector(".form-message");
+  const channel = cloud.channel;
+  const body = {
+    mode: form.elements.mode.value,
+    input_type: form.elements.input_type.value,
+    preset: form.elements.preset.value,
+    channel_class: form.elements.channel_class.value,
+    allowed_cidrs: form.elements.allowed_cidrs.value.split(/[\s,]+/).filter(Boolean),
+  };
+  const idle = form.elements.stop_after_idle_min.value;
+  if (idle) body.stop_after_idle_min = Number(idle);
+  message.className = "form-message";
+  message.textContent = "Provisioning in AWS…";
+  try {
+    await api("PUT", `/api/v1/channels/${path(channel)}/medialive`, body);
+    message.textContent = "Provisioned; the box feeds it.";
+    await loadCloud();
+  } catch (error) {
+    message.className = "form-message error";
+    message.textContent = [error.message, ...error.problems.filter((p) => !error.message.includes(p))].join(" ");
+  }
+}
+
+async function cloudLifecycle(action) {
+  const channel = cloud.channel;
+  if (action === "start" && !(await ask(`Start the MediaLive channel of ${channel}? It is billed by the hour while running.`, { confirm: "Start" }))) return;
+  try {
+    const answer = await api("POST", `/api/v1/channels/${path(channel)}/medialive/${action}`, {});
+    notify(`MediaLive channel ${answer.state.toLowerCase()}.`);
+    await loadCloud();
+  } catch (error) {
+    notify(error.message, "bad");
+  }
+}
+
+async function teardownCloud() {
+  const channel = cloud.channel;
+  if (!(await ask(`Tear down everything provisioned in AWS for ${channel} (stopping the MediaLive channel first)? The playback URL stops working.`, { confirm: "Tear down", danger: true }))) return;
+  try {
+    await api("DELETE", `/api/v1/channels/${path(channel)}/medialive`, {});
+    notify("Torn down in AWS.");
+    await loadCloud();
+  } catch (error) {
+    notify(error.message, "bad");
+  }
 }
 
 // ---- JSON Schema → form -------------------------------------------------------------------
@@ -1655,7 +1825,11 @@ function init() {
   $("#password-form").addEventListener("submit", changePassword);
   $("#account-password-form").addEventListener("submit", changePassword);
   for (const button of $$(".logout")) button.addEventListener("click", logOut);
-  $("#channel").addEventListener("change", (event) => { location.hash = `#/channel/${encodeURIComponent(event.target.value)}`; });
+  $("#channel").addEventListener("change", (event) => { location.hash = `#/${state.page === "cloud" ? "cloud" : "channel"}/${encodeURIComponent(event.target.value)}`; });
+  $("#cloud-form").addEventListener("submit", provisionCloud);
+  $("#cloud-start").addEventListener("click", () => cloudLifecycle("start"));
+  $("#cloud-stop").addEventListener("click", () => cloudLifecycle("stop"));
+  $("#cloud-teardown").addEventListener("click", teardownCloud);
   for (const button of $$("[data-jump]")) {
     button.addEventListener("click", () => $(`#${button.dataset.jump}`).scrollIntoView({ behavior: "smooth", block: "start" }));
   }
@@ -1673,7 +1847,7 @@ function init() {
   $("#token-form").addEventListener("submit", makeToken);
   window.addEventListener("hashchange", route);
   showPresetFields();
-  setInterval(updatePlayback, 500);
+  setInterval(() => { preview.update(); cloudPreview.update(); }, 500);
   boot();
 }
 

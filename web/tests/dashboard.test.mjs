@@ -20,6 +20,12 @@
 //                 retyping its passphrase
 //     users       log in as a superadmin: add a user on the Users page and see it listed
 //                 (users.png); make an API token (shown once, works, revoked)
+//     cloud       log in as a superadmin with [aws] pointing at moto: the Cloud page of
+//                 "program" (fed by an encoder) says nothing is provisioned, provisions edge
+//                 RTMP from its form, shows IDLE and the box's feed live, starts the channel
+//                 (confirmed) and shows RUNNING with how long, plays the cloud preview (moto
+//                 has no MediaPackage endpoints, so the page is given the box's own preview
+//                 as the playback URL), tears down (confirmed) (cloud.png)
 //   FIRST_RUN=1           same as SCENARIO=first-run (what ui.rs set before scenarios existed)
 //   LUNORA_ADMIN_PASSWORD the first-run admin's password (first-run; the default password of
 //                         the other scenarios too)
@@ -63,6 +69,7 @@ const needs = {
   user: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password },
   sources: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password, SRT_INPUT_PORT: env.SRT_INPUT_PORT },
   users: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password },
+  cloud: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password },
 };
 if (!base || !screenshot || !(scenario in needs)) {
   console.error(`set LUNORA_URL, SCREENSHOT and SCENARIO (one of ${Object.keys(needs).join(", ")}; got ${JSON.stringify(scenario)})`);
@@ -603,9 +610,60 @@ async function users() {
   step("users checks passed");
 }
 
+async function cloudPage() {
+  const medialive = `/api/v1/channels/${channelId}/medialive`;
+  step("log in as a superadmin, straight to the Cloud page");
+  // moto models no MediaPackage origin endpoints: the page gets the box's own preview as the
+  // playback URL, so the cloud player is checked on a real HLS stream.
+  await page.route(`${base}${medialive}`, async (route) => {
+    if (route.request().method() !== "GET") return route.continue();
+    const response = await route.fetch();
+    if (response.status() !== 200) return route.fulfill({ response });
+    const view = await response.json();
+    view.playback_url = `${base}/hls/${channelId}/index.m3u8`;
+    return route.fulfill({ response, json: view });
+  });
+  await page.goto(`${base}/#/cloud/${channelId}`, { waitUntil: "domcontentloaded" });
+  const role = await logIn(username, password);
+  if (role !== "superadmin") throw new Error(`logged in as ${role}, the scenario needs a superadmin`);
+  await until("nothing provisioned yet", 15000, async () => (await text("cloud-message")).includes("Nothing is provisioned"));
+  if (!(await visible("cloud-form"))) throw new Error("a superadmin sees no provisioning form");
+
+  step("provision edge RTMP from the form; the box feeds it");
+  await page.selectOption('[data-testid="cloud-form-mode"]', "edge");
+  await page.fill('[data-testid="cloud-form-idle"]', "30");
+  await page.click('[data-testid="cloud-form-save"]');
+  await until("provisioned and fed", 30000, async () => {
+    const message = await text("cloud-form-message");
+    if (message && !message.startsWith("Provision")) throw new Error(message);
+    return (await visible("cloud-facts")) && (await text("cloud-state")) === "IDLE" && (await text("cloud-feed")).startsWith("live");
+  });
+  const mode = await text("cloud-mode");
+  if (!mode.startsWith("edge, rtmp_push")) throw new Error(`the page shows mode ${JSON.stringify(mode)}`);
+  const view = await api(medialive);
+  if (view.setup.stop_after_idle_min !== 30) throw new Error(`stop_after_idle_min: ${JSON.stringify(view.setup)}`);
+
+  step("start (confirmed): RUNNING, and for how long");
+  await page.click('[data-testid="cloud-start"]');
+  await confirmDialog("billed by the hour");
+  await until("running", 30000, async () => (await text("cloud-state")) === "RUNNING" && /\d+ s|min/.test(await text("cloud-running")));
+
+  step("the cloud preview plays");
+  await until("cloud preview playing", 60000, async () => (await text("cloud-playback-state")) === "playing");
+  const resolution = await text("cloud-playback-resolution");
+  if (!/^\d+×\d+$/.test(resolution)) throw new Error(`cloud preview resolution ${JSON.stringify(resolution)}`);
+  await page.screenshot({ path: join(pictures, "cloud.png"), fullPage: true });
+
+  step("tear down (confirmed): nothing provisioned again");
+  await page.click('[data-testid="cloud-teardown"]');
+  await confirmDialog("Tear down");
+  await until("torn down", 60000, async () => (await text("cloud-message")).includes("Nothing is provisioned"));
+  step("cloud checks passed");
+}
+
 let failed = false;
 try {
-  await { "first-run": firstRun, dashboard, user, sources, users }[scenario]();
+  await { "first-run": firstRun, dashboard, user, sources, users, cloud: cloudPage }[scenario]();
   if (pageErrors.length) throw new Error(`script errors in the page: ${pageErrors.join("; ")}`);
 } catch (error) {
   failed = true;

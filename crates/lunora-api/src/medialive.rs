@@ -41,6 +41,8 @@ pub struct Cloud {
     box_id: String,
     /// How often MediaLive's channel states are read.
     poll: Duration,
+    /// Where the box asks its public address when a setup lists no `allowed_cidrs`.
+    public_address_url: String,
     /// One change to AWS at a time: two provisioning requests racing would each find nothing
     /// and each create a channel.
     changing: Arc<Mutex<()>>,
@@ -115,11 +117,17 @@ pub(crate) struct CloudView {
 }
 
 impl Cloud {
-    pub fn new(provisioner: Provisioner, box_id: String, poll: Duration) -> Cloud {
+    pub fn new(
+        provisioner: Provisioner,
+        box_id: String,
+        poll: Duration,
+        public_address_url: String,
+    ) -> Cloud {
         Cloud {
             provisioner,
             box_id,
             poll,
+            public_address_url,
             changing: Arc::default(),
             watched: Arc::default(),
             started: Instant::now(),
@@ -571,7 +579,7 @@ pub(crate) async fn put_medialive(
         let cloud = cloud(&app)?;
         let channel = find_channel(&app, &id)?;
         let target = target(cloud, &id)?;
-        let setup: MediaLiveSetup = read(body, "a MediaLive setup")?;
+        let mut setup: MediaLiveSetup = read(body, "a MediaLive setup")?;
         if setup.mode == Mode::Cloud {
             for role in ["main", "backup"] {
                 if !channel.inputs.iter().any(|i| i.role == role) {
@@ -583,6 +591,18 @@ pub(crate) async fn put_medialive(
                     ));
                 }
             }
+        }
+        // Validated before the address lookup, so a wrong request costs no network call.
+        let problems = setup.validate();
+        if !problems.is_empty() {
+            return Err(failed(ProvisionError::Invalid(problems)));
+        }
+        if setup.allowed_cidrs.is_empty() {
+            let cidr = lunora_medialive::address::public_cidr(&cloud.public_address_url)
+                .await
+                .map_err(|problem| error(StatusCode::BAD_GATEWAY, &problem.message))?;
+            info!(channel = %id, allowed = %cidr, "MediaLive inputs take the box's public address");
+            setup.allowed_cidrs = vec![cidr];
         }
         let _changing = cloud.changing.lock().await;
         let provisioned = cloud

@@ -25,6 +25,9 @@ pub struct AwsSettings {
     /// How often the box reads the state of the MediaLive channels it provisioned
     /// (`poll_interval_s`, 1–3600, default 30): one `ListChannels` per poll for all of them.
     pub poll_interval_s: u64,
+    /// Where the box learns its public IPv4 address when a setup lists no `allowed_cidrs`
+    /// (plain-text answer; default [`crate::address::DEFAULT_PUBLIC_ADDRESS_URL`]).
+    pub public_address_url: String,
     /// Create the MediaPackage v2 HLS origin endpoint (the playback URL); `false` only for an
     /// endpoint that does not model them (moto_server in the tests).
     pub origin_endpoints: bool,
@@ -108,6 +111,20 @@ impl AwsSettings {
                 });
             }
         }
+        let scheme_ok = ["http://", "https://"].iter().any(|scheme| {
+            self.public_address_url
+                .strip_prefix(scheme)
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+        });
+        if !scheme_ok || self.public_address_url.chars().any(char::is_control) {
+            problems.push(Problem {
+                field: "public_address_url",
+                message: format!(
+                    "public_address_url {:?} must be an http:// or https:// URL with a host",
+                    self.public_address_url
+                ),
+            });
+        }
         if !(1..=3600).contains(&self.poll_interval_s) {
             problems.push(Problem {
                 field: "poll_interval_s",
@@ -176,6 +193,7 @@ mod tests {
             box_id: "studio-1".into(),
             input_security_groups: true,
             poll_interval_s: DEFAULT_POLL_INTERVAL_S,
+            public_address_url: crate::address::DEFAULT_PUBLIC_ADDRESS_URL.into(),
             origin_endpoints: true,
         }
     }
@@ -202,6 +220,7 @@ mod tests {
             box_id: "Studio 1".into(),
             input_security_groups: true,
             poll_interval_s: 0,
+            public_address_url: "checkip".into(),
             origin_endpoints: true,
         };
         let problems: Vec<_> = bad
@@ -232,6 +251,11 @@ mod tests {
                         .to_string()
                 ),
                 (
+                    "public_address_url",
+                    "public_address_url \"checkip\" must be an http:// or https:// URL with a host"
+                        .to_string()
+                ),
+                (
                     "poll_interval_s",
                     "poll_interval_s must be 1–3600 seconds; it is 0".to_string()
                 ),
@@ -250,6 +274,7 @@ mod tests {
             box_id: "studio-1".into(),
             input_security_groups: false,
             poll_interval_s: 3600,
+            public_address_url: "http://127.0.0.1:8000/ip".into(),
             origin_endpoints: false,
         };
         assert!(good.validate().is_empty());

@@ -3,10 +3,12 @@
 //! - [`setup`]: what a superadmin asks for on a channel ([`MediaLiveSetup`]) and the MediaLive
 //!   rules checked before anything reaches AWS (pure).
 //! - [`preset`]: the named encoder presets (H.264 + AAC ABR ladders).
+//! - [`address`]: the box's public address, for the input security group.
 //! - [`aws`]: the `[aws]` settings and the SDK clients (standard credential chain).
 //! - [`provision`]: create/adopt, start, stop, read back and tear down, by tags.
 //! - [`watch`]: since when a channel runs, whether the box feeds it, when an idle one stops.
 
+pub mod address;
 pub mod aws;
 pub mod preset;
 pub mod provision;

@@ -50,6 +50,7 @@ struct RawAws {
     box_id: Option<Spanned<String>>,
     input_security_groups: Option<bool>,
     poll_interval_s: Option<Spanned<u64>>,
+    public_address_url: Option<Spanned<String>>,
     origin_endpoints: Option<bool>,
 }
 
@@ -571,6 +572,8 @@ fn aws_settings(
                 *s.get_ref()
             }),
         origin_endpoints: raw.origin_endpoints.unwrap_or(true),
+        public_address_url: value(&raw.public_address_url)
+            .unwrap_or_else(|| lunora_medialive::address::DEFAULT_PUBLIC_ADDRESS_URL.to_string()),
     };
     let problems = settings.validate();
     for problem in &problems {
@@ -580,6 +583,7 @@ fn aws_settings(
             "role_arn" => raw.role_arn.as_ref().map(Spanned::span),
             "box_id" => raw.box_id.as_ref().map(Spanned::span),
             "poll_interval_s" => raw.poll_interval_s.as_ref().map(Spanned::span),
+            "public_address_url" => raw.public_address_url.as_ref().map(Spanned::span),
             _ => Some(raw.region.span()),
         };
         c.at(

@@ -236,6 +236,7 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                 ),
                 aws.box_id.clone(),
                 std::time::Duration::from_secs(aws.poll_interval_s),
+                aws.public_address_url.clone(),
             ))
         }
         None => None,
