@@ -1096,7 +1096,9 @@ function renderCloud(view, message) {
   $("#cloud-mode").textContent = view.setup ? `${view.setup.mode}, ${view.setup.input_type}, ${view.setup.preset}, ${view.setup.channel_class}` : "—";
   $("#cloud-inputs").replaceChildren(...(view.inputs || []).map((input) =>
     el("div", {}, el("strong", {}, input.role), ` ${input.input_type} `, el("span", { class: "muted" }, (input.urls || []).join(", ") || "no address yet"))));
-  $("#cloud-channel-id").textContent = view.channel_id || "—";
+  $("#cloud-channel-id").textContent = view.channel_id
+    ? `${view.channel_id}${(view.active_inputs || []).length ? ` — on ${view.active_inputs.join(" / ")}` : ""}`
+    : "—";
   $("#cloud-playback-url").textContent = view.playback_url || "none yet";
   $("#cloud-polled").textContent = view.poll_error
     ? `failed: ${view.poll_error}`

@@ -130,6 +130,9 @@ pub struct Provisioned {
     /// The HLS manifest MediaPackage serves (the cloud preview); `None` without an origin
     /// endpoint.
     pub playback_url: Option<String>,
+    /// The input attachment (`main`, `backup`) each running pipeline is on: in cloud mode,
+    /// where MediaLive's own failover has put it. Empty while the channel is not running.
+    pub active_inputs: Vec<String>,
 }
 
 /// One place the box sends a feed to: a pipeline of a MediaLive input.
@@ -278,6 +281,17 @@ fn segment() -> mp::Segment {
         .segment_duration_seconds(SEGMENT_SECONDS)
         .segment_name("segment")
         .build()
+}
+
+/// The input attachment each pipeline of a described channel is on, in pipeline order.
+fn active_inputs(
+    described: &aws_sdk_medialive::operation::describe_channel::DescribeChannelOutput,
+) -> Vec<String> {
+    described
+        .pipeline_details()
+        .iter()
+        .filter_map(|p| p.active_input_attachment_name().map(str::to_string))
+        .collect()
 }
 
 fn msec(value: u32) -> i32 {
@@ -1025,9 +1039,15 @@ impl Provisioner {
             .collect();
         inputs.sort_by_key(|i| ROLES.iter().position(|r| *r == i.role));
         let channel_id = self.our_channel(target).await?;
-        let state = match &channel_id {
-            Some(id) => self.channel_state(id).await?,
-            None => None,
+        let (state, active_inputs) = match &channel_id {
+            Some(id) => {
+                let described = self.describe_channel(id).await?;
+                (
+                    described.state().map(|s| s.as_str().to_string()),
+                    active_inputs(&described),
+                )
+            }
+            None => (None, Vec::new()),
         };
         let security_group_id = if self.options.input_security_groups {
             self.our_security_group(target).await?
@@ -1045,6 +1065,7 @@ impl Provisioner {
             channel_id,
             state,
             playback_url: self.playback_url(target).await?,
+            active_inputs,
         }))
     }
 
@@ -1355,6 +1376,27 @@ mod tests {
         assert!(not_someone_elses(None, &t));
         assert!(not_someone_elses(Some(&HashMap::new()), &t));
         assert!(!not_someone_elses(Some(&other), &t));
+    }
+
+    #[test]
+    fn the_active_input_of_each_pipeline_is_read_from_the_description() {
+        use aws_sdk_medialive::operation::describe_channel::DescribeChannelOutput;
+        let described = DescribeChannelOutput::builder()
+            .pipeline_details(
+                ml::PipelineDetail::builder()
+                    .pipeline_id("0")
+                    .active_input_attachment_name("backup")
+                    .build(),
+            )
+            .pipeline_details(
+                ml::PipelineDetail::builder()
+                    .pipeline_id("1")
+                    .active_input_attachment_name("main")
+                    .build(),
+            )
+            .build();
+        assert_eq!(active_inputs(&described), ["backup", "main"]);
+        assert!(active_inputs(&DescribeChannelOutput::builder().build()).is_empty());
     }
 
     #[test]
