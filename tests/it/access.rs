@@ -457,3 +457,58 @@ fn an_unreadable_store_keeps_the_program_on_air_and_holds_every_destination() {
         "kept for inspection: {kept:?}"
     );
 }
+
+/// The outputs that feed MediaLive (`medialive`, `medialive-…`) are the superadmin's: a user
+/// or an admin can neither change, remove, stop nor imitate them, and "stop all" leaves them
+/// running.
+#[test]
+fn only_a_superadmin_touches_the_medialive_feed() {
+    let nowhere = free_tcp_port();
+    let feed = format!(
+        "[[channels.outputs]]\nid = \"medialive\"\ntype = \"rtmp\"\nurl = \"rtmp://127.0.0.1:{nowhere}/program\"\nstream_key = \"main\"\nautostart = true\n"
+    );
+    let daemon = Daemon::start(&single_srt_channel("cam", free_udp_port(), "", &feed));
+    let outputs = "/api/v1/channels/program/outputs";
+    let body = format!(
+        r#"{{"id":"medialive","type":"rtmp","url":"rtmp://127.0.0.1:{nowhere}/other","stream_key":"k"}}"#
+    );
+    let imitation = format!(
+        r#"{{"id":"medialive-x","type":"rtmp","url":"rtmp://127.0.0.1:{nowhere}/x","stream_key":"k"}}"#
+    );
+    let running = || daemon.output("program", "medialive")["state"] != "idle";
+    assert!(
+        wait_for(Duration::from_secs(10), running),
+        "the feed starts"
+    );
+    for role in ["user", "admin"] {
+        let (_, token) = account(&daemon, &format!("{role}-1"), role);
+        let auth = format!("Authorization: Bearer {token}\r\n");
+        for (method, path, body) in [
+            ("PUT", format!("{outputs}/medialive"), body.as_str()),
+            ("DELETE", format!("{outputs}/medialive"), ""),
+            ("POST", format!("{outputs}/medialive/stop"), ""),
+            ("POST", outputs.to_string(), imitation.as_str()),
+        ] {
+            let (status, answer) = request(daemon.http, method, &path, &auth, "", body);
+            assert_eq!(status, 403, "{role}: {method} {path}: {answer}");
+            assert!(answer.contains("superadmins manage it"), "{answer}");
+        }
+        let (status, answer) = request(
+            daemon.http,
+            "POST",
+            &format!("{outputs}/stop-all"),
+            &auth,
+            "",
+            "",
+        );
+        assert_eq!(status, 202, "{role}: stop-all: {answer}");
+        assert!(running(), "{role}'s stop-all stopped the feed");
+    }
+    let (status, answer) = http_send(
+        daemon.http,
+        "POST",
+        &format!("{outputs}/medialive/stop"),
+        "",
+    );
+    assert_eq!(status, 202, "the superadmin stops it: {answer}");
+}

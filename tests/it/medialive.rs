@@ -278,6 +278,10 @@ fn a_superadmin_provisions_runs_and_tears_down_medialive_and_an_admin_only_reads
         assert_eq!(feed["config"]["source"], role, "{feed}");
         assert_eq!(feed["config"]["latency_ms"], 1500, "{feed}");
         assert_eq!(feed["config"]["passphrase_set"], true, "{feed}");
+        assert_eq!(
+            feed["config"]["pbkeylen"], 32,
+            "MediaLive decrypts with AES-256: {feed}"
+        );
     }
     let tagged = moto.tagged("program");
     assert_eq!(

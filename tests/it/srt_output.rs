@@ -310,7 +310,8 @@ fn a_listener_output_refuses_pullers_beyond_max_pullers() {
 
 /// An output with `source` sends that input as received, whatever is on air: with main on
 /// air, the output sourced from the backup carries the backup's picture, and it keeps doing
-/// so when the backup reconnects (a restarted encoder feeds the same output again).
+/// so when the backup's encoder reconnects and when the input itself is restarted by a change
+/// (a new encoder with another picture then feeds the same output).
 #[test]
 fn an_output_sourced_from_an_input_sends_that_input_whatever_is_on_air() {
     let (main, backup, program_out, backup_out) = (
@@ -354,7 +355,7 @@ fn an_output_sourced_from_an_input_sends_that_input_whatever_is_on_air() {
         daemon.input("program", "backup")["state"] != "connected"
     });
     assert!(gone, "{}", daemon.input("program", "backup"));
-    let _backup_again = srt_push(&dir, "backup-push-2", &backup_ts, backup);
+    let mut backup_again = srt_push(&dir, "backup-push-2", &backup_ts, backup);
     let back = wait_for(Duration::from_secs(15), || {
         daemon.input("program", "backup")["state"] == "connected"
     });
@@ -363,5 +364,31 @@ fn an_output_sourced_from_an_input_sends_that_input_whatever_is_on_air() {
     assert!(
         raw.contains("h264,320,180"),
         "after the backup returned: {raw}"
+    );
+
+    // A change restarts the input (a new switcher slot); the tap follows it.
+    backup_again.signal(Signal::SIGKILL);
+    let _ = backup_again.wait(Duration::from_secs(5));
+    let (status, body) = http_send(
+        daemon.http,
+        "PUT",
+        "/api/v1/channels/program/inputs/backup",
+        &format!(
+            r#"{{"id":"backup","role":"backup","type":"srt","listen":"127.0.0.1:{backup}","latency_ms":300}}"#
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let other_ts = make_ts(&dir, "other.ts", 60, "256x144", "200k");
+    let _other = srt_push(&dir, "backup-push-3", &other_ts, backup);
+    // The restarted input counts from zero: 50 frames are from the new encoder. A tap left on
+    // the old slot would still serve the old picture from its GOP cache.
+    let flowing = wait_for(Duration::from_secs(20), || {
+        as_u64(&daemon.input("program", "backup")["frames_total"]["video"]) > 50
+    });
+    assert!(flowing, "{}", daemon.input("program", "backup"));
+    let raw = probe(backup_out);
+    assert!(
+        raw.contains("h264,256,144"),
+        "after the input restarted: {raw}"
     );
 }

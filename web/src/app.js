@@ -1028,7 +1028,25 @@ function stopPlayer() {
 // GET …/medialive reads AWS each time, so the page polls it every 10 s while shown, not on
 // every status event.
 
-const cloud = { channel: null, view: null, timer: null };
+const cloud = { channel: null, view: null, timer: null, filled: null };
+
+// The form shows the setup as provisioned (once per change, so typing is not overwritten by
+// the next poll): provisioning again then changes only what the superadmin changed.
+function fillCloudForm(setup) {
+  const key = JSON.stringify(setup || null);
+  if (cloud.filled === key) return;
+  cloud.filled = key;
+  const form = $("#cloud-form");
+  if (!setup) {
+    form.reset();
+    return;
+  }
+  for (const name of ["mode", "input_type", "preset", "channel_class"]) {
+    if (setup[name] !== undefined) form.elements[name].value = setup[name];
+  }
+  form.elements.allowed_cidrs.value = (setup.allowed_cidrs || []).join(", ");
+  form.elements.stop_after_idle_min.value = setup.stop_after_idle_min ?? "";
+}
 
 function formatDuration(seconds) {
   if (!Number.isFinite(seconds)) return "—";
@@ -1052,6 +1070,7 @@ async function loadCloud() {
   if (cloud.channel !== channel) {
     cloud.channel = channel;
     cloud.view = null;
+    cloud.filled = undefined;
     cloudPreview.stop();
   }
   let view = null;
@@ -1065,6 +1084,8 @@ async function loadCloud() {
   if (state.page !== "cloud" || state.channel !== channel) return;
   cloud.view = view;
   renderCloud(view, message);
+  // A reload after an action may overlap the timer's: one timer, whichever came last.
+  clearTimeout(cloud.timer);
   cloud.timer = setTimeout(loadCloud, 10000);
 }
 
@@ -1079,6 +1100,7 @@ function renderCloud(view, message) {
   const unconfigured = Boolean(message) && message.includes("[aws]");
   $("#cloud-form").hidden = !superadmin || unconfigured;
   $("#cloud-form-title").textContent = view ? "Provision again (adopts and repairs; changes what differs)" : "Provision";
+  fillCloudForm(view && view.setup);
   if (!view) {
     cloudPreview.stop();
     cloudPreview.setState("no playback URL yet");
@@ -1119,7 +1141,9 @@ async function provisionCloud(event) {
   const form = event.currentTarget;
   const message = form.querySelector(".form-message");
   const channel = cloud.channel;
+  // The rest of the setup (thresholds, latency, failover conditions) stays as provisioned.
   const body = {
+    ...((cloud.view && cloud.view.setup) || {}),
     mode: form.elements.mode.value,
     input_type: form.elements.input_type.value,
     preset: form.elements.preset.value,
@@ -1128,6 +1152,7 @@ async function provisionCloud(event) {
   };
   const idle = form.elements.stop_after_idle_min.value;
   if (idle) body.stop_after_idle_min = Number(idle);
+  else delete body.stop_after_idle_min;
   message.className = "form-message";
   message.textContent = "Provisioning in AWS…";
   try {

@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use lunora_control::{
-    AuditEntry, ChannelId, ChannelStatus, Command, OutputId, OutputSettings, OutputState, Store,
-    StoreError,
+    AuditEntry, ChannelId, ChannelStatus, Command, MEDIALIVE_FEED, OutputId, OutputSettings,
+    OutputState, Store, StoreError, is_medialive_feed,
 };
 use lunora_medialive::{
     Feed, MediaLiveSetup, Mode, ProvisionError, Provisioned, Provisioner, Target, Watch,
@@ -28,10 +28,6 @@ use crate::auth::Caller;
 use crate::handlers::{AppState, Body, find_channel, read, run};
 use crate::metrics::MediaLiveMetric;
 use crate::{App, error};
-
-/// The box's outputs into MediaLive are the channel's outputs with this id (or this id and a
-/// `-` suffix, one per input or pipeline).
-pub(crate) const FEED_OUTPUT: &str = "medialive";
 
 /// MediaLive as this box uses it: the provisioner, the box id its resources are tagged with,
 /// and the watch over every channel it provisioned.
@@ -81,15 +77,8 @@ fn feed_live(channel: Option<&ChannelStatus>) -> bool {
     channel.is_some_and(|c| {
         c.outputs
             .iter()
-            .any(|o| is_feed_output(&o.id) && o.stats.state == OutputState::Live)
+            .any(|o| is_medialive_feed(&o.id) && o.stats.state == OutputState::Live)
     })
-}
-
-fn is_feed_output(id: &str) -> bool {
-    id == FEED_OUTPUT
-        || id
-            .strip_prefix(FEED_OUTPUT)
-            .is_some_and(|rest| rest.starts_with('-'))
 }
 
 fn seconds(duration: Duration) -> u64 {
@@ -101,8 +90,8 @@ fn seconds(duration: Duration) -> u64 {
 pub(crate) struct CloudView {
     #[serde(flatten)]
     provisioned: Provisioned,
-    /// The setup last provisioned from this box (secrets left out); `null` for resources
-    /// this box found tagged but did not provision since its state was reset.
+    /// The setup last provisioned from this box; `null` for resources this box found tagged
+    /// but did not provision since its state was reset.
     setup: Option<MediaLiveSetup>,
     /// RFC 3339 UTC: when the box first saw the MediaLive channel running (billing).
     running_since: Option<String>,
@@ -145,8 +134,11 @@ impl Cloud {
         let mut watched = self.watched();
         for entry in saved {
             match serde_json::from_value::<MediaLiveSetup>(entry.setup) {
+                // A setup provisioned in the first moments after start is newer: keep it.
                 Ok(setup) => {
-                    watched.insert(entry.channel, Watched::new(setup, entry.running_since));
+                    watched
+                        .entry(entry.channel)
+                        .or_insert_with(|| Watched::new(setup, entry.running_since));
                 }
                 Err(e) => warn!(
                     channel = %entry.channel,
@@ -222,7 +214,7 @@ impl Cloud {
                     }
                     Ok(states) => {
                         w.poll_error = None;
-                        w.state = states.get(id).map(|(_, state)| state.clone());
+                        w.state = states.get(id).cloned();
                         let live = feed_live(channels.iter().find(|c| &c.id == id));
                         let actions = w.watch.observe(now, monotonic, w.state.as_deref(), live);
                         todo.extend(actions.into_iter().map(|a| (id.clone(), a)));
@@ -256,13 +248,16 @@ impl Cloud {
             }
             WatchAction::StopIdle { idle } => {
                 let stopped = match Target::new(&self.box_id, channel) {
-                    Ok(target) => {
-                        let _changing = self.changing.lock().await;
-                        self.provisioner
+                    // A provisioning or teardown under way (it can take minutes) is not waited
+                    // for: the poll loop must keep watching; the next poll asks again.
+                    Ok(target) => match self.changing.try_lock() {
+                        Ok(_changing) => self
+                            .provisioner
                             .stop(&target)
                             .await
-                            .map_err(|e| e.to_string())
-                    }
+                            .map_err(|e| e.to_string()),
+                        Err(_) => Err("another MediaLive change is under way".to_string()),
+                    },
                     Err(problems) => Err(problems
                         .into_iter()
                         .map(|p| p.message)
@@ -376,7 +371,7 @@ fn feed_outputs(
     let mut outputs = Vec::new();
     for feed in feeds {
         let (base, source) = match setup.mode {
-            Mode::Edge => (FEED_OUTPUT.to_string(), None),
+            Mode::Edge => (MEDIALIVE_FEED.to_string(), None),
             Mode::Cloud => {
                 let source = input_of_role(&feed.role).ok_or_else(|| {
                     format!(
@@ -384,7 +379,7 @@ fn feed_outputs(
                         feed.role, feed.role
                     )
                 })?;
-                (format!("{FEED_OUTPUT}-{}", feed.role), Some(source))
+                (format!("{MEDIALIVE_FEED}-{}", feed.role), Some(source))
             }
         };
         let id = match feed.pipeline {
@@ -399,6 +394,7 @@ fn feed_outputs(
                 "mode": "caller",
                 "address": rest.trim_end_matches('/'),
                 "latency_ms": feed.latency_ms.unwrap_or(setup.srt_latency_ms),
+                "pbkeylen": feed.key_bytes.unwrap_or(lunora_medialive::provision::SRT_KEY_BYTES),
                 "passphrase": feed.passphrase.as_ref().map(|p| p.expose().to_string()),
             })
         } else if url.starts_with("rtmp://") || url.starts_with("rtmps://") {
@@ -453,7 +449,7 @@ async fn apply_feeds(
         .outputs
         .iter()
         .map(|o| o.id.clone())
-        .filter(|id| is_feed_output(id))
+        .filter(|id| is_medialive_feed(id))
         .collect();
     let channel_id = ChannelId::new(channel);
     let mut ids = Vec::new();
@@ -646,7 +642,7 @@ pub(crate) async fn delete_medialive(
             .remember(&app, &caller, &id, None, "medialive.teardown")
             .await;
         if let Ok(channel) = find_channel(&app, &id) {
-            for output in channel.outputs.iter().filter(|o| is_feed_output(&o.id)) {
+            for output in channel.outputs.iter().filter(|o| is_medialive_feed(&o.id)) {
                 remove_feed(&app, &caller, &id, &output.id).await?;
             }
         }
@@ -726,6 +722,7 @@ mod tests {
             url: url.into(),
             passphrase: None,
             latency_ms: None,
+            key_bytes: None,
         }
     }
 
@@ -766,6 +763,7 @@ mod tests {
         let mut with_latency = feed("main", 0, "srt://203.0.113.10:5000");
         with_latency.passphrase = Some(Secret::new("0123456789abcdef".to_string()));
         with_latency.latency_ms = Some(2500);
+        with_latency.key_bytes = Some(32);
         let mut without = with_latency.clone();
         without.latency_ms = None;
         for (feed, latency) in [(with_latency, 2500), (without, 1500)] {
@@ -775,6 +773,7 @@ mod tests {
             };
             assert_eq!(srt.address, Some("203.0.113.10:5000".parse().unwrap()));
             assert_eq!(srt.latency_ms, latency);
+            assert_eq!(srt.pbkeylen, Some(32), "MediaLive decrypts with AES-256");
             assert_eq!(
                 srt.passphrase.as_ref().map(|p| p.expose()),
                 Some("0123456789abcdef")
@@ -803,8 +802,8 @@ mod tests {
                 Some("videon-backup".to_string())
             ]
         );
-        assert!(ids(&outputs).iter().all(|id| is_feed_output(id)));
-        assert!(!is_feed_output("medialivex"));
+        assert!(ids(&outputs).iter().all(|id| is_medialive_feed(id)));
+        assert!(!is_medialive_feed("medialivex"));
         let missing = feed_outputs(&setup, &feeds, no_inputs).unwrap_err();
         assert!(missing.contains("role = \"main\""), "{missing}");
     }

@@ -20,7 +20,7 @@ use crate::accounts::execute_account;
 use crate::graph::{ApplyError, ControlError, Graph, SwitchError};
 use crate::settings::{
     ChannelId, ChannelSettings, ChannelSpec, Component, FailoverSettings, GraphSpec, InputId,
-    InputSettings, OutputId, OutputSettings, RtmpInputSettings,
+    InputSettings, MEDIALIVE_FEED, OutputId, OutputSettings, RtmpInputSettings, is_medialive_feed,
 };
 use crate::status::ChannelStatus;
 
@@ -566,9 +566,19 @@ impl Control {
         output: Option<&OutputId>,
         start: bool,
     ) -> Result<Outcome, CommandError> {
+        if let Some(output) = output {
+            may_touch_feed(actor, output.as_str())?;
+        }
+        // "Start/stop all" by someone else leaves the MediaLive feed as it is.
+        let include_feeds = actor.role >= UserRole::Superadmin;
         let ids = self
             .graph
-            .control_outputs(channel.as_str(), output.map(OutputId::as_str), start)
+            .control_outputs(
+                channel.as_str(),
+                output.map(OutputId::as_str),
+                start,
+                include_feeds,
+            )
             .map_err(|e| match e {
                 ControlError::NoChannel => {
                     CommandError::NotFound(format!("no channel with id {:?}", channel.as_str()))
@@ -835,12 +845,14 @@ impl Control {
         }
     }
 
-    /// A `user` manages RTMP destinations; SRT outputs are an admin's.
+    /// A `user` manages RTMP destinations; SRT outputs are an admin's; the feed into MediaLive
+    /// a superadmin's.
     fn may_manage_output(
         &self,
         actor: &Actor,
         output: &OutputSettings,
     ) -> Result<(), CommandError> {
+        may_touch_feed(actor, output.id().as_str())?;
         if matches!(output, OutputSettings::Srt(_)) && actor.role < UserRole::Admin {
             return Err(CommandError::Forbidden(
                 "SRT outputs are managed by admins; users manage RTMP destinations".into(),
@@ -857,6 +869,19 @@ impl Control {
     ) -> Result<Vec<AuditRecord>, CommandError> {
         self.blocking(move |s| s.audit_log(limit, before)).await
     }
+}
+
+/// Outputs feeding MediaLive are made, changed, started and stopped with the MediaLive setup,
+/// which is a superadmin's: anyone else changing one would leave a billing channel unfed (or,
+/// naming an output like one, hide that it is).
+fn may_touch_feed(actor: &Actor, output: &str) -> Result<(), CommandError> {
+    if is_medialive_feed(output) && actor.role < UserRole::Superadmin {
+        return Err(CommandError::Forbidden(format!(
+            "output {output:?} feeds the channel's MediaLive input (ids {MEDIALIVE_FEED:?} and \
+             {MEDIALIVE_FEED:?}-…): superadmins manage it with the MediaLive setup"
+        )));
+    }
+    Ok(())
 }
 
 /// What the change path needs of an input's or output's settings.

@@ -31,7 +31,7 @@ use crate::channel::{ChannelCommand, ChannelTask, SharedRuntime, lock};
 use crate::events::{ChannelEvent, ConfigChange};
 use crate::settings::{
     ChannelSettings, ChannelSpec, GraphProblem, GraphSpec, InputRole, InputSettings,
-    OutputSettings, SrtOutputMode as SrtModeSetting,
+    OutputSettings, SrtOutputMode as SrtModeSetting, is_medialive_feed,
 };
 use crate::status::{
     ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
@@ -622,26 +622,11 @@ impl Graph {
                 .outputs
                 .iter()
                 .position(|o| o.settings.id().as_str() == id)?;
-            let output = c.outputs.remove(index);
-            if let Some(source) = output.settings.source()
-                && !c
-                    .outputs
-                    .iter()
-                    .any(|o| o.settings.source() == Some(source))
-            {
-                c.taps.remove(source.as_str());
-                let slot = c
-                    .inputs
-                    .iter()
-                    .find(|i| i.settings.id() == source)
-                    .map(|i| i.slot);
-                if let Some(slot) = slot {
-                    // Full or closed: the channel is going away with its taps.
-                    let _ = c.commands.try_send(ChannelCommand::Tap { slot, bus: None });
-                }
-            }
-            output
+            c.outputs.remove(index)
         };
+        if let Some(source) = output.settings.source() {
+            self.close_unused_tap(channel, source.as_str()).await;
+        }
         output.cancel.cancel();
         if let Some(srt) = output.srt
             && tokio::time::timeout(STOP_TIMEOUT, srt.finished())
@@ -661,7 +646,52 @@ impl Graph {
         Some((last, running))
     }
 
+    /// Closes the tap of input `source` when no output of the channel reads it any more.
+    async fn close_unused_tap(&self, channel: &str, source: &str) {
+        let close = {
+            let mut channels = guard(&self.channels);
+            let Some(c) = channels
+                .iter_mut()
+                .find(|c| c.settings.id.as_str() == channel)
+            else {
+                return;
+            };
+            if c.outputs
+                .iter()
+                .any(|o| o.settings.source().is_some_and(|s| s.as_str() == source))
+            {
+                return;
+            }
+            c.taps.remove(source);
+            c.inputs
+                .iter()
+                .find(|i| i.settings.id().as_str() == source)
+                .map(|i| (c.commands.clone(), i.slot))
+        };
+        if let Some((commands, slot)) = close {
+            // Closed: the channel has stopped, and its taps with it.
+            let _ = commands.send(ChannelCommand::Tap { slot, bus: None }).await;
+        }
+    }
+
     async fn start_output(
+        &self,
+        channel: &str,
+        settings: OutputSettings,
+        previous: Option<(lunora_egress::OutputStats, bool)>,
+    ) -> Result<(), String> {
+        let source = settings.source().map(|s| s.to_string());
+        let started = self.start_output_on_bus(channel, settings, previous).await;
+        // An output that did not start must not leave a tap copying its input for nobody.
+        if started.is_err()
+            && let Some(source) = source
+        {
+            self.close_unused_tap(channel, &source).await;
+        }
+        started
+    }
+
+    async fn start_output_on_bus(
         &self,
         channel: &str,
         settings: OutputSettings,
@@ -834,11 +864,13 @@ impl Graph {
 
     /// Tells destinations to start or stop (`None`: every destination of the channel) and
     /// remembers the choice. Returns the ids told.
+    /// `include_feeds`: whether "all" (`output` = `None`) takes in the MediaLive feeds.
     pub fn control_outputs(
         &self,
         channel: &str,
         output: Option<&str>,
         start: bool,
+        include_feeds: bool,
     ) -> Result<Vec<String>, ControlError> {
         let channels = guard(&self.channels);
         let c = channels
@@ -861,6 +893,7 @@ impl Graph {
                 .outputs
                 .iter()
                 .filter(|o| o.destination.is_some())
+                .filter(|o| include_feeds || !is_medialive_feed(o.settings.id().as_str()))
                 .collect(),
         };
         let command = if start {

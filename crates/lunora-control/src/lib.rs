@@ -11,9 +11,9 @@ pub mod settings;
 
 pub use settings::{
     ChannelId, ChannelMode, ChannelSettings, ChannelSpec, Component, FailoverSettings,
-    GraphProblem, GraphSpec, ID_RULE, InputId, InputRole, InputSettings, OutputId, OutputSettings,
-    Problem, Resource, RtmpInputSettings, RtmpOutputSettings, SrtInputSettings, SrtOutputMode,
-    SrtOutputSettings, expand_env,
+    GraphProblem, GraphSpec, ID_RULE, InputId, InputRole, InputSettings, MEDIALIVE_FEED, OutputId,
+    OutputSettings, Problem, Resource, RtmpInputSettings, RtmpOutputSettings, SrtInputSettings,
+    SrtOutputMode, SrtOutputSettings, expand_env, is_medialive_feed,
 };
 
 mod accounts;

@@ -945,6 +945,18 @@ pub struct ChannelSpec {
     pub outputs: Vec<OutputSettings>,
 }
 
+/// The id of the output that feeds a channel's MediaLive input; `medialive-…` are its
+/// siblings (a second pipeline, one per input in cloud mode).
+pub const MEDIALIVE_FEED: &str = "medialive";
+
+/// Whether output `id` is one of the box's feeds into MediaLive.
+pub fn is_medialive_feed(id: &str) -> bool {
+    id == MEDIALIVE_FEED
+        || id
+            .strip_prefix(MEDIALIVE_FEED)
+            .is_some_and(|rest| rest.starts_with('-'))
+}
+
 /// Outputs one channel may have: each costs a task, a bus cursor and its own `/metrics`
 /// series, so an unbounded list (one API call each) could inflate both without limit. Far more
 /// than the platforms one program goes to.

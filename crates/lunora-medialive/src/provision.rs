@@ -135,6 +135,11 @@ pub struct Provisioned {
     pub active_inputs: Vec<String>,
 }
 
+/// The AES key MediaLive decrypts SRT inputs with, and its length in bytes (what the box's
+/// caller must use: SRT's `pbkeylen`).
+const SRT_ALGORITHM: ml::Algorithm = ml::Algorithm::Aes256;
+pub const SRT_KEY_BYTES: u8 = 32;
+
 /// One place the box sends a feed to: a pipeline of a MediaLive input.
 #[derive(Debug, Clone)]
 pub struct Feed {
@@ -148,6 +153,8 @@ pub struct Feed {
     pub passphrase: Option<Secret>,
     /// SRT only: the input's minimum latency.
     pub latency_ms: Option<u32>,
+    /// SRT only: the AES key length MediaLive decrypts with ([`SRT_KEY_BYTES`]).
+    pub key_bytes: Option<u8>,
 }
 
 /// The origin endpoint's name in the MediaPackage channel.
@@ -255,7 +262,7 @@ fn srt_settings(secret_arn: &str, latency_ms: u32) -> ml::SrtSettingsRequest {
             ml::SrtListenerSettingsRequest::builder()
                 .decryption(
                     ml::SrtListenerDecryptionRequest::builder()
-                        .algorithm(ml::Algorithm::Aes256)
+                        .algorithm(SRT_ALGORITHM)
                         .passphrase_secret_arn(secret_arn)
                         .build(),
                 )
@@ -1117,6 +1124,7 @@ impl Provisioner {
                     url,
                     passphrase: if srt { passphrase.clone() } else { None },
                     latency_ms: if srt { latency_ms } else { None },
+                    key_bytes: srt.then_some(SRT_KEY_BYTES),
                 });
             }
         }

@@ -10,6 +10,12 @@ use crate::provision::{ProvisionError, Provisioner, TAG_BOX, TAG_CHANNEL, aws};
 
 /// MediaLive's state of a channel that is running (and billing).
 pub const RUNNING: &str = "RUNNING";
+/// A running channel restarting a pipeline: still running, still billing.
+const RECOVERING: &str = "RECOVERING";
+
+fn limit(minutes: Option<u32>) -> Option<Duration> {
+    minutes.map(|m| Duration::from_secs(u64::from(m) * 60))
+}
 
 /// What the box must do after an observation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +40,7 @@ impl Watch {
     /// `running_since` as saved before a restart, so the figure survives it.
     pub fn new(stop_after_idle_min: Option<u32>, running_since: Option<SystemTime>) -> Watch {
         Watch {
-            stop_after_idle: stop_after_idle_min.map(|m| Duration::from_secs(u64::from(m) * 60)),
+            stop_after_idle: limit(stop_after_idle_min),
             running_since,
             idle_since: None,
             stop_requested: false,
@@ -42,7 +48,7 @@ impl Watch {
     }
 
     pub fn set_stop_after_idle_min(&mut self, minutes: Option<u32>) {
-        self.stop_after_idle = minutes.map(|m| Duration::from_secs(u64::from(m) * 60));
+        self.stop_after_idle = limit(minutes);
     }
 
     pub fn running_since(&self) -> Option<SystemTime> {
@@ -64,7 +70,7 @@ impl Watch {
         feed_live: bool,
     ) -> Vec<WatchAction> {
         let mut actions = Vec::new();
-        let running = state == Some(RUNNING);
+        let running = matches!(state, Some(RUNNING | RECOVERING));
         match (running, self.running_since) {
             (true, None) => {
                 self.running_since = Some(wall);
@@ -100,12 +106,12 @@ impl Watch {
 }
 
 impl Provisioner {
-    /// Every live MediaLive channel tagged for `box_id`: Lunora channel id → (MediaLive
-    /// channel id, state). One paginated `ListChannels`, whatever the number of channels.
+    /// Every live MediaLive channel tagged for `box_id`: Lunora channel id → state. One
+    /// paginated `ListChannels`, whatever the number of channels.
     pub async fn channel_states(
         &self,
         box_id: &str,
-    ) -> Result<HashMap<String, (String, String)>, ProvisionError> {
+    ) -> Result<HashMap<String, String>, ProvisionError> {
         let mut pages = self
             .clients
             .medialive
@@ -120,17 +126,15 @@ impl Provisioner {
             if tags.and_then(|t| t.get(TAG_BOX)).map(String::as_str) != Some(box_id) {
                 continue;
             }
-            let (Some(ours), Some(id), Some(state)) = (
-                tags.and_then(|t| t.get(TAG_CHANNEL)),
-                channel.id(),
-                channel.state(),
-            ) else {
+            let (Some(ours), Some(state)) =
+                (tags.and_then(|t| t.get(TAG_CHANNEL)), channel.state())
+            else {
                 continue;
             };
             if matches!(state.as_str(), "DELETING" | "DELETED") {
                 continue;
             }
-            states.insert(ours.clone(), (id.to_string(), state.as_str().to_string()));
+            states.insert(ours.clone(), state.as_str().to_string());
         }
         Ok(states)
     }
@@ -160,9 +164,16 @@ mod tests {
         let (wall2, mono2) = at(2);
         assert_eq!(watch.observe(wall2, mono2, Some(RUNNING), true), vec![]);
         assert_eq!(watch.running_since(), Some(wall1));
+        // A pipeline recovering is still the same run.
         let (wall3, mono3) = at(3);
         assert_eq!(
-            watch.observe(wall3, mono3, Some("STOPPING"), false),
+            watch.observe(wall3, mono3, Some("RECOVERING"), true),
+            vec![]
+        );
+        assert_eq!(watch.running_since(), Some(wall1));
+        let (wall4, mono4) = at(4);
+        assert_eq!(
+            watch.observe(wall4, mono4, Some("STOPPING"), false),
             vec![WatchAction::RunningSince(None)]
         );
     }

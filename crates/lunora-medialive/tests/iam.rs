@@ -9,7 +9,11 @@ use serde_json::Value;
 
 const BOX_POLICY: &str = include_str!("../../../packaging/aws/box-policy.json");
 const MEDIALIVE_ROLE: &str = include_str!("../../../packaging/aws/medialive-role.json");
-const PROVISIONER: &str = include_str!("../src/provision.rs");
+/// Every source file that calls AWS.
+const SOURCES: &[&str] = &[
+    include_str!("../src/provision.rs"),
+    include_str!("../src/watch.rs"),
+];
 
 /// Checks the shape IAM takes and returns the allowed actions with their resources (none in a
 /// trust policy).
@@ -62,9 +66,15 @@ fn the_box_policy_allows_every_call_the_provisioner_makes() {
         .into_iter()
         .flat_map(|(actions, _)| actions)
         .collect();
-    let called: BTreeSet<String> = PROVISIONER
-        .split("aws(\"")
-        .skip(1)
+    // Calls are named where their errors are mapped (`aws("Op")`) or where a delete is retried
+    // (`delete_patiently("Op", …)`).
+    let called: BTreeSet<String> = SOURCES
+        .iter()
+        .flat_map(|source| {
+            ["aws(\"", "delete_patiently(\""]
+                .into_iter()
+                .flat_map(move |call| source.split(call).skip(1))
+        })
         .filter_map(|rest| rest.split('"').next())
         .map(|op| {
             let name = op.trim_end_matches(" (MediaPackage)");

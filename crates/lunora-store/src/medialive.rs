@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde_json::Value;
 
 use crate::{AuditEntry, Fail, Store, StoreError, millis, overlay::insert_audit};
@@ -92,25 +92,6 @@ impl Store {
             Ok(())
         })
     }
-
-    /// One channel's saved setup.
-    pub fn medialive_setup(&self, channel: &str) -> Result<Option<Value>, StoreError> {
-        self.read(|connection| {
-            let text: Option<String> = connection
-                .query_row(
-                    "SELECT setup FROM medialive WHERE channel = ?1",
-                    [channel],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            text.map(|text| {
-                serde_json::from_str(&text).map_err(|e| {
-                    Fail::Corrupt(format!("MediaLive setup of {channel}: not JSON: {e}"))
-                })
-            })
-            .transpose()
-        })
-    }
 }
 
 #[cfg(test)]
@@ -140,12 +121,7 @@ mod tests {
         assert_eq!(saved.len(), 1);
         assert_eq!(saved[0].setup, json!({"mode": "cloud"}));
         assert_eq!(saved[0].running_since, Some(since));
-        assert_eq!(
-            store.medialive_setup("program").unwrap(),
-            Some(json!({"mode": "cloud"}))
-        );
         store.save_medialive("program", None, None).unwrap();
         assert!(store.medialive_setups().unwrap().is_empty());
-        assert_eq!(store.medialive_setup("program").unwrap(), None);
     }
 }
