@@ -334,7 +334,8 @@ impl Provisioner {
         Ok(inputs)
     }
 
-    async fn our_channel(&self, target: &Target) -> Result<Option<String>, ProvisionError> {
+    /// Every MediaLive channel of the account not being deleted (one paginated `ListChannels`).
+    pub(crate) async fn live_channels(&self) -> Result<Vec<ml::ChannelSummary>, ProvisionError> {
         let mut pages = self
             .clients
             .medialive
@@ -342,13 +343,24 @@ impl Provisioner {
             .into_paginator()
             .items()
             .send();
-        let mut found = Vec::new();
+        let mut channels = Vec::new();
         while let Some(channel) = pages.next().await {
             let channel = channel.map_err(aws("ListChannels"))?;
-            if is_ours(channel.tags(), target) && !gone_channel(channel.state()) {
-                found.extend(channel.id().map(str::to_string));
+            if !gone_channel(channel.state()) {
+                channels.push(channel);
             }
         }
+        Ok(channels)
+    }
+
+    async fn our_channel(&self, target: &Target) -> Result<Option<String>, ProvisionError> {
+        let mut found: Vec<String> = self
+            .live_channels()
+            .await?
+            .iter()
+            .filter(|channel| is_ours(channel.tags(), target))
+            .filter_map(|channel| channel.id().map(str::to_string))
+            .collect();
         match found.len() {
             0 => Ok(None),
             1 => Ok(found.pop()),

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use crate::provision::{ProvisionError, Provisioner, TAG_BOX, TAG_CHANNEL, aws};
+use crate::provision::{ProvisionError, Provisioner, TAG_BOX, TAG_CHANNEL};
 
 /// MediaLive's state of a channel that is running (and billing).
 pub const RUNNING: &str = "RUNNING";
@@ -112,16 +112,8 @@ impl Provisioner {
         &self,
         box_id: &str,
     ) -> Result<HashMap<String, String>, ProvisionError> {
-        let mut pages = self
-            .clients
-            .medialive
-            .list_channels()
-            .into_paginator()
-            .items()
-            .send();
         let mut states = HashMap::new();
-        while let Some(channel) = pages.next().await {
-            let channel = channel.map_err(aws("ListChannels"))?;
+        for channel in self.live_channels().await? {
             let tags = channel.tags();
             if tags.and_then(|t| t.get(TAG_BOX)).map(String::as_str) != Some(box_id) {
                 continue;
@@ -131,9 +123,6 @@ impl Provisioner {
             else {
                 continue;
             };
-            if matches!(state.as_str(), "DELETING" | "DELETED") {
-                continue;
-            }
             states.insert(ours.clone(), state.as_str().to_string());
         }
         Ok(states)
