@@ -460,7 +460,7 @@ fn an_unreadable_store_keeps_the_program_on_air_and_holds_every_destination() {
 
 /// The outputs that feed MediaLive (`medialive`, `medialive-…`) are the superadmin's: a user
 /// or an admin can neither change, remove, stop nor imitate them, and "stop all" leaves them
-/// running.
+/// running; a user does not even see them.
 #[test]
 fn only_a_superadmin_touches_the_medialive_feed() {
     let nowhere = free_tcp_port();
@@ -493,6 +493,29 @@ fn only_a_superadmin_touches_the_medialive_feed() {
             assert_eq!(status, 403, "{role}: {method} {path}: {answer}");
             assert!(answer.contains("superadmins manage it"), "{answer}");
         }
+        let (status, listed) = request(daemon.http, "GET", outputs, &auth, "", "");
+        assert_eq!(status, 200, "{listed}");
+        assert_eq!(
+            listed.contains("\"medialive\""),
+            role == "admin",
+            "{role} lists: {listed}"
+        );
+        let feed_path = format!("{outputs}/medialive");
+        let (status, _) = request(daemon.http, "GET", &feed_path, &auth, "", "");
+        assert_eq!(status, if role == "admin" { 200 } else { 404 }, "{role}");
+        let (_, channel) = request(
+            daemon.http,
+            "GET",
+            "/api/v1/channels/program",
+            &auth,
+            "",
+            "",
+        );
+        assert_eq!(
+            channel.contains("medialive"),
+            role == "admin",
+            "{role}: {channel}"
+        );
         let (status, answer) = request(
             daemon.http,
             "POST",

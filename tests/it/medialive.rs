@@ -87,6 +87,29 @@ impl Moto {
         }
     }
 
+    /// The value of Secrets Manager secret `name`, read with boto3.
+    fn secret(&self, name: &str) -> String {
+        let script = format!(
+            r#"
+import boto3
+sm = boto3.client("secretsmanager", endpoint_url="{url}", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+print(sm.get_secret_value(SecretId="{name}")["SecretString"])
+"#,
+            url = self.url
+        );
+        let out = run(
+            "python",
+            Command::new(venv_bin("python")).args(["-c", &script]),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// What moto holds that is tagged for `channel` on box `it-box` and not deleted, read with
     /// boto3: (inputs as [type, role], channels as [id, state, attachment names], secret
     /// names).
@@ -440,6 +463,75 @@ fn the_box_feeds_its_medialive_input_and_stops_the_channel_when_idle() {
     assert_eq!(status, 204, "{body}");
     let outputs = daemon.json("/api/v1/channels/program")["outputs"].clone();
     assert_eq!(outputs, serde_json::json!([]), "{outputs}");
+}
+
+/// The SRT feed: MediaLive's SRT listener input is played by srt-live-transmit listening with
+/// the passphrase the box made and keeps in Secrets Manager (read back with boto3); what it
+/// receives decodes cleanly, and the passphrase shows up in no answer and no log line.
+#[test]
+fn the_box_calls_an_srt_listener_input_with_the_secret_passphrase_and_it_decodes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ingest_port = free_udp_port();
+    let moto = Moto::start(&format!("127.0.0.1:{ingest_port}"));
+    let srt_port = free_udp_port();
+    let channels = single_srt_channel("encoder", srt_port, "", "");
+    let daemon = Daemon::start_with_env(
+        &config(&moto, &channels),
+        tempfile::tempdir().expect("temp dir"),
+        &aws_env(),
+    );
+    let stream = make_ts(dir.path(), "feed.ts", 240, "320x240", "300k");
+    let _encoder = srt_push(dir.path(), "encoder", &stream, srt_port);
+    let path = "/api/v1/channels/program/medialive";
+    let (status, body) = http_send(
+        daemon.http,
+        "PUT",
+        path,
+        r#"{"mode":"edge","input_type":"srt_listener","srt_latency_ms":500}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let feed = daemon.output("program", "medialive");
+    assert_eq!(feed["config"]["mode"], "caller", "{feed}");
+    assert_eq!(
+        feed["config"]["address"],
+        format!("127.0.0.1:{ingest_port}").as_str(),
+        "{feed}"
+    );
+
+    let passphrase = moto.secret("lunora/it-box/program/srt-passphrase");
+    assert_eq!(passphrase.chars().count(), 32);
+    let recording = dir.path().join("medialive.ts");
+    let mut listener = slt_record(
+        dir.path(),
+        "medialive-input",
+        &format!(
+            "srt://127.0.0.1:{ingest_port}?mode=listener&latency=500&passphrase={passphrase}&pbkeylen=32"
+        ),
+        &recording,
+    );
+    let live = wait_for(Duration::from_secs(30), || {
+        daemon.output("program", "medialive")["state"] == "live"
+            && decoded_video_frames(&recording) >= 100
+    });
+    assert!(live, "{}", daemon.output("program", "medialive"));
+    listener.signal(Signal::SIGTERM);
+    let _ = listener.wait(Duration::from_secs(5));
+    let warnings = decode_warnings(&recording);
+    assert!(
+        warnings.trim().is_empty(),
+        "the feed does not decode cleanly:\n{warnings}"
+    );
+
+    for (what, text) in [
+        ("GET medialive", daemon.get(path).1),
+        ("the channel", daemon.get("/api/v1/channels/program").1),
+        ("the audit log", daemon.get("/api/v1/audit").1),
+        ("the log", daemon.log()),
+    ] {
+        assert!(!text.contains(&passphrase), "the passphrase is in {what}");
+    }
+    let (status, body) = http_send(daemon.http, "DELETE", path, "");
+    assert_eq!(status, 204, "{body}");
 }
 
 #[test]

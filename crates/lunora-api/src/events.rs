@@ -11,19 +11,23 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use lunora_control::ChannelEvent;
+use lunora_control::{ChannelEvent, UserRole};
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
 use crate::App;
+use crate::auth::Caller;
+use crate::handlers::as_seen_by;
 
 /// A full status at least this often.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Feed {
     app: Arc<App>,
+    caller: Caller,
     events: Receiver<ChannelEvent>,
     queue: std::collections::VecDeque<Event>,
     started: bool,
@@ -31,9 +35,30 @@ struct Feed {
 
 impl Feed {
     fn status(&self) -> Event {
-        let data =
-            serde_json::to_string(&self.app.control.channels()).unwrap_or_else(|_| "[]".into());
+        let channels: Vec<_> = self
+            .app
+            .control
+            .channels()
+            .into_iter()
+            .map(|c| as_seen_by(&self.caller, c))
+            .collect();
+        let data = serde_json::to_string(&channels).unwrap_or_else(|_| "[]".into());
         Event::default().event("status").data(data)
+    }
+
+    /// Events about outputs the caller does not see (the MediaLive feed, for a `user`) are
+    /// left out like the outputs themselves.
+    fn shows(&self, event: &ChannelEvent) -> bool {
+        let output = match event {
+            ChannelEvent::Output { output, .. } => output,
+            ChannelEvent::Config {
+                component: "output",
+                id,
+                ..
+            } => id,
+            _ => return true,
+        };
+        self.caller.actor.role >= UserRole::Admin || !lunora_control::is_medialive_feed(output)
     }
 
     async fn next(&mut self) -> Event {
@@ -51,6 +76,7 @@ impl Feed {
                 while let Ok(more) = self.events.try_recv() {
                     news.push(more);
                 }
+                news.retain(|e| self.shows(e));
                 for event in news {
                     let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
                     self.queue
@@ -71,10 +97,12 @@ impl Feed {
 
 pub(crate) async fn events(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let feed = Feed {
         events: app.control.graph().subscribe(),
         app,
+        caller,
         queue: Default::default(),
         started: false,
     };

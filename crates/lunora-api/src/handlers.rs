@@ -315,12 +315,36 @@ pub(crate) async fn schema_outputs() -> Json<Value> {
     Json(schemas::output())
 }
 
-pub(crate) async fn list_channels(State(app): AppState) -> Json<Vec<ChannelStatus>> {
-    Json(app.control.channels())
+/// What `caller` may see of a channel: the MediaLive side, feed outputs included, is for
+/// admins and up; a `user` sees the channel without them.
+pub(crate) fn as_seen_by(caller: &Caller, mut channel: ChannelStatus) -> ChannelStatus {
+    if caller.actor.role < UserRole::Admin {
+        channel
+            .outputs
+            .retain(|o| !lunora_control::is_medialive_feed(&o.id));
+    }
+    channel
 }
 
-pub(crate) async fn get_channel(State(app): AppState, Path(id): Path<String>) -> Response {
-    find_channel(&app, &id).map_or_else(|r| r, |c| Json(c).into_response())
+pub(crate) async fn list_channels(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+) -> Json<Vec<ChannelStatus>> {
+    Json(
+        app.control
+            .channels()
+            .into_iter()
+            .map(|c| as_seen_by(&caller, c))
+            .collect(),
+    )
+}
+
+pub(crate) async fn get_channel(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    find_channel(&app, &id).map_or_else(|r| r, |c| Json(as_seen_by(&caller, c)).into_response())
 }
 
 const CHANNEL_HELP: &str = "expected {\"id\", \"mode\": \"single\"|\"main-backup\", \"failover\": {...}} (see /api/v1/openapi.json)";
@@ -575,16 +599,28 @@ fn default_output_type(mut value: Value) -> Value {
     value
 }
 
-pub(crate) async fn list_outputs(State(app): AppState, Path(id): Path<String>) -> Response {
-    find_channel(&app, &id).map_or_else(|r| r, |c| Json(c.outputs).into_response())
+pub(crate) async fn list_outputs(
+    State(app): AppState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    find_channel(&app, &id).map_or_else(
+        |r| r,
+        |c| Json(as_seen_by(&caller, c).outputs).into_response(),
+    )
 }
 
 pub(crate) async fn get_output(
     State(app): AppState,
+    Extension(caller): Extension<Caller>,
     Path((id, oid)): Path<(String, String)>,
 ) -> Response {
     match find_channel(&app, &id) {
-        Ok(channel) => match channel.outputs.into_iter().find(|o| o.id == oid) {
+        Ok(channel) => match as_seen_by(&caller, channel)
+            .outputs
+            .into_iter()
+            .find(|o| o.id == oid)
+        {
             Some(output) => Json(output).into_response(),
             None => error(
                 StatusCode::NOT_FOUND,
