@@ -509,29 +509,43 @@ fn the_box_calls_an_srt_listener_input_with_the_secret_passphrase_and_it_decodes
         ),
         &recording,
     );
-    let live = wait_for(Duration::from_secs(30), || {
+    // A few seconds of the feed; ffprobe reads the file once srt-live-transmit has ended.
+    let live = wait_for(Duration::from_secs(60), || {
         daemon.output("program", "medialive")["state"] == "live"
-            && decoded_video_frames(&recording) >= 100
+            && std::fs::metadata(&recording).is_ok_and(|m| m.len() >= 150_000)
     });
     assert!(live, "{}", daemon.output("program", "medialive"));
-    listener.signal(Signal::SIGTERM);
-    let _ = listener.wait(Duration::from_secs(5));
+    let answers_while_fed = [
+        ("GET medialive", daemon.get(path).1),
+        ("the channel", daemon.get("/api/v1/channels/program").1),
+    ];
+    // Teardown removes the feed, which ends the stream between two frames; a signal to the
+    // recorder alone would cut its file inside one.
+    let (status, body) = http_send(daemon.http, "DELETE", path, "");
+    assert_eq!(status, 204, "{body}");
+    std::thread::sleep(Duration::from_secs(2));
+    listener.signal(Signal::SIGINT);
+    let _ = listener.wait(Duration::from_secs(10));
+    let frames = decoded_video_frames(&recording);
+    assert!(frames >= 50, "{frames} frames decoded from the feed");
+    let continuity = ts_continuity(&recording);
+    assert!(
+        continuity.sync_errors == 0 && continuity.cc_errors == 0,
+        "{continuity:?}"
+    );
     let warnings = decode_warnings(&recording);
     assert!(
         warnings.trim().is_empty(),
         "the feed does not decode cleanly:\n{warnings}"
     );
 
-    for (what, text) in [
-        ("GET medialive", daemon.get(path).1),
-        ("the channel", daemon.get("/api/v1/channels/program").1),
+    let afterwards = [
         ("the audit log", daemon.get("/api/v1/audit").1),
         ("the log", daemon.log()),
-    ] {
+    ];
+    for (what, text) in answers_while_fed.into_iter().chain(afterwards) {
         assert!(!text.contains(&passphrase), "the passphrase is in {what}");
     }
-    let (status, body) = http_send(daemon.http, "DELETE", path, "");
-    assert_eq!(status, 204, "{body}");
 }
 
 #[test]
