@@ -87,15 +87,12 @@ impl Moto {
         }
     }
 
-    /// The value of Secrets Manager secret `name`, read with boto3.
-    fn secret(&self, name: &str) -> String {
+    /// Runs `body` in the moto venv's Python with `kw` (the SDK arguments for this server)
+    /// defined; returns what it printed.
+    fn boto3(&self, body: &str) -> String {
         let script = format!(
-            r#"
-import boto3
-sm = boto3.client("secretsmanager", endpoint_url="{url}", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
-print(sm.get_secret_value(SecretId="{name}")["SecretString"])
-"#,
-            url = self.url
+            "import boto3, json\nkw = dict(endpoint_url=\"{}\", region_name=\"us-east-1\", aws_access_key_id=\"testing\", aws_secret_access_key=\"testing\")\n{body}",
+            self.url
         );
         let out = run(
             "python",
@@ -110,14 +107,18 @@ print(sm.get_secret_value(SecretId="{name}")["SecretString"])
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// What moto holds that is tagged for `channel` on box `it-box` and not deleted, read with
-    /// boto3: (inputs as [type, role], channels as [id, state, attachment names], secret
-    /// names).
+    /// The value of Secrets Manager secret `name`.
+    fn secret(&self, name: &str) -> String {
+        self.boto3(&format!(
+            "print(boto3.client(\"secretsmanager\", **kw).get_secret_value(SecretId=\"{name}\")[\"SecretString\"])"
+        ))
+    }
+
+    /// What moto holds that is tagged for `channel` on box `it-box` and not deleted: inputs as
+    /// [type, role], channels as [id, state, attachment names], secret names.
     fn tagged(&self, channel: &str) -> Value {
-        let script = format!(
+        let printed = self.boto3(&format!(
             r#"
-import boto3, json
-kw = dict(endpoint_url="{url}", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
 ml = boto3.client("medialive", **kw)
 ours = lambda t: (t or {{}}).get("lunora:box") == "it-box" and (t or {{}}).get("lunora:channel") == "{channel}"
 inputs = [[i["Type"], i["Tags"].get("lunora:input")] for i in ml.list_inputs()["Inputs"] if ours(i.get("Tags")) and i.get("State") not in ("DELETING", "DELETED")]
@@ -129,20 +130,9 @@ for c in ml.list_channels()["Channels"]:
 sm = boto3.client("secretsmanager", **kw)
 secrets = [s["Name"] for s in sm.list_secrets()["SecretList"] if ours({{t["Key"]: t["Value"] for t in s.get("Tags", [])}})]
 print(json.dumps({{"inputs": inputs, "channels": channels, "secrets": secrets}}))
-"#,
-            url = self.url
-        );
-        let out = run(
-            "python",
-            Command::new(venv_bin("python")).args(["-c", &script]),
-            Duration::from_secs(30),
-        );
-        assert!(
-            out.status.success(),
-            "boto3: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("boto3 printed JSON")
+"#
+        ));
+        serde_json::from_str(&printed).unwrap_or_else(|e| panic!("boto3 printed {printed:?}: {e}"))
     }
 }
 
