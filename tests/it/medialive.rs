@@ -159,6 +159,27 @@ fn aws_env() -> Vec<(&'static str, &'static Path)> {
     AWS_ENV.iter().map(|(k, v)| (*k, Path::new(*v))).collect()
 }
 
+/// lunora with `[aws]` on `moto` and the test credentials, running `rest` (more `[aws]` keys,
+/// then channels).
+fn daemon_on(moto: &Moto, rest: &str) -> Daemon {
+    Daemon::start_with_env(
+        &config(moto, rest),
+        tempfile::tempdir().expect("temp dir"),
+        &aws_env(),
+    )
+}
+
+/// [`daemon_on`] with channel `program`: one SRT input `encoder` that ffmpeg feeds for four
+/// minutes (the encoder is the second value; it stops when dropped).
+fn fed_daemon(moto: &Moto, aws_keys: &str, dir: &Path) -> (Daemon, Proc) {
+    let srt_port = free_udp_port();
+    let channels = single_srt_channel("encoder", srt_port, "", "");
+    let daemon = daemon_on(moto, &format!("{aws_keys}\n{channels}"));
+    let stream = make_ts(dir, "feed.ts", 240, "320x240", "300k");
+    let encoder = srt_push(dir, "encoder", &stream, srt_port);
+    (daemon, encoder)
+}
+
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -169,11 +190,7 @@ fn a_superadmin_provisions_runs_and_tears_down_medialive_and_an_admin_only_reads
     // needs of it.
     let moto = Moto::start(&format!("127.0.0.1:{}", free_tcp_port()));
     let channels = main_backup_channel(free_udp_port(), free_udp_port(), "", "");
-    let daemon = Daemon::start_with_env(
-        &config(&moto, &channels),
-        tempfile::tempdir().expect("temp dir"),
-        &aws_env(),
-    );
+    let daemon = daemon_on(&moto, &channels);
     let path = "/api/v1/channels/program/medialive";
     let (_, admin) = account(&daemon, "ops", "admin");
     let as_admin = format!("Authorization: Bearer {admin}\r\n");
@@ -319,15 +336,7 @@ fn the_box_feeds_its_medialive_input_and_stops_the_channel_when_idle() {
     let ingest_port = free_tcp_port();
     let mut nginx = crate::rtmp_output::nginx(dir.path(), ingest_port);
     let moto = Moto::start(&format!("127.0.0.1:{ingest_port}"));
-    let srt_port = free_udp_port();
-    let channels = single_srt_channel("encoder", srt_port, "", "");
-    let daemon = Daemon::start_with_env(
-        &config(&moto, &format!("poll_interval_s = 1\n\n{channels}")),
-        tempfile::tempdir().expect("temp dir"),
-        &aws_env(),
-    );
-    let stream = make_ts(dir.path(), "feed.ts", 240, "320x240", "300k");
-    let _encoder = srt_push(dir.path(), "encoder", &stream, srt_port);
+    let (daemon, _encoder) = fed_daemon(&moto, "poll_interval_s = 1\n", dir.path());
     let path = "/api/v1/channels/program/medialive";
 
     // A single-input channel has no pair for MediaLive's failover: refused before AWS.
@@ -463,15 +472,7 @@ fn the_box_calls_an_srt_listener_input_with_the_secret_passphrase_and_it_decodes
     let dir = tempfile::tempdir().expect("temp dir");
     let ingest_port = free_udp_port();
     let moto = Moto::start(&format!("127.0.0.1:{ingest_port}"));
-    let srt_port = free_udp_port();
-    let channels = single_srt_channel("encoder", srt_port, "", "");
-    let daemon = Daemon::start_with_env(
-        &config(&moto, &channels),
-        tempfile::tempdir().expect("temp dir"),
-        &aws_env(),
-    );
-    let stream = make_ts(dir.path(), "feed.ts", 240, "320x240", "300k");
-    let _encoder = srt_push(dir.path(), "encoder", &stream, srt_port);
+    let (daemon, mut encoder) = fed_daemon(&moto, "", dir.path());
     let path = "/api/v1/channels/program/medialive";
     let (status, body) = http_send(
         daemon.http,
@@ -509,10 +510,10 @@ fn the_box_calls_an_srt_listener_input_with_the_secret_passphrase_and_it_decodes
         ("GET medialive", daemon.get(path).1),
         ("the channel", daemon.get("/api/v1/channels/program").1),
     ];
-    // Teardown removes the feed, which ends the stream between two frames; a signal to the
-    // recorder alone would cut its file inside one.
-    let (status, body) = http_send(daemon.http, "DELETE", path, "");
-    assert_eq!(status, 204, "{body}");
+    // The encoder stops first: the box sends whole frames only, so the feed ends between two
+    // of them. Removing the output (or signalling the recorder) can cut the file inside one.
+    encoder.signal(Signal::SIGKILL);
+    let _ = encoder.wait(Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(2));
     listener.signal(Signal::SIGINT);
     let _ = listener.wait(Duration::from_secs(10));
@@ -536,6 +537,8 @@ fn the_box_calls_an_srt_listener_input_with_the_secret_passphrase_and_it_decodes
     for (what, text) in answers_while_fed.into_iter().chain(afterwards) {
         assert!(!text.contains(&passphrase), "the passphrase is in {what}");
     }
+    let (status, body) = http_send(daemon.http, "DELETE", path, "");
+    assert_eq!(status, 204, "{body}");
 }
 
 #[test]
@@ -559,20 +562,7 @@ fn the_cloud_page_provisions_starts_previews_and_tears_down() {
     let ingest_port = free_tcp_port();
     let _nginx = crate::rtmp_output::nginx(dir.path(), ingest_port);
     let moto = Moto::start(&format!("127.0.0.1:{ingest_port}"));
-    let srt_port = free_udp_port();
-    let daemon = Daemon::start_with_env(
-        &config(
-            &moto,
-            &format!(
-                "poll_interval_s = 1\n\n{}",
-                single_srt_channel("encoder", srt_port, "", "")
-            ),
-        ),
-        tempfile::tempdir().expect("temp dir"),
-        &aws_env(),
-    );
-    let stream = make_ts(dir.path(), "feed.ts", 240, "320x240", "300k");
-    let _encoder = srt_push(dir.path(), "encoder", &stream, srt_port);
+    let (daemon, _encoder) = fed_daemon(&moto, "poll_interval_s = 1\n", dir.path());
     let (passed, report) = crate::ui::browser_test(
         &format!("http://127.0.0.1:{}", daemon.http),
         "cloud-final.png",
