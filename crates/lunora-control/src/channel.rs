@@ -120,7 +120,7 @@ impl ChannelTask {
                             lock(&self.runtime)
                                 .silent_since
                                 .insert(slot, std::time::Instant::now());
-                            self.connection(slot, Some(peer.to_string()));
+                            self.connection(slot, Some(peer));
                         }
                         InputEvent::Disconnected => {
                             self.switcher.handle_disconnected(now, slot);

@@ -25,7 +25,8 @@ use lunora_media::{Frame, Program};
 #[derive(Debug, Clone)]
 pub enum InputEvent {
     Connected {
-        peer: std::net::SocketAddr,
+        /// Who is sending: the caller's address, or what an engine source plays.
+        peer: String,
     },
     Disconnected,
     Program(Program),

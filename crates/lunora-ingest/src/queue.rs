@@ -167,10 +167,22 @@ mod tests {
         assert_eq!(tx.send(1, frame(3)), Err(SendError::Full));
         assert_eq!(tx.send(1, stats()), Err(SendError::Full));
         // ...control events are not, from this input or another.
-        tx.send(1, InputEvent::Connected { peer: peer() }).unwrap();
+        tx.send(
+            1,
+            InputEvent::Connected {
+                peer: peer().to_string(),
+            },
+        )
+        .unwrap();
         tx.send(1, program(Codec::Hevc)).unwrap();
         assert_eq!(tx.send(1, frame(4)), Err(SendError::Full));
-        tx.send(2, InputEvent::Connected { peer: peer() }).unwrap();
+        tx.send(
+            2,
+            InputEvent::Connected {
+                peer: peer().to_string(),
+            },
+        )
+        .unwrap();
         tx.send(1, InputEvent::Disconnected).unwrap();
         assert_eq!(
             drain(&mut rx),

@@ -566,9 +566,12 @@ impl Connection {
                     stats.peer = Some(self.peer);
                     stats.connections_total += 1;
                 }
-                let _ = input
-                    .events
-                    .send(input.index, InputEvent::Connected { peer: self.peer });
+                let _ = input.events.send(
+                    input.index,
+                    InputEvent::Connected {
+                        peer: self.peer.to_string(),
+                    },
+                );
                 self.publishing = Some(slot);
                 self.ticket.published();
                 session

@@ -334,7 +334,12 @@ impl Input {
             stats.peer = Some(peer);
             stats.connections_total += 1;
         }
-        let _ = self.events.send(self.index, InputEvent::Connected { peer });
+        let _ = self.events.send(
+            self.index,
+            InputEvent::Connected {
+                peer: peer.to_string(),
+            },
+        );
     }
 
     fn disconnected(&mut self) {

@@ -44,7 +44,7 @@ pub struct VideoInfo {
 }
 
 impl VideoInfo {
-    pub(crate) fn new(codec: &'static str, format: VideoFormat) -> Self {
+    pub fn new(codec: &'static str, format: VideoFormat) -> Self {
         VideoInfo {
             codec,
             width: format.width,
@@ -85,6 +85,8 @@ pub struct InputStats {
     /// socket (the box is overloaded; what was dropped is lost).
     pub srt_batches_dropped_total: u64,
     pub video: Option<VideoInfo>,
+    /// Why the input is not receiving, when it knows (an engine source's pipeline error).
+    pub last_error: Option<String>,
     #[serde(skip)]
     pub last_packet_at: Option<Instant>,
     /// Seconds since the last packet, filled in when a snapshot is taken.
@@ -156,6 +158,11 @@ impl StatsHandle {
             .last_packet_at
             .map(|at| now.saturating_duration_since(at).as_secs_f64());
         stats
+    }
+
+    /// Changes the statistics in place (for input kinds outside this crate).
+    pub fn update(&self, change: impl FnOnce(&mut InputStats)) {
+        change(&mut self.lock());
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, InputStats> {

@@ -1,0 +1,28 @@
+//! The media engine: sources that need pixels rather than packets, on GStreamer. A file (MP4 or
+//! MPEG-TS, looped on a continuous timeline) and a test pattern, each run as a channel input
+//! that paces its frames in real time like an encoder.
+//!
+//! GStreamer runs on its own threads; frames cross to the tokio side through bounded queues
+//! (`pipeline`), are placed on the input's timeline (`timeline`, pure) and sent when due
+//! (`source`). A pipeline is stopped and freed as soon as it is no longer needed.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod pipeline;
+mod source;
+pub mod timeline;
+
+pub use pipeline::{PatternSettings, VideoEncoding};
+pub use source::{EngineInputSettings, Source, run};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "GStreamer cannot start: {0} (install GStreamer 1.22 with its base, good, bad, ugly and libav plugins)"
+    )]
+    Init(String),
+    #[error("cannot play the file: {0}")]
+    File(String),
+    #[error("{0}")]
+    Pipeline(String),
+}

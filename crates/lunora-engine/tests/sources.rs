@@ -1,0 +1,236 @@
+//! Engine sources driven through their real pipelines (GStreamer, files made by ffmpeg).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lunora_engine::{EngineInputSettings, PatternSettings, Source, VideoEncoding};
+use lunora_ingest::{InputEvent, StatsHandle, input_queue};
+use lunora_media::{Codec, Frame, TrackId};
+use tokio_util::sync::CancellationToken;
+
+const ENCODING: VideoEncoding = VideoEncoding {
+    bitrate_kbps: 2_000,
+    keyframe_interval: 60,
+};
+
+/// A `seconds`-long 640x360 30 fps H.264 + AAC MP4 with a keyframe every second.
+fn mp4(dir: &Path, seconds: u32) -> std::path::PathBuf {
+    let path = dir.join("clip.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size=640x360:rate=30:duration={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=48000:duration={seconds}"
+        ))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+        ])
+        .args(["-c:a", "aac", "-b:a", "96k", "-shortest"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg is installed (scripts/test installs it)");
+    assert!(status.success());
+    path
+}
+
+struct Received {
+    events: Vec<InputEvent>,
+}
+
+impl Received {
+    fn frames(&self, track: TrackId) -> Vec<&Frame> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                InputEvent::Frame(f) if f.track == track => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Runs `source` for `length` and collects what it sends.
+async fn collect(source: Source, length: Duration) -> (Received, StatsHandle) {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let (events, mut receiver) = input_queue(10_000);
+    let stats = StatsHandle::new();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(lunora_engine::run(
+        EngineInputSettings {
+            id: "test".to_string(),
+            source,
+        },
+        0,
+        events,
+        stats.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+    let mut received = Vec::new();
+    let until = tokio::time::Instant::now() + length;
+    while let Ok(Some((_, event))) = tokio::time::timeout_at(until, receiver.recv()).await {
+        received.push(event);
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the input stops within 10 s")
+        .unwrap();
+    (Received { events: received }, stats)
+}
+
+fn assert_rising_without_gaps(frames: &[&Frame], nominal: i64, what: &str) {
+    for pair in frames.windows(2) {
+        let step = pair[1].dts - pair[0].dts;
+        assert!(
+            step > 0,
+            "{what}: dts {} then {}",
+            pair[0].dts.0,
+            pair[1].dts.0
+        );
+        assert!(
+            step < 2 * nominal,
+            "{what}: a gap of {step} ticks after dts {}",
+            pair[0].dts.0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looped_file_plays_in_real_time_on_one_timeline_without_reencoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mp4(dir.path(), 2);
+    let started = Instant::now();
+    let (received, stats) = collect(
+        Source::File {
+            path,
+            looped: true,
+            encoding: ENCODING,
+        },
+        Duration::from_millis(7_000),
+    )
+    .await;
+    // Connected, then the program, then frames.
+    assert!(
+        matches!(&received.events[0], InputEvent::Connected { peer } if peer.starts_with("file "))
+    );
+    let InputEvent::Program(program) = &received.events[1] else {
+        panic!("no program first: {:?}", received.events[1]);
+    };
+    let codecs: Vec<Codec> = program.tracks.iter().map(|t| t.codec).collect();
+    assert_eq!(codecs, [Codec::H264, Codec::AacAdts]);
+    let video = received.frames(TrackId(0x100));
+    let audio = received.frames(TrackId(0x101));
+    // Paced: about 30 frames a second over ~7 s (three passes and a half), not the whole
+    // file at once.
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        (150..=(30.0 * seconds) as usize + 30).contains(&video.len()),
+        "{} video frames in {seconds:.1} s",
+        video.len()
+    );
+    assert_rising_without_gaps(&video, 3_000, "video");
+    assert_rising_without_gaps(&audio, 1_920, "audio");
+    // Passed through: the pictures are the file's own (a keyframe every 30 frames, with SPS).
+    let keyframes: Vec<usize> = video
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.keyframe)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        keyframes.windows(2).all(|k| k[1] - k[0] == 30),
+        "{keyframes:?}"
+    );
+    assert!(lunora_media::keyframe_video_format(Codec::H264, &video[0].data).is_some());
+    // Audio stays with video: at every loop point (where the video waits for the file's
+    // slightly longer audio track) the first audio frame is as far from the first picture as
+    // at the start.
+    let pass_starts: Vec<i64> = std::iter::once(video[0].dts.0)
+        .chain(
+            video
+                .windows(2)
+                .filter(|pair| pair[1].dts - pair[0].dts > 3_600)
+                .map(|pair| pair[1].dts.0),
+        )
+        .collect();
+    assert!(pass_starts.len() >= 3, "{pass_starts:?}");
+    let offsets: Vec<i64> = pass_starts
+        .iter()
+        .filter_map(|start| {
+            audio
+                .iter()
+                .find(|a| a.dts.0 >= *start - 1_920)
+                .map(|a| a.dts.0 - start)
+        })
+        .collect();
+    assert!(
+        offsets.windows(2).all(|o| o[0] == o[1]),
+        "A/V offsets per pass: {offsets:?}"
+    );
+    let snapshot = stats.snapshot(Instant::now());
+    assert!(snapshot.last_error.is_none());
+    assert_eq!(
+        snapshot.video.as_ref().map(|v| (v.width, v.height)),
+        Some((640, 360))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_file_is_an_error_the_input_shows() {
+    let (received, stats) = collect(
+        Source::File {
+            path: "/nonexistent/clip.mp4".into(),
+            looped: true,
+            encoding: ENCODING,
+        },
+        Duration::from_millis(1_000),
+    )
+    .await;
+    assert!(received.events.is_empty(), "{:?}", received.events);
+    let error = stats.snapshot(Instant::now()).last_error.expect("an error");
+    assert!(error.contains("/nonexistent/clip.mp4"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_pattern_sends_h264_and_aac_with_a_keyframe_every_gop() {
+    let (received, _stats) = collect(
+        Source::TestPattern(PatternSettings {
+            width: 320,
+            height: 240,
+            frame_rate: (25, 1),
+            encoding: VideoEncoding {
+                bitrate_kbps: 500,
+                keyframe_interval: 25,
+            },
+            caption: "bars".to_string(),
+        }),
+        Duration::from_millis(3_000),
+    )
+    .await;
+    let video = received.frames(TrackId(0x100));
+    let audio = received.frames(TrackId(0x101));
+    assert!(
+        video.len() >= 40,
+        "{} video frames ({:?})",
+        video.len(),
+        _stats.snapshot(Instant::now()).last_error
+    );
+    assert!(audio.len() >= 60, "{} audio frames", audio.len());
+    assert!(video[0].keyframe);
+    assert_rising_without_gaps(&video, 3_600, "video");
+    let format = lunora_media::keyframe_video_format(Codec::H264, &video[0].data).unwrap();
+    assert_eq!((format.width, format.height), (320, 240));
+    let keyframes = video.iter().filter(|f| f.keyframe).count();
+    assert!((2..=4).contains(&keyframes), "{keyframes} keyframes");
+}
