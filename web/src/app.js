@@ -680,10 +680,11 @@ function renderDashboard(channel) {
     const loss = sent ? `${((100 * (srt.packets_lost || 0)) / sent).toFixed(2)} %` : "—";
     const onAir = channel.active_input === input.id;
     return el("tr", { "data-testid": `input-${input.id}` },
-      el("td", {}, el("strong", {}, input.id), " ", onAir ? pill("on air", "ok") : null, el("div", { class: "muted" }, `${input.type} ${input.listen}`),
+      el("td", {}, el("strong", {}, input.id), " ", onAir ? pill("on air", "ok") : null, el("div", { class: "muted" }, input.listen ? `${input.type} ${input.listen}` : input.type),
         el("div", { class: "muted", "data-testid": `video-${input.id}` }, videoFormat(input.video))),
       el("td", {}, input.role),
-      el("td", {}, input.state === "connected" ? pill("connected", "ok") : pill("waiting", "muted"), input.peer ? el("div", { class: "muted" }, input.peer) : null),
+      el("td", {}, input.state === "connected" ? pill("connected", "ok") : pill("waiting", "muted"), input.peer ? el("div", { class: "muted" }, input.peer) : null,
+        input.last_error ? el("div", { class: "error", "data-testid": `input-error-${input.id}` }, input.last_error) : null),
       el("td", {}, healthPill(input)),
       el("td", {}, formatBitrate(input.bitrate_bps), sparkline(history)),
       el("td", { class: "col-srt" }, input.type !== "srt" ? el("span", { class: "muted" }, "n/a") : input.state === "connected" ? `${(srt.rtt_ms || 0).toFixed(1)} ms / ${loss}` : "—"),
@@ -876,7 +877,7 @@ function boxHost() {
 
 function renderIngest(channel) {
   const host = boxHost();
-  const blocks = channel.inputs.map((input) => {
+  const blocks = channel.inputs.filter((input) => input.listen).map((input) => {
     const port = String(input.listen).split(":").pop();
     const ingest = input.ingest || {};
     if (input.type === "rtmp") {

@@ -72,7 +72,8 @@ pub enum ApplyError {
 struct RunningInput {
     settings: InputSettings,
     slot: usize,
-    listen: SocketAddr,
+    /// Where senders reach it (none for inputs the media engine plays).
+    listen: Option<SocketAddr>,
     stats: StatsHandle,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -515,7 +516,7 @@ impl Graph {
                                 .run(slot, events, cancel.clone().cancelled_owned())
                                 .instrument(span),
                         );
-                        Ok((listen, Some(task)))
+                        Ok((Some(listen), Some(task)))
                     }
                     Err(e) => Err(format!(
                         "channel {channel:?} input {id:?}: cannot bind SRT port {}: {e}",
@@ -532,13 +533,16 @@ impl Graph {
                         events,
                         stats: stats.clone(),
                     });
-                    Ok((address, None))
+                    Ok((Some(address), None))
                 }
                 (Err(e), _) => Err(e),
                 (_, None) => Err(format!(
                     "channel {channel:?} input {id:?} has no stream key"
                 )),
             },
+            InputSettings::File(_) | InputSettings::TestPattern(_) => self
+                .start_engine_input(channel, &settings, slot, events, stats.clone(), &cancel)
+                .map(|task| (None, Some(task))),
         };
         let (listen, task) = match started {
             Ok(started) => started,
@@ -548,7 +552,12 @@ impl Graph {
                 return Err(e);
             }
         };
-        info!(channel = %channel, input = %id, kind = settings.kind(), listen = %listen, "input started");
+        match listen {
+            Some(listen) => {
+                info!(channel = %channel, input = %id, kind = settings.kind(), listen = %listen, "input started")
+            }
+            None => info!(channel = %channel, input = %id, kind = settings.kind(), "input started"),
+        }
         let tap = {
             let mut channels = guard(&self.channels);
             let c = channels
@@ -576,6 +585,77 @@ impl Graph {
                 .await;
         }
         Ok(())
+    }
+
+    /// Starts a file or test-pattern input on the media engine.
+    #[cfg(feature = "engine")]
+    fn start_engine_input(
+        &self,
+        channel: &str,
+        settings: &InputSettings,
+        slot: usize,
+        events: InputSender,
+        stats: StatsHandle,
+        cancel: &CancellationToken,
+    ) -> Result<JoinHandle<()>, String> {
+        use lunora_engine::{EngineInputSettings, PatternSettings, Source, VideoEncoding};
+        let id = settings.id().to_string();
+        let source = match settings {
+            InputSettings::File(file) => {
+                let Some(path) = file.path.clone() else {
+                    return Err(format!(
+                        "channel {channel:?} input {id:?}: S3 files ({}) cannot be played by this build yet",
+                        file.url.as_deref().unwrap_or_default()
+                    ));
+                };
+                Source::File {
+                    path,
+                    looped: file.looped,
+                    encoding: VideoEncoding {
+                        bitrate_kbps: file.bitrate_kbps,
+                        keyframe_interval: 60,
+                    },
+                }
+            }
+            InputSettings::TestPattern(pattern) => Source::TestPattern(PatternSettings {
+                width: pattern.width,
+                height: pattern.height,
+                frame_rate: pattern.frame_rate.fraction(),
+                encoding: VideoEncoding {
+                    bitrate_kbps: pattern.bitrate_kbps,
+                    keyframe_interval: pattern.frame_rate.two_seconds(),
+                },
+                caption: format!("{channel} / {id}"),
+            }),
+            _ => return Err(format!("input {id:?} is not played by the media engine")),
+        };
+        let span = info_span!("input", channel = %channel, input = %id);
+        Ok(self.tasks.spawn(
+            lunora_engine::run(
+                EngineInputSettings { id, source },
+                slot,
+                events,
+                stats,
+                cancel.clone().cancelled_owned(),
+            )
+            .instrument(span),
+        ))
+    }
+
+    #[cfg(not(feature = "engine"))]
+    fn start_engine_input(
+        &self,
+        channel: &str,
+        settings: &InputSettings,
+        _slot: usize,
+        _events: InputSender,
+        _stats: StatsHandle,
+        _cancel: &CancellationToken,
+    ) -> Result<JoinHandle<()>, String> {
+        Err(format!(
+            "channel {channel:?} input {:?}: this build has no media engine (built without the `gstreamer` feature)",
+            settings.id().as_str()
+        ))
     }
 
     /// Binds the shared RTMP server the first time an RTMP input needs it.
@@ -1074,14 +1154,15 @@ fn input_status(
             stream_key_set: s.stream_key.is_some(),
             ..IngestView::default()
         },
+        InputSettings::File(_) | InputSettings::TestPattern(_) => IngestView::default(),
     };
     InputStatus {
         id: input.settings.id().to_string(),
         role: input.settings.role().name(),
         kind: input.settings.kind(),
         listen: match input.settings {
-            InputSettings::Rtmp(_) => rtmp_address.unwrap_or(input.listen),
-            InputSettings::Srt(_) => input.listen,
+            InputSettings::Rtmp(_) => rtmp_address.or(input.listen),
+            _ => input.listen,
         },
         ingest,
         health: health_of(input.slot, runtime, now),

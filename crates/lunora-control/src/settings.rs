@@ -412,6 +412,11 @@ pub enum InputSettings {
     Srt(SrtInputSettings),
     /// RTMP publish (OBS).
     Rtmp(RtmpInputSettings),
+    /// A file played as a live feed (MP4 or MPEG-TS), once or looped.
+    File(FileInputSettings),
+    /// Colour bars, a clock, a frame counter and a tone, to check a path end to end.
+    #[serde(rename = "test_pattern")]
+    TestPattern(TestPatternInputSettings),
 }
 
 fn srt_passphrase(value: &Option<Secret>, problems: &mut Vec<Problem>) {
@@ -488,12 +493,12 @@ fn expand_secret(
     }
 }
 
-/// Every component kind holds one secret (a passphrase or a stream key): expanded from the
-/// environment in config files, kept when a change leaves it out, shown only as `*_set`.
+/// A component kind holds at most one secret (a passphrase or a stream key): expanded from
+/// the environment in config files, kept when a change leaves it out, shown only as `*_set`.
 trait OneSecret: Serialize {
-    /// The secret's config key, and the secret.
-    fn secret(&self) -> (&'static str, Option<&Secret>);
-    fn secret_mut(&mut self) -> (&'static str, &mut Option<Secret>);
+    /// The secret's config key, and the secret, for kinds that have one.
+    fn secret(&self) -> Option<(&'static str, Option<&Secret>)>;
+    fn secret_mut(&mut self) -> Option<(&'static str, &mut Option<Secret>)>;
     fn kind(&self) -> &'static str;
 }
 
@@ -502,8 +507,9 @@ fn expand_secret_of(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let (field, secret) = component.secret_mut();
-    expand_secret(field, secret, lookup, &mut problems);
+    if let Some((field, secret)) = component.secret_mut() {
+        expand_secret(field, secret, lookup, &mut problems);
+    }
     problems
 }
 
@@ -511,17 +517,23 @@ fn keep_secret_of<T: OneSecret>(new: &mut T, old: &T) {
     if new.kind() != old.kind() {
         return;
     }
-    let (_, secret) = new.secret_mut();
-    if secret.is_none() {
-        *secret = old.secret().1.cloned();
+    let old = old.secret().and_then(|(_, secret)| secret.cloned());
+    if let Some((_, secret)) = new.secret_mut()
+        && secret.is_none()
+    {
+        *secret = old;
     }
 }
 
 fn view_of<T: OneSecret>(component: &T) -> Value {
-    let (field, _) = component.secret();
+    let secrets: Vec<&str> = component
+        .secret()
+        .map(|(field, _)| field)
+        .into_iter()
+        .collect();
     mask(
         serde_json::to_value(component).unwrap_or(Value::Null),
-        &[field],
+        &secrets,
     )
 }
 
@@ -537,17 +549,19 @@ fn mask(mut value: Value, secrets: &[&str]) -> Value {
 }
 
 impl OneSecret for InputSettings {
-    fn secret(&self) -> (&'static str, Option<&Secret>) {
+    fn secret(&self) -> Option<(&'static str, Option<&Secret>)> {
         match self {
-            InputSettings::Srt(s) => ("passphrase", s.passphrase.as_ref()),
-            InputSettings::Rtmp(s) => ("stream_key", s.stream_key.as_ref()),
+            InputSettings::Srt(s) => Some(("passphrase", s.passphrase.as_ref())),
+            InputSettings::Rtmp(s) => Some(("stream_key", s.stream_key.as_ref())),
+            InputSettings::File(_) | InputSettings::TestPattern(_) => None,
         }
     }
 
-    fn secret_mut(&mut self) -> (&'static str, &mut Option<Secret>) {
+    fn secret_mut(&mut self) -> Option<(&'static str, &mut Option<Secret>)> {
         match self {
-            InputSettings::Srt(s) => ("passphrase", &mut s.passphrase),
-            InputSettings::Rtmp(s) => ("stream_key", &mut s.stream_key),
+            InputSettings::Srt(s) => Some(("passphrase", &mut s.passphrase)),
+            InputSettings::Rtmp(s) => Some(("stream_key", &mut s.stream_key)),
+            InputSettings::File(_) | InputSettings::TestPattern(_) => None,
         }
     }
 
@@ -556,11 +570,186 @@ impl OneSecret for InputSettings {
     }
 }
 
+fn default_file_bitrate() -> u32 {
+    6_000
+}
+
+/// A file played as a live feed, paced in real time like an encoder: an MP4 or MPEG-TS file on
+/// this box (`path`) or an object in S3 (`url`). H.264/HEVC with AAC goes through untouched;
+/// other codecs are encoded to H.264 and AAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileInputSettings {
+    pub id: InputId,
+    #[serde(default)]
+    pub role: InputRole,
+    /// A file on this box, e.g. /var/lib/lunora/media/loop.mp4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub path: Option<std::path::PathBuf>,
+    /// Or an S3 object, s3://bucket/key (kept in the state directory, fetched again when it
+    /// changes; AWS credentials from the standard chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Play it forever, on one continuous timeline (otherwise once, then the input is lost).
+    #[serde(default, rename = "loop")]
+    pub looped: bool,
+    /// Video bitrate when the file has to be encoded (codecs other than H.264/HEVC + AAC), kbit/s.
+    #[serde(default = "default_file_bitrate")]
+    #[schemars(range(min = 100, max = 50_000))]
+    pub bitrate_kbps: u32,
+}
+
+impl FileInputSettings {
+    fn validate(&self, problems: &mut Vec<Problem>) {
+        match (&self.path, &self.url) {
+            (Some(_), Some(_)) | (None, None) => problems.push(Problem::at(
+                "path",
+                "a file input needs exactly one of `path` (a file on this box) and `url` (s3://bucket/key)",
+            )),
+            (Some(path), None) if !path.is_absolute() => problems.push(Problem::at(
+                "path",
+                format!("path must be absolute; it is {:?}", path.display().to_string()),
+            )),
+            (None, Some(url)) if s3_object(url).is_none() => problems.push(Problem::at(
+                "url",
+                format!("url must be s3://bucket/key; it is {url:?}"),
+            )),
+            _ => {}
+        }
+        bitrate(self.bitrate_kbps, problems);
+    }
+}
+
+/// `(bucket, key)` of an `s3://bucket/key` URL.
+pub fn s3_object(url: &str) -> Option<(&str, &str)> {
+    let (bucket, key) = url.strip_prefix("s3://")?.split_once('/')?;
+    let valid = !bucket.is_empty()
+        && !key.is_empty()
+        && bucket.len() <= 63
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && key.len() <= 1024
+        && !key.chars().any(char::is_control);
+    valid.then_some((bucket, key))
+}
+
+fn bitrate(kbps: u32, problems: &mut Vec<Problem>) {
+    if !(100..=50_000).contains(&kbps) {
+        problems.push(Problem::at(
+            "bitrate_kbps",
+            format!("bitrate_kbps must be between 100 and 50000; it is {kbps}"),
+        ));
+    }
+}
+
+/// Frame rates an engine source can make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum FrameRate {
+    #[serde(rename = "23.976")]
+    Film,
+    #[serde(rename = "24")]
+    F24,
+    #[serde(rename = "25")]
+    F25,
+    #[serde(rename = "29.97")]
+    Ntsc,
+    #[default]
+    #[serde(rename = "30")]
+    F30,
+    #[serde(rename = "50")]
+    F50,
+    #[serde(rename = "59.94")]
+    NtscDouble,
+    #[serde(rename = "60")]
+    F60,
+}
+
+impl FrameRate {
+    /// As a fraction (numerator, denominator).
+    pub fn fraction(self) -> (u32, u32) {
+        match self {
+            FrameRate::Film => (24_000, 1_001),
+            FrameRate::F24 => (24, 1),
+            FrameRate::F25 => (25, 1),
+            FrameRate::Ntsc => (30_000, 1_001),
+            FrameRate::F30 => (30, 1),
+            FrameRate::F50 => (50, 1),
+            FrameRate::NtscDouble => (60_000, 1_001),
+            FrameRate::F60 => (60, 1),
+        }
+    }
+
+    /// Frames in two seconds (the keyframe interval platforms ask for).
+    pub fn two_seconds(self) -> u32 {
+        let (num, den) = self.fraction();
+        (2 * num).div_ceil(den)
+    }
+}
+
+fn default_pattern_width() -> u32 {
+    1280
+}
+
+fn default_pattern_height() -> u32 {
+    720
+}
+
+fn default_pattern_bitrate() -> u32 {
+    3_000
+}
+
+/// Colour bars with the time of day, a timecode (frame counter) and the input id burnt in, and
+/// a 1 kHz tone; H.264 with a keyframe every 2 s and AAC 48 kHz stereo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestPatternInputSettings {
+    pub id: InputId,
+    #[serde(default)]
+    pub role: InputRole,
+    #[serde(default = "default_pattern_width")]
+    #[schemars(range(min = 128, max = 3840))]
+    pub width: u32,
+    #[serde(default = "default_pattern_height")]
+    #[schemars(range(min = 72, max = 2160))]
+    pub height: u32,
+    #[serde(default)]
+    pub frame_rate: FrameRate,
+    /// Video bitrate, kbit/s.
+    #[serde(default = "default_pattern_bitrate")]
+    #[schemars(range(min = 100, max = 50_000))]
+    pub bitrate_kbps: u32,
+}
+
+impl TestPatternInputSettings {
+    fn validate(&self, problems: &mut Vec<Problem>) {
+        for (key, value, range) in [
+            ("width", self.width, 128..=3840),
+            ("height", self.height, 72..=2160),
+        ] {
+            if !range.contains(&value) || value % 2 != 0 {
+                problems.push(Problem::at(
+                    key,
+                    format!(
+                        "{key} must be even and between {} and {}; it is {value}",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+        }
+        bitrate(self.bitrate_kbps, problems);
+    }
+}
+
 impl InputSettings {
     pub fn id(&self) -> &InputId {
         match self {
             InputSettings::Srt(s) => &s.id,
             InputSettings::Rtmp(s) => &s.id,
+            InputSettings::File(s) => &s.id,
+            InputSettings::TestPattern(s) => &s.id,
         }
     }
 
@@ -568,6 +757,8 @@ impl InputSettings {
         match self {
             InputSettings::Srt(s) => s.role,
             InputSettings::Rtmp(s) => s.role,
+            InputSettings::File(s) => s.role,
+            InputSettings::TestPattern(s) => s.role,
         }
     }
 
@@ -575,6 +766,8 @@ impl InputSettings {
         match self {
             InputSettings::Srt(_) => "srt",
             InputSettings::Rtmp(_) => "rtmp",
+            InputSettings::File(_) => "file",
+            InputSettings::TestPattern(_) => "test_pattern",
         }
     }
 
@@ -609,12 +802,29 @@ impl InputSettings {
                 }
                 Some(_) => {}
             },
+            InputSettings::File(s) => s.validate(&mut problems),
+            InputSettings::TestPattern(s) => s.validate(&mut problems),
+        }
+        if self.needs_engine() && !cfg!(feature = "engine") {
+            problems.push(Problem::at(
+                "type",
+                format!(
+                    "{} inputs need the media engine, and this build has none (built without the `gstreamer` feature)",
+                    self.kind()
+                ),
+            ));
         }
         problems
     }
 
+    /// Inputs the media engine (GStreamer) plays.
+    pub fn needs_engine(&self) -> bool {
+        matches!(self, InputSettings::File(_) | InputSettings::TestPattern(_))
+    }
+
     pub fn resources(&self) -> Vec<Resource> {
         match self {
+            InputSettings::File(_) | InputSettings::TestPattern(_) => Vec::new(),
             InputSettings::Srt(s) => vec![Resource::UdpPort(s.listen)],
             InputSettings::Rtmp(s) => s
                 .stream_key
@@ -774,17 +984,17 @@ fn spec_field(field: SpecField) -> &'static str {
 }
 
 impl OneSecret for OutputSettings {
-    fn secret(&self) -> (&'static str, Option<&Secret>) {
+    fn secret(&self) -> Option<(&'static str, Option<&Secret>)> {
         match self {
-            OutputSettings::Srt(s) => ("passphrase", s.passphrase.as_ref()),
-            OutputSettings::Rtmp(s) => ("stream_key", s.stream_key.as_ref()),
+            OutputSettings::Srt(s) => Some(("passphrase", s.passphrase.as_ref())),
+            OutputSettings::Rtmp(s) => Some(("stream_key", s.stream_key.as_ref())),
         }
     }
 
-    fn secret_mut(&mut self) -> (&'static str, &mut Option<Secret>) {
+    fn secret_mut(&mut self) -> Option<(&'static str, &mut Option<Secret>)> {
         match self {
-            OutputSettings::Srt(s) => ("passphrase", &mut s.passphrase),
-            OutputSettings::Rtmp(s) => ("stream_key", &mut s.stream_key),
+            OutputSettings::Srt(s) => Some(("passphrase", &mut s.passphrase)),
+            OutputSettings::Rtmp(s) => Some(("stream_key", &mut s.stream_key)),
         }
     }
 

@@ -102,7 +102,8 @@ pub struct InputStatus {
     pub role: &'static str,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub listen: SocketAddr,
+    /// Where senders reach it; `null` for file and test-pattern inputs.
+    pub listen: Option<SocketAddr>,
     /// What to set on the encoder (secrets only as "set").
     pub ingest: IngestView,
     pub health: HealthView,

@@ -144,6 +144,7 @@ impl Input {
         info!(input = %self.id, "engine input on air");
         self.stats.update(|s| {
             s.state = ConnectionState::Connected;
+            s.peer = Some(source.describe());
             s.connections_total += 1;
             s.last_error = None;
         });
@@ -161,6 +162,7 @@ impl Input {
         self.stats.update(|s| {
             was_connected = s.state == ConnectionState::Connected;
             s.state = ConnectionState::Waiting;
+            s.peer = None;
             s.bitrate_bps = 0.0;
         });
         if was_connected {

@@ -563,7 +563,7 @@ impl Connection {
                 {
                     let mut stats = input.stats.lock();
                     stats.state = ConnectionState::Connected;
-                    stats.peer = Some(self.peer);
+                    stats.peer = Some(self.peer.to_string());
                     stats.connections_total += 1;
                 }
                 let _ = input.events.send(

@@ -331,7 +331,7 @@ impl Input {
         {
             let mut stats = self.stats.lock();
             stats.state = ConnectionState::Connected;
-            stats.peer = Some(peer);
+            stats.peer = Some(peer.to_string());
             stats.connections_total += 1;
         }
         let _ = self.events.send(

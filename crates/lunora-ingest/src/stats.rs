@@ -1,7 +1,6 @@
 //! The statistics an input publishes: one snapshot the API and `/metrics` both read.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -60,7 +59,8 @@ impl VideoInfo {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct InputStats {
     pub state: ConnectionState,
-    pub peer: Option<SocketAddr>,
+    /// Who is sending: the caller's address, or what an engine input plays.
+    pub peer: Option<String>,
     pub connections_total: u64,
     pub rejected_total: RejectCounts,
     pub bytes_total: u64,
