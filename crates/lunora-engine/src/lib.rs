@@ -1,19 +1,24 @@
-//! The media engine: sources that need pixels rather than packets, on GStreamer. A file (MP4 or
-//! MPEG-TS, looped on a continuous timeline) and a test pattern, each run as a channel input
-//! that paces its frames in real time like an encoder.
+//! The media engine: sources and conversions that need pixels rather than packets, on
+//! GStreamer. A file (MP4 or MPEG-TS, looped on a continuous timeline) and a test pattern, each
+//! run as a channel input that paces its frames in real time like an encoder.
 //!
 //! GStreamer runs on its own threads; frames cross to the tokio side through bounded queues
 //! (`pipeline`), are placed on the input's timeline (`timeline`, pure) and sent when due
 //! (`source`). A pipeline is stopped and freed as soon as it is no longer needed.
+//!
+//! The engine also transcodes (`transcode`): a channel's program to a platform's profile, and
+//! any audio to AAC, taking frames without ever making their sender wait.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod pipeline;
 mod source;
 pub mod timeline;
+mod transcode;
 
 pub use pipeline::{PatternSettings, VideoEncoding};
 pub use source::{EngineInputSettings, Source, run};
+pub use transcode::{AudioToAac, Offer, TranscodeProfile, Transcoder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -40,9 +40,19 @@ const QUEUE: usize = 64;
 
 /// The tracks a pipeline carries, as its demuxer finds them, and whether it has found them all.
 #[derive(Debug, Default)]
-struct Tracks {
+pub(crate) struct Tracks {
     found: Mutex<Vec<(Kind, Codec)>>,
     complete: AtomicBool,
+}
+
+impl Tracks {
+    /// The tracks of a pipeline that knows them from the start.
+    pub(crate) fn fixed(tracks: Vec<(Kind, Codec)>) -> Arc<Tracks> {
+        Arc::new(Tracks {
+            found: Mutex::new(tracks),
+            complete: AtomicBool::new(true),
+        })
+    }
 }
 
 /// A running pipeline and the receiving end of its queue.
@@ -126,7 +136,11 @@ fn ticks(time: gst::ClockTime) -> i64 {
 }
 
 /// Hands every sample of `sink` to `items` as a frame of `kind`, and its end of stream.
-fn drain_into(sink: &gst_app::AppSink, (kind, codec): (Kind, Codec), items: mpsc::Sender<Item>) {
+pub(crate) fn drain_into(
+    sink: &gst_app::AppSink,
+    (kind, codec): (Kind, Codec),
+    items: mpsc::Sender<Item>,
+) {
     let ended = items.clone();
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -180,7 +194,7 @@ fn drain_into(sink: &gst_app::AppSink, (kind, codec): (Kind, Codec), items: mpsc
 }
 
 /// The appsink end of every branch: access units in the form `Frame` carries.
-fn sink_caps(codec: Codec) -> &'static str {
+pub(crate) fn sink_caps(codec: Codec) -> &'static str {
     match codec {
         Codec::Hevc => "video/x-h265,stream-format=byte-stream,alignment=au",
         Codec::AacAdts => "audio/mpeg,mpegversion=4,stream-format=adts",
@@ -196,16 +210,17 @@ pub struct VideoEncoding {
     pub keyframe_interval: u32,
 }
 
-fn h264_encoder(encoding: VideoEncoding) -> String {
-    // I420 first: left to negotiate, x264enc may pick 4:4:4 that few decoders play.
+pub(crate) fn h264_encoder(encoding: VideoEncoding) -> String {
+    // I420 first: left to negotiate, x264enc may pick 4:4:4 that few decoders play. No
+    // scene-cut keyframes: platforms want keyframes exactly every `keyframe_interval`.
     format!(
         "videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=veryfast \
-         bitrate={} key-int-max={} ! h264parse config-interval=-1",
+         bitrate={} key-int-max={} option-string=\"scenecut=0\" ! h264parse config-interval=-1",
         encoding.bitrate_kbps, encoding.keyframe_interval
     )
 }
 
-const AAC_ENCODER: &str = "audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! \
+pub(crate) const AAC_ENCODER: &str = "audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! \
                            avenc_aac bitrate=128000 ! aacparse";
 
 /// Colour bars with the wall clock and a frame counter burnt in, and a 1 kHz tone.
@@ -256,24 +271,21 @@ pub(crate) fn test_pattern(settings: &PatternSettings) -> Result<Running, Engine
             })?;
         drain_into(&sink, track, sender.clone());
     }
-    let tracks = Tracks {
-        found: Mutex::new(vec![
-            (Kind::Video, Codec::H264),
-            (Kind::Audio, Codec::AacAdts),
-        ]),
-        complete: AtomicBool::new(true),
-    };
-    play(pipeline, items, Arc::new(tracks))
+    let tracks = Tracks::fixed(vec![
+        (Kind::Video, Codec::H264),
+        (Kind::Audio, Codec::AacAdts),
+    ]);
+    play(pipeline, items, tracks)
 }
 
-fn launch(description: &str) -> Result<gst::Pipeline, EngineError> {
+pub(crate) fn launch(description: &str) -> Result<gst::Pipeline, EngineError> {
     gst::parse::launch(description)
         .map_err(|e| EngineError::Pipeline(e.to_string()))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| EngineError::Pipeline("not a pipeline".to_string()))
 }
 
-fn play(
+pub(crate) fn play(
     pipeline: gst::Pipeline,
     items: mpsc::Receiver<Item>,
     tracks: Arc<Tracks>,
