@@ -301,6 +301,17 @@ pub fn render_metrics(
         &["channel"],
     )?;
 
+    let transcode_frames = f.counter(
+        "lunora_transcode_frames_total",
+        "Frames through a destination transcode: in (taken from the channel), out (encoded), dropped (the transcode was behind).",
+        &["channel", "profile", "direction"],
+    )?;
+    let transcode_destinations = f.int_gauge(
+        "lunora_transcode_destinations",
+        "Destinations reading a running transcode.",
+        &["channel", "profile"],
+    )?;
+
     let hls_segments = f.int_gauge(
         "lunora_hls_segments",
         "Segments in the preview playlist.",
@@ -344,6 +355,21 @@ pub fn render_metrics(
         timeline_dropped
             .with_label_values(&[c])
             .inc_by(channel.timeline_dropped_frames_total);
+        for transcode in &channel.transcodes {
+            let p = transcode.profile.as_str();
+            for (direction, frames) in [
+                ("in", transcode.frames_in_total),
+                ("out", transcode.frames_out_total),
+                ("dropped", transcode.frames_dropped_total),
+            ] {
+                transcode_frames
+                    .with_label_values(&[c, p, direction])
+                    .inc_by(frames);
+            }
+            transcode_destinations
+                .with_label_values(&[c, p])
+                .set(i64::try_from(transcode.destinations).unwrap_or(i64::MAX));
+        }
         // The common switches exist from the start, at zero.
         for (from_role, to_role, reason) in [
             ("main", "backup", "input_lost"),

@@ -235,6 +235,13 @@ pub(crate) fn channel() -> Value {
             "target_duration_seconds": count(),
             "discontinuities_total": count(),
         })),
+        "transcodes": array(object(json!({
+            "profile": string(),
+            "destinations": count(),
+            "frames_in_total": count(),
+            "frames_out_total": count(),
+            "frames_dropped_total": count(),
+        }))),
     }))
 }
 

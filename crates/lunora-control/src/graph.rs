@@ -29,9 +29,10 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::channel::{ChannelCommand, ChannelTask, SharedRuntime, lock};
 use crate::events::{ChannelEvent, ConfigChange};
+use crate::profiles::Profiles;
 use crate::settings::{
     ChannelSettings, ChannelSpec, GraphProblem, GraphSpec, InputRole, InputSettings,
-    OutputSettings, SrtOutputMode as SrtModeSetting, is_medialive_feed,
+    OutputSettings, RtmpOutputSettings, SrtOutputMode as SrtModeSetting, is_medialive_feed,
 };
 use crate::status::{
     ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
@@ -101,6 +102,9 @@ struct RunningChannel {
     /// Input id → the bus carrying that input's stream as received, for outputs with a
     /// `source`; kept across the input's restarts, dropped with the last output using it.
     taps: HashMap<String, Arc<Bus>>,
+    /// The transcodes its destinations share, by profile.
+    #[cfg(feature = "engine")]
+    transcodes: Arc<crate::transcode::Transcodes>,
 }
 
 /// The box's running channels. Cheap to share (`Arc`); every method is safe to call from
@@ -120,6 +124,8 @@ pub struct Graph {
     run_choices: Mutex<HashMap<(String, String), bool>>,
     /// The saved state could not be read: no destination starts unless an operator says so.
     hold_destinations: AtomicBool,
+    /// The profiles destinations can name (`[profiles.*]`), as last applied.
+    profiles: Mutex<Profiles>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -167,6 +173,7 @@ impl Graph {
             applying: tokio::sync::Mutex::new(()),
             run_choices: Mutex::new(HashMap::new()),
             hold_destinations: AtomicBool::new(false),
+            profiles: Mutex::new(Profiles::new()),
         })
     }
 
@@ -212,6 +219,7 @@ impl Graph {
                     outputs: c.outputs.iter().map(|o| o.settings.clone()).collect(),
                 })
                 .collect(),
+            profiles: guard(&self.profiles).clone(),
         }
     }
 
@@ -237,6 +245,7 @@ impl Graph {
         }
         let _applying = self.applying.lock().await;
         let plan = self.plan(&spec);
+        *guard(&self.profiles) = spec.profiles.clone();
         for channel in &plan.stop_channels {
             self.stop_channel(channel).await;
         }
@@ -304,7 +313,21 @@ impl Graph {
                     .map(|(input, replaced)| (id.to_string(), input, replaced)),
             );
             let running: Vec<&OutputSettings> = old.outputs.iter().map(|o| &o.settings).collect();
-            let (stop, start) = differences(&running, &new.outputs, |o| o.id().as_str());
+            let (mut stop, mut start) = differences(&running, &new.outputs, |o| o.id().as_str());
+            // A destination whose profile was redefined restarts with the new one.
+            let profiles = guard(&self.profiles);
+            for output in &new.outputs {
+                let id = output.id().as_str();
+                let unchanged = running.iter().any(|o| *o == output);
+                if unchanged
+                    && crate::profiles::profile_of(output, &profiles)
+                        != crate::profiles::profile_of(output, &spec.profiles)
+                {
+                    stop.push((id.to_string(), true));
+                    start.push((output.clone(), true));
+                }
+            }
+            drop(profiles);
             plan.stop_outputs.extend(
                 stop.into_iter()
                     .map(|(output, replaced)| (id.to_string(), output, replaced)),
@@ -357,6 +380,13 @@ impl Graph {
         );
         let hls =
             span.in_scope(|| HlsPreview::spawn(bus.clone(), self.env.hls, cancel.child_token()));
+        #[cfg(feature = "engine")]
+        let transcodes = crate::transcode::Transcodes::new(
+            &id,
+            bus.clone(),
+            self.tasks.clone(),
+            cancel.child_token(),
+        );
         info!(channel = %id, mode = settings.mode.name(), "channel started");
         guard(&self.channels).push(RunningChannel {
             settings,
@@ -369,6 +399,8 @@ impl Graph {
             inputs: Vec::new(),
             outputs: Vec::new(),
             taps: HashMap::new(),
+            #[cfg(feature = "engine")]
+            transcodes,
         });
         self.config_event(&id, "channel", &id, ConfigChange::Added);
     }
@@ -893,6 +925,8 @@ impl Graph {
                     Some((_, was_running)) => was_running || rtmp.autostart,
                     None => self.should_start(channel, &id, rtmp.autostart),
                 };
+                let bus =
+                    span.in_scope(|| self.destination_bus(channel, rtmp, bus, &stats, &cancel))?;
                 let control = span.in_scope(|| {
                     RtmpDestination::spawn(
                         RtmpDestinationSettings {
@@ -928,6 +962,76 @@ impl Graph {
             c.outputs.push(running);
         }
         Ok(())
+    }
+
+    /// The bus an RTMP destination reads: the channel's (or its tap's) as it is, or one fed
+    /// by the channel's shared transcode of its profile.
+    #[cfg(feature = "engine")]
+    fn destination_bus(
+        &self,
+        channel: &str,
+        rtmp: &RtmpOutputSettings,
+        bus: Arc<Bus>,
+        stats: &OutputStatsHandle,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<Bus>, String> {
+        use crate::profiles::Transcode;
+        use crate::transcode::{Mode, destination_bus};
+        let (name, mode) = match &rtmp.transcode {
+            Transcode::Off => return Ok(bus),
+            Transcode::Auto => {
+                let name = crate::profiles::for_preset(rtmp.preset);
+                let rules = rtmp.preset.rules();
+                match (name, rules) {
+                    (Some(name), Some(rules)) => (name.to_string(), Mode::Auto(rules)),
+                    _ => {
+                        return Err(format!(
+                            "channel {channel:?} output {:?}: transcode = \"auto\" needs a platform preset",
+                            rtmp.id.as_str()
+                        ));
+                    }
+                }
+            }
+            Transcode::Profile(name) => (name.clone(), Mode::Always),
+        };
+        let profile = crate::profiles::resolve(&guard(&self.profiles), &name).ok_or_else(|| {
+            format!(
+                "channel {channel:?} output {:?}: no profile {name:?}",
+                rtmp.id.as_str()
+            )
+        })?;
+        let registry = guard(&self.channels)
+            .iter()
+            .find(|c| c.settings.id.as_str() == channel)
+            .map(|c| c.transcodes.clone())
+            .ok_or_else(|| format!("channel {channel:?} is not running"))?;
+        Ok(destination_bus(
+            &registry,
+            &name,
+            &profile,
+            mode,
+            stats.clone(),
+            cancel.clone(),
+        ))
+    }
+
+    #[cfg(not(feature = "engine"))]
+    fn destination_bus(
+        &self,
+        channel: &str,
+        rtmp: &RtmpOutputSettings,
+        bus: Arc<Bus>,
+        _stats: &OutputStatsHandle,
+        _cancel: &CancellationToken,
+    ) -> Result<Arc<Bus>, String> {
+        if rtmp.transcode.is_off() {
+            Ok(bus)
+        } else {
+            Err(format!(
+                "channel {channel:?} output {:?}: this build has no media engine to transcode with (built without the `gstreamer` feature)",
+                rtmp.id.as_str()
+            ))
+        }
     }
 
     /// Whether a destination starts: what an operator last did wins over autostart, and
@@ -1069,6 +1173,10 @@ impl Graph {
                     incompatible_switches_total: runtime.incompatible_total,
                     timeline_dropped_frames_total: runtime.timeline_dropped_frames,
                     hls: HlsView::new(c.settings.id.as_str(), c.hls.stats()),
+                    #[cfg(feature = "engine")]
+                    transcodes: c.transcodes.snapshot(),
+                    #[cfg(not(feature = "engine"))]
+                    transcodes: Vec::new(),
                 }
             })
             .collect()

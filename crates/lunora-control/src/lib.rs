@@ -7,6 +7,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod profiles;
+pub use profiles::{ProfileSettings, Transcode};
 pub mod settings;
 
 pub use settings::{
@@ -22,6 +24,8 @@ mod control;
 pub mod events;
 mod graph;
 pub mod status;
+#[cfg(feature = "engine")]
+mod transcode;
 
 pub use accounts::execute_account;
 pub use control::{Actor, Command, CommandError, Control, Outcome, StoreHealth, overlaid};
@@ -29,7 +33,7 @@ pub use events::{ChannelEvent, ConfigChange};
 pub use graph::{ApplyError, ControlError, Environment, Graph, SwitchError};
 pub use status::{
     ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
-    SwitchCount, SwitchView,
+    SwitchCount, SwitchView, TranscodeView,
 };
 
 /// Types the API shows that come from the media crates.

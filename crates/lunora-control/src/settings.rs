@@ -17,6 +17,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::profiles::{Profiles, Transcode, transcode_problem};
+
 /// How every id is explained when it breaks the rule.
 pub const ID_RULE: &str = "must be 1–64 characters of a-z, 0-9, '-' or '_'";
 
@@ -96,7 +98,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn at(field: &'static str, message: impl Into<String>) -> Problem {
+    pub(crate) fn at(field: &'static str, message: impl Into<String>) -> Problem {
         Problem {
             field: Some(field),
             message: message.into(),
@@ -945,6 +947,8 @@ pub struct RtmpOutputSettings {
         description = "What it sends: absent, the channel's switched program; an input id, that input's stream as received (MediaLive's own failover pair in cloud mode, a monitoring feed)."
     )]
     pub source: Option<InputId>,
+    #[serde(default, skip_serializing_if = "Transcode::is_off")]
+    pub transcode: Transcode,
 }
 
 impl RtmpOutputSettings {
@@ -1176,6 +1180,8 @@ pub const MAX_OUTPUTS_PER_CHANNEL: usize = 32;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GraphSpec {
     pub channels: Vec<ChannelSpec>,
+    /// `[profiles.<name>]` of the config file: transcodes RTMP destinations can name.
+    pub profiles: Profiles,
 }
 
 /// Which component of a channel a problem is about (positions in [`GraphSpec`]).
@@ -1298,6 +1304,16 @@ impl GraphSpec {
             }
             for (o, output) in channel.outputs.iter().enumerate() {
                 for problem in output.validate() {
+                    push(c, Component::Output(o), problem, false);
+                }
+                if let OutputSettings::Rtmp(rtmp) = output
+                    && let Some(problem) = transcode_problem(
+                        &rtmp.transcode,
+                        rtmp.preset,
+                        rtmp.source.is_some(),
+                        &self.profiles,
+                    )
+                {
                     push(c, Component::Output(o), problem, false);
                 }
                 let output_id = output.id().as_str();
@@ -1465,6 +1481,7 @@ mod tests {
     #[test]
     fn two_components_never_claim_one_port() {
         let graph = GraphSpec {
+            profiles: Default::default(),
             channels: vec![
                 channel("a", vec![srt("main", 9000)]),
                 channel("b", vec![srt("main", 9000)]),
@@ -1493,6 +1510,7 @@ mod tests {
             .unwrap()
         };
         let mut graph = GraphSpec {
+            profiles: Default::default(),
             channels: vec![channel("p", vec![])],
         };
         graph.channels[0].outputs = (0..32).map(destination).collect();
@@ -1512,6 +1530,7 @@ mod tests {
             s.passphrase = Some(Secret::new("short"));
         }
         let graph = GraphSpec {
+            profiles: Default::default(),
             channels: vec![channel("p", vec![bad, srt("x", 9001), srt("y", 9002)])],
         };
         let fields: Vec<Option<&str>> = graph.validate().iter().map(|p| p.field).collect();

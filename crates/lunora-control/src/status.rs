@@ -27,6 +27,20 @@ pub struct ChannelStatus {
     /// Frames the switcher dropped to keep the output timeline valid.
     pub timeline_dropped_frames_total: u64,
     pub hls: HlsView,
+    /// The transcodes running for its destinations, one per profile.
+    pub transcodes: Vec<TranscodeView>,
+}
+
+/// One running transcode, shared by the destinations that send its profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TranscodeView {
+    pub profile: String,
+    /// Destinations reading it now.
+    pub destinations: usize,
+    pub frames_in_total: u64,
+    pub frames_out_total: u64,
+    /// Frames not transcoded because the pipeline was behind the channel.
+    pub frames_dropped_total: u64,
 }
 
 /// The channel's HLS preview: what it holds in memory.

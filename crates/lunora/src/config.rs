@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use lunora_control::{
     ChannelId, ChannelMode, ChannelSettings, ChannelSpec, Component, FailoverSettings, GraphSpec,
-    InputSettings, OutputSettings, Problem, RtmpsSettings,
+    InputSettings, OutputSettings, Problem, ProfileSettings, RtmpsSettings,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -33,6 +33,9 @@ struct RawConfig {
     aws: Option<Spanned<RawAws>>,
     #[serde(default)]
     channels: Vec<RawChannel>,
+    /// `[profiles.<name>]`: transcodes RTMP destinations can name.
+    #[serde(default)]
+    profiles: std::collections::BTreeMap<String, Spanned<ProfileSettings>>,
 }
 
 /// `[aws]`: the account MediaLive and MediaPackage are provisioned in. Credentials come from
@@ -354,6 +357,14 @@ fn validate(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Config {
     let mut graph = GraphSpec::default();
+    for (name, profile) in &raw.profiles {
+        for problem in profile.get_ref().validate(name) {
+            let span = profile.span();
+            let at = problem.field.map_or(span.clone(), |f| c.key(&span, f));
+            c.at(at, problem.message);
+        }
+        graph.profiles.insert(name.clone(), *profile.get_ref());
+    }
     let mut spans = Vec::new();
     if raw.channels.is_empty() {
         c.at(0..0, "no [[channels]] configured; add at least one");
@@ -944,6 +955,37 @@ passphrase = "${SRT_PASS}"
         assert!(
             missing.iter().any(|e| e.contains("its own port")),
             "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn profiles_are_read_checked_and_named_by_destinations() {
+        let channel = "[[channels]]\nid = \"a\"\nmode = \"single\"\n\
+                       [[channels.inputs]]\nid = \"cam\"\ntype = \"srt\"\nlisten = \"127.0.0.1:9000\"\n\
+                       [[channels.outputs]]\nid = \"yt\"\ntype = \"rtmp\"\npreset = \"youtube\"\nstream_key = \"k-1\"\n";
+        let good = format!(
+            "[profiles.studio]\nwidth = 1920\nheight = 1080\nframe_rate = \"29.97\"\nvideo_bitrate_kbps = 6000\n\n{channel}transcode = \"studio\"\n"
+        );
+        let config = parse("t.toml", &good, &env).unwrap();
+        let studio = config.graph.profiles["studio"];
+        assert_eq!(
+            (studio.width, studio.keyframe_interval_s, studio.deinterlace),
+            (1920, 2, true)
+        );
+        assert_eq!(
+            errors(&format!("{channel}transcode = \"tv\"\n")),
+            [format!(
+                "t.toml:13:13: transcode = \"tv\" names no profile: use \"off\", \"auto\", one of [\"youtube\", \"x\", \"linkedin\"], or add [profiles.tv] to the config file"
+            )]
+        );
+        let bad = format!(
+            "[profiles.studio]\nwidth = 1921\nheight = 1080\nvideo_bitrate_kbps = 6000\n\n{channel}"
+        );
+        assert_eq!(
+            errors(&bad),
+            [
+                "t.toml:2:9: profile \"studio\": width must be even and between 128 and 3840; it is 1921"
+            ]
         );
     }
 }
