@@ -27,4 +27,5 @@ mod srt_engine;
 mod srt_ingest;
 mod srt_interop;
 mod srt_output;
+mod transcode;
 mod ui;
