@@ -318,7 +318,7 @@ impl Graph {
             let profiles = guard(&self.profiles);
             for output in &new.outputs {
                 let id = output.id().as_str();
-                let unchanged = running.iter().any(|o| *o == output);
+                let unchanged = running.contains(&output);
                 if unchanged
                     && crate::profiles::profile_of(output, &profiles)
                         != crate::profiles::profile_of(output, &spec.profiles)

@@ -589,8 +589,7 @@ mod tests {
             frames
                 .iter()
                 .filter(|&f| f.keyframe)
-                .map(|f| keyframe_video_format(f.codec, &f.data))
-                .flatten()
+                .filter_map(|f| keyframe_video_format(f.codec, &f.data))
                 .all(|format| format.interlaced),
             "the source is field-coded"
         );

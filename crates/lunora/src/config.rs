@@ -974,9 +974,9 @@ passphrase = "${SRT_PASS}"
         );
         assert_eq!(
             errors(&format!("{channel}transcode = \"tv\"\n")),
-            [format!(
+            [
                 "t.toml:13:13: transcode = \"tv\" names no profile: use \"off\", \"auto\", one of [\"youtube\", \"x\", \"linkedin\"], or add [profiles.tv] to the config file"
-            )]
+            ]
         );
         let bad = format!(
             "[profiles.studio]\nwidth = 1921\nheight = 1080\nvideo_bitrate_kbps = 6000\n\n{channel}"
