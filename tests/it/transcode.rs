@@ -118,6 +118,7 @@ fn an_interlaced_encoder_reaches_youtube_progressive_with_2_s_keyframes_through_
         metrics.contains("lunora_transcode_frames_total{channel=\"program\",direction=\"out\",profile=\"youtube\"}"),
         "{metrics}"
     );
+    crate::metrics::assert_promtool_accepts(&metrics);
     assert_eq!(
         http_post_json(
             daemon.http,
