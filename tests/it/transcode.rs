@@ -1,5 +1,6 @@
-//! Transcoded destinations: an interlaced broadcast encoder to a YouTube-preset destination with
-//! `transcode = "auto"`, recorded by nginx-rtmp and read back with ffprobe.
+//! Transcoded destinations: an interlaced broadcast encoder to YouTube-preset destinations with
+//! `transcode = "auto"` and `transcode = "youtube"` (sharing one transcode), recorded by
+//! nginx-rtmp and read back with ffprobe.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,11 +65,15 @@ fn ffprobe_json(file: &Path, args: &[&str]) -> Value {
 fn an_interlaced_encoder_reaches_youtube_progressive_with_2_s_keyframes_through_a_failover_to_another_size()
  {
     let (main, backup, rtmp) = (free_udp_port(), free_udp_port(), free_tcp_port());
-    let output = format!(
-        "[[channels.outputs]]\nid = \"youtube\"\ntype = \"rtmp\"\npreset = \"youtube\"\n\
-         url = \"rtmp://127.0.0.1:{rtmp}/live\"\nstream_key = \"yt\"\nautostart = true\n\
-         retry_min_ms = 200\nretry_max_ms = 500\ntranscode = \"auto\"\n"
-    );
+    // A second destination names the profile `auto` uses: the two share one transcode.
+    let output = |id: &str, key: &str, transcode: &str| {
+        format!(
+            "[[channels.outputs]]\nid = \"{id}\"\ntype = \"rtmp\"\npreset = \"youtube\"\n\
+             url = \"rtmp://127.0.0.1:{rtmp}/live\"\nstream_key = \"{key}\"\nautostart = true\n\
+             retry_min_ms = 200\nretry_max_ms = 500\ntranscode = \"{transcode}\"\n\n"
+        )
+    };
+    let output = output("youtube", "yt", "auto") + &output("youtube-2", "yt2", "youtube");
     let daemon = Daemon::start(&main_backup_channel(main, backup, "", &output));
     let dir = daemon.dir.path().to_path_buf();
     let _server = nginx(&dir, rtmp);
@@ -82,26 +87,28 @@ fn an_interlaced_encoder_reaches_youtube_progressive_with_2_s_keyframes_through_
         daemon.log()
     );
     let _backup_encoder = srt_push(&dir, "backup", &backup_stream, backup);
-    let state = || {
-        daemon.output("program", "youtube")["state"]
+    let state = |id: &str| {
+        daemon.output("program", id)["state"]
             .as_str()
             .unwrap_or("")
             .to_string()
     };
     assert!(
-        wait_for(Duration::from_secs(20), || state() == "live"),
+        wait_for(Duration::from_secs(20), || state("youtube") == "live"
+            && state("youtube-2") == "live"),
         "not live: {}\n{}",
-        daemon.output("program", "youtube"),
+        daemon.json("/api/v1/channels/program")["outputs"],
         daemon.log()
     );
-    // One transcode, read by this destination.
+    // One transcode, read by both destinations.
     let transcodes = || daemon.json("/api/v1/channels/program")["transcodes"].clone();
     assert!(
         wait_for(Duration::from_secs(5), || transcodes()[0]["destinations"]
-            == 1),
+            == 2),
         "{}",
         transcodes()
     );
+    assert_eq!(transcodes().as_array().map(Vec::len), Some(1));
     assert_eq!(transcodes()[0]["profile"], "youtube");
     std::thread::sleep(Duration::from_secs(8));
 
@@ -119,16 +126,28 @@ fn an_interlaced_encoder_reaches_youtube_progressive_with_2_s_keyframes_through_
         "{metrics}"
     );
     crate::metrics::assert_promtool_accepts(&metrics);
-    assert_eq!(
-        http_post_json(
-            daemon.http,
-            "/api/v1/channels/program/outputs/youtube/stop",
-            ""
-        )
-        .0,
-        202
+    let stop = |id: &str| {
+        assert_eq!(
+            http_post_json(
+                daemon.http,
+                &format!("/api/v1/channels/program/outputs/{id}/stop"),
+                ""
+            )
+            .0,
+            202
+        );
+        assert!(wait_for(Duration::from_secs(5), || state(id) == "idle"));
+    };
+    // One destination stops: the other keeps the transcode.
+    stop("youtube-2");
+    assert!(
+        wait_for(Duration::from_secs(3), || transcodes()[0]["destinations"]
+            == 1),
+        "{}",
+        transcodes()
     );
-    assert!(wait_for(Duration::from_secs(5), || state() == "idle"));
+    assert_eq!(state("youtube"), "live");
+    stop("youtube");
     // The last destination stopped: the transcode is freed.
     assert!(
         wait_for(Duration::from_secs(3), || transcodes()
@@ -145,6 +164,8 @@ fn an_interlaced_encoder_reaches_youtube_progressive_with_2_s_keyframes_through_
         daemon.log()
     );
     std::thread::sleep(Duration::from_millis(500));
+    let shared = probe_streams(&dir.join("yt2.flv").display().to_string());
+    assert!(shared.contains("h264,1280,720"), "{shared}");
 
     let recording = dir.join("yt.flv");
     let streams = ffprobe_json(
