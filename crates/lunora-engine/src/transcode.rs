@@ -143,16 +143,28 @@ impl Converter {
     /// `branches`: per input, (track, codec caps, kind, what follows its `appsrc`).
     fn start(branches: Vec<(TrackId, &str, Kind, String)>) -> Result<Converter, EngineError> {
         pipeline::init()?;
+        // Caps are set on the appsrc, never written into the description: a caller's caps
+        // string cannot add elements to the pipeline.
+        let caps = branches
+            .iter()
+            .map(|(_, caps, _, _)| {
+                caps.parse::<gst::Caps>().map_err(|_| {
+                    EngineError::Pipeline(format!(
+                        "{caps:?} are not GStreamer caps (e.g. audio/x-opus,channel-mapping-family=0,channels=2)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<gst::Caps>, EngineError>>()?;
         let description: Vec<String> = branches
             .iter()
             .enumerate()
-            .map(|(n, (_, caps, kind, branch))| {
+            .map(|(n, (_, _, kind, branch))| {
                 let (sink, codec) = match kind {
                     Kind::Video => ("video", Codec::H264),
                     Kind::Audio => ("audio", Codec::AacAdts),
                 };
                 format!(
-                    "appsrc name=in{n} format=time is-live=true caps=\"{caps}\" ! {branch} ! {} ! \
+                    "appsrc name=in{n} format=time is-live=true ! {branch} ! {} ! \
                      appsink name={sink} sync=false",
                     pipeline::sink_caps(codec)
                 )
@@ -181,6 +193,7 @@ impl Converter {
                 .ok_or_else(|| {
                     EngineError::Pipeline(format!("the transcode pipeline has no input {n}"))
                 })?;
+            source.set_caps(caps.get(n));
             tracks.push((*kind, codec));
             inputs.push(Input {
                 track: *track,
@@ -394,7 +407,7 @@ impl AudioToAac {
     /// `caps`: the input's GStreamer caps, e.g.
     /// `audio/x-opus,channel-mapping-family=0,channels=2,rate=48000`. Blocking.
     pub fn start(caps: &str, track: TrackId) -> Result<AudioToAac, EngineError> {
-        if caps.contains('"') || !caps.starts_with("audio/") {
+        if !caps.starts_with("audio/") {
             return Err(EngineError::Pipeline(format!(
                 "{caps:?} is not an audio format (give GStreamer caps such as audio/x-opus,channels=2)"
             )));
@@ -737,5 +750,16 @@ mod tests {
             (last - (offset + 2 * 90_000)).abs() <= 6_000,
             "last AAC pts {last}"
         );
+    }
+
+    #[test]
+    fn audio_caps_that_are_not_audio_or_not_caps_are_refused() {
+        for caps in [
+            "video/x-h264",
+            "audio/x-opus ! filesink location=/tmp/lunora-should-not-exist",
+        ] {
+            let error = AudioToAac::start(caps, AUDIO).unwrap_err().to_string();
+            assert!(error.contains(caps), "{error}");
+        }
     }
 }
