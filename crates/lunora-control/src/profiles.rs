@@ -86,8 +86,9 @@ pub struct ProfileSettings {
 }
 
 /// The platforms' profile: 720p at 29.97 fps, a keyframe every 2 s, progressive. 720p rather
-/// than 1080p because it is what one transcode costs on a small box (1080i → 720p runs at 1.6
-/// to 2.7× real time on two cores); a `[profiles.*]` can ask for more.
+/// than 1080p because it leaves room on a small box for a second transcode or a busy channel
+/// (`benches/transcode.sh`: 1080i → 720p takes half a core, → 1080p two thirds, with the
+/// decode, on the 2-core reference box); a `[profiles.*]` can ask for more.
 const PLATFORM: ProfileSettings = ProfileSettings {
     width: 1280,
     height: 720,
