@@ -11,6 +11,7 @@ mod api_fuzz;
 mod common;
 mod config_cli;
 mod control_plane;
+mod engine_sources;
 mod events;
 mod failover;
 mod hls;

@@ -348,7 +348,9 @@ impl<'a> Session<'a> {
                 keyframe,
                 data,
             } => {
-                let placed = self.timeline.place(self.pass, kind, stamp);
+                let Some(placed) = self.timeline.place(self.pass, kind, stamp) else {
+                    return;
+                };
                 let frame = Frame {
                     track: track_id(kind),
                     codec,
