@@ -1,6 +1,6 @@
 //! The media engine: sources that need pixels rather than packets, on GStreamer. A file (MP4 or
-//! MPEG-TS, looped on a continuous timeline) and a test pattern, each run as a channel input
-//! that paces its frames in real time like an encoder.
+//! MPEG-TS, looped on a continuous timeline), a test pattern and a channel's slate, each run as
+//! a channel input that paces its frames in real time like an encoder.
 //!
 //! GStreamer runs on its own threads; frames cross to the tokio side through bounded queues
 //! (`pipeline`), are placed on the input's timeline (`timeline`, pure) and sent when due
@@ -12,7 +12,7 @@ mod pipeline;
 mod source;
 pub mod timeline;
 
-pub use pipeline::{PatternSettings, VideoEncoding};
+pub use pipeline::{PatternSettings, SlateSettings, VideoEncoding};
 pub use source::{EngineInputSettings, Source, run};
 
 #[derive(Debug, thiserror::Error)]

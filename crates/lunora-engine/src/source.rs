@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::EngineError;
-use crate::pipeline::{self, Item, PatternSettings, Running, VideoEncoding};
+use crate::pipeline::{self, Item, PatternSettings, Running, SlateSettings, VideoEncoding};
 use crate::timeline::{Kind, Pacer, Timeline};
 
 /// How long a failed source waits before it is started again.
@@ -43,6 +43,8 @@ pub enum Source {
         encoding: VideoEncoding,
     },
     TestPattern(PatternSettings),
+    /// The channel's "broadcast hold" while every input is lost.
+    Slate(SlateSettings),
 }
 
 impl Source {
@@ -54,6 +56,14 @@ impl Source {
                 "test pattern {}x{} {}/{} fps",
                 p.width, p.height, p.frame_rate.0, p.frame_rate.1
             ),
+            Source::Slate(s) => format!(
+                "slate {}x{}{} {}/{} fps",
+                s.width,
+                s.height,
+                if s.interlaced { "i" } else { "p" },
+                s.frame_rate.0,
+                s.frame_rate.1
+            ),
         }
     }
 
@@ -61,6 +71,7 @@ impl Source {
         match self {
             Source::File { path, encoding, .. } => pipeline::file(path, *encoding),
             Source::TestPattern(settings) => pipeline::test_pattern(settings),
+            Source::Slate(settings) => pipeline::slate(settings),
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lunora_engine::{EngineInputSettings, PatternSettings, Source, VideoEncoding};
+use lunora_engine::{EngineInputSettings, PatternSettings, SlateSettings, Source, VideoEncoding};
 use lunora_ingest::{InputEvent, StatsHandle, input_queue};
 use lunora_media::{Codec, Frame, TrackId};
 use tokio_util::sync::CancellationToken;
@@ -219,4 +219,69 @@ async fn the_test_pattern_sends_h264_and_aac_with_a_keyframe_every_gop() {
     assert_eq!((format.width, format.height), (320, 240));
     let keyframes = video.iter().filter(|f| f.keyframe).count();
     assert!((2..=4).contains(&keyframes), "{keyframes} keyframes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slate_matches_the_format_it_is_given_interlaced_included() {
+    let (received, stats) = collect(
+        Source::Slate(SlateSettings {
+            codec: Codec::H264,
+            width: 720,
+            height: 576,
+            frame_rate: (25, 1),
+            interlaced: true,
+            audio_rate: 44_100,
+            audio_channels: 2,
+            encoding: VideoEncoding {
+                bitrate_kbps: 800,
+                keyframe_interval: 50,
+            },
+            image: None,
+            caption: "program\nsignal lost since 12:00:00".to_string(),
+        }),
+        Duration::from_millis(2_500),
+    )
+    .await;
+    let video = received.frames(TrackId(0x100));
+    let audio = received.frames(TrackId(0x101));
+    assert!(video.len() >= 25, "{} pictures ({:?})", video.len(), stats.snapshot(Instant::now()).last_error);
+    let format = lunora_media::keyframe_video_format(Codec::H264, &video[0].data).unwrap();
+    assert_eq!((format.width, format.height, format.interlaced), (720, 576, true));
+    let header = lunora_media::AdtsHeader::parse(&audio[0].data).unwrap();
+    assert_eq!(header.sample_rate(), 44_100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slate_image_is_scaled_to_the_channel_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("slate.png");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=400x300", "-frames:v", "1"])
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (received, stats) = collect(
+        Source::Slate(SlateSettings {
+            codec: Codec::H264,
+            width: 640,
+            height: 360,
+            frame_rate: (30_000, 1_001),
+            interlaced: false,
+            audio_rate: 48_000,
+            audio_channels: 2,
+            encoding: VideoEncoding {
+                bitrate_kbps: 800,
+                keyframe_interval: 60,
+            },
+            image: Some(image),
+            caption: String::new(),
+        }),
+        Duration::from_millis(2_500),
+    )
+    .await;
+    let video = received.frames(TrackId(0x100));
+    assert!(video.len() >= 30, "{} pictures ({:?})", video.len(), stats.snapshot(Instant::now()).last_error);
+    let format = lunora_media::keyframe_video_format(Codec::H264, &video[0].data).unwrap();
+    assert_eq!((format.width, format.height, format.interlaced), (640, 360, false));
 }
