@@ -338,6 +338,17 @@ pub fn create_token(port: u16, cookie: &str, name: &str) -> String {
 }
 
 /// The daemon under test, on its own ports and temp dir.
+/// A test's config with the harness's `[http]`, and the slate off unless the test sets one:
+/// most tests watch what happens when every input is gone, which the slate would fill.
+fn with_harness_sections(http: u16, config: &str) -> String {
+    let slate = if config.contains("[slate]") || config.contains("[channels.slate]") {
+        ""
+    } else {
+        "[slate]\nenabled = false\n\n"
+    };
+    format!("[http]\nlisten = \"127.0.0.1:{http}\"\n\n{slate}{config}")
+}
+
 pub struct Daemon {
     pub http: u16,
     pub dir: tempfile::TempDir,
@@ -359,11 +370,7 @@ impl Daemon {
     ) -> Daemon {
         let http = free_tcp_port();
         let path = dir.path().join("lunora.toml");
-        std::fs::write(
-            &path,
-            format!("[http]\nlisten = \"127.0.0.1:{http}\"\n\n{config}"),
-        )
-        .expect("write config");
+        std::fs::write(&path, with_harness_sections(http, config)).expect("write config");
         Self::launch(http, dir, env)
     }
 
@@ -401,7 +408,7 @@ impl Daemon {
     pub fn rewrite_config(&self, config: &str) {
         std::fs::write(
             self.dir.path().join("lunora.toml"),
-            format!("[http]\nlisten = \"127.0.0.1:{}\"\n\n{config}", self.http),
+            with_harness_sections(self.http, config),
         )
         .expect("write config");
     }

@@ -23,6 +23,7 @@ mod obs;
 mod package;
 mod rtmp_ingest;
 mod rtmp_output;
+mod slate;
 mod soak;
 mod srt_engine;
 mod srt_ingest;

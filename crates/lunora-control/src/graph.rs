@@ -31,10 +31,12 @@ use crate::channel::{ChannelCommand, ChannelTask, SharedRuntime, lock};
 use crate::events::{ChannelEvent, ConfigChange};
 use crate::settings::{
     ChannelSettings, ChannelSpec, GraphProblem, GraphSpec, InputRole, InputSettings,
-    OutputSettings, SrtOutputMode as SrtModeSetting, is_medialive_feed,
+    OutputSettings, SlateSettings, SrtOutputMode as SrtModeSetting, is_medialive_feed,
 };
+use crate::slate::Slate;
 use crate::status::{
     ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
+    SlateView,
 };
 
 /// Kernel UDP buffer requested per SRT port (64 KiB drops packets at 50 Mbit/s).
@@ -56,6 +58,8 @@ pub struct Environment {
     pub rtmp_listen: SocketAddr,
     pub rtmps: Option<RtmpsSettings>,
     pub hls: HlsSettings,
+    /// The slate of channels without their own `slate` settings.
+    pub slate: SlateSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -339,9 +343,18 @@ impl Graph {
         let (commands, command_receiver) = mpsc::channel(64);
         let runtime = SharedRuntime::default();
         let cancel = self.cancel.child_token();
+        let mut switcher = Switcher::new(settings.failover.policy(), Vec::new());
+        let slate = Slate::new(
+            id.clone(),
+            self.slate_of(&settings),
+            input_events.clone(),
+            &mut switcher,
+            Duration::ZERO,
+        );
         let task = ChannelTask {
             id: id.clone(),
-            switcher: Switcher::new(settings.failover.policy(), Vec::new()),
+            switcher,
+            slate,
             bus: bus.clone(),
             runtime: runtime.clone(),
             events: self.events.clone(),
@@ -381,12 +394,19 @@ impl Graph {
                 return;
             };
             let policy_changed = channel.settings.failover != settings.failover;
+            let slate_changed = channel.settings.slate != settings.slate;
             channel.settings = settings.clone();
-            policy_changed.then(|| channel.commands.clone())
+            (channel.commands.clone(), policy_changed, slate_changed)
         };
-        if let Some(commands) = commands {
+        let (commands, policy_changed, slate_changed) = commands;
+        if policy_changed {
             let _ = commands
                 .send(ChannelCommand::SetPolicy(settings.failover.policy()))
+                .await;
+        }
+        if slate_changed {
+            let _ = commands
+                .send(ChannelCommand::SetSlate(self.slate_of(&settings)))
                 .await;
         }
         self.config_event(&id, "channel", &id, ConfigChange::Updated);
@@ -585,6 +605,14 @@ impl Graph {
                 .await;
         }
         Ok(())
+    }
+
+    /// The channel's slate settings, or the box's.
+    fn slate_of(&self, settings: &ChannelSettings) -> SlateSettings {
+        settings
+            .slate
+            .clone()
+            .unwrap_or_else(|| self.env.slate.clone())
     }
 
     /// Starts a file or test-pattern input on the media engine.
@@ -1069,6 +1097,11 @@ impl Graph {
                     incompatible_switches_total: runtime.incompatible_total,
                     timeline_dropped_frames_total: runtime.timeline_dropped_frames,
                     hls: HlsView::new(c.settings.id.as_str(), c.hls.stats()),
+                    slate: SlateView {
+                        enabled: runtime.slate_enabled,
+                        on_air: runtime.slate_on_air_since.is_some(),
+                        on_air_since: runtime.slate_on_air_since.map(lunora_media::rfc3339),
+                    },
                 }
             })
             .collect()

@@ -269,7 +269,9 @@ pub(crate) fn slate(settings: &SlateSettings) -> Result<Running, EngineError> {
     let (w, h) = (settings.width, settings.height);
     let picture = match &settings.image {
         // The location is set as a property below, never written into the description.
-        Some(_) => "filesrc name=image ! decodebin ! videoconvert ! videoscale ! imagefreeze is-live=true",
+        Some(_) => {
+            "filesrc name=image ! decodebin ! videoconvert ! videoscale ! imagefreeze is-live=true"
+        }
         None => {
             "videotestsrc is-live=true pattern=solid-color foreground-color=0xff1d2733 ! \
              textoverlay name=caption halignment=center valignment=center line-alignment=center \

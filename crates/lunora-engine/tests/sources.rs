@@ -244,9 +244,17 @@ async fn the_slate_matches_the_format_it_is_given_interlaced_included() {
     .await;
     let video = received.frames(TrackId(0x100));
     let audio = received.frames(TrackId(0x101));
-    assert!(video.len() >= 25, "{} pictures ({:?})", video.len(), stats.snapshot(Instant::now()).last_error);
+    assert!(
+        video.len() >= 25,
+        "{} pictures ({:?})",
+        video.len(),
+        stats.snapshot(Instant::now()).last_error
+    );
     let format = lunora_media::keyframe_video_format(Codec::H264, &video[0].data).unwrap();
-    assert_eq!((format.width, format.height, format.interlaced), (720, 576, true));
+    assert_eq!(
+        (format.width, format.height, format.interlaced),
+        (720, 576, true)
+    );
     let header = lunora_media::AdtsHeader::parse(&audio[0].data).unwrap();
     assert_eq!(header.sample_rate(), 44_100);
 }
@@ -256,7 +264,17 @@ async fn a_slate_image_is_scaled_to_the_channel_format() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("slate.png");
     let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=400x300", "-frames:v", "1"])
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=400x300",
+            "-frames:v",
+            "1",
+        ])
         .arg(&image)
         .status()
         .unwrap();
@@ -281,7 +299,15 @@ async fn a_slate_image_is_scaled_to_the_channel_format() {
     )
     .await;
     let video = received.frames(TrackId(0x100));
-    assert!(video.len() >= 30, "{} pictures ({:?})", video.len(), stats.snapshot(Instant::now()).last_error);
+    assert!(
+        video.len() >= 30,
+        "{} pictures ({:?})",
+        video.len(),
+        stats.snapshot(Instant::now()).last_error
+    );
     let format = lunora_media::keyframe_video_format(Codec::H264, &video[0].data).unwrap();
-    assert_eq!((format.width, format.height, format.interlaced), (640, 360, false));
+    assert_eq!(
+        (format.width, format.height, format.interlaced),
+        (640, 360, false)
+    );
 }

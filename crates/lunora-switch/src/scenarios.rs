@@ -629,21 +629,40 @@ fn the_slate_holds_the_output_while_all_is_lost_and_yields_at_the_first_keyframe
     // that is merely there.
     sim.run(
         16_000,
-        feeds(&[(0, 3_000, 10_000, Feed::Silent), (1, 0, 4_500, Feed::Silent)]),
+        feeds(&[
+            (0, 3_000, 10_000, Feed::Silent),
+            (1, 0, 4_500, Feed::Silent),
+        ]),
     );
     sim.check_invariants();
     sim.check_no_audio_overlap();
     let switches = sim.later_switches();
     assert_eq!(switches.len(), 2, "{switches:?}");
-    assert_eq!((switches[0].to, switches[0].reason), (1, SwitchReason::Slate));
+    assert_eq!(
+        (switches[0].to, switches[0].reason),
+        (1, SwitchReason::Slate)
+    );
     // Back to the main at its first keyframe, without waiting for error_clear (5 s).
-    assert_eq!((switches[1].to, switches[1].reason), (0, SwitchReason::Resume));
-    assert!(switches[1].at < Duration::from_millis(11_100), "{switches:?}");
+    assert_eq!(
+        (switches[1].to, switches[1].reason),
+        (0, SwitchReason::Resume)
+    );
+    assert!(
+        switches[1].at < Duration::from_millis(11_100),
+        "{switches:?}"
+    );
     assert_eq!(switches[1].gap, Duration::ZERO);
     // From the slate to the main, pictures are back to back.
     let start = sim.segment_starts[2];
-    let first = sim.out[start..].iter().find(|f| f.codec.is_video()).unwrap();
-    let before = sim.out[..start].iter().rev().find(|f| f.codec.is_video()).unwrap();
+    let first = sim.out[start..]
+        .iter()
+        .find(|f| f.codec.is_video())
+        .unwrap();
+    let before = sim.out[..start]
+        .iter()
+        .rev()
+        .find(|f| f.codec.is_video())
+        .unwrap();
     assert_eq!(first.dts - before.dts, FRAME);
     assert_eq!(sim.all_lost, 1);
 }

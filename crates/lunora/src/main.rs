@@ -198,6 +198,7 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         Environment {
             rtmp_listen: config.rtmp_listen,
             rtmps: config.rtmps.clone(),
+            slate: config.slate.clone(),
             hls: HlsSettings {
                 first_sequence: SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
