@@ -346,7 +346,8 @@ fn with_harness_sections(http: u16, config: &str) -> String {
     } else {
         "[slate]\nenabled = false\n\n"
     };
-    format!("[http]\nlisten = \"127.0.0.1:{http}\"\n\n{slate}{config}")
+    // Last: a test's config may go on with `[http]` keys.
+    format!("[http]\nlisten = \"127.0.0.1:{http}\"\n\n{config}\n\n{slate}")
 }
 
 pub struct Daemon {

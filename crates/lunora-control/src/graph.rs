@@ -60,6 +60,22 @@ pub struct Environment {
     pub hls: HlsSettings,
     /// The slate of channels without their own `slate` settings.
     pub slate: SlateSettings,
+    /// Fetches file inputs' `s3://` URLs (none: such inputs say they cannot be played).
+    pub fetch: Option<FetchFile>,
+}
+
+/// A local copy of a remote file, or why there is none.
+pub type Fetched =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<std::path::PathBuf, String>> + Send>>;
+
+/// Fetches a remote file and answers with its local copy, or why it cannot.
+#[derive(Clone)]
+pub struct FetchFile(pub std::sync::Arc<dyn Fn(String) -> Fetched + Send + Sync>);
+
+impl std::fmt::Debug for FetchFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FetchFile")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -626,25 +642,22 @@ impl Graph {
         stats: StatsHandle,
         cancel: &CancellationToken,
     ) -> Result<JoinHandle<()>, String> {
-        use lunora_engine::{EngineInputSettings, PatternSettings, Source, VideoEncoding};
+        use lunora_engine::{
+            EngineInputSettings, Location, PatternSettings, Source, VideoEncoding,
+        };
         let id = settings.id().to_string();
         let source = match settings {
-            InputSettings::File(file) => {
-                let Some(path) = file.path.clone() else {
-                    return Err(format!(
-                        "channel {channel:?} input {id:?}: S3 files ({}) cannot be played by this build yet",
-                        file.url.as_deref().unwrap_or_default()
-                    ));
-                };
-                Source::File {
-                    path,
-                    looped: file.looped,
-                    encoding: VideoEncoding {
-                        bitrate_kbps: file.bitrate_kbps,
-                        keyframe_interval: 60,
-                    },
-                }
-            }
+            InputSettings::File(file) => Source::File {
+                location: match (&file.path, &file.url) {
+                    (Some(path), _) => Location::Path(path.clone()),
+                    (None, url) => Location::Url(url.clone().unwrap_or_default()),
+                },
+                looped: file.looped,
+                encoding: VideoEncoding {
+                    bitrate_kbps: file.bitrate_kbps,
+                    keyframe_interval: 60,
+                },
+            },
             InputSettings::TestPattern(pattern) => Source::TestPattern(PatternSettings {
                 width: pattern.width,
                 height: pattern.height,
@@ -660,7 +673,11 @@ impl Graph {
         let span = info_span!("input", channel = %channel, input = %id);
         Ok(self.tasks.spawn(
             lunora_engine::run(
-                EngineInputSettings { id, source },
+                EngineInputSettings {
+                    id,
+                    source,
+                    fetch: self.env.fetch.as_ref().map(|f| f.0.clone()),
+                },
                 slot,
                 events,
                 stats,

@@ -28,7 +28,7 @@ pub mod status;
 pub use accounts::execute_account;
 pub use control::{Actor, Command, CommandError, Control, Outcome, StoreHealth, overlaid};
 pub use events::{ChannelEvent, ConfigChange};
-pub use graph::{ApplyError, ControlError, Environment, Graph, SwitchError};
+pub use graph::{ApplyError, ControlError, Environment, FetchFile, Fetched, Graph, SwitchError};
 pub use status::{
     ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
     SlateView, SwitchCount, SwitchView,

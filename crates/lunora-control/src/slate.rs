@@ -212,6 +212,7 @@ impl Slate {
                 EngineInputSettings {
                     id: SLATE_INPUT.to_string(),
                     source: Source::Slate(picture),
+                    fetch: None,
                 },
                 slot,
                 self.events.clone(),

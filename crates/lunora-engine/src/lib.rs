@@ -13,7 +13,7 @@ mod source;
 pub mod timeline;
 
 pub use pipeline::{PatternSettings, SlateSettings, VideoEncoding};
-pub use source::{EngineInputSettings, Source, run};
+pub use source::{EngineInputSettings, Fetch, Location, Source, run};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

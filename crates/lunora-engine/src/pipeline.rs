@@ -183,7 +183,8 @@ fn drain_into(sink: &gst_app::AppSink, (kind, codec): (Kind, Codec), items: mpsc
 fn sink_caps(codec: Codec) -> &'static str {
     match codec {
         Codec::Hevc => "video/x-h265,stream-format=byte-stream,alignment=au",
-        Codec::AacAdts => "audio/mpeg,mpegversion=4,stream-format=adts",
+        // MPEG-TS files carry AAC as MPEG-2 ADTS: the same frames.
+        Codec::AacAdts => "audio/mpeg,mpegversion=(int){2,4},stream-format=adts",
         _ => "video/x-h264,stream-format=byte-stream,alignment=au",
     }
 }
@@ -401,16 +402,12 @@ fn branch_for(
                 sink(Codec::Hevc)
             ),
         ),
-        "audio/mpeg"
-            if caps
-                .get::<i32>("mpegversion")
-                .is_ok_and(|v| v == 2 || v == 4) =>
-        {
-            (
-                Some((Kind::Audio, Codec::AacAdts)),
-                format!("queue ! aacparse ! {}", sink(Codec::AacAdts)),
-            )
-        }
+        // A pad may come before its caps are fixed (MPEG-TS: `mpegversion` still a list): only
+        // MPEG-1 audio (MP3 and friends) is not AAC.
+        "audio/mpeg" if !caps.get::<i32>("mpegversion").is_ok_and(|v| v == 1) => (
+            Some((Kind::Audio, Codec::AacAdts)),
+            format!("queue ! aacparse ! {}", sink(Codec::AacAdts)),
+        ),
         name if name.starts_with("video/") => (
             Some((Kind::Video, Codec::H264)),
             format!(

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lunora_engine::{EngineInputSettings, PatternSettings, SlateSettings, Source, VideoEncoding};
+use lunora_engine::{
+    EngineInputSettings, Location, PatternSettings, SlateSettings, Source, VideoEncoding,
+};
 use lunora_ingest::{InputEvent, StatsHandle, input_queue};
 use lunora_media::{Codec, Frame, TrackId};
 use tokio_util::sync::CancellationToken;
@@ -70,6 +72,7 @@ async fn collect(source: Source, length: Duration) -> (Received, StatsHandle) {
         EngineInputSettings {
             id: "test".to_string(),
             source,
+            fetch: None,
         },
         0,
         events,
@@ -113,7 +116,7 @@ async fn a_looped_file_plays_in_real_time_on_one_timeline_without_reencoding() {
     let started = Instant::now();
     let (received, stats) = collect(
         Source::File {
-            path,
+            location: Location::Path(path),
             looped: true,
             encoding: ENCODING,
         },
@@ -176,7 +179,7 @@ async fn a_looped_file_plays_in_real_time_on_one_timeline_without_reencoding() {
 async fn a_missing_file_is_an_error_the_input_shows() {
     let (received, stats) = collect(
         Source::File {
-            path: "/nonexistent/clip.mp4".into(),
+            location: Location::Path("/nonexistent/clip.mp4".into()),
             looped: true,
             encoding: ENCODING,
         },
@@ -309,5 +312,55 @@ async fn a_slate_image_is_scaled_to_the_channel_format() {
     assert_eq!(
         (format.width, format.height, format.interlaced),
         (640, 360, false)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mpeg_ts_file_plays_like_an_mp4() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clip.ts");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:sample_rate=48000",
+            "-t",
+            "2",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "25",
+        ])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (received, stats) = collect(
+        Source::File {
+            location: Location::Path(path),
+            looped: false,
+            encoding: ENCODING,
+        },
+        Duration::from_millis(1_500),
+    )
+    .await;
+    let video = received.frames(TrackId(0x100));
+    let audio = received.frames(TrackId(0x101));
+    assert!(
+        video.len() >= 25 && audio.len() >= 40,
+        "{} pictures, {} audio frames ({:?})",
+        video.len(),
+        audio.len(),
+        stats.snapshot(Instant::now()).last_error
     );
 }
