@@ -762,6 +762,43 @@ pub fn decoded_video_frames(file: &Path) -> u64 {
         })
 }
 
+/// Decoding times per stream of a recording (TS, FLV, …), in 90 kHz ticks: (video, audio).
+pub fn decoding_times(file: &Path) -> (Vec<i64>, Vec<i64>) {
+    let ffprobe = require("ffprobe", "ffmpeg");
+    let out = run(
+        "ffprobe (packets)",
+        Command::new(ffprobe)
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "packet=codec_type,dts_time",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(file),
+        Duration::from_secs(60),
+    );
+    let (mut video, mut audio) = (Vec::new(), Vec::new());
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut fields = line.split(',');
+        let (Some(kind), Some(dts)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        // Seconds, whatever the container's time base (FLV counts milliseconds).
+        let Ok(seconds) = dts.parse::<f64>() else {
+            continue;
+        };
+        let dts = (seconds * 90_000.0).round() as i64;
+        match kind {
+            "video" => video.push(dts),
+            "audio" => audio.push(dts),
+            _ => {}
+        }
+    }
+    (video, audio)
+}
+
 /// Everything ffmpeg says (at warning level and above) while decoding `file` completely.
 pub fn decode_warnings(file: &Path) -> String {
     let ffmpeg = require("ffmpeg", "ffmpeg");

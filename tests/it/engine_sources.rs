@@ -42,41 +42,6 @@ fn engine_channel(input: &str, output_port: u16) -> String {
     )
 }
 
-/// Decoding times per stream of a recording, in 90 kHz ticks: (video, audio).
-fn decoding_times(file: &Path) -> (Vec<i64>, Vec<i64>) {
-    let ffprobe = require("ffprobe", "ffmpeg");
-    let out = run(
-        "ffprobe (packets)",
-        Command::new(ffprobe)
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "packet=codec_type,dts",
-                "-of",
-                "csv=p=0",
-            ])
-            .arg(file),
-        Duration::from_secs(60),
-    );
-    let (mut video, mut audio) = (Vec::new(), Vec::new());
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let mut fields = line.split(',');
-        let (Some(kind), Some(dts)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let Ok(dts) = dts.parse::<i64>() else {
-            continue;
-        };
-        match kind {
-            "video" => video.push(dts),
-            "audio" => audio.push(dts),
-            _ => {}
-        }
-    }
-    (video, audio)
-}
-
 fn assert_rising_without_gaps(times: &[i64], frame: i64, what: &str) {
     assert!(times.len() > 10, "{what}: only {} packets", times.len());
     for pair in times.windows(2) {

@@ -92,6 +92,46 @@ async fn collect(source: Source, length: Duration) -> (Received, StatsHandle) {
     (Received { events: received }, stats)
 }
 
+/// A slate of `width`x`height` at `frame_rate`, a keyframe every two seconds.
+fn slate(
+    (width, height): (u32, u32),
+    frame_rate: (u32, u32),
+    interlaced: bool,
+    image: Option<std::path::PathBuf>,
+) -> Source {
+    Source::Slate(SlateSettings {
+        codec: Codec::H264,
+        width,
+        height,
+        frame_rate,
+        interlaced,
+        audio_rate: 44_100,
+        audio_channels: 2,
+        encoding: VideoEncoding {
+            bitrate_kbps: 800,
+            keyframe_interval: 2 * frame_rate.0 / frame_rate.1,
+        },
+        image,
+        caption: "program\nsignal lost since 12:00:00".to_string(),
+    })
+}
+
+/// The first picture's format, after checking that at least `pictures` came.
+fn first_format(
+    received: &Received,
+    stats: &StatsHandle,
+    pictures: usize,
+) -> lunora_media::VideoFormat {
+    let video = received.frames(TrackId(0x100));
+    assert!(
+        video.len() >= pictures,
+        "{} pictures ({:?})",
+        video.len(),
+        stats.snapshot(Instant::now()).last_error
+    );
+    lunora_media::keyframe_video_format(Codec::H264, &video[0].data).unwrap()
+}
+
 fn assert_rising_without_gaps(frames: &[&Frame], nominal: i64, what: &str) {
     for pair in frames.windows(2) {
         let step = pair[1].dts - pair[0].dts;
@@ -227,37 +267,16 @@ async fn the_test_pattern_sends_h264_and_aac_with_a_keyframe_every_gop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slate_matches_the_format_it_is_given_interlaced_included() {
     let (received, stats) = collect(
-        Source::Slate(SlateSettings {
-            codec: Codec::H264,
-            width: 720,
-            height: 576,
-            frame_rate: (25, 1),
-            interlaced: true,
-            audio_rate: 44_100,
-            audio_channels: 2,
-            encoding: VideoEncoding {
-                bitrate_kbps: 800,
-                keyframe_interval: 50,
-            },
-            image: None,
-            caption: "program\nsignal lost since 12:00:00".to_string(),
-        }),
+        slate((720, 576), (25, 1), true, None),
         Duration::from_millis(2_500),
     )
     .await;
-    let video = received.frames(TrackId(0x100));
-    let audio = received.frames(TrackId(0x101));
-    assert!(
-        video.len() >= 25,
-        "{} pictures ({:?})",
-        video.len(),
-        stats.snapshot(Instant::now()).last_error
-    );
-    let format = lunora_media::keyframe_video_format(Codec::H264, &video[0].data).unwrap();
+    let format = first_format(&received, &stats, 25);
     assert_eq!(
         (format.width, format.height, format.interlaced),
         (720, 576, true)
     );
+    let audio = received.frames(TrackId(0x101));
     let header = lunora_media::AdtsHeader::parse(&audio[0].data).unwrap();
     assert_eq!(header.sample_rate(), 44_100);
 }
@@ -283,32 +302,11 @@ async fn a_slate_image_is_scaled_to_the_channel_format() {
         .unwrap();
     assert!(status.success());
     let (received, stats) = collect(
-        Source::Slate(SlateSettings {
-            codec: Codec::H264,
-            width: 640,
-            height: 360,
-            frame_rate: (30_000, 1_001),
-            interlaced: false,
-            audio_rate: 48_000,
-            audio_channels: 2,
-            encoding: VideoEncoding {
-                bitrate_kbps: 800,
-                keyframe_interval: 60,
-            },
-            image: Some(image),
-            caption: String::new(),
-        }),
+        slate((640, 360), (30_000, 1_001), false, Some(image)),
         Duration::from_millis(2_500),
     )
     .await;
-    let video = received.frames(TrackId(0x100));
-    assert!(
-        video.len() >= 30,
-        "{} pictures ({:?})",
-        video.len(),
-        stats.snapshot(Instant::now()).last_error
-    );
-    let format = lunora_media::keyframe_video_format(Codec::H264, &video[0].data).unwrap();
+    let format = first_format(&received, &stats, 30);
     assert_eq!(
         (format.width, format.height, format.interlaced),
         (640, 360, false)
