@@ -242,6 +242,11 @@ pub(crate) fn channel() -> Value {
             "frames_out_total": count(),
             "frames_dropped_total": count(),
         }))),
+        "slate": object(json!({
+            "enabled": {"type": "boolean"},
+            "on_air": {"type": "boolean"},
+            "on_air_since": nullable_string(),
+        })),
     }))
 }
 

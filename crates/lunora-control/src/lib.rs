@@ -14,8 +14,9 @@ pub mod settings;
 pub use settings::{
     ChannelId, ChannelMode, ChannelSettings, ChannelSpec, Component, FailoverSettings,
     GraphProblem, GraphSpec, ID_RULE, InputId, InputRole, InputSettings, MEDIALIVE_FEED, OutputId,
-    OutputSettings, Problem, Resource, RtmpInputSettings, RtmpOutputSettings, SrtInputSettings,
-    SrtOutputMode, SrtOutputSettings, expand_env, is_medialive_feed,
+    OutputSettings, Problem, Resource, RtmpInputSettings, RtmpOutputSettings, SLATE_INPUT,
+    SlateSettings, SrtInputSettings, SrtOutputMode, SrtOutputSettings, expand_env,
+    is_medialive_feed,
 };
 
 mod accounts;
@@ -23,6 +24,7 @@ mod channel;
 mod control;
 pub mod events;
 mod graph;
+mod slate;
 pub mod status;
 #[cfg(feature = "engine")]
 mod transcode;
@@ -30,10 +32,10 @@ mod transcode;
 pub use accounts::execute_account;
 pub use control::{Actor, Command, CommandError, Control, Outcome, StoreHealth, overlaid};
 pub use events::{ChannelEvent, ConfigChange};
-pub use graph::{ApplyError, ControlError, Environment, Graph, SwitchError};
+pub use graph::{ApplyError, ControlError, Environment, FetchFile, Fetched, Graph, SwitchError};
 pub use status::{
     ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
-    SwitchCount, SwitchView, TranscodeView,
+    SlateView, SwitchCount, SwitchView, TranscodeView,
 };
 
 /// Types the API shows that come from the media crates.

@@ -1,6 +1,7 @@
 //! The media engine: sources and conversions that need pixels rather than packets, on
-//! GStreamer. A file (MP4 or MPEG-TS, looped on a continuous timeline) and a test pattern, each
-//! run as a channel input that paces its frames in real time like an encoder.
+//! GStreamer. A file (MP4 or MPEG-TS, looped on a continuous timeline), a test pattern and a
+//! channel's slate, each run as a channel input that paces its frames in real time like an
+//! encoder.
 //!
 //! GStreamer runs on its own threads; frames cross to the tokio side through bounded queues
 //! (`pipeline`), are placed on the input's timeline (`timeline`, pure) and sent when due
@@ -16,8 +17,8 @@ mod source;
 pub mod timeline;
 mod transcode;
 
-pub use pipeline::{PatternSettings, VideoEncoding};
-pub use source::{EngineInputSettings, Source, run};
+pub use pipeline::{PatternSettings, SlateSettings, VideoEncoding};
+pub use source::{EngineInputSettings, Fetch, Location, Source, run};
 pub use transcode::{AudioToAac, Offer, TranscodeProfile, Transcoder};
 
 #[derive(Debug, thiserror::Error)]
