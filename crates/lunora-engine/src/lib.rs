@@ -4,14 +4,17 @@
 //!
 //! GStreamer runs on its own threads; frames cross to the tokio side through bounded queues
 //! (`pipeline`), are placed on the input's timeline (`timeline`, pure) and sent when due
-//! (`source`). A pipeline is stopped and freed as soon as it is no longer needed.
+//! (`source`). The content probe (`content`) decodes an input's frames at low resolution for
+//! content health (black, frozen, silent). A pipeline is stopped and freed as soon as it is no longer needed.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod content;
 mod pipeline;
 mod source;
 pub mod timeline;
 
+pub use content::ContentProbe;
 pub use pipeline::{PatternSettings, VideoEncoding};
 pub use source::{EngineInputSettings, Source, run};
 

@@ -266,7 +266,7 @@ pub(crate) fn test_pattern(settings: &PatternSettings) -> Result<Running, Engine
     play(pipeline, items, Arc::new(tracks))
 }
 
-fn launch(description: &str) -> Result<gst::Pipeline, EngineError> {
+pub(crate) fn launch(description: &str) -> Result<gst::Pipeline, EngineError> {
     gst::parse::launch(description)
         .map_err(|e| EngineError::Pipeline(e.to_string()))?
         .downcast::<gst::Pipeline>()
