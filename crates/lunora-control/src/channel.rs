@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::content::ContentHealth;
 use crate::events::ChannelEvent;
 use crate::status::{HealthView, SwitchCount, SwitchView};
 
@@ -77,6 +78,7 @@ pub(crate) enum ChannelCommand {
     },
     RemoveInput(usize),
     SetPolicy(Policy),
+    SetContent(Option<lunora_switch::content::ContentSettings>),
     /// Also publish the input in `slot`, as received, on `bus` (`None`: stop).
     Tap {
         slot: usize,
@@ -96,6 +98,7 @@ pub(crate) struct ChannelTask {
     pub(crate) taps: HashMap<usize, Arc<Bus>>,
     /// Each input's last program, so a tap opened mid-stream starts with one.
     pub(crate) programs: HashMap<usize, Program>,
+    pub(crate) content: ContentHealth,
 }
 
 impl ChannelTask {
@@ -113,6 +116,7 @@ impl ChannelTask {
                 event = inputs.recv() => {
                     let Some((slot, event)) = event else { break };
                     let now = origin.elapsed();
+                    self.content.event(slot, &event);
                     match event {
                         InputEvent::Connected { peer } => {
                             self.switcher.handle_connected(now, slot);
@@ -153,6 +157,8 @@ impl ChannelTask {
                 }
                 _ = tokio::time::sleep_until(wake) => self.switcher.handle_timeout(origin.elapsed()),
             }
+            self.content
+                .poll(origin.elapsed(), &mut self.switcher, &self.id);
             self.drain();
         }
     }
@@ -177,6 +183,7 @@ impl ChannelTask {
             }
             ChannelCommand::RemoveInput(slot) => {
                 self.switcher.remove_input(now, slot);
+                self.content.remove(slot);
                 self.connected.remove(&slot);
                 self.taps.remove(&slot);
                 self.programs.remove(&slot);
@@ -200,6 +207,7 @@ impl ChannelTask {
                 info!(channel = %self.id, "failover policy changed");
                 self.switcher.set_policy(now, policy);
             }
+            ChannelCommand::SetContent(settings) => self.content.set_settings(settings),
         }
     }
 

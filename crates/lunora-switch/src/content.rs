@@ -40,6 +40,16 @@ impl Default for ContentSettings {
 /// only, far below this; the slowest real motion is far above it.
 pub const FREEZE_CHANGE: f32 = 0.002;
 
+/// What the probe measured on one sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Measurement {
+    /// A sampled picture: its mean luma and its mean absolute change from the previous sample
+    /// (fractions of the range; no change for the first picture).
+    Picture { luma: f32, change: Option<f32> },
+    /// The RMS level of a stretch of decoded audio, in dBFS over all its channels.
+    Audio { rms_db: f32 },
+}
+
 /// A condition that started or ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ContentChange {
@@ -111,10 +121,15 @@ impl ContentDetector {
         self.settings = settings;
     }
 
-    /// A sampled picture: its mean luma and its mean absolute change from the previous sample
-    /// (both fractions of the range; no change for the first picture). A black picture is not
-    /// also reported frozen: black is the more useful reason.
-    pub fn handle_picture(&mut self, now: Duration, luma: f32, change: Option<f32>) {
+    pub fn handle(&mut self, now: Duration, measurement: Measurement) {
+        match measurement {
+            Measurement::Picture { luma, change } => self.handle_picture(now, luma, change),
+            Measurement::Audio { rms_db } => self.handle_audio(now, rms_db),
+        }
+    }
+
+    /// A black picture is not also reported frozen: black is the more useful reason.
+    fn handle_picture(&mut self, now: Duration, luma: f32, change: Option<f32>) {
         let black = luma < self.settings.black_threshold;
         let frozen = !black && change.is_some_and(|c| c < FREEZE_CHANGE);
         let settings = self.settings;
@@ -127,8 +142,7 @@ impl ContentDetector {
         self.changes.extend(black.into_iter().chain(frozen));
     }
 
-    /// The RMS level of a stretch of decoded audio, in dBFS over all its channels.
-    pub fn handle_audio(&mut self, now: Duration, rms_db: f32) {
+    fn handle_audio(&mut self, now: Duration, rms_db: f32) {
         let settings = self.settings;
         let silent = rms_db < settings.silence_db;
         self.changes.extend(
