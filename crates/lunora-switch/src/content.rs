@@ -67,9 +67,12 @@ struct Condition {
 }
 
 impl Condition {
+    /// `began`: when the run would have begun if this sample starts it (a sample can say the
+    /// condition already held before it was taken).
     fn observe(
         &mut self,
         now: Duration,
+        began: Duration,
         holds: bool,
         duration: Duration,
         reason: Reason,
@@ -82,7 +85,7 @@ impl Condition {
                 since: now,
             });
         }
-        let since = *self.since.get_or_insert(now);
+        let since = *self.since.get_or_insert(began);
         if !self.raised && now.saturating_sub(since) >= duration {
             self.raised = true;
             return Some(ContentChange {
@@ -102,6 +105,8 @@ pub struct ContentDetector {
     black: Condition,
     frozen: Condition,
     silent: Condition,
+    /// When the previous picture was measured.
+    last_picture: Option<Duration>,
     changes: VecDeque<ContentChange>,
 }
 
@@ -112,6 +117,7 @@ impl ContentDetector {
             black: Condition::default(),
             frozen: Condition::default(),
             silent: Condition::default(),
+            last_picture: None,
             changes: VecDeque::new(),
         }
     }
@@ -128,27 +134,32 @@ impl ContentDetector {
         }
     }
 
-    /// A black picture is not also reported frozen: black is the more useful reason.
+    /// A black picture is not also reported frozen: black is the more useful reason. A picture
+    /// unchanged from the previous one shows that the freeze began with the previous one.
     fn handle_picture(&mut self, now: Duration, luma: f32, change: Option<f32>) {
         let black = luma < self.settings.black_threshold;
         let frozen = !black && change.is_some_and(|c| c < FREEZE_CHANGE);
         let settings = self.settings;
+        let previous = self.last_picture.replace(now).unwrap_or(now);
         let black = self
             .black
-            .observe(now, black, settings.black, Reason::Black);
+            .observe(now, now, black, settings.black, Reason::Black);
         let frozen = self
             .frozen
-            .observe(now, frozen, settings.freeze, Reason::Frozen);
+            .observe(now, previous, frozen, settings.freeze, Reason::Frozen);
         self.changes.extend(black.into_iter().chain(frozen));
     }
 
     fn handle_audio(&mut self, now: Duration, rms_db: f32) {
         let settings = self.settings;
         let silent = rms_db < settings.silence_db;
-        self.changes.extend(
-            self.silent
-                .observe(now, silent, settings.silence, Reason::Silent),
-        );
+        self.changes.extend(self.silent.observe(
+            now,
+            now,
+            silent,
+            settings.silence,
+            Reason::Silent,
+        ));
     }
 
     pub fn poll_change(&mut self) -> Option<ContentChange> {
@@ -203,6 +214,18 @@ mod tests {
             changes(&mut d),
             vec![(Reason::Frozen, false, 3000), (Reason::Black, true, 3000)]
         );
+    }
+
+    #[test]
+    fn a_freeze_counts_from_the_first_picture_that_stayed() {
+        let mut d = ContentDetector::new(ContentSettings::default());
+        pictures(&mut d, 0, 5000, 0.5, 0.05);
+        // The picture at 5 s differs from the one before; every later one equals it.
+        d.handle_picture(ms(5000), 0.5, Some(0.05));
+        pictures(&mut d, 5200, 6999, 0.5, 0.0);
+        assert!(changes(&mut d).is_empty());
+        pictures(&mut d, 7000, 7200, 0.5, 0.0);
+        assert_eq!(changes(&mut d), vec![(Reason::Frozen, true, 5000)]);
     }
 
     #[test]
