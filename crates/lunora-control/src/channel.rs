@@ -183,7 +183,7 @@ impl ChannelTask {
             }
             ChannelCommand::RemoveInput(slot) => {
                 self.switcher.remove_input(now, slot);
-                self.content.remove(slot);
+                self.content.remove_input(slot);
                 self.connected.remove(&slot);
                 self.taps.remove(&slot);
                 self.programs.remove(&slot);

@@ -17,7 +17,7 @@ use lunora_media::{Codec, Program};
 use lunora_switch::content::{ContentDetector, ContentSettings};
 use lunora_switch::{Reason, Switcher};
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::warn;
 
 #[cfg(feature = "engine")]
 use lunora_engine::ContentProbe as Probe;
@@ -41,10 +41,6 @@ impl Probe {
     fn error(&self) -> Option<String> {
         match *self {}
     }
-
-    fn dropped(&self) -> u64 {
-        match *self {}
-    }
 }
 
 #[cfg(feature = "engine")]
@@ -57,11 +53,17 @@ fn start_probe(_video: Option<Codec>, _audio: Option<Codec>) -> Result<Probe, St
     Err("this build has no media engine (built without the `gstreamer` feature)".to_string())
 }
 
+#[cfg(not(feature = "engine"))]
+fn stop_probe(probe: Probe) {
+    match probe {}
+}
+
 /// Stops a probe off the async runtime: setting its pipelines to `Null` joins their threads.
+#[cfg(feature = "engine")]
 fn stop_probe(probe: Probe) {
     let dropped = probe.dropped();
     if dropped > 0 {
-        debug!(
+        tracing::debug!(
             frames = dropped,
             "content probe stopped; it dropped frames while behind"
         );
@@ -90,6 +92,9 @@ pub(crate) struct ContentHealth {
     /// `None`: off.
     settings: Option<ContentSettings>,
     slots: HashMap<usize, Slot>,
+    /// Each connected input's program, kept while off too, so turning content health on
+    /// starts the probes at once.
+    programs: HashMap<usize, Program>,
     /// Condition changes for the switcher, by slot, from a probe that stopped.
     ended: Vec<(usize, Reason)>,
 }
@@ -103,13 +108,20 @@ impl ContentHealth {
     }
 
     /// New thresholds apply to the running detectors; turned off, every probe stops and what
-    /// it found ends. Turned on, each input's probe starts with its next `Program`.
+    /// it found ends; turned on, every connected input's probe starts.
     pub(crate) fn set_settings(&mut self, settings: Option<ContentSettings>) {
+        let was_on = self.settings.is_some();
         self.settings = settings;
         match settings {
-            Some(settings) => {
+            Some(settings) if was_on => {
                 for slot in self.slots.values_mut() {
                     slot.detector.set_settings(settings);
+                }
+            }
+            Some(settings) => {
+                let programs: Vec<(usize, Program)> = self.programs.clone().into_iter().collect();
+                for (slot, program) in programs {
+                    self.start(slot, &program, settings);
                 }
             }
             None => {
@@ -122,11 +134,13 @@ impl ContentHealth {
     }
 
     pub(crate) fn event(&mut self, slot: usize, event: &InputEvent) {
-        let Some(settings) = self.settings else {
-            return;
-        };
         match event {
-            InputEvent::Program(program) => self.start(slot, program, settings),
+            InputEvent::Program(program) => {
+                self.programs.insert(slot, program.clone());
+                if let Some(settings) = self.settings {
+                    self.start(slot, program, settings);
+                }
+            }
             InputEvent::Frame(frame) => {
                 if let Some(Slot {
                     probe: ProbeState::Running(probe),
@@ -136,13 +150,22 @@ impl ContentHealth {
                     probe.offer(frame);
                 }
             }
-            InputEvent::Disconnected => self.remove(slot),
+            InputEvent::Disconnected => {
+                self.programs.remove(&slot);
+                self.remove(slot);
+            }
             InputEvent::Connected { .. } | InputEvent::Stats { .. } => {}
         }
     }
 
+    /// The input left the channel.
+    pub(crate) fn remove_input(&mut self, slot: usize) {
+        self.programs.remove(&slot);
+        self.remove(slot);
+    }
+
     /// Stops the slot's probe; what it found ends.
-    pub(crate) fn remove(&mut self, slot: usize) {
+    fn remove(&mut self, slot: usize) {
         if let Some(old) = self.slots.remove(&slot) {
             self.ended
                 .extend(old.ongoing.iter().map(|reason| (slot, *reason)));
