@@ -68,7 +68,13 @@ fn stop_probe(probe: Probe) {
             "content probe stopped; it dropped frames while behind"
         );
     }
-    tokio::task::spawn_blocking(move || drop(probe));
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(probe));
+        }
+        // The runtime is gone (the daemon is ending): nothing else is left to hold up.
+        Err(_) => drop(probe),
+    }
 }
 
 #[derive(Debug)]
@@ -87,7 +93,7 @@ struct Slot {
     ongoing: Vec<Reason>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ContentHealth {
     /// `None`: off.
     settings: Option<ContentSettings>,
@@ -103,7 +109,9 @@ impl ContentHealth {
     pub(crate) fn new(settings: Option<ContentSettings>) -> ContentHealth {
         ContentHealth {
             settings,
-            ..ContentHealth::default()
+            slots: HashMap::new(),
+            programs: HashMap::new(),
+            ended: Vec::new(),
         }
     }
 
@@ -124,12 +132,7 @@ impl ContentHealth {
                     self.start(slot, &program, settings);
                 }
             }
-            None => {
-                let slots: Vec<usize> = self.slots.keys().copied().collect();
-                for slot in slots {
-                    self.remove(slot);
-                }
-            }
+            None => self.stop_all(),
         }
     }
 
@@ -201,6 +204,14 @@ impl ContentHealth {
         );
     }
 
+    /// Stops every probe (the channel is going away).
+    fn stop_all(&mut self) {
+        let slots: Vec<usize> = self.slots.keys().copied().collect();
+        for slot in slots {
+            self.remove(slot);
+        }
+    }
+
     /// Takes what the probes measured and tells the switcher which conditions started or ended.
     pub(crate) fn poll(&mut self, now: Duration, switcher: &mut Switcher, channel: &str) {
         for (slot, reason) in self.ended.drain(..) {
@@ -250,5 +261,12 @@ impl ContentHealth {
                 switcher.handle_content(now, index, change.reason, change.present);
             }
         }
+    }
+}
+
+impl Drop for ContentHealth {
+    fn drop(&mut self) {
+        // A stopped channel's probes are stopped off the async runtime too.
+        self.stop_all();
     }
 }
