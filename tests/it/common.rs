@@ -338,6 +338,18 @@ pub fn create_token(port: u16, cookie: &str, name: &str) -> String {
 }
 
 /// The daemon under test, on its own ports and temp dir.
+/// A test's config with the harness's `[http]`, and the slate off unless the test sets one:
+/// most tests watch what happens when every input is gone, which the slate would fill.
+fn with_harness_sections(http: u16, config: &str) -> String {
+    let slate = if config.contains("[slate]") || config.contains("[channels.slate]") {
+        ""
+    } else {
+        "[slate]\nenabled = false\n\n"
+    };
+    // Last: a test's config may go on with `[http]` keys.
+    format!("[http]\nlisten = \"127.0.0.1:{http}\"\n\n{config}\n\n{slate}")
+}
+
 pub struct Daemon {
     pub http: u16,
     pub dir: tempfile::TempDir,
@@ -359,11 +371,7 @@ impl Daemon {
     ) -> Daemon {
         let http = free_tcp_port();
         let path = dir.path().join("lunora.toml");
-        std::fs::write(
-            &path,
-            format!("[http]\nlisten = \"127.0.0.1:{http}\"\n\n{config}"),
-        )
-        .expect("write config");
+        std::fs::write(&path, with_harness_sections(http, config)).expect("write config");
         Self::launch(http, dir, env)
     }
 
@@ -401,7 +409,7 @@ impl Daemon {
     pub fn rewrite_config(&self, config: &str) {
         std::fs::write(
             self.dir.path().join("lunora.toml"),
-            format!("[http]\nlisten = \"127.0.0.1:{}\"\n\n{config}", self.http),
+            with_harness_sections(self.http, config),
         )
         .expect("write config");
     }
@@ -752,6 +760,43 @@ pub fn decoded_video_frames(file: &Path) -> u64 {
                 String::from_utf8_lossy(&out.stderr)
             )
         })
+}
+
+/// Decoding times per stream of a recording (TS, FLV, …), in 90 kHz ticks: (video, audio).
+pub fn decoding_times(file: &Path) -> (Vec<i64>, Vec<i64>) {
+    let ffprobe = require("ffprobe", "ffmpeg");
+    let out = run(
+        "ffprobe (packets)",
+        Command::new(ffprobe)
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "packet=codec_type,dts_time",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(file),
+        Duration::from_secs(60),
+    );
+    let (mut video, mut audio) = (Vec::new(), Vec::new());
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut fields = line.split(',');
+        let (Some(kind), Some(dts)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        // Seconds, whatever the container's time base (FLV counts milliseconds).
+        let Ok(seconds) = dts.parse::<f64>() else {
+            continue;
+        };
+        let dts = (seconds * 90_000.0).round() as i64;
+        match kind {
+            "video" => video.push(dts),
+            "audio" => audio.push(dts),
+            _ => {}
+        }
+    }
+    (video, audio)
 }
 
 /// Everything ffmpeg says (at warning level and above) while decoding `file` completely.

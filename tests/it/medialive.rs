@@ -577,3 +577,84 @@ fn the_cloud_page_provisions_starts_previews_and_tears_down() {
         serde_json::json!({"inputs": [], "channels": [], "secrets": []})
     );
 }
+
+/// A file input plays an S3 object (moto's S3 here): fetched into the state directory once,
+/// not again while it is unchanged, again when it changes; a missing object is the input's
+/// error.
+#[test]
+fn a_file_input_plays_an_s3_object_and_fetches_it_again_only_when_it_changes() {
+    let moto = Moto::start("127.0.0.1:9");
+    let work = tempfile::tempdir().unwrap();
+    let first = make_ts(work.path(), "first.ts", 4, "320x240", "300k");
+    let second = make_ts(work.path(), "second.ts", 4, "320x180", "300k");
+    let upload = |file: &Path| {
+        moto.boto3(&format!(
+            "s3 = boto3.client('s3', **kw)\nif not s3.list_buckets()['Buckets']: s3.create_bucket(Bucket='media')\ns3.upload_file('{}', 'media', 'loops/clip.ts')",
+            file.display()
+        ))
+    };
+    upload(&first);
+    let output = free_udp_port();
+    let channels = format!(
+        "[[channels]]\nid = \"program\"\nmode = \"main-backup\"\n\n\
+         [[channels.inputs]]\nid = \"clip\"\ntype = \"file\"\nurl = \"s3://media/loops/clip.ts\"\nloop = true\n\n\
+         [[channels.inputs]]\nid = \"gone\"\nrole = \"backup\"\ntype = \"file\"\nurl = \"s3://media/missing.ts\"\nloop = true\n\n{}",
+        srt_listener_output("out", output)
+    );
+    let daemon = daemon_on(&moto, &channels);
+    let playing = |daemon: &Daemon, width: u64| {
+        wait_for(Duration::from_secs(20), || {
+            let input = daemon.input("program", "clip");
+            input["state"] == "connected" && input["video"]["width"] == width
+        })
+    };
+    assert!(playing(&daemon, 320), "{}", daemon.input("program", "clip"));
+    let recording = work.path().join("out.ts");
+    let mut reader = slt_record(
+        work.path(),
+        "reader",
+        &format!("srt://127.0.0.1:{output}?latency=200"),
+        &recording,
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    reader.signal(Signal::SIGTERM);
+    reader.wait(Duration::from_secs(10)).expect("reader stops");
+    let frames = decoded_video_frames(&recording);
+    assert!(
+        frames >= 75,
+        "{frames} frames decoded from the S3 file in ~5 s"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || daemon.input("program", "gone")
+            ["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("s3://media/missing.ts"))),
+        "{}",
+        daemon.input("program", "gone")
+    );
+    let fetches = |daemon: &Daemon| daemon.log().matches("fetching the file from S3").count();
+    assert_eq!(fetches(&daemon), 1, "{}", daemon.log());
+
+    // Unchanged: played from the cache.
+    let daemon = daemon.restart_with_env(Signal::SIGTERM, &aws_env());
+    assert!(playing(&daemon, 320), "{}", daemon.input("program", "clip"));
+    assert_eq!(fetches(&daemon), 0, "{}", daemon.log());
+
+    // Changed: fetched again.
+    upload(&second);
+    let daemon = daemon.restart_with_env(Signal::SIGTERM, &aws_env());
+    assert!(
+        wait_for(Duration::from_secs(20), || daemon.input("program", "clip")
+            ["video"]["height"]
+            == 180),
+        "{}",
+        daemon.input("program", "clip")
+    );
+    assert_eq!(fetches(&daemon), 1, "{}", daemon.log());
+    let cached: Vec<_> = std::fs::read_dir(daemon.dir.path().join("state/media"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(cached.len(), 2, "one copy and its ETag: {cached:?}");
+}

@@ -522,6 +522,34 @@ async function sources() {
   await until("the edit shown", 5000, async () => (await text(row)).includes("250"));
   await noSecretsLeft("after editing the SRT input");
 
+  step("add a test pattern through the same form: the engine's kinds need no UI code");
+  await page.click(`[data-testid="add-input-${channelId}"]`);
+  await until("input types loaded", 10000, () => visible("field-id"));
+  const offered = await page.$$eval('[data-testid="input-type"] option', (options) => options.map((o) => o.value));
+  for (const kind of ["file", "test_pattern"]) {
+    if (!offered.includes(kind)) throw new Error(`the type picker offers ${offered.join(", ")}, not ${kind}`);
+  }
+  await page.selectOption('[data-testid="input-type"]', "test_pattern");
+  await until("pattern fields", 5000, () => visible("field-frame_rate"));
+  const rates = await page.$$eval('[data-testid="field-frame_rate"] option', (options) => options.map((o) => o.value));
+  if (!rates.includes("29.97")) throw new Error(`frame_rate offers ${rates.join(", ")}`);
+  await page.fill('[data-testid="field-id"]', "bars");
+  if (await visible("field-role")) await page.selectOption('[data-testid="field-role"]', "backup");
+  await page.fill('[data-testid="field-width"]', "320");
+  await page.fill('[data-testid="field-height"]', "180");
+  await page.selectOption('[data-testid="field-frame_rate"]', "25");
+  await page.fill('[data-testid="field-bitrate_kbps"]', "300");
+  await page.click('[data-testid="input-save"]');
+  await until("the pattern running", 15000, async () => {
+    const problem = await text("input-message");
+    if (problem) throw new Error(`${problem} ${await text("input-problems")}`);
+    const bars = (await api(`/api/v1/channels/${channelId}`)).inputs.find((i) => i.id === "bars");
+    return bars && bars.state === "connected" && bars.video && bars.video.width === 320;
+  });
+  await page.click(`[data-testid="remove-input-${channelId}-bars"]`);
+  await confirmDialog("bars");
+  await until("bars gone", 10000, async () => !(await visible(`sources-input-${channelId}-bars`)));
+
   if (env.RTMP_INPUT === "1") {
     step("add an RTMP input: its stream key is shown once, with the OBS settings");
     await page.click(`[data-testid="add-input-${channelId}"]`);

@@ -265,6 +265,11 @@ pub fn render_metrics(
         "1 for the input on air.",
         &["channel", "input"],
     )?;
+    let slate = f.int_gauge(
+        "lunora_channel_slate_on_air",
+        "1 while the channel sends its slate because every input is lost.",
+        &["channel"],
+    )?;
     let forced = f.int_gauge(
         "lunora_channel_forced",
         "1 while an operator has forced an input on air.",
@@ -331,6 +336,9 @@ pub fn render_metrics(
         forced
             .with_label_values(&[c])
             .set(i64::from(channel.forced_input.is_some()));
+        slate
+            .with_label_values(&[c])
+            .set(i64::from(channel.slate.on_air));
         let last_seam = channel
             .switches
             .iter()

@@ -235,6 +235,11 @@ pub(crate) fn channel() -> Value {
             "target_duration_seconds": count(),
             "discontinuities_total": count(),
         })),
+        "slate": object(json!({
+            "enabled": {"type": "boolean"},
+            "on_air": {"type": "boolean"},
+            "on_air_since": nullable_string(),
+        })),
     }))
 }
 

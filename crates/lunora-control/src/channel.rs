@@ -18,6 +18,8 @@ use tracing::{info, warn};
 
 use crate::content::ContentHealth;
 use crate::events::ChannelEvent;
+use crate::settings::SlateSettings;
+use crate::slate::Slate;
 use crate::status::{HealthView, SwitchCount, SwitchView};
 
 /// What the API and metrics show about the channel's switching; written only by its task.
@@ -34,6 +36,8 @@ pub(crate) struct ChannelRuntime {
     /// By switcher slot: since when a connected sender has delivered nothing (set on connect
     /// and when the input is lost while still connected; cleared by media or a disconnect).
     pub(crate) silent_since: BTreeMap<usize, std::time::Instant>,
+    pub(crate) slate_enabled: bool,
+    pub(crate) slate_on_air_since: Option<SystemTime>,
 }
 
 impl ChannelRuntime {
@@ -79,6 +83,7 @@ pub(crate) enum ChannelCommand {
     RemoveInput(usize),
     SetPolicy(Policy),
     SetContent(Option<lunora_switch::content::ContentSettings>),
+    SetSlate(SlateSettings),
     /// Also publish the input in `slot`, as received, on `bus` (`None`: stop).
     Tap {
         slot: usize,
@@ -99,6 +104,7 @@ pub(crate) struct ChannelTask {
     /// Each input's last program, so a tap opened mid-stream starts with one.
     pub(crate) programs: HashMap<usize, Program>,
     pub(crate) content: ContentHealth,
+    pub(crate) slate: Slate,
 }
 
 impl ChannelTask {
@@ -109,14 +115,16 @@ impl ChannelTask {
         cancel: CancellationToken,
     ) {
         let origin = Instant::now();
+        self.publish_slate();
         loop {
-            let wake = origin + self.switcher.poll_timeout();
+            let next = self.switcher.poll_timeout();
+            let wake = origin + self.slate.deadline().map_or(next, |slate| slate.min(next));
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 event = inputs.recv() => {
                     let Some((slot, event)) = event else { break };
                     let now = origin.elapsed();
-                    self.content.event(slot, &event);
+                    self.content.event(slot, &event, &self.switcher);
                     match event {
                         InputEvent::Connected { peer } => {
                             self.switcher.handle_connected(now, slot);
@@ -155,7 +163,11 @@ impl ChannelTask {
                     let Some(command) = command else { break };
                     self.command(origin.elapsed(), command);
                 }
-                _ = tokio::time::sleep_until(wake) => self.switcher.handle_timeout(origin.elapsed()),
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = origin.elapsed();
+                    self.switcher.handle_timeout(now);
+                    self.slate.handle_timeout(now, &self.switcher);
+                }
             }
             self.content
                 .poll(origin.elapsed(), &mut self.switcher, &self.id);
@@ -208,6 +220,11 @@ impl ChannelTask {
                 self.switcher.set_policy(now, policy);
             }
             ChannelCommand::SetContent(settings) => self.content.set_settings(settings),
+            ChannelCommand::SetSlate(settings) => {
+                info!(channel = %self.id, enabled = settings.enabled, "slate settings changed");
+                self.slate.set_settings(settings, &mut self.switcher, now);
+                self.publish_slate();
+            }
         }
     }
 
@@ -244,7 +261,10 @@ impl ChannelTask {
     fn drain(&mut self) {
         while let Some(output) = self.switcher.poll_output() {
             match output {
-                Output::Frame(frame) => self.bus.publish_frame(frame),
+                Output::Frame(frame) => {
+                    self.slate.observe(&frame);
+                    self.bus.publish_frame(frame)
+                }
                 Output::Program(program) => self.bus.publish_program(program),
                 Output::Switched(record) => self.switched(record),
                 Output::HealthChanged { input, health } => {
@@ -284,8 +304,13 @@ impl ChannelTask {
                         health: view,
                     });
                 }
-                Output::AllLost { .. } => {
-                    warn!(channel = %self.id, "every input is lost: output paused until one returns");
+                Output::AllLost { at } => {
+                    self.slate.all_lost(at);
+                    if self.slate.enabled() {
+                        warn!(channel = %self.id, "every input is lost: the slate follows unless one returns");
+                    } else {
+                        warn!(channel = %self.id, "every input is lost: output paused until one returns");
+                    }
                     lock(&self.runtime).active_input = None;
                     self.emit(ChannelEvent::AllLost {
                         channel: self.id.clone(),
@@ -296,7 +321,15 @@ impl ChannelTask {
         lock(&self.runtime).timeline_dropped_frames = self.switcher.dropped_frames();
     }
 
+    fn publish_slate(&self) {
+        let mut runtime = lock(&self.runtime);
+        runtime.slate_enabled = self.slate.enabled();
+        runtime.slate_on_air_since = self.slate.on_air_since;
+    }
+
     fn switched(&mut self, record: SwitchRecord) {
+        self.slate.switched(record.to);
+        self.publish_slate();
         let from = record.from.and_then(|i| self.name(i));
         let to = self.name(record.to).unwrap_or_default();
         let wait = record.at.saturating_sub(record.decided_at);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use lunora_ingest::InputEvent;
 use lunora_media::{Codec, Program};
 use lunora_switch::content::{ContentDetector, ContentSettings};
-use lunora_switch::{Reason, Switcher};
+use lunora_switch::{Reason, Role, Switcher};
 use tokio::sync::oneshot;
 use tracing::warn;
 
@@ -136,8 +136,13 @@ impl ContentHealth {
         }
     }
 
-    pub(crate) fn event(&mut self, slot: usize, event: &InputEvent) {
+    pub(crate) fn event(&mut self, slot: usize, event: &InputEvent, switcher: &Switcher) {
         match event {
+            // The slate is the channel's own card and silence: judging it would only report so.
+            InputEvent::Program(_)
+                if switcher
+                    .spec(slot)
+                    .is_some_and(|spec| spec.role == Role::Slate) => {}
             InputEvent::Program(program) => {
                 self.programs.insert(slot, program.clone());
                 if let Some(settings) = self.settings {

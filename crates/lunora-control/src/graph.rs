@@ -32,10 +32,12 @@ use crate::content::ContentHealth;
 use crate::events::{ChannelEvent, ConfigChange};
 use crate::settings::{
     ChannelSettings, ChannelSpec, GraphProblem, GraphSpec, InputRole, InputSettings,
-    OutputSettings, SrtOutputMode as SrtModeSetting, is_medialive_feed,
+    OutputSettings, SlateSettings, SrtOutputMode as SrtModeSetting, is_medialive_feed,
 };
+use crate::slate::Slate;
 use crate::status::{
     ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
+    SlateView,
 };
 
 /// Kernel UDP buffer requested per SRT port (64 KiB drops packets at 50 Mbit/s).
@@ -57,6 +59,24 @@ pub struct Environment {
     pub rtmp_listen: SocketAddr,
     pub rtmps: Option<RtmpsSettings>,
     pub hls: HlsSettings,
+    /// The slate of channels without their own `slate` settings.
+    pub slate: SlateSettings,
+    /// Fetches file inputs' `s3://` URLs (none: such inputs say they cannot be played).
+    pub fetch: Option<FetchFile>,
+}
+
+/// A local copy of a remote file, or why there is none.
+pub type Fetched =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<std::path::PathBuf, String>> + Send>>;
+
+/// Fetches a remote file and answers with its local copy, or why it cannot.
+#[derive(Clone)]
+pub struct FetchFile(pub std::sync::Arc<dyn Fn(String) -> Fetched + Send + Sync>);
+
+impl std::fmt::Debug for FetchFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FetchFile")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -340,9 +360,18 @@ impl Graph {
         let (commands, command_receiver) = mpsc::channel(64);
         let runtime = SharedRuntime::default();
         let cancel = self.cancel.child_token();
+        let mut switcher = Switcher::new(settings.failover.policy(), Vec::new());
+        let slate = Slate::new(
+            id.clone(),
+            self.slate_of(&settings),
+            input_events.clone(),
+            &mut switcher,
+            Duration::ZERO,
+        );
         let task = ChannelTask {
             id: id.clone(),
-            switcher: Switcher::new(settings.failover.policy(), Vec::new()),
+            switcher,
+            slate,
             bus: bus.clone(),
             runtime: runtime.clone(),
             events: self.events.clone(),
@@ -383,15 +412,22 @@ impl Graph {
                 return;
             };
             let policy_changed = channel.settings.failover != settings.failover;
+            let slate_changed = channel.settings.slate != settings.slate;
             channel.settings = settings.clone();
-            policy_changed.then(|| channel.commands.clone())
+            (channel.commands.clone(), policy_changed, slate_changed)
         };
-        if let Some(commands) = commands {
+        let (commands, policy_changed, slate_changed) = commands;
+        if policy_changed {
             let _ = commands
                 .send(ChannelCommand::SetPolicy(settings.failover.policy()))
                 .await;
             let _ = commands
                 .send(ChannelCommand::SetContent(settings.failover.content()))
+                .await;
+        }
+        if slate_changed {
+            let _ = commands
+                .send(ChannelCommand::SetSlate(self.slate_of(&settings)))
                 .await;
         }
         self.config_event(&id, "channel", &id, ConfigChange::Updated);
@@ -592,6 +628,14 @@ impl Graph {
         Ok(())
     }
 
+    /// The channel's slate settings, or the box's.
+    fn slate_of(&self, settings: &ChannelSettings) -> SlateSettings {
+        settings
+            .slate
+            .clone()
+            .unwrap_or_else(|| self.env.slate.clone())
+    }
+
     /// Starts a file or test-pattern input on the media engine.
     #[cfg(feature = "engine")]
     fn start_engine_input(
@@ -603,25 +647,22 @@ impl Graph {
         stats: StatsHandle,
         cancel: &CancellationToken,
     ) -> Result<JoinHandle<()>, String> {
-        use lunora_engine::{EngineInputSettings, PatternSettings, Source, VideoEncoding};
+        use lunora_engine::{
+            EngineInputSettings, Location, PatternSettings, Source, VideoEncoding,
+        };
         let id = settings.id().to_string();
         let source = match settings {
-            InputSettings::File(file) => {
-                let Some(path) = file.path.clone() else {
-                    return Err(format!(
-                        "channel {channel:?} input {id:?}: S3 files ({}) cannot be played by this build yet",
-                        file.url.as_deref().unwrap_or_default()
-                    ));
-                };
-                Source::File {
-                    path,
-                    looped: file.looped,
-                    encoding: VideoEncoding {
-                        bitrate_kbps: file.bitrate_kbps,
-                        keyframe_interval: 60,
-                    },
-                }
-            }
+            InputSettings::File(file) => Source::File {
+                location: match (&file.path, &file.url) {
+                    (Some(path), _) => Location::Path(path.clone()),
+                    (None, url) => Location::Url(url.clone().unwrap_or_default()),
+                },
+                looped: file.looped,
+                encoding: VideoEncoding {
+                    bitrate_kbps: file.bitrate_kbps,
+                    keyframe_interval: 60,
+                },
+            },
             InputSettings::TestPattern(pattern) => Source::TestPattern(PatternSettings {
                 width: pattern.width,
                 height: pattern.height,
@@ -637,7 +678,11 @@ impl Graph {
         let span = info_span!("input", channel = %channel, input = %id);
         Ok(self.tasks.spawn(
             lunora_engine::run(
-                EngineInputSettings { id, source },
+                EngineInputSettings {
+                    id,
+                    source,
+                    fetch: self.env.fetch.as_ref().map(|f| f.0.clone()),
+                },
                 slot,
                 events,
                 stats,
@@ -1074,6 +1119,11 @@ impl Graph {
                     incompatible_switches_total: runtime.incompatible_total,
                     timeline_dropped_frames_total: runtime.timeline_dropped_frames,
                     hls: HlsView::new(c.settings.id.as_str(), c.hls.stats()),
+                    slate: SlateView {
+                        enabled: runtime.slate_enabled,
+                        on_air: runtime.slate_on_air_since.is_some(),
+                        on_air_since: runtime.slate_on_air_since.map(lunora_media::rfc3339),
+                    },
                 }
             })
             .collect()

@@ -12,8 +12,9 @@ pub mod settings;
 pub use settings::{
     ChannelId, ChannelMode, ChannelSettings, ChannelSpec, Component, FailoverSettings,
     GraphProblem, GraphSpec, ID_RULE, InputId, InputRole, InputSettings, MEDIALIVE_FEED, OutputId,
-    OutputSettings, Problem, Resource, RtmpInputSettings, RtmpOutputSettings, SrtInputSettings,
-    SrtOutputMode, SrtOutputSettings, expand_env, is_medialive_feed,
+    OutputSettings, Problem, Resource, RtmpInputSettings, RtmpOutputSettings, SLATE_INPUT,
+    SlateSettings, SrtInputSettings, SrtOutputMode, SrtOutputSettings, expand_env,
+    is_medialive_feed,
 };
 
 mod accounts;
@@ -22,15 +23,16 @@ mod content;
 mod control;
 pub mod events;
 mod graph;
+mod slate;
 pub mod status;
 
 pub use accounts::execute_account;
 pub use control::{Actor, Command, CommandError, Control, Outcome, StoreHealth, overlaid};
 pub use events::{ChannelEvent, ConfigChange};
-pub use graph::{ApplyError, ControlError, Environment, Graph, SwitchError};
+pub use graph::{ApplyError, ControlError, Environment, FetchFile, Fetched, Graph, SwitchError};
 pub use status::{
     ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
-    SwitchCount, SwitchView,
+    SlateView, SwitchCount, SwitchView,
 };
 
 /// Types the API shows that come from the media crates.

@@ -443,6 +443,82 @@ pub struct ChannelSettings {
     pub mode: ChannelMode,
     #[serde(default)]
     pub failover: FailoverSettings,
+    /// The channel's "broadcast hold"; left out, the box-wide `[slate]` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slate: Option<SlateSettings>,
+}
+
+/// The id the channel's slate goes by in switches, events and `active_input`.
+pub const SLATE_INPUT: &str = "slate";
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_slate_after() -> u64 {
+    1_000
+}
+
+/// When every input of a channel has been lost for `after_ms`, the channel sends a slate — an
+/// image, or a card with the channel name and since when the signal is lost, with silence —
+/// encoded like what the channel last carried, so platforms (YouTube, X, LinkedIn) and
+/// MediaLive keep the session open. The first keyframe of a returning input ends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlateSettings {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How long every input must have been lost before the slate goes on air (0–60000 ms).
+    #[serde(default = "default_slate_after")]
+    #[schemars(range(min = 0, max = 60_000))]
+    pub after_ms: u64,
+    /// A PNG or JPEG to show instead of the built-in card (scaled to the channel's picture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub image: Option<std::path::PathBuf>,
+}
+
+impl Default for SlateSettings {
+    fn default() -> Self {
+        SlateSettings {
+            enabled: true,
+            after_ms: default_slate_after(),
+            image: None,
+        }
+    }
+}
+
+impl SlateSettings {
+    /// Every problem, with the key (under `slate`) it is about.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.after_ms > 60_000 {
+            problems.push(Problem::at(
+                "slate.after_ms",
+                format!(
+                    "slate.after_ms must be at most 60000; it is {}",
+                    self.after_ms
+                ),
+            ));
+        }
+        if let Some(image) = &self.image {
+            let extension = image
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            if !image.is_absolute() || !matches!(extension.as_deref(), Some("png" | "jpg" | "jpeg"))
+            {
+                problems.push(Problem::at(
+                    "slate.image",
+                    format!(
+                        "slate.image must be an absolute path to a .png or .jpg file; it is {:?}",
+                        image.display().to_string()
+                    ),
+                ));
+            }
+        }
+        problems
+    }
 }
 
 // ---- inputs --------------------------------------------------------------------------------
@@ -886,6 +962,12 @@ impl InputSettings {
             problems.push(Problem::at(
                 "id",
                 format!("input id {:?} {ID_RULE}", self.id().as_str()),
+            ));
+        }
+        if self.id().as_str() == SLATE_INPUT {
+            problems.push(Problem::at(
+                "id",
+                "input id \"slate\" is the channel's own slate; choose another",
             ));
         }
         match self {
@@ -1351,6 +1433,14 @@ impl GraphSpec {
             for problem in channel.settings.failover.validate() {
                 push(c, Component::Channel, problem, false);
             }
+            for problem in channel
+                .settings
+                .slate
+                .iter()
+                .flat_map(SlateSettings::validate)
+            {
+                push(c, Component::Channel, problem, false);
+            }
             let mut ids: Vec<&str> = Vec::new();
             let mut claim =
                 |component,
@@ -1525,6 +1615,7 @@ mod tests {
                 id: ChannelId::new(id),
                 mode: ChannelMode::MainBackup,
                 failover: FailoverSettings::default(),
+                slate: None,
             },
             inputs,
             outputs: Vec::new(),

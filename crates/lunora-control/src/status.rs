@@ -27,6 +27,16 @@ pub struct ChannelStatus {
     /// Frames the switcher dropped to keep the output timeline valid.
     pub timeline_dropped_frames_total: u64,
     pub hls: HlsView,
+    pub slate: SlateView,
+}
+
+/// The channel's slate ("broadcast hold").
+#[derive(Debug, Clone, Serialize)]
+pub struct SlateView {
+    pub enabled: bool,
+    pub on_air: bool,
+    /// Since when it is on air (RFC 3339).
+    pub on_air_since: Option<String>,
 }
 
 /// The channel's HLS preview: what it holds in memory.

@@ -1,11 +1,12 @@
 //! The media engine: sources that need pixels rather than packets, on GStreamer. A file (MP4 or
-//! MPEG-TS, looped on a continuous timeline) and a test pattern, each run as a channel input
-//! that paces its frames in real time like an encoder.
+//! MPEG-TS, looped on a continuous timeline), a test pattern and a channel's slate, each run as
+//! a channel input that paces its frames in real time like an encoder.
 //!
 //! GStreamer runs on its own threads; frames cross to the tokio side through bounded queues
 //! (`pipeline`), are placed on the input's timeline (`timeline`, pure) and sent when due
 //! (`source`). The content probe (`content`) decodes an input's frames at low resolution for
-//! content health (black, frozen, silent). A pipeline is stopped and freed as soon as it is no longer needed.
+//! content health (black, frozen, silent). A pipeline is stopped and freed as soon as it is no
+//! longer needed.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -15,8 +16,8 @@ mod source;
 pub mod timeline;
 
 pub use content::ContentProbe;
-pub use pipeline::{PatternSettings, VideoEncoding};
-pub use source::{EngineInputSettings, Source, run};
+pub use pipeline::{PatternSettings, SlateSettings, VideoEncoding};
+pub use source::{EngineInputSettings, Fetch, Location, Source, run};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

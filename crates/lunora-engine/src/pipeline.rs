@@ -183,7 +183,8 @@ fn drain_into(sink: &gst_app::AppSink, (kind, codec): (Kind, Codec), items: mpsc
 fn sink_caps(codec: Codec) -> &'static str {
     match codec {
         Codec::Hevc => "video/x-h265,stream-format=byte-stream,alignment=au",
-        Codec::AacAdts => "audio/mpeg,mpegversion=4,stream-format=adts",
+        // MPEG-TS files carry AAC as MPEG-2 ADTS: the same frames.
+        Codec::AacAdts => "audio/mpeg,mpegversion=(int){2,4},stream-format=adts",
         _ => "video/x-h264,stream-format=byte-stream,alignment=au",
     }
 }
@@ -243,24 +244,106 @@ pub(crate) fn test_pattern(settings: &PatternSettings) -> Result<Running, Engine
     if let Some(caption) = pipeline.by_name("caption") {
         caption.set_property("text", settings.caption.as_str());
     }
+    live_pipeline(pipeline, Codec::H264)
+}
+
+/// The "broadcast hold" picture: made to match what the channel last carried, so a platform's
+/// session carries on across it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlateSettings {
+    pub codec: Codec,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: (u32, u32),
+    pub interlaced: bool,
+    pub audio_rate: u32,
+    pub audio_channels: u32,
+    pub encoding: VideoEncoding,
+    /// A PNG or JPEG to show; without one, a card with `caption`.
+    pub image: Option<std::path::PathBuf>,
+    pub caption: String,
+}
+
+pub(crate) fn slate(settings: &SlateSettings) -> Result<Running, EngineError> {
+    init()?;
+    let (num, den) = settings.frame_rate;
+    let (w, h) = (settings.width, settings.height);
+    let picture = match &settings.image {
+        // The location is set as a property below, never written into the description.
+        Some(_) => {
+            "filesrc name=image ! decodebin ! videoconvert ! videoscale ! imagefreeze is-live=true"
+        }
+        None => {
+            "videotestsrc is-live=true pattern=solid-color foreground-color=0xff1d2733 ! \
+             textoverlay name=caption halignment=center valignment=center line-alignment=center \
+             font-desc=\"Sans 28\""
+        }
+    };
+    let (video, video_codec) = match settings.codec {
+        Codec::Hevc => (
+            format!(
+                "videoconvert ! video/x-raw,format=I420 ! x265enc tune=zerolatency \
+                 speed-preset=ultrafast bitrate={} key-int-max={} ! h265parse config-interval=-1",
+                settings.encoding.bitrate_kbps, settings.encoding.keyframe_interval
+            ),
+            Codec::Hevc,
+        ),
+        _ => (
+            format!(
+                "{fields}videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency \
+                 speed-preset=veryfast bitrate={} key-int-max={} interlaced={} ! \
+                 h264parse config-interval=-1",
+                settings.encoding.bitrate_kbps,
+                settings.encoding.keyframe_interval,
+                settings.interlaced,
+                // x264enc codes fields only when the caps say the frames hold them.
+                fields = if settings.interlaced {
+                    "capssetter caps=\"video/x-raw,interlace-mode=interleaved,\
+                     field-order=top-field-first\" ! "
+                } else {
+                    ""
+                },
+            ),
+            Codec::H264,
+        ),
+    };
+    let description = format!(
+        "{picture} ! videoscale ! videorate ! \
+         video/x-raw,width={w},height={h},framerate={num}/{den},pixel-aspect-ratio=1/1 ! \
+         {video} ! {video_caps} ! appsink name=video sync=false \
+         audiotestsrc is-live=true wave=silence ! audio/x-raw,rate={rate},channels={channels} ! \
+         audioconvert ! avenc_aac bitrate=128000 ! aacparse ! {audio_caps} ! \
+         appsink name=audio sync=false",
+        video_caps = sink_caps(video_codec),
+        audio_caps = sink_caps(Codec::AacAdts),
+        rate = settings.audio_rate,
+        channels = settings.audio_channels,
+    );
+    let pipeline = launch(&description)?;
+    if let Some(image) = &settings.image
+        && let Some(source) = pipeline.by_name("image")
+    {
+        source.set_property("location", image.to_string_lossy().as_ref());
+    }
+    if let Some(caption) = pipeline.by_name("caption") {
+        caption.set_property("text", settings.caption.as_str());
+    }
+    live_pipeline(pipeline, video_codec)
+}
+
+/// Hands a live pipeline's `video` and `audio` appsinks to a new queue and starts it.
+fn live_pipeline(pipeline: gst::Pipeline, video: Codec) -> Result<Running, EngineError> {
     let (sender, items) = mpsc::channel(QUEUE);
-    for (name, track) in [
-        ("video", (Kind::Video, Codec::H264)),
-        ("audio", (Kind::Audio, Codec::AacAdts)),
-    ] {
+    let tracks = [(Kind::Video, video), (Kind::Audio, Codec::AacAdts)];
+    for (name, track) in [("video", tracks[0]), ("audio", tracks[1])] {
         let sink = pipeline
             .by_name(name)
             .and_then(|e| e.dynamic_cast::<gst_app::AppSink>().ok())
-            .ok_or_else(|| {
-                EngineError::Pipeline(format!("the pattern pipeline has no {name} sink"))
-            })?;
+            .ok_or_else(|| EngineError::Pipeline(format!("the pipeline has no {name} sink")))?;
         drain_into(&sink, track, sender.clone());
     }
     let tracks = Tracks {
-        found: Mutex::new(vec![
-            (Kind::Video, Codec::H264),
-            (Kind::Audio, Codec::AacAdts),
-        ]),
+        found: Mutex::new(tracks.to_vec()),
         complete: AtomicBool::new(true),
     };
     play(pipeline, items, Arc::new(tracks))
@@ -319,16 +402,12 @@ fn branch_for(
                 sink(Codec::Hevc)
             ),
         ),
-        "audio/mpeg"
-            if caps
-                .get::<i32>("mpegversion")
-                .is_ok_and(|v| v == 2 || v == 4) =>
-        {
-            (
-                Some((Kind::Audio, Codec::AacAdts)),
-                format!("queue ! aacparse ! {}", sink(Codec::AacAdts)),
-            )
-        }
+        // A pad may come before its caps are fixed (MPEG-TS: `mpegversion` still a list): only
+        // MPEG-1 audio (MP3 and friends) is not AAC.
+        "audio/mpeg" if !caps.get::<i32>("mpegversion").is_ok_and(|v| v == 1) => (
+            Some((Kind::Audio, Codec::AacAdts)),
+            format!("queue ! aacparse ! {}", sink(Codec::AacAdts)),
+        ),
         name if name.starts_with("video/") => (
             Some((Kind::Video, Codec::H264)),
             format!(

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::EngineError;
-use crate::pipeline::{self, Item, PatternSettings, Running, VideoEncoding};
+use crate::pipeline::{self, Item, PatternSettings, Running, SlateSettings, VideoEncoding};
 use crate::timeline::{Kind, Pacer, Timeline};
 
 /// How long a failed source waits before it is started again.
@@ -32,35 +32,76 @@ const ONE_TRACK_AFTER: i64 = 90_000;
 /// And at most this many frames, whatever their timestamps say.
 const READ_AHEAD_FRAMES: usize = 1024;
 
+/// Fetches a remote file (`s3://…`) and answers with its local copy, or why it cannot.
+pub type Fetch = std::sync::Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn Future<Output = Result<PathBuf, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Where a file input's file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Path(PathBuf),
+    /// Fetched with [`EngineInputSettings::fetch`] each time the input starts.
+    Url(String),
+}
+
 /// What an engine input plays.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     /// An MP4 or MPEG-TS file; `looped` plays it forever on a continuous timeline.
     File {
-        path: PathBuf,
+        location: Location,
         looped: bool,
         /// For a file whose codecs a channel cannot carry.
         encoding: VideoEncoding,
     },
     TestPattern(PatternSettings),
+    /// The channel's "broadcast hold" while every input is lost.
+    Slate(SlateSettings),
 }
 
 impl Source {
     /// What the input shows as its sender.
     fn describe(&self) -> String {
         match self {
-            Source::File { path, .. } => format!("file {}", path.display()),
+            Source::File {
+                location: Location::Path(path),
+                ..
+            } => format!("file {}", path.display()),
+            Source::File {
+                location: Location::Url(url),
+                ..
+            } => format!("file {url}"),
             Source::TestPattern(p) => format!(
                 "test pattern {}x{} {}/{} fps",
                 p.width, p.height, p.frame_rate.0, p.frame_rate.1
+            ),
+            Source::Slate(s) => format!(
+                "slate {}x{}{} {}/{} fps",
+                s.width,
+                s.height,
+                if s.interlaced { "i" } else { "p" },
+                s.frame_rate.0,
+                s.frame_rate.1
             ),
         }
     }
 
     fn start(&self) -> Result<Running, EngineError> {
         match self {
-            Source::File { path, encoding, .. } => pipeline::file(path, *encoding),
+            Source::File {
+                location: Location::Path(path),
+                encoding,
+                ..
+            } => pipeline::file(path, *encoding),
+            Source::File {
+                location: Location::Url(url),
+                ..
+            } => Err(EngineError::File(format!("{url} has not been fetched"))),
             Source::TestPattern(settings) => pipeline::test_pattern(settings),
+            Source::Slate(settings) => pipeline::slate(settings),
         }
     }
 
@@ -69,11 +110,48 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineInputSettings {
     /// The input's id, used in every log line.
     pub id: String,
     pub source: Source,
+    /// For a file at a URL.
+    pub fetch: Option<Fetch>,
+}
+
+impl std::fmt::Debug for EngineInputSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineInputSettings")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("fetch", &self.fetch.is_some())
+            .finish()
+    }
+}
+
+impl EngineInputSettings {
+    /// The source with a URL replaced by the local copy, fetched now.
+    async fn resolved(&self) -> Result<Source, EngineError> {
+        let Source::File {
+            location: Location::Url(url),
+            looped,
+            encoding,
+        } = &self.source
+        else {
+            return Ok(self.source.clone());
+        };
+        let Some(fetch) = &self.fetch else {
+            return Err(EngineError::File(format!(
+                "{url}: this build cannot fetch files (built without the `medialive` feature)"
+            )));
+        };
+        let path = fetch(url.clone()).await.map_err(EngineError::File)?;
+        Ok(Source::File {
+            location: Location::Path(path),
+            looped: *looped,
+            encoding: *encoding,
+        })
+    }
 }
 
 fn track_id(kind: Kind) -> TrackId {
@@ -104,7 +182,10 @@ pub async fn run(
     loop {
         let outcome = tokio::select! {
             _ = &mut shutdown => break,
-            outcome = Session::new(&settings.source).play(&mut input) => outcome,
+            outcome = async {
+                let source = settings.resolved().await?;
+                Session::new(&source).play(&mut input).await
+            } => outcome,
         };
         input.lost();
         match outcome {
@@ -348,7 +429,9 @@ impl<'a> Session<'a> {
                 keyframe,
                 data,
             } => {
-                let placed = self.timeline.place(self.pass, kind, stamp);
+                let Some(placed) = self.timeline.place(self.pass, kind, stamp) else {
+                    return;
+                };
                 let frame = Frame {
                     track: track_id(kind),
                     codec,

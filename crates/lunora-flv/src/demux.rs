@@ -1,7 +1,9 @@
 //! FLV tag bodies (from RTMP messages) → `Program` and `Frame`s.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use lunora_media::{AudioSpecificConfig, Codec, Frame, MpegTime, Program, Track};
+use lunora_media::{
+    AudioSpecificConfig, Codec, Frame, H264NalType, HevcNalType, MpegTime, Program, Track,
+};
 
 use crate::record::{AvcDecoderConfig, HevcDecoderConfig};
 use crate::{AUDIO_TRACK, FlvError, VIDEO_TRACK};
@@ -218,12 +220,39 @@ fn push_coded_frame(
             c.parameter_sets.iter().collect(),
         ),
     };
-    let prefix = if keyframe { parameter_sets } else { Vec::new() };
+    // A sender that keeps its parameter sets in band needs no second copy.
+    let prefix = if keyframe && !carries_sps(codec, data, length_size) {
+        parameter_sets
+    } else {
+        Vec::new()
+    };
     let data = to_annex_b(data, length_size, &prefix)?;
     out.push(FlvEvent::Frame(video_frame(
         codec, dts, cts, keyframe, data,
     )));
     Ok(())
+}
+
+/// Whether length-prefixed `data` holds a sequence parameter set (a malformed length ends the
+/// search; the conversion reports it).
+fn carries_sps(codec: Codec, mut data: &[u8], length_size: usize) -> bool {
+    while let Some(head) = data.get(..length_size) {
+        let length = head
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let Some(nal) = data.get(length_size..length_size + length) else {
+            return false;
+        };
+        let is_sps = nal.first().is_some_and(|&header| match codec {
+            Codec::Hevc => HevcNalType::from_header(header) == HevcNalType::Sps,
+            _ => H264NalType::from_header(header) == H264NalType::Sps,
+        });
+        if is_sps {
+            return true;
+        }
+        data = &data[length_size + length..];
+    }
+    false
 }
 
 fn video_frame(codec: Codec, dts: i64, cts: i64, keyframe: bool, data: Bytes) -> Frame {

@@ -102,8 +102,18 @@ impl FlvMux {
         for nal in AnnexBNalUnits::new(&frame.data) {
             let Some(&header) = nal.first() else { continue };
             match H264NalType::from_header(header) {
-                H264NalType::Sps => sps = Some(frame.data.slice_ref(nal)),
-                H264NalType::Pps => pps = Some(frame.data.slice_ref(nal)),
+                // Kept in band as well as in the sequence header: when they change mid-session
+                // (a failover between encoders, the slate), receivers that remux without
+                // reading a second sequence header (ffmpeg's own, and platforms built on it)
+                // still find the pictures' parameter sets in front of them.
+                H264NalType::Sps => {
+                    sps = Some(frame.data.slice_ref(nal));
+                    nal_units.push(nal);
+                }
+                H264NalType::Pps => {
+                    pps = Some(frame.data.slice_ref(nal));
+                    nal_units.push(nal);
+                }
                 // FLV carries no access unit delimiters.
                 H264NalType::AccessUnitDelimiter => {}
                 _ => nal_units.push(nal),
@@ -350,7 +360,7 @@ mod tests {
         let frames = demux_tags(&tags);
         assert_eq!(frames.len(), 3);
         assert_eq!((frames[0].dts, frames[0].pts), (video.dts, video.pts));
-        // The AUD is gone; SPS/PPS come back from the sequence header on the keyframe.
+        // The AUD is gone; SPS/PPS stay in band.
         assert_eq!(&frames[0].data[..], &video.data[6..]);
         assert_eq!(frames[1].data, audio.data);
     }

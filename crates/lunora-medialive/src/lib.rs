@@ -12,11 +12,13 @@ pub mod address;
 pub mod aws;
 pub mod preset;
 pub mod provision;
+pub mod s3;
 pub mod setup;
 pub mod watch;
 
 pub use aws::{AwsSettings, Clients, default_box_id};
 pub use preset::Preset;
 pub use provision::{Feed, InputView, Options, ProvisionError, Provisioned, Provisioner};
+pub use s3::{FetchError, S3Files};
 pub use setup::{ChannelClass, InputPreference, InputType, MediaLiveSetup, Mode, Problem, Target};
 pub use watch::{Watch, WatchAction};

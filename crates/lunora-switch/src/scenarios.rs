@@ -58,14 +58,19 @@ const SPS_B: &[u8] = &[0x67, 0x4D, 0x00, 0x28, 0xBB];
 
 impl Sim {
     fn new(policy: Policy) -> Sim {
+        Sim::with_second(policy, Role::Backup)
+    }
+
+    /// Encoder 0 feeds the main; encoder 1 an input of role `second`.
+    fn with_second(policy: Policy, second: Role) -> Sim {
         let specs = vec![
             InputSpec {
                 id: "main".into(),
                 role: Role::Main,
             },
             InputSpec {
-                id: "backup".into(),
-                role: Role::Backup,
+                id: second.name().into(),
+                role: second,
             },
         ];
         let mut sim = Sim {
@@ -661,6 +666,52 @@ fn both_lost_then_backup_returns() {
         .find(|(a, b)| b.dts - a.dts != FRAME)
         .expect("gap");
     assert!((b.dts - a.dts) / 90 >= 5_000, "{} ms", (b.dts - a.dts) / 90);
+}
+
+#[test]
+fn the_slate_holds_the_output_while_all_is_lost_and_yields_at_the_first_keyframe_back() {
+    let mut sim = Sim::with_second(Policy::default(), Role::Slate);
+    // The slate only flows while the channel runs it (from 4.5 s, after the main was lost at
+    // 3 s): before that it is connected but silent, and it never takes the air from a main
+    // that is merely there.
+    sim.run(
+        16_000,
+        feeds(&[
+            (0, 3_000, 10_000, Feed::Silent),
+            (1, 0, 4_500, Feed::Silent),
+        ]),
+    );
+    sim.check_invariants();
+    sim.check_no_audio_overlap();
+    let switches = sim.later_switches();
+    assert_eq!(switches.len(), 2, "{switches:?}");
+    assert_eq!(
+        (switches[0].to, switches[0].reason),
+        (1, SwitchReason::Slate)
+    );
+    // Back to the main at its first keyframe, without waiting for error_clear (5 s).
+    assert_eq!(
+        (switches[1].to, switches[1].reason),
+        (0, SwitchReason::Resume)
+    );
+    assert!(
+        switches[1].at < Duration::from_millis(11_100),
+        "{switches:?}"
+    );
+    assert_eq!(switches[1].gap, Duration::ZERO);
+    // From the slate to the main, pictures are back to back.
+    let start = sim.segment_starts[2];
+    let first = sim.out[start..]
+        .iter()
+        .find(|f| f.codec.is_video())
+        .unwrap();
+    let before = sim.out[..start]
+        .iter()
+        .rev()
+        .find(|f| f.codec.is_video())
+        .unwrap();
+    assert_eq!(first.dts - before.dts, FRAME);
+    assert_eq!(sim.all_lost, 1);
 }
 
 #[test]

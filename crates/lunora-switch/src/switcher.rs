@@ -27,6 +27,9 @@ use crate::tracks::{adopt_codecs, map_tracks, output_program};
 pub enum Role {
     Main,
     Backup,
+    /// The channel's own "broadcast hold" picture: on air only while no other input can be,
+    /// and off air at the first keyframe of any input that returns (no `error_clear` wait).
+    Slate,
 }
 
 impl Role {
@@ -34,6 +37,15 @@ impl Role {
         match self {
             Role::Main => "main",
             Role::Backup => "backup",
+            Role::Slate => "slate",
+        }
+    }
+
+    fn priority(self) -> u8 {
+        match self {
+            Role::Main => 0,
+            Role::Backup => 1,
+            Role::Slate => 2,
         }
     }
 }
@@ -115,6 +127,8 @@ pub enum SwitchReason {
     Manual,
     /// Every input had been lost; this one came back.
     Resume,
+    /// Every input has been lost: the slate holds the output.
+    Slate,
 }
 
 impl SwitchReason {
@@ -126,6 +140,7 @@ impl SwitchReason {
             SwitchReason::ReturnToPrimary => "return_to_primary",
             SwitchReason::Manual => "manual",
             SwitchReason::Resume => "resume",
+            SwitchReason::Slate => "slate",
         }
     }
 }
@@ -323,8 +338,7 @@ impl Switcher {
         self.order.push(index);
         // Stable: backups keep the order they were added in.
         let inputs = &self.inputs;
-        self.order
-            .sort_by_key(|&i| inputs[i].spec.role != Role::Main);
+        self.order.sort_by_key(|&i| inputs[i].spec.role.priority());
         index
     }
 
@@ -627,7 +641,17 @@ impl Switcher {
         {
             return Some((forced, SwitchReason::Manual));
         }
-        let by_priority = self.order.iter().copied();
+        let is_slate = |i: usize| self.inputs[i].spec.role == Role::Slate;
+        let by_priority = self.order.iter().copied().filter(|&i| !is_slate(i));
+        let slate = self
+            .order
+            .iter()
+            .copied()
+            .find(|&i| is_slate(i) && usable(i));
+        let returning = by_priority
+            .clone()
+            .find(|&i| fine(i))
+            .or_else(|| by_priority.clone().find(|&i| usable(i)));
         let Some(current) = current else {
             let reason = if self.all_lost_reported {
                 SwitchReason::Resume
@@ -636,12 +660,17 @@ impl Switcher {
             } else {
                 SwitchReason::Start
             };
-            let pick = by_priority
-                .clone()
-                .find(|&i| fine(i))
-                .or_else(|| by_priority.clone().find(|&i| usable(i)));
-            return pick.map(|i| (i, reason));
+            return match (returning, slate) {
+                (Some(input), _) => Some((input, reason)),
+                (None, Some(slate)) => Some((slate, SwitchReason::Slate)),
+                (None, None) => None,
+            };
         };
+        if is_slate(current) {
+            return Some(returning.map_or((current, SwitchReason::Slate), |input| {
+                (input, SwitchReason::Resume)
+            }));
+        }
         if fine(current) {
             if self.policy.preference == Preference::Primary {
                 let better = by_priority

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use lunora_control::{
     ChannelId, ChannelMode, ChannelSettings, ChannelSpec, Component, FailoverSettings, GraphSpec,
-    InputSettings, OutputSettings, Problem, RtmpsSettings,
+    InputSettings, OutputSettings, Problem, RtmpsSettings, SlateSettings,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -31,6 +31,8 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     aws: Option<Spanned<RawAws>>,
+    /// The slate of every channel that has no `[channels.slate]` of its own.
+    slate: Option<Spanned<SlateSettings>>,
     #[serde(default)]
     channels: Vec<RawChannel>,
 }
@@ -122,6 +124,7 @@ struct RawChannel {
     id: Spanned<String>,
     mode: Spanned<ChannelMode>,
     failover: Option<Spanned<FailoverSettings>>,
+    slate: Option<SlateSettings>,
     /// Read as tables first, so that one input's error does not hide the others'.
     #[serde(default)]
     inputs: Vec<Spanned<toml::Table>>,
@@ -155,6 +158,8 @@ pub(crate) struct Config {
     /// `[aws]`, checked.
     #[cfg(feature = "medialive")]
     pub(crate) aws: Option<lunora_medialive::AwsSettings>,
+    /// `[slate]`: every channel's slate unless it has its own.
+    pub(crate) slate: SlateSettings,
     pub(crate) graph: GraphSpec,
 }
 
@@ -368,6 +373,7 @@ fn validate(
                     .as_ref()
                     .map(|f| f.get_ref().clone())
                     .unwrap_or_default(),
+                slate: ch.slate.clone(),
             },
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -532,7 +538,14 @@ fn validate(
             "[aws] needs a lunora built with the `medialive` feature (on by default)",
         );
     }
+    let slate = raw.slate.map_or_else(SlateSettings::default, |slate| {
+        for problem in slate.get_ref().validate() {
+            c.at(slate.span(), format!("[slate] {}", problem.message));
+        }
+        slate.into_inner()
+    });
     Config {
+        slate,
         http_listen,
         http_hosts: raw.http.hosts.clone(),
         metrics_token,

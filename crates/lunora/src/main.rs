@@ -158,6 +158,30 @@ fn init_logging(format: config::LogFormat) {
     }
 }
 
+/// File inputs' `s3://` URLs, fetched into `<state dir>/media` with `[aws]`'s account (or the
+/// standard chain's). The client is made at the first fetch: finding a region without `[aws]`
+/// may ask the instance metadata service, which a box without S3 files need not wait for.
+#[cfg(feature = "medialive")]
+fn s3_files(config: &Config, state: &std::path::Path) -> Option<lunora_control::FetchFile> {
+    let settings = config.aws.clone();
+    let cache = state.join("media");
+    let files = Arc::new(tokio::sync::OnceCell::new());
+    Some(lunora_control::FetchFile(Arc::new(move |url: String| {
+        let (files, settings, cache) = (files.clone(), settings.clone(), cache.clone());
+        Box::pin(async move {
+            let files = files
+                .get_or_init(|| lunora_medialive::S3Files::load(settings.as_ref(), cache))
+                .await;
+            files.fetch(&url).await.map_err(|e| e.to_string())
+        })
+    })))
+}
+
+#[cfg(not(feature = "medialive"))]
+fn s3_files(_: &Config, _: &std::path::Path) -> Option<lunora_control::FetchFile> {
+    None
+}
+
 async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let cancel = CancellationToken::new();
     let http = tokio::net::TcpListener::bind(config.http_listen)
@@ -198,6 +222,8 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         Environment {
             rtmp_listen: config.rtmp_listen,
             rtmps: config.rtmps.clone(),
+            slate: config.slate.clone(),
+            fetch: s3_files(&config, &dir),
             hls: HlsSettings {
                 first_sequence: SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
