@@ -10,6 +10,7 @@ mod access;
 mod api_fuzz;
 mod common;
 mod config_cli;
+mod content;
 mod control_plane;
 mod engine_sources;
 mod events;

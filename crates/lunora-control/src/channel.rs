@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::content::ContentHealth;
 use crate::events::ChannelEvent;
 use crate::settings::SlateSettings;
 use crate::slate::Slate;
@@ -81,6 +82,7 @@ pub(crate) enum ChannelCommand {
     },
     RemoveInput(usize),
     SetPolicy(Policy),
+    SetContent(Option<lunora_switch::content::ContentSettings>),
     SetSlate(SlateSettings),
     /// Also publish the input in `slot`, as received, on `bus` (`None`: stop).
     Tap {
@@ -101,6 +103,7 @@ pub(crate) struct ChannelTask {
     pub(crate) taps: HashMap<usize, Arc<Bus>>,
     /// Each input's last program, so a tap opened mid-stream starts with one.
     pub(crate) programs: HashMap<usize, Program>,
+    pub(crate) content: ContentHealth,
     pub(crate) slate: Slate,
 }
 
@@ -121,6 +124,7 @@ impl ChannelTask {
                 event = inputs.recv() => {
                     let Some((slot, event)) = event else { break };
                     let now = origin.elapsed();
+                    self.content.event(slot, &event, &self.switcher);
                     match event {
                         InputEvent::Connected { peer } => {
                             self.switcher.handle_connected(now, slot);
@@ -165,6 +169,8 @@ impl ChannelTask {
                     self.slate.handle_timeout(now, &self.switcher);
                 }
             }
+            self.content
+                .poll(origin.elapsed(), &mut self.switcher, &self.id);
             self.drain();
         }
     }
@@ -189,6 +195,7 @@ impl ChannelTask {
             }
             ChannelCommand::RemoveInput(slot) => {
                 self.switcher.remove_input(now, slot);
+                self.content.remove_input(slot);
                 self.connected.remove(&slot);
                 self.taps.remove(&slot);
                 self.programs.remove(&slot);
@@ -212,6 +219,7 @@ impl ChannelTask {
                 info!(channel = %self.id, "failover policy changed");
                 self.switcher.set_policy(now, policy);
             }
+            ChannelCommand::SetContent(settings) => self.content.set_settings(settings),
             ChannelCommand::SetSlate(settings) => {
                 info!(channel = %self.id, enabled = settings.enabled, "slate settings changed");
                 self.slate.set_settings(settings, &mut self.switcher, now);

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::channel::{ChannelCommand, ChannelTask, SharedRuntime, lock};
+use crate::content::ContentHealth;
 use crate::events::{ChannelEvent, ConfigChange};
 use crate::profiles::Profiles;
 use crate::settings::{
@@ -401,6 +402,7 @@ impl Graph {
             connected: Default::default(),
             taps: HashMap::new(),
             programs: HashMap::new(),
+            content: ContentHealth::new(settings.failover.content()),
         };
         // Every line the channel's tasks log says which channel.
         let span = info_span!("channel", channel = %id);
@@ -451,6 +453,9 @@ impl Graph {
         if policy_changed {
             let _ = commands
                 .send(ChannelCommand::SetPolicy(settings.failover.policy()))
+                .await;
+            let _ = commands
+                .send(ChannelCommand::SetContent(settings.failover.content()))
                 .await;
         }
         if slate_changed {

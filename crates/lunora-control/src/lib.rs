@@ -21,6 +21,7 @@ pub use settings::{
 
 mod accounts;
 mod channel;
+mod content;
 mod control;
 pub mod events;
 mod graph;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use lunora_egress::{DestinationSpec, Preset, SpecField};
 use lunora_media::Secret;
+use lunora_switch::content::ContentSettings;
 use lunora_switch::{AlignedClock, HealthSettings, Policy, Preference, Reason, SwitchMode};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
@@ -219,6 +220,42 @@ pub struct FailoverSettings {
     pub aligned_delay_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aligned_clock: Option<ClockSetting>,
+    /// Decode every input at low resolution to find black, frozen and silent content. Also on
+    /// when `triggers` names `black`, `frozen` or `silent`.
+    #[serde(default)]
+    pub content_health: bool,
+    /// A picture whose mean luma is below this percentage of the range is black (1–50).
+    #[serde(default = "default_black_threshold")]
+    #[schemars(range(min = 1, max = 50))]
+    pub black_threshold_percent: u32,
+    /// Black for this long: the `black` reason (1000–600000).
+    #[serde(default = "default_content_ms")]
+    #[schemars(range(min = 1000, max = 600_000))]
+    pub black_ms: u64,
+    /// The picture unchanged for this long: the `frozen` reason (1000–600000).
+    #[serde(default = "default_content_ms")]
+    #[schemars(range(min = 1000, max = 600_000))]
+    pub freeze_ms: u64,
+    /// Audio whose RMS level is below this (dBFS, -90 to -10) is silent.
+    #[serde(default = "default_silence_db")]
+    #[schemars(range(min = -90, max = -10))]
+    pub silence_db: i32,
+    /// Silent for this long: the `silent` reason (1000–600000).
+    #[serde(default = "default_content_ms")]
+    #[schemars(range(min = 1000, max = 600_000))]
+    pub silence_ms: u64,
+}
+
+fn default_black_threshold() -> u32 {
+    10
+}
+
+fn default_content_ms() -> u64 {
+    2000
+}
+
+fn default_silence_db() -> i32 {
+    -50
 }
 
 impl Default for FailoverSettings {
@@ -231,6 +268,12 @@ impl Default for FailoverSettings {
             triggers: None,
             aligned_delay_ms: None,
             aligned_clock: None,
+            content_health: false,
+            black_threshold_percent: default_black_threshold(),
+            black_ms: default_content_ms(),
+            freeze_ms: default_content_ms(),
+            silence_db: default_silence_db(),
+            silence_ms: default_content_ms(),
         }
     }
 }
@@ -296,7 +339,72 @@ impl FailoverSettings {
                 ));
             }
         }
+        self.validate_content(&mut problems);
         problems
+    }
+
+    fn validate_content(&self, problems: &mut Vec<Problem>) {
+        if !(1..=50).contains(&self.black_threshold_percent) {
+            problems.push(Problem::at(
+                "black_threshold_percent",
+                format!(
+                    "black_threshold_percent must be between 1 and 50; it is {}",
+                    self.black_threshold_percent
+                ),
+            ));
+        }
+        for (key, ms) in [
+            ("black_ms", self.black_ms),
+            ("freeze_ms", self.freeze_ms),
+            ("silence_ms", self.silence_ms),
+        ] {
+            if !(1000..=600_000).contains(&ms) {
+                problems.push(Problem::at(
+                    key,
+                    format!("{key} must be between 1000 and 600000; it is {ms}"),
+                ));
+            }
+        }
+        if !(-90..=-10).contains(&self.silence_db) {
+            problems.push(Problem::at(
+                "silence_db",
+                format!(
+                    "silence_db must be between -90 and -10 (dBFS); it is {}",
+                    self.silence_db
+                ),
+            ));
+        }
+        if !cfg!(feature = "engine") && self.content().is_some() {
+            let key = if self.content_health {
+                "content_health"
+            } else {
+                "triggers"
+            };
+            problems.push(Problem::at(
+                key,
+                "content health (black, frozen, silent) needs the media engine, which this build \
+                 does not have (built without the `gstreamer` feature): remove it or use a build \
+                 with GStreamer",
+            ));
+        }
+    }
+
+    /// Content health's thresholds when it runs: `content_health = true`, or `triggers` names
+    /// a content reason (the default "all reasons" does not turn it on).
+    pub fn content(&self) -> Option<ContentSettings> {
+        let triggered = self
+            .triggers
+            .iter()
+            .flatten()
+            .filter_map(|name| Reason::from_name(name))
+            .any(|reason| Reason::CONTENT.contains(&reason));
+        (self.content_health || triggered).then(|| ContentSettings {
+            black_threshold: self.black_threshold_percent as f32 / 100.0,
+            black: Duration::from_millis(self.black_ms),
+            freeze: Duration::from_millis(self.freeze_ms),
+            silence_db: self.silence_db as f32,
+            silence: Duration::from_millis(self.silence_ms),
+        })
     }
 
     /// The switcher's policy (call after [`FailoverSettings::validate`] found nothing).
@@ -1528,6 +1636,50 @@ mod tests {
             inputs,
             outputs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn content_health_runs_only_when_asked_for() {
+        let mut failover = FailoverSettings::default();
+        assert_eq!(
+            failover.content(),
+            None,
+            "the default \"all\" triggers do not"
+        );
+        failover.triggers = Some(vec!["srt_loss".into(), "frozen".into()]);
+        assert_eq!(failover.content(), Some(ContentSettings::default()));
+        failover.triggers = Some(vec!["srt_loss".into()]);
+        failover.content_health = true;
+        failover.silence_db = -60;
+        failover.black_threshold_percent = 5;
+        let content = failover.content().unwrap();
+        assert_eq!(content.silence_db, -60.0);
+        assert!((content.black_threshold - 0.05).abs() < 1e-6);
+        let policy = failover.policy();
+        assert_eq!(policy.triggers, vec![Reason::SrtLoss]);
+    }
+
+    #[test]
+    fn content_health_settings_out_of_range_are_named() {
+        let failover = FailoverSettings {
+            content_health: true,
+            black_threshold_percent: 0,
+            black_ms: 999,
+            freeze_ms: 600_001,
+            silence_db: -5,
+            ..FailoverSettings::default()
+        };
+        let fields: Vec<_> = failover.validate().iter().filter_map(|p| p.field).collect();
+        let mut expected = vec![
+            "black_threshold_percent",
+            "black_ms",
+            "freeze_ms",
+            "silence_db",
+        ];
+        if !cfg!(feature = "engine") {
+            expected.push("content_health");
+        }
+        assert_eq!(fields, expected);
     }
 
     #[test]

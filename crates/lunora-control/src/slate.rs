@@ -27,6 +27,8 @@ struct Carried {
 pub(crate) struct Slate {
     channel: String,
     settings: SlateSettings,
+    /// Where the slate's frames go (a build without the media engine has no slate to send).
+    #[cfg_attr(not(feature = "engine"), allow(dead_code))]
     events: InputSender,
     /// The switcher slot, while enabled.
     slot: Option<usize>,

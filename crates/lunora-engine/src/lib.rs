@@ -5,18 +5,22 @@
 //!
 //! GStreamer runs on its own threads; frames cross to the tokio side through bounded queues
 //! (`pipeline`), are placed on the input's timeline (`timeline`, pure) and sent when due
-//! (`source`). A pipeline is stopped and freed as soon as it is no longer needed.
+//! (`source`). The content probe (`content`) decodes an input's frames at low resolution for
+//! content health (black, frozen, silent). A pipeline is stopped and freed as soon as it is no
+//! longer needed.
 //!
 //! The engine also transcodes (`transcode`): a channel's program to a platform's profile, and
 //! any audio to AAC, taking frames without ever making their sender wait.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod content;
 mod pipeline;
 mod source;
 pub mod timeline;
 mod transcode;
 
+pub use content::ContentProbe;
 pub use pipeline::{PatternSettings, SlateSettings, VideoEncoding};
 pub use source::{EngineInputSettings, Fetch, Location, Source, run};
 pub use transcode::{AudioToAac, Offer, TranscodeProfile, Transcoder};

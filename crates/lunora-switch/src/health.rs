@@ -25,17 +25,29 @@ pub enum Reason {
     TimestampJump,
     /// Bitrate fell below a quarter of the input's own average.
     Bitrate,
+    /// The picture has been black for the configured time (content health).
+    Black,
+    /// The picture has not changed for the configured time (content health).
+    Frozen,
+    /// The audio has been below the silence level for the configured time (content health).
+    Silent,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 9] = [
         Reason::SrtLoss,
         Reason::Tr101290,
         Reason::FrameRate,
         Reason::NoKeyframe,
         Reason::TimestampJump,
         Reason::Bitrate,
+        Reason::Black,
+        Reason::Frozen,
+        Reason::Silent,
     ];
+
+    /// The reasons a decode of the content finds (the others come from the stream itself).
+    pub const CONTENT: [Reason; 3] = [Reason::Black, Reason::Frozen, Reason::Silent];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -45,11 +57,18 @@ impl Reason {
             Reason::NoKeyframe => "no_keyframe",
             Reason::TimestampJump => "timestamp_jump",
             Reason::Bitrate => "bitrate",
+            Reason::Black => "black",
+            Reason::Frozen => "frozen",
+            Reason::Silent => "silent",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    fn index(self) -> usize {
+        Reason::ALL.iter().position(|r| *r == self).unwrap_or(0)
     }
 }
 
@@ -114,7 +133,10 @@ pub struct InputHealth {
     /// Longest keyframe interval seen recently: the GOP.
     gop: Option<Duration>,
     last_video_dts: Option<i64>,
-    raised: [Option<Duration>; 6],
+    raised: [Option<Duration>; Reason::ALL.len()],
+    /// Conditions reported as ongoing (content health): raised at every evaluation until they
+    /// end, then held like any symptom.
+    ongoing: [bool; Reason::ALL.len()],
     /// Since when the input has been continuously healthy.
     healthy_since: Option<Duration>,
     last_link: Option<(u64, u64)>,
@@ -138,7 +160,8 @@ impl InputHealth {
             last_keyframe_at: None,
             gop: None,
             last_video_dts: None,
-            raised: [None; 6],
+            raised: [None; Reason::ALL.len()],
+            ongoing: [false; Reason::ALL.len()],
             healthy_since: None,
             last_link: None,
             last_tr101290: None,
@@ -148,7 +171,14 @@ impl InputHealth {
     }
 
     fn raise(&mut self, reason: Reason, now: Duration) {
-        self.raised[Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0)] = Some(now);
+        self.raised[reason.index()] = Some(now);
+    }
+
+    /// A condition observed elsewhere (content health) started or ended.
+    pub fn set_ongoing(&mut self, now: Duration, reason: Reason, ongoing: bool) {
+        self.ongoing[reason.index()] = ongoing;
+        // Ending counts as its last sighting, so it is held from here like any symptom.
+        self.raise(reason, now);
     }
 
     /// A new sender: history starts over, but what the input carries (video or not) stays
@@ -303,6 +333,11 @@ impl InputHealth {
         if learn {
             self.last_learned_at = Some(now);
         }
+        for reason in Reason::ALL {
+            if self.ongoing[reason.index()] {
+                self.raise(reason, now);
+            }
+        }
         let reasons: Vec<Reason> = Reason::ALL
             .iter()
             .zip(self.raised.iter())
@@ -420,6 +455,21 @@ mod tests {
             h.evaluate(ms(1000)),
             Health::Degraded(vec![Reason::SrtLoss, Reason::Tr101290])
         );
+    }
+
+    #[test]
+    fn a_content_condition_degrades_while_ongoing_and_is_held_after_it_ends() {
+        let mut h = InputHealth::new(HealthSettings::default());
+        h.set_has_video(true);
+        h.connected(ms(0));
+        feed(&mut h, 0, 3000);
+        h.set_ongoing(ms(3000), Reason::Black, true);
+        feed(&mut h, 3000, 8000);
+        assert_eq!(h.evaluate(ms(8000)), Health::Degraded(vec![Reason::Black]));
+        h.set_ongoing(ms(8000), Reason::Black, false);
+        feed(&mut h, 8000, 11000);
+        assert_eq!(h.evaluate(ms(9900)), Health::Degraded(vec![Reason::Black]));
+        assert_eq!(h.evaluate(ms(10_000)), Health::Healthy);
     }
 
     #[test]

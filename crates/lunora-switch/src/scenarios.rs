@@ -562,6 +562,53 @@ fn primary_returns_after_error_clear() {
     );
 }
 
+/// Main goes black from 3 s to 8 s (the detector says so at 5 s and 8 s).
+fn black_main(triggers: Vec<Reason>) -> Sim {
+    let mut sim = Sim::new(Policy {
+        triggers,
+        ..Policy::default()
+    });
+    sim.run(5_000, |_, _| Feed::Normal);
+    let now = sim.now();
+    sim.switcher.handle_content(now, 0, Reason::Black, true);
+    sim.run(8_000, |_, _| Feed::Normal);
+    let now = sim.now();
+    sim.switcher.handle_content(now, 0, Reason::Black, false);
+    sim.run(20_000, |_, _| Feed::Normal);
+    sim.check_invariants();
+    sim
+}
+
+#[test]
+fn black_main_switches_to_backup_and_returns_after_error_clear() {
+    let sim = black_main(vec![Reason::Black]);
+    let switches = sim.later_switches();
+    assert_eq!(switches.len(), 2, "{switches:?}");
+    assert_eq!(
+        (switches[0].to, switches[0].reason),
+        (1, SwitchReason::Degraded(Reason::Black))
+    );
+    assert_eq!(switches[0].decided_at, Duration::from_millis(5_000));
+    assert_eq!(switches[0].gap, Duration::ZERO);
+    // Black ends at 8 s, is held 2 s, then main must be healthy for error_clear (5 s).
+    assert_eq!(
+        (switches[1].to, switches[1].reason),
+        (0, SwitchReason::ReturnToPrimary)
+    );
+    assert!(
+        switches[1].decided_at >= Duration::from_millis(15_000),
+        "{:?}",
+        switches[1].decided_at
+    );
+}
+
+#[test]
+fn black_main_stays_on_air_when_black_is_not_a_trigger() {
+    let sim = black_main(vec![Reason::SrtLoss]);
+    assert!(sim.later_switches().is_empty());
+    assert_eq!(sim.switcher.active(), Some(0));
+}
+
 #[test]
 fn equal_preference_stays_on_backup() {
     let mut sim = Sim::new(Policy {

@@ -527,6 +527,14 @@ impl Switcher {
         }
     }
 
+    /// A content condition (black, frozen, silent) of the input started or ended.
+    pub fn handle_content(&mut self, now: Duration, input: usize, reason: Reason, present: bool) {
+        if let Some(i) = self.inputs.get_mut(input).filter(|i| !i.retired) {
+            i.health.set_ongoing(now, reason, present);
+            self.evaluate(now);
+        }
+    }
+
     pub fn handle_frame(&mut self, now: Duration, input: usize, frame: Frame) {
         let Some(i) = self.inputs.get_mut(input).filter(|i| !i.retired) else {
             return;

@@ -1,0 +1,277 @@
+//! Content health for one channel: a probe per input slot (the media engine's low-resolution
+//! decode) and a detector per slot that turns its measurements into the `black`, `frozen` and
+//! `silent` conditions the switcher judges like any other health reason.
+//!
+//! The channel task hands every input event to [`ContentHealth::event`] and calls
+//! [`ContentHealth::poll`] after each wake-up. Nothing here waits: frames are offered to the
+//! probe without blocking (dropped when it is behind), measurements are taken with `try_recv`,
+//! and probes are started and stopped on the blocking pool, because both join GStreamer threads.
+//! A slot's probe starts with each `Program` (so it decodes what the input now carries) and
+//! stops when the sender goes or the input is removed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lunora_ingest::InputEvent;
+use lunora_media::{Codec, Program};
+use lunora_switch::content::{ContentDetector, ContentSettings};
+use lunora_switch::{Reason, Role, Switcher};
+use tokio::sync::oneshot;
+use tracing::warn;
+
+#[cfg(feature = "engine")]
+use lunora_engine::ContentProbe as Probe;
+
+/// Without the media engine no probe can exist: `FailoverSettings::validate` refuses content
+/// health in such a build, so `start_probe` is never reached.
+#[cfg(not(feature = "engine"))]
+#[derive(Debug)]
+enum Probe {}
+
+#[cfg(not(feature = "engine"))]
+impl Probe {
+    fn offer(&mut self, _: &lunora_media::Frame) {
+        match *self {}
+    }
+
+    fn try_measurement(&mut self) -> Option<lunora_switch::content::Measurement> {
+        match *self {}
+    }
+
+    fn error(&self) -> Option<String> {
+        match *self {}
+    }
+}
+
+#[cfg(feature = "engine")]
+fn start_probe(video: Option<Codec>, audio: Option<Codec>) -> Result<Probe, String> {
+    Probe::start(video, audio).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "engine"))]
+fn start_probe(_video: Option<Codec>, _audio: Option<Codec>) -> Result<Probe, String> {
+    Err("this build has no media engine (built without the `gstreamer` feature)".to_string())
+}
+
+#[cfg(not(feature = "engine"))]
+fn stop_probe(probe: Probe) {
+    match probe {}
+}
+
+/// Stops a probe off the async runtime: setting its pipelines to `Null` joins their threads.
+#[cfg(feature = "engine")]
+fn stop_probe(probe: Probe) {
+    let dropped = probe.dropped();
+    if dropped > 0 {
+        tracing::debug!(
+            frames = dropped,
+            "content probe stopped; it dropped frames while behind"
+        );
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(probe));
+        }
+        // The runtime is gone (the daemon is ending): nothing else is left to hold up.
+        Err(_) => drop(probe),
+    }
+}
+
+#[derive(Debug)]
+enum ProbeState {
+    Starting(oneshot::Receiver<Result<Probe, String>>),
+    Running(Probe),
+    /// It failed; the next `Program` tries again.
+    Failed,
+}
+
+#[derive(Debug)]
+struct Slot {
+    probe: ProbeState,
+    detector: ContentDetector,
+    /// Conditions the switcher has been told are ongoing.
+    ongoing: Vec<Reason>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ContentHealth {
+    /// `None`: off.
+    settings: Option<ContentSettings>,
+    slots: HashMap<usize, Slot>,
+    /// Each connected input's program, kept while off too, so turning content health on
+    /// starts the probes at once.
+    programs: HashMap<usize, Program>,
+    /// Condition changes for the switcher, by slot, from a probe that stopped.
+    ended: Vec<(usize, Reason)>,
+}
+
+impl ContentHealth {
+    pub(crate) fn new(settings: Option<ContentSettings>) -> ContentHealth {
+        ContentHealth {
+            settings,
+            slots: HashMap::new(),
+            programs: HashMap::new(),
+            ended: Vec::new(),
+        }
+    }
+
+    /// New thresholds apply to the running detectors; turned off, every probe stops and what
+    /// it found ends; turned on, every connected input's probe starts.
+    pub(crate) fn set_settings(&mut self, settings: Option<ContentSettings>) {
+        let was_on = self.settings.is_some();
+        self.settings = settings;
+        match settings {
+            Some(settings) if was_on => {
+                for slot in self.slots.values_mut() {
+                    slot.detector.set_settings(settings);
+                }
+            }
+            Some(settings) => {
+                let programs: Vec<(usize, Program)> = self.programs.clone().into_iter().collect();
+                for (slot, program) in programs {
+                    self.start(slot, &program, settings);
+                }
+            }
+            None => self.stop_all(),
+        }
+    }
+
+    pub(crate) fn event(&mut self, slot: usize, event: &InputEvent, switcher: &Switcher) {
+        match event {
+            // The slate is the channel's own card and silence: judging it would only report so.
+            InputEvent::Program(_)
+                if switcher
+                    .spec(slot)
+                    .is_some_and(|spec| spec.role == Role::Slate) => {}
+            InputEvent::Program(program) => {
+                self.programs.insert(slot, program.clone());
+                if let Some(settings) = self.settings {
+                    self.start(slot, program, settings);
+                }
+            }
+            InputEvent::Frame(frame) => {
+                if let Some(Slot {
+                    probe: ProbeState::Running(probe),
+                    ..
+                }) = self.slots.get_mut(&slot)
+                {
+                    probe.offer(frame);
+                }
+            }
+            InputEvent::Disconnected => {
+                self.programs.remove(&slot);
+                self.remove(slot);
+            }
+            InputEvent::Connected { .. } | InputEvent::Stats { .. } => {}
+        }
+    }
+
+    /// The input left the channel.
+    pub(crate) fn remove_input(&mut self, slot: usize) {
+        self.programs.remove(&slot);
+        self.remove(slot);
+    }
+
+    /// Stops the slot's probe; what it found ends.
+    fn remove(&mut self, slot: usize) {
+        if let Some(old) = self.slots.remove(&slot) {
+            self.ended
+                .extend(old.ongoing.iter().map(|reason| (slot, *reason)));
+            if let ProbeState::Running(probe) = old.probe {
+                stop_probe(probe);
+            }
+        }
+    }
+
+    fn start(&mut self, slot: usize, program: &Program, settings: ContentSettings) {
+        self.remove(slot);
+        let codec = |video: bool| {
+            program
+                .tracks
+                .iter()
+                .map(|t| t.codec)
+                .find(|c| if video { c.is_video() } else { c.is_audio() })
+        };
+        let (video, audio) = (codec(true), codec(false));
+        let (sender, receiver) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let probe = start_probe(video, audio);
+            // The slot went away meanwhile: the probe is dropped here, on the blocking pool.
+            let _ = sender.send(probe);
+        });
+        self.slots.insert(
+            slot,
+            Slot {
+                probe: ProbeState::Starting(receiver),
+                detector: ContentDetector::new(settings),
+                ongoing: Vec::new(),
+            },
+        );
+    }
+
+    /// Stops every probe (the channel is going away).
+    fn stop_all(&mut self) {
+        let slots: Vec<usize> = self.slots.keys().copied().collect();
+        for slot in slots {
+            self.remove(slot);
+        }
+    }
+
+    /// Takes what the probes measured and tells the switcher which conditions started or ended.
+    pub(crate) fn poll(&mut self, now: Duration, switcher: &mut Switcher, channel: &str) {
+        for (slot, reason) in self.ended.drain(..) {
+            switcher.handle_content(now, slot, reason, false);
+        }
+        for (&index, slot) in &mut self.slots {
+            let input = || {
+                switcher
+                    .spec(index)
+                    .map_or_else(String::new, |s| s.id.clone())
+            };
+            if let ProbeState::Starting(receiver) = &mut slot.probe {
+                match receiver.try_recv() {
+                    Ok(Ok(probe)) => slot.probe = ProbeState::Running(probe),
+                    Ok(Err(error)) => {
+                        warn!(channel, input = %input(), "content health is off for this input: {error}");
+                        slot.probe = ProbeState::Failed;
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                    Err(oneshot::error::TryRecvError::Closed) => slot.probe = ProbeState::Failed,
+                }
+            }
+            let ProbeState::Running(probe) = &mut slot.probe else {
+                continue;
+            };
+            if let Some(error) = probe.error() {
+                warn!(channel, input = %input(), "content health stops until the input's next program: {error}");
+                if let ProbeState::Running(probe) =
+                    std::mem::replace(&mut slot.probe, ProbeState::Failed)
+                {
+                    stop_probe(probe);
+                }
+                // Nothing judges the content any more: what was found is no longer known.
+                for reason in slot.ongoing.drain(..) {
+                    switcher.handle_content(now, index, reason, false);
+                }
+                continue;
+            }
+            while let Some(measurement) = probe.try_measurement() {
+                slot.detector.handle(now, measurement);
+            }
+            while let Some(change) = slot.detector.poll_change() {
+                slot.ongoing.retain(|r| *r != change.reason);
+                if change.present {
+                    slot.ongoing.push(change.reason);
+                }
+                switcher.handle_content(now, index, change.reason, change.present);
+            }
+        }
+    }
+}
+
+impl Drop for ContentHealth {
+    fn drop(&mut self) {
+        // A stopped channel's probes are stopped off the async runtime too.
+        self.stop_all();
+    }
+}
