@@ -150,18 +150,6 @@ impl Timeline {
             .find_map(|t| Some(t.end? - t.earliest?))
             .unwrap_or(0)
     }
-
-    /// Where pass `pass` begins on the output timeline (for a later pass: once the first one
-    /// has ended).
-    pub fn pass_start(&self, pass: u64) -> Option<MpegTime> {
-        if pass > 0 && self.pass_length.is_none() {
-            return None;
-        }
-        let earliest = self.tracks.iter().find_map(|t| t.earliest)?;
-        Some(MpegTime(
-            START + earliest - self.anchor? + self.passes_length(pass),
-        ))
-    }
 }
 
 /// Real-time pacing: a frame is due when as much wall time has passed since the first one as
@@ -262,10 +250,6 @@ mod tests {
         // The 470 audio frames are 2400 ticks longer than the video: one audio frame a pass
         // goes.
         assert_eq!(dropped, 99);
-        assert_eq!(
-            timeline.pass_start(99),
-            Some(MpegTime(START + 99 * 300 * VIDEO_STEP))
-        );
     }
 
     #[test]
