@@ -40,31 +40,41 @@ LUNORA_STATE_DIR="$WORK/state" "$LUNORA" run --config "$WORK/lunora.toml" 2>"$WO
 PIDS+=($!); LUNORA_PID=$!
 sleep 1
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+threads() { ls "/proc/$1/task" | wc -l; }
 push() {
   ffmpeg -v error -re -i "$WORK/src.ts" -c copy -f mpegts "srt://127.0.0.1:$IN?pkt_size=1316&latency=200000"
 }
 srt-live-transmit -q "srt://127.0.0.1:$OUT?latency=200" file:///dev/null 2>/dev/null &
 PIDS+=($!)
 push
-RSS_BEFORE=$(rss_kib "$LUNORA_PID")
+RSS_BEFORE=$(rss_kib "$LUNORA_PID"); THREADS_BEFORE=$(threads "$LUNORA_PID")
 # input_loss (500 ms) + after_ms + the pipeline's start.
 sleep 4
 grep -q "slate on air" "$WORK/lunora.log" || { echo "the slate did not go on air:" >&2; tail -5 "$WORK/lunora.log" >&2; exit 1; }
 START=$(cpu_ticks "$LUNORA_PID")
 sleep "$SECONDS_MEASURED"
 END=$(cpu_ticks "$LUNORA_PID")
-RSS_SLATE=$(rss_kib "$LUNORA_PID")
-push
-sleep 3
-RSS_AFTER=$(rss_kib "$LUNORA_PID")
+RSS_SLATE=$(rss_kib "$LUNORA_PID"); THREADS_SLATE=$(threads "$LUNORA_PID")
+# The feed back: the slate's pipeline should be gone, its CPU with it.
+push &
+PIDS+=($!); PUSHER=$!
+sleep 4
+RELAY_START=$(cpu_ticks "$LUNORA_PID")
+sleep 5
+RELAY_END=$(cpu_ticks "$LUNORA_PID")
+wait "$PUSHER"
+sleep 1
+RSS_AFTER=$(rss_kib "$LUNORA_PID"); THREADS_AFTER=$(threads "$LUNORA_PID")
 grep -q "slate off air" "$WORK/lunora.log" || { echo "the slate did not leave the air" >&2; exit 1; }
 kill -9 "$LUNORA_PID"
 
-/usr/bin/time -f "%U %S" -o "$WORK/ffmpeg.time" ffmpeg -v error -re \
+/usr/bin/time -f "%U %S" -o "$WORK/ffmpeg.time" ffmpeg -y -v error -re \
   -f lavfi -i "color=c=0x1d2733:size=1920x1080:rate=30000/1001" -f lavfi -i "anullsrc=r=48000:cl=stereo" \
   -t "$SECONDS_MEASURED" -c:v libx264 -preset veryfast -tune zerolatency -b:v 1500k -g 60 \
   -flags +ildct+ilme -x264opts tff=1 -pix_fmt yuv420p -c:a aac -b:a 128k -f mpegts /dev/null
 
+echo "lunora threads: $THREADS_BEFORE before the slate, $THREADS_SLATE with it, $THREADS_AFTER after" >&2
+echo "lunora CPU relaying the feed after the slate: $(python3 -c "print(f'{($RELAY_END-$RELAY_START)/$TICKS/5:.2f}')") s per s" >&2
 python3 - "$START" "$END" "$TICKS" "$SECONDS_MEASURED" "$WORK/ffmpeg.time" "$RSS_BEFORE" "$RSS_SLATE" "$RSS_AFTER" <<'PY'
 import sys
 start, end, ticks, seconds = (float(v) for v in sys.argv[1:5])

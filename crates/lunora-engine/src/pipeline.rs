@@ -283,16 +283,22 @@ pub(crate) fn slate(settings: &SlateSettings) -> Result<Running, EngineError> {
     init()?;
     let (num, den) = settings.frame_rate;
     let (w, h) = (settings.width, settings.height);
+    // One picture, made at the channel's size once and repeated by imagefreeze: scaling or
+    // drawing the caption for every frame would cost a core at 1080i.
     let picture = match &settings.image {
         // The location is set as a property below, never written into the description.
-        Some(_) => {
-            "filesrc name=image ! decodebin ! videoconvert ! videoscale ! imagefreeze is-live=true"
-        }
-        None => {
-            "videotestsrc is-live=true pattern=solid-color foreground-color=0xff1d2733 ! \
+        Some(_) => format!(
+            "filesrc name=image ! decodebin ! videoconvert ! videoscale ! \
+             video/x-raw,format=I420,width={w},height={h},pixel-aspect-ratio=1/1 ! \
+             imagefreeze is-live=true"
+        ),
+        None => format!(
+            "videotestsrc num-buffers=1 pattern=solid-color foreground-color=0xff1d2733 ! \
+             video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 ! \
              textoverlay name=caption halignment=center valignment=center line-alignment=center \
-             font-desc=\"Sans 28\""
-        }
+             font-desc=\"Sans 28\" ! videoconvert ! video/x-raw,format=I420 ! \
+             imagefreeze is-live=true"
+        ),
     };
     let (video, video_codec) = match settings.codec {
         Codec::Hevc => (
@@ -323,8 +329,7 @@ pub(crate) fn slate(settings: &SlateSettings) -> Result<Running, EngineError> {
         ),
     };
     let description = format!(
-        "{picture} ! videoscale ! videorate ! \
-         video/x-raw,width={w},height={h},framerate={num}/{den},pixel-aspect-ratio=1/1 ! \
+        "{picture} ! video/x-raw,framerate={num}/{den} ! \
          {video} ! {video_caps} ! appsink name=video sync=false \
          audiotestsrc is-live=true wave=silence ! audio/x-raw,rate={rate},channels={channels} ! \
          audioconvert ! avenc_aac bitrate=128000 ! aacparse ! {audio_caps} ! \
