@@ -156,21 +156,12 @@ impl ProfileSettings {
                 ),
             });
         }
-        for (key, value, range) in [
-            ("width", self.width, 128..=3840),
-            ("height", self.height, 72..=2160),
-        ] {
-            if !range.contains(&value) || value % 2 != 0 {
-                problems.push(Problem::at(
-                    key,
-                    format!(
-                        "profile {name:?}: {key} must be even and between {} and {}; it is {value}",
-                        range.start(),
-                        range.end()
-                    ),
-                ));
-            }
-        }
+        crate::settings::picture_size(
+            &format!("profile {name:?}: "),
+            self.width,
+            self.height,
+            &mut problems,
+        );
         if !(100..=50_000).contains(&self.video_bitrate_kbps) {
             problems.push(Problem::at(
                 "video_bitrate_kbps",

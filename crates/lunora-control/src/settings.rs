@@ -910,22 +910,24 @@ pub struct TestPatternInputSettings {
 
 impl TestPatternInputSettings {
     fn validate(&self, problems: &mut Vec<Problem>) {
-        for (key, value, range) in [
-            ("width", self.width, 128..=3840),
-            ("height", self.height, 72..=2160),
-        ] {
-            if !range.contains(&value) || value % 2 != 0 {
-                problems.push(Problem::at(
-                    key,
-                    format!(
-                        "{key} must be even and between {} and {}; it is {value}",
-                        range.start(),
-                        range.end()
-                    ),
-                ));
-            }
-        }
+        picture_size("", self.width, self.height, problems);
         bitrate(self.bitrate_kbps, problems);
+    }
+}
+
+/// A picture size the engine can make: even, 128–3840 × 72–2160. `context` starts each message.
+pub(crate) fn picture_size(context: &str, width: u32, height: u32, problems: &mut Vec<Problem>) {
+    for (key, value, range) in [("width", width, 128..=3840), ("height", height, 72..=2160)] {
+        if !range.contains(&value) || value % 2 != 0 {
+            problems.push(Problem::at(
+                key,
+                format!(
+                    "{context}{key} must be even and between {} and {}; it is {value}",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
     }
 }
 

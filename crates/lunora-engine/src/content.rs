@@ -221,22 +221,8 @@ impl Track {
     }
 
     fn posted_error(&self) -> Option<String> {
-        let bus = self.pipeline.bus()?;
-        // Every message is taken off the bus, or they would pile up for as long as it runs.
-        while let Some(message) = bus.pop() {
-            if let gst::MessageView::Error(error) = message.view() {
-                let element = error
-                    .src()
-                    .map(|s| s.name().to_string())
-                    .unwrap_or_else(|| "pipeline".to_string());
-                return Some(format!(
-                    "content probe ({}): {element}: {}",
-                    self.codec.name(),
-                    error.error()
-                ));
-            }
-        }
-        None
+        crate::pipeline::posted_error(&self.pipeline)
+            .map(|error| format!("content probe ({}): {error}", self.codec.name()))
     }
 
     fn error(&self, what: &str) -> String {

@@ -79,22 +79,7 @@ impl Running {
     /// The first error the pipeline has posted since the last call, as one line naming the
     /// element, if any.
     pub(crate) fn error(&self) -> Option<String> {
-        let bus = self.pipeline.as_ref()?.bus()?;
-        // Every message is taken off the bus, or they would pile up for as long as it runs.
-        while let Some(message) = bus.pop() {
-            if let gst::MessageView::Error(error) = message.view() {
-                let element = error
-                    .src()
-                    .map(|s| s.name().to_string())
-                    .unwrap_or_else(|| "pipeline".to_string());
-                let debug = error
-                    .debug()
-                    .map(|d| format!(" ({})", d.as_str().lines().last().unwrap_or_default()))
-                    .unwrap_or_default();
-                return Some(format!("{element}: {}{debug}", error.error()));
-            }
-        }
-        None
+        posted_error(self.pipeline.as_ref()?)
     }
 
     /// Stops the pipeline's threads and frees it. Blocking (it joins GStreamer's threads): call
@@ -117,6 +102,26 @@ impl Drop for Running {
             let _ = pipeline.set_state(gst::State::Null);
         }
     }
+}
+
+/// The first error `pipeline` has posted since the last call, as one line naming the element.
+pub(crate) fn posted_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus()?;
+    // Every message is taken off the bus, or they would pile up for as long as it runs.
+    while let Some(message) = bus.pop() {
+        if let gst::MessageView::Error(error) = message.view() {
+            let element = error
+                .src()
+                .map(|s| s.name().to_string())
+                .unwrap_or_else(|| "pipeline".to_string());
+            let debug = error
+                .debug()
+                .map(|d| format!(" ({})", d.as_str().lines().last().unwrap_or_default()))
+                .unwrap_or_default();
+            return Some(format!("{element}: {}{debug}", error.error()));
+        }
+    }
+    None
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -21,14 +21,18 @@ const ENCODING: VideoEncoding = VideoEncoding {
 /// A `seconds`-long 640x360 30 fps H.264 + AAC MP4 with a keyframe every second.
 fn mp4(dir: &Path, seconds: u32) -> std::path::PathBuf {
     let path = dir.join("clip.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size=640x360:rate=30:duration={seconds}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=48000:duration={seconds}"
-        ))
-        .args([
+    let video = format!("testsrc2=size=640x360:rate=30:duration={seconds}");
+    let audio = format!("sine=frequency=440:sample_rate=48000:duration={seconds}");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            &video,
+            "-f",
+            "lavfi",
+            "-i",
+            &audio,
             "-c:v",
             "libx264",
             "-preset",
@@ -37,13 +41,26 @@ fn mp4(dir: &Path, seconds: u32) -> std::path::PathBuf {
             "30",
             "-bf",
             "0",
-        ])
-        .args(["-c:a", "aac", "-b:a", "96k", "-shortest"])
-        .arg(&path)
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+            "-shortest",
+        ],
+        &path,
+    );
+    path
+}
+
+/// Runs ffmpeg with `args` writing `output`.
+fn ffmpeg(args: &[&str], output: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y"])
+        .args(args)
+        .arg(output)
         .status()
         .expect("ffmpeg is installed (scripts/test installs it)");
-    assert!(status.success());
-    path
+    assert!(status.success(), "ffmpeg {args:?}");
 }
 
 struct Received {
@@ -285,22 +302,17 @@ async fn the_slate_matches_the_format_it_is_given_interlaced_included() {
 async fn a_slate_image_is_scaled_to_the_channel_format() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("slate.png");
-    let status = Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-y",
+    ffmpeg(
+        &[
             "-f",
             "lavfi",
             "-i",
             "testsrc2=size=400x300",
             "-frames:v",
             "1",
-        ])
-        .arg(&image)
-        .status()
-        .unwrap();
-    assert!(status.success());
+        ],
+        &image,
+    );
     let (received, stats) = collect(
         slate((640, 360), (30_000, 1_001), false, Some(image)),
         Duration::from_millis(2_500),
@@ -317,32 +329,33 @@ async fn a_slate_image_is_scaled_to_the_channel_format() {
 async fn an_mpeg_ts_file_plays_like_an_mp4() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clip.ts");
-    let status = Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-y",
+    ffmpeg(
+        &[
             "-f",
             "lavfi",
             "-i",
             "testsrc2=size=320x240:rate=25",
-        ])
-        .args([
             "-f",
             "lavfi",
             "-i",
             "sine=frequency=1000:sample_rate=48000",
             "-t",
             "2",
-        ])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "25",
-        ])
-        .args(["-c:a", "aac", "-f", "mpegts"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "25",
+            "-c:a",
+            "aac",
+            "-f",
+            "mpegts",
+        ],
+        &path,
+    );
     let (received, stats) = collect(
         Source::File {
             location: Location::Path(path),
