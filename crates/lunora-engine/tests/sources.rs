@@ -375,3 +375,33 @@ async fn an_mpeg_ts_file_plays_like_an_mp4() {
         stats.snapshot(Instant::now()).last_error
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_garbage_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.mp4");
+    // An MP4 box header that lies about its size, then noise.
+    let mut bytes = vec![
+        0, 0, 0, 0x20, b'f', b't', b'y', b'p', 0xff, 0xff, 0xff, 0xff,
+    ];
+    bytes.extend((0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(&path, bytes).unwrap();
+    let (received, stats) = collect(
+        Source::File {
+            location: Location::Path(path),
+            looped: true,
+            encoding: ENCODING,
+        },
+        Duration::from_millis(1_500),
+    )
+    .await;
+    assert!(
+        !received
+            .events
+            .iter()
+            .any(|e| matches!(e, InputEvent::Frame(_))),
+        "frames from garbage"
+    );
+    let error = stats.snapshot(Instant::now()).last_error;
+    assert!(error.is_some(), "no error for a garbage file");
+}
