@@ -197,10 +197,15 @@ def run(args, rng, lunora, work, procs, figures):
     http, rtmp_in, nginx_port = port(socket.SOCK_STREAM), port(socket.SOCK_STREAM), port(socket.SOCK_STREAM)
     config = os.path.join(work, "lunora.toml")
     with open(config, "w") as f:
+        # No slate: the soak never loses both encoders while it measures, and it ends by stopping
+        # them and letting the puller drain, which a slate would fill (and the puller's stop then
+        # cut mid-frame).
         f.write(f"""[http]
 listen = "127.0.0.1:{http}"
 [rtmp]
 listen = "127.0.0.1:{rtmp_in}"
+[slate]
+enabled = false
 [[channels]]
 id = "program"
 mode = "main-backup"
