@@ -84,18 +84,14 @@ impl Running {
 
     /// Stops the pipeline's threads and frees it. Blocking (it joins GStreamer's threads): call
     /// from a blocking context.
-    pub(crate) fn stop(mut self) {
-        // The queue goes first: a streaming thread waiting on it wakes with an error and stops.
-        self.items.close();
-        while self.items.try_recv().is_ok() {}
-        if let Some(pipeline) = self.pipeline.take() {
-            let _ = pipeline.set_state(gst::State::Null);
-        }
+    pub(crate) fn stop(self) {
+        drop(self);
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // The queue goes first: a streaming thread waiting on it wakes with an error and stops.
         self.items.close();
         while self.items.try_recv().is_ok() {}
         if let Some(pipeline) = self.pipeline.take() {
