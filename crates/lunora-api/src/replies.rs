@@ -247,6 +247,12 @@ pub(crate) fn channel() -> Value {
             "on_air": {"type": "boolean"},
             "on_air_since": nullable_string(),
         })),
+        "content_alignment": array(object(json!({
+            "from": string(),
+            "to": string(),
+            "shift_seconds": {"type": "number"},
+            "match_cost": {"type": "number", "minimum": 0},
+        }))),
     }))
 }
 

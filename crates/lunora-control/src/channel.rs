@@ -20,7 +20,7 @@ use crate::content::ContentHealth;
 use crate::events::ChannelEvent;
 use crate::settings::SlateSettings;
 use crate::slate::Slate;
-use crate::status::{HealthView, SwitchCount, SwitchView};
+use crate::status::{AlignmentView, HealthView, SwitchCount, SwitchView};
 
 /// What the API and metrics show about the channel's switching; written only by its task.
 #[derive(Debug, Default)]
@@ -38,6 +38,7 @@ pub(crate) struct ChannelRuntime {
     pub(crate) silent_since: BTreeMap<usize, std::time::Instant>,
     pub(crate) slate_enabled: bool,
     pub(crate) slate_on_air_since: Option<SystemTime>,
+    pub(crate) content_alignment: Vec<AlignmentView>,
 }
 
 impl ChannelRuntime {
@@ -82,7 +83,7 @@ pub(crate) enum ChannelCommand {
     },
     RemoveInput(usize),
     SetPolicy(Policy),
-    SetContent(Option<lunora_switch::content::ContentSettings>),
+    SetContent(crate::content::ContentWork),
     SetSlate(SlateSettings),
     /// Also publish the input in `slot`, as received, on `bus` (`None`: stop).
     Tap {
@@ -169,8 +170,12 @@ impl ChannelTask {
                     self.slate.handle_timeout(now, &self.switcher);
                 }
             }
-            self.content
+            let aligned = self
+                .content
                 .poll(origin.elapsed(), &mut self.switcher, &self.id);
+            if !aligned.is_empty() {
+                self.publish_alignment(&aligned);
+            }
             self.drain();
         }
     }
@@ -219,7 +224,7 @@ impl ChannelTask {
                 info!(channel = %self.id, "failover policy changed");
                 self.switcher.set_policy(now, policy);
             }
-            ChannelCommand::SetContent(settings) => self.content.set_settings(settings),
+            ChannelCommand::SetContent(work) => self.content.set_work(work),
             ChannelCommand::SetSlate(settings) => {
                 info!(channel = %self.id, enabled = settings.enabled, "slate settings changed");
                 self.slate.set_settings(settings, &mut self.switcher, now);
@@ -319,6 +324,44 @@ impl ChannelTask {
             }
         }
         lock(&self.runtime).timeline_dropped_frames = self.switcher.dropped_frames();
+    }
+
+    /// Says what the pictures established (the pairs in `changed` are new or moved) and shows
+    /// every pair's shift in the status.
+    fn publish_alignment(&self, changed: &[(usize, usize)]) {
+        let name = |slot| {
+            self.switcher
+                .spec(slot)
+                .map_or_else(String::new, |spec| spec.id.clone())
+        };
+        let mut views: Vec<AlignmentView> = self
+            .switcher
+            .alignments()
+            .map(|((a, b), alignment)| {
+                let view = AlignmentView {
+                    from: name(a),
+                    to: name(b),
+                    shift_seconds: alignment.shift as f64 / 90_000.0,
+                    match_cost: f64::from(alignment.cost),
+                };
+                if changed.contains(&(a, b)) {
+                    info!(
+                        channel = %self.id,
+                        from = %view.from,
+                        to = %view.to,
+                        "content alignment: a picture stamped t on {} is stamped t {:+.4} s on {} \
+                         (matched with a mean block difference of {:.1} levels)",
+                        view.from,
+                        view.shift_seconds,
+                        view.to,
+                        view.match_cost,
+                    );
+                }
+                view
+            })
+            .collect();
+        views.sort_by(|x, y| (&x.from, &x.to).cmp(&(&y.from, &y.to)));
+        lock(&self.runtime).content_alignment = views;
     }
 
     fn publish_slate(&self) {

@@ -1,6 +1,8 @@
 //! Content health for one channel: a probe per input slot (the media engine's low-resolution
 //! decode) and a detector per slot that turns its measurements into the `black`, `frozen` and
-//! `silent` conditions the switcher judges like any other health reason.
+//! `silent` conditions the switcher judges like any other health reason. The same probe
+//! fingerprints every picture when aligned mode runs on the content clock; the fingerprints go
+//! to the switcher, which learns the inputs' shifts from them.
 //!
 //! The channel task hands every input event to [`ContentHealth::event`] and calls
 //! [`ContentHealth::poll`] after each wake-up. Nothing here waits: frames are offered to the
@@ -18,6 +20,8 @@ use lunora_switch::content::{ContentDetector, ContentSettings};
 use lunora_switch::{Reason, Role, Switcher};
 use tokio::sync::oneshot;
 use tracing::warn;
+
+use crate::settings::FailoverSettings;
 
 #[cfg(feature = "engine")]
 use lunora_engine::ContentProbe as Probe;
@@ -38,18 +42,61 @@ impl Probe {
         match *self {}
     }
 
+    fn try_fingerprint(&mut self) -> Option<lunora_switch::align::Fingerprint> {
+        match *self {}
+    }
+
     fn error(&self) -> Option<String> {
         match *self {}
     }
 }
 
+/// What a channel's probes are for.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct ContentWork {
+    /// Content health's thresholds, when it runs.
+    pub(crate) judge: Option<ContentSettings>,
+    /// Aligned mode on the content clock: every picture is fingerprinted.
+    pub(crate) fingerprint: bool,
+}
+
+impl ContentWork {
+    pub(crate) fn of(failover: &FailoverSettings) -> ContentWork {
+        ContentWork {
+            judge: failover.content(),
+            fingerprint: failover.content_alignment(),
+        }
+    }
+
+    fn is_on(&self) -> bool {
+        self.judge.is_some() || self.fingerprint
+    }
+
+    /// Whether probes made for `self` do what `other` needs (thresholds aside).
+    fn same_probes(&self, other: &ContentWork) -> bool {
+        self.judge.is_some() == other.judge.is_some() && self.fingerprint == other.fingerprint
+    }
+}
+
 #[cfg(feature = "engine")]
-fn start_probe(video: Option<Codec>, audio: Option<Codec>) -> Result<Probe, String> {
-    Probe::start(video, audio).map_err(|e| e.to_string())
+fn start_probe(
+    video: Option<Codec>,
+    audio: Option<Codec>,
+    work: ContentWork,
+) -> Result<Probe, String> {
+    let tasks = lunora_engine::ProbeTasks {
+        measure: work.judge.is_some(),
+        fingerprint: work.fingerprint,
+    };
+    Probe::start(video, audio, tasks).map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "engine"))]
-fn start_probe(_video: Option<Codec>, _audio: Option<Codec>) -> Result<Probe, String> {
+fn start_probe(
+    _video: Option<Codec>,
+    _audio: Option<Codec>,
+    _work: ContentWork,
+) -> Result<Probe, String> {
     Err("this build has no media engine (built without the `gstreamer` feature)".to_string())
 }
 
@@ -95,8 +142,7 @@ struct Slot {
 
 #[derive(Debug)]
 pub(crate) struct ContentHealth {
-    /// `None`: off.
-    settings: Option<ContentSettings>,
+    work: ContentWork,
     slots: HashMap<usize, Slot>,
     /// Each connected input's program, kept while off too, so turning content health on
     /// starts the probes at once.
@@ -106,33 +152,34 @@ pub(crate) struct ContentHealth {
 }
 
 impl ContentHealth {
-    pub(crate) fn new(settings: Option<ContentSettings>) -> ContentHealth {
+    pub(crate) fn new(work: ContentWork) -> ContentHealth {
         ContentHealth {
-            settings,
+            work,
             slots: HashMap::new(),
             programs: HashMap::new(),
             ended: Vec::new(),
         }
     }
 
-    /// New thresholds apply to the running detectors; turned off, every probe stops and what
-    /// it found ends; turned on, every connected input's probe starts.
-    pub(crate) fn set_settings(&mut self, settings: Option<ContentSettings>) {
-        let was_on = self.settings.is_some();
-        self.settings = settings;
-        match settings {
-            Some(settings) if was_on => {
+    /// New thresholds apply to the running detectors; when the probes must do something else
+    /// (content health or fingerprints turned on or off) every probe stops, what it found
+    /// ends, and every connected input's probe starts again if there is still work.
+    pub(crate) fn set_work(&mut self, work: ContentWork) {
+        let previous = std::mem::replace(&mut self.work, work);
+        if previous.same_probes(&work) {
+            if let Some(settings) = work.judge {
                 for slot in self.slots.values_mut() {
                     slot.detector.set_settings(settings);
                 }
             }
-            Some(settings) => {
-                let programs: Vec<(usize, Program)> = self.programs.clone().into_iter().collect();
-                for (slot, program) in programs {
-                    self.start(slot, &program, settings);
-                }
+            return;
+        }
+        self.stop_all();
+        if work.is_on() {
+            let programs: Vec<(usize, Program)> = self.programs.clone().into_iter().collect();
+            for (slot, program) in programs {
+                self.start(slot, &program);
             }
-            None => self.stop_all(),
         }
     }
 
@@ -145,8 +192,8 @@ impl ContentHealth {
                     .is_some_and(|spec| spec.role == Role::Slate) => {}
             InputEvent::Program(program) => {
                 self.programs.insert(slot, program.clone());
-                if let Some(settings) = self.settings {
-                    self.start(slot, program, settings);
+                if self.work.is_on() {
+                    self.start(slot, program);
                 }
             }
             InputEvent::Frame(frame) => {
@@ -183,7 +230,7 @@ impl ContentHealth {
         }
     }
 
-    fn start(&mut self, slot: usize, program: &Program, settings: ContentSettings) {
+    fn start(&mut self, slot: usize, program: &Program) {
         self.remove(slot);
         let codec = |video: bool| {
             program
@@ -194,8 +241,9 @@ impl ContentHealth {
         };
         let (video, audio) = (codec(true), codec(false));
         let (sender, receiver) = oneshot::channel();
+        let work = self.work;
         tokio::task::spawn_blocking(move || {
-            let probe = start_probe(video, audio);
+            let probe = start_probe(video, audio, work);
             // The slot went away meanwhile: the probe is dropped here, on the blocking pool.
             let _ = sender.send(probe);
         });
@@ -203,7 +251,7 @@ impl ContentHealth {
             slot,
             Slot {
                 probe: ProbeState::Starting(receiver),
-                detector: ContentDetector::new(settings),
+                detector: ContentDetector::new(self.work.judge.unwrap_or_default()),
                 ongoing: Vec::new(),
             },
         );
@@ -217,8 +265,16 @@ impl ContentHealth {
         }
     }
 
-    /// Takes what the probes measured and tells the switcher which conditions started or ended.
-    pub(crate) fn poll(&mut self, now: Duration, switcher: &mut Switcher, channel: &str) {
+    /// Takes what the probes measured and tells the switcher which conditions started or ended
+    /// and which pictures it got. Returns the pairs of inputs whose shift the pictures have
+    /// just established or moved.
+    pub(crate) fn poll(
+        &mut self,
+        now: Duration,
+        switcher: &mut Switcher,
+        channel: &str,
+    ) -> Vec<(usize, usize)> {
+        let mut aligned = Vec::new();
         for (slot, reason) in self.ended.drain(..) {
             switcher.handle_content(now, slot, reason, false);
         }
@@ -258,6 +314,9 @@ impl ContentHealth {
             while let Some(measurement) = probe.try_measurement() {
                 slot.detector.handle(now, measurement);
             }
+            while let Some(print) = probe.try_fingerprint() {
+                aligned.extend(switcher.handle_fingerprint(now, index, &print));
+            }
             while let Some(change) = slot.detector.poll_change() {
                 slot.ongoing.retain(|r| *r != change.reason);
                 if change.present {
@@ -266,6 +325,7 @@ impl ContentHealth {
                 switcher.handle_content(now, index, change.reason, change.present);
             }
         }
+        aligned
     }
 }
 

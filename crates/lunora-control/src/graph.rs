@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::channel::{ChannelCommand, ChannelTask, SharedRuntime, lock};
-use crate::content::ContentHealth;
+use crate::content::{ContentHealth, ContentWork};
 use crate::events::{ChannelEvent, ConfigChange};
 use crate::profiles::Profiles;
 use crate::settings::{
@@ -402,7 +402,7 @@ impl Graph {
             connected: Default::default(),
             taps: HashMap::new(),
             programs: HashMap::new(),
-            content: ContentHealth::new(settings.failover.content()),
+            content: ContentHealth::new(ContentWork::of(&settings.failover)),
         };
         // Every line the channel's tasks log says which channel.
         let span = info_span!("channel", channel = %id);
@@ -455,7 +455,9 @@ impl Graph {
                 .send(ChannelCommand::SetPolicy(settings.failover.policy()))
                 .await;
             let _ = commands
-                .send(ChannelCommand::SetContent(settings.failover.content()))
+                .send(ChannelCommand::SetContent(ContentWork::of(
+                    &settings.failover,
+                )))
                 .await;
         }
         if slate_changed {
@@ -1228,6 +1230,7 @@ impl Graph {
                     transcodes: c.transcodes.snapshot(),
                     #[cfg(not(feature = "engine"))]
                     transcodes: Vec::new(),
+                    content_alignment: runtime.content_alignment.clone(),
                     slate: SlateView {
                         enabled: runtime.slate_enabled,
                         on_air: runtime.slate_on_air_since.is_some(),

@@ -35,8 +35,8 @@ pub use control::{Actor, Command, CommandError, Control, Outcome, StoreHealth, o
 pub use events::{ChannelEvent, ConfigChange};
 pub use graph::{ApplyError, ControlError, Environment, FetchFile, Fetched, Graph, SwitchError};
 pub use status::{
-    ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus, OutputStatus,
-    SlateView, SwitchCount, SwitchView, TranscodeView,
+    AlignmentView, ChannelStatus, DestinationView, HealthView, HlsView, IngestView, InputStatus,
+    OutputStatus, SlateView, SwitchCount, SwitchView, TranscodeView,
 };
 
 /// Types the API shows that come from the media crates.

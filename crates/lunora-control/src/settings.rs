@@ -184,8 +184,13 @@ pub enum SwitchSetting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClockSetting {
+    /// Same content arrives at the same time on both inputs (encoders of one model and setting).
     Arrival,
+    /// Both encoders stamp the source's timecode: the same picture has the same timestamp.
     Shared,
+    /// Each encoder stamps its own clock: the box matches the inputs' pictures (needs the
+    /// media engine).
+    Content,
 }
 
 fn default_input_loss() -> u64 {
@@ -374,6 +379,14 @@ impl FailoverSettings {
                 ),
             ));
         }
+        if !cfg!(feature = "engine") && self.content_alignment() {
+            problems.push(Problem::at(
+                "aligned_clock",
+                "aligned_clock = \"content\" decodes the inputs' pictures with the media engine, \
+                 which this build does not have (built without the `gstreamer` feature): use \
+                 \"arrival\" or \"shared\", or a build with GStreamer",
+            ));
+        }
         if !cfg!(feature = "engine") && self.content().is_some() {
             let key = if self.content_health {
                 "content_health"
@@ -387,6 +400,11 @@ impl FailoverSettings {
                  with GStreamer",
             ));
         }
+    }
+
+    /// Whether aligned mode matches the inputs' pictures (`aligned_clock = "content"`).
+    pub fn content_alignment(&self) -> bool {
+        self.switch == SwitchSetting::Aligned && self.aligned_clock == Some(ClockSetting::Content)
     }
 
     /// Content health's thresholds when it runs: `content_health = true`, or `triggers` names
@@ -428,7 +446,8 @@ impl FailoverSettings {
                     delay: self.aligned_delay_ms.map(Duration::from_millis),
                     clock: match self.aligned_clock {
                         Some(ClockSetting::Shared) => AlignedClock::Shared,
-                        _ => AlignedClock::Arrival,
+                        Some(ClockSetting::Content) => AlignedClock::Content,
+                        Some(ClockSetting::Arrival) | None => AlignedClock::Arrival,
                     },
                 },
                 SwitchSetting::Cut | SwitchSetting::Merge => SwitchMode::Cut,

@@ -30,6 +30,19 @@ pub struct ChannelStatus {
     pub slate: SlateView,
     /// The transcodes running for its destinations, one per profile.
     pub transcodes: Vec<TranscodeView>,
+    /// Aligned mode on the content clock: what the pictures say about each pair of inputs.
+    pub content_alignment: Vec<AlignmentView>,
+}
+
+/// Two inputs' clocks related by their pictures: a picture stamped t on `from` is stamped
+/// t + `shift_seconds` on `to`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlignmentView {
+    pub from: String,
+    pub to: String,
+    pub shift_seconds: f64,
+    /// Mean difference of the matched pictures' block levels (0–255; coding noise is 1–2).
+    pub match_cost: f64,
 }
 
 /// One running transcode, shared by the destinations that send its profile.

@@ -3,20 +3,24 @@
 //! Each track gets a small pipeline of its own: an `appsrc` fed with the input's access units,
 //! a decoder, and an `appsink` whose callback measures what comes out — for video, five
 //! 160×90 grey pictures a second (mean luma and the change from the previous picture); for
-//! audio, the RMS level of every 100 ms. Measurements cross to the channel over a bounded queue
-//! with `try_send`, so a slow channel loses measurements, never stalls GStreamer.
+//! audio, the RMS level of every 100 ms. For content-matched alignment it also fingerprints
+//! every decoded picture (16 × 9 block means of a 160 × 90 grey copy, with the picture's PTS
+//! on the input's timeline). Measurements and fingerprints cross to the channel over bounded
+//! queues with `try_send`, so a slow channel loses them, never stalls GStreamer.
 //!
 //! Offering a frame never blocks either: when the decoder is behind (its `appsrc` holds
 //! `QUEUED` frames) video is dropped up to the next keyframe, so what is decoded stays
 //! decodable. Starting and stopping a probe joins GStreamer's threads: do it off the async
 //! runtime (`ContentProbe::start` and dropping are blocking).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use lunora_media::{Codec, Frame, MpegTime};
+use lunora_switch::align::Fingerprint;
 use lunora_switch::content::Measurement;
 use tokio::sync::mpsc;
 
@@ -27,6 +31,8 @@ use crate::pipeline::{init, launch};
 const QUEUED: u64 = 30;
 /// Measurements waiting for the channel; beyond this they are dropped.
 const MEASUREMENTS: usize = 64;
+/// Fingerprints waiting for the channel (two seconds at 60 pictures a second).
+const FINGERPRINTS: usize = 120;
 /// Pictures measured per second.
 const PICTURES_PER_SECOND: u32 = 5;
 /// The measured picture: small enough that measuring costs nothing, big enough for a mean.
@@ -38,12 +44,22 @@ const AUDIO_STRETCH: Duration = Duration::from_millis(100);
 /// keyframe (open GOP) is not before zero.
 const START: i64 = 90_000;
 
+/// What a probe is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProbeTasks {
+    /// Content health: sampled pictures and audio levels.
+    pub measure: bool,
+    /// Content-matched alignment: every picture's fingerprint.
+    pub fingerprint: bool,
+}
+
 /// A running probe for one input.
 #[derive(Debug)]
 pub struct ContentProbe {
     video: Option<Track>,
     audio: Option<Track>,
     measurements: mpsc::Receiver<Measurement>,
+    fingerprints: mpsc::Receiver<Fingerprint>,
     dropped: u64,
 }
 
@@ -52,8 +68,9 @@ struct Track {
     codec: Codec,
     pipeline: gst::Pipeline,
     source: gst_app::AppSrc,
-    /// The first frame's DTS: decoder timestamps are relative to it.
-    first: Option<MpegTime>,
+    /// The first frame's DTS: decoder timestamps are relative to it. Shared with the
+    /// fingerprinting callback, which maps them back.
+    first: Arc<OnceLock<MpegTime>>,
     /// Video frames are dropped up to the next keyframe (at the start, and after a drop).
     waiting_for_keyframe: bool,
 }
@@ -66,33 +83,59 @@ impl Drop for Track {
 
 impl ContentProbe {
     /// Starts decoding the input's `video` and `audio` codecs (either may be absent or one
-    /// the probe does not decode: that track is not judged). Blocking.
-    pub fn start(video: Option<Codec>, audio: Option<Codec>) -> Result<ContentProbe, EngineError> {
+    /// the probe does not decode: that track is not judged) for `tasks`. Blocking.
+    pub fn start(
+        video: Option<Codec>,
+        audio: Option<Codec>,
+        tasks: ProbeTasks,
+    ) -> Result<ContentProbe, EngineError> {
         init()?;
         let (sender, measurements) = mpsc::channel(MEASUREMENTS);
+        let (print_sender, fingerprints) = mpsc::channel(FINGERPRINTS);
+        let grey = format!(
+            "videoscale method=nearest-neighbour add-borders=false ! videoconvert ! \
+             video/x-raw,format=GRAY8,width={WIDTH},height={HEIGHT}"
+        );
         let video = video
+            .filter(|_| tasks.measure || tasks.fingerprint)
             .and_then(|codec| video_decoder(codec).map(|decoder| (codec, decoder)))
             .map(|(codec, decoder)| {
-                let description = format!(
-                    "appsrc name=source format=time ! {decoder} ! \
-                     videorate drop-only=true max-rate={PICTURES_PER_SECOND} ! \
-                     videoscale method=nearest-neighbour add-borders=false ! videoconvert ! \
-                     video/x-raw,format=GRAY8,width={WIDTH},height={HEIGHT} ! \
-                     appsink name=sink sync=false"
-                );
+                // One decode feeds both: the sampled branch and, at full rate, the fingerprints.
+                let mut description =
+                    format!("appsrc name=source format=time ! {decoder} ! tee name=split");
+                if tasks.measure {
+                    description.push_str(&format!(
+                        " split. ! videorate drop-only=true max-rate={PICTURES_PER_SECOND} ! \
+                         {grey} ! appsink name=sink sync=false"
+                    ));
+                }
+                if tasks.fingerprint {
+                    description.push_str(&format!(
+                        " split. ! {grey} ! appsink name=prints sync=false"
+                    ));
+                }
                 let track = Track::start(codec, &description)?;
-                measure_pictures(&track.sink()?, sender.clone());
+                if tasks.measure {
+                    measure_pictures(&track.appsink("sink")?, sender.clone());
+                }
+                if tasks.fingerprint {
+                    fingerprint_pictures(
+                        &track.appsink("prints")?,
+                        Arc::clone(&track.first),
+                        print_sender,
+                    );
+                }
                 Ok::<_, EngineError>(track)
             })
             .transpose()?;
         let audio = audio
-            .filter(|codec| *codec == Codec::AacAdts)
+            .filter(|codec| tasks.measure && *codec == Codec::AacAdts)
             .map(|codec| {
                 let description = "appsrc name=source format=time ! aacparse ! avdec_aac ! \
                                    audioconvert ! audio/x-raw,format=S16LE,layout=interleaved ! \
                                    appsink name=sink sync=false";
                 let track = Track::start(codec, description)?;
-                measure_audio(&track.sink()?, sender.clone());
+                measure_audio(&track.appsink("sink")?, sender.clone());
                 Ok::<_, EngineError>(track)
             })
             .transpose()?;
@@ -106,6 +149,7 @@ impl ContentProbe {
             video,
             audio,
             measurements,
+            fingerprints,
             dropped: 0,
         })
     }
@@ -128,6 +172,10 @@ impl ContentProbe {
 
     pub fn try_measurement(&mut self) -> Option<Measurement> {
         self.measurements.try_recv().ok()
+    }
+
+    pub fn try_fingerprint(&mut self) -> Option<Fingerprint> {
+        self.fingerprints.try_recv().ok()
     }
 
     /// Frames dropped because the decoder was behind.
@@ -179,14 +227,14 @@ impl Track {
             codec,
             pipeline,
             source,
-            first: None,
+            first: Arc::new(OnceLock::new()),
             waiting_for_keyframe: codec.is_video(),
         })
     }
 
-    fn sink(&self) -> Result<gst_app::AppSink, EngineError> {
+    fn appsink(&self, name: &str) -> Result<gst_app::AppSink, EngineError> {
         self.pipeline
-            .by_name("sink")
+            .by_name(name)
             .and_then(|e| e.dynamic_cast::<gst_app::AppSink>().ok())
             .ok_or_else(|| EngineError::Pipeline("the content probe has no sink".into()))
     }
@@ -203,7 +251,7 @@ impl Track {
             }
             self.waiting_for_keyframe = false;
         }
-        let first = *self.first.get_or_insert(frame.dts);
+        let first = *self.first.get_or_init(|| frame.dts);
         let time = |t: MpegTime| {
             let ticks = u64::try_from((t - first).saturating_add(START)).unwrap_or(0);
             gst::ClockTime::from_nseconds(ticks.saturating_mul(100_000) / 9)
@@ -281,6 +329,43 @@ fn measure_pictures(sink: &gst_app::AppSink, measurements: mpsc::Sender<Measurem
     );
 }
 
+/// The picture's time on the input's timeline, from the decoder's (nanoseconds from `START`
+/// before the first frame).
+fn input_time(nanoseconds: u64, first: MpegTime) -> Option<MpegTime> {
+    // Rounded: the way in truncated ticks to nanoseconds.
+    let ticks = i64::try_from((u128::from(nanoseconds) * 9 + 50_000) / 100_000).ok()?;
+    Some(MpegTime(first.0.checked_add(ticks)?.checked_sub(START)?))
+}
+
+fn fingerprint_pictures(
+    sink: &gst_app::AppSink,
+    first: Arc<OnceLock<MpegTime>>,
+    fingerprints: mpsc::Sender<Fingerprint>,
+) {
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(buffer) = sample.buffer() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let pts = buffer
+                    .pts()
+                    .zip(first.get())
+                    .and_then(|(pts, first)| input_time(pts.nseconds(), *first));
+                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                if let Some(print) =
+                    pts.and_then(|pts| Fingerprint::from_gray(pts, &map, WIDTH, HEIGHT))
+                {
+                    // A full queue means the channel is behind: this picture is not needed.
+                    let _ = fingerprints.try_send(print);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
 fn measure_audio(sink: &gst_app::AppSink, measurements: mpsc::Sender<Measurement>) {
     let (mut sum, mut samples) = (0.0f64, 0u64);
     sink.set_callbacks(
@@ -332,6 +417,17 @@ mod tests {
         assert!((luma - 128.0 / 255.0).abs() < 1e-4);
         assert!((change.unwrap() - 112.0 / 255.0).abs() < 1e-4);
         assert_eq!(picture_measurement(&grey, &grey).1, Some(0.0));
+    }
+
+    #[test]
+    fn decoder_times_map_back_to_the_input_timeline() {
+        let first = MpegTime(8_589_934_000);
+        // The first frame went in at START: it comes out at its own DTS.
+        assert_eq!(input_time(1_000_000_000, first), Some(first));
+        assert_eq!(
+            input_time(1_000_000_000 + 33_366_666, first),
+            Some(MpegTime(first.0 + 3003))
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod source;
 pub mod timeline;
 mod transcode;
 
-pub use content::ContentProbe;
+pub use content::{ContentProbe, ProbeTasks};
 pub use pipeline::{PatternSettings, SlateSettings, VideoEncoding};
 pub use source::{EngineInputSettings, Fetch, Location, Source, run};
 pub use transcode::{AudioToAac, Offer, TranscodeProfile, Transcoder};

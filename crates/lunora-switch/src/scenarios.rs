@@ -11,6 +11,7 @@ use bytes::Bytes;
 use lunora_media::{Codec, Frame, MpegTime, Program, Track, TrackId};
 use proptest::prelude::*;
 
+use crate::align::Fingerprint;
 use crate::*;
 
 const FRAME: i64 = 3600; // 25 fps in 90 kHz ticks
@@ -50,6 +51,10 @@ struct Sim {
     sps_sent_at: [Option<Duration>; 2],
     /// The switcher's input index each encoder feeds (changes when an input is re-added).
     slots: [usize; 2],
+    /// How late each encoder delivers the source (ms).
+    lag_ms: [i64; 2],
+    /// Hand the switcher a fingerprint of every picture, as the media engine would.
+    fingerprints: bool,
 }
 
 /// A minimal SPS-like NAL per encoder (contents only need to differ).
@@ -101,6 +106,8 @@ impl Sim {
             segment_starts: Vec::new(),
             sps_sent_at: [None; 2],
             slots: [0, 1],
+            lag_ms: [0, 3],
+            fingerprints: false,
         };
         for i in 0..2 {
             sim.connect(i);
@@ -174,8 +181,8 @@ impl Sim {
                     continue;
                 }
                 // Source time t (ms) → frame n. Both encoders see the same source; encoder B
-                // delivers 3 ms later (a different path).
-                let t = self.now_ms as i64 - if i == 1 { 3 } else { 0 };
+                // delivers later (a different path, by default 3 ms).
+                let t = self.now_ms as i64 - self.lag_ms[i];
                 if t >= 0 && t % FRAME_MS as i64 == 0 {
                     let n = t / FRAME_MS as i64;
                     if feed == Feed::Normal || n % 5 == 0 {
@@ -183,7 +190,15 @@ impl Sim {
                         if frame.data.windows(5).any(|w| w == [0, 0, 0, 1, 0x67]) {
                             self.sps_sent_at[i].get_or_insert(now);
                         }
+                        let pts = frame.pts;
                         self.switcher.handle_frame(now, self.slots[i], frame);
+                        if self.fingerprints {
+                            let print = Fingerprint {
+                                pts,
+                                blocks: crate::align::test_scene(n),
+                            };
+                            self.switcher.handle_fingerprint(now, self.slots[i], &print);
+                        }
                     }
                 }
                 // Audio every 40 ms too (roughly), muxed 20 ms ahead of video.
@@ -832,6 +847,70 @@ fn aligned_seam_is_frame_accurate() {
     for w in sim.video_out().windows(2) {
         assert_eq!(w[1].dts - w[0].dts, FRAME);
     }
+}
+
+/// Two encoders with clocks of their own, the backup's content 600 ms behind the main's.
+fn independent_clocks(clock: AlignedClock) -> Sim {
+    let mut sim = Sim::new(Policy {
+        mode: SwitchMode::Aligned { delay: None, clock },
+        ..Policy::default()
+    });
+    sim.lag_ms = [0, 600];
+    sim.fingerprints = true;
+    // Main lost at 6 s; main back at 9 s; it returns after error_clear.
+    sim.run(20_000, feeds(&[(0, 6_000, 9_000, Feed::Silent)]));
+    sim
+}
+
+fn content_jumps(sim: &Sim) -> Vec<(i64, i64)> {
+    let numbers: Vec<i64> = sim.video_out().iter().map(|f| source_number(f)).collect();
+    numbers
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect()
+}
+
+#[test]
+fn aligned_on_the_content_clock_is_frame_accurate_across_clocks_and_latencies() {
+    let sim = independent_clocks(AlignedClock::Content);
+    sim.check_invariants();
+    let switches = sim.later_switches();
+    assert_eq!(switches.len(), 2, "{switches:?}");
+    for s in &switches {
+        assert_eq!(s.gap, Duration::ZERO, "{s:?}");
+        assert_eq!(s.content_step_frames, Some(0), "{s:?}");
+    }
+    assert_eq!(content_jumps(&sim), vec![]);
+    for w in sim.video_out().windows(2) {
+        assert_eq!(w[1].dts - w[0].dts, FRAME);
+    }
+    let (pair, alignment) = sim.switcher.alignments().next().expect("an alignment");
+    assert_eq!(pair, (0, 1));
+    assert_eq!(alignment.shift, 7_777_777 - 1_000_000);
+    // Arrival times alone are misled by the backup's latency: the same feeds repeat frames.
+    let by_arrival = independent_clocks(AlignedClock::Arrival);
+    assert!(!content_jumps(&by_arrival).is_empty());
+}
+
+#[test]
+fn on_the_content_clock_a_return_waits_for_the_pictures_to_relate_the_inputs() {
+    let mut sim = Sim::new(Policy {
+        mode: SwitchMode::Aligned {
+            delay: None,
+            clock: AlignedClock::Content,
+        },
+        ..Policy::default()
+    });
+    // No fingerprints at all (a still picture would say as little).
+    sim.run(30_000, feeds(&[(0, 6_000, 9_000, Feed::Silent)]));
+    let switches = sim.later_switches();
+    assert_eq!(switches.len(), 2, "{switches:?}");
+    assert_eq!(switches[0].reason, SwitchReason::InputLost, "a loss never waits");
+    assert!(switches[0].at < Duration::from_secs(8));
+    assert_eq!(switches[1].reason, SwitchReason::ReturnToPrimary);
+    // Main healthy again from about 9 s: error_clear (5 s) plus the 10 s the return waits.
+    assert!(switches[1].at >= Duration::from_secs(24), "{switches:?}");
 }
 
 #[test]

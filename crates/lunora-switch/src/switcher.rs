@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use lunora_media::{Codec, Frame, MpegTime, Program, TrackId};
 
+use crate::align::{Alignment, ContentAligner, Fingerprint};
 use crate::health::{Health, HealthSettings, InputHealth, Reason};
 use crate::params::ParameterSets;
 use crate::tracks::{adopt_codecs, map_tracks, output_program};
@@ -84,6 +85,9 @@ pub enum AlignedClock {
     /// Both encoders stamp frames from the same source clock (timecode-locked PTS): the same
     /// content carries the same timestamp, whatever each encoder's latency.
     Shared,
+    /// Each encoder stamps its own clock: the pictures say which frames match (fingerprints
+    /// from the media engine, see [`crate::align`]); arrival times stand in until they have.
+    Content,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -193,6 +197,9 @@ const STANDBY_TAIL: usize = 128;
 const MIN_DWELL: Duration = Duration::from_secs(1);
 /// How often the switcher wants to re-evaluate health when nothing else wakes it.
 const TICK: Duration = Duration::from_millis(50);
+/// On the content clock, the longest a return to the primary waits for the pictures to relate
+/// it to the input on air.
+const CONTENT_RETURN_WAIT: Duration = Duration::from_secs(10);
 /// Default video frame duration until one is measured (59.94 Hz field pairs).
 const DEFAULT_FRAME_TICKS: i64 = 1_501;
 
@@ -302,6 +309,8 @@ pub struct Switcher {
     next_tick: Duration,
     dropped_frames: u64,
     seam: Option<Seam>,
+    /// Aligned mode with the content clock: what the pictures say about the inputs' shifts.
+    aligner: ContentAligner,
 }
 
 impl Switcher {
@@ -325,6 +334,7 @@ impl Switcher {
             next_tick: Duration::ZERO,
             dropped_frames: 0,
             seam: None,
+            aligner: ContentAligner::new(),
         };
         for spec in inputs {
             switcher.push_input(spec);
@@ -366,6 +376,7 @@ impl Switcher {
         i.tail.clear();
         i.window.clear();
         i.clock_samples.clear();
+        self.aligner.forget(input);
         self.order.retain(|&o| o != input);
         if self.forced == Some(input) {
             self.forced = None;
@@ -473,6 +484,7 @@ impl Switcher {
         i.tail.clear();
         i.window.clear();
         i.clock_samples.clear();
+        self.aligner.forget(input);
         if self.active() == Some(input) {
             // Same input, new sender: its clock restarted. Re-anchor at its first keyframe.
             self.lose_on_air(now);
@@ -525,6 +537,51 @@ impl Switcher {
         if let Some(i) = self.inputs.get_mut(input).filter(|i| !i.retired) {
             i.health.handle_tr101290(now, priority1_total);
         }
+    }
+
+    /// A decoded picture of the input (aligned mode with the content clock learns the inputs'
+    /// shifts from them; otherwise they are not needed). Returns the pairs of inputs whose
+    /// shift the pictures have just established or moved.
+    pub fn handle_fingerprint(
+        &mut self,
+        now: Duration,
+        input: usize,
+        print: &Fingerprint,
+    ) -> Vec<(usize, usize)> {
+        let usable = self
+            .inputs
+            .get(input)
+            .is_some_and(|i| !i.retired && i.spec.role != Role::Slate);
+        if !usable || !self.content_clock() {
+            return Vec::new();
+        }
+        self.aligner.push(input, print);
+        self.aligner.poll(now)
+    }
+
+    /// What the pictures say about two inputs, keyed `(a, b)` with `a < b`.
+    pub fn alignments(&self) -> impl Iterator<Item = ((usize, usize), Alignment)> + '_ {
+        self.aligner.alignments()
+    }
+
+    /// On the content clock a return to the primary (a choice, not an emergency) waits until
+    /// the pictures have related the two inputs, so that its seam is content-exact; a picture
+    /// that says nothing (a still) holds it back at most `CONTENT_RETURN_WAIT`.
+    fn related_for_return(&self, current: usize, returning: usize, now: Duration) -> bool {
+        !self.content_clock()
+            || self.aligner.shift(current, returning).is_some()
+            || self.inputs[returning].health.healthy_for(now)
+                >= self.policy.error_clear + CONTENT_RETURN_WAIT
+    }
+
+    fn content_clock(&self) -> bool {
+        matches!(
+            self.policy.mode,
+            SwitchMode::Aligned {
+                clock: AlignedClock::Content,
+                ..
+            }
+        )
     }
 
     /// A content condition (black, frozen, silent) of the input started or ended.
@@ -677,7 +734,9 @@ impl Switcher {
                     .clone()
                     .take_while(|&i| i != current)
                     .find(|&i| {
-                        fine(i) && self.inputs[i].health.healthy_for(now) >= self.policy.error_clear
+                        fine(i)
+                            && self.inputs[i].health.healthy_for(now) >= self.policy.error_clear
+                            && self.related_for_return(current, i, now)
                     });
                 if let Some(better) = better {
                     return Some((better, SwitchReason::ReturnToPrimary));
@@ -841,9 +900,14 @@ impl Switcher {
                         .map(|last| pending.decided_at.saturating_sub(last))
                 })
                 .flatten(),
-            content_step_frames: self
-                .last_in_video_sent
-                .map(|last| (keyframe.dts.0 - last.0) / frame_ticks.max(1) - 1),
+            content_step_frames: self.last_in_video_sent.and_then(|last| {
+                // On the outgoing input's clock; only the pictures can say it across clocks.
+                let shift = match from.filter(|_| self.content_clock()) {
+                    Some(from) => self.aligner.shift(from, input)?,
+                    None => 0,
+                };
+                Some((keyframe.dts.0 - shift - last.0) / frame_ticks.max(1) - 1)
+            }),
             incompatible,
             seam_error_frames: None,
         };
@@ -969,6 +1033,13 @@ impl Switcher {
                 clock: AlignedClock::Shared,
                 ..
             } => Some(0),
+            SwitchMode::Aligned {
+                clock: AlignedClock::Content,
+                ..
+            } => self
+                .aligner
+                .shift(from, to)
+                .or_else(|| Some(self.clock(from)? - self.clock(to)?)),
             _ => Some(self.clock(from)? - self.clock(to)?),
         }
     }
