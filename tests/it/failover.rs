@@ -11,10 +11,31 @@ use serde_json::Value;
 
 use crate::common::*;
 
+/// How the two encoders relate to the mezzanine's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clocks {
+    /// `-copyts`: both carry the mezzanine's timestamps, as timecode-locked encoders do.
+    Shared,
+    /// Each stamps its own clock from its own start, and the backup's SRT latency is 600 ms
+    /// longer: the same picture has other timestamps and arrives at another time on each. The
+    /// mezzanine writes each picture's number into its top rows, so the recording says which
+    /// picture went out.
+    Own,
+}
+
+/// The picture number is written in the top 16 rows: bit b is the 16 × 16 block at x = 16 b,
+/// white for 1.
+const FRAME_CODE: &str = "format=gray,geq=lum='if(lt(Y\\,16)\\,if(lt(X\\,256)\\,\
+                          255*mod(floor(N/pow(2\\,floor(X/16)))\\,2)\\,0)\\,p(X\\,Y))',format=yuv420p";
+
 /// The mezzanine: 640x360p25 MPEG-2 + MP2 on two UDP ports (one per encoder), as an SDI
 /// distribution amplifier would feed two encoders.
-fn mezzanine(dir: &Path, ports: [u16; 2]) -> Proc {
+fn mezzanine(dir: &Path, ports: [u16; 2], clocks: Clocks) -> Proc {
     let ffmpeg = require("ffmpeg", "ffmpeg");
+    let source = match clocks {
+        Clocks::Shared => "testsrc2=size=640x360:rate=25".to_string(),
+        Clocks::Own => format!("testsrc2=size=640x360:rate=25,{FRAME_CODE}"),
+    };
     let tee = format!(
         "[f=mpegts:onfail=ignore]udp://127.0.0.1:{}?pkt_size=1316|[f=mpegts:onfail=ignore]udp://127.0.0.1:{}?pkt_size=1316",
         ports[0], ports[1]
@@ -30,7 +51,7 @@ fn mezzanine(dir: &Path, ports: [u16; 2]) -> Proc {
                 "-f",
                 "lavfi",
                 "-i",
-                "testsrc2=size=640x360:rate=25",
+                &source,
                 "-f",
                 "lavfi",
                 "-i",
@@ -58,24 +79,34 @@ fn mezzanine(dir: &Path, ports: [u16; 2]) -> Proc {
     )
 }
 
-/// One encoder: libx264 with a 1 s closed GOP, AAC, SRT caller into lunora. `-copyts` keeps
-/// the mezzanine's timestamps, so both encoders share a content clock.
-pub fn encoder(dir: &Path, name: &str, udp_port: u16, srt_port: u16) -> Proc {
+/// One encoder: libx264 with a 1 s closed GOP, AAC, SRT caller into lunora, with SRT latency
+/// `latency_ms`. With shared clocks `-copyts` keeps the mezzanine's timestamps.
+fn encoder(
+    dir: &Path,
+    name: &str,
+    udp_port: u16,
+    srt_port: u16,
+    clocks: Clocks,
+    latency_ms: u64,
+) -> Proc {
     let ffmpeg = require("ffmpeg", "ffmpeg");
+    let mut command = Command::new(ffmpeg);
+    command.args([
+        "-v",
+        "error",
+        "-analyzeduration",
+        "1000000",
+        "-probesize",
+        "1000000",
+    ]);
+    if clocks == Clocks::Shared {
+        command.arg("-copyts");
+    }
     Proc::spawn(
         name,
         dir,
-        Command::new(ffmpeg)
-            .args([
-                "-v",
-                "error",
-                "-analyzeduration",
-                "1000000",
-                "-probesize",
-                "1000000",
-                "-copyts",
-                "-i",
-            ])
+        command
+            .arg("-i")
             .arg(format!(
                 "udp://127.0.0.1:{udp_port}?fifo_size=100000&overrun_nonfatal=1"
             ))
@@ -95,7 +126,8 @@ pub fn encoder(dir: &Path, name: &str, udp_port: u16, srt_port: u16) -> Proc {
             ])
             .args(["-b:v", "800k", "-c:a", "aac", "-b:a", "96k", "-f", "mpegts"])
             .arg(format!(
-                "srt://127.0.0.1:{srt_port}?latency=200000&pkt_size=1316"
+                "srt://127.0.0.1:{srt_port}?latency={}&pkt_size=1316",
+                latency_ms * 1000
             )),
     )
 }
@@ -165,10 +197,11 @@ struct Rig {
     main_encoder: Option<Proc>,
     udp_main: u16,
     main_port: u16,
+    clocks: Clocks,
 }
 
 impl Rig {
-    fn start(extra_failover: &str) -> Rig {
+    fn start(extra_failover: &str, clocks: Clocks) -> Rig {
         let (main, backup, output) = (free_udp_port(), free_udp_port(), free_udp_port());
         let (udp_main, udp_backup) = (free_udp_port(), free_udp_port());
         let config = failover_config(main, backup, output).replace(
@@ -184,9 +217,20 @@ impl Rig {
             &format!("srt://127.0.0.1:{output}?latency=200000&timeout=8000000"),
             &recording,
         );
-        let mezzanine = mezzanine(&dir, [udp_main, udp_backup]);
-        let backup_encoder = encoder(&dir, "backup-encoder", udp_backup, backup);
-        let main_encoder = encoder(&dir, "main-encoder", udp_main, main);
+        let mezzanine = mezzanine(&dir, [udp_main, udp_backup], clocks);
+        let backup_latency = match clocks {
+            Clocks::Shared => 200,
+            Clocks::Own => 800,
+        };
+        let backup_encoder = encoder(
+            &dir,
+            "backup-encoder",
+            udp_backup,
+            backup,
+            clocks,
+            backup_latency,
+        );
+        let main_encoder = encoder(&dir, "main-encoder", udp_main, main, clocks, 200);
         Rig {
             daemon,
             reader,
@@ -196,18 +240,25 @@ impl Rig {
             main_encoder: Some(main_encoder),
             udp_main,
             main_port: main,
+            clocks,
         }
+    }
+
+    fn start_main_encoder(&mut self) {
+        self.main_encoder = Some(encoder(
+            self.daemon.dir.path(),
+            "main-encoder",
+            self.udp_main,
+            self.main_port,
+            self.clocks,
+            200,
+        ));
     }
 
     /// Restarts the main encoder if it gave up (as a real encoder would retry).
     fn keep_main_encoder_running(&mut self) {
         if self.main_encoder.as_mut().is_none_or(|e| !e.running()) {
-            self.main_encoder = Some(encoder(
-                self.daemon.dir.path(),
-                "main-encoder",
-                self.udp_main,
-                self.main_port,
-            ));
+            self.start_main_encoder();
         }
     }
 
@@ -242,12 +293,7 @@ impl Rig {
             "cycle {cycle}: no switch to backup: {}",
             daemon.json("/api/v1/channels/program")
         );
-        self.main_encoder = Some(encoder(
-            self.daemon.dir.path(),
-            "main-encoder",
-            self.udp_main,
-            self.main_port,
-        ));
+        self.start_main_encoder();
     }
 
     /// Stops the sources, lets the recorder finish, and checks the recording: it decodes
@@ -272,7 +318,7 @@ impl Rig {
 #[test]
 fn killing_and_restoring_main_ten_times_keeps_the_output_clean() {
     let _turn = ONE_RIG_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let mut rig = Rig::start("");
+    let mut rig = Rig::start("", Clocks::Shared);
     let started = Instant::now();
     for cycle in 0..10 {
         rig.lose_main(cycle, Duration::from_millis(500));
@@ -328,7 +374,10 @@ fn killing_and_restoring_main_ten_times_keeps_the_output_clean() {
 fn aligned_mode_seams_are_frame_accurate_with_real_encoders() {
     let _turn = ONE_RIG_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // Both encoders carry the mezzanine's timestamps (-copyts), as timecode-locked encoders do.
-    let mut rig = Rig::start("switch = \"aligned\"\naligned_clock = \"shared\"");
+    let mut rig = Rig::start(
+        "switch = \"aligned\"\naligned_clock = \"shared\"",
+        Clocks::Shared,
+    );
     for cycle in 0..3 {
         rig.lose_main(cycle, Duration::from_secs(2));
     }
@@ -355,6 +404,103 @@ fn aligned_mode_seams_are_frame_accurate_with_real_encoders() {
         );
     }
     rig.finish_and_check();
+}
+
+/// The picture numbers `FRAME_CODE` wrote, one per decoded picture of `file`.
+fn frame_codes(file: &Path) -> Vec<u32> {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    let out = run(
+        "ffmpeg frame codes",
+        Command::new(ffmpeg)
+            .args(["-v", "error", "-i"])
+            .arg(file)
+            .args([
+                "-map",
+                "0:v",
+                "-vf",
+                "crop=256:16:0:0,format=gray",
+                "-f",
+                "rawvideo",
+                "-",
+            ]),
+        Duration::from_secs(120),
+    );
+    out.stdout
+        .chunks_exact(256 * 16)
+        .map(|picture| {
+            (0..16)
+                .filter(|bit| picture[8 * 256 + bit * 16 + 8] > 128)
+                .fold(0u32, |code, bit| code | 1 << bit)
+        })
+        .collect()
+}
+
+#[test]
+fn aligned_seams_match_pictures_between_encoders_with_their_own_clocks() {
+    let _turn = ONE_RIG_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut rig = Rig::start(
+        "switch = \"aligned\"\naligned_clock = \"content\"",
+        Clocks::Own,
+    );
+    let learnt = |daemon: &Daemon| {
+        daemon.json("/api/v1/channels/program")["content_alignment"]
+            .as_array()
+            .is_some_and(|pairs| pairs.len() == 1)
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || learnt(&rig.daemon)),
+        "the pictures never related main and backup: {}",
+        rig.daemon.json("/api/v1/channels/program")
+    );
+    for cycle in 0..2 {
+        rig.lose_main(cycle, Duration::from_secs(2));
+    }
+    assert!(rig.wait_for_main(Duration::from_secs(40)));
+    let channel = rig.daemon.json("/api/v1/channels/program");
+    let pair = &channel["content_alignment"][0];
+    assert_eq!(pair["from"], "main", "{pair}");
+    assert_eq!(pair["to"], "backup", "{pair}");
+    assert!(
+        pair["match_cost"].as_f64().expect("match_cost") < 6.0,
+        "{pair}"
+    );
+    let seams: Vec<&Value> = channel["switches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["reason"] != "start")
+        .collect();
+    assert!(seams.len() >= 4, "{}", channel["switches"]);
+    for seam in &seams {
+        assert_eq!(
+            as_u64(&seam["gap_ms"]),
+            0,
+            "aligned seams have no gap: {seam}"
+        );
+    }
+    let recording = rig.finish_and_check();
+    // What the viewer saw: every picture once, in order, but for at most one picture
+    // skipped or repeated at a seam.
+    let codes = frame_codes(&recording);
+    assert!(codes.len() > 300, "{} pictures decoded", codes.len());
+    let steps: Vec<(usize, i64)> = codes
+        .windows(2)
+        .enumerate()
+        .map(|(at, w)| (at, i64::from(w[1]) - i64::from(w[0])))
+        .filter(|(_, step)| *step != 1)
+        .collect();
+    let learnt: Vec<String> = rig
+        .daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("content alignment"))
+        .map(String::from)
+        .collect();
+    assert!(
+        steps.iter().all(|(_, step)| (0..=2).contains(step)),
+        "picture numbers jump at {steps:?}; seams {seams:?}; alignments learnt: {learnt:#?}"
+    );
+    assert!(steps.len() <= seams.len(), "{steps:?}; seams {seams:?}");
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! probe without blocking (dropped when it is behind), measurements are taken with `try_recv`,
 //! and probes are started and stopped on the blocking pool, because both join GStreamer threads.
 //! A slot's probe starts with each `Program` (so it decodes what the input now carries) and
-//! stops when the sender goes or the input is removed.
+//! with the first frame of each new sender, and stops when the sender goes or the input is
+//! removed.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -196,20 +197,25 @@ impl ContentHealth {
                     self.start(slot, program);
                 }
             }
-            InputEvent::Frame(frame) => {
-                if let Some(Slot {
+            InputEvent::Frame(frame) => match self.slots.get_mut(&slot) {
+                Some(Slot {
                     probe: ProbeState::Running(probe),
                     ..
-                }) = self.slots.get_mut(&slot)
-                {
-                    probe.offer(frame);
+                }) => probe.offer(frame),
+                Some(_) => {}
+                // A new sender of the same program (an SRT input's demux does not announce an
+                // unchanged program again): a new probe, whose decoder starts on its clock.
+                None if self.work.is_on() => {
+                    if let Some(program) = self.programs.get(&slot).cloned() {
+                        self.start(slot, &program);
+                    }
                 }
-            }
-            InputEvent::Disconnected => {
-                self.programs.remove(&slot);
-                self.remove(slot);
-            }
-            InputEvent::Connected { .. } | InputEvent::Stats { .. } => {}
+                None => {}
+            },
+            // The sender went or another took over: its clock and stream end here. The
+            // program is kept for the next sender.
+            InputEvent::Connected { .. } | InputEvent::Disconnected => self.remove(slot),
+            InputEvent::Stats { .. } => {}
         }
     }
 

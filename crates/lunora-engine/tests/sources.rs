@@ -7,10 +7,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lunora_engine::{
-    EngineInputSettings, Location, PatternSettings, SlateSettings, Source, VideoEncoding,
+    ContentProbe, EngineInputSettings, Location, PatternSettings, ProbeTasks, SlateSettings,
+    Source, VideoEncoding,
 };
 use lunora_ingest::{InputEvent, StatsHandle, input_queue};
-use lunora_media::{Codec, Frame, TrackId};
+use lunora_media::{Codec, Frame, MpegTime, TrackId};
+use lunora_switch::align::ContentAligner;
 use tokio_util::sync::CancellationToken;
 
 const ENCODING: VideoEncoding = VideoEncoding {
@@ -404,4 +406,114 @@ async fn a_file_of_garbage_is_an_error_not_a_crash() {
     );
     let error = stats.snapshot(Instant::now()).last_error;
     assert!(error.is_some(), "no error for a garbage file");
+}
+
+/// Offers `frames` to a fingerprinting probe, moved by `shift` ticks, and collects what it says.
+async fn fingerprints(frames: &[&Frame], shift: i64) -> Vec<lunora_switch::align::Fingerprint> {
+    let codec = frames[0].codec;
+    let tasks = ProbeTasks {
+        measure: false,
+        fingerprint: true,
+    };
+    let mut probe =
+        tokio::task::spawn_blocking(move || ContentProbe::start(Some(codec), None, tasks))
+            .await
+            .unwrap()
+            .unwrap();
+    let mut prints = Vec::new();
+    for frame in frames {
+        let mut frame = (*frame).clone();
+        frame.dts = MpegTime(frame.dts.0 + shift);
+        frame.pts = MpegTime(frame.pts.0 + shift);
+        probe.offer(&frame);
+        // Paced like a live input, so the decoder is never behind.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        while let Some(print) = probe.try_fingerprint() {
+            prints.push(print);
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    while prints.len() + 3 < frames.len() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Some(print) = probe.try_fingerprint() {
+            prints.push(print);
+        }
+    }
+    assert_eq!(probe.dropped(), 0);
+    tokio::task::spawn_blocking(move || drop(probe))
+        .await
+        .unwrap();
+    prints
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fingerprints_carry_each_pictures_own_time_and_relate_two_clocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clip.ts");
+    // B-frames: pictures come out of the decoder in another order than they went in.
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-bf",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "25",
+            "-f",
+            "mpegts",
+        ],
+        &path,
+    );
+    let (received, _) = collect(
+        Source::File {
+            location: Location::Path(path),
+            looped: false,
+            encoding: ENCODING,
+        },
+        Duration::from_millis(3_500),
+    )
+    .await;
+    let video = received.frames(TrackId(0x100));
+    assert!(video.len() >= 70, "{} pictures", video.len());
+    let shift = 17 * 3600 * 90_000 + 1234;
+    let (a, b) = (
+        fingerprints(&video, 0).await,
+        fingerprints(&video, shift).await,
+    );
+    // The decoder holds the last pictures back (reordering) until more come.
+    assert!(
+        a.len() + 3 >= video.len(),
+        "one fingerprint per picture: {} for {}",
+        a.len(),
+        video.len()
+    );
+    let mut pts: Vec<i64> = video.iter().map(|f| f.pts.0).collect();
+    pts.sort_unstable();
+    let printed: Vec<i64> = a.iter().map(|p| p.pts.0).collect();
+    assert_eq!(
+        printed,
+        pts[..a.len()],
+        "in presentation order, at the pictures' own times"
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(y.pts.0, x.pts.0 + shift);
+        assert_eq!(x.blocks, y.blocks);
+    }
+    let mut aligner = ContentAligner::new();
+    for (x, y) in a.iter().zip(&b) {
+        aligner.push(0, x);
+        aligner.push(1, y);
+    }
+    aligner.poll(Duration::ZERO);
+    assert_eq!(aligner.shift(0, 1), Some(shift));
 }

@@ -906,7 +906,11 @@ fn on_the_content_clock_a_return_waits_for_the_pictures_to_relate_the_inputs() {
     sim.run(30_000, feeds(&[(0, 6_000, 9_000, Feed::Silent)]));
     let switches = sim.later_switches();
     assert_eq!(switches.len(), 2, "{switches:?}");
-    assert_eq!(switches[0].reason, SwitchReason::InputLost, "a loss never waits");
+    assert_eq!(
+        switches[0].reason,
+        SwitchReason::InputLost,
+        "a loss never waits"
+    );
     assert!(switches[0].at < Duration::from_secs(8));
     assert_eq!(switches[1].reason, SwitchReason::ReturnToPrimary);
     // Main healthy again from about 9 s: error_clear (5 s) plus the 10 s the return waits.
