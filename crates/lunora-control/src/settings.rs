@@ -1681,6 +1681,38 @@ mod tests {
     }
 
     #[test]
+    fn the_content_clock_fingerprints_pictures_only_in_aligned_mode() {
+        let mut failover = FailoverSettings {
+            switch: SwitchSetting::Aligned,
+            aligned_clock: Some(ClockSetting::Content),
+            ..FailoverSettings::default()
+        };
+        assert!(failover.content_alignment());
+        assert_eq!(failover.content(), None, "content health stays off");
+        assert!(matches!(
+            failover.policy().mode,
+            SwitchMode::Aligned {
+                clock: AlignedClock::Content,
+                ..
+            }
+        ));
+        let problems = failover.validate();
+        // Refused only by a build that cannot decode.
+        assert_eq!(
+            problems.is_empty(),
+            cfg!(feature = "engine"),
+            "{problems:?}"
+        );
+        failover.switch = SwitchSetting::Cut;
+        assert!(!failover.content_alignment());
+        let problems = failover.validate();
+        assert!(
+            problems.iter().any(|p| p.field == Some("aligned_clock")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn content_health_settings_out_of_range_are_named() {
         let failover = FailoverSettings {
             content_health: true,
