@@ -62,12 +62,16 @@ impl Fingerprint {
         }
         let mut sums = [0u32; BLOCKS];
         let mut counts = [0u32; BLOCKS];
+        // Column edges of the blocks, so each row is summed a slice at a time.
+        let edges: Vec<usize> = (0..=FINGERPRINT_COLUMNS)
+            .map(|c| c * width / FINGERPRINT_COLUMNS)
+            .collect();
         for (y, row) in gray.chunks_exact(width).take(height).enumerate() {
-            let block_row = y * FINGERPRINT_ROWS / height;
-            for (x, &pixel) in row.iter().enumerate() {
-                let block = block_row * FINGERPRINT_COLUMNS + x * FINGERPRINT_COLUMNS / width;
-                sums[block] += u32::from(pixel);
-                counts[block] += 1;
+            let first = y * FINGERPRINT_ROWS / height * FINGERPRINT_COLUMNS;
+            for (column, edge) in edges.windows(2).enumerate() {
+                let span = &row[edge[0]..edge[1]];
+                sums[first + column] += span.iter().map(|&p| u32::from(p)).sum::<u32>();
+                counts[first + column] += u32::try_from(span.len()).unwrap_or(u32::MAX);
             }
         }
         let mut blocks = [0u8; BLOCKS];
