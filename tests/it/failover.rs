@@ -370,6 +370,16 @@ fn killing_and_restoring_main_ten_times_keeps_the_output_clean() {
     );
 }
 
+/// The channel's switches after the start.
+fn seams(channel: &Value) -> Vec<&Value> {
+    channel["switches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["reason"] != "start")
+        .collect()
+}
+
 #[test]
 fn aligned_mode_seams_are_frame_accurate_with_real_encoders() {
     let _turn = ONE_RIG_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -383,12 +393,7 @@ fn aligned_mode_seams_are_frame_accurate_with_real_encoders() {
     }
     assert!(rig.wait_for_main(Duration::from_secs(30)));
     let channel = rig.daemon.json("/api/v1/channels/program");
-    let seams: Vec<&Value> = channel["switches"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["reason"] != "start")
-        .collect();
+    let seams = seams(&channel);
     assert!(seams.len() >= 6, "{}", channel["switches"]);
     for seam in seams {
         assert_eq!(
@@ -464,12 +469,7 @@ fn aligned_seams_match_pictures_between_encoders_with_their_own_clocks() {
         pair["match_cost"].as_f64().expect("match_cost") < 6.0,
         "{pair}"
     );
-    let seams: Vec<&Value> = channel["switches"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["reason"] != "start")
-        .collect();
+    let seams = seams(&channel);
     assert!(seams.len() >= 4, "{}", channel["switches"]);
     for seam in &seams {
         assert_eq!(

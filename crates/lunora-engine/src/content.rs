@@ -306,27 +306,40 @@ fn rms_dbfs(sum_of_squares: f64, samples: u64) -> f32 {
     (20.0 * rms.max(1e-10).log10()) as f32
 }
 
-fn measure_pictures(sink: &gst_app::AppSink, measurements: mpsc::Sender<Measurement>) {
-    let mut previous = Vec::new();
+/// Hands every decoded buffer that reaches `sink` to `handle` (with its caps), on the
+/// streaming thread; `handle` must never wait.
+fn on_buffer(
+    sink: &gst_app::AppSink,
+    mut handle: impl FnMut(&gst::BufferRef, Option<&gst::CapsRef>) -> Result<(), gst::FlowError>
+    + Send
+    + 'static,
+) {
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let Some(buffer) = sample.buffer() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                // GRAY8 at 160 wide has no row padding: the buffer is the picture.
-                let picture = map.get(..WIDTH * HEIGHT).unwrap_or(&map);
-                let (luma, change) = picture_measurement(picture, &previous);
-                previous.clear();
-                previous.extend_from_slice(picture);
-                // A full queue means the channel is behind: this measurement is not needed.
-                let _ = measurements.try_send(Measurement::Picture { luma, change });
+                if let Some(buffer) = sample.buffer() {
+                    handle(buffer, sample.caps())?;
+                }
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),
     );
+}
+
+fn measure_pictures(sink: &gst_app::AppSink, measurements: mpsc::Sender<Measurement>) {
+    let mut previous = Vec::new();
+    on_buffer(sink, move |buffer, _| {
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        // GRAY8 at 160 wide has no row padding: the buffer is the picture.
+        let picture = map.get(..WIDTH * HEIGHT).unwrap_or(&map);
+        let (luma, change) = picture_measurement(picture, &previous);
+        previous.clear();
+        previous.extend_from_slice(picture);
+        // A full queue means the channel is behind: this measurement is not needed.
+        let _ = measurements.try_send(Measurement::Picture { luma, change });
+        Ok(())
+    });
 }
 
 /// The picture's time on the input's timeline, from the decoder's (nanoseconds from `START`
@@ -342,64 +355,46 @@ fn fingerprint_pictures(
     first: Arc<OnceLock<MpegTime>>,
     fingerprints: mpsc::Sender<Fingerprint>,
 ) {
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let Some(buffer) = sample.buffer() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let pts = buffer
-                    .pts()
-                    .zip(first.get())
-                    .and_then(|(pts, first)| input_time(pts.nseconds(), *first));
-                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                if let Some(print) =
-                    pts.and_then(|pts| Fingerprint::from_gray(pts, &map, WIDTH, HEIGHT))
-                {
-                    // A full queue means the channel is behind: this picture is not needed.
-                    let _ = fingerprints.try_send(print);
-                }
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    on_buffer(sink, move |buffer, _| {
+        let pts = buffer
+            .pts()
+            .zip(first.get())
+            .and_then(|(pts, first)| input_time(pts.nseconds(), *first));
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        if let Some(print) = pts.and_then(|pts| Fingerprint::from_gray(pts, &map, WIDTH, HEIGHT)) {
+            // A full queue means the channel is behind: this picture is not needed.
+            let _ = fingerprints.try_send(print);
+        }
+        Ok(())
+    });
 }
 
 fn measure_audio(sink: &gst_app::AppSink, measurements: mpsc::Sender<Measurement>) {
     let (mut sum, mut samples) = (0.0f64, 0u64);
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let format = caps.structure(0).and_then(|s| {
-                    Some((s.get::<i32>("rate").ok()?, s.get::<i32>("channels").ok()?))
-                });
-                let Some((rate, channels)) = format
-                    .and_then(|(r, c)| Some((u64::try_from(r).ok()?, u64::try_from(c).ok()?)))
-                    .filter(|(r, c)| *r > 0 && *c > 0)
-                else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                for pair in map.chunks_exact(2) {
-                    let s = f64::from(i16::from_le_bytes([pair[0], pair[1]]));
-                    sum += s * s;
-                    samples += 1;
-                }
-                let stretch = rate * AUDIO_STRETCH.as_millis() as u64 / 1000;
-                if samples / channels >= stretch {
-                    let rms_db = rms_dbfs(sum, samples);
-                    let _ = measurements.try_send(Measurement::Audio { rms_db });
-                    (sum, samples) = (0.0, 0);
-                }
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    on_buffer(sink, move |buffer, caps| {
+        let format = caps
+            .and_then(|caps| caps.structure(0))
+            .and_then(|s| Some((s.get::<i32>("rate").ok()?, s.get::<i32>("channels").ok()?)));
+        let Some((rate, channels)) = format
+            .and_then(|(r, c)| Some((u64::try_from(r).ok()?, u64::try_from(c).ok()?)))
+            .filter(|(r, c)| *r > 0 && *c > 0)
+        else {
+            return Ok(());
+        };
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        for pair in map.chunks_exact(2) {
+            let s = f64::from(i16::from_le_bytes([pair[0], pair[1]]));
+            sum += s * s;
+            samples += 1;
+        }
+        let stretch = rate * AUDIO_STRETCH.as_millis() as u64 / 1000;
+        if samples / channels >= stretch {
+            let rms_db = rms_dbfs(sum, samples);
+            let _ = measurements.try_send(Measurement::Audio { rms_db });
+            (sum, samples) = (0.0, 0);
+        }
+        Ok(())
+    });
 }
 
 #[cfg(test)]

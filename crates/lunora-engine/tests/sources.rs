@@ -54,6 +54,43 @@ fn mp4(dir: &Path, seconds: u32) -> std::path::PathBuf {
     path
 }
 
+/// A `seconds`-long 320x240 25 fps MPEG-TS: H.264 with B-frames and a keyframe every second,
+/// AAC.
+fn ts_clip(dir: &Path, seconds: u32) -> std::path::PathBuf {
+    let path = dir.join("clip.ts");
+    let seconds = seconds.to_string();
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:sample_rate=48000",
+            "-t",
+            &seconds,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-bf",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "25",
+            "-c:a",
+            "aac",
+            "-f",
+            "mpegts",
+        ],
+        &path,
+    );
+    path
+}
+
 /// Runs ffmpeg with `args` writing `output`.
 fn ffmpeg(args: &[&str], output: &Path) {
     let status = Command::new("ffmpeg")
@@ -330,34 +367,7 @@ async fn a_slate_image_is_scaled_to_the_channel_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mpeg_ts_file_plays_like_an_mp4() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clip.ts");
-    ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=1000:sample_rate=48000",
-            "-t",
-            "2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-            "-c:a",
-            "aac",
-            "-f",
-            "mpegts",
-        ],
-        &path,
-    );
+    let path = ts_clip(dir.path(), 2);
     let (received, stats) = collect(
         Source::File {
             location: Location::Path(path),
@@ -449,31 +459,8 @@ async fn fingerprints(frames: &[&Frame], shift: i64) -> Vec<lunora_switch::align
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fingerprints_carry_each_pictures_own_time_and_relate_two_clocks() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clip.ts");
     // B-frames: pictures come out of the decoder in another order than they went in.
-    ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=25",
-            "-t",
-            "3",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-bf",
-            "2",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-            "-f",
-            "mpegts",
-        ],
-        &path,
-    );
+    let path = ts_clip(dir.path(), 3);
     let (received, _) = collect(
         Source::File {
             location: Location::Path(path),
