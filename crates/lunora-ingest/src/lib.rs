@@ -11,6 +11,7 @@ mod rtmp;
 mod srt;
 mod stats;
 mod tls;
+mod ts_feed;
 
 pub use queue::{InputReceiver, InputSender, SendError, SlotEvent, input_queue};
 pub use rtmp::{RtmpInput, RtmpInputs, RtmpServer, RtmpsError, RtmpsSettings};
