@@ -177,7 +177,8 @@ pub enum SwitchSetting {
     Cut,
     /// Run one GOP behind live so every seam lands on the matching frame.
     Aligned,
-    /// Packet-level merge of two paths (not supported by this version).
+    /// Packet-level merge (SMPTE 2022-7) of two RTP inputs carrying the same stream: the
+    /// first copy of each packet wins.
     Merge,
 }
 
@@ -220,6 +221,11 @@ pub struct FailoverSettings {
     pub aligned_delay_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aligned_clock: Option<ClockSetting>,
+    /// With `switch = "merge"`: the largest delay between the two paths absorbed, ms
+    /// (default 50, at most 450).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 450))]
+    pub merge_window_ms: Option<u64>,
     /// Decode every input at low resolution to find black, frozen and silent content. Also on
     /// when `triggers` names `black`, `frozen` or `silent`.
     #[serde(default)]
@@ -246,6 +252,8 @@ pub struct FailoverSettings {
     pub silence_ms: u64,
 }
 
+const DEFAULT_MERGE_WINDOW_MS: u64 = 50;
+
 fn default_black_threshold() -> u32 {
     10
 }
@@ -268,6 +276,7 @@ impl Default for FailoverSettings {
             triggers: None,
             aligned_delay_ms: None,
             aligned_clock: None,
+            merge_window_ms: None,
             content_health: false,
             black_threshold_percent: default_black_threshold(),
             black_ms: default_content_ms(),
@@ -309,8 +318,21 @@ impl FailoverSettings {
                 ),
             ));
         }
+        if let Some(window) = self.merge_window_ms {
+            if self.switch != SwitchSetting::Merge {
+                problems.push(Problem::at(
+                    "merge_window_ms",
+                    "merge_window_ms applies to switch = \"merge\"",
+                ));
+            } else if !(1..=450).contains(&window) {
+                problems.push(Problem::at(
+                    "merge_window_ms",
+                    format!("merge_window_ms must be between 1 and 450; it is {window}"),
+                ));
+            }
+        }
         match self.switch {
-            SwitchSetting::Cut => {
+            SwitchSetting::Cut | SwitchSetting::Merge => {
                 if self.aligned_delay_ms.is_some() {
                     problems.push(Problem::at(
                         "aligned_delay_ms",
@@ -325,10 +347,6 @@ impl FailoverSettings {
                 }
             }
             SwitchSetting::Aligned => {}
-            SwitchSetting::Merge => problems.push(Problem::at(
-                "switch",
-                "switch = \"merge\" is not supported by this version; use \"cut\" or \"aligned\"",
-            )),
         }
         for name in self.triggers.iter().flatten() {
             if Reason::from_name(name).is_none() {
@@ -405,6 +423,12 @@ impl FailoverSettings {
             silence_db: self.silence_db as f32,
             silence: Duration::from_millis(self.silence_ms),
         })
+    }
+
+    /// The merger's window when the channel merges two paths.
+    pub fn merge_window(&self) -> Option<Duration> {
+        (self.switch == SwitchSetting::Merge)
+            .then(|| Duration::from_millis(self.merge_window_ms.unwrap_or(DEFAULT_MERGE_WINDOW_MS)))
     }
 
     /// The switcher's policy (call after [`FailoverSettings::validate`] found nothing).
@@ -573,6 +597,77 @@ pub struct SrtInputSettings {
     pub stream_id: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RtpFormatSetting {
+    /// MPEG-TS over RTP (payload type 33): hardware encoders, ffmpeg's `rtp_mpegts`.
+    #[default]
+    Mpegts,
+    /// MPEG-TS straight in UDP datagrams (no RTP header: no loss or reorder figures).
+    UdpTs,
+}
+
+fn default_reorder() -> u64 {
+    50
+}
+
+/// An RTP (or plain UDP) MPEG-TS stream sent to a port of this box, unicast or multicast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RtpInputSettings {
+    pub id: InputId,
+    #[serde(default)]
+    pub role: InputRole,
+    /// The UDP address to receive on: a local address (0.0.0.0:5000), or a multicast group
+    /// to join (239.1.1.1:5000).
+    #[schemars(with = "String", extend("examples" = ["0.0.0.0:5000"]))]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub format: RtpFormatSetting,
+    /// Multicast only: accept the group from this sender alone (source-specific multicast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub source: Option<std::net::Ipv4Addr>,
+    /// Multicast only: the address of the local interface to join the group on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub interface: Option<std::net::Ipv4Addr>,
+    /// How long a missing RTP packet is waited for before it counts as lost (0–1000 ms).
+    #[serde(default = "default_reorder")]
+    #[schemars(range(min = 0, max = 1_000))]
+    pub reorder_ms: u64,
+}
+
+impl RtpInputSettings {
+    fn validate(&self, problems: &mut Vec<Problem>) {
+        if self.listen.port() == 0 {
+            problems.push(Problem::at(
+                "listen",
+                "listen needs a port (the sender's destination port)",
+            ));
+        }
+        let multicast_v4 =
+            matches!(self.listen.ip(), std::net::IpAddr::V4(ip) if ip.is_multicast());
+        for (key, set) in [
+            ("source", self.source.is_some()),
+            ("interface", self.interface.is_some()),
+        ] {
+            if set && !multicast_v4 {
+                problems.push(Problem::at(
+                    key,
+                    format!("{key} applies to an IPv4 multicast group in listen (224.0.0.0/4)"),
+                ));
+            }
+        }
+        if self.reorder_ms > 1_000 {
+            problems.push(Problem::at(
+                "reorder_ms",
+                format!("reorder_ms must be at most 1000; it is {}", self.reorder_ms),
+            ));
+        }
+    }
+}
+
 /// RTMP publish (OBS) to the shared server: rtmp://HOST:1935/live/<stream_key>.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -598,6 +693,8 @@ pub enum InputSettings {
     Srt(SrtInputSettings),
     /// RTMP publish (OBS).
     Rtmp(RtmpInputSettings),
+    /// RTP or plain UDP carrying MPEG-TS (unicast or multicast).
+    Rtp(RtpInputSettings),
     /// A file played as a live feed (MP4 or MPEG-TS), once or looped.
     File(FileInputSettings),
     /// Colour bars, a clock, a frame counter and a tone, to check a path end to end.
@@ -739,7 +836,7 @@ impl OneSecret for InputSettings {
         match self {
             InputSettings::Srt(s) => Some(("passphrase", s.passphrase.as_ref())),
             InputSettings::Rtmp(s) => Some(("stream_key", s.stream_key.as_ref())),
-            InputSettings::File(_) | InputSettings::TestPattern(_) => None,
+            InputSettings::Rtp(_) | InputSettings::File(_) | InputSettings::TestPattern(_) => None,
         }
     }
 
@@ -747,7 +844,7 @@ impl OneSecret for InputSettings {
         match self {
             InputSettings::Srt(s) => Some(("passphrase", &mut s.passphrase)),
             InputSettings::Rtmp(s) => Some(("stream_key", &mut s.stream_key)),
-            InputSettings::File(_) | InputSettings::TestPattern(_) => None,
+            InputSettings::Rtp(_) | InputSettings::File(_) | InputSettings::TestPattern(_) => None,
         }
     }
 
@@ -936,6 +1033,7 @@ impl InputSettings {
         match self {
             InputSettings::Srt(s) => &s.id,
             InputSettings::Rtmp(s) => &s.id,
+            InputSettings::Rtp(s) => &s.id,
             InputSettings::File(s) => &s.id,
             InputSettings::TestPattern(s) => &s.id,
         }
@@ -945,6 +1043,7 @@ impl InputSettings {
         match self {
             InputSettings::Srt(s) => s.role,
             InputSettings::Rtmp(s) => s.role,
+            InputSettings::Rtp(s) => s.role,
             InputSettings::File(s) => s.role,
             InputSettings::TestPattern(s) => s.role,
         }
@@ -954,6 +1053,7 @@ impl InputSettings {
         match self {
             InputSettings::Srt(_) => "srt",
             InputSettings::Rtmp(_) => "rtmp",
+            InputSettings::Rtp(_) => "rtp",
             InputSettings::File(_) => "file",
             InputSettings::TestPattern(_) => "test_pattern",
         }
@@ -996,6 +1096,7 @@ impl InputSettings {
                 }
                 Some(_) => {}
             },
+            InputSettings::Rtp(s) => s.validate(&mut problems),
             InputSettings::File(s) => s.validate(&mut problems),
             InputSettings::TestPattern(s) => s.validate(&mut problems),
         }
@@ -1020,6 +1121,7 @@ impl InputSettings {
         match self {
             InputSettings::File(_) | InputSettings::TestPattern(_) => Vec::new(),
             InputSettings::Srt(s) => vec![Resource::UdpPort(s.listen)],
+            InputSettings::Rtp(s) => vec![Resource::UdpPort(s.listen)],
             InputSettings::Rtmp(s) => s
                 .stream_key
                 .iter()
@@ -1394,6 +1496,31 @@ pub struct GraphProblem {
     pub conflict: bool,
 }
 
+/// What keeps a channel's inputs from being merged: it takes one main and one backup RTP
+/// input carrying MPEG-TS, whose sequence numbers are the same on both paths.
+fn merge_problem(inputs: &[InputSettings]) -> Option<Problem> {
+    let rtp: Vec<&RtpInputSettings> = inputs
+        .iter()
+        .filter_map(|i| match i {
+            InputSettings::Rtp(rtp) if rtp.format == RtpFormatSetting::Mpegts => Some(rtp),
+            _ => None,
+        })
+        .collect();
+    let roles = |role| rtp.iter().filter(|r| r.role == role).count();
+    let fits = inputs.len() == 2
+        && rtp.len() == 2
+        && roles(InputRole::Main) == 1
+        && roles(InputRole::Backup) == 1;
+    (!fits).then(|| {
+        Problem::at(
+            "switch",
+            "switch = \"merge\" takes exactly two inputs, both `type = \"rtp\"` with `format = \"mpegts\"`, \
+             one main and one backup, carrying the same stream (SMPTE 2022-7); SRT, RTMP and \
+             plain UDP have no sequence numbers the two paths share: use \"cut\" or \"aligned\"",
+        )
+    })
+}
+
 impl GraphSpec {
     pub fn channel(&self, id: &str) -> Option<&ChannelSpec> {
         self.channels.iter().find(|c| c.settings.id.as_str() == id)
@@ -1501,6 +1628,11 @@ impl GraphSpec {
                     input.resources(),
                     &mut push,
                 );
+            }
+            if channel.settings.failover.switch == SwitchSetting::Merge
+                && let Some(problem) = merge_problem(&channel.inputs)
+            {
+                push(c, Component::Channel, problem, false);
             }
             for (o, output) in channel.outputs.iter().enumerate() {
                 for problem in output.validate() {

@@ -112,10 +112,12 @@ impl AacDepacketizer {
                 return None;
             }
             if frame.len() == size {
-                return marker.then(|| vec![AacFrame {
-                    timestamp,
-                    data: self.adts(&frame),
-                }]);
+                return marker.then(|| {
+                    vec![AacFrame {
+                        timestamp,
+                        data: self.adts(&frame),
+                    }]
+                });
             }
             self.fragment = Some((started, size, frame));
             return Some(Vec::new());

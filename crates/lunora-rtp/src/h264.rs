@@ -135,7 +135,11 @@ impl H264Depacketizer {
                         // A middle or end with no start: its start was lost.
                         current.damaged = true;
                     }
-                    if self.fragment.as_ref().is_some_and(|n| n.len() > ACCESS_UNIT_CAP) {
+                    if self
+                        .fragment
+                        .as_ref()
+                        .is_some_and(|n| n.len() > ACCESS_UNIT_CAP)
+                    {
                         self.fragment = None;
                         current.damaged = true;
                     }
@@ -201,7 +205,9 @@ mod tests {
     const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
 
     fn annex_b(nals: &[&[u8]]) -> Vec<u8> {
-        nals.iter().flat_map(|n| [&START_CODE[..], n].concat()).collect()
+        nals.iter()
+            .flat_map(|n| [&START_CODE[..], n].concat())
+            .collect()
     }
 
     fn fu_a(nal: &[u8], chunk: usize) -> Vec<Vec<u8>> {
@@ -262,7 +268,10 @@ mod tests {
 
     #[test]
     fn fu_a_reassembles_and_a_lost_fragment_drops_the_access_unit() {
-        let nal: Vec<u8> = [0x65].into_iter().chain((0..100).map(|i| i as u8)).collect();
+        let nal: Vec<u8> = [0x65]
+            .into_iter()
+            .chain((0..100).map(|i| i as u8))
+            .collect();
         let mut d = H264Depacketizer::new(&[]);
         let packets = fu_a(&nal, 30);
         assert_eq!(packets.len(), 4);

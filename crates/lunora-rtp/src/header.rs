@@ -88,7 +88,9 @@ mod tests {
     use super::*;
 
     fn header(first: u8) -> Vec<u8> {
-        vec![first, 0xa1, 0x12, 0x34, 0, 0, 0x03, 0xe8, 0xde, 0xad, 0xbe, 0xef]
+        vec![
+            first, 0xa1, 0x12, 0x34, 0, 0, 0x03, 0xe8, 0xde, 0xad, 0xbe, 0xef,
+        ]
     }
 
     #[test]
@@ -123,10 +125,7 @@ mod tests {
             Err(HeaderError::Version(1))
         );
         // 15 CSRCs announced, none there.
-        assert_eq!(
-            RtpPacket::parse(&header(0x8f)),
-            Err(HeaderError::Truncated)
-        );
+        assert_eq!(RtpPacket::parse(&header(0x8f)), Err(HeaderError::Truncated));
         // An extension header cut short, and one whose length runs past the datagram.
         let mut cut = header(0x90);
         cut.extend_from_slice(&[0xbe, 0xde]);

@@ -73,6 +73,8 @@ pub struct Resequencer<T> {
     window: Duration,
     max_packets: usize,
     paths: Vec<PathStats>,
+    /// The highest sequence number each path has delivered: reordering is per path.
+    path_highest: Vec<Option<u64>>,
     stats: ResequencerStats,
     /// The next sequence number to release, and the highest seen; `None` before the first.
     next: Option<u64>,
@@ -102,6 +104,7 @@ impl<T> Resequencer<T> {
             window,
             max_packets: max_packets.max(1),
             paths: vec![PathStats::default(); paths.clamp(1, 8)],
+            path_highest: vec![None; paths.clamp(1, 8)],
             stats: ResequencerStats::default(),
             next: None,
             highest: 0,
@@ -156,6 +159,7 @@ impl<T> Resequencer<T> {
             let ext = (1 << 32) | u64::from(sequence);
             self.next = Some(ext);
             self.highest = ext;
+            self.path_highest[path] = Some(ext);
             return self.accept(now, path, ext, item);
         };
         let ext = self.extend(sequence);
@@ -164,15 +168,20 @@ impl<T> Resequencer<T> {
             let ext = (1 << 32) | u64::from(sequence);
             self.next = Some(ext);
             self.highest = ext;
+            self.path_highest[path] = Some(ext);
             return self.accept(now, path, ext, item);
         }
         let window = self.window;
         let seen = *self.slot(ext);
+        if seen.tag == ext + 1 && seen.paths & bit != 0 {
+            self.paths[path].duplicates += 1;
+            return;
+        }
+        match self.path_highest[path] {
+            Some(highest) if ext < highest => self.paths[path].reordered += 1,
+            _ => self.path_highest[path] = Some(ext),
+        }
         if seen.tag == ext + 1 {
-            if seen.paths & bit != 0 {
-                self.paths[path].duplicates += 1;
-                return;
-            }
             self.slot(ext).paths |= bit;
             self.note_delay(path, now.saturating_sub(seen.first_at));
             if ext < next && now.saturating_sub(seen.first_at) > window {
@@ -189,9 +198,6 @@ impl<T> Resequencer<T> {
     }
 
     fn accept(&mut self, now: Duration, path: usize, ext: u64, item: T) {
-        if ext < self.highest {
-            self.paths[path].reordered += 1;
-        }
         self.highest = self.highest.max(ext);
         self.paths[path].first += 1;
         *self.slot(ext) = Seen {
@@ -246,6 +252,7 @@ impl<T> Resequencer<T> {
         }
         self.settle(Duration::MAX);
         self.history.fill(Seen::default());
+        self.path_highest.fill(None);
     }
 
     /// Settles each path's share of sequence numbers released more than `window` before
@@ -367,7 +374,10 @@ mod tests {
         }
         let out = drain(&mut r, ms(0));
         assert!(r.held() <= 4);
-        assert_eq!(out[..3], [Released::Packet(0), Released::Lost(1), Released::Packet(2)]);
+        assert_eq!(
+            out[..3],
+            [Released::Packet(0), Released::Lost(1), Released::Packet(2)]
+        );
         assert_eq!(r.stats().overflowed, 5);
     }
 

@@ -74,7 +74,9 @@ impl SessionDescription {
                 }
                 "m" => {
                     let mut parts = value.split_whitespace();
-                    let kind = parts.next().ok_or_else(|| error("m= without a media type"))?;
+                    let kind = parts
+                        .next()
+                        .ok_or_else(|| error("m= without a media type"))?;
                     let port = parts
                         .next()
                         .and_then(|p| p.split('/').next())
@@ -209,7 +211,10 @@ mod tests {
             panic!("{sdp:?}")
         };
         assert_eq!((video.port, video.payload_type), (5004, 96));
-        assert_eq!((video.encoding.as_str(), video.clock_rate), ("H264", 90_000));
+        assert_eq!(
+            (video.encoding.as_str(), video.clock_rate),
+            ("H264", 90_000)
+        );
         let sets = video.sprop_parameter_sets();
         assert_eq!(sets.len(), 2);
         assert_eq!(sets[0][0], 0x67);
