@@ -358,6 +358,7 @@ fn merge_of_two_lossy_paths_is_whole_and_survives_one_path_gone() {
         "{backup_input}"
     );
     let (_, metrics) = daemon.get("/metrics");
+    crate::metrics::assert_promtool_accepts(&metrics);
     for series in [
         "lunora_channel_merge_path_packets_first_total{channel=\"program\",path=\"backup\"}",
         "lunora_channel_merge_path_packets_lost_total{channel=\"program\",path=\"main\"}",

@@ -1772,6 +1772,86 @@ mod tests {
         }
     }
 
+    fn rtp(id: &str, role: InputRole, listen: &str) -> InputSettings {
+        InputSettings::Rtp(RtpInputSettings {
+            id: InputId::new(id),
+            role,
+            listen: listen.parse().unwrap(),
+            format: RtpFormatSetting::Mpegts,
+            source: None,
+            interface: None,
+            reorder_ms: 50,
+        })
+    }
+
+    #[test]
+    fn rtp_inputs_check_multicast_keys_and_the_window() {
+        assert!(
+            rtp("cam", InputRole::Main, "0.0.0.0:5000")
+                .validate()
+                .is_empty()
+        );
+        let InputSettings::Rtp(mut multicast) = rtp("cam", InputRole::Main, "239.1.1.1:5000")
+        else {
+            unreachable!()
+        };
+        multicast.source = Some("10.0.0.1".parse().unwrap());
+        multicast.interface = Some("10.0.0.2".parse().unwrap());
+        assert!(InputSettings::Rtp(multicast.clone()).validate().is_empty());
+        multicast.listen = "10.0.0.3:0".parse().unwrap();
+        multicast.reorder_ms = 1_001;
+        let fields: Vec<_> = InputSettings::Rtp(multicast)
+            .validate()
+            .into_iter()
+            .filter_map(|p| p.field)
+            .collect();
+        assert_eq!(fields, ["listen", "source", "interface", "reorder_ms"]);
+    }
+
+    #[test]
+    fn merge_takes_one_main_and_one_backup_rtp_ts_input() {
+        let merged = |inputs: Vec<InputSettings>, window: Option<u64>| {
+            let mut spec = channel("program", inputs);
+            spec.settings.failover.switch = SwitchSetting::Merge;
+            spec.settings.failover.merge_window_ms = window;
+            GraphSpec {
+                channels: vec![spec],
+                ..GraphSpec::default()
+            }
+            .validate()
+        };
+        let pair = || {
+            vec![
+                rtp("a", InputRole::Main, "0.0.0.0:5000"),
+                rtp("b", InputRole::Backup, "0.0.0.0:5002"),
+            ]
+        };
+        assert_eq!(merged(pair(), None), vec![]);
+        assert_eq!(merged(pair(), Some(450)), vec![]);
+        let too_wide = merged(pair(), Some(451));
+        assert_eq!(too_wide[0].field, Some("merge_window_ms"), "{too_wide:?}");
+        let mut with_srt = pair();
+        with_srt[1] = srt("b", 9000);
+        assert_eq!(merged(with_srt, None)[0].field, Some("switch"));
+        let mut two_mains = pair();
+        two_mains[1] = rtp("b", InputRole::Main, "0.0.0.0:5002");
+        assert_eq!(merged(two_mains, None)[0].field, Some("switch"));
+        let mut udp = pair();
+        if let InputSettings::Rtp(b) = &mut udp[1] {
+            b.format = RtpFormatSetting::UdpTs;
+        }
+        assert_eq!(merged(udp, None)[0].field, Some("switch"));
+        assert_eq!(merged(pair()[..1].to_vec(), None)[0].field, Some("switch"));
+        // The window belongs to merge only.
+        let mut cut = FailoverSettings {
+            merge_window_ms: Some(100),
+            ..FailoverSettings::default()
+        };
+        assert_eq!(cut.validate()[0].field, Some("merge_window_ms"));
+        cut.merge_window_ms = None;
+        assert_eq!(cut.merge_window(), None);
+    }
+
     #[test]
     fn content_health_runs_only_when_asked_for() {
         let mut failover = FailoverSettings::default();
