@@ -32,9 +32,11 @@ fn rtp_input(id: &str, role: &str, port: u16, extra: &str) -> String {
     )
 }
 
+/// Channel "program" without a slate: when the sender ends, the output ends (and the recording
+/// with it, on a whole frame).
 fn channel(mode: &str, failover_extra: &str, inputs: &str, output: u16) -> String {
     format!(
-        "[[channels]]\nid = \"program\"\nmode = \"{mode}\"\n\n[channels.failover]\ninput_loss_ms = 1000\n{failover_extra}\n\n{inputs}\n{}",
+        "[[channels]]\nid = \"program\"\nmode = \"{mode}\"\n\n[channels.slate]\nenabled = false\n\n[channels.failover]\ninput_loss_ms = 1000\n{failover_extra}\n\n{inputs}\n{}",
         srt_listener_output("out", output)
     )
 }
@@ -58,6 +60,8 @@ fn record_clean(dir: &Path, output: u16, run: impl FnOnce()) -> PathBuf {
         &recording,
     );
     run();
+    // The last frames reach the reader before it is stopped.
+    std::thread::sleep(Duration::from_millis(1500));
     reader.signal(Signal::SIGINT);
     reader.wait(Duration::from_secs(10)).expect("reader stops");
     let continuity = ts_continuity(&recording);
@@ -118,6 +122,72 @@ fn rtp_mpegts_from_ffmpeg_comes_out_clean() {
     assert!(daemon.stop().success());
 }
 
+#[test]
+fn udp_ts_is_received_and_garbage_on_an_rtp_port_is_counted_not_fatal() {
+    let (udp, rtp, output) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make_ts(dir.path(), "clip.ts", 8, "640x360", "1500k");
+    let daemon = Daemon::start(&channel(
+        "main-backup",
+        "",
+        &format!(
+            "{}{}",
+            rtp_input("udp", "main", udp, "format = \"udp-ts\""),
+            rtp_input("rtp", "backup", rtp, "")
+        ),
+        output,
+    ));
+    record_clean(dir.path(), output, || {
+        let mut sender = ffmpeg_push(
+            dir.path(),
+            "ffmpeg udp",
+            &clip,
+            &format!("udp://127.0.0.1:{udp}?pkt_size=1316"),
+        );
+        wait_connected(&daemon, "udp");
+        // Not RTP, RTP with a payload type other than 33, a CSRC list past the end, padding
+        // larger than the packet, and an RTP header alone.
+        let garbage = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut header = vec![0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        for datagram in [
+            b"hello".to_vec(),
+            header.clone(),
+            {
+                header[0] = 0x8f;
+                header.clone()
+            },
+            {
+                header[0] = 0xa0;
+                header[1] = 33;
+                [&header[..], &[1, 2, 200]].concat()
+            },
+        ] {
+            for _ in 0..50 {
+                garbage.send_to(&datagram, ("127.0.0.1", rtp)).unwrap();
+            }
+        }
+        sender.wait(Duration::from_secs(30)).expect("ffmpeg ends");
+    });
+    let input = daemon.input("program", "udp");
+    assert!(field(&input, &["ts_packets_total"]) > 5_000, "{input}");
+    assert!(
+        input["rtp"].is_null(),
+        "plain UDP has no RTP figures: {input}"
+    );
+    let rtp_input = daemon.input("program", "rtp");
+    let invalid = &rtp_input["rtp"]["packets_invalid"];
+    for (reason, n) in [("payload_type", 50), ("truncated", 50), ("padding", 50)] {
+        assert_eq!(field(invalid, &[reason]), n, "{rtp_input}");
+    }
+    // "hello" is too short for an RTP header.
+    assert_eq!(field(invalid, &["short"]), 50, "{rtp_input}");
+    assert_eq!(
+        rtp_input["state"], "waiting",
+        "garbage is no sender: {rtp_input}"
+    );
+    assert!(daemon.stop().success());
+}
+
 /// What the relay does to each path.
 #[derive(Clone, Copy)]
 struct PathPlan {
@@ -166,6 +236,10 @@ struct Relay {
 impl Relay {
     fn start(paths: Vec<PathPlan>) -> Relay {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // A busy test machine may not run the relay for a while: the kernel holds what comes.
+        socket2::SockRef::from(&socket)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(5)))
             .unwrap();
@@ -293,7 +367,7 @@ fn merge_of_two_lossy_paths_is_whole_and_survives_one_path_gone() {
     let clip = make_ts(dir.path(), "clip.ts", 16, "640x360", "1500k");
     let daemon = Daemon::start(&channel(
         "main-backup",
-        "switch = \"merge\"\nmerge_window_ms = 150",
+        "switch = \"merge\"\nmerge_window_ms = 300",
         &format!(
             "{}{}",
             rtp_input("path-a", "main", main, ""),
