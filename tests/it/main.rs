@@ -24,6 +24,7 @@ mod obs;
 mod package;
 mod rtmp_ingest;
 mod rtmp_output;
+mod rtp_ingest;
 mod slate;
 mod soak;
 mod srt_engine;

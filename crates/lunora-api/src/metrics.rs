@@ -5,7 +5,7 @@
 //! the first scrape, zero-valued until something happens. The process's own `process_*` series
 //! follow Prometheus's standard names.
 
-use lunora_control::{ChannelStatus, Indicator, OutputState, Reason};
+use lunora_control::{ChannelStatus, Indicator, OutputState, Reason, RtpPathStats, RtpStats};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 struct Families {
@@ -231,6 +231,84 @@ pub fn render_metrics(
         "SRT packets that failed to decrypt.",
         INPUT,
     )?;
+    let rtp_packets = [
+        (
+            f.counter(
+                "lunora_input_rtp_packets_received_total",
+                "RTP packets put out in sequence order (merged: after the first copy won).",
+                INPUT,
+            )?,
+            (|r: &RtpStats| r.packets_received) as fn(&RtpStats) -> u64,
+        ),
+        (
+            f.counter(
+                "lunora_input_rtp_packets_lost_total",
+                "RTP sequence numbers that never came within the reorder (or merge) window.",
+                INPUT,
+            )?,
+            |r| r.packets_lost,
+        ),
+        (
+            f.counter(
+                "lunora_input_rtp_packets_reordered_total",
+                "RTP packets that arrived after a later one and were put back in order.",
+                INPUT,
+            )?,
+            |r| r.packets_reordered,
+        ),
+        (
+            f.counter(
+                "lunora_input_rtp_packets_duplicate_total",
+                "RTP packets received twice on one path and dropped.",
+                INPUT,
+            )?,
+            |r| r.packets_duplicate,
+        ),
+        (
+            f.counter(
+                "lunora_input_rtp_packets_late_total",
+                "RTP packets that came after their window had passed and were dropped.",
+                INPUT,
+            )?,
+            |r| r.packets_late,
+        ),
+    ];
+    let rtp_invalid = f.counter(
+        "lunora_input_rtp_invalid_datagrams_total",
+        "Datagrams an RTP input dropped: not RTP, or another payload type, by reason.",
+        &["channel", "input", "reason"],
+    )?;
+    let merge_paths = [
+        (
+            f.counter(
+                "lunora_channel_merge_path_packets_received_total",
+                "Packets each path of a merged channel delivered (copies included).",
+                &["channel", "path"],
+            )?,
+            (|p: &RtpPathStats| p.packets_received) as fn(&RtpPathStats) -> u64,
+        ),
+        (
+            f.counter(
+                "lunora_channel_merge_path_packets_lost_total",
+                "Sequence numbers a path of a merged channel never delivered in time.",
+                &["channel", "path"],
+            )?,
+            |p| p.packets_lost,
+        ),
+        (
+            f.counter(
+                "lunora_channel_merge_path_packets_first_total",
+                "Packets of a merged channel's output each path supplied first (its share).",
+                &["channel", "path"],
+            )?,
+            |p| p.packets_first,
+        ),
+    ];
+    let merge_delay = f.gauge(
+        "lunora_channel_merge_delay_difference_seconds",
+        "Mean arrival of the backup path minus the main path, over packets both delivered.",
+        &["channel"],
+    )?;
 
     let output_state = f.int_gauge(
         "lunora_output_state",
@@ -449,6 +527,24 @@ pub fn render_metrics(
                     .map_or(0, |x| x.priority());
                 tr.with_label_values(&[c, i, indicator, &priority.to_string()])
                     .inc_by(*n);
+            }
+            if let Some(rtp) = &s.rtp {
+                for (family, value) in &rtp_packets {
+                    family.with_label_values(&labels).inc_by(value(rtp));
+                }
+                for (reason, n) in &rtp.packets_invalid {
+                    rtp_invalid.with_label_values(&[c, i, reason]).inc_by(*n);
+                }
+                for path in &rtp.paths {
+                    for (family, value) in &merge_paths {
+                        family
+                            .with_label_values(&[c, path.path])
+                            .inc_by(value(path));
+                    }
+                }
+                if let Some(ms) = rtp.delay_difference_ms {
+                    merge_delay.with_label_values(&[c]).set(ms / 1000.0);
+                }
             }
             rtt.with_label_values(&labels).set(s.srt.rtt_ms / 1000.0);
             srt_received

@@ -15,7 +15,8 @@ use lunora_egress::{
     SrtOutputSettings as EgressSrtSettings,
 };
 use lunora_ingest::{
-    BoundSrtInput, InputSender, RtmpInput, RtmpInputs, RtmpServer, RtmpsSettings,
+    BoundRtpInput, BoundSrtInput, InputSender, MergePaths, RtmpInput, RtmpInputs, RtmpServer,
+    RtmpsSettings, RtpFormat, RtpInputSettings as IngestRtpSettings, RtpRole,
     SrtInputSettings as IngestSrtSettings, StatsHandle,
 };
 use lunora_srt::AccessPolicy;
@@ -33,8 +34,8 @@ use crate::events::{ChannelEvent, ConfigChange};
 use crate::profiles::Profiles;
 use crate::settings::{
     ChannelSettings, ChannelSpec, GraphProblem, GraphSpec, InputRole, InputSettings,
-    OutputSettings, RtmpOutputSettings, SlateSettings, SrtOutputMode as SrtModeSetting,
-    is_medialive_feed,
+    OutputSettings, RtmpOutputSettings, RtpFormatSetting, SlateSettings,
+    SrtOutputMode as SrtModeSetting, is_medialive_feed,
 };
 use crate::slate::Slate;
 use crate::status::{
@@ -137,6 +138,8 @@ pub struct Graph {
     tasks: TaskTracker,
     events: broadcast::Sender<ChannelEvent>,
     rtmp: RtmpInputs,
+    /// Merging channels' second paths, handed to their mergers.
+    merge_paths: MergePaths,
     /// Where the RTMP server listens, once bound.
     rtmp_address: Mutex<Option<SocketAddr>>,
     channels: Mutex<Vec<RunningChannel>>,
@@ -190,6 +193,7 @@ impl Graph {
             tasks: TaskTracker::new(),
             events,
             rtmp: RtmpInputs::new(),
+            merge_paths: MergePaths::default(),
             rtmp_address: Mutex::new(None),
             channels: Mutex::new(Vec::new()),
             applying: tokio::sync::Mutex::new(()),
@@ -326,7 +330,16 @@ impl Graph {
                 plan.update_channels.push(new.settings.clone());
             }
             let running: Vec<&InputSettings> = old.inputs.iter().map(|i| &i.settings).collect();
-            let (stop, start) = differences(&running, &new.inputs, |i| i.id().as_str());
+            let (mut stop, mut start) = differences(&running, &new.inputs, |i| i.id().as_str());
+            // RTP inputs take their role in a merge and its window when they start.
+            if new.settings.failover.merge_window() != old.settings.failover.merge_window() {
+                for input in &new.inputs {
+                    if matches!(input, InputSettings::Rtp(_)) && running.contains(&input) {
+                        stop.push((input.id().to_string(), true));
+                        start.push((input.clone(), true));
+                    }
+                }
+            }
             plan.stop_inputs
                 .extend(stop.into_iter().map(|(input, _)| (id.to_string(), input)));
             plan.start_inputs.extend(
@@ -537,7 +550,7 @@ impl Graph {
     }
 
     async fn start_input(&self, channel: &str, settings: InputSettings) -> Result<(), String> {
-        let (commands, events, input_loss) = {
+        let (commands, events, input_loss, merge_window) = {
             let channels = guard(&self.channels);
             let c = channels
                 .iter()
@@ -547,6 +560,7 @@ impl Graph {
                 c.commands.clone(),
                 c.input_events.clone(),
                 Duration::from_millis(c.settings.failover.input_loss_ms),
+                c.settings.failover.merge_window(),
             )
         };
         let id = settings.id().to_string();
@@ -597,6 +611,52 @@ impl Graph {
                     Err(e) => Err(format!(
                         "channel {channel:?} input {id:?}: cannot bind SRT port {}: {e}",
                         srt.listen
+                    )),
+                }
+            }
+            InputSettings::Rtp(rtp) => {
+                let role = match (merge_window, rtp.role) {
+                    (None, _) => RtpRole::Single,
+                    (Some(_), InputRole::Main) => RtpRole::Merger {
+                        second: self.merge_paths.attach(channel),
+                    },
+                    (Some(_), InputRole::Backup) => RtpRole::Path {
+                        paths: self.merge_paths.clone(),
+                        key: channel.to_string(),
+                    },
+                };
+                let ingest = IngestRtpSettings {
+                    id: id.clone(),
+                    listen: rtp.listen,
+                    source: rtp.source,
+                    interface: rtp.interface,
+                    format: match rtp.format {
+                        RtpFormatSetting::Mpegts => RtpFormat::MpegTs,
+                        RtpFormatSetting::UdpTs => RtpFormat::UdpTs,
+                    },
+                    reorder_window: merge_window.unwrap_or(Duration::from_millis(rtp.reorder_ms)),
+                    input_loss,
+                    analyser: AnalyserSettings::default(),
+                    udp_buffer_bytes: UDP_BUFFER_BYTES,
+                };
+                let bound = retry_while_in_use(|| async {
+                    BoundRtpInput::bind(ingest.clone(), stats.clone())
+                })
+                .await;
+                match bound {
+                    Ok(bound) => {
+                        let listen = bound.local_addr();
+                        let span = info_span!("input", channel = %channel, input = %id);
+                        let task = self.tasks.spawn(
+                            bound
+                                .run(role, slot, events, cancel.clone().cancelled_owned())
+                                .instrument(span),
+                        );
+                        Ok((Some(listen), Some(task)))
+                    }
+                    Err(e) => Err(format!(
+                        "channel {channel:?} input {id:?}: cannot receive on UDP {}: {e}",
+                        rtp.listen
                     )),
                 }
             }
@@ -1321,7 +1381,9 @@ fn input_status(
             stream_key_set: s.stream_key.is_some(),
             ..IngestView::default()
         },
-        InputSettings::File(_) | InputSettings::TestPattern(_) => IngestView::default(),
+        InputSettings::Rtp(_) | InputSettings::File(_) | InputSettings::TestPattern(_) => {
+            IngestView::default()
+        }
     };
     InputStatus {
         id: input.settings.id().to_string(),

@@ -41,7 +41,9 @@ pub use status::{
 
 /// Types the API shows that come from the media crates.
 pub use lunora_egress::{HlsSettings, OutputState, OutputStats};
-pub use lunora_ingest::{ConnectionState, InputStats, RtmpsSettings, TlsError, tls_acceptor};
+pub use lunora_ingest::{
+    ConnectionState, InputStats, RtmpsSettings, RtpPathStats, RtpStats, TlsError, tls_acceptor,
+};
 pub use lunora_store::{
     AuditEntry, AuditRecord, Opened as StoreOpened, SavedMediaLive, Store, StoreError, TokenInfo,
     UserInfo, UserRole,

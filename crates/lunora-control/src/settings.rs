@@ -177,7 +177,8 @@ pub enum SwitchSetting {
     Cut,
     /// Run one GOP behind live so every seam lands on the matching frame.
     Aligned,
-    /// Packet-level merge of two paths (not supported by this version).
+    /// Packet-level merge (SMPTE 2022-7) of two RTP inputs carrying the same stream: the
+    /// first copy of each packet wins.
     Merge,
 }
 
@@ -225,6 +226,11 @@ pub struct FailoverSettings {
     pub aligned_delay_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aligned_clock: Option<ClockSetting>,
+    /// With `switch = "merge"`: the largest delay between the two paths absorbed, ms
+    /// (default 50, at most 450).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 450))]
+    pub merge_window_ms: Option<u64>,
     /// Decode every input at low resolution to find black, frozen and silent content. Also on
     /// when `triggers` names `black`, `frozen` or `silent`.
     #[serde(default)]
@@ -251,6 +257,8 @@ pub struct FailoverSettings {
     pub silence_ms: u64,
 }
 
+const DEFAULT_MERGE_WINDOW_MS: u64 = 50;
+
 fn default_black_threshold() -> u32 {
     10
 }
@@ -273,6 +281,7 @@ impl Default for FailoverSettings {
             triggers: None,
             aligned_delay_ms: None,
             aligned_clock: None,
+            merge_window_ms: None,
             content_health: false,
             black_threshold_percent: default_black_threshold(),
             black_ms: default_content_ms(),
@@ -314,8 +323,21 @@ impl FailoverSettings {
                 ),
             ));
         }
+        if let Some(window) = self.merge_window_ms {
+            if self.switch != SwitchSetting::Merge {
+                problems.push(Problem::at(
+                    "merge_window_ms",
+                    "merge_window_ms applies to switch = \"merge\"",
+                ));
+            } else if !(1..=450).contains(&window) {
+                problems.push(Problem::at(
+                    "merge_window_ms",
+                    format!("merge_window_ms must be between 1 and 450; it is {window}"),
+                ));
+            }
+        }
         match self.switch {
-            SwitchSetting::Cut => {
+            SwitchSetting::Cut | SwitchSetting::Merge => {
                 if self.aligned_delay_ms.is_some() {
                     problems.push(Problem::at(
                         "aligned_delay_ms",
@@ -330,10 +352,6 @@ impl FailoverSettings {
                 }
             }
             SwitchSetting::Aligned => {}
-            SwitchSetting::Merge => problems.push(Problem::at(
-                "switch",
-                "switch = \"merge\" is not supported by this version; use \"cut\" or \"aligned\"",
-            )),
         }
         for name in self.triggers.iter().flatten() {
             if Reason::from_name(name).is_none() {
@@ -423,6 +441,12 @@ impl FailoverSettings {
             silence_db: self.silence_db as f32,
             silence: Duration::from_millis(self.silence_ms),
         })
+    }
+
+    /// The merger's window when the channel merges two paths.
+    pub fn merge_window(&self) -> Option<Duration> {
+        (self.switch == SwitchSetting::Merge)
+            .then(|| Duration::from_millis(self.merge_window_ms.unwrap_or(DEFAULT_MERGE_WINDOW_MS)))
     }
 
     /// The switcher's policy (call after [`FailoverSettings::validate`] found nothing).
@@ -592,6 +616,77 @@ pub struct SrtInputSettings {
     pub stream_id: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RtpFormatSetting {
+    /// MPEG-TS over RTP (payload type 33): hardware encoders, ffmpeg's `rtp_mpegts`.
+    #[default]
+    Mpegts,
+    /// MPEG-TS straight in UDP datagrams (no RTP header: no loss or reorder figures).
+    UdpTs,
+}
+
+fn default_reorder() -> u64 {
+    50
+}
+
+/// An RTP (or plain UDP) MPEG-TS stream sent to a port of this box, unicast or multicast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RtpInputSettings {
+    pub id: InputId,
+    #[serde(default)]
+    pub role: InputRole,
+    /// The UDP address to receive on: a local address (0.0.0.0:5000), or a multicast group
+    /// to join (239.1.1.1:5000).
+    #[schemars(with = "String", extend("examples" = ["0.0.0.0:5000"]))]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub format: RtpFormatSetting,
+    /// Multicast only: accept the group from this sender alone (source-specific multicast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub source: Option<std::net::Ipv4Addr>,
+    /// Multicast only: the address of the local interface to join the group on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub interface: Option<std::net::Ipv4Addr>,
+    /// How long a missing RTP packet is waited for before it counts as lost (0–1000 ms).
+    #[serde(default = "default_reorder")]
+    #[schemars(range(min = 0, max = 1_000))]
+    pub reorder_ms: u64,
+}
+
+impl RtpInputSettings {
+    fn validate(&self, problems: &mut Vec<Problem>) {
+        if self.listen.port() == 0 {
+            problems.push(Problem::at(
+                "listen",
+                "listen needs a port (the sender's destination port)",
+            ));
+        }
+        let multicast_v4 =
+            matches!(self.listen.ip(), std::net::IpAddr::V4(ip) if ip.is_multicast());
+        for (key, set) in [
+            ("source", self.source.is_some()),
+            ("interface", self.interface.is_some()),
+        ] {
+            if set && !multicast_v4 {
+                problems.push(Problem::at(
+                    key,
+                    format!("{key} applies to an IPv4 multicast group in listen (224.0.0.0/4)"),
+                ));
+            }
+        }
+        if self.reorder_ms > 1_000 {
+            problems.push(Problem::at(
+                "reorder_ms",
+                format!("reorder_ms must be at most 1000; it is {}", self.reorder_ms),
+            ));
+        }
+    }
+}
+
 /// RTMP publish (OBS) to the shared server: rtmp://HOST:1935/live/<stream_key>.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -617,6 +712,8 @@ pub enum InputSettings {
     Srt(SrtInputSettings),
     /// RTMP publish (OBS).
     Rtmp(RtmpInputSettings),
+    /// RTP or plain UDP carrying MPEG-TS (unicast or multicast).
+    Rtp(RtpInputSettings),
     /// A file played as a live feed (MP4 or MPEG-TS), once or looped.
     File(FileInputSettings),
     /// Colour bars, a clock, a frame counter and a tone, to check a path end to end.
@@ -758,7 +855,7 @@ impl OneSecret for InputSettings {
         match self {
             InputSettings::Srt(s) => Some(("passphrase", s.passphrase.as_ref())),
             InputSettings::Rtmp(s) => Some(("stream_key", s.stream_key.as_ref())),
-            InputSettings::File(_) | InputSettings::TestPattern(_) => None,
+            InputSettings::Rtp(_) | InputSettings::File(_) | InputSettings::TestPattern(_) => None,
         }
     }
 
@@ -766,7 +863,7 @@ impl OneSecret for InputSettings {
         match self {
             InputSettings::Srt(s) => Some(("passphrase", &mut s.passphrase)),
             InputSettings::Rtmp(s) => Some(("stream_key", &mut s.stream_key)),
-            InputSettings::File(_) | InputSettings::TestPattern(_) => None,
+            InputSettings::Rtp(_) | InputSettings::File(_) | InputSettings::TestPattern(_) => None,
         }
     }
 
@@ -955,6 +1052,7 @@ impl InputSettings {
         match self {
             InputSettings::Srt(s) => &s.id,
             InputSettings::Rtmp(s) => &s.id,
+            InputSettings::Rtp(s) => &s.id,
             InputSettings::File(s) => &s.id,
             InputSettings::TestPattern(s) => &s.id,
         }
@@ -964,6 +1062,7 @@ impl InputSettings {
         match self {
             InputSettings::Srt(s) => s.role,
             InputSettings::Rtmp(s) => s.role,
+            InputSettings::Rtp(s) => s.role,
             InputSettings::File(s) => s.role,
             InputSettings::TestPattern(s) => s.role,
         }
@@ -973,6 +1072,7 @@ impl InputSettings {
         match self {
             InputSettings::Srt(_) => "srt",
             InputSettings::Rtmp(_) => "rtmp",
+            InputSettings::Rtp(_) => "rtp",
             InputSettings::File(_) => "file",
             InputSettings::TestPattern(_) => "test_pattern",
         }
@@ -1015,6 +1115,7 @@ impl InputSettings {
                 }
                 Some(_) => {}
             },
+            InputSettings::Rtp(s) => s.validate(&mut problems),
             InputSettings::File(s) => s.validate(&mut problems),
             InputSettings::TestPattern(s) => s.validate(&mut problems),
         }
@@ -1039,6 +1140,7 @@ impl InputSettings {
         match self {
             InputSettings::File(_) | InputSettings::TestPattern(_) => Vec::new(),
             InputSettings::Srt(s) => vec![Resource::UdpPort(s.listen)],
+            InputSettings::Rtp(s) => vec![Resource::UdpPort(s.listen)],
             InputSettings::Rtmp(s) => s
                 .stream_key
                 .iter()
@@ -1413,6 +1515,31 @@ pub struct GraphProblem {
     pub conflict: bool,
 }
 
+/// What keeps a channel's inputs from being merged: it takes one main and one backup RTP
+/// input carrying MPEG-TS, whose sequence numbers are the same on both paths.
+fn merge_problem(inputs: &[InputSettings]) -> Option<Problem> {
+    let rtp: Vec<&RtpInputSettings> = inputs
+        .iter()
+        .filter_map(|i| match i {
+            InputSettings::Rtp(rtp) if rtp.format == RtpFormatSetting::Mpegts => Some(rtp),
+            _ => None,
+        })
+        .collect();
+    let roles = |role| rtp.iter().filter(|r| r.role == role).count();
+    let fits = inputs.len() == 2
+        && rtp.len() == 2
+        && roles(InputRole::Main) == 1
+        && roles(InputRole::Backup) == 1;
+    (!fits).then(|| {
+        Problem::at(
+            "switch",
+            "switch = \"merge\" takes exactly two inputs, both `type = \"rtp\"` with `format = \"mpegts\"`, \
+             one main and one backup, carrying the same stream (SMPTE 2022-7); SRT, RTMP and \
+             plain UDP have no sequence numbers the two paths share: use \"cut\" or \"aligned\"",
+        )
+    })
+}
+
 impl GraphSpec {
     pub fn channel(&self, id: &str) -> Option<&ChannelSpec> {
         self.channels.iter().find(|c| c.settings.id.as_str() == id)
@@ -1520,6 +1647,11 @@ impl GraphSpec {
                     input.resources(),
                     &mut push,
                 );
+            }
+            if channel.settings.failover.switch == SwitchSetting::Merge
+                && let Some(problem) = merge_problem(&channel.inputs)
+            {
+                push(c, Component::Channel, problem, false);
             }
             for (o, output) in channel.outputs.iter().enumerate() {
                 for problem in output.validate() {
@@ -1657,6 +1789,86 @@ mod tests {
             inputs,
             outputs: Vec::new(),
         }
+    }
+
+    fn rtp(id: &str, role: InputRole, listen: &str) -> InputSettings {
+        InputSettings::Rtp(RtpInputSettings {
+            id: InputId::new(id),
+            role,
+            listen: listen.parse().unwrap(),
+            format: RtpFormatSetting::Mpegts,
+            source: None,
+            interface: None,
+            reorder_ms: 50,
+        })
+    }
+
+    #[test]
+    fn rtp_inputs_check_multicast_keys_and_the_window() {
+        assert!(
+            rtp("cam", InputRole::Main, "0.0.0.0:5000")
+                .validate()
+                .is_empty()
+        );
+        let InputSettings::Rtp(mut multicast) = rtp("cam", InputRole::Main, "239.1.1.1:5000")
+        else {
+            unreachable!()
+        };
+        multicast.source = Some("10.0.0.1".parse().unwrap());
+        multicast.interface = Some("10.0.0.2".parse().unwrap());
+        assert!(InputSettings::Rtp(multicast.clone()).validate().is_empty());
+        multicast.listen = "10.0.0.3:0".parse().unwrap();
+        multicast.reorder_ms = 1_001;
+        let fields: Vec<_> = InputSettings::Rtp(multicast)
+            .validate()
+            .into_iter()
+            .filter_map(|p| p.field)
+            .collect();
+        assert_eq!(fields, ["listen", "source", "interface", "reorder_ms"]);
+    }
+
+    #[test]
+    fn merge_takes_one_main_and_one_backup_rtp_ts_input() {
+        let merged = |inputs: Vec<InputSettings>, window: Option<u64>| {
+            let mut spec = channel("program", inputs);
+            spec.settings.failover.switch = SwitchSetting::Merge;
+            spec.settings.failover.merge_window_ms = window;
+            GraphSpec {
+                channels: vec![spec],
+                ..GraphSpec::default()
+            }
+            .validate()
+        };
+        let pair = || {
+            vec![
+                rtp("a", InputRole::Main, "0.0.0.0:5000"),
+                rtp("b", InputRole::Backup, "0.0.0.0:5002"),
+            ]
+        };
+        assert_eq!(merged(pair(), None), vec![]);
+        assert_eq!(merged(pair(), Some(450)), vec![]);
+        let too_wide = merged(pair(), Some(451));
+        assert_eq!(too_wide[0].field, Some("merge_window_ms"), "{too_wide:?}");
+        let mut with_srt = pair();
+        with_srt[1] = srt("b", 9000);
+        assert_eq!(merged(with_srt, None)[0].field, Some("switch"));
+        let mut two_mains = pair();
+        two_mains[1] = rtp("b", InputRole::Main, "0.0.0.0:5002");
+        assert_eq!(merged(two_mains, None)[0].field, Some("switch"));
+        let mut udp = pair();
+        if let InputSettings::Rtp(b) = &mut udp[1] {
+            b.format = RtpFormatSetting::UdpTs;
+        }
+        assert_eq!(merged(udp, None)[0].field, Some("switch"));
+        assert_eq!(merged(pair()[..1].to_vec(), None)[0].field, Some("switch"));
+        // The window belongs to merge only.
+        let mut cut = FailoverSettings {
+            merge_window_ms: Some(100),
+            ..FailoverSettings::default()
+        };
+        assert_eq!(cut.validate()[0].field, Some("merge_window_ms"));
+        cut.merge_window_ms = None;
+        assert_eq!(cut.merge_window(), None);
     }
 
     #[test]

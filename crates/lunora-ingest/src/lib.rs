@@ -1,4 +1,4 @@
-//! Input adapters: each turns a protocol (SRT, RTMP) into `Frame`s plus link statistics for
+//! Input adapters: each turns a protocol (SRT, RTMP, RTP/UDP) into `Frame`s plus link statistics for
 //! its channel.
 //!
 //! Architecture invariant: no peer can take down a listener, whatever it sends. Every caller is
@@ -8,14 +8,20 @@
 
 mod queue;
 mod rtmp;
+mod rtp;
 mod srt;
 mod stats;
 mod tls;
+mod ts_feed;
 
 pub use queue::{InputReceiver, InputSender, SendError, SlotEvent, input_queue};
 pub use rtmp::{RtmpInput, RtmpInputs, RtmpServer, RtmpsError, RtmpsSettings};
+pub use rtp::{BoundRtpInput, MergePaths, PathDatagram, RtpFormat, RtpInputSettings, RtpRole};
 pub use srt::{BoundSrtInput, SrtInputSettings};
-pub use stats::{ConnectionState, FrameCounts, InputStats, RejectCounts, StatsHandle, VideoInfo};
+pub use stats::{
+    ConnectionState, FrameCounts, InputStats, RejectCounts, RtpPathStats, RtpStats, StatsHandle,
+    VideoInfo,
+};
 pub use tls::{TlsError, tls_acceptor};
 
 use lunora_media::{Frame, Program};

@@ -7,22 +7,22 @@
 //! datagram, so nothing another host sends to the port can disturb the connected caller;
 //! what it drops is counted per reason in `srt_datagrams_rejected`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use lunora_media::Codec;
 use lunora_srt::{
     AccessDecision, AccessPolicy, CallerRequest, EngineEvent, EngineSettings, LinkStats, Refusal,
     SrtEngine,
 };
-use lunora_ts::{AnalyserSettings, DemuxEvent, Indicator, TsInput};
+use lunora_ts::AnalyserSettings;
 use srt_protocol::packet::{RejectReason, ServerRejectReason};
 use tracing::{info, warn};
 
-use crate::stats::{ConnectionState, RecentTr101290, StatsHandle, VideoInfo};
-use crate::{InputEvent, InputSender};
+use crate::InputSender;
+use crate::stats::StatsHandle;
+use crate::ts_feed::TsFeed;
 
 #[derive(Debug, Clone)]
 pub struct SrtInputSettings {
@@ -105,18 +105,15 @@ impl BoundSrtInput {
         } = self;
         let mut input = Input {
             id: settings.id.clone(),
-            index,
-            ts: TsInput::new(settings.analyser),
-            origin: Instant::now(),
-            events,
-            stats,
+            feed: TsFeed::new(
+                settings.id.clone(),
+                index,
+                settings.analyser,
+                events,
+                stats,
+                |s| (s.srt.packets_received, s.srt.packets_lost),
+            ),
             closed_link: LinkStats::default(),
-            window_start: Instant::now(),
-            window_bytes: 0,
-            seen_indicators: HashSet::new(),
-            recent_errors: RecentTr101290::default(),
-            unreported: BTreeMap::new(),
-            last_summary: Instant::now(),
             rejection_logs: BTreeMap::new(),
         };
         let mut session: Option<Session> = None;
@@ -137,11 +134,11 @@ impl BoundSrtInput {
                 _ = publish.tick() => {
                     let counters = engine.counters();
                     {
-                        let mut stats = input.stats.lock();
+                        let mut stats = input.feed.stats.lock();
                         stats.set_datagrams_rejected(&counters.datagrams_rejected);
                         stats.srt_batches_dropped_total = counters.deliveries_dropped;
                     }
-                    input.publish();
+                    input.feed.publish();
                 }
             }
         }
@@ -152,25 +149,13 @@ impl BoundSrtInput {
 
 struct Input {
     id: String,
-    index: usize,
-    ts: TsInput,
-    origin: Instant,
-    events: InputSender,
-    stats: StatsHandle,
+    feed: TsFeed,
     /// Link totals of connections that have ended.
     closed_link: LinkStats,
-    window_start: Instant,
-    window_bytes: u64,
-    seen_indicators: HashSet<Indicator>,
-    recent_errors: RecentTr101290,
-    unreported: BTreeMap<&'static str, u64>,
-    last_summary: Instant,
     /// Rejection warnings are logged at most once a second per kind: a peer retrying in a
     /// loop must not flood the log. The ones held back are counted in the next line.
     rejection_logs: BTreeMap<&'static str, (Instant, u64)>,
 }
-
-const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Input {
     fn decide(
@@ -238,7 +223,7 @@ impl Input {
                         if let Some(held) = self.rejection_log_allowed(kind) {
                             warn!(input = %self.id, %peer, stream_id = ?request.stream_id, also_rejected = held, "rejected SRT caller: {why}");
                         }
-                        count(&mut self.stats.lock().rejected_total);
+                        count(&mut self.feed.stats.lock().rejected_total);
                         engine.decide(peer, AccessDecision::Reject(reason));
                     }
                     Decision::Accept(key) => engine.decide(peer, AccessDecision::Accept(key)),
@@ -265,7 +250,7 @@ impl Input {
                 if let Some(held) = self.rejection_log_allowed("handshake_failed") {
                     warn!(input = %self.id, %peer, also_rejected = held, "rejected SRT caller: {why}");
                 }
-                let mut stats = self.stats.lock();
+                let mut stats = self.feed.stats.lock();
                 if encrypted {
                     stats.rejected_total.passphrase += 1
                 } else {
@@ -276,7 +261,7 @@ impl Input {
                 if let Some(held) = self.rejection_log_allowed("unsupported") {
                     warn!(input = %self.id, %peer, also_rejected = held, "rejected SRT caller: {}", reason.describe());
                 }
-                self.stats.lock().rejected_total.handshake += 1;
+                self.feed.stats.lock().rejected_total.handshake += 1;
             }
             EngineEvent::Received { peer, items } => {
                 let Some(current) = session.as_mut().filter(|s| s.peer == peer) else {
@@ -285,12 +270,12 @@ impl Input {
                 let now = Instant::now();
                 current.last_activity = now;
                 for (_, bytes) in items {
-                    self.handle_datagram(now, &bytes);
+                    self.feed.handle_bytes(now, &bytes);
                 }
             }
             EngineEvent::Statistics { peer, link } => {
                 if is_current(&peer, session) {
-                    self.stats.lock().srt = self.closed_link.plus(&link);
+                    self.feed.stats.lock().srt = self.closed_link.plus(&link);
                 }
             }
             EngineEvent::Closed { peer } => {
@@ -326,132 +311,11 @@ impl Input {
 
     fn connected(&mut self, peer: SocketAddr) {
         info!(input = %self.id, %peer, "SRT caller connected");
-        self.ts.new_connection();
-        self.seen_indicators.clear();
-        {
-            let mut stats = self.stats.lock();
-            stats.state = ConnectionState::Connected;
-            stats.peer = Some(peer.to_string());
-            stats.connections_total += 1;
-        }
-        let _ = self.events.send(
-            self.index,
-            InputEvent::Connected {
-                peer: peer.to_string(),
-            },
-        );
+        self.feed.connected(peer.to_string());
     }
 
     fn disconnected(&mut self) {
-        self.ts.connection_lost();
-        {
-            let mut stats = self.stats.lock();
-            stats.state = ConnectionState::Waiting;
-            stats.peer = None;
-            self.closed_link = stats.srt;
-        }
-        let _ = self.events.send(self.index, InputEvent::Disconnected);
-        self.publish();
-    }
-
-    fn handle_datagram(&mut self, now: Instant, data: &[u8]) {
-        self.ts.handle_bytes(now.duration_since(self.origin), data);
-        self.window_bytes += data.len() as u64;
-        {
-            let mut stats = self.stats.lock();
-            stats.bytes_total += data.len() as u64;
-            stats.last_packet_at = Some(now);
-        }
-        self.forward_events();
-    }
-
-    fn forward_events(&mut self) {
-        let (mut video, mut audio, mut data, mut dropped) = (0, 0, 0, 0);
-        while let Some(event) = self.ts.poll_event() {
-            let event = match event {
-                DemuxEvent::Program(program) => InputEvent::Program(program),
-                DemuxEvent::Frame(frame) => {
-                    match frame.codec {
-                        c if c.is_video() => video += 1,
-                        c if c.is_audio() => audio += 1,
-                        _ => data += 1,
-                    }
-                    InputEvent::Frame(frame)
-                }
-            };
-            if self.events.send(self.index, event) == Err(crate::SendError::Full) {
-                dropped += 1;
-            }
-        }
-        if video + audio + data + dropped > 0 {
-            let mut stats = self.stats.lock();
-            stats.frames_total.video += video;
-            stats.frames_total.audio += audio;
-            stats.frames_total.data += data;
-            stats.frames_dropped_total += dropped;
-        }
-    }
-
-    /// Copies the analyser's counters into the shared snapshot. TR 101 290 errors are logged
-    /// the first time each indicator fires on a connection, then as one summary line per
-    /// `SUMMARY_INTERVAL`, so a stream with a chronic fault cannot flood the log.
-    fn publish(&mut self) {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.window_start).as_secs_f64();
-        while let Some(event) = self.ts.poll_tr101290_event() {
-            if self.seen_indicators.insert(event.indicator) {
-                let pid = event
-                    .pid
-                    .map_or_else(|| "none".to_string(), |p| p.value().to_string());
-                warn!(input = %self.id, indicator = event.indicator.name(), priority = event.indicator.priority(),
-                    %pid, "TR 101 290 error (further ones are summarised every 10 s)");
-            } else {
-                *self.unreported.entry(event.indicator.name()).or_default() += 1;
-            }
-        }
-        if !self.unreported.is_empty() && now.duration_since(self.last_summary) >= SUMMARY_INTERVAL
-        {
-            let summary: Vec<String> = self
-                .unreported
-                .iter()
-                .map(|(name, n)| format!("{name}={n}"))
-                .collect();
-            warn!(input = %self.id, errors = %summary.join(" "), "TR 101 290 errors in the last interval");
-            self.unreported.clear();
-            self.last_summary = now;
-        }
-        let mut stats = self.stats.lock();
-        if elapsed >= 1.0 {
-            stats.bitrate_bps = self.window_bytes as f64 * 8.0 / elapsed;
-            self.window_start = now;
-            self.window_bytes = 0;
-        }
-        if stats
-            .last_packet_at
-            .is_none_or(|at| now.duration_since(at) > Duration::from_secs(1))
-        {
-            stats.bitrate_bps = 0.0;
-        }
-        let counters = self.ts.counters();
-        stats.set_tr101290(&counters);
-        self.recent_errors
-            .update(now.duration_since(self.origin), &counters, &mut stats);
-        let health = InputEvent::Stats {
-            packets_received: stats.srt.packets_received,
-            packets_lost: stats.srt.packets_lost,
-            tr101290_priority1: counters.priority_total(1),
-        };
-        if stats.state == ConnectionState::Connected {
-            let _ = self.events.send(self.index, health);
-        }
-        stats.ts_packets_total = self.ts.packets();
-        stats.truncated_packets_total = self.ts.truncated_packets();
-        stats.pes_dropped_total = self.ts.demux_counters().pes_dropped;
-        stats.pes_oversized_total = self.ts.demux_counters().pes_oversized;
-        let codec = self.ts.video_codec().map_or("unknown", Codec::name);
-        stats.video = self
-            .ts
-            .video_format()
-            .map(|format| VideoInfo::new(codec, format));
+        self.closed_link = self.feed.stats.lock().srt;
+        self.feed.disconnected();
     }
 }

@@ -54,6 +54,44 @@ impl VideoInfo {
     }
 }
 
+/// One path of an RTP input: what it delivered, and (merged) what it supplied first.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RtpPathStats {
+    /// The role of the input that receives this path: `main` or `backup`.
+    pub path: &'static str,
+    pub packets_received: u64,
+    /// Sequence numbers this path never delivered in time.
+    pub packets_lost: u64,
+    /// Packets of the output this path supplied first (its share).
+    pub packets_first: u64,
+    pub packets_reordered: u64,
+    pub packets_duplicate: u64,
+    /// Packets that came after the reorder window had given up on them.
+    pub packets_late: u64,
+}
+
+/// An RTP input's sequence-number figures (totals since the input started).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RtpStats {
+    /// Packets put out in order (after reordering and, merged, after the first copy won).
+    pub packets_received: u64,
+    /// Sequence numbers that never came in time: gaps in what the input put out.
+    pub packets_lost: u64,
+    pub packets_reordered: u64,
+    pub packets_duplicate: u64,
+    pub packets_late: u64,
+    /// Datagrams that were not RTP or carried another payload type, by reason.
+    pub packets_invalid: BTreeMap<&'static str, u64>,
+    /// Times the sequence jumped so far that the stream was taken as restarted.
+    pub sequence_resets: u64,
+    /// With `switch = "merge"`: each path, in the order of the channel's inputs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<RtpPathStats>,
+    /// Merged: mean arrival of path 2 minus path 1 over packets both delivered, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_difference_ms: Option<f64>,
+}
+
 /// Everything known about one input. Counters are totals since the daemon started, across
 /// connections, so they can be exported as Prometheus counters.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -84,6 +122,8 @@ pub struct InputStats {
     /// Batches of received SRT payloads dropped because the input's analysis fell behind the
     /// socket (the box is overloaded; what was dropped is lost).
     pub srt_batches_dropped_total: u64,
+    /// RTP figures (RTP inputs only).
+    pub rtp: Option<RtpStats>,
     pub video: Option<VideoInfo>,
     /// Why the input is not receiving, when it knows (an engine source's pipeline error).
     pub last_error: Option<String>,

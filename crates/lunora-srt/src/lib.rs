@@ -13,7 +13,7 @@ pub use engine::{
     AccessDecision, CALL_TIMEOUT, CallSettings, CallerRequest, ConnectionClosed, ConnectionSender,
     EngineCounters, EngineEvent, EngineSettings, PortCore, SEND_QUEUE, SrtEngine,
 };
-pub use udp::bind_udp;
+pub use udp::{bind_udp, warn_if_buffer_capped};
 
 use serde::Serialize;
 use srt_protocol::statistics::SocketStatistics;

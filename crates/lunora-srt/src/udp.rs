@@ -20,7 +20,7 @@ pub fn bind_udp(address: SocketAddr, buffer_bytes: usize) -> io::Result<tokio::n
 
 /// Tells the operator once, at bind, when the kernel gave the port less receive buffer than
 /// asked for: at 50 Mbit/s a small buffer means kernel drops and retransmissions.
-pub(crate) fn warn_if_buffer_capped(label: &str, socket: &tokio::net::UdpSocket, requested: usize) {
+pub fn warn_if_buffer_capped(label: &str, socket: &tokio::net::UdpSocket, requested: usize) {
     let Ok(granted) = socket2::SockRef::from(socket).recv_buffer_size() else {
         return;
     };

@@ -1,0 +1,23 @@
+//! RTP, sans I/O: header parsing, the reorder buffer (which is also the SMPTE 2022-7 merger of
+//! two paths), the H.264 (RFC 6184) and AAC (RFC 3640) depacketizers and the few SDP
+//! attributes they need.
+//!
+//! Architecture invariant: no I/O, no clock, no runtime. Time is passed in as a `Duration`
+//! since any fixed origin, so every behaviour can be tested on a virtual clock.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod aac;
+mod h264;
+mod header;
+mod resequencer;
+mod sdp;
+
+pub use aac::{AacDepacketizer, AacFrame, AacMode};
+pub use h264::{AccessUnit, H264Depacketizer};
+pub use header::{HeaderError, RtpPacket};
+pub use resequencer::{PathStats, Released, Resequencer, ResequencerStats};
+pub use sdp::{Media, SDP_CAP, SdpError, SessionDescription};
+
+/// RTP payload type 33: MPEG-2 transport stream (RFC 3551), what `rtp_mpegts` senders use.
+pub const PAYLOAD_TYPE_MP2T: u8 = 33;

@@ -1,0 +1,479 @@
+//! RTP inputs against ffmpeg's `rtp_mpegts` muxer, directly and through a loopback relay
+//! inside the test that reorders, duplicates, drops and delays packets; the merge of two
+//! paths (SMPTE 2022-7). The channel's SRT listener output is recorded byte for byte
+//! (srt-live-transmit) and checked with ffprobe and the continuity counters.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// ffmpeg sending `file` in real time as MPEG-TS over RTP (payload type 33).
+fn rtp_push(dir: &Path, file: &Path, port: u16) -> Proc {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    Proc::spawn(
+        "ffmpeg rtp_mpegts",
+        dir,
+        std::process::Command::new(ffmpeg)
+            .args(["-v", "warning", "-re", "-i"])
+            .arg(file)
+            .args(["-c", "copy", "-f", "rtp_mpegts"])
+            .arg(format!("rtp://127.0.0.1:{port}?pkt_size=1316")),
+    )
+}
+
+fn rtp_input(id: &str, role: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[[channels.inputs]]\nid = \"{id}\"\nrole = \"{role}\"\ntype = \"rtp\"\nlisten = \"127.0.0.1:{port}\"\n{extra}\n"
+    )
+}
+
+/// Channel "program" without a slate: when the sender ends, the output ends (and the recording
+/// with it, on a whole frame).
+fn channel(mode: &str, failover_extra: &str, inputs: &str, output: u16) -> String {
+    format!(
+        "[[channels]]\nid = \"program\"\nmode = \"{mode}\"\n\n[channels.slate]\nenabled = false\n\n[channels.failover]\ninput_loss_ms = 1000\n{failover_extra}\n\n{inputs}\n{}",
+        srt_listener_output("out", output)
+    )
+}
+
+fn field(value: &serde_json::Value, path: &[&str]) -> u64 {
+    let mut v = value;
+    for key in path {
+        v = &v[*key];
+    }
+    v.as_u64()
+        .unwrap_or_else(|| panic!("{} missing or not a count in {value}", path.join(".")))
+}
+
+/// Records the channel's output while `run` feeds it, then checks the recording is whole.
+fn record_clean(dir: &Path, output: u16, run: impl FnOnce()) -> PathBuf {
+    let recording = dir.join("recording.ts");
+    let mut reader = slt_record(
+        dir,
+        "reader",
+        &format!("srt://127.0.0.1:{output}?latency=200"),
+        &recording,
+    );
+    run();
+    // The last frames reach the reader before it is stopped.
+    std::thread::sleep(Duration::from_millis(1500));
+    reader.signal(Signal::SIGINT);
+    reader.wait(Duration::from_secs(10)).expect("reader stops");
+    let continuity = ts_continuity(&recording);
+    assert_eq!(continuity.sync_errors, 0, "{continuity:?}");
+    assert_eq!(continuity.cc_errors, 0, "{continuity:?}");
+    let decode = decode_warnings(&recording);
+    assert!(
+        !decode.contains("onotonic") && !decode.contains("corrupt"),
+        "decoding the output produced warnings:\n{decode}"
+    );
+    recording
+}
+
+fn wait_connected(daemon: &Daemon, input: &str) {
+    assert!(
+        wait_for(
+            Duration::from_secs(15),
+            || daemon.input("program", input)["state"] == "connected"
+        ),
+        "input {input} never received: {}\n{}",
+        daemon.input("program", input),
+        daemon.log()
+    );
+}
+
+#[test]
+fn rtp_mpegts_from_ffmpeg_comes_out_clean() {
+    let (port, output) = (free_udp_port(), free_udp_port());
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make_ts(dir.path(), "clip.ts", 12, "640x360", "1500k");
+    let daemon = Daemon::start(&channel(
+        "single",
+        "",
+        &rtp_input("cam", "main", port, ""),
+        output,
+    ));
+    let recording = record_clean(dir.path(), output, || {
+        let mut sender = rtp_push(dir.path(), &clip, port);
+        wait_connected(&daemon, "cam");
+        sender.wait(Duration::from_secs(30)).expect("ffmpeg ends");
+    });
+    let frames = decoded_video_frames(&recording);
+    assert!(
+        frames >= 200,
+        "ffprobe decoded {frames} video frames of 300"
+    );
+    let input = daemon.input("program", "cam");
+    assert!(
+        field(&input, &["rtp", "packets_received"]) > 1_000,
+        "{input}"
+    );
+    assert_eq!(field(&input, &["rtp", "packets_lost"]), 0, "{input}");
+    assert_eq!(
+        field(&input, &["tr101290", "continuity_count_error"]),
+        0,
+        "{input}"
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn udp_ts_is_received_and_garbage_on_an_rtp_port_is_counted_not_fatal() {
+    let (udp, rtp, output) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make_ts(dir.path(), "clip.ts", 8, "640x360", "1500k");
+    let daemon = Daemon::start(&channel(
+        "main-backup",
+        "",
+        &format!(
+            "{}{}",
+            rtp_input("udp", "main", udp, "format = \"udp-ts\""),
+            rtp_input("rtp", "backup", rtp, "")
+        ),
+        output,
+    ));
+    record_clean(dir.path(), output, || {
+        let mut sender = ffmpeg_push(
+            dir.path(),
+            "ffmpeg udp",
+            &clip,
+            &format!("udp://127.0.0.1:{udp}?pkt_size=1316"),
+        );
+        wait_connected(&daemon, "udp");
+        // Not RTP, RTP with a payload type other than 33, a CSRC list past the end, padding
+        // larger than the packet, and an RTP header alone.
+        let garbage = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut header = vec![0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        for datagram in [
+            b"hello".to_vec(),
+            header.clone(),
+            {
+                header[0] = 0x8f;
+                header.clone()
+            },
+            {
+                header[0] = 0xa0;
+                header[1] = 33;
+                [&header[..], &[1, 2, 200]].concat()
+            },
+        ] {
+            for _ in 0..50 {
+                garbage.send_to(&datagram, ("127.0.0.1", rtp)).unwrap();
+            }
+        }
+        sender.wait(Duration::from_secs(30)).expect("ffmpeg ends");
+    });
+    let input = daemon.input("program", "udp");
+    assert!(field(&input, &["ts_packets_total"]) > 5_000, "{input}");
+    assert!(
+        input["rtp"].is_null(),
+        "plain UDP has no RTP figures: {input}"
+    );
+    let rtp_input = daemon.input("program", "rtp");
+    let invalid = &rtp_input["rtp"]["packets_invalid"];
+    for (reason, n) in [("payload_type", 50), ("truncated", 50), ("padding", 50)] {
+        assert_eq!(field(invalid, &[reason]), n, "{rtp_input}");
+    }
+    // "hello" is too short for an RTP header.
+    assert_eq!(field(invalid, &["short"]), 50, "{rtp_input}");
+    assert_eq!(
+        rtp_input["state"], "waiting",
+        "garbage is no sender: {rtp_input}"
+    );
+    assert!(daemon.stop().success());
+}
+
+/// What the relay does to each path.
+#[derive(Clone, Copy)]
+struct PathPlan {
+    port: u16,
+    /// Every `swap`-th packet is sent after the next one.
+    swap: u64,
+    /// Every `duplicate`-th packet is sent twice.
+    duplicate: u64,
+    /// Drop the packet when the relay's draw for it is in this range (out of 1000).
+    drop: (u64, u64),
+    /// Drop everything for 200 ms of every 2 s.
+    bursts: bool,
+    /// Drop nothing while another path is in a burst (that packet would be gone from both).
+    spare_bursts: bool,
+    /// Drop nothing after this long (the other path has gone).
+    clean_after: Option<Duration>,
+    delay: Duration,
+    /// Stop sending on this path after this long.
+    gone_after: Option<Duration>,
+}
+
+impl PathPlan {
+    fn to(port: u16) -> Self {
+        PathPlan {
+            port,
+            swap: 0,
+            duplicate: 0,
+            drop: (0, 0),
+            bursts: false,
+            spare_bursts: false,
+            clean_after: None,
+            delay: Duration::ZERO,
+            gone_after: None,
+        }
+    }
+}
+
+/// A loopback UDP relay: receives on its own port, sends every datagram along each path's
+/// plan. Runs until stopped or for two minutes at most.
+struct Relay {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(paths: Vec<PathPlan>) -> Relay {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // A busy test machine may not run the relay for a while: the kernel holds what comes.
+        socket2::SockRef::from(&socket)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let out = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let started = Instant::now();
+            let mut held: Vec<Option<Vec<u8>>> = vec![None; paths.len()];
+            let mut delayed: std::collections::VecDeque<(Instant, u16, Vec<u8>)> =
+                Default::default();
+            let mut buffer = [0u8; 2048];
+            // A fixed-seed generator: the same losses every run.
+            let mut seed: u64 = 0x2022_0007;
+            let mut count = 0u64;
+            while !stopped.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+                let now = Instant::now();
+                while delayed.front().is_some_and(|(due, _, _)| *due <= now) {
+                    let (_, port, bytes) = delayed.pop_front().unwrap();
+                    let _ = out.send_to(&bytes, ("127.0.0.1", port));
+                }
+                let Ok((n, _)) = socket.recv_from(&mut buffer) else {
+                    continue;
+                };
+                count += 1;
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let draw = (seed >> 33) % 1000;
+                let age = started.elapsed();
+                let in_burst = (age.as_millis() % 2000) < 200;
+                let other_in_burst = |i: usize| {
+                    in_burst && paths.iter().enumerate().any(|(j, p)| j != i && p.bursts)
+                };
+                for (i, plan) in paths.iter().enumerate() {
+                    let lossy = plan.clean_after.is_none_or(|after| age < after)
+                        && !(plan.spare_bursts && other_in_burst(i));
+                    if plan.gone_after.is_some_and(|after| age >= after)
+                        || (lossy && (plan.drop.0..plan.drop.1).contains(&draw))
+                        || (lossy && plan.bursts && in_burst)
+                    {
+                        continue;
+                    }
+                    let mut send = |bytes: Vec<u8>| {
+                        if plan.delay.is_zero() {
+                            let _ = out.send_to(&bytes, ("127.0.0.1", plan.port));
+                        } else {
+                            delayed.push_back((now + plan.delay, plan.port, bytes));
+                        }
+                    };
+                    let packet = buffer[..n].to_vec();
+                    if plan.swap > 0 && count.is_multiple_of(plan.swap) {
+                        held[i] = Some(packet);
+                        continue;
+                    }
+                    if plan.duplicate > 0 && count.is_multiple_of(plan.duplicate) {
+                        send(packet.clone());
+                    }
+                    send(packet);
+                    if let Some(late) = held[i].take() {
+                        send(late);
+                    }
+                }
+            }
+        });
+        Relay {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn rtp_reordered_and_duplicated_packets_are_put_right() {
+    let (port, output) = (free_udp_port(), free_udp_port());
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make_ts(dir.path(), "clip.ts", 10, "640x360", "1500k");
+    let daemon = Daemon::start(&channel(
+        "single",
+        "",
+        &rtp_input("cam", "main", port, "reorder_ms = 50"),
+        output,
+    ));
+    let relay = Relay::start(vec![PathPlan {
+        swap: 10,
+        duplicate: 15,
+        ..PathPlan::to(port)
+    }]);
+    record_clean(dir.path(), output, || {
+        let mut sender = rtp_push(dir.path(), &clip, relay.port);
+        wait_connected(&daemon, "cam");
+        sender.wait(Duration::from_secs(30)).expect("ffmpeg ends");
+    });
+    drop(relay);
+    let input = daemon.input("program", "cam");
+    let rtp = &input["rtp"];
+    assert!(field(rtp, &["packets_reordered"]) > 50, "{input}");
+    assert!(field(rtp, &["packets_duplicate"]) > 50, "{input}");
+    assert_eq!(field(rtp, &["packets_lost"]), 0, "{input}");
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "lunora_input_rtp_packets_reordered_total{channel=\"program\",input=\"cam\"}"
+        ) && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn merge_of_two_lossy_paths_is_whole_and_survives_one_path_gone() {
+    let (main, backup, output) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make_ts(dir.path(), "clip.ts", 16, "640x360", "1500k");
+    let daemon = Daemon::start(&channel(
+        "main-backup",
+        "switch = \"merge\"\nmerge_window_ms = 300",
+        &format!(
+            "{}{}",
+            rtp_input("path-a", "main", main, ""),
+            rtp_input("path-b", "backup", backup, "")
+        ),
+        output,
+    ));
+    // 5 % loss on each path, never the same packet on both (that one would be gone from
+    // either); path B also loses 200 ms of every 2 s and runs 40 ms behind. Path A goes away
+    // for good after 10 s, and from then on B is all there is (and loses nothing).
+    let gone = Duration::from_secs(10);
+    let relay = Relay::start(vec![
+        PathPlan {
+            drop: (0, 50),
+            spare_bursts: true,
+            gone_after: Some(gone),
+            ..PathPlan::to(main)
+        },
+        PathPlan {
+            drop: (50, 100),
+            bursts: true,
+            clean_after: Some(gone),
+            delay: Duration::from_millis(40),
+            ..PathPlan::to(backup)
+        },
+    ]);
+    let recording = record_clean(dir.path(), output, || {
+        let mut sender = rtp_push(dir.path(), &clip, relay.port);
+        wait_connected(&daemon, "path-a");
+        sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
+    });
+    drop(relay);
+    let frames = decoded_video_frames(&recording);
+    assert!(
+        frames >= 300,
+        "ffprobe decoded {frames} video frames of 400"
+    );
+    let input = daemon.input("program", "path-a");
+    let rtp = &input["rtp"];
+    assert_eq!(field(rtp, &["packets_lost"]), 0, "{input}");
+    let paths = rtp["paths"].as_array().expect("merge paths");
+    assert_eq!(paths.len(), 2, "{input}");
+    let (a, b) = (&paths[0], &paths[1]);
+    assert_eq!(a["path"], "main");
+    assert_eq!(b["path"], "backup");
+    // Each path lost packets the other supplied; both supplied a share.
+    assert!(field(a, &["packets_lost"]) > 100, "{input}");
+    assert!(field(b, &["packets_lost"]) > 100, "{input}");
+    assert!(field(a, &["packets_first"]) > 1_000, "{input}");
+    assert!(field(b, &["packets_first"]) > 500, "{input}");
+    let delay = rtp["delay_difference_ms"]
+        .as_f64()
+        .expect("delay difference");
+    assert!(
+        (20.0..80.0).contains(&delay),
+        "path B runs 40 ms behind: {delay}"
+    );
+    // The second path reports as connected while it delivers.
+    let backup_input = daemon.input("program", "path-b");
+    assert!(
+        field(&backup_input, &["rtp", "packets_received"]) > 1_000,
+        "{backup_input}"
+    );
+    let (_, metrics) = daemon.get("/metrics");
+    crate::metrics::assert_promtool_accepts(&metrics);
+    for series in [
+        "lunora_channel_merge_path_packets_first_total{channel=\"program\",path=\"backup\"}",
+        "lunora_channel_merge_path_packets_lost_total{channel=\"program\",path=\"main\"}",
+        "lunora_channel_merge_delay_difference_seconds{channel=\"program\"}",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(series) && !l.ends_with(" 0")),
+            "{series} missing or zero:\n{metrics}"
+        );
+    }
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn merge_is_refused_for_inputs_without_shared_sequence_numbers() {
+    let (a, b, output) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let config = channel(
+        "main-backup",
+        "switch = \"merge\"",
+        &format!(
+            "{}[[channels.inputs]]\nid = \"srt\"\nrole = \"backup\"\ntype = \"srt\"\nlisten = \"127.0.0.1:{b}\"\n",
+            rtp_input("path-a", "main", a, "")
+        ),
+        output,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lunora.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = run(
+        "lunora check-config",
+        std::process::Command::new(lunora_bin())
+            .arg("check-config")
+            .arg(&path),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("switch = \"merge\" takes exactly two inputs"),
+        "{stderr}"
+    );
+}
