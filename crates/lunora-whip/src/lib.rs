@@ -12,7 +12,7 @@ mod registry;
 mod server;
 
 pub use media::{Gate, MAX_ACCESS_UNIT, TrackClock, VideoCodec, VideoGate};
-pub use registry::{Refusal, Registry, SessionId};
+pub use registry::{CREDENTIAL_LIFETIME, MAX_CREDENTIALS, Refusal, Registry, SessionId};
 pub use server::{
     Counters, HANDSHAKE_TIMEOUT, InputHandle, KeyframeRequester, Media, PublishError, Published,
     SessionState, WhipServer, WhipSettings,

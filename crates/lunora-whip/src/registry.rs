@@ -22,9 +22,16 @@ pub enum Refusal {
     Full(usize),
 }
 
+/// Short-lived credentials outstanding per input; a new one pushes out the oldest.
+pub const MAX_CREDENTIALS: usize = 8;
+/// How long a credential handed to the dashboard may wait for its publish.
+pub const CREDENTIAL_LIFETIME: Duration = Duration::from_secs(120);
+
 #[derive(Debug)]
 struct Entry<S> {
     token: Secret,
+    /// One-use tokens for the dashboard's "go live" page, with their expiry.
+    credentials: Vec<(Secret, Instant)>,
     sink: S,
     publisher: Option<SessionId>,
 }
@@ -62,6 +69,7 @@ impl<S: Clone> Registry<S> {
             name.to_string(),
             Entry {
                 token,
+                credentials: Vec::new(),
                 sink,
                 publisher: None,
             },
@@ -87,9 +95,16 @@ impl<S: Clone> Registry<S> {
         now: Instant,
     ) -> Result<S, Refusal> {
         let entry = self.inputs.get_mut(input).ok_or(Refusal::NoInput)?;
-        let matches =
-            bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), entry.token.expose().as_bytes()));
-        if !matches {
+        entry.credentials.retain(|(_, expiry)| *expiry > now);
+        let Some(bearer) = bearer else {
+            return Err(Refusal::BadToken);
+        };
+        let token = constant_time_eq(bearer.as_bytes(), entry.token.expose().as_bytes());
+        let credential = entry
+            .credentials
+            .iter()
+            .position(|(c, _)| constant_time_eq(bearer.as_bytes(), c.expose().as_bytes()));
+        if !token && credential.is_none() {
             return Err(Refusal::BadToken);
         }
         if entry.publisher.is_some() {
@@ -97,6 +112,9 @@ impl<S: Clone> Registry<S> {
         }
         if self.sessions.len() >= self.max_sessions {
             return Err(Refusal::Full(self.max_sessions));
+        }
+        if let Some(used) = credential {
+            entry.credentials.remove(used);
         }
         entry.publisher = Some(id.clone());
         self.sessions.insert(
@@ -108,6 +126,22 @@ impl<S: Clone> Registry<S> {
             },
         );
         Ok(entry.sink.clone())
+    }
+
+    /// Adds a one-use credential for `input`, valid for [`CREDENTIAL_LIFETIME`]. False when
+    /// there is no such input.
+    pub fn issue(&mut self, input: &str, credential: Secret, now: Instant) -> bool {
+        let Some(entry) = self.inputs.get_mut(input) else {
+            return false;
+        };
+        entry.credentials.retain(|(_, expiry)| *expiry > now);
+        if entry.credentials.len() >= MAX_CREDENTIALS {
+            entry.credentials.remove(0);
+        }
+        entry
+            .credentials
+            .push((credential, now + CREDENTIAL_LIFETIME));
+        true
     }
 
     /// The session's ICE and DTLS are done: the handshake deadline no longer applies.
@@ -242,6 +276,46 @@ mod tests {
             r.expired(now + Duration::from_secs(10)),
             vec!["a".to_string()]
         );
+    }
+
+    #[test]
+    fn a_credential_works_once_and_only_until_it_expires() {
+        let mut r = registry();
+        let now = Instant::now();
+        assert!(!r.issue("ch/nope", Secret::new("c-0"), now));
+        assert!(r.issue("ch/cam", Secret::new("c-1"), now));
+        assert!(r.issue("ch/cam", Secret::new("c-2"), now));
+        assert_eq!(
+            r.admit("ch/screen", Some("c-1"), "x".into(), now),
+            Err(Refusal::BadToken)
+        );
+        assert_eq!(r.admit("ch/cam", Some("c-1"), "a".into(), now), Ok(1));
+        r.end("a");
+        assert_eq!(
+            r.admit("ch/cam", Some("c-1"), "b".into(), now),
+            Err(Refusal::BadToken)
+        );
+        let late = now + CREDENTIAL_LIFETIME;
+        assert_eq!(
+            r.admit("ch/cam", Some("c-2"), "b".into(), late),
+            Err(Refusal::BadToken)
+        );
+        // The input's own token is not affected.
+        assert_eq!(r.admit("ch/cam", Some("token-1"), "b".into(), late), Ok(1));
+    }
+
+    #[test]
+    fn outstanding_credentials_are_bounded() {
+        let mut r = registry();
+        let now = Instant::now();
+        for i in 0..=MAX_CREDENTIALS {
+            r.issue("ch/cam", Secret::new(format!("c-{i}")), now);
+        }
+        assert_eq!(
+            r.admit("ch/cam", Some("c-0"), "a".into(), now),
+            Err(Refusal::BadToken)
+        );
+        assert_eq!(r.admit("ch/cam", Some("c-1"), "a".into(), now), Ok(1));
     }
 
     #[test]

@@ -218,14 +218,16 @@ impl WhipServer {
             lock(&self.shared.counters).refused_total += 1;
             e
         };
-        let offer = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| refused(PublishError::Offer(format!("not an SDP offer: {e}"))))?;
+        // Who asks comes first: without the token, nothing about the offer is looked at.
         let session = session_id().map_err(refused)?;
         let now = Instant::now();
         let sink = lock(&self.shared.registry)
             .admit(input, bearer, session.clone(), now)
             .map_err(|e| refused(e.into()))?;
-        match self.answer(offer, now) {
+        let answered = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| PublishError::Offer(format!("not an SDP offer: {e}")))
+            .and_then(|offer| self.answer(offer, now));
+        match answered {
             Ok((rtc, answer)) => {
                 let live = Live {
                     id: session.clone(),
@@ -287,6 +289,16 @@ impl WhipServer {
             ));
         }
         Ok((rtc, answer))
+    }
+
+    /// A one-use bearer token for `input` (`channel/input`) that expires in two minutes: what
+    /// the dashboard's "go live" page publishes with, so the input's own token never reaches a
+    /// browser. `None` when there is no such input.
+    pub fn issue_credential(&self, input: &str) -> Option<Secret> {
+        let credential = Secret::new(session_id().ok()?);
+        lock(&self.shared.registry)
+            .issue(input, credential.clone(), Instant::now())
+            .then_some(credential)
     }
 
     /// Ends `input`'s session `session` (a DELETE on its URL). False when it is not live.
