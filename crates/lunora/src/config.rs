@@ -412,9 +412,12 @@ fn validate(
             outputs: Vec::new(),
         };
         for table in &ch.inputs {
-            let Some(mut input) =
-                component::<InputSettings>(c, table, "input", "\"srt\" and \"rtmp\"")
-            else {
+            let Some(mut input) = component::<InputSettings>(
+                c,
+                table,
+                "input",
+                "\"srt\", \"rtmp\", \"file\", \"test_pattern\" and \"whip\"",
+            ) else {
                 continue;
             };
             for problem in input.expand_env(lookup) {
@@ -911,12 +914,13 @@ passphrase = "${SRT_PASS}"
 
     #[test]
     fn unsupported_input_type_is_explained() {
-        let source = "[[channels]]\nid = \"p\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"cam\"\ntype = \"whip\"\n";
+        let source = "[[channels]]\nid = \"p\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"cam\"\ntype = \"ndi\"\n";
         let e = errors(source);
         assert!(
-            e.iter()
-                .any(|l| l.starts_with("t.toml:6:8:")
-                    && l.contains("only type = \"srt\" and \"rtmp\"")),
+            e.iter().any(|l| l.starts_with("t.toml:6:8:")
+                && l.contains(
+                    "only type = \"srt\", \"rtmp\", \"file\", \"test_pattern\" and \"whip\" inputs"
+                )),
             "{e:?}"
         );
     }
