@@ -15,8 +15,10 @@ pub(crate) enum Reply {
     /// 204, no body.
     NoContent,
     /// 200, no body (RFC 9725's answer to a DELETE).
+    #[cfg(feature = "whip")]
     Empty,
     /// 201 with a body in one of these media types (a WHIP answer).
+    #[cfg(feature = "whip")]
     Created(&'static [&'static str]),
     /// 200 with a body in one of these media types (pages, scripts, text, HLS).
     Media(&'static [&'static str]),
@@ -33,7 +35,9 @@ impl Reply {
                 json!({"description": "done", "content": {"application/json": {"schema": schema()}}}),
             ),
             Reply::NoContent => (204, json!({"description": "done; nothing to say"})),
+            #[cfg(feature = "whip")]
             Reply::Empty => (200, json!({"description": "done; nothing to say"})),
+            #[cfg(feature = "whip")]
             Reply::Created(types) => {
                 let content: serde_json::Map<String, Value> = types
                     .iter()
