@@ -220,3 +220,157 @@ fn start_time_skew(file: &Path) -> f64 {
     };
     (start("video") - start("audio")).abs()
 }
+
+/// A network namespace joined to ours by a veth pair: 10.77.0.1 on our side, 10.77.0.2 inside.
+/// libnice (webrtcbin's ICE) offers no loopback candidates, so a WebRTC peer on this box needs
+/// an interface of its own. Deleted on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    fn create() -> Netns {
+        let ip = require("ip", "iproute2");
+        let id = std::process::id() % 100_000;
+        let netns = Netns {
+            name: format!("lwhip{id}"),
+            host_if: format!("lwh{id}"),
+        };
+        let peer_if = format!("lwc{id}");
+        let ns = netns.name.clone();
+        let host_if = netns.host_if.clone();
+        for args in [
+            vec!["netns", "add", &ns],
+            vec![
+                "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+            ],
+            vec!["link", "set", &peer_if, "netns", &ns],
+            vec!["addr", "add", "10.77.0.1/30", "dev", &host_if],
+            vec!["link", "set", &host_if, "up"],
+            vec!["-n", &ns, "addr", "add", "10.77.0.2/30", "dev", &peer_if],
+            vec!["-n", &ns, "link", "set", &peer_if, "up"],
+            vec!["-n", &ns, "link", "set", "lo", "up"],
+        ] {
+            let out = run("ip", Command::new(&ip).args(&args), Duration::from_secs(10));
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        netns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
+    let python = Path::new("/usr/bin/python3");
+    assert!(python.is_file(), "Debian's python3 is missing");
+    require("gst-inspect-1.0", "gstreamer1.0-tools");
+    let netns = Netns::create();
+    let (udp, srt_out) = (free_udp_port(), free_udp_port());
+    let daemon = Daemon::start(&format!(
+        "[whip]\nudp_listen = \"10.77.0.1:{udp}\"\nice_addresses = [\"10.77.0.1\"]\n\n\
+         [[channels]]\nid = \"program\"\nmode = \"single\"\n\n\
+         [[channels.inputs]]\nid = \"gst\"\ntype = \"whip\"\ntoken = \"{TOKEN}\"\n\n{}",
+        srt_listener_output("out", srt_out)
+    ));
+    let dir = daemon.dir.path();
+    let (offer, answer) = (dir.join("offer.sdp"), dir.join("answer.sdp"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("it/peers/whip_webrtcbin.py");
+    let client = Proc::spawn(
+        "webrtcbin",
+        dir,
+        Command::new("ip")
+            .args(["netns", "exec", &netns.name])
+            .arg(python)
+            .arg(&script)
+            .args(["--seconds", "60", "--offer"])
+            .arg(&offer)
+            .arg("--answer")
+            .arg(&answer),
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || offer.is_file()),
+        "webrtcbin made no offer:\n{}",
+        client.stderr()
+    );
+    let sdp = std::fs::read_to_string(&offer).expect("offer");
+    let response = raw_request(
+        daemon.http,
+        &format!(
+            "POST /whip/program/gst HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/sdp\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    );
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 201"), "{response}");
+    assert!(
+        body.contains("a=candidate:") && body.contains("10.77.0.1"),
+        "{body}"
+    );
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .expect("Location")
+        .to_string();
+    assert!(location.starts_with("/whip/program/gst/"), "{location}");
+    std::fs::write(dir.join("answer.part"), body).expect("answer");
+    std::fs::rename(dir.join("answer.part"), &answer).expect("answer");
+
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let input = daemon.input("program", "gst");
+            input["state"] == "connected" && as_u64(&input["frames_total"]["audio"]) > 50
+        }),
+        "webrtcbin's media never reached the channel:\n{}\n{}",
+        client.stderr(),
+        daemon.log()
+    );
+    let file = dir.join("gst.ts");
+    let mut recorder = ffmpeg_record(
+        dir,
+        "ffmpeg-record",
+        &format!("srt://127.0.0.1:{srt_out}?mode=caller&latency=200000&timeout=3000000"),
+        &file,
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    recorder.signal(nix::sys::signal::Signal::SIGINT);
+    recorder.wait(Duration::from_secs(10));
+    let streams = probe_streams(file.to_str().expect("utf-8 path"));
+    assert!(streams.contains("h264,640,360"), "{streams}");
+    assert!(streams.contains("aac"), "{streams}");
+    let frames = decoded_video_frames(&file);
+    assert!(frames >= 100, "{frames} video frames decoded from 6 s");
+    let skew = start_time_skew(&file);
+    assert!(skew < 0.2, "audio and video start {skew:.3} s apart");
+
+    // DELETE ends the session; the input waits again.
+    let (status, body) = http_anonymous(
+        daemon.http,
+        &format!("DELETE {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_for(
+            Duration::from_secs(10),
+            || daemon.input("program", "gst")["state"] == "waiting"
+        ),
+        "{}",
+        daemon.log()
+    );
+    drop(client);
+}
