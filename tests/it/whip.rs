@@ -299,7 +299,7 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
     let netns = Netns::create();
     let (udp, srt_out) = (free_udp_port(), free_udp_port());
     let daemon = Daemon::start(&format!(
-        "[whip]\nudp_listen = \"10.77.0.1:{udp}\"\nice_addresses = [\"10.77.0.1\"]\n\n\
+        "[whip]\nudp_listen = \"10.77.0.1:{udp}\"\nice_addresses = [\"10.77.0.1\"]\nice_servers = [\"stun:stun.example.invalid:3478\", \"turn:turn.example.invalid:3478\"]\n\n\
          [[channels]]\nid = \"program\"\nmode = \"single\"\n\n\
          [[channels.inputs]]\nid = \"gst\"\ntype = \"whip\"\ntoken = \"{TOKEN}\"\n\n{}",
         srt_listener_output("out", srt_out)
@@ -344,6 +344,23 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
         .expect("Location")
         .to_string();
     assert!(location.starts_with("/whip/program/gst/"), "{location}");
+    for server in [
+        "stun:stun.example.invalid:3478",
+        "turn:turn.example.invalid:3478",
+    ] {
+        assert!(
+            head.contains(&format!("link: <{server}>; rel=\"ice-server\"")),
+            "{head}"
+        );
+    }
+    // No trickle ICE: every candidate is in the answer, so PATCH is not offered.
+    let (status, _) = http_anonymous(
+        daemon.http,
+        &format!(
+            "PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/trickle-ice-sdpfrag\r\nContent-Length: 0\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 405);
     std::fs::write(dir.join("answer.part"), body).expect("answer");
     std::fs::rename(dir.join("answer.part"), &answer).expect("answer");
 
