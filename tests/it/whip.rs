@@ -165,7 +165,7 @@ fn whip_go_live_from_chromium_feeds_the_channel_and_fails_over() {
     );
     let skew = end_time_skew(&file);
     eprintln!("audio and video end {skew:.3} s apart in the recording");
-    assert!(skew < 0.3, "audio and video end {skew:.3} s apart");
+    assert!(skew < 1.0, "audio and video end {skew:.3} s apart");
 
     let (passed, report) = browser.join().expect("browser thread");
     assert!(
@@ -203,8 +203,10 @@ fn whip_go_live_from_chromium_feeds_the_channel_and_fails_over() {
 }
 
 /// |last video PTS − last audio PTS| in seconds in `file`: the recording stops at one moment,
-/// so streams in sync end together (a reader joining mid-stream starts video at a keyframe and
-/// audio at once, which says nothing about sync).
+/// so streams on one timeline end together, apart from audio's extra delivery delay (the Opus
+/// → AAC conversion, measured 0.01–0.46 s on a busy box). A track on a wrong clock (90 kHz
+/// against 48 kHz, an unmapped RTP offset) ends seconds or hours away. (A reader joining
+/// mid-stream starts video at a keyframe and audio at once, so start times say nothing.)
 fn end_time_skew(file: &Path) -> f64 {
     let ffprobe = require("ffprobe", "ffmpeg");
     let out = run(
@@ -390,7 +392,7 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
     assert!(frames >= 100, "{frames} video frames decoded from 6 s");
     let skew = end_time_skew(&file);
     eprintln!("audio and video end {skew:.3} s apart in the recording");
-    assert!(skew < 0.3, "audio and video end {skew:.3} s apart");
+    assert!(skew < 1.0, "audio and video end {skew:.3} s apart");
 
     // DELETE ends the session; the input waits again.
     let (status, body) = http_anonymous(
