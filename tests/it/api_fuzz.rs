@@ -84,6 +84,9 @@ fn hooks(dead_port: u16) -> String {
     format!(
         r#"import schemathesis
 
+# WHIP offers (application/sdp) go on the wire as text.
+schemathesis.serializer.alias("application/sdp", "text/plain")
+
 
 def _local(value):
     if isinstance(value, dict):

@@ -565,7 +565,7 @@ fn http_request(port: u16, request: &str) -> (u16, String) {
 }
 
 /// The whole response text ("" when the connection failed).
-fn raw_request(port: u16, request: &str) -> String {
+pub fn raw_request(port: u16, request: &str) -> String {
     let Ok(mut stream) =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
     else {

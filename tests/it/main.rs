@@ -33,3 +33,4 @@ mod srt_interop;
 mod srt_output;
 mod transcode;
 mod ui;
+mod whip;

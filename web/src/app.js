@@ -10,7 +10,7 @@ const RANK = { user: 0, admin: 1, superadmin: 2 };
 const ROLES = Object.keys(RANK);
 
 // Which role a page needs.
-const PAGES = { overview: "user", channel: "user", sources: "admin", cloud: "admin", users: "superadmin", account: "user" };
+const PAGES = { overview: "user", channel: "user", sources: "admin", cloud: "admin", golive: "admin", users: "superadmin", account: "user" };
 
 const state = {
   me: null,                 // the session: { username, role, must_change_password, via }
@@ -440,12 +440,12 @@ function parseRoute() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map((p) => {
     try { return decodeURIComponent(p); } catch { return p; }
   });
-  return { page: parts[0] || "overview", channel: parts[1] || null };
+  return { page: parts[0] || "overview", channel: parts[1] || null, input: parts[2] || null };
 }
 
 function route() {
   if (!state.me || state.me.must_change_password) return;
-  const { page, channel } = parseRoute();
+  const { page, channel, input } = parseRoute();
   if (!(page in PAGES) || !can(PAGES[page])) {
     location.replace("#/");
     return;
@@ -466,17 +466,23 @@ function route() {
     if (page !== "cloud") leaveCloud();
     if (page !== "sources") closeEditor();
   }
+  if (page !== "golive" || golive.channel !== channel || golive.input !== input) stopGoLive("left the page");
+  if (page === "golive") {
+    golive.channel = channel;
+    golive.input = input;
+  }
   state.page = page;
   for (const node of $$("[data-page]")) node.hidden = node.dataset.page !== page;
   for (const link of $$("[data-nav]")) {
     if (link.dataset.nav === page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  const titles = { overview: "Overview", channel: `Channel ${state.channel || ""}`, sources: "Sources", cloud: `Cloud ${state.channel || ""}`, users: "Users", account: "Account" };
+  const titles = { overview: "Overview", channel: `Channel ${state.channel || ""}`, sources: "Sources", cloud: `Cloud ${state.channel || ""}`, golive: `Go live ${channel || ""}/${input || ""}`, users: "Users", account: "Account" };
   document.title = `${titles[page]} — Lunora Edge`;
   if (page === "users") loadUsers();
   if (page === "cloud") loadCloud();
   if (page === "account") loadTokens();
+  if (page === "golive") $("#golive-title").textContent = `Go live to ${channel || "?"} / ${input || "?"}`;
   render();
 }
 
@@ -1497,6 +1503,9 @@ function fillSourceCard(parts, channel) {
         "stream_key_set" in inputSettings
           ? el("button", { type: "button", "data-testid": `regen-key-${tid}`, onclick: () => regenerateKey(channel.id, input.id) }, "New stream key")
           : null,
+        input.type === "whip"
+          ? el("a", { class: "button", href: `#/golive/${encodeURIComponent(channel.id)}/${encodeURIComponent(input.id)}`, "data-testid": `go-live-${tid}` }, "Go live")
+          : null,
         el("button", { type: "button", class: "danger", "data-testid": `remove-input-${tid}`, onclick: () => removeInput(channel.id, input.id) }, "Remove"))));
   }) : [el("tr", {}, el("td", { colspan: "4", class: "muted" }, "No inputs yet."))]));
 }
@@ -1879,4 +1888,142 @@ function init() {
   boot();
 }
 
+// ---- go live from this browser (WHIP) -----------------------------------------------------
+
+const golive = { channel: null, input: null, pc: null, stream: null, session: null, timer: null, last: null };
+
+function goLiveState(text) {
+  $('[data-testid="golive-state"]').textContent = text;
+}
+
+function goLiveMessage(text) {
+  $("#golive-message").textContent = text || "";
+}
+
+// Gathers this side's candidates before the offer goes out (at most 2 s): the box answers in
+// one round trip and WHIP has no trickle here.
+function gathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 2000);
+  });
+}
+
+async function startGoLive(event) {
+  event.preventDefault();
+  if (golive.pc) return;
+  goLiveMessage("");
+  const form = $("#golive-form");
+  const [width, height] = form.elements.resolution.value.split("x").map(Number);
+  const fps = Number(form.elements.fps.value);
+  const kbps = Number(form.elements.bitrate.value);
+  const video = { width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: fps } };
+  const { channel, input } = golive;
+  try {
+    goLiveState("opening the camera…");
+    const stream = form.elements.source.value === "screen"
+      ? await navigator.mediaDevices.getDisplayMedia({ video, audio: false })
+      : await navigator.mediaDevices.getUserMedia({ video, audio: true });
+    if (form.elements.source.value === "screen") {
+      const mic = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
+      if (mic) for (const track of mic.getAudioTracks()) stream.addTrack(track);
+    }
+    golive.stream = stream;
+    $("#golive-preview").srcObject = stream;
+    goLiveState("asking the box for a publish credential…");
+    const credential = await api("POST", `/api/v1/channels/${encodeURIComponent(channel)}/inputs/${encodeURIComponent(input)}/publish-credential`);
+    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    golive.pc = pc;
+    pc.addEventListener("connectionstatechange", () => {
+      goLiveState(pc.connectionState === "connected" ? "live" : pc.connectionState);
+      if (pc.connectionState === "failed") goLiveMessage("the WebRTC connection failed: is the box's [whip] udp_listen port reachable at its ice_addresses?");
+    });
+    for (const track of stream.getTracks()) {
+      const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      if (track.kind === "video") {
+        const parameters = transceiver.sender.getParameters();
+        parameters.encodings = [{ maxBitrate: kbps * 1000, maxFramerate: fps }];
+        parameters.degradationPreference = "maintain-resolution";
+        await transceiver.sender.setParameters(parameters).catch(() => {});
+      }
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    goLiveState("connecting…");
+    await gathered(pc);
+    const response = await fetch(credential.whip_url, {
+      method: "POST",
+      headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${credential.token}` },
+      body: pc.localDescription.sdp,
+    });
+    const answer = await response.text();
+    if (response.status !== 201) {
+      let reason = answer;
+      try { reason = JSON.parse(answer).error; } catch { /* plain text */ }
+      throw new Error(`the box refused the offer (HTTP ${response.status}): ${reason}`);
+    }
+    golive.session = response.headers.get("Location");
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    $("#golive-stop").disabled = false;
+    form.querySelector('[data-testid="golive-start"]').disabled = true;
+    golive.last = null;
+    golive.timer = setInterval(goLiveStats, 1000);
+  } catch (error) {
+    goLiveMessage(error.message || String(error));
+    stopGoLive("failed");
+  }
+}
+
+// The video sender's bitrate over the last second.
+async function goLiveStats() {
+  if (!golive.pc) return;
+  const report = await golive.pc.getStats().catch(() => null);
+  if (!report) return;
+  let bytes = 0;
+  let at = 0;
+  report.forEach((s) => {
+    if (s.type === "outbound-rtp" && s.kind === "video") {
+      bytes += s.bytesSent;
+      at = s.timestamp;
+    }
+  });
+  if (golive.last && at > golive.last.at) {
+    const kbps = ((bytes - golive.last.bytes) * 8) / (at - golive.last.at);
+    $('[data-testid="golive-bitrate"]').textContent = `${Math.round(kbps)} kbit/s`;
+  }
+  golive.last = { bytes, at };
+}
+
+function stopGoLive(why) {
+  clearInterval(golive.timer);
+  golive.timer = null;
+  const pc = golive.pc;
+  golive.pc = null;
+  // The session URL is its own credential; keepalive lets it go out as the page unloads. The
+  // connection closes once the box has ended the session (or after a second), so the box
+  // sees an orderly end rather than a vanished peer.
+  const ended = golive.session
+    ? fetch(golive.session, { method: "DELETE", keepalive: true }).catch(() => {})
+    : Promise.resolve();
+  golive.session = null;
+  if (pc) Promise.race([ended, new Promise((resolve) => setTimeout(resolve, 1000))]).then(() => pc.close());
+  if (golive.stream) for (const track of golive.stream.getTracks()) track.stop();
+  golive.stream = null;
+  const preview = $("#golive-preview");
+  if (preview) preview.srcObject = null;
+  const stop = $("#golive-stop");
+  if (stop) stop.disabled = true;
+  const start = $('[data-testid="golive-start"]');
+  if (start) start.disabled = false;
+  const bitrate = $('[data-testid="golive-bitrate"]');
+  if (bitrate) bitrate.textContent = "—";
+  if (why !== "failed" && $('[data-testid="golive-state"]')) goLiveState(why === "stopped" ? "stopped" : "not started");
+}
+
+$("#golive-form").addEventListener("submit", startGoLive);
+$("#golive-stop").addEventListener("click", () => stopGoLive("stopped"));
+window.addEventListener("pagehide", () => stopGoLive("left the page"));
+
 init();
+

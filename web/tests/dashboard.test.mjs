@@ -26,6 +26,12 @@
 //                 (confirmed) and shows RUNNING with how long, plays the cloud preview (moto
 //                 has no MediaPackage endpoints, so the page is given the box's own preview
 //                 as the playback URL), tears down (confirmed) (cloud.png)
+//     golive      log in as an admin, open "Go live" for WHIP input GOLIVE_INPUT of CHANNEL from
+//                 the Sources page, publish the fake camera and microphone at 1280×720 and
+//                 2.5 Mbit/s: the page says live with a bitrate and a preview, the daemon shows
+//                 the input connected with frames; stay live GOLIVE_HOLD_S seconds (default
+//                 10; the Rust test checks the channel meanwhile), then Stop: the daemon shows
+//                 the input waiting again (the page's DELETE ended the session) (golive.png)
 //   FIRST_RUN=1           same as SCENARIO=first-run (what ui.rs set before scenarios existed)
 //   LUNORA_ADMIN_PASSWORD the first-run admin's password (first-run; the default password of
 //                         the other scenarios too)
@@ -40,6 +46,8 @@
 //                         listen address), check its key is shown once, make a new one, remove it
 //   NEW_USERNAME          the user the users scenario adds (default: ui-operator)
 //   CHANNEL               the channel the scenarios work on (default: program)
+//   GOLIVE_INPUT          golive: the WHIP input to publish to
+//   GOLIVE_HOLD_S         golive: seconds to stay live before stopping
 //   CHROMIUM              the browser (default: /usr/bin/chromium)
 //
 // Every scenario also checks that no secret typed into a form (password, passphrase, stream
@@ -70,6 +78,7 @@ const needs = {
   sources: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password, SRT_INPUT_PORT: env.SRT_INPUT_PORT },
   users: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password },
   cloud: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password },
+  golive: { "LUNORA_PASSWORD or LUNORA_ADMIN_PASSWORD": password, GOLIVE_INPUT: env.GOLIVE_INPUT },
 };
 if (!base || !screenshot || !(scenario in needs)) {
   console.error(`set LUNORA_URL, SCREENSHOT and SCENARIO (one of ${Object.keys(needs).join(", ")}; got ${JSON.stringify(scenario)})`);
@@ -106,6 +115,9 @@ const context = await chromium.launchPersistentContext(profile, {
   args: [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
+    // A fake camera and microphone, granted without asking; ICE may use 127.0.0.1 (the box's
+    // [whip] ice_addresses in the tests).
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection",
   ],
   viewport: { width: 1280, height: 1400 },
 });
@@ -689,9 +701,58 @@ async function cloudPage() {
   step("cloud checks passed");
 }
 
+async function goLive() {
+  const input = env.GOLIVE_INPUT;
+  const hold = Number(env.GOLIVE_HOLD_S || 10) * 1000;
+  const daemonInput = async () => {
+    const channel = await api(`/api/v1/channels/${channelId}`);
+    const found = channel.inputs.find((i) => i.id === input);
+    if (!found) throw new Error(`the daemon has no input ${input}`);
+    return found;
+  };
+  await page.goto(base, { waitUntil: "domcontentloaded" });
+  await logIn(username, password);
+  step("the Sources page links the WHIP input to its go-live page");
+  await page.click('[data-testid="nav-sources"]');
+  const link = `[data-testid="go-live-${channelId}-${input}"]`;
+  await page.waitForSelector(link, { state: "visible", timeout: 10000 });
+  await page.click(link);
+  await until("the go-live page", 10000, async () => (await visible("golive-form")) && (await page.evaluate(() => location.hash)) === `#/golive/${channelId}/${input}`);
+  step("quality settings: 1280×720, 30 fps, 2.5 Mbit/s; go live with the fake camera and microphone");
+  await page.selectOption('[data-testid="golive-resolution"]', "1280x720");
+  await page.selectOption('[data-testid="golive-fps"]', "30");
+  await page.selectOption('[data-testid="golive-bitrate-choice"]', "2500");
+  await page.click('[data-testid="golive-start"]');
+  await until("the page says live", 30000, async () => {
+    const problem = await text("golive-message");
+    if (problem) throw new Error(`the page says: ${problem}`);
+    return (await text("golive-state")) === "live";
+  });
+  await until("the page shows the bitrate sent", 15000, async () => /^[1-9]\d* kbit\/s$/.test(await text("golive-bitrate")));
+  const preview = await page.evaluate(() => {
+    const v = document.querySelector('[data-testid="golive-preview"]');
+    return { width: v.videoWidth, height: v.videoHeight };
+  });
+  if (!preview.width || !preview.height) throw new Error(`the preview shows no picture: ${JSON.stringify(preview)}`);
+  step(`live: preview ${preview.width}×${preview.height}, sending ${await text("golive-bitrate")}`);
+  await until("the daemon shows the input connected with video", 20000, async () => {
+    const i = await daemonInput();
+    return i.state === "connected" && i.frames_total.video > 0 && i.frames_total.audio > 0;
+  });
+  await page.screenshot({ path: join(pictures, "golive.png"), fullPage: true });
+  step(`staying live ${hold / 1000} s`);
+  await new Promise((resolve) => setTimeout(resolve, hold));
+  if ((await text("golive-state")) !== "live") throw new Error(`the connection is ${await text("golive-state")} after ${hold / 1000} s`);
+  step("stop: the page ends the session (DELETE) and the daemon's input waits again");
+  await page.click('[data-testid="golive-stop"]');
+  await until("the page says stopped", 5000, async () => (await text("golive-state")) === "stopped");
+  await until("the daemon's input is waiting", 10000, async () => (await daemonInput()).state === "waiting");
+  step("golive checks passed");
+}
+
 let failed = false;
 try {
-  await { "first-run": firstRun, dashboard, user, sources, users, cloud: cloudPage }[scenario]();
+  await { "first-run": firstRun, dashboard, user, sources, users, cloud: cloudPage, golive: goLive }[scenario]();
   if (pageErrors.length) throw new Error(`script errors in the page: ${pageErrors.join("; ")}`);
 } catch (error) {
   failed = true;

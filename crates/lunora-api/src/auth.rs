@@ -32,12 +32,16 @@ pub(crate) enum Access {
     /// Anyone (health, metrics, the page itself, logging in).
     Open,
     Role(UserRole),
+    /// A WHIP publisher: the input's own bearer token (or a one-use credential), checked by
+    /// the handler against that input, not against the user accounts.
+    InputToken,
 }
 
 impl Access {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Access::Open => "open",
+            Access::InputToken => "input_token",
             Access::Role(role) => role.name(),
         }
     }
@@ -70,7 +74,7 @@ pub(crate) fn cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

@@ -138,7 +138,22 @@ pub(crate) async fn metrics(State(app): AppState, headers: HeaderMap) -> Respons
         .unwrap_or_default();
     #[cfg(not(feature = "medialive"))]
     let medialive = Vec::new();
-    match crate::metrics::render_metrics(&channels, store_problem, &medialive) {
+    #[cfg(feature = "whip")]
+    let whip = app.control.graph().whip().map(|server| {
+        let c = server.counters();
+        crate::metrics::WhipMetric {
+            sessions: u64::try_from(server.sessions()).unwrap_or(u64::MAX),
+            sessions_total: c.sessions_total,
+            refused_total: c.refused_total,
+            handshake_timeouts_total: c.handshake_timeouts_total,
+            media_dropped_total: c.media_dropped_total,
+            keyframe_requests_total: c.keyframe_requests_total,
+            datagrams_unmatched_total: c.datagrams_unmatched_total,
+        }
+    });
+    #[cfg(not(feature = "whip"))]
+    let whip = None;
+    match crate::metrics::render_metrics(&channels, store_problem, &medialive, whip.as_ref()) {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,

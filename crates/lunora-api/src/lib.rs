@@ -20,6 +20,8 @@ mod replies;
 mod server;
 mod tls;
 mod web;
+#[cfg(feature = "whip")]
+mod whip;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +38,7 @@ use serde_json::json;
 
 #[cfg(feature = "medialive")]
 pub use medialive::Cloud;
-pub use metrics::{MediaLiveMetric, render_metrics};
+pub use metrics::{MediaLiveMetric, WhipMetric, render_metrics};
 pub use tls::TlsListener;
 
 use crate::auth::Access;
@@ -94,6 +96,8 @@ pub(crate) struct Route {
     pub(crate) summary: &'static str,
     /// The JSON Schema of the request body, for the OpenAPI document.
     pub(crate) body: Option<fn() -> serde_json::Value>,
+    /// The request body's media type.
+    pub(crate) body_type: &'static str,
     /// The query parameters it reads (OpenAPI parameter objects).
     pub(crate) query: Option<fn() -> serde_json::Value>,
     /// What it answers when it succeeds (every route declares it; a unit test checks).
@@ -121,6 +125,7 @@ fn route(
         access,
         summary,
         body: None,
+        body_type: "application/json",
         query: None,
         reply: None,
         errors: &[],
@@ -132,6 +137,16 @@ impl Route {
     fn body(self, schema: fn() -> serde_json::Value) -> Route {
         Route {
             body: Some(schema),
+            ..self
+        }
+    }
+
+    /// An SDP body (WHIP), checked by its handler.
+    #[cfg(feature = "whip")]
+    fn sdp_body(self, schema: fn() -> serde_json::Value) -> Route {
+        Route {
+            body: Some(schema),
+            body_type: "application/sdp",
             ..self
         }
     }
@@ -389,6 +404,35 @@ pub(crate) fn routes() -> Vec<Route> {
         )
         .reply(Reply::Json(200, replies::input))
         .errors(&[400, 404, 409, 503]),
+        #[cfg(feature = "whip")]
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/inputs/{iid}/publish-credential",
+            ADMIN,
+            "A one-use WHIP token for a WHIP input, valid two minutes (the dashboard's go-live page)",
+            post(whip::credential),
+        )
+        .reply(Reply::Json(200, whip::credential_reply)),
+        #[cfg(feature = "whip")]
+        route(
+            M::POST,
+            "/whip/{channel}/{input}",
+            Access::InputToken,
+            "WHIP publish (RFC 9725): an SDP offer in; 201 with the answer, Location and Link",
+            post(whip::publish),
+        )
+        .sdp_body(whip::offer)
+        .reply(Reply::Created(&["application/sdp"]))
+        .errors(&[409, 503]),
+        #[cfg(feature = "whip")]
+        route(
+            M::DELETE,
+            "/whip/{channel}/{input}/{session}",
+            Access::Open,
+            "End a WHIP session (its URL, 128 random bits, is the credential)",
+            delete(whip::end),
+        )
+        .reply(Reply::Empty),
         route(
             M::GET,
             "/api/v1/channels/{id}/outputs",
@@ -672,6 +716,10 @@ mod tests {
                 r.method,
                 r.path
             );
+            if r.access == Access::InputToken {
+                assert!(r.path.starts_with("/whip/"), "{} {}", r.method, r.path);
+                continue;
+            }
             let open = matches!(r.access, Access::Open);
             // Only the page, health, metrics, the document and logging in are open.
             assert_eq!(

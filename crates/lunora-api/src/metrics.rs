@@ -110,12 +110,73 @@ fn render_medialive(f: &Families, medialive: &[MediaLiveMetric]) -> prometheus::
     Ok(())
 }
 
+/// The WHIP server's figures, box-wide (sessions are not labelled: their ids are unbounded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WhipMetric {
+    pub sessions: u64,
+    pub sessions_total: u64,
+    pub refused_total: u64,
+    pub handshake_timeouts_total: u64,
+    pub media_dropped_total: u64,
+    pub keyframe_requests_total: u64,
+    pub datagrams_unmatched_total: u64,
+}
+
+fn render_whip(f: &Families, whip: &WhipMetric) -> prometheus::Result<()> {
+    f.int_gauge(
+        "lunora_whip_sessions",
+        "WebRTC (WHIP) sessions handshaking or live.",
+        &[],
+    )?
+    .with_label_values(&[] as &[&str])
+    .set(i64::try_from(whip.sessions).unwrap_or(i64::MAX));
+    for (name, help, value) in [
+        (
+            "lunora_whip_sessions_total",
+            "WHIP offers answered.",
+            whip.sessions_total,
+        ),
+        (
+            "lunora_whip_refused_total",
+            "WHIP offers refused (token, busy input, limit, bad offer).",
+            whip.refused_total,
+        ),
+        (
+            "lunora_whip_handshake_timeouts_total",
+            "WHIP sessions ended because ICE/DTLS did not complete in time.",
+            whip.handshake_timeouts_total,
+        ),
+        (
+            "lunora_whip_media_dropped_total",
+            "Access units dropped because a WHIP input fell behind.",
+            whip.media_dropped_total,
+        ),
+        (
+            "lunora_whip_keyframe_requests_total",
+            "Keyframe requests (RTCP PLI/FIR) sent to WHIP publishers.",
+            whip.keyframe_requests_total,
+        ),
+        (
+            "lunora_whip_datagrams_unmatched_total",
+            "Datagrams on the WHIP UDP port that belonged to no session.",
+            whip.datagrams_unmatched_total,
+        ),
+    ] {
+        f.counter(name, help, &[])?
+            .with_label_values(&[] as &[&str])
+            .inc_by(value);
+    }
+    Ok(())
+}
+
 /// `store_unreadable`: the saved state could not be read at start (destinations were held).
-/// `medialive`: the channels this box provisioned in MediaLive.
+/// `medialive`: the channels this box provisioned in MediaLive. `whip`: the WHIP server's
+/// figures, once it runs.
 pub fn render_metrics(
     channels: &[ChannelStatus],
     store_unreadable: bool,
     medialive: &[MediaLiveMetric],
+    whip: Option<&WhipMetric>,
 ) -> prometheus::Result<String> {
     let f = Families {
         registry: Registry::new(),
@@ -139,6 +200,9 @@ pub fn render_metrics(
     .with_label_values(&[] as &[&str])
     .set(i64::from(store_unreadable));
     render_medialive(&f, medialive)?;
+    if let Some(whip) = whip {
+        render_whip(&f, whip)?;
+    }
 
     let input_up = f.int_gauge(
         "lunora_input_up",

@@ -27,6 +27,10 @@ pub(crate) fn error_statuses(route: &Route) -> BTreeSet<u16> {
             statuses.extend([403, 415]);
         }
     }
+    if route.access == Access::InputToken {
+        // No token, or not the input's.
+        statuses.insert(401);
+    }
     if route.body.is_some() {
         // The body does not parse or validate, is too large, or is not JSON.
         statuses.extend([400, 413, 415]);
@@ -47,7 +51,7 @@ fn describe(status: u16) -> &'static str {
         404 => "no such channel, input, output, user, token or file",
         409 => "conflicts with what runs (a port, id or key in use) or could not start",
         413 => "the body is over 64 KiB",
-        415 => "the body is not Content-Type: application/json",
+        415 => "the body is not Content-Type: application/json (application/sdp for WHIP)",
         421 => "the Host header is not one of the box's names",
         429 => "too many failed logins from this address",
         502 => "AWS refused the request; `error` carries AWS's reason",
@@ -82,13 +86,15 @@ pub(crate) fn build() -> Value {
             "x-lunora-role": route.access.name(),
             "responses": responses,
         });
-        if route.access == Access::Open {
-            operation["security"] = json!([]);
+        match route.access {
+            Access::Open => operation["security"] = json!([]),
+            Access::InputToken => operation["security"] = json!([{"token": []}]),
+            Access::Role(_) => {}
         }
         if let Some(schema) = route.body {
             operation["requestBody"] = json!({
                 "required": true,
-                "content": {"application/json": {"schema": schema()}},
+                "content": {route.body_type: {"schema": schema()}},
             });
         }
         let mut parameters: Vec<Value> = route

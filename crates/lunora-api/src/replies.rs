@@ -14,6 +14,12 @@ pub(crate) enum Reply {
     Json(u16, fn() -> Value),
     /// 204, no body.
     NoContent,
+    /// 200, no body (RFC 9725's answer to a DELETE).
+    #[cfg(feature = "whip")]
+    Empty,
+    /// 201 with a body in one of these media types (a WHIP answer).
+    #[cfg(feature = "whip")]
+    Created(&'static [&'static str]),
     /// 200 with a body in one of these media types (pages, scripts, text, HLS).
     Media(&'static [&'static str]),
     /// 200 `text/event-stream` that lasts as long as the client keeps it open.
@@ -29,6 +35,16 @@ impl Reply {
                 json!({"description": "done", "content": {"application/json": {"schema": schema()}}}),
             ),
             Reply::NoContent => (204, json!({"description": "done; nothing to say"})),
+            #[cfg(feature = "whip")]
+            Reply::Empty => (200, json!({"description": "done; nothing to say"})),
+            #[cfg(feature = "whip")]
+            Reply::Created(types) => {
+                let content: serde_json::Map<String, Value> = types
+                    .iter()
+                    .map(|t| ((*t).to_string(), json!({"schema": {"type": "string"}})))
+                    .collect();
+                (201, json!({"description": "created", "content": content}))
+            }
             Reply::Media(types) => {
                 let content: serde_json::Map<String, Value> = types
                     .iter()
@@ -137,9 +153,9 @@ pub(crate) fn input() -> Value {
     object(json!({
         "id": string(),
         "role": {"type": "string", "enum": ["main", "backup"]},
-        "type": {"type": "string", "enum": ["srt", "rtmp", "file", "test_pattern"]},
+        "type": {"type": "string", "enum": ["srt", "rtmp", "file", "test_pattern", "whip"]},
         "listen": nullable_string(),
-        "ingest": object(json!({"passphrase_set": {"type": "boolean"}, "stream_key_set": {"type": "boolean"}})),
+        "ingest": object(json!({"passphrase_set": {"type": "boolean"}, "stream_key_set": {"type": "boolean"}, "token_set": {"type": "boolean"}})),
         "health": health(),
         "config": any_object(),
         "state": {"type": "string", "enum": ["waiting", "connected"]},

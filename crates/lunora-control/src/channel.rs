@@ -85,11 +85,26 @@ pub(crate) enum ChannelCommand {
     SetPolicy(Policy),
     SetContent(crate::content::ContentWork),
     SetSlate(SlateSettings),
+    /// The input in `slot` can be asked for a keyframe (a WebRTC publisher: RTCP PLI).
+    KeyframeRequests {
+        slot: usize,
+        requester: KeyframeRequests,
+    },
     /// Also publish the input in `slot`, as received, on `bus` (`None`: stop).
     Tap {
         slot: usize,
         bus: Option<Arc<Bus>>,
     },
+}
+
+/// Asks one input's sender for a keyframe.
+#[derive(Clone)]
+pub(crate) struct KeyframeRequests(pub(crate) Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for KeyframeRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyframeRequests")
+    }
 }
 
 pub(crate) struct ChannelTask {
@@ -106,6 +121,10 @@ pub(crate) struct ChannelTask {
     pub(crate) programs: HashMap<usize, Program>,
     pub(crate) content: ContentHealth,
     pub(crate) slate: Slate,
+    /// Slots whose sender can be asked for a keyframe.
+    pub(crate) keyframe_requests: HashMap<usize, KeyframeRequests>,
+    /// The pending cut's target last seen, so each decision asks once.
+    pub(crate) asked: Option<usize>,
 }
 
 impl ChannelTask {
@@ -177,6 +196,7 @@ impl ChannelTask {
                 self.publish_alignment(&aligned);
             }
             self.drain();
+            self.ask_for_keyframe();
         }
     }
 
@@ -204,10 +224,14 @@ impl ChannelTask {
                 self.connected.remove(&slot);
                 self.taps.remove(&slot);
                 self.programs.remove(&slot);
+                self.keyframe_requests.remove(&slot);
                 let mut runtime = lock(&self.runtime);
                 runtime.health.remove(&slot);
                 runtime.silent_since.remove(&slot);
                 runtime.forced_input = self.switcher.forced().and_then(|i| self.name(i));
+            }
+            ChannelCommand::KeyframeRequests { slot, requester } => {
+                self.keyframe_requests.insert(slot, requester);
             }
             ChannelCommand::Tap { slot, bus } => match bus {
                 Some(bus) => {
@@ -230,6 +254,22 @@ impl ChannelTask {
                 self.slate.set_settings(settings, &mut self.switcher, now);
                 self.publish_slate();
             }
+        }
+    }
+
+    /// A cut now waits on an input that can send a keyframe at once: ask, instead of waiting
+    /// for its encoder's next one (a switch then costs a round trip, not a GOP).
+    fn ask_for_keyframe(&mut self) {
+        let pending = self.switcher.pending_target();
+        if pending == self.asked {
+            return;
+        }
+        self.asked = pending;
+        if let Some(target) = pending
+            && let Some(requests) = self.keyframe_requests.get(&target)
+        {
+            info!(channel = %self.id, input = self.name(target).as_deref().unwrap_or("-"), "asking the input for a keyframe (RTCP PLI) for the cut");
+            (requests.0)();
         }
     }
 

@@ -35,7 +35,7 @@ use crate::profiles::Profiles;
 use crate::settings::{
     ChannelSettings, ChannelSpec, GraphProblem, GraphSpec, InputRole, InputSettings,
     OutputSettings, RtmpOutputSettings, RtpFormatSetting, SlateSettings,
-    SrtOutputMode as SrtModeSetting, is_medialive_feed,
+    SrtOutputMode as SrtModeSetting, WhipEndpoint, is_medialive_feed,
 };
 use crate::slate::Slate;
 use crate::status::{
@@ -66,6 +66,9 @@ pub struct Environment {
     pub slate: SlateSettings,
     /// Fetches file inputs' `s3://` URLs (none: such inputs say they cannot be played).
     pub fetch: Option<FetchFile>,
+    /// `[whip]`: the WebRTC port and the addresses answers offer (bound at the first WHIP
+    /// input).
+    pub whip: WhipEndpoint,
 }
 
 /// A local copy of a remote file, or why there is none.
@@ -151,6 +154,9 @@ pub struct Graph {
     hold_destinations: AtomicBool,
     /// The profiles destinations can name (`[profiles.*]`), as last applied.
     profiles: Mutex<Profiles>,
+    /// The WHIP server, once the first WHIP input bound it.
+    #[cfg(feature = "whip")]
+    whip: Mutex<Option<lunora_whip::WhipServer>>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -200,6 +206,8 @@ impl Graph {
             run_choices: Mutex::new(HashMap::new()),
             hold_destinations: AtomicBool::new(false),
             profiles: Mutex::new(Profiles::new()),
+            #[cfg(feature = "whip")]
+            whip: Mutex::new(None),
         })
     }
 
@@ -416,6 +424,8 @@ impl Graph {
             taps: HashMap::new(),
             programs: HashMap::new(),
             content: ContentHealth::new(ContentWork::of(&settings.failover)),
+            keyframe_requests: HashMap::new(),
+            asked: None,
         };
         // Every line the channel's tasks log says which channel.
         let span = info_span!("channel", channel = %id);
@@ -679,6 +689,13 @@ impl Graph {
             InputSettings::File(_) | InputSettings::TestPattern(_) => self
                 .start_engine_input(channel, &settings, slot, events, stats.clone(), &cancel)
                 .map(|task| (None, Some(task))),
+            InputSettings::Whip(_) => self
+                .start_whip_input(channel, &settings, slot, events, stats.clone(), &cancel)
+                .await
+                .map(|(listen, task, requester)| {
+                    let _ = commands.try_send(ChannelCommand::KeyframeRequests { slot, requester });
+                    (Some(listen), Some(task))
+                }),
         };
         let (listen, task) = match started {
             Ok(started) => started,
@@ -801,6 +818,92 @@ impl Graph {
             "channel {channel:?} input {:?}: this build has no media engine (built without the `gstreamer` feature)",
             settings.id().as_str()
         ))
+    }
+
+    /// Starts a WHIP input: registers `channel/input` with the WHIP server (bound the first
+    /// time) and runs its task. Returns the UDP address and the PLI hook for the switcher.
+    #[cfg(feature = "whip")]
+    async fn start_whip_input(
+        &self,
+        channel: &str,
+        settings: &InputSettings,
+        slot: usize,
+        events: InputSender,
+        stats: StatsHandle,
+        cancel: &CancellationToken,
+    ) -> Result<(SocketAddr, JoinHandle<()>, crate::channel::KeyframeRequests), String> {
+        let id = settings.id().to_string();
+        let InputSettings::Whip(whip) = settings else {
+            return Err(format!("input {id:?} is not a WHIP input"));
+        };
+        let token = whip
+            .token
+            .clone()
+            .ok_or_else(|| format!("channel {channel:?} input {id:?} has no token"))?;
+        let server = self.whip_server().await?;
+        let handle = server.add_input(&format!("{channel}/{id}"), token);
+        let requester = handle.keyframe_requester();
+        let span = info_span!("input", channel = %channel, input = %id);
+        let task = self
+            .tasks
+            .spawn(crate::whip::run(handle, slot, events, stats, cancel.clone()).instrument(span));
+        Ok((
+            server.local_addr(),
+            task,
+            crate::channel::KeyframeRequests(Arc::new(move || requester.request())),
+        ))
+    }
+
+    #[cfg(not(feature = "whip"))]
+    async fn start_whip_input(
+        &self,
+        channel: &str,
+        settings: &InputSettings,
+        _slot: usize,
+        _events: InputSender,
+        _stats: StatsHandle,
+        _cancel: &CancellationToken,
+    ) -> Result<(SocketAddr, JoinHandle<()>, crate::channel::KeyframeRequests), String> {
+        Err(format!(
+            "channel {channel:?} input {:?}: this build has no WebRTC (built without the `webrtc` feature)",
+            settings.id().as_str()
+        ))
+    }
+
+    /// Binds the WHIP server's UDP port the first time a WHIP input needs it.
+    #[cfg(feature = "whip")]
+    async fn whip_server(&self) -> Result<lunora_whip::WhipServer, String> {
+        if let Some(server) = guard(&self.whip).clone() {
+            return Ok(server);
+        }
+        let endpoint = &self.env.whip;
+        let settings = lunora_whip::WhipSettings {
+            udp_listen: endpoint.udp_listen,
+            ice_addresses: endpoint.ice_addresses.clone(),
+            max_sessions: endpoint.max_sessions,
+        };
+        let server = lunora_whip::WhipServer::bind(settings, self.cancel.child_token())
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot bind the WHIP UDP port {} ([whip] udp_listen): {e}",
+                    endpoint.udp_listen
+                )
+            })?;
+        *guard(&self.whip) = Some(server.clone());
+        Ok(server)
+    }
+
+    /// The WHIP server, when a WHIP input has bound it (the HTTP layer answers publishers
+    /// through it).
+    #[cfg(feature = "whip")]
+    pub fn whip(&self) -> Option<lunora_whip::WhipServer> {
+        guard(&self.whip).clone()
+    }
+
+    /// `[whip]` as configured: the API announces its STUN/TURN servers in `Link` headers.
+    pub fn whip_endpoint(&self) -> &WhipEndpoint {
+        &self.env.whip
     }
 
     /// Binds the shared RTMP server the first time an RTMP input needs it.
@@ -1278,7 +1381,9 @@ impl Graph {
                     forced_input: runtime.forced_input.clone(),
                     inputs: inputs
                         .into_iter()
-                        .map(|i| input_status(i, &runtime, rtmp_address, now))
+                        .map(|i| {
+                            input_status(c.settings.id.as_str(), i, &runtime, rtmp_address, now)
+                        })
                         .collect(),
                     outputs: c.outputs.iter().map(output_status).collect(),
                     switches: runtime.switches.clone(),
@@ -1364,6 +1469,7 @@ where
 }
 
 fn input_status(
+    channel: &str,
     input: &RunningInput,
     runtime: &crate::channel::ChannelRuntime,
     rtmp_address: Option<SocketAddr>,
@@ -1384,6 +1490,11 @@ fn input_status(
         InputSettings::Rtp(_) | InputSettings::File(_) | InputSettings::TestPattern(_) => {
             IngestView::default()
         }
+        InputSettings::Whip(s) => IngestView {
+            whip_path: Some(format!("/whip/{channel}/{}", s.id)),
+            token_set: s.token.is_some(),
+            ..IngestView::default()
+        },
     };
     InputStatus {
         id: input.settings.id().to_string(),

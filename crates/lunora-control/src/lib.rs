@@ -15,8 +15,8 @@ pub use settings::{
     ChannelId, ChannelMode, ChannelSettings, ChannelSpec, Component, FailoverSettings,
     GraphProblem, GraphSpec, ID_RULE, InputId, InputRole, InputSettings, MEDIALIVE_FEED, OutputId,
     OutputSettings, Problem, Resource, RtmpInputSettings, RtmpOutputSettings, SLATE_INPUT,
-    SlateSettings, SrtInputSettings, SrtOutputMode, SrtOutputSettings, expand_env,
-    is_medialive_feed,
+    SlateSettings, SrtInputSettings, SrtOutputMode, SrtOutputSettings, WhipEndpoint,
+    WhipInputSettings, expand_env, is_medialive_feed,
 };
 
 mod accounts;
@@ -29,6 +29,8 @@ mod slate;
 pub mod status;
 #[cfg(feature = "engine")]
 mod transcode;
+#[cfg(feature = "whip")]
+mod whip;
 
 pub use accounts::execute_account;
 pub use control::{Actor, Command, CommandError, Control, Outcome, StoreHealth, overlaid};

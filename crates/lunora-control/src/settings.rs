@@ -704,6 +704,52 @@ pub struct RtmpInputSettings {
     pub stream_key: Option<Secret>,
 }
 
+/// WebRTC publish over WHIP (a browser's "go live", OBS 30+): POST an SDP offer to
+/// /whip/<channel>/<input> with `Authorization: Bearer <token>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhipInputSettings {
+    pub id: InputId,
+    #[serde(default)]
+    pub role: InputRole,
+    /// The bearer token a publisher must send (16–256 printable characters, no spaces).
+    #[serde(
+        default,
+        with = "lunora_media::exposed_secret",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>", extend("writeOnly" = true))]
+    pub token: Option<Secret>,
+}
+
+/// `[whip]`: the box's WebRTC ingest endpoint, shared by every WHIP input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhipEndpoint {
+    /// The one UDP port every WebRTC session uses.
+    pub udp_listen: SocketAddr,
+    /// The addresses answers offer as ICE host candidates (at `udp_listen`'s port).
+    pub ice_addresses: Vec<std::net::IpAddr>,
+    /// STUN/TURN URLs announced to publishers in `Link` headers.
+    pub ice_servers: Vec<String>,
+    /// Sessions (handshaking or live) the box takes at once.
+    pub max_sessions: usize,
+}
+
+impl Default for WhipEndpoint {
+    fn default() -> Self {
+        WhipEndpoint {
+            udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            ice_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+            ice_servers: Vec::new(),
+            max_sessions: 16,
+        }
+    }
+}
+
+/// What a WHIP token must look like, for users.
+const WHIP_TOKEN_RULE: &str =
+    "token must be 16–256 printable characters without spaces, '/' or '?'";
+
 /// Every input kind, tagged by `type` as in the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -719,6 +765,8 @@ pub enum InputSettings {
     /// Colour bars, a clock, a frame counter and a tone, to check a path end to end.
     #[serde(rename = "test_pattern")]
     TestPattern(TestPatternInputSettings),
+    /// WebRTC (WHIP) publish from a browser or OBS.
+    Whip(WhipInputSettings),
 }
 
 fn srt_passphrase(value: &Option<Secret>, problems: &mut Vec<Problem>) {
@@ -855,6 +903,7 @@ impl OneSecret for InputSettings {
         match self {
             InputSettings::Srt(s) => Some(("passphrase", s.passphrase.as_ref())),
             InputSettings::Rtmp(s) => Some(("stream_key", s.stream_key.as_ref())),
+            InputSettings::Whip(s) => Some(("token", s.token.as_ref())),
             InputSettings::Rtp(_) | InputSettings::File(_) | InputSettings::TestPattern(_) => None,
         }
     }
@@ -863,6 +912,7 @@ impl OneSecret for InputSettings {
         match self {
             InputSettings::Srt(s) => Some(("passphrase", &mut s.passphrase)),
             InputSettings::Rtmp(s) => Some(("stream_key", &mut s.stream_key)),
+            InputSettings::Whip(s) => Some(("token", &mut s.token)),
             InputSettings::Rtp(_) | InputSettings::File(_) | InputSettings::TestPattern(_) => None,
         }
     }
@@ -1055,6 +1105,7 @@ impl InputSettings {
             InputSettings::Rtp(s) => &s.id,
             InputSettings::File(s) => &s.id,
             InputSettings::TestPattern(s) => &s.id,
+            InputSettings::Whip(s) => &s.id,
         }
     }
 
@@ -1065,6 +1116,7 @@ impl InputSettings {
             InputSettings::Rtp(s) => s.role,
             InputSettings::File(s) => s.role,
             InputSettings::TestPattern(s) => s.role,
+            InputSettings::Whip(s) => s.role,
         }
     }
 
@@ -1075,6 +1127,7 @@ impl InputSettings {
             InputSettings::Rtp(_) => "rtp",
             InputSettings::File(_) => "file",
             InputSettings::TestPattern(_) => "test_pattern",
+            InputSettings::Whip(_) => "whip",
         }
     }
 
@@ -1118,6 +1171,25 @@ impl InputSettings {
             InputSettings::Rtp(s) => s.validate(&mut problems),
             InputSettings::File(s) => s.validate(&mut problems),
             InputSettings::TestPattern(s) => s.validate(&mut problems),
+            InputSettings::Whip(s) => match &s.token {
+                None => problems.push(Problem::at(
+                    "token",
+                    "WHIP inputs need `token` (the publisher sends it as Authorization: Bearer <token>)",
+                )),
+                Some(token)
+                    if token.expose().len() < 16
+                        || !lunora_media::valid_stream_key(token.expose()) =>
+                {
+                    problems.push(Problem::at("token", WHIP_TOKEN_RULE))
+                }
+                Some(_) => {}
+            },
+        }
+        if matches!(self, InputSettings::Whip(_)) && !cfg!(feature = "whip") {
+            problems.push(Problem::at(
+                "type",
+                "whip inputs need WebRTC, and this build has none (built without the `webrtc` feature)",
+            ));
         }
         if self.needs_engine() && !cfg!(feature = "engine") {
             problems.push(Problem::at(
@@ -1136,9 +1208,16 @@ impl InputSettings {
         matches!(self, InputSettings::File(_) | InputSettings::TestPattern(_))
     }
 
+    /// Senders reach it through the box's WHIP endpoint rather than a port of its own.
+    pub fn is_whip(&self) -> bool {
+        matches!(self, InputSettings::Whip(_))
+    }
+
     pub fn resources(&self) -> Vec<Resource> {
         match self {
-            InputSettings::File(_) | InputSettings::TestPattern(_) => Vec::new(),
+            InputSettings::File(_) | InputSettings::TestPattern(_) | InputSettings::Whip(_) => {
+                Vec::new()
+            }
             InputSettings::Srt(s) => vec![Resource::UdpPort(s.listen)],
             InputSettings::Rtp(s) => vec![Resource::UdpPort(s.listen)],
             InputSettings::Rtmp(s) => s

@@ -208,4 +208,8 @@ pub struct IngestView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtmp_app: Option<&'static str>,
     pub stream_key_set: bool,
+    /// WHIP: the publisher POSTs its offer here (with the input's token as bearer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whip_path: Option<String>,
+    pub token_set: bool,
 }

@@ -425,6 +425,12 @@ impl Switcher {
         self.forced
     }
 
+    /// The input a decided cut is waiting on for a keyframe: an input that can be asked for
+    /// one (WebRTC) should be asked now.
+    pub fn pending_target(&self) -> Option<usize> {
+        self.pending.map(|p| p.target)
+    }
+
     pub fn health(&self, input: usize) -> Option<&Health> {
         self.inputs.get(input).map(|i| &i.state)
     }

@@ -27,6 +27,7 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     rtmp: Option<RawRtmp>,
+    whip: Option<Spanned<RawWhip>>,
     state: Option<RawState>,
     #[serde(default)]
     log: RawLog,
@@ -121,6 +122,18 @@ struct RawRtmp {
     private_key: Option<Spanned<PathBuf>>,
 }
 
+/// `[whip]`: WebRTC ingest's UDP port and what answers offer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWhip {
+    udp_listen: Option<SocketAddr>,
+    #[serde(default)]
+    ice_addresses: Vec<std::net::IpAddr>,
+    #[serde(default)]
+    ice_servers: Vec<String>,
+    max_sessions: Option<usize>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawChannel {
@@ -155,6 +168,8 @@ pub(crate) struct Config {
     pub(crate) rtmp_listen: SocketAddr,
     /// `[rtmp] tls_listen` with its certificate and key.
     pub(crate) rtmps: Option<RtmpsSettings>,
+    /// `[whip]` (defaults when absent).
+    pub(crate) whip: lunora_control::WhipEndpoint,
     /// `[state] dir`; `None`: [`crate::state::default_dir`].
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) log_format: LogFormat,
@@ -397,9 +412,12 @@ fn validate(
             outputs: Vec::new(),
         };
         for table in &ch.inputs {
-            let Some(mut input) =
-                component::<InputSettings>(c, table, "input", "\"srt\" and \"rtmp\"")
-            else {
+            let Some(mut input) = component::<InputSettings>(
+                c,
+                table,
+                "input",
+                "\"srt\", \"rtmp\", \"file\", \"test_pattern\" and \"whip\"",
+            ) else {
                 continue;
             };
             for problem in input.expand_env(lookup) {
@@ -510,6 +528,7 @@ fn validate(
             private_key,
         })
     });
+    let whip = whip_endpoint(c, raw.whip.as_ref());
     let http = &raw.http;
     let https = tls_files(
         c,
@@ -563,12 +582,70 @@ fn validate(
         https,
         rtmp_listen,
         rtmps,
+        whip,
         state_dir: raw.state.map(|s| s.dir.into_inner()),
         log_format: raw.log.format,
         #[cfg(feature = "medialive")]
         aws,
         graph,
     }
+}
+
+/// `[whip]` with its defaults, each problem at its key.
+fn whip_endpoint(
+    c: &mut Collector<'_>,
+    raw: Option<&Spanned<RawWhip>>,
+) -> lunora_control::WhipEndpoint {
+    let mut endpoint = lunora_control::WhipEndpoint::default();
+    let Some(raw) = raw else {
+        return endpoint;
+    };
+    let span = raw.span();
+    let raw = raw.get_ref();
+    if let Some(listen) = raw.udp_listen {
+        endpoint.udp_listen = listen;
+    }
+    if !raw.ice_addresses.is_empty() {
+        endpoint.ice_addresses = raw.ice_addresses.clone();
+    }
+    if let Some(bad) = raw
+        .ice_addresses
+        .iter()
+        .find(|ip| ip.is_unspecified() || ip.is_multicast())
+    {
+        let at = c.key(&span, "ice_addresses");
+        c.at(at, format!("[whip] ice_addresses: {bad} cannot be an ICE candidate; list the addresses publishers reach the box at"));
+    }
+    for server in &raw.ice_servers {
+        let scheme_ok = ["stun:", "turn:", "turns:"]
+            .iter()
+            .any(|s| server.starts_with(s));
+        if !scheme_ok
+            || server.len() > 512
+            || server
+                .chars()
+                .any(|ch| ch.is_control() || ch == '>' || ch == '"')
+        {
+            let at = c.key(&span, "ice_servers");
+            c.at(
+                at,
+                format!("[whip] ice_servers: {server:?} is not a stun:, turn: or turns: URL"),
+            );
+        }
+    }
+    endpoint.ice_servers = raw.ice_servers.clone();
+    if let Some(max) = raw.max_sessions {
+        if (1..=1024).contains(&max) {
+            endpoint.max_sessions = max;
+        } else {
+            let at = c.key(&span, "max_sessions");
+            c.at(
+                at,
+                format!("[whip] max_sessions must be 1–1024; it is {max}"),
+            );
+        }
+    }
+    endpoint
 }
 
 /// `[aws]` checked by the MediaLive crate's own rules, each problem at its key.
@@ -837,12 +914,13 @@ passphrase = "${SRT_PASS}"
 
     #[test]
     fn unsupported_input_type_is_explained() {
-        let source = "[[channels]]\nid = \"p\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"cam\"\ntype = \"whip\"\n";
+        let source = "[[channels]]\nid = \"p\"\nmode = \"single\"\n[[channels.inputs]]\nid = \"cam\"\ntype = \"ndi\"\n";
         let e = errors(source);
         assert!(
-            e.iter()
-                .any(|l| l.starts_with("t.toml:6:8:")
-                    && l.contains("only type = \"srt\" and \"rtmp\"")),
+            e.iter().any(|l| l.starts_with("t.toml:6:8:")
+                && l.contains(
+                    "only type = \"srt\", \"rtmp\", \"file\", \"test_pattern\" and \"whip\" inputs"
+                )),
             "{e:?}"
         );
     }

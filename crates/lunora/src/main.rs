@@ -224,6 +224,7 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
             rtmps: config.rtmps.clone(),
             slate: config.slate.clone(),
             fetch: s3_files(&config, &dir),
+            whip: config.whip.clone(),
             hls: HlsSettings {
                 first_sequence: SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)

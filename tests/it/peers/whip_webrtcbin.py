@@ -1,0 +1,102 @@
+#!/usr/bin/python3
+"""A WHIP publisher on GStreamer's webrtcbin (libnice ICE), for tests/it/whip.rs.
+
+Sends a 640x360p30 test pattern (x264, keyframe every 2 s) and a tone (Opus). The HTTP leg is
+the test's: this writes its offer (ICE gathered) to --offer and waits for the answer SDP in
+--answer (each file appears whole, by rename), so it can run in a network namespace of its own
+while the daemon's HTTP stays on loopback. Runs until killed or for --seconds; exits 1 if
+ICE/DTLS never connected.
+"""
+
+import argparse
+import os
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstWebRTC", "1.0")
+gi.require_version("GstSdp", "1.0")
+from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+
+PIPELINE = """
+webrtcbin name=pc bundle-policy=max-bundle
+videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1
+  ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 bitrate=1000
+  ! video/x-h264,profile=constrained-baseline ! rtph264pay config-interval=-1 pt=96 aggregate-mode=zero-latency
+  ! application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000 ! pc.
+audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
+  ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! pc.
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--offer", required=True)
+    ap.add_argument("--answer", required=True)
+    args = ap.parse_args()
+    Gst.init(None)
+    pipeline = Gst.parse_launch(PIPELINE)
+    pc = pipeline.get_by_name("pc")
+    loop = GLib.MainLoop()
+    state = {"connected": False}
+
+    def sendonly(*_):
+        for i in range(2):
+            transceiver = pc.emit("get-transceiver", i)
+            if transceiver is not None:
+                transceiver.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
+
+    def poll_answer():
+        if not os.path.exists(args.answer):
+            return True
+        with open(args.answer) as f:
+            _, sdp = GstSdp.SDPMessage.new_from_text(f.read())
+        description = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
+        pc.emit("set-remote-description", description, Gst.Promise.new())
+        return False
+
+    def gathered(*_):
+        if pc.get_property("ice-gathering-state") != GstWebRTC.WebRTCICEGatheringState.COMPLETE:
+            return
+        offer = pc.get_property("local-description").sdp.as_text()
+        with open(args.offer + ".part", "w") as f:
+            f.write(offer)
+        os.rename(args.offer + ".part", args.offer)
+        GLib.timeout_add(50, poll_answer)
+
+    def offer_created(promise, _):
+        promise.wait()
+        reply = promise.get_reply()
+        offer = reply.get_value("offer") if reply.has_field("offer") else None
+        if offer is None:
+            print(f"no offer: {reply.to_string()}", file=sys.stderr, flush=True)
+            return
+        pc.emit("set-local-description", offer, Gst.Promise.new())
+
+    def negotiate(*_):
+        sendonly()
+        pc.emit("create-offer", None, Gst.Promise.new_with_change_func(offer_created, None))
+
+    def connection(*_):
+        value = pc.get_property("connection-state")
+        print(f"connection state: {value.value_nick}", file=sys.stderr, flush=True)
+        if value == GstWebRTC.WebRTCPeerConnectionState.CONNECTED:
+            state["connected"] = True
+
+    pc.connect("on-negotiation-needed", negotiate)
+    pc.connect("notify::ice-gathering-state", gathered)
+    pc.connect("notify::connection-state", connection)
+    pipeline.set_state(Gst.State.PLAYING)
+    GLib.timeout_add_seconds(args.seconds, loop.quit)
+    bus = pipeline.get_bus()
+    bus.add_signal_watch()
+    bus.connect("message::error", lambda _b, m: (print(m.parse_error(), file=sys.stderr), loop.quit()))
+    loop.run()
+    pipeline.set_state(Gst.State.NULL)
+    sys.exit(0 if state["connected"] else 1)
+
+
+if __name__ == "__main__":
+    main()
