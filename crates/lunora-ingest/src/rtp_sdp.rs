@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use lunora_media::{Codec, keyframe_video_format};
-use lunora_rtp::{SdpSession, StreamSpec};
+use lunora_rtp::{Placement, SdpSession, StreamSpec};
 use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
@@ -170,6 +170,8 @@ struct Receiver {
     window_bytes: u64,
     unpublished_bytes: u64,
     last_error_log: Option<Instant>,
+    /// Each stream's name and how it was last put on the timeline, to log when that changes.
+    placed: Vec<(&'static str, u16, Option<Placement>)>,
 }
 
 impl Receiver {
@@ -196,6 +198,11 @@ impl Receiver {
             window_bytes: 0,
             unpublished_bytes: 0,
             last_error_log: None,
+            placed: settings
+                .streams
+                .iter()
+                .map(|s| (if s.is_video() { "video" } else { "audio" }, s.port, None))
+                .collect(),
         }
     }
 
@@ -291,6 +298,7 @@ impl Receiver {
     }
 
     fn forward_frames(&mut self) {
+        self.log_placements();
         let (mut video, mut audio, mut dropped) = (0, 0, 0);
         let mut format = None;
         while let Some(frame) = self.session.poll_frame() {
@@ -315,6 +323,25 @@ impl Receiver {
             stats.frames_dropped_total += dropped;
             if format.is_some() {
                 stats.video = format;
+            }
+        }
+    }
+
+    fn log_placements(&mut self) {
+        for (index, (stream, port, logged)) in self.placed.iter_mut().enumerate() {
+            let placement = self.session.placement(index);
+            if placement == *logged {
+                continue;
+            }
+            *logged = placement;
+            match placement {
+                Some(Placement::SenderReport) => {
+                    info!(input = %self.id, stream, "{stream} placed by its RTCP sender report: audio and video are aligned as the sender sampled them")
+                }
+                Some(Placement::Arrival) => {
+                    warn!(input = %self.id, stream, "{stream} placed by arrival time: no usable RTCP sender report on port {} in time; audio/video alignment is only as good as the packets' arrival", u32::from(*port) + 1)
+                }
+                None => {}
             }
         }
     }

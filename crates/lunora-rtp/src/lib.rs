@@ -22,7 +22,7 @@ pub use resequencer::{PathStats, Released, Resequencer, ResequencerStats};
 pub use rtcp::SenderReport;
 pub use sdp::{Media, SDP_CAP, SdpError, SessionDescription};
 pub use session::{
-    AUDIO_TRACK, Rejected, RtpUnwrap, SdpSession, SessionStats, StreamError, StreamKind,
+    AUDIO_TRACK, Placement, Rejected, RtpUnwrap, SdpSession, SessionStats, StreamError, StreamKind,
     StreamSpec, VIDEO_TRACK, to_90khz, usable_streams,
 };
 

@@ -153,6 +153,15 @@ pub fn usable_streams(sdp: &SessionDescription) -> Result<Vec<StreamSpec>, Strea
     }
 }
 
+/// How a stream was put on the session's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// By its RTCP sender report: exactly where the sender sampled it.
+    SenderReport,
+    /// By when its first frame arrived (no report came in time, or it was unusable).
+    Arrival,
+}
+
 /// Why a datagram on an RTP port was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum Rejected {
@@ -255,11 +264,20 @@ impl RtpUnwrap {
     pub fn extend(&mut self, timestamp: u32) -> i64 {
         let extended = match self.last {
             None => i64::from(timestamp),
-            // The short way round the 32-bit circle; the cast reinterprets, it cannot truncate.
-            Some((wire, extended)) => extended + i64::from(timestamp.wrapping_sub(wire) as i32),
+            Some((wire, extended)) => extended + rtp_distance(timestamp, wire),
         };
         self.last = Some((timestamp, extended));
         extended
+    }
+}
+
+/// `later - earlier` for 32-bit RTP timestamps, the short way round the wrap.
+fn rtp_distance(later: u32, earlier: u32) -> i64 {
+    let forward = i64::from(later.wrapping_sub(earlier));
+    if forward >= 1 << 31 {
+        forward - (1 << 32)
+    } else {
+        forward
     }
 }
 
@@ -277,6 +295,7 @@ struct Stream {
     report: Option<SenderReport>,
     /// (extended RTP timestamp, timeline position) of the frame the stream was placed by.
     anchor: Option<(i64, i64)>,
+    placed_by: Option<Placement>,
     last: Option<i64>,
     pending: VecDeque<Pending>,
     reorder: Duration,
@@ -295,6 +314,7 @@ impl Stream {
             unwrap: RtpUnwrap::default(),
             report: None,
             anchor: None,
+            placed_by: None,
             last: None,
             pending: VecDeque::new(),
             reorder,
@@ -314,6 +334,7 @@ impl Stream {
 
     fn unplace(&mut self) {
         self.anchor = None;
+        self.placed_by = None;
         self.last = None;
         self.unwrap = RtpUnwrap::default();
     }
@@ -506,6 +527,11 @@ impl SdpSession {
         }
     }
 
+    /// How `stream` was put on the timeline; `None` until it has been.
+    pub fn placement(&self, stream: usize) -> Option<Placement> {
+        self.streams.get(stream).and_then(|s| s.placed_by)
+    }
+
     pub fn poll_frame(&mut self) -> Option<Frame> {
         self.frames.pop_front()
     }
@@ -533,8 +559,10 @@ impl SdpSession {
                 return;
             }
             let (extended, arrived) = (first.extended, first.arrived);
-            let position = self.anchor_position(index, extended, arrived, report);
-            self.streams[index].anchor = Some((extended, position));
+            let (position, placement) = self.anchor_position(index, extended, arrived, report);
+            let s = &mut self.streams[index];
+            s.anchor = Some((extended, position));
+            s.placed_by = Some(placement);
         }
         let (track, codec) = self.streams[index].spec.track();
         while let Some(frame) = self.streams[index].pending.pop_front() {
@@ -569,24 +597,26 @@ impl SdpSession {
         extended: i64,
         arrived: Duration,
         report: Option<SenderReport>,
-    ) -> i64 {
+    ) -> (i64, Placement) {
         let arrival = self.arrival_position(arrived);
         let Some(report) = report else {
-            return arrival;
+            return (arrival, Placement::Arrival);
         };
         let rate = self.streams[index].spec.clock_rate;
-        let since_report = i128::from(extended) - i128::from(report.rtp);
         // The report's RTP timestamp is near the frame's: the short way round the wrap.
-        let since_report = i128::from(since_report as i32);
+        let wire = u32::try_from(extended.rem_euclid(1 << 32)).unwrap_or_default();
+        let since_report = i128::from(rtp_distance(wire, report.rtp));
         let wallclock = report.ntp_ticks() + to_90khz(since_report, rate);
         match self.wallclock {
             Some((reference, position)) => i64::try_from(wallclock - reference)
                 .ok()
                 .and_then(|d| position.checked_add(d))
-                .unwrap_or(arrival),
+                .map_or((arrival, Placement::Arrival), |p| {
+                    (p, Placement::SenderReport)
+                }),
             None => {
                 self.wallclock = Some((wallclock, arrival));
-                arrival
+                (arrival, Placement::SenderReport)
             }
         }
     }
@@ -604,6 +634,7 @@ impl SdpSession {
             let position = self.arrival_position(frame.arrived);
             let s = &mut self.streams[index];
             s.anchor = Some((frame.extended, position));
+            s.placed_by = Some(Placement::Arrival);
             s.last = Some(frame.extended);
             return Some(position);
         }
@@ -743,6 +774,7 @@ mod tests {
         );
         assert_eq!(out[1].track, AUDIO_TRACK);
         assert_eq!(out[1].pts, out[0].pts, "same wallclock, same PTS");
+        assert_eq!(session.placement(1), Some(Placement::SenderReport));
         // Later video frames keep the 90 kHz clock across the wrap.
         let later = 4_294_945_000u32.wrapping_add(90_000);
         session
@@ -772,6 +804,7 @@ mod tests {
         assert_eq!(out[0].pts, MpegTime(TIMELINE_START));
         session.poll(800 * MS);
         let out = frames(&mut session);
+        assert_eq!(session.placement(0), Some(Placement::Arrival));
         // Placed 200 ms after the audio, as it arrived.
         assert_eq!(out[0].pts, MpegTime(TIMELINE_START + 18_000));
         // The next audio frame: 1024 samples at 48 kHz later.
