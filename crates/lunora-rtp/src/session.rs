@@ -31,8 +31,10 @@ const TIMELINE_START: i64 = 10 * 90_000;
 /// A timestamp step larger than this (either way) is not a stream going on but a sender that
 /// restarted or jumped: the stream is placed again by arrival time.
 const JUMP_MAX: i128 = 10 * TICKS_PER_SECOND;
-/// Frames a stream may hold while it waits for a sender report.
+/// Frames, and bytes of them, a stream may hold while it waits for a sender report; past
+/// either it is placed by arrival time at once.
 const PENDING_MAX: usize = 256;
+const PENDING_BYTES_MAX: usize = 32 << 20;
 
 /// Why an SDP has nothing this input can receive, or a stream in it cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -555,7 +557,9 @@ impl SdpSession {
         if s.anchor.is_none() {
             let report = s.report.filter(|r| Some(r.ssrc) == s.ssrc);
             let waited = now.saturating_sub(first.arrived) >= self.report_wait;
-            if report.is_none() && !waited && s.pending.len() < PENDING_MAX {
+            let full = s.pending.len() >= PENDING_MAX
+                || s.pending.iter().map(|p| p.data.len()).sum::<usize>() >= PENDING_BYTES_MAX;
+            if report.is_none() && !waited && !full {
                 return;
             }
             let (extended, arrived) = (first.extended, first.arrived);
