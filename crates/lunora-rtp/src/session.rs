@@ -31,6 +31,9 @@ const TIMELINE_START: i64 = 10 * 90_000;
 /// A timestamp step larger than this (either way) is not a stream going on but a sender that
 /// restarted or jumped: the stream is placed again by arrival time.
 const JUMP_MAX: i128 = 10 * TICKS_PER_SECOND;
+/// Packets of another SSRC are refused until the current one has been silent this long: a
+/// second sender on the port cannot disrupt the first, and a restarted one is taken at once.
+const SSRC_HOLD: Duration = Duration::from_secs(1);
 /// Frames, and bytes of them, a stream may hold while it waits for a sender report; past
 /// either it is placed by arrival time at once.
 const PENDING_MAX: usize = 256;
@@ -171,6 +174,10 @@ pub enum Rejected {
     Header(#[from] HeaderError),
     #[error("RTP payload type {found}, but the SDP gives {expected} for this port")]
     PayloadType { found: u8, expected: u8 },
+    #[error(
+        "RTP from SSRC {found:#010x} while SSRC {current:#010x} is sending; another sender is taken after 1 s of silence"
+    )]
+    Ssrc { found: u32, current: u32 },
 }
 
 impl Rejected {
@@ -179,6 +186,7 @@ impl Rejected {
         match self {
             Rejected::Header(e) => e.name(),
             Rejected::PayloadType { .. } => "payload_type",
+            Rejected::Ssrc { .. } => "ssrc",
         }
     }
 }
@@ -293,6 +301,7 @@ struct Stream {
     resequencer: Resequencer<Packet>,
     depacketizer: Depacketizer,
     ssrc: Option<u32>,
+    last_packet: Option<Duration>,
     unwrap: RtpUnwrap,
     report: Option<SenderReport>,
     /// (extended RTP timestamp, timeline position) of the frame the stream was placed by.
@@ -313,6 +322,7 @@ impl Stream {
             depacketizer: Depacketizer::new(&spec),
             spec,
             ssrc: None,
+            last_packet: None,
             unwrap: RtpUnwrap::default(),
             report: None,
             anchor: None,
@@ -458,13 +468,22 @@ impl SdpSession {
                 expected: s.spec.payload_type,
             });
         }
-        if s.ssrc.is_some_and(|ssrc| ssrc != packet.ssrc) {
+        if let Some(current) = s.ssrc.filter(|ssrc| *ssrc != packet.ssrc) {
+            if s.last_packet
+                .is_some_and(|at| now.saturating_sub(at) < SSRC_HOLD)
+            {
+                return Err(Rejected::Ssrc {
+                    found: packet.ssrc,
+                    current,
+                });
+            }
             // A restarted sender: its sequence numbers and clocks start again elsewhere.
             s.restart();
             self.replace();
         }
         let s = &mut self.streams[stream];
         s.ssrc = Some(packet.ssrc);
+        s.last_packet = Some(now);
         s.resequencer.push(
             now,
             0,
@@ -827,10 +846,15 @@ mod tests {
         session
             .rtp(0, 40 * MS, &rtp(96, 1, 1, 93_600, true, &[0x41, 1]))
             .unwrap();
-        // A new SSRC whose clock starts far away, and a jump of an hour on the same SSRC.
-        session
-            .rtp(0, 1000 * MS, &rtp(96, 9, 500, 7, true, &[0x65, 1]))
-            .unwrap();
+        // Another sender while the first is on: refused.
+        let intruder = rtp(96, 9, 500, 7, true, &[0x65, 1]);
+        assert_eq!(
+            session.rtp(0, 1000 * MS, &intruder).unwrap_err().name(),
+            "ssrc"
+        );
+        // After a second of silence a new SSRC whose clock starts far away is taken, and a
+        // jump of an hour on the same SSRC.
+        session.rtp(0, 1040 * MS, &intruder).unwrap();
         session
             .rtp(
                 0,
@@ -842,7 +866,7 @@ mod tests {
             .iter()
             .map(|f| f.pts.0 - TIMELINE_START)
             .collect();
-        assert_eq!(pts, [0, 3600, 90_000, 180_000]);
+        assert_eq!(pts, [0, 3600, 93_600, 180_000]);
     }
 
     #[test]
