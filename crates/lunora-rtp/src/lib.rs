@@ -22,8 +22,8 @@ pub use resequencer::{PathStats, Released, Resequencer, ResequencerStats};
 pub use rtcp::SenderReport;
 pub use sdp::{Media, SDP_CAP, SdpError, SessionDescription};
 pub use session::{
-    AUDIO_TRACK, Placement, Rejected, RtpUnwrap, SdpSession, SessionStats, StreamError, StreamKind,
-    StreamSpec, VIDEO_TRACK, to_90khz, usable_streams,
+    Placement, Rejected, SdpSession, SessionStats, StreamError, StreamKind, StreamSpec,
+    usable_streams,
 };
 
 /// RTP payload type 33: MPEG-2 transport stream (RFC 3551), what `rtp_mpegts` senders use.

@@ -21,8 +21,8 @@ use crate::{
     ResequencerStats, RtpPacket, SenderReport,
 };
 
-pub const VIDEO_TRACK: TrackId = TrackId(1);
-pub const AUDIO_TRACK: TrackId = TrackId(2);
+const VIDEO_TRACK: TrackId = TrackId(1);
+const AUDIO_TRACK: TrackId = TrackId(2);
 
 const TICKS_PER_SECOND: i128 = 90_000;
 /// Where the timeline starts: a stream sampled a little before the first one anchored (audio
@@ -266,12 +266,12 @@ struct Pending {
 
 /// Extends 32-bit RTP timestamps to a continuous count across the wrap.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RtpUnwrap {
+struct RtpUnwrap {
     last: Option<(u32, i64)>,
 }
 
 impl RtpUnwrap {
-    pub fn extend(&mut self, timestamp: u32) -> i64 {
+    fn extend(&mut self, timestamp: u32) -> i64 {
         let extended = match self.last {
             None => i64::from(timestamp),
             Some((wire, extended)) => extended + rtp_distance(timestamp, wire),
@@ -292,7 +292,7 @@ fn rtp_distance(later: u32, earlier: u32) -> i64 {
 }
 
 /// `ticks` of a `rate` Hz clock in 90 kHz ticks (floored).
-pub fn to_90khz(ticks: i128, rate: u32) -> i128 {
+fn to_90khz(ticks: i128, rate: u32) -> i128 {
     (ticks * TICKS_PER_SECOND).div_euclid(i128::from(rate.max(1)))
 }
 
