@@ -375,6 +375,43 @@ fn sdp_h264_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_counted() {
     assert!(daemon.stop().success());
 }
 
+#[test]
+fn sdp_without_rtcp_is_placed_by_arrival_and_says_so() {
+    let (video, audio) = free_rtp_ports();
+    let output = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let sdp = dir.path().join("session.sdp");
+    let mut writer = sdp_push(dir.path(), video, audio, "0.3", &sdp);
+    writer
+        .wait(Duration::from_secs(30))
+        .expect("ffmpeg writes the SDP");
+    // Something else holds the video's RTCP port.
+    let _taken = UdpSocket::bind(("127.0.0.1", video + 1)).unwrap();
+    let input = rtp_input(
+        "cam",
+        "main",
+        0,
+        &format!("format = \"sdp\"\nsdp = {:?}", sdp.display().to_string()),
+    );
+    let daemon = Daemon::start(&channel("single", "", &input, output));
+    let recording = record_clean(dir.path(), output, || {
+        let mut sender = sdp_push(dir.path(), video, audio, "6", &dir.path().join("run.sdp"));
+        wait_connected(&daemon, "cam");
+        sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
+    });
+    let streams = probe_streams(recording.to_str().unwrap());
+    assert!(
+        streams.contains("h264") && streams.contains("aac"),
+        "the recording has {streams}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("cannot receive RTCP") && log.contains("video placed by arrival time"),
+        "no warning that video is aligned by arrival:\n{log}"
+    );
+    assert!(daemon.stop().success());
+}
+
 /// What the relay does to each path.
 #[derive(Clone, Copy)]
 struct PathPlan {
