@@ -188,6 +188,230 @@ fn udp_ts_is_received_and_garbage_on_an_rtp_port_is_counted_not_fatal() {
     assert!(daemon.stop().success());
 }
 
+/// Two RTP ports whose RTCP ports (+1) are free too: video's and audio's.
+fn free_rtp_ports() -> (u16, u16) {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..200 {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        if let Some(rtcp) = port
+            .checked_add(1)
+            .and_then(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+        {
+            ports.push(port);
+            held.push(rtcp);
+            if let [video, audio] = ports[..] {
+                return (video, audio);
+            }
+        }
+        held.push(socket);
+    }
+    panic!("no two free pairs of UDP ports on 127.0.0.1");
+}
+
+/// ffmpeg sending a picture that flashes white and a tone that beeps, both for the first
+/// 120 ms of every second, as H.264 (no B-frames) and AAC each on its own RTP port, with the
+/// SDP written to `sdp`. The parameter sets go only in the SDP (global header), so the input
+/// must put them in band itself.
+fn sdp_push(dir: &Path, video: u16, audio: u16, seconds: &str, sdp: &Path) -> Proc {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    Proc::spawn(
+        "ffmpeg rtp (sdp)",
+        dir,
+        std::process::Command::new(ffmpeg)
+            .args(["-v", "warning", "-y", "-re", "-f", "lavfi", "-i"])
+            .arg("testsrc2=s=640x360:r=25,drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='lt(mod(t,1),0.12)'")
+            .args(["-re", "-f", "lavfi", "-i"])
+            .arg("aevalsrc=exprs=0.5*sin(2*PI*1000*t)*lt(mod(t\\,1)\\,0.12):s=48000")
+            .args(["-map", "0:v", "-c:v", "libx264", "-bf", "0", "-g", "25"])
+            .args(["-pix_fmt", "yuv420p", "-flags:v", "+global_header", "-t", seconds])
+            .args(["-f", "rtp", &format!("rtp://127.0.0.1:{video}")])
+            .args(["-map", "1:a", "-c:a", "aac", "-t", seconds])
+            .args(["-f", "rtp", &format!("rtp://127.0.0.1:{audio}")])
+            .arg("-sdp_file")
+            .arg(sdp),
+    )
+}
+
+/// (pts in seconds, value) of one metadata key per decoded frame of `stream` (`v` or `a`).
+fn frame_metadata(file: &Path, stream: &str, filter: &str, key: &str) -> Vec<(f64, f64)> {
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    let (flag, print) = if stream == "v" {
+        ("-vf", "metadata")
+    } else {
+        ("-af", "ametadata")
+    };
+    let out = run(
+        "ffmpeg metadata",
+        std::process::Command::new(ffmpeg)
+            .args(["-v", "error", "-i"])
+            .arg(file)
+            .args(["-map", &format!("0:{stream}:0"), flag])
+            .arg(format!("{filter},{print}=print:key={key}:file=-"))
+            .args(["-f", "null", "-"]),
+        Duration::from_secs(60),
+    );
+    let mut frames = Vec::new();
+    let mut pts = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(time) = line.split("pts_time:").nth(1) {
+            pts = time.trim().parse().ok();
+        } else if let (Some(value), Some(at)) = (line.strip_prefix(&format!("{key}=")), pts) {
+            // Silence is "-inf" dB.
+            frames.push((at, value.trim().parse().unwrap_or(f64::NEG_INFINITY)));
+        }
+    }
+    frames
+}
+
+/// When `frames` cross `threshold` upwards.
+fn rising_edges(frames: &[(f64, f64)], threshold: f64) -> Vec<f64> {
+    frames
+        .windows(2)
+        .filter(|w| w[0].1 < threshold && w[1].1 >= threshold)
+        .map(|w| w[1].0)
+        .collect()
+}
+
+#[test]
+fn sdp_h264_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_counted() {
+    let (video, audio) = free_rtp_ports();
+    let output = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    // The SDP comes first, as from an encoder's set-up; a short run writes it (same settings,
+    // same parameter sets).
+    let sdp = dir.path().join("session.sdp");
+    let mut writer = sdp_push(dir.path(), video, audio, "0.3", &sdp);
+    writer
+        .wait(Duration::from_secs(30))
+        .expect("ffmpeg writes the SDP");
+    assert!(
+        std::fs::read_to_string(&sdp)
+            .unwrap()
+            .contains("sprop-parameter-sets")
+    );
+    let input = rtp_input(
+        "cam",
+        "main",
+        0,
+        &format!("format = \"sdp\"\nsdp = {:?}", sdp.display().to_string()),
+    );
+    let daemon = Daemon::start(&channel("single", "", &input, output));
+    let recording = record_clean(dir.path(), output, || {
+        let mut sender = sdp_push(dir.path(), video, audio, "10", &dir.path().join("run.sdp"));
+        wait_connected(&daemon, "cam");
+        // Not RTP, RTP with the audio's payload type, and an RTP header alone with a CSRC
+        // list past its end; and garbage on the RTCP port.
+        let garbage = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let header = [0x80u8, 97, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        let csrcs = [&[0x8fu8][..], &header[1..]].concat();
+        for datagram in [&b"hello"[..], &header, &csrcs] {
+            for _ in 0..50 {
+                garbage.send_to(datagram, ("127.0.0.1", video)).unwrap();
+                garbage.send_to(datagram, ("127.0.0.1", video + 1)).unwrap();
+            }
+        }
+        sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
+    });
+    let streams = probe_streams(recording.to_str().unwrap());
+    assert!(
+        streams.contains("h264") && streams.contains("aac"),
+        "the recording has {streams}"
+    );
+    let frames = decoded_video_frames(&recording);
+    assert!(
+        frames >= 175,
+        "ffprobe decoded {frames} video frames of 250"
+    );
+    let input = daemon.input("program", "cam");
+    assert!(field(&input, &["rtp", "packets_received"]) > 500, "{input}");
+    assert_eq!(field(&input, &["rtp", "packets_lost"]), 0, "{input}");
+    assert!(field(&input, &["frames_total", "audio"]) > 300, "{input}");
+    let invalid = &input["rtp"]["packets_invalid"];
+    for reason in ["short", "payload_type", "truncated"] {
+        assert_eq!(field(invalid, &[reason]), 50, "{input}");
+    }
+    // A/V sync: each beep starts with its flash (audio frames are 21 ms, video 40 ms).
+    let flashes = rising_edges(
+        &frame_metadata(&recording, "v", "signalstats", "lavfi.signalstats.YAVG"),
+        200.0,
+    );
+    let beeps = rising_edges(
+        &frame_metadata(
+            &recording,
+            "a",
+            "astats=metadata=1:reset=1",
+            "lavfi.astats.Overall.RMS_level",
+        ),
+        -30.0,
+    );
+    let mut offsets: Vec<f64> = beeps
+        .iter()
+        .filter_map(|beep| {
+            flashes
+                .iter()
+                .map(|flash| beep - flash)
+                .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+        })
+        .collect();
+    assert!(
+        offsets.len() >= 5,
+        "flashes {flashes:?}, beeps {beeps:?} in the recording"
+    );
+    offsets.sort_by(f64::total_cmp);
+    let median = offsets[offsets.len() / 2];
+    assert!(
+        median.abs() <= 0.08,
+        "audio is {median:.3} s off the video (offsets {offsets:?})"
+    );
+    let log = daemon.log();
+    for stream in ["video", "audio"] {
+        assert!(
+            log.contains(&format!("{stream} placed by its RTCP sender report")),
+            "{stream} was not aligned by ffmpeg's sender reports:\n{log}"
+        );
+    }
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn sdp_without_rtcp_is_placed_by_arrival_and_says_so() {
+    let (video, audio) = free_rtp_ports();
+    let output = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let sdp = dir.path().join("session.sdp");
+    let mut writer = sdp_push(dir.path(), video, audio, "0.3", &sdp);
+    writer
+        .wait(Duration::from_secs(30))
+        .expect("ffmpeg writes the SDP");
+    // Something else holds the video's RTCP port.
+    let _taken = UdpSocket::bind(("127.0.0.1", video + 1)).unwrap();
+    let input = rtp_input(
+        "cam",
+        "main",
+        0,
+        &format!("format = \"sdp\"\nsdp = {:?}", sdp.display().to_string()),
+    );
+    let daemon = Daemon::start(&channel("single", "", &input, output));
+    let recording = record_clean(dir.path(), output, || {
+        let mut sender = sdp_push(dir.path(), video, audio, "6", &dir.path().join("run.sdp"));
+        wait_connected(&daemon, "cam");
+        sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
+    });
+    let streams = probe_streams(recording.to_str().unwrap());
+    assert!(
+        streams.contains("h264") && streams.contains("aac"),
+        "the recording has {streams}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("cannot receive RTCP") && log.contains("video placed by arrival time"),
+        "no warning that video is aligned by arrival:\n{log}"
+    );
+    assert!(daemon.stop().success());
+}
+
 /// What the relay does to each path.
 #[derive(Clone, Copy)]
 struct PathPlan {

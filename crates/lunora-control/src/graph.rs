@@ -15,9 +15,9 @@ use lunora_egress::{
     SrtOutputSettings as EgressSrtSettings,
 };
 use lunora_ingest::{
-    BoundRtpInput, BoundSrtInput, InputSender, MergePaths, RtmpInput, RtmpInputs, RtmpServer,
-    RtmpsSettings, RtpFormat, RtpInputSettings as IngestRtpSettings, RtpRole,
-    SrtInputSettings as IngestSrtSettings, StatsHandle,
+    BoundRtpInput, BoundSdpInput, BoundSrtInput, InputSender, MergePaths, RtmpInput, RtmpInputs,
+    RtmpServer, RtmpsSettings, RtpFormat, RtpInputSettings as IngestRtpSettings, RtpRole,
+    SdpInputSettings, SrtInputSettings as IngestSrtSettings, StatsHandle,
 };
 use lunora_srt::AccessPolicy;
 use lunora_switch::{InputSpec, Role, Switcher};
@@ -624,52 +624,58 @@ impl Graph {
                     )),
                 }
             }
-            InputSettings::Rtp(rtp) => {
-                let role = match (merge_window, rtp.role) {
-                    (None, _) => RtpRole::Single,
-                    (Some(_), InputRole::Main) => RtpRole::Merger {
-                        second: self.merge_paths.attach(channel),
-                    },
-                    (Some(_), InputRole::Backup) => RtpRole::Path {
-                        paths: self.merge_paths.clone(),
-                        key: channel.to_string(),
-                    },
-                };
-                let ingest = IngestRtpSettings {
-                    id: id.clone(),
-                    listen: rtp.listen,
-                    source: rtp.source,
-                    interface: rtp.interface,
-                    format: match rtp.format {
-                        RtpFormatSetting::Mpegts => RtpFormat::MpegTs,
-                        RtpFormatSetting::UdpTs => RtpFormat::UdpTs,
-                    },
-                    reorder_window: merge_window.unwrap_or(Duration::from_millis(rtp.reorder_ms)),
-                    input_loss,
-                    analyser: AnalyserSettings::default(),
-                    udp_buffer_bytes: UDP_BUFFER_BYTES,
-                };
-                let bound = retry_while_in_use(|| async {
-                    BoundRtpInput::bind(ingest.clone(), stats.clone())
-                })
-                .await;
-                match bound {
-                    Ok(bound) => {
-                        let listen = bound.local_addr();
-                        let span = info_span!("input", channel = %channel, input = %id);
-                        let task = self.tasks.spawn(
-                            bound
-                                .run(role, slot, events, cancel.clone().cancelled_owned())
-                                .instrument(span),
-                        );
-                        Ok((Some(listen), Some(task)))
-                    }
-                    Err(e) => Err(format!(
-                        "channel {channel:?} input {id:?}: cannot receive on UDP {}: {e}",
-                        rtp.listen
-                    )),
+            InputSettings::Rtp(rtp) => match rtp_ts_format(rtp.format) {
+                None => {
+                    self.start_sdp_input(
+                        channel, &id, rtp, slot, events, &stats, &cancel, input_loss,
+                    )
+                    .await
                 }
-            }
+                Some(format) => {
+                    let role = match (merge_window, rtp.role) {
+                        (None, _) => RtpRole::Single,
+                        (Some(_), InputRole::Main) => RtpRole::Merger {
+                            second: self.merge_paths.attach(channel),
+                        },
+                        (Some(_), InputRole::Backup) => RtpRole::Path {
+                            paths: self.merge_paths.clone(),
+                            key: channel.to_string(),
+                        },
+                    };
+                    let ingest = IngestRtpSettings {
+                        id: id.clone(),
+                        listen: rtp.listen,
+                        source: rtp.source,
+                        interface: rtp.interface,
+                        format,
+                        reorder_window: merge_window
+                            .unwrap_or(Duration::from_millis(rtp.reorder_ms)),
+                        input_loss,
+                        analyser: AnalyserSettings::default(),
+                        udp_buffer_bytes: UDP_BUFFER_BYTES,
+                    };
+                    let bound = retry_while_in_use(|| async {
+                        BoundRtpInput::bind(ingest.clone(), stats.clone())
+                    })
+                    .await;
+                    match bound {
+                        Ok(bound) => {
+                            let listen = bound.local_addr();
+                            let span = info_span!("input", channel = %channel, input = %id);
+                            let task = self.tasks.spawn(
+                                bound
+                                    .run(role, slot, events, cancel.clone().cancelled_owned())
+                                    .instrument(span),
+                            );
+                            Ok((Some(listen), Some(task)))
+                        }
+                        Err(e) => Err(format!(
+                            "channel {channel:?} input {id:?}: cannot receive on UDP {}: {e}",
+                            rtp.listen
+                        )),
+                    }
+                }
+            },
             InputSettings::Rtmp(rtmp) => match (self.rtmp_server().await, &rtmp.stream_key) {
                 (Ok(address), Some(key)) => {
                     self.rtmp.add(RtmpInput {
@@ -746,6 +752,56 @@ impl Graph {
             .slate
             .clone()
             .unwrap_or_else(|| self.env.slate.clone())
+    }
+
+    /// Opens the ports of an `rtp` input with `format = "sdp"` and starts its task.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_sdp_input(
+        &self,
+        channel: &str,
+        id: &str,
+        rtp: &crate::settings::RtpInputSettings,
+        slot: usize,
+        events: InputSender,
+        stats: &StatsHandle,
+        cancel: &CancellationToken,
+        input_loss: Duration,
+    ) -> Result<(Option<SocketAddr>, Option<JoinHandle<()>>), String> {
+        // The file is read again here: it may have changed since the config was checked.
+        let streams = rtp
+            .sdp
+            .as_deref()
+            .ok_or_else(|| "format = \"sdp\" needs sdp".to_string())
+            .and_then(crate::settings::read_sdp)
+            .map_err(|e| format!("channel {channel:?} input {id:?}: {e}"))?;
+        let ingest = SdpInputSettings {
+            id: id.to_string(),
+            address: rtp.listen.ip(),
+            source: rtp.source,
+            interface: rtp.interface,
+            streams,
+            reorder_window: Duration::from_millis(rtp.reorder_ms),
+            input_loss,
+            udp_buffer_bytes: UDP_BUFFER_BYTES,
+        };
+        let bound = retry_while_in_use(|| async {
+            BoundSdpInput::bind(ingest.clone(), stats.clone())
+        })
+        .await
+        .map_err(|e| {
+            format!(
+                "channel {channel:?} input {id:?}: cannot receive the SDP's ports on {}: {e}",
+                rtp.listen.ip()
+            )
+        })?;
+        let listen = bound.local_addr();
+        let span = info_span!("input", channel = %channel, input = %id);
+        let task = self.tasks.spawn(
+            bound
+                .run(slot, events, cancel.clone().cancelled_owned())
+                .instrument(span),
+        );
+        Ok((listen, Some(task)))
     }
 
     /// Starts a file or test-pattern input on the media engine.
@@ -1562,4 +1618,13 @@ pub enum SwitchError {
     NoInput,
     /// The channel has not taken its previous commands yet.
     Busy,
+}
+
+/// The TS framing of an `rtp` input; `None` for `format = "sdp"`, which carries no TS.
+fn rtp_ts_format(format: RtpFormatSetting) -> Option<RtpFormat> {
+    match format {
+        RtpFormatSetting::Mpegts => Some(RtpFormat::MpegTs),
+        RtpFormatSetting::UdpTs => Some(RtpFormat::UdpTs),
+        RtpFormatSetting::Sdp => None,
+    }
 }

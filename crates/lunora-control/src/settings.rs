@@ -624,6 +624,9 @@ pub enum RtpFormatSetting {
     Mpegts,
     /// MPEG-TS straight in UDP datagrams (no RTP header: no loss or reorder figures).
     UdpTs,
+    /// H.264 and AAC each on its own RTP port, as the SDP file in `sdp` describes them
+    /// (ffmpeg's `-f rtp … -sdp_file`); streams with B-frames are not supported.
+    Sdp,
 }
 
 fn default_reorder() -> u64 {
@@ -655,15 +658,68 @@ pub struct RtpInputSettings {
     #[serde(default = "default_reorder")]
     #[schemars(range(min = 0, max = 1_000))]
     pub reorder_ms: u64,
+    /// `format = "sdp"` only: the session description (an absolute path), whose m= ports are
+    /// received on `listen`'s address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub sdp: Option<std::path::PathBuf>,
+}
+
+/// The streams an SDP file describes that an `rtp` input with `format = "sdp"` receives.
+pub fn read_sdp(path: &std::path::Path) -> Result<Vec<lunora_rtp::StreamSpec>, String> {
+    use std::io::Read;
+    if !path.is_absolute() {
+        return Err(format!(
+            "sdp must be an absolute path; it is {:?}",
+            path.display().to_string()
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            // One byte over the cap, so that a longer file is reported as too long.
+            let cap = u64::try_from(lunora_rtp::SDP_CAP).unwrap_or(u64::MAX);
+            file.take(cap + 1).read_to_string(&mut text)
+        })
+        .map_err(|e| format!("cannot read the SDP file {}: {e}", path.display()))?;
+    let sdp = lunora_rtp::SessionDescription::parse(&text)
+        .map_err(|e| format!("SDP file {}: {e}", path.display()))?;
+    lunora_rtp::usable_streams(&sdp).map_err(|e| format!("SDP file {}: {e}", path.display()))
 }
 
 impl RtpInputSettings {
     fn validate(&self, problems: &mut Vec<Problem>) {
-        if self.listen.port() == 0 {
-            problems.push(Problem::at(
+        match (self.format, &self.sdp) {
+            (RtpFormatSetting::Sdp, None) => problems.push(Problem::at(
+                "sdp",
+                "format = \"sdp\" needs sdp = \"/path/to/session.sdp\" (ffmpeg writes one with -sdp_file)",
+            )),
+            (RtpFormatSetting::Sdp, Some(path)) => match read_sdp(path) {
+                Err(why) => problems.push(Problem::at("sdp", why)),
+                Ok(streams) => {
+                    let port = self.listen.port();
+                    if port != 0 && streams.iter().all(|s| s.port != port) {
+                        let ports: Vec<String> =
+                            streams.iter().map(|s| s.port.to_string()).collect();
+                        problems.push(Problem::at(
+                            "listen",
+                            format!(
+                                "with format = \"sdp\" the ports come from the SDP ({}); listen's port {port} is none of them: use port 0 or one of those",
+                                ports.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            },
+            (_, Some(_)) => problems.push(Problem::at(
+                "sdp",
+                "sdp applies to format = \"sdp\" only",
+            )),
+            (_, None) if self.listen.port() == 0 => problems.push(Problem::at(
                 "listen",
                 "listen needs a port (the sender's destination port)",
-            ));
+            )),
+            (_, None) => {}
         }
         let multicast_v4 =
             matches!(self.listen.ip(), std::net::IpAddr::V4(ip) if ip.is_multicast());
@@ -1219,7 +1275,15 @@ impl InputSettings {
                 Vec::new()
             }
             InputSettings::Srt(s) => vec![Resource::UdpPort(s.listen)],
-            InputSettings::Rtp(s) => vec![Resource::UdpPort(s.listen)],
+            InputSettings::Rtp(s) => match (&s.format, &s.sdp) {
+                // Each stream's RTP port; its RTCP port (+1) is taken when free.
+                (RtpFormatSetting::Sdp, Some(path)) => read_sdp(path)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|stream| Resource::UdpPort(SocketAddr::new(s.listen.ip(), stream.port)))
+                    .collect(),
+                _ => vec![Resource::UdpPort(s.listen)],
+            },
             InputSettings::Rtmp(s) => s
                 .stream_key
                 .iter()
@@ -1879,7 +1943,69 @@ mod tests {
             source: None,
             interface: None,
             reorder_ms: 50,
+            sdp: None,
         })
+    }
+
+    #[test]
+    fn sdp_inputs_need_a_readable_sdp_with_h264_or_aac() {
+        let dir = std::env::temp_dir().join(format!("lunora-sdp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.sdp");
+        std::fs::write(
+            &good,
+            "v=0\nm=video 5004 RTP/AVP 96\na=rtpmap:96 H264/90000\n\
+             m=audio 5006 RTP/AVP 97\na=rtpmap:97 MPEG4-GENERIC/48000/2\n\
+             a=fmtp:97 mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config=1190\n",
+        )
+        .unwrap();
+        let vp8 = dir.join("vp8.sdp");
+        std::fs::write(&vp8, "m=video 5004 RTP/AVP 96\na=rtpmap:96 VP8/90000\n").unwrap();
+        let InputSettings::Rtp(mut input) = rtp("cam", InputRole::Main, "0.0.0.0:0") else {
+            unreachable!()
+        };
+        input.format = RtpFormatSetting::Sdp;
+        let problems = |input: &RtpInputSettings| {
+            InputSettings::Rtp(input.clone())
+                .validate()
+                .into_iter()
+                .map(|p| format!("{}: {}", p.field.unwrap_or_default(), p.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(problems(&input)[0].starts_with("sdp: format = \"sdp\" needs sdp"));
+        input.sdp = Some(good.clone());
+        assert!(problems(&input).is_empty(), "{:?}", problems(&input));
+        let resources = InputSettings::Rtp(input.clone()).resources();
+        assert_eq!(
+            resources,
+            [
+                Resource::UdpPort("0.0.0.0:5004".parse().unwrap()),
+                Resource::UdpPort("0.0.0.0:5006".parse().unwrap())
+            ]
+        );
+        input.listen = "0.0.0.0:5006".parse().unwrap();
+        assert!(problems(&input).is_empty());
+        input.listen = "0.0.0.0:6000".parse().unwrap();
+        assert!(problems(&input)[0].contains("listen's port 6000 is none of them"));
+        input.listen = "0.0.0.0:0".parse().unwrap();
+        input.sdp = Some(vp8);
+        assert!(
+            problems(&input)[0].contains("video VP8/90000"),
+            "{:?}",
+            problems(&input)
+        );
+        input.sdp = Some(dir.join("missing.sdp"));
+        assert!(problems(&input)[0].starts_with("sdp: cannot read the SDP file"));
+        input.sdp = Some("relative.sdp".into());
+        assert!(problems(&input)[0].contains("absolute"));
+        input.format = RtpFormatSetting::Mpegts;
+        input.sdp = Some(good);
+        assert!(
+            problems(&input)
+                .iter()
+                .any(|p| p == "sdp: sdp applies to format = \"sdp\" only")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod queue;
 mod rtmp;
 mod rtp;
+mod rtp_sdp;
 mod srt;
 mod stats;
 mod tls;
@@ -17,6 +18,7 @@ mod ts_feed;
 pub use queue::{InputReceiver, InputSender, SendError, SlotEvent, input_queue};
 pub use rtmp::{RtmpInput, RtmpInputs, RtmpServer, RtmpsError, RtmpsSettings};
 pub use rtp::{BoundRtpInput, MergePaths, PathDatagram, RtpFormat, RtpInputSettings, RtpRole};
+pub use rtp_sdp::{BoundSdpInput, SdpInputSettings};
 pub use srt::{BoundSrtInput, SrtInputSettings};
 pub use stats::{
     ConnectionState, FrameCounts, InputStats, RejectCounts, RtpPathStats, RtpStats, StatsHandle,

@@ -25,7 +25,7 @@ use crate::ts_feed::TsFeed;
 
 /// A datagram larger than this is cut (and then fails to parse): RTP over UDP stays under the
 /// path MTU, and plain UDP TS is 7 × 188 bytes.
-const DATAGRAM_MAX: usize = 9_000;
+pub(crate) const DATAGRAM_MAX: usize = 9_000;
 /// Packets the reorder buffer may hold whatever its window: 50 ms at 100 Mbit/s.
 const REORDER_PACKETS_MAX: usize = 1_000;
 /// Datagrams the second path may have waiting for the merger.
@@ -117,21 +117,38 @@ pub struct BoundRtpInput {
 }
 
 fn bind(settings: &RtpInputSettings) -> std::io::Result<UdpSocket> {
-    let address = settings.listen;
+    bind_udp(
+        &settings.id,
+        settings.listen,
+        settings.source,
+        settings.interface,
+        settings.udp_buffer_bytes,
+    )
+}
+
+/// A UDP socket on `address`: bound, or joined to the multicast group `address` names
+/// (source-specific when `source` is given) on `interface`.
+pub(crate) fn bind_udp(
+    id: &str,
+    address: SocketAddr,
+    source: Option<Ipv4Addr>,
+    interface: Option<Ipv4Addr>,
+    udp_buffer_bytes: usize,
+) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::DGRAM,
         Some(Protocol::UDP),
     )?;
     socket.set_nonblocking(true)?;
-    socket.set_recv_buffer_size(settings.udp_buffer_bytes)?;
+    socket.set_recv_buffer_size(udp_buffer_bytes)?;
     match address.ip() {
         IpAddr::V4(group) if group.is_multicast() => {
             // Several receivers of one group may share the port on a box.
             socket.set_reuse_address(true)?;
             socket.bind(&address.into())?;
-            let interface = settings.interface.unwrap_or(Ipv4Addr::UNSPECIFIED);
-            match settings.source {
+            let interface = interface.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            match source {
                 Some(source) => socket.join_ssm_v4(&source, &group, &interface)?,
                 None => socket.join_multicast_v4(&group, &interface)?,
             }
@@ -143,7 +160,7 @@ fn bind(settings: &RtpInputSettings) -> std::io::Result<UdpSocket> {
         _ => socket.bind(&address.into())?,
     }
     let socket = UdpSocket::from_std(socket.into())?;
-    lunora_srt::warn_if_buffer_capped(&settings.id, &socket, settings.udp_buffer_bytes);
+    lunora_srt::warn_if_buffer_capped(id, &socket, udp_buffer_bytes);
     Ok(socket)
 }
 

@@ -1,4 +1,4 @@
-//! RTP, sans I/O: header parsing, the reorder buffer (which is also the SMPTE 2022-7 merger of
+//! RTP, sans I/O: header parsing, RTCP sender reports, the reorder buffer (which is also the SMPTE 2022-7 merger of
 //! two paths), the H.264 (RFC 6184) and AAC (RFC 3640) depacketizers and the few SDP
 //! attributes they need.
 //!
@@ -11,13 +11,20 @@ mod aac;
 mod h264;
 mod header;
 mod resequencer;
+mod rtcp;
 mod sdp;
+mod session;
 
 pub use aac::{AacDepacketizer, AacFrame, AacMode};
 pub use h264::{AccessUnit, H264Depacketizer};
 pub use header::{HeaderError, RtpPacket};
 pub use resequencer::{PathStats, Released, Resequencer, ResequencerStats};
+pub use rtcp::SenderReport;
 pub use sdp::{Media, SDP_CAP, SdpError, SessionDescription};
+pub use session::{
+    Placement, Rejected, SdpSession, SessionStats, StreamError, StreamKind, StreamSpec,
+    usable_streams,
+};
 
 /// RTP payload type 33: MPEG-2 transport stream (RFC 3551), what `rtp_mpegts` senders use.
 pub const PAYLOAD_TYPE_MP2T: u8 = 33;
