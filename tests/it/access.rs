@@ -74,6 +74,29 @@ fn every_route_answers_each_role_as_its_table_says() {
             if role == "open" || path == "/api/v1/events" {
                 continue;
             }
+            if role == "input_token" {
+                // Authorised by the input's own token (WHIP), never by an account: no
+                // account's token opens it, whatever its role.
+                let accounts = tokens
+                    .iter()
+                    .map(|(_, token)| format!("Authorization: Bearer {token}\r\n"));
+                for auth in std::iter::once(String::new()).chain(accounts) {
+                    let (status, body) = http_anonymous(
+                        daemon.http,
+                        &format!(
+                            "{method} {concrete} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\
+                             Connection: close\r\nContent-Type: application/sdp\r\n\
+                             Content-Length: 5\r\n\r\nv=0\r\n"
+                        ),
+                    );
+                    assert!(
+                        [401, 404].contains(&status),
+                        "{method} {path} with {auth:?}: {status} {body}"
+                    );
+                    checked += 1;
+                }
+                continue;
+            }
             let needed = RANK
                 .iter()
                 .position(|r| *r == role)
