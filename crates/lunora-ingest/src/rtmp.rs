@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::stats::{ConnectionState, StatsHandle, VideoInfo};
+use crate::stats::{BitrateMeter, ConnectionState, StatsHandle, VideoInfo};
 use crate::{InputEvent, InputSender};
 
 /// The application name OBS users expect (`rtmp://HOST/live`).
@@ -246,8 +246,7 @@ impl RtmpServer {
                     demux: FlvDemux::new(),
                     errors_logged: 0,
                     closing: None,
-                    window_start: Instant::now(),
-                    window_bytes: 0,
+                    bitrate: BitrateMeter::new(Instant::now()),
                 };
                 let _ = stream.set_nodelay(true);
                 let serve = async {
@@ -375,8 +374,7 @@ struct Connection {
     errors_logged: u32,
     /// Set when the publisher was refused: close once the refusal has been written.
     closing: Option<&'static str>,
-    window_start: Instant,
-    window_bytes: u64,
+    bitrate: BitrateMeter,
 }
 
 #[derive(Debug)]
@@ -488,15 +486,12 @@ impl Connection {
                 if slot.removed.load(Ordering::Acquire) {
                     return Ended::Failed("its input was removed".into());
                 }
-                self.window_bytes += n as u64;
-                let elapsed = self.window_start.elapsed();
+                let bytes = u64::try_from(n).unwrap_or(u64::MAX);
+                self.bitrate.count(bytes);
+                let now = Instant::now();
                 let mut stats = slot.input.stats.lock();
-                stats.bytes_total += n as u64;
-                if elapsed >= Duration::from_secs(1) {
-                    stats.bitrate_bps = self.window_bytes as f64 * 8.0 / elapsed.as_secs_f64();
-                    self.window_start = Instant::now();
-                    self.window_bytes = 0;
-                }
+                stats.bytes_total += bytes;
+                self.bitrate.update(now, Some(now), &mut stats.bitrate_bps);
             }
         }
     }

@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
 use crate::rtp::{DATAGRAM_MAX, bind_udp};
-use crate::stats::{ConnectionState, RtpStats, StatsHandle, VideoInfo};
+use crate::stats::{BitrateMeter, ConnectionState, RtpStats, StatsHandle, VideoInfo};
 use crate::{InputEvent, InputSender, SendError};
 
 /// Packets each stream's reorder buffer may hold whatever its window.
@@ -165,9 +165,8 @@ struct Receiver {
     peer: Option<SocketAddr>,
     last_packet: Option<Instant>,
     rtp: RtpStats,
-    window_start: Instant,
-    /// Bytes since the bitrate was last computed, and since the totals were last published.
-    window_bytes: u64,
+    bitrate: BitrateMeter,
+    /// Bytes since the totals were last published.
     unpublished_bytes: u64,
     last_error_log: Option<Instant>,
     /// Each stream's name and how it was last put on the timeline, to log when that changes.
@@ -194,8 +193,7 @@ impl Receiver {
             peer: None,
             last_packet: None,
             rtp: RtpStats::default(),
-            window_start: now,
-            window_bytes: 0,
+            bitrate: BitrateMeter::new(now),
             unpublished_bytes: 0,
             last_error_log: None,
             placed: settings
@@ -250,7 +248,7 @@ impl Receiver {
             return;
         }
         let length = u64::try_from(length).unwrap_or(u64::MAX);
-        self.window_bytes += length;
+        self.bitrate.count(length);
         self.unpublished_bytes += length;
         self.last_packet = Some(now);
         if self.peer.is_none() {
@@ -374,7 +372,6 @@ impl Receiver {
         rtp.packets_duplicate = totals.packets_duplicate;
         rtp.packets_late = totals.packets_late;
         rtp.sequence_resets = totals.sequence_resets;
-        let elapsed = now.duration_since(self.window_start).as_secs_f64();
         let mut stats = self.stats.lock();
         stats.rtp = Some(self.rtp.clone());
         stats.bytes_total += std::mem::take(&mut self.unpublished_bytes);
@@ -383,17 +380,8 @@ impl Receiver {
         if let Some(last) = self.last_packet {
             stats.last_packet_at = Some(last);
         }
-        if elapsed >= 1.0 {
-            stats.bitrate_bps = self.window_bytes as f64 * 8.0 / elapsed;
-            self.window_start = now;
-            self.window_bytes = 0;
-        }
-        if self
-            .last_packet
-            .is_none_or(|at| now.duration_since(at) > Duration::from_secs(1))
-        {
-            stats.bitrate_bps = 0.0;
-        }
+        self.bitrate
+            .update(now, self.last_packet, &mut stats.bitrate_bps);
         if stats.state == ConnectionState::Connected {
             let health = InputEvent::Stats {
                 packets_received: totals.packets_received,

@@ -42,6 +42,45 @@ pub struct VideoInfo {
     pub interlaced: bool,
 }
 
+/// An input's bitrate: bytes counted over windows of at least a second.
+#[derive(Debug)]
+pub(crate) struct BitrateMeter {
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl BitrateMeter {
+    pub(crate) fn new(now: Instant) -> BitrateMeter {
+        BitrateMeter {
+            window_start: now,
+            window_bytes: 0,
+        }
+    }
+
+    pub(crate) fn count(&mut self, bytes: u64) {
+        self.window_bytes = self.window_bytes.saturating_add(bytes);
+    }
+
+    /// Sets `bitrate_bps` once a window is full, and to zero when nothing has come for a
+    /// second (`last_packet`), so a silent sender does not keep its last figure.
+    pub(crate) fn update(
+        &mut self,
+        now: Instant,
+        last_packet: Option<Instant>,
+        bitrate_bps: &mut f64,
+    ) {
+        let elapsed = now.duration_since(self.window_start).as_secs_f64();
+        if elapsed >= 1.0 {
+            *bitrate_bps = self.window_bytes as f64 * 8.0 / elapsed;
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+        if last_packet.is_none_or(|at| now.duration_since(at) > Duration::from_secs(1)) {
+            *bitrate_bps = 0.0;
+        }
+    }
+}
+
 impl VideoInfo {
     pub fn new(codec: &'static str, format: VideoFormat) -> Self {
         VideoInfo {

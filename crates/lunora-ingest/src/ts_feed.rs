@@ -9,7 +9,9 @@ use lunora_media::Codec;
 use lunora_ts::{AnalyserSettings, DemuxEvent, Indicator, TsInput};
 use tracing::warn;
 
-use crate::stats::{ConnectionState, InputStats, RecentTr101290, StatsHandle, VideoInfo};
+use crate::stats::{
+    BitrateMeter, ConnectionState, InputStats, RecentTr101290, StatsHandle, VideoInfo,
+};
 use crate::{InputEvent, InputSender};
 
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
@@ -26,8 +28,7 @@ pub(crate) struct TsFeed {
     events: InputSender,
     pub(crate) stats: StatsHandle,
     link: LinkFigures,
-    window_start: Instant,
-    window_bytes: u64,
+    bitrate: BitrateMeter,
     seen_indicators: HashSet<Indicator>,
     recent_errors: RecentTr101290,
     unreported: BTreeMap<&'static str, u64>,
@@ -52,8 +53,7 @@ impl TsFeed {
             events,
             stats,
             link,
-            window_start: now,
-            window_bytes: 0,
+            bitrate: BitrateMeter::new(now),
             seen_indicators: HashSet::new(),
             recent_errors: RecentTr101290::default(),
             unreported: BTreeMap::new(),
@@ -87,7 +87,8 @@ impl TsFeed {
 
     pub(crate) fn handle_bytes(&mut self, now: Instant, data: &[u8]) {
         self.ts.handle_bytes(now.duration_since(self.origin), data);
-        self.window_bytes += data.len() as u64;
+        self.bitrate
+            .count(u64::try_from(data.len()).unwrap_or(u64::MAX));
         {
             let mut stats = self.stats.lock();
             stats.bytes_total += data.len() as u64;
@@ -129,7 +130,6 @@ impl TsFeed {
     /// chronic fault cannot flood the log.
     pub(crate) fn publish(&mut self) {
         let now = Instant::now();
-        let elapsed = now.duration_since(self.window_start).as_secs_f64();
         while let Some(event) = self.ts.poll_tr101290_event() {
             if self.seen_indicators.insert(event.indicator) {
                 let pid = event
@@ -153,17 +153,9 @@ impl TsFeed {
             self.last_summary = now;
         }
         let mut stats = self.stats.lock();
-        if elapsed >= 1.0 {
-            stats.bitrate_bps = self.window_bytes as f64 * 8.0 / elapsed;
-            self.window_start = now;
-            self.window_bytes = 0;
-        }
-        if stats
-            .last_packet_at
-            .is_none_or(|at| now.duration_since(at) > Duration::from_secs(1))
-        {
-            stats.bitrate_bps = 0.0;
-        }
+        let last_packet = stats.last_packet_at;
+        self.bitrate
+            .update(now, last_packet, &mut stats.bitrate_bps);
         let counters = self.ts.counters();
         stats.set_tr101290(&counters);
         self.recent_errors
