@@ -42,18 +42,14 @@ import time
 import urllib.error
 import urllib.request
 
+from benchlib import port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPUT_LOSS_MS = 500
 GOP_S = 1.0
 # Longest output gap a failover may cause: loss detection plus the wait for the backup's
 # next keyframe.
 FAILOVER_BOUND_S = INPUT_LOSS_MS / 1000 + GOP_S
-
-
-def port(kind=socket.SOCK_DGRAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def accepts(tcp_port):

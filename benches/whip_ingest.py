@@ -32,15 +32,11 @@ import tempfile
 import time
 import urllib.request
 
+from benchlib import port, wait_for, pct
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASSWORD = "bench-admin-password"
 TOKEN = "whip-bench-token-0123456789"
-
-
-def port(kind=socket.SOCK_DGRAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid):
@@ -63,23 +59,6 @@ class Api:
         with self.opener.open(request, timeout=10) as r:
             text = r.read()
             return json.loads(text) if text else None
-
-
-def wait_for(check, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if check():
-                return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
 
 
 def main():
