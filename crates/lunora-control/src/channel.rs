@@ -148,6 +148,9 @@ impl ChannelTask {
                     match event {
                         InputEvent::Connected { peer } => {
                             self.switcher.handle_connected(now, slot);
+                            // A new sender's clock: what the pictures said about the old one
+                            // is gone from the switcher, so from the status too.
+                            self.publish_alignment(&[]);
                             self.connected.insert(slot);
                             lock(&self.runtime)
                                 .silent_since
@@ -220,6 +223,7 @@ impl ChannelTask {
             }
             ChannelCommand::RemoveInput(slot) => {
                 self.switcher.remove_input(now, slot);
+                self.publish_alignment(&[]);
                 self.content.remove_input(slot);
                 self.connected.remove(&slot);
                 self.taps.remove(&slot);
@@ -367,7 +371,7 @@ impl ChannelTask {
     }
 
     /// Says what the pictures established (the pairs in `changed` are new or moved) and shows
-    /// every pair's shift in the status.
+    /// every pair the switcher knows in the status.
     fn publish_alignment(&self, changed: &[(usize, usize)]) {
         let name = |slot| {
             self.switcher

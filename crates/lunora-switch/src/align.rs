@@ -125,8 +125,6 @@ pub struct Alignment {
     pub shift: i64,
     /// Mean block difference at the match (lower is surer).
     pub cost: f32,
-    /// When the pictures last confirmed it.
-    pub confirmed_at: Duration,
 }
 
 /// Learns and tracks the shift between every pair of inputs it is given fingerprints of.
@@ -210,14 +208,7 @@ impl ContentAligner {
                         if previous.is_none_or(|p| (p.shift - shift).abs() * 2 > step) {
                             changed.push((a, b));
                         }
-                        self.known.insert(
-                            (a, b),
-                            Alignment {
-                                shift,
-                                cost,
-                                confirmed_at: now,
-                            },
-                        );
+                        self.known.insert((a, b), Alignment { shift, cost });
                     }
                     None => missing |= previous.is_none(),
                 }
