@@ -150,10 +150,10 @@ fn health() -> Value {
 /// One input's status (`GET …/inputs`); a new RTMP input's reply adds `stream_key` and
 /// `publish_url` once.
 pub(crate) fn input() -> Value {
-    object(json!({
+    let mut input = object(json!({
         "id": string(),
         "role": {"type": "string", "enum": ["main", "backup"]},
-        "type": {"type": "string", "enum": ["srt", "rtmp", "file", "test_pattern", "whip"]},
+        "type": {"type": "string", "enum": ["srt", "rtmp", "rtp", "file", "test_pattern", "whip"]},
         "listen": nullable_string(),
         "ingest": object(json!({"passphrase_set": {"type": "boolean"}, "stream_key_set": {"type": "boolean"}, "token_set": {"type": "boolean"}})),
         "health": health(),
@@ -169,7 +169,14 @@ pub(crate) fn input() -> Value {
         "tr101290_last_5min": counts("the same indicators over the last 5 minutes (10 s steps)"),
         "video": video_format(),
         "srt": any_object(),
-    }))
+    }));
+    // Only a WebRTC input with a publisher has it.
+    input["properties"]["lip_sync"] = json!({
+        "type": "string",
+        "enum": ["arrival", "sender_reports"],
+        "description": "what places audio against video: the first packets' arrival or the publisher's RTCP sender reports",
+    });
+    input
 }
 
 fn counts(description: &str) -> Value {

@@ -5,9 +5,14 @@
 use std::time::{Duration, Instant};
 
 use lunora_engine::{AudioToAac, Offer};
-use lunora_ingest::{ConnectionState, InputEvent, InputSender, StatsHandle, VideoInfo};
-use lunora_media::{Codec, Frame, Program, Track, TrackId, keyframe_video_format};
-use lunora_whip::{Gate, InputHandle, Media, SessionState, TrackClock, VideoCodec, VideoGate};
+use lunora_ingest::{
+    ConnectionState, InputEvent, InputSender, LipSyncSource, StatsHandle, VideoInfo,
+};
+use lunora_media::{Codec, Frame, MpegTime, Program, Track, TrackId, keyframe_video_format};
+use lunora_whip::{
+    Gate, InputHandle, Interleaver, LipSync, Media, SessionState, TrackClock, VideoCodec,
+    VideoGate,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -19,6 +24,8 @@ const STATS_EVERY: Duration = Duration::from_millis(500);
 /// the last one, so platforms, HLS segments and the switcher's `no_keyframe` rule see a
 /// keyframe every two seconds, as from a broadcast encoder.
 const KEYFRAME_EVERY: Duration = Duration::from_secs(2);
+/// One AAC frame (1024 samples at 48 kHz) in 90 kHz ticks.
+const AAC_FRAME_TICKS: i64 = 1_920;
 
 /// What one connected publisher has set up.
 struct Session {
@@ -29,6 +36,46 @@ struct Session {
     announced: Option<VideoCodec>,
     /// When the last keyframe was passed on (or the session started).
     last_keyframe: Instant,
+    lip_sync: LipSync,
+    /// The last Opus packet's time handed to the converter: after lip sync moved audio
+    /// back, packets up to it are dropped so audio time never runs backwards.
+    last_audio: Option<MpegTime>,
+    /// Video waiting for the converted audio of its time.
+    held_video: Interleaver<Frame>,
+}
+
+impl Session {
+    fn new(started: Instant) -> Session {
+        Session {
+            started,
+            video: None,
+            audio: None,
+            announced: None,
+            last_keyframe: Instant::now(),
+            lip_sync: LipSync::default(),
+            last_audio: None,
+            held_video: Interleaver::default(),
+        }
+    }
+
+    /// Moves audio onto the video's timeline when the sender's reports say they are apart.
+    fn lip_sync(&mut self, slot: usize, stats: &StatsHandle) {
+        let (Some((_, video)), Some((_, audio))) = (&self.video, &mut self.audio) else {
+            return;
+        };
+        let trusted_before = self.lip_sync.trusted();
+        if let Some(ticks) = self.lip_sync.audio_correction(video, audio) {
+            audio.shift(ticks);
+            info!(
+                slot,
+                moved_ms = ticks / 90,
+                "WHIP input: audio re-timed to the publisher's clock (RTCP sender reports)"
+            );
+        }
+        if self.lip_sync.trusted() && !trusted_before {
+            stats.update(|s| s.lip_sync = Some(LipSyncSource::SenderReports));
+        }
+    }
 }
 
 pub(crate) async fn run(
@@ -44,6 +91,7 @@ pub(crate) async fn run(
     let mut window = (Instant::now(), 0u64);
     let mut ticker = tokio::time::interval(STATS_EVERY);
     loop {
+        let held_video_due = session.as_ref().and_then(|s| s.held_video.deadline());
         tokio::select! {
             _ = cancel.cancelled() => break,
             changed = handle.state.changed() => {
@@ -61,9 +109,10 @@ pub(crate) async fn run(
                             s.peer = Some(peer.to_string());
                             s.connections_total += 1;
                             s.last_error = None;
+                            s.lip_sync = Some(LipSyncSource::Arrival);
                         });
                         let _ = events.send(slot, InputEvent::Connected { peer: peer.to_string() });
-                        session = Some(Session { started, video: None, audio: None, announced: None, last_keyframe: Instant::now() });
+                        session = Some(Session::new(started));
                     }
                     SessionState::Idle => {
                         if let Some(old) = session.take() {
@@ -77,7 +126,7 @@ pub(crate) async fn run(
                 let Some(media) = media else { break };
                 let Some(current) = session.as_mut() else { continue };
                 match media {
-                    Media::Video { codec, data, keyframe, contiguous, time, rate, packets: n, arrival } => {
+                    Media::Video { codec, data, keyframe, contiguous, time, rate, packets: n, arrival, report } => {
                         packets += n;
                         if !contiguous {
                             lost += 1;
@@ -86,7 +135,13 @@ pub(crate) async fn run(
                             .video
                             .get_or_insert_with(|| (VideoGate::new(codec), TrackClock::new(rate)));
                         let pts = clock.ticks(time, arrival.saturating_duration_since(current.started));
-                        match gate.offer(&data, keyframe, contiguous) {
+                        let verdict = gate.offer(&data, keyframe, contiguous);
+                        if let Some(report) = report
+                            && current.lip_sync.video_report(report, time, rate)
+                        {
+                            current.lip_sync(slot, &stats);
+                        }
+                        match verdict {
                             Gate::Pass { data, keyframe } => {
                                 if current.announced != Some(codec) {
                                     announce(current, codec, slot, &events).await;
@@ -102,7 +157,12 @@ pub(crate) async fn run(
                                     keyframe,
                                     data,
                                 };
-                                send(frame, slot, &events, &stats, &mut window);
+                                if current.audio.is_some() {
+                                    current.held_video.hold(pts, frame.data.len(), Instant::now(), frame);
+                                    release_video(current, slot, &events, &stats, &mut window);
+                                } else {
+                                    send(frame, slot, &events, &stats, &mut window);
+                                }
                             }
                             Gate::Drop { request_keyframe } => {
                                 if request_keyframe {
@@ -111,10 +171,22 @@ pub(crate) async fn run(
                             }
                         }
                     }
-                    Media::Audio { data, time, arrival, .. } => {
+                    Media::Audio { data, time, rate, arrival, report, .. } => {
                         // Audio waits for the program, which the first video unit announces.
+                        if current.audio.is_none() {
+                            continue;
+                        }
+                        if let Some(report) = report
+                            && current.lip_sync.audio_report(report, time, rate)
+                        {
+                            current.lip_sync(slot, &stats);
+                        }
                         let Some((converter, clock)) = current.audio.as_mut() else { continue };
                         let pts = clock.ticks(time, arrival.saturating_duration_since(current.started));
+                        if current.last_audio.is_some_and(|last| pts <= last) {
+                            continue;
+                        }
+                        current.last_audio = Some(pts);
                         window.1 += data.len() as u64;
                         if converter.offer(data, pts) == Offer::Dropped {
                             stats.update(|s| s.frames_dropped_total += 1);
@@ -124,7 +196,14 @@ pub(crate) async fn run(
             }
             aac = next_aac(&mut session) => {
                 match aac {
-                    Some(frame) => send(frame, slot, &events, &stats, &mut window),
+                    Some(frame) => {
+                        let until = MpegTime(frame.pts.0.saturating_add(AAC_FRAME_TICKS));
+                        send(frame, slot, &events, &stats, &mut window);
+                        if let Some(current) = session.as_mut() {
+                            current.held_video.audio_sent(until);
+                            release_video(current, slot, &events, &stats, &mut window);
+                        }
+                    }
                     None => {
                         let why = session
                             .as_mut()
@@ -137,7 +216,17 @@ pub(crate) async fn run(
                             .unwrap_or_default();
                         warn!(slot, "WHIP input: the Opus → AAC conversion ended ({why}); video goes on without audio");
                         stats.update(|s| s.last_error = Some(format!("audio conversion: {why}")));
+                        if let Some(current) = session.as_mut() {
+                            for frame in current.held_video.drain() {
+                                send(frame, slot, &events, &stats, &mut window);
+                            }
+                        }
                     }
+                }
+            }
+            _ = sleep_until(held_video_due) => {
+                if let Some(current) = session.as_mut() {
+                    release_video(current, slot, &events, &stats, &mut window);
                 }
             }
             _ = ticker.tick() => {
@@ -166,6 +255,26 @@ pub(crate) async fn run(
     }
     if let Some(old) = session.take() {
         end(old, slot, &events, &stats).await;
+    }
+}
+
+/// Sends the held video that may go now.
+fn release_video(
+    session: &mut Session,
+    slot: usize,
+    events: &InputSender,
+    stats: &StatsHandle,
+    window: &mut (Instant, u64),
+) {
+    while let Some(frame) = session.held_video.release(Instant::now()) {
+        send(frame, slot, events, stats, window);
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -245,7 +354,12 @@ fn send(
     });
 }
 
-async fn end(session: Session, slot: usize, events: &InputSender, stats: &StatsHandle) {
+async fn end(mut session: Session, slot: usize, events: &InputSender, stats: &StatsHandle) {
+    // What the publisher sent before it left is still the program.
+    let mut window = (Instant::now(), 0);
+    for frame in session.held_video.drain() {
+        send(frame, slot, events, stats, &mut window);
+    }
     if let Some((converter, _)) = session.audio {
         // Stopping joins GStreamer's threads.
         let _ = tokio::task::spawn_blocking(move || converter.stop()).await;
@@ -254,6 +368,7 @@ async fn end(session: Session, slot: usize, events: &InputSender, stats: &StatsH
         s.state = ConnectionState::Waiting;
         s.peer = None;
         s.bitrate_bps = 0.0;
+        s.lip_sync = None;
     });
     info!(
         slot,

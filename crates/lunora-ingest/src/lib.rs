@@ -21,7 +21,7 @@ pub use rtp::{BoundRtpInput, MergePaths, PathDatagram, RtpFormat, RtpInputSettin
 pub use rtp_sdp::{BoundSdpInput, SdpInputSettings};
 pub use srt::{BoundSrtInput, SrtInputSettings};
 pub use stats::{
-    ConnectionState, FrameCounts, InputStats, RejectCounts, RtpPathStats, RtpStats, StatsHandle,
+    ConnectionState, FrameCounts, InputStats, LipSyncSource, RejectCounts, RtpPathStats, RtpStats, StatsHandle,
     VideoInfo,
 };
 pub use tls::{TlsError, tls_acceptor};

@@ -109,6 +109,17 @@ pub struct RtpPathStats {
     pub packets_late: u64,
 }
 
+/// What a WebRTC input's audio is placed against its video by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LipSyncSource {
+    /// Each track's first packet's arrival: as good as the two tracks' first packets were
+    /// equally delayed on the way.
+    Arrival,
+    /// The publisher's RTCP sender reports: the instants it captured each track.
+    SenderReports,
+}
+
 /// An RTP input's sequence-number figures (totals since the input started).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct RtpStats {
@@ -163,6 +174,9 @@ pub struct InputStats {
     pub srt_batches_dropped_total: u64,
     /// RTP figures (RTP inputs only).
     pub rtp: Option<RtpStats>,
+    /// What places audio against video (WebRTC inputs only, while a publisher is connected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lip_sync: Option<LipSyncSource>,
     pub video: Option<VideoInfo>,
     /// Why the input is not receiving, when it knows (an engine source's pipeline error).
     pub last_error: Option<String>,

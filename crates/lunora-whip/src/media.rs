@@ -18,7 +18,8 @@ pub const MAX_ACCESS_UNIT: usize = 8 * 1024 * 1024;
 /// Audio and video of one peer run on independent RTP clocks with random offsets; each track
 /// is anchored at its first access unit's arrival (relative to the session's start), and
 /// after that follows its own media time, so network jitter moves no timestamp after the
-/// first and A/V stay within the first packets' arrival spread.
+/// first. The two tracks are then within the first packets' arrival spread of each other
+/// until [`crate::LipSync`] places audio by the sender's reports.
 #[derive(Debug, Clone)]
 pub struct TrackClock {
     rate: u32,
@@ -36,18 +37,31 @@ impl TrackClock {
 
     /// `media_time`: extended (unwrapped) RTP time; `arrival`: since the session started.
     pub fn ticks(&mut self, media_time: u64, arrival: Duration) -> MpegTime {
-        let (first, base) = *self.anchor.get_or_insert_with(|| {
+        if self.anchor.is_none() {
             let base = i64::try_from(arrival.as_micros() * 9 / 100).unwrap_or(i64::MAX / 2);
-            (media_time, base)
-        });
-        let delta = i128::from(media_time) - i128::from(first);
-        let scaled = delta * 90_000 / i128::from(self.rate);
-        let scaled = i64::try_from(scaled).unwrap_or(if scaled < 0 {
+            self.anchor = Some((media_time, base));
+        }
+        let ticks = self.mapped(i128::from(media_time)).unwrap_or_default();
+        MpegTime(i64::try_from(ticks).unwrap_or(if ticks < 0 {
             i64::MIN / 2
         } else {
             i64::MAX / 2
-        });
-        MpegTime(base.saturating_add(scaled))
+        }))
+    }
+
+    /// Where `media_time` (extended, may be before the first unit) lands on the timeline;
+    /// `None` before the first unit anchored the track.
+    pub fn mapped(&self, media_time: i128) -> Option<i128> {
+        let (first, base) = self.anchor?;
+        let delta = media_time - i128::from(first);
+        Some(i128::from(base) + delta * 90_000 / i128::from(self.rate))
+    }
+
+    /// Moves every later time by `ticks` (lip sync re-placing this track).
+    pub fn shift(&mut self, ticks: i64) {
+        if let Some((_, base)) = self.anchor.as_mut() {
+            *base = base.saturating_add(ticks);
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::media::VideoCodec;
 use crate::registry::{Refusal, Registry, SessionId};
+use crate::sync::SenderReport;
 
 /// Media queued per input before the oldest is dropped: about two seconds of 30 fps video with
 /// its audio.
@@ -59,6 +60,8 @@ pub enum Media {
         /// RTP packets this unit spanned.
         packets: u64,
         arrival: Instant,
+        /// The track's latest RTCP sender report, once one came.
+        report: Option<SenderReport>,
     },
     Audio {
         data: Bytes,
@@ -66,6 +69,7 @@ pub enum Media {
         rate: u32,
         channels: u8,
         arrival: Instant,
+        report: Option<SenderReport>,
     },
 }
 
@@ -625,6 +629,13 @@ fn media(data: MediaData) -> Option<Media> {
     let rate = spec.clock_rate.get();
     let time = data.time.numer();
     let packets = (**data.seq_range.end()).saturating_sub(**data.seq_range.start()) + 1;
+    let report = data.last_sender_info.and_then(|info| {
+        // str0m keeps the report's 32-bit RTP time as the numerator.
+        Some(SenderReport {
+            rtp_time: u32::try_from(info.rtp_time.numer()).ok()?,
+            wallclock: info.ntp_time,
+        })
+    });
     let video = |codec, keyframe| Media::Video {
         codec,
         data: Bytes::copy_from_slice(&data.data),
@@ -634,6 +645,7 @@ fn media(data: MediaData) -> Option<Media> {
         rate,
         packets,
         arrival: data.network_time,
+        report,
     };
     match (spec.codec, &data.codec_extra) {
         (RtcCodec::H264, str0m::format::CodecExtra::H264(extra)) => {
@@ -650,6 +662,7 @@ fn media(data: MediaData) -> Option<Media> {
             rate,
             channels: spec.channels.unwrap_or(2),
             arrival: data.network_time,
+            report,
         }),
         _ => None,
     }

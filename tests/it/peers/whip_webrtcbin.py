@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """A WHIP publisher on GStreamer's webrtcbin (libnice ICE), for tests/it/whip.rs.
 
-Sends a 640x360p30 test pattern (x264, keyframe every 2 s) and a tone (Opus). The HTTP leg is
+Sends 640x360p30 video (x264, keyframe every 2 s) and Opus audio that flash and beep together:
+for the first 200 ms of every second of the pipeline's running time the picture is white and a
+440 Hz tone sounds, otherwise the picture is black and the audio silent, so a recording shows
+how far audio and video moved apart on the way. The HTTP leg is
 the test's: this writes its offer (ICE gathered) to --offer and waits for the answer SDP in
 --answer (each file appears whole, by rename), so it can run in a network namespace of its own
 while the daemon's HTTP stays on loopback. Runs until killed or for --seconds; exits 1 if
@@ -15,19 +18,33 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstController", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 gi.require_version("GstSdp", "1.0")
-from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+from gi.repository import GLib, Gst, GstController, GstSdp, GstWebRTC  # noqa: E402
 
 PIPELINE = """
 webrtcbin name=pc bundle-policy=max-bundle
-videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1
+videotestsrc name=video is-live=true pattern=solid-color ! video/x-raw,width=640,height=360,framerate=30/1
   ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 bitrate=1000
   ! video/x-h264,profile=constrained-baseline ! rtph264pay config-interval=-1 pt=96 aggregate-mode=zero-latency
   ! application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000 ! pc.
-audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
+audiotestsrc name=audio is-live=true samplesperbuffer=240 wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
   ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! pc.
 """
+
+FLASH = 200 * Gst.MSECOND
+
+
+def flash_every_second(element, prop, on, off, seconds):
+    """Steps `prop` to `on` at each second of running time and back to `off` FLASH later; the
+    sources apply control values at each buffer's own timestamp, so both stay in step."""
+    control = GstController.InterpolationControlSource()
+    control.set_property("mode", GstController.InterpolationMode.NONE)
+    element.add_control_binding(GstController.DirectControlBinding.new_absolute(element, prop, control))
+    for second in range(seconds + 2):
+        control.set(second * Gst.SECOND, on)
+        control.set(second * Gst.SECOND + FLASH, off)
 
 
 def main():
@@ -39,6 +56,11 @@ def main():
     Gst.init(None)
     pipeline = Gst.parse_launch(PIPELINE)
     pc = pipeline.get_by_name("pc")
+    # Sender reports stamped with capture time, as browsers send them: by default rtpbin
+    # stamps send time, which on a loaded box runs at another rate than the RTP clock.
+    pc.get_by_name("rtpbin").set_property("rtcp-sync-send-time", False)
+    flash_every_second(pipeline.get_by_name("video"), "foreground-color", float(0xFFFFFFFF), float(0xFF000000), args.seconds)
+    flash_every_second(pipeline.get_by_name("audio"), "volume", 0.8, 0.0, args.seconds)
     loop = GLib.MainLoop()
     state = {"connected": False}
 
