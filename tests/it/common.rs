@@ -954,3 +954,100 @@ pub fn ts_continuity(file: &Path) -> Continuity {
     }
     result
 }
+
+/// A network namespace joined to ours by a veth pair: `10.77.{subnet}.1` on our side, `.2`
+/// inside (and any addresses [`Netns::add_address`] adds). Each test using one takes its own
+/// `subnet`. Deleted on drop.
+pub struct Netns {
+    pub name: String,
+    host_if: String,
+    peer_if: String,
+    subnet: u8,
+}
+
+impl Netns {
+    /// `tag`: two letters naming the test in interface names (15 characters at most).
+    pub fn create(tag: &str, subnet: u8) -> Netns {
+        let id = std::process::id() % 100_000;
+        let netns = Netns {
+            name: format!("l{tag}{id}"),
+            host_if: format!("l{tag}h{id}"),
+            peer_if: format!("l{tag}c{id}"),
+            subnet,
+        };
+        let (ns, host_if, peer_if) = (&netns.name, &netns.host_if, &netns.peer_if);
+        let (host, peer) = (
+            format!("{}/29", netns.host_address()),
+            format!("{}/29", netns.address(2)),
+        );
+        netns.ip(&["netns", "add", ns]);
+        netns.ip(&[
+            "link", "add", host_if, "type", "veth", "peer", "name", peer_if,
+        ]);
+        netns.ip(&["link", "set", peer_if, "netns", ns]);
+        netns.ip(&["addr", "add", &host, "dev", host_if]);
+        netns.ip(&["link", "set", host_if, "up"]);
+        netns.ip(&["-n", ns, "addr", "add", &peer, "dev", peer_if]);
+        netns.ip(&["-n", ns, "link", "set", peer_if, "up"]);
+        netns.ip(&["-n", ns, "link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// Our side's address.
+    pub fn host_address(&self) -> String {
+        self.address(1)
+    }
+
+    /// `10.77.{subnet}.{host}`.
+    pub fn address(&self, host: u8) -> String {
+        format!("10.77.{}.{host}", self.subnet)
+    }
+
+    /// Gives the namespace's interface `10.77.{subnet}.{host}` as well.
+    pub fn add_address(&self, host: u8) {
+        let address = format!("{}/29", self.address(host));
+        self.ip(&["-n", &self.name, "addr", "add", &address, "dev", &self.peer_if]);
+    }
+
+    /// Sends the namespace's multicast out of its interface, towards us.
+    pub fn route_multicast(&self) {
+        self.ip(&[
+            "-n",
+            &self.name,
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            &self.peer_if,
+        ]);
+    }
+
+    /// `program` run inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let ip = require("ip", "iproute2");
+        let out = run("ip", Command::new(&ip).args(args), Duration::from_secs(10));
+        assert!(
+            out.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}

@@ -188,6 +188,103 @@ fn udp_ts_is_received_and_garbage_on_an_rtp_port_is_counted_not_fatal() {
     assert!(daemon.stop().success());
 }
 
+#[test]
+fn multicast_with_a_source_filter_takes_only_the_named_sender() {
+    let netns = Netns::create("mc", 1);
+    netns.route_multicast();
+    // A second sender in the namespace, at .3, sending garbage to the same group and port.
+    netns.add_address(3);
+    let (group, port, output) = ("239.255.77.1", free_udp_port(), free_udp_port());
+    let (host, source, imposter) = (netns.host_address(), netns.address(2), netns.address(3));
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make_ts(dir.path(), "clip.ts", 10, "640x360", "1500k");
+    let daemon = Daemon::start(&channel(
+        "single",
+        "",
+        &format!(
+            "[[channels.inputs]]\nid = \"cam\"\ntype = \"rtp\"\nlisten = \"{group}:{port}\"\nsource = \"{source}\"\ninterface = \"{host}\"\n"
+        ),
+        output,
+    ));
+    // What reaches the box: a socket of ours in the group from any source, on the same port.
+    let witness = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    witness.set_reuse_address(true).unwrap();
+    let bound: std::net::SocketAddr = format!("{group}:{port}").parse().unwrap();
+    witness.bind(&bound.into()).unwrap();
+    witness
+        .join_multicast_v4(&group.parse().unwrap(), &host.parse().unwrap())
+        .unwrap();
+    let witness: UdpSocket = witness.into();
+    witness
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let garbage = "import socket,time\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind((IMPOSTER,0))\n\
+         for n in range(200):\n    s.sendto(b'\\x80\\x21'+bytes(1314),(GROUP,PORT)); time.sleep(0.03)\n"
+        .replace("IMPOSTER", &format!("'{imposter}'"))
+        .replace("GROUP", &format!("'{group}'"))
+        .replace("PORT", &port.to_string());
+    let recording = record_clean(dir.path(), output, || {
+        let ffmpeg = require("ffmpeg", "ffmpeg");
+        let mut sender = Proc::spawn(
+            "ffmpeg rtp_mpegts multicast",
+            dir.path(),
+            netns
+                .command(ffmpeg)
+                .args(["-v", "warning", "-re", "-i"])
+                .arg(&clip)
+                .args(["-c", "copy", "-f", "rtp_mpegts"])
+                .arg(format!(
+                    "rtp://{group}:{port}?pkt_size=1316&ttl=1&localaddr={source}"
+                )),
+        );
+        let mut intruder = Proc::spawn(
+            "imposter",
+            dir.path(),
+            netns.command("/usr/bin/python3").args(["-c", &garbage]),
+        );
+        wait_connected(&daemon, "cam");
+        let input = daemon.input("program", "cam");
+        assert!(
+            input["peer"]
+                .as_str()
+                .is_some_and(|peer| peer.starts_with(&format!("{source}:"))),
+            "{input}"
+        );
+        let mut seen = std::collections::BTreeMap::<String, u64>::new();
+        let mut buffer = [0u8; 2048];
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            if let Ok((_, from)) = witness.recv_from(&mut buffer) {
+                *seen.entry(from.ip().to_string()).or_default() += 1;
+            }
+        }
+        assert!(
+            seen.get(&imposter).copied().unwrap_or(0) > 10
+                && seen.get(&source).copied().unwrap_or(0) > 100,
+            "both senders' datagrams reach the box: {seen:?}"
+        );
+        intruder.wait(Duration::from_secs(20)).expect("imposter ends");
+        sender.wait(Duration::from_secs(30)).expect("ffmpeg ends");
+    });
+    let frames = decoded_video_frames(&recording);
+    assert!(frames >= 200, "ffprobe decoded {frames} video frames of 250");
+    let input = daemon.input("program", "cam");
+    assert_eq!(
+        input["rtp"]["packets_invalid"],
+        serde_json::json!({}),
+        "the imposter's datagrams were filtered out: {input}"
+    );
+    assert_eq!(field(&input, &["rtp", "packets_lost"]), 0, "{input}");
+    assert!(daemon.stop().success());
+}
+
 /// Two RTP ports whose RTCP ports (+1) are free too: video's and audio's.
 fn free_rtp_ports() -> (u16, u16) {
     let mut held = Vec::new();

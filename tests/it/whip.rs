@@ -302,66 +302,13 @@ fn flash_to_beep_seconds(file: &Path) -> Vec<f64> {
         .collect()
 }
 
-/// A network namespace joined to ours by a veth pair: 10.77.0.1 on our side, 10.77.0.2 inside.
-/// libnice (webrtcbin's ICE) offers no loopback candidates, so a WebRTC peer on this box needs
-/// an interface of its own. Deleted on drop.
-struct Netns {
-    name: String,
-    host_if: String,
-}
-
-impl Netns {
-    fn create() -> Netns {
-        let ip = require("ip", "iproute2");
-        let id = std::process::id() % 100_000;
-        let netns = Netns {
-            name: format!("lwhip{id}"),
-            host_if: format!("lwh{id}"),
-        };
-        let peer_if = format!("lwc{id}");
-        let ns = netns.name.clone();
-        let host_if = netns.host_if.clone();
-        for args in [
-            vec!["netns", "add", &ns],
-            vec![
-                "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
-            ],
-            vec!["link", "set", &peer_if, "netns", &ns],
-            vec!["addr", "add", "10.77.0.1/30", "dev", &host_if],
-            vec!["link", "set", &host_if, "up"],
-            vec!["-n", &ns, "addr", "add", "10.77.0.2/30", "dev", &peer_if],
-            vec!["-n", &ns, "link", "set", &peer_if, "up"],
-            vec!["-n", &ns, "link", "set", "lo", "up"],
-        ] {
-            let out = run("ip", Command::new(&ip).args(&args), Duration::from_secs(10));
-            assert!(
-                out.status.success(),
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        netns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 #[test]
 fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
     let python = Path::new("/usr/bin/python3");
     assert!(python.is_file(), "Debian's python3 is missing");
     require("gst-inspect-1.0", "gstreamer1.0-tools");
-    let netns = Netns::create();
+    // libnice (webrtcbin's ICE) offers no loopback candidates: the peer needs an interface.
+    let netns = Netns::create("wh", 0);
     let (udp, srt_out) = (free_udp_port(), free_udp_port());
     let daemon = Daemon::start(&format!(
         "[whip]\nudp_listen = \"10.77.0.1:{udp}\"\nice_addresses = [\"10.77.0.1\"]\nice_servers = [\"stun:stun.example.invalid:3478\", \"turn:turn.example.invalid:3478\"]\n\n\
@@ -375,9 +322,8 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
     let client = Proc::spawn(
         "webrtcbin",
         dir,
-        Command::new("ip")
-            .args(["netns", "exec", &netns.name])
-            .arg(python)
+        netns
+            .command(python)
             .arg(&script)
             .args(["--seconds", "60", "--offer"])
             .arg(&offer)
