@@ -2084,7 +2084,7 @@ mod tests {
             None,
             "the default \"all\" triggers do not"
         );
-        failover.triggers = Some(vec!["srt_loss".into(), "frozen".into()]);
+        failover.triggers = Some(vec!["link_loss".into(), "frozen".into()]);
         assert_eq!(failover.content(), Some(ContentSettings::default()));
         failover.triggers = Some(vec!["srt_loss".into()]);
         failover.content_health = true;
@@ -2094,7 +2094,7 @@ mod tests {
         assert_eq!(content.silence_db, -60.0);
         assert!((content.black_threshold - 0.05).abs() < 1e-6);
         let policy = failover.policy();
-        assert_eq!(policy.triggers, vec![Reason::SrtLoss]);
+        assert_eq!(policy.triggers, vec![Reason::LinkLoss]);
     }
 
     #[test]

@@ -13,8 +13,9 @@ use lunora_media::Frame;
 /// Why an input is degraded. Names are used as metric labels and in the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
-    /// SRT reports packet loss above the threshold.
-    SrtLoss,
+    /// The link lost packets above the threshold: SRT's own figures, or RTP sequence gaps
+    /// (RTP and WebRTC inputs).
+    LinkLoss,
     /// TR 101 290 priority-1 errors in the window.
     Tr101290,
     /// Video frame rate fell below half of what the input normally delivers.
@@ -35,7 +36,7 @@ pub enum Reason {
 
 impl Reason {
     pub const ALL: [Reason; 9] = [
-        Reason::SrtLoss,
+        Reason::LinkLoss,
         Reason::Tr101290,
         Reason::FrameRate,
         Reason::NoKeyframe,
@@ -51,7 +52,7 @@ impl Reason {
 
     pub fn name(self) -> &'static str {
         match self {
-            Reason::SrtLoss => "srt_loss",
+            Reason::LinkLoss => "link_loss",
             Reason::Tr101290 => "tr101290",
             Reason::FrameRate => "frame_rate",
             Reason::NoKeyframe => "no_keyframe",
@@ -63,7 +64,12 @@ impl Reason {
         }
     }
 
+    /// A name from a config file; `srt_loss` is what `link_loss` was called before RTP and
+    /// WebRTC inputs reported loss too.
     pub fn from_name(name: &str) -> Option<Reason> {
+        if name == "srt_loss" {
+            return Some(Reason::LinkLoss);
+        }
         Reason::ALL.into_iter().find(|r| r.name() == name)
     }
 
@@ -254,7 +260,7 @@ impl InputHealth {
             if received + lost > 0
                 && lost as f64 / (received + lost) as f64 > self.settings.srt_loss_ratio
             {
-                self.raise(Reason::SrtLoss, now);
+                self.raise(Reason::LinkLoss, now);
             }
         }
         self.last_link = Some((packets_received, packets_lost));
@@ -443,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn srt_loss_and_tr101290_errors_degrade() {
+    fn link_loss_and_tr101290_errors_degrade() {
         let mut h = InputHealth::new(HealthSettings::default());
         h.connected(ms(0));
         feed(&mut h, 0, 1000);
@@ -453,7 +459,7 @@ mod tests {
         h.handle_tr101290(ms(1000), 3);
         assert_eq!(
             h.evaluate(ms(1000)),
-            Health::Degraded(vec![Reason::SrtLoss, Reason::Tr101290])
+            Health::Degraded(vec![Reason::LinkLoss, Reason::Tr101290])
         );
     }
 

@@ -619,7 +619,7 @@ fn black_main_switches_to_backup_and_returns_after_error_clear() {
 
 #[test]
 fn black_main_stays_on_air_when_black_is_not_a_trigger() {
-    let sim = black_main(vec![Reason::SrtLoss]);
+    let sim = black_main(vec![Reason::LinkLoss]);
     assert!(sim.later_switches().is_empty());
     assert_eq!(sim.switcher.active(), Some(0));
 }
