@@ -718,6 +718,14 @@ fn merge_of_two_lossy_paths_is_whole_and_survives_one_path_gone() {
     let recording = record_clean(dir.path(), output, || {
         let mut sender = rtp_push(dir.path(), &clip, relay.port);
         wait_connected(&daemon, "path-a");
+        // The second path has no program of its own: its health is whether it delivers.
+        assert!(
+            wait_for(Duration::from_secs(5), || daemon.input("program", "path-b")
+                ["health"]["state"]
+                == "healthy"),
+            "{}",
+            daemon.input("program", "path-b")
+        );
         sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
     });
     drop(relay);
@@ -746,11 +754,17 @@ fn merge_of_two_lossy_paths_is_whole_and_survives_one_path_gone() {
         (20.0..80.0).contains(&delay),
         "path B runs 40 ms behind: {delay}"
     );
-    // The second path reports as connected while it delivers.
     let backup_input = daemon.input("program", "path-b");
     assert!(
         field(&backup_input, &["rtp", "packets_received"]) > 1_000,
         "{backup_input}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || daemon.input("program", "path-b")
+            ["health"]["state"]
+            == "lost"),
+        "the path went quiet with the sender: {}",
+        daemon.input("program", "path-b")
     );
     let (_, metrics) = daemon.get("/metrics");
     crate::metrics::assert_promtool_accepts(&metrics);

@@ -1426,6 +1426,7 @@ impl Graph {
             .iter()
             .map(|c| {
                 let runtime = lock(&c.runtime);
+                let merging = c.settings.failover.merge_window().is_some();
                 let mut inputs: Vec<&RunningInput> = c.inputs.iter().collect();
                 // Main first, as the switcher ranks them.
                 inputs.sort_by_key(|i| i.settings.role() != InputRole::Main);
@@ -1438,7 +1439,17 @@ impl Graph {
                     inputs: inputs
                         .into_iter()
                         .map(|i| {
-                            input_status(c.settings.id.as_str(), i, &runtime, rtmp_address, now)
+                            let mut status = input_status(
+                                c.settings.id.as_str(),
+                                i,
+                                &runtime,
+                                rtmp_address,
+                                now,
+                            );
+                            if merging && i.settings.role() == InputRole::Backup {
+                                status.health = merge_path_health(&status.stats);
+                            }
+                            status
                         })
                         .collect(),
                     outputs: c.outputs.iter().map(output_status).collect(),
@@ -1564,6 +1575,25 @@ fn input_status(
         health: health_of(input.slot, runtime, now),
         config: input.settings.view(),
         stats: input.stats.snapshot(now),
+    }
+}
+
+/// A merged channel's second path carries no program of its own (its packets go into the main
+/// input's merged feed), so the switcher's view of it is always "lost": its health is whether
+/// its packets come.
+fn merge_path_health(stats: &lunora_ingest::InputStats) -> HealthView {
+    let receiving = stats.state == lunora_ingest::ConnectionState::Connected;
+    HealthView {
+        state: if receiving { "healthy" } else { "lost" },
+        reasons: Vec::new(),
+        detail: Some(
+            if receiving {
+                "merge path: its packets feed the main input's merged stream"
+            } else {
+                "merge path: no packets; the merged stream runs on the main path alone"
+            }
+            .into(),
+        ),
     }
 }
 
