@@ -2,7 +2,7 @@
 //! dashboard's "go live" page (fake camera and microphone), into a main-backup channel whose
 //! backup is a test pattern; ffmpeg/ffprobe read the channel's SRT output.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -302,16 +302,28 @@ fn flash_to_beep_seconds(file: &Path) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
+/// A webrtcbin publisher in a namespace of its own, answered by a daemon whose channel
+/// `program` has the WHIP input `gst` and an SRT listener output; its media reached the channel.
+struct WebrtcbinSession {
+    daemon: Daemon,
+    client: Proc,
+    /// The answer's head and the session URL.
+    head: String,
+    location: String,
+    srt_out: u16,
+    _netns: Netns,
+}
+
+fn publish_from_webrtcbin(tag: &str, subnet: u8, video: &str) -> WebrtcbinSession {
     let python = Path::new("/usr/bin/python3");
     assert!(python.is_file(), "Debian's python3 is missing");
     require("gst-inspect-1.0", "gstreamer1.0-tools");
     // libnice (webrtcbin's ICE) offers no loopback candidates: the peer needs an interface.
-    let netns = Netns::create("wh", 0);
+    let netns = Netns::create(tag, subnet);
+    let host = netns.host_address();
     let (udp, srt_out) = (free_udp_port(), free_udp_port());
     let daemon = Daemon::start(&format!(
-        "[whip]\nudp_listen = \"10.77.0.1:{udp}\"\nice_addresses = [\"10.77.0.1\"]\nice_servers = [\"stun:stun.example.invalid:3478\", \"turn:turn.example.invalid:3478\"]\n\n\
+        "[whip]\nudp_listen = \"{host}:{udp}\"\nice_addresses = [\"{host}\"]\nice_servers = [\"stun:stun.example.invalid:3478\", \"turn:turn.example.invalid:3478\"]\n\n\
          [[channels]]\nid = \"program\"\nmode = \"single\"\n\n\
          [[channels.inputs]]\nid = \"gst\"\ntype = \"whip\"\ntoken = \"{TOKEN}\"\n\n{}",
         srt_listener_output("out", srt_out)
@@ -325,7 +337,7 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
         netns
             .command(python)
             .arg(&script)
-            .args(["--seconds", "60", "--offer"])
+            .args(["--video", video, "--seconds", "60", "--offer"])
             .arg(&offer)
             .arg("--answer")
             .arg(&answer),
@@ -346,7 +358,7 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
     assert!(head.starts_with("HTTP/1.1 201"), "{response}");
     assert!(
-        body.contains("a=candidate:") && body.contains("10.77.0.1"),
+        body.contains("a=candidate:") && body.contains(&host),
         "{body}"
     );
     let location = head
@@ -355,26 +367,8 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
         .expect("Location")
         .to_string();
     assert!(location.starts_with("/whip/program/gst/"), "{location}");
-    for server in [
-        "stun:stun.example.invalid:3478",
-        "turn:turn.example.invalid:3478",
-    ] {
-        assert!(
-            head.contains(&format!("link: <{server}>; rel=\"ice-server\"")),
-            "{head}"
-        );
-    }
-    // No trickle ICE: every candidate is in the answer, so PATCH is not offered.
-    let (status, _) = http_anonymous(
-        daemon.http,
-        &format!(
-            "PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/trickle-ice-sdpfrag\r\nContent-Length: 0\r\n\r\n"
-        ),
-    );
-    assert_eq!(status, 405);
     std::fs::write(dir.join("answer.part"), body).expect("answer");
     std::fs::rename(dir.join("answer.part"), &answer).expect("answer");
-
     assert!(
         wait_for(Duration::from_secs(30), || {
             let input = daemon.input("program", "gst");
@@ -384,6 +378,95 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
         client.stderr(),
         daemon.log()
     );
+    WebrtcbinSession {
+        head: head.to_string(),
+        location,
+        daemon,
+        client,
+        srt_out,
+        _netns: netns,
+    }
+}
+
+impl WebrtcbinSession {
+    /// Records `seconds` of the channel's SRT output; the recording must carry `video` (ffprobe's
+    /// "codec,width,height") and AAC.
+    fn record(&self, seconds: u64, video: &str) -> PathBuf {
+        let dir = self.daemon.dir.path();
+        let file = dir.join("gst.ts");
+        let mut recorder = ffmpeg_record(
+            dir,
+            "ffmpeg-record",
+            &format!(
+                "srt://127.0.0.1:{}?mode=caller&latency=200000&timeout=3000000",
+                self.srt_out
+            ),
+            &file,
+        );
+        std::thread::sleep(Duration::from_secs(seconds));
+        recorder.signal(nix::sys::signal::Signal::SIGINT);
+        recorder.wait(Duration::from_secs(10));
+        let streams = probe_streams(file.to_str().expect("utf-8 path"));
+        assert!(
+            streams.contains(video) && streams.contains("aac"),
+            "{streams}\nrecorder: {}\n{}",
+            recorder.stderr(),
+            self.daemon.log()
+        );
+        let frames = decoded_video_frames(&file);
+        assert!(
+            frames >= seconds * 30 * 2 / 3,
+            "{frames} video frames decoded from {seconds} s"
+        );
+        file
+    }
+
+    /// DELETE ends the session; the input waits again.
+    fn delete(&self) {
+        let (status, body) = http_anonymous(
+            self.daemon.http,
+            &format!(
+                "DELETE {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                self.location
+            ),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            wait_for(Duration::from_secs(10), || self
+                .daemon
+                .input("program", "gst")["state"]
+                == "waiting"),
+            "{}",
+            self.daemon.log()
+        );
+    }
+}
+
+#[test]
+fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
+    let session = publish_from_webrtcbin("wh", 0, "h264");
+    let daemon = &session.daemon;
+    for server in [
+        "stun:stun.example.invalid:3478",
+        "turn:turn.example.invalid:3478",
+    ] {
+        assert!(
+            session
+                .head
+                .contains(&format!("link: <{server}>; rel=\"ice-server\"")),
+            "{}",
+            session.head
+        );
+    }
+    // No trickle ICE: every candidate is in the answer, so PATCH is not offered.
+    let (status, _) = http_anonymous(
+        daemon.http,
+        &format!(
+            "PATCH {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/trickle-ice-sdpfrag\r\nContent-Length: 0\r\n\r\n",
+            session.location
+        ),
+    );
+    assert_eq!(status, 405);
     assert!(
         wait_for(Duration::from_secs(30), || daemon.input("program", "gst")["lip_sync"]
             == "sender_reports"),
@@ -391,26 +474,7 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
         daemon.input("program", "gst"),
         daemon.log()
     );
-    let file = dir.join("gst.ts");
-    let mut recorder = ffmpeg_record(
-        dir,
-        "ffmpeg-record",
-        &format!("srt://127.0.0.1:{srt_out}?mode=caller&latency=200000&timeout=3000000"),
-        &file,
-    );
-    std::thread::sleep(Duration::from_secs(8));
-    recorder.signal(nix::sys::signal::Signal::SIGINT);
-    recorder.wait(Duration::from_secs(10));
-    let streams = probe_streams(file.to_str().expect("utf-8 path"));
-    assert!(streams.contains("h264,640,360"), "{streams}");
-    assert!(
-        streams.contains("aac"),
-        "{streams}\nrecorder: {}\n{}",
-        recorder.stderr(),
-        daemon.log()
-    );
-    let frames = decoded_video_frames(&file);
-    assert!(frames >= 150, "{frames} video frames decoded from 8 s");
+    let file = session.record(8, "h264,640,360");
     // Lip sync, after the sender's reports placed audio: each flash and its beep.
     let offsets = flash_to_beep_seconds(&file);
     eprintln!("beep minus flash in the recording, s: {offsets:.3?}");
@@ -420,20 +484,20 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
         "audio and video apart by {offsets:.3?} s\n{}",
         daemon.log()
     );
-
-    // DELETE ends the session; the input waits again.
-    let (status, body) = http_anonymous(
-        daemon.http,
-        &format!("DELETE {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
-    );
-    assert_eq!(status, 200, "{body}");
+    session.delete();
     assert!(
-        wait_for(
-            Duration::from_secs(10),
-            || daemon.input("program", "gst")["state"] == "waiting"
-        ),
-        "{}",
-        daemon.log()
+        daemon.input("program", "gst").get("lip_sync").is_none(),
+        "no publisher, no lip sync: {}",
+        daemon.input("program", "gst")
     );
-    drop(client);
+    drop(session.client);
+}
+
+#[test]
+fn whip_hevc_from_gstreamer_webrtcbin_goes_through_as_hevc() {
+    let session = publish_from_webrtcbin("wv", 2, "h265");
+    let input = session.daemon.input("program", "gst");
+    assert_eq!(input["video"]["codec"], "hevc", "{input}");
+    session.record(6, "hevc,640,360");
+    session.delete();
 }

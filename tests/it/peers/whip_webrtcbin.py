@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A WHIP publisher on GStreamer's webrtcbin (libnice ICE), for tests/it/whip.rs.
 
-Sends 640x360p30 video (x264, keyframe every 2 s) and Opus audio that flash and beep together:
+Sends 640x360p30 video (H.264, or HEVC with --video h265; keyframe every 2 s) and Opus audio that flash and beep together:
 for the first 200 ms of every second of the pipeline's running time the picture is white and a
 440 Hz tone sounds, otherwise the picture is black and the audio silent, so a recording shows
 how far audio and video moved apart on the way. The HTTP leg is
@@ -23,12 +23,19 @@ gi.require_version("GstWebRTC", "1.0")
 gi.require_version("GstSdp", "1.0")
 from gi.repository import GLib, Gst, GstController, GstSdp, GstWebRTC  # noqa: E402
 
+ENCODERS = {
+    "h264": """x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 bitrate=1000
+  ! video/x-h264,profile=constrained-baseline ! rtph264pay config-interval=-1 pt=96 aggregate-mode=zero-latency
+  ! application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000""",
+    "h265": """x265enc tune=zerolatency speed-preset=ultrafast key-int-max=60 bitrate=1000
+  ! video/x-h265,profile=main ! rtph265pay config-interval=-1 pt=96 aggregate-mode=zero-latency
+  ! application/x-rtp,media=video,encoding-name=H265,payload=96,clock-rate=90000""",
+}
+
 PIPELINE = """
 webrtcbin name=pc bundle-policy=max-bundle
 videotestsrc name=video is-live=true pattern=solid-color ! video/x-raw,width=640,height=360,framerate=30/1
-  ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 bitrate=1000
-  ! video/x-h264,profile=constrained-baseline ! rtph264pay config-interval=-1 pt=96 aggregate-mode=zero-latency
-  ! application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000 ! pc.
+  ! videoconvert ! {video} ! pc.
 audiotestsrc name=audio is-live=true samplesperbuffer=240 wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
   ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! pc.
 """
@@ -52,9 +59,10 @@ def main():
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--offer", required=True)
     ap.add_argument("--answer", required=True)
+    ap.add_argument("--video", choices=sorted(ENCODERS), default="h264")
     args = ap.parse_args()
     Gst.init(None)
-    pipeline = Gst.parse_launch(PIPELINE)
+    pipeline = Gst.parse_launch(PIPELINE.format(video=ENCODERS[args.video]))
     pc = pipeline.get_by_name("pc")
     # Sender reports stamped with capture time, as browsers send them: by default rtpbin
     # stamps send time, which on a loaded box runs at another rate than the RTP clock.
