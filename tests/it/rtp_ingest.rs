@@ -311,7 +311,15 @@ fn free_rtp_ports() -> (u16, u16) {
 /// 120 ms of every second, as H.264 (no B-frames) and AAC each on its own RTP port, with the
 /// SDP written to `sdp`. The parameter sets go only in the SDP (global header), so the input
 /// must put them in band itself.
-fn sdp_push(dir: &Path, video: u16, audio: u16, seconds: &str, sdp: &Path) -> Proc {
+/// ffmpeg sending a flash/beep test signal as H.264 (`b_frames` of them between references,
+/// x264's B-pyramid) and AAC over RTP, writing its SDP to `sdp`.
+fn sdp_push(
+    dir: &Path,
+    (video, audio): (u16, u16),
+    b_frames: u8,
+    seconds: &str,
+    sdp: &Path,
+) -> Proc {
     let ffmpeg = require("ffmpeg", "ffmpeg");
     Proc::spawn(
         "ffmpeg rtp (sdp)",
@@ -321,7 +329,8 @@ fn sdp_push(dir: &Path, video: u16, audio: u16, seconds: &str, sdp: &Path) -> Pr
             .arg("testsrc2=s=640x360:r=25,drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='lt(mod(t,1),0.12)'")
             .args(["-re", "-f", "lavfi", "-i"])
             .arg("aevalsrc=exprs=0.5*sin(2*PI*1000*t)*lt(mod(t\\,1)\\,0.12):s=48000")
-            .args(["-map", "0:v", "-c:v", "libx264", "-bf", "0", "-g", "25"])
+            .args(["-map", "0:v", "-c:v", "libx264", "-g", "25"])
+            .args(["-bf", &b_frames.to_string()])
             .args(["-pix_fmt", "yuv420p", "-flags:v", "+global_header", "-t", seconds])
             .args(["-f", "rtp", &format!("rtp://127.0.0.1:{video}")])
             .args(["-map", "1:a", "-c:a", "aac", "-t", seconds])
@@ -372,14 +381,16 @@ fn rising_edges(frames: &[(f64, f64)], threshold: f64) -> Vec<f64> {
 }
 
 #[test]
-fn sdp_h264_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_counted() {
+fn sdp_h264_with_b_frames_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_counted() {
+    // Three B-frames in a pyramid: RTP gives presentation times only, in decode order.
+    const B_FRAMES: u8 = 3;
     let (video, audio) = free_rtp_ports();
     let output = free_udp_port();
     let dir = tempfile::tempdir().unwrap();
     // The SDP comes first, as from an encoder's set-up; a short run writes it (same settings,
     // same parameter sets).
     let sdp = dir.path().join("session.sdp");
-    let mut writer = sdp_push(dir.path(), video, audio, "0.3", &sdp);
+    let mut writer = sdp_push(dir.path(), (video, audio), B_FRAMES, "0.3", &sdp);
     writer
         .wait(Duration::from_secs(30))
         .expect("ffmpeg writes the SDP");
@@ -396,7 +407,13 @@ fn sdp_h264_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_counted() {
     );
     let daemon = Daemon::start(&channel("single", "", &input, output));
     let recording = record_clean(dir.path(), output, || {
-        let mut sender = sdp_push(dir.path(), video, audio, "10", &dir.path().join("run.sdp"));
+        let mut sender = sdp_push(
+            dir.path(),
+            (video, audio),
+            B_FRAMES,
+            "10",
+            &dir.path().join("run.sdp"),
+        );
         wait_connected(&daemon, "cam");
         // Not RTP, RTP with the audio's payload type, and an RTP header alone with a CSRC
         // list past its end; and garbage on the RTCP port.
@@ -478,7 +495,7 @@ fn sdp_without_rtcp_is_placed_by_arrival_and_says_so() {
     let output = free_udp_port();
     let dir = tempfile::tempdir().unwrap();
     let sdp = dir.path().join("session.sdp");
-    let mut writer = sdp_push(dir.path(), video, audio, "0.3", &sdp);
+    let mut writer = sdp_push(dir.path(), (video, audio), 0, "0.3", &sdp);
     writer
         .wait(Duration::from_secs(30))
         .expect("ffmpeg writes the SDP");
@@ -492,7 +509,7 @@ fn sdp_without_rtcp_is_placed_by_arrival_and_says_so() {
     );
     let daemon = Daemon::start(&channel("single", "", &input, output));
     let recording = record_clean(dir.path(), output, || {
-        let mut sender = sdp_push(dir.path(), video, audio, "6", &dir.path().join("run.sdp"));
+        let mut sender = sdp_push(dir.path(), (video, audio), 0, "6", &dir.path().join("run.sdp"));
         wait_connected(&daemon, "cam");
         sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
     });

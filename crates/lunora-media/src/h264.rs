@@ -11,6 +11,9 @@ pub struct H264Sps {
     pub level_idc: u8,
     pub seq_parameter_set_id: u32,
     pub format: VideoFormat,
+    /// How many frames may precede one in decode order and follow it in output order (VUI
+    /// `max_num_reorder_frames`; B-frames need it above 0). `None` when the SPS does not say.
+    pub max_num_reorder_frames: Option<u32>,
 }
 
 /// Parses an SPS NAL unit (header byte included, emulation prevention still present).
@@ -84,10 +87,11 @@ pub fn parse_h264_sps(nal: &[u8]) -> Result<H264Sps, BitReaderError> {
     let height = (height_in_map_units * 16 * frame_height_factor)
         .saturating_sub(crop_unit_y * (crop_top + crop_bottom));
 
-    let frame_rate = if r.read_bit()? {
-        read_vui_frame_rate(&mut r).unwrap_or(None)
+    // A VUI this reader cannot follow to its end still gave what it could.
+    let vui = if r.read_bit()? {
+        read_vui(&mut r).unwrap_or_else(|partial| partial)
     } else {
-        None
+        Vui::default()
     };
 
     Ok(H264Sps {
@@ -98,9 +102,10 @@ pub fn parse_h264_sps(nal: &[u8]) -> Result<H264Sps, BitReaderError> {
         format: VideoFormat {
             width: width as u32,
             height: height as u32,
-            frame_rate,
+            frame_rate: vui.frame_rate,
             interlaced: !frame_mbs_only,
         },
+        max_num_reorder_frames: vui.max_num_reorder_frames,
     })
 }
 
@@ -117,8 +122,24 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), BitReader
     Ok(())
 }
 
-/// VUI up to `timing_info`. H.264 counts time in fields: one frame is two ticks.
-fn read_vui_frame_rate(r: &mut BitReader<'_>) -> Result<Option<f64>, BitReaderError> {
+#[derive(Debug, Default, Clone, Copy)]
+struct Vui {
+    frame_rate: Option<f64>,
+    max_num_reorder_frames: Option<u32>,
+}
+
+/// The VUI (Annex E.1.1), or as much of it as was read when the bits ran out (`Err`).
+fn read_vui(r: &mut BitReader<'_>) -> Result<Vui, Vui> {
+    let mut vui = Vui::default();
+    let frame_rate = read_vui_frame_rate(r).map_err(|_| vui)?;
+    vui.frame_rate = frame_rate.flatten();
+    vui.max_num_reorder_frames = read_vui_reorder(r).map_err(|_| vui)?;
+    Ok(vui)
+}
+
+/// VUI up to `timing_info`: `None` when timing info is absent. H.264 counts time in fields:
+/// one frame is two ticks.
+fn read_vui_frame_rate(r: &mut BitReader<'_>) -> Result<Option<Option<f64>>, BitReaderError> {
     if r.read_bit()? {
         // aspect_ratio_info_present_flag
         if r.read_bits(8)? == 255 {
@@ -143,11 +164,54 @@ fn read_vui_frame_rate(r: &mut BitReader<'_>) -> Result<Option<f64>, BitReaderEr
     }
     let num_units_in_tick = r.read_bits(32)?;
     let time_scale = r.read_bits(32)?;
+    r.skip_bits(1)?; // fixed_frame_rate_flag
     if num_units_in_tick == 0 {
-        return Ok(None);
+        return Ok(Some(None));
     }
     // Progressive and interlaced alike signal field rate: frame rate = time_scale / (2 * num_units).
-    Ok(Some(time_scale as f64 / (2.0 * num_units_in_tick as f64)))
+    Ok(Some(Some(
+        time_scale as f64 / (2.0 * num_units_in_tick as f64),
+    )))
+}
+
+/// The rest of the VUI after the timing info, up to `max_num_reorder_frames`.
+fn read_vui_reorder(r: &mut BitReader<'_>) -> Result<Option<u32>, BitReaderError> {
+    let nal_hrd = r.read_bit()?;
+    if nal_hrd {
+        skip_hrd_parameters(r)?;
+    }
+    let vcl_hrd = r.read_bit()?;
+    if vcl_hrd {
+        skip_hrd_parameters(r)?;
+    }
+    if nal_hrd || vcl_hrd {
+        r.skip_bits(1)?; // low_delay_hrd_flag
+    }
+    r.skip_bits(1)?; // pic_struct_present_flag
+    if !r.read_bit()? {
+        return Ok(None); // bitstream_restriction_flag
+    }
+    r.skip_bits(1)?; // motion_vectors_over_pic_boundaries_flag
+    for _ in 0..4 {
+        // max_bytes_per_pic_denom, max_bits_per_mb_denom, log2_max_mv_length_horizontal/vertical
+        r.read_ue()?;
+    }
+    Ok(Some(r.read_ue()?))
+}
+
+/// hrd_parameters() (E.1.2).
+fn skip_hrd_parameters(r: &mut BitReader<'_>) -> Result<(), BitReaderError> {
+    let cpb_count = r.read_ue()?.saturating_add(1);
+    r.skip_bits(8)?; // bit_rate_scale, cpb_size_scale
+    // At most 32 CPBs (cpb_cnt_minus1 ≤ 31); more is a broken SPS.
+    for _ in 0..cpb_count.min(32) {
+        r.read_ue()?; // bit_rate_value_minus1
+        r.read_ue()?; // cpb_size_value_minus1
+        r.skip_bits(1)?; // cbr_flag
+    }
+    // initial_cpb_removal_delay_length_minus1, cpb_removal_delay_length_minus1,
+    // dpb_output_delay_length_minus1, time_offset_length
+    r.skip_bits(20)
 }
 
 #[cfg(test)]
@@ -164,6 +228,38 @@ mod tests {
         0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x04, 0x4f, 0xde, 0x02, 0x20, 0x00, 0x00,
         0x7d, 0x20, 0x00, 0x1d, 0x4c, 0x03, 0xe2, 0xc5, 0xb2, 0xc0,
     ];
+
+    /// libx264 320x240p25 SPS: with `-bf 0`, `-bf 3`, and `-bf 3` with NAL HRD (CBR).
+    const SPS_NO_B_FRAMES: [u8; 23] = [
+        0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00,
+        0x20, 0x00, 0x00, 0x06, 0x41, 0xe2, 0x85, 0x49,
+    ];
+    const SPS_B_FRAMES: [u8; 25] = [
+        0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+        0x10, 0x00, 0x00, 0x03, 0x03, 0x20, 0xf1, 0x42, 0x99, 0x60,
+    ];
+    const SPS_B_FRAMES_HRD: [u8; 35] = [
+        0x67, 0x64, 0x00, 0x14, 0xac, 0xd9, 0x41, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+        0x10, 0x00, 0x00, 0x03, 0x03, 0x26, 0x06, 0x00, 0x0f, 0x42, 0x40, 0x01, 0xe8, 0x4e, 0x6c,
+        0x30, 0x07, 0x8a, 0x14, 0xcb,
+    ];
+
+    #[test]
+    fn reorder_depth_comes_from_the_vui_through_hrd_parameters() {
+        for (sps, reorder) in [
+            (&SPS_NO_B_FRAMES[..], 0),
+            (&SPS_B_FRAMES[..], 2),
+            (&SPS_B_FRAMES_HRD[..], 2),
+        ] {
+            let parsed = parse_h264_sps(sps).expect("valid sps");
+            assert_eq!(parsed.max_num_reorder_frames, Some(reorder), "{sps:02x?}");
+            assert_eq!(parsed.format.frame_rate, Some(25.0));
+            assert_eq!((parsed.format.width, parsed.format.height), (320, 240));
+        }
+        // Cut inside the VUI: the frame rate read before the cut stays.
+        let cut = parse_h264_sps(&SPS_B_FRAMES[..21]).expect("the picture part is whole");
+        assert_eq!(cut.max_num_reorder_frames, None);
+    }
 
     #[test]
     fn parses_x264_720p30() {

@@ -1,6 +1,6 @@
 //! RTP, sans I/O: header parsing, RTCP sender reports, the reorder buffer (which is also the SMPTE 2022-7 merger of
-//! two paths), the H.264 (RFC 6184) and AAC (RFC 3640) depacketizers and the few SDP
-//! attributes they need.
+//! two paths), the H.264 (RFC 6184) and AAC (RFC 3640) depacketizers, decode times for H.264
+//! that carries presentation times only, and the few SDP attributes they need.
 //!
 //! Architecture invariant: no I/O, no clock, no runtime. Time is passed in as a `Duration`
 //! since any fixed origin, so every behaviour can be tested on a virtual clock.
@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod aac;
+mod dts;
 mod h264;
 mod header;
 mod resequencer;
@@ -16,6 +17,7 @@ mod sdp;
 mod session;
 
 pub use aac::{AacDepacketizer, AacFrame, AacMode};
+pub use dts::{DecodeTimes, reorder_depth};
 pub use h264::{AccessUnit, H264Depacketizer};
 pub use header::{HeaderError, RtpPacket};
 pub use resequencer::{PathStats, Released, Resequencer, ResequencerStats};

@@ -6,7 +6,8 @@
 //! taken from its RTCP sender report when one has come (so audio and video sit exactly where
 //! the sender sampled them), otherwise from when its first frame arrived. A stream's first
 //! frames wait up to `report_wait` for a sender report before falling back to arrival time.
-//! RTP carries presentation times only, so DTS = PTS: streams with B-frames are not supported.
+//! RTP carries presentation times only: H.264 decode times come from [`DecodeTimes`], with the
+//! reordering depth the stream's SPS states.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use lunora_media::{AudioSpecificConfig, Codec, Frame, MpegTime, Program, Track, TrackId};
 use thiserror::Error;
 
+use crate::dts::{DecodeTimes, reorder_depth};
 use crate::sdp::{Media, SessionDescription};
 use crate::{
     AacDepacketizer, AacMode, H264Depacketizer, HeaderError, Released, Resequencer,
@@ -313,6 +315,8 @@ struct Stream {
     max_packets: usize,
     /// Totals of the reorder buffers of earlier senders.
     retired: SessionStats,
+    /// H.264 only: decode times for what RTP gives presentation times.
+    decode_times: Option<DecodeTimes>,
 }
 
 impl Stream {
@@ -332,7 +336,17 @@ impl Stream {
             reorder,
             max_packets,
             retired: SessionStats::default(),
+            decode_times: None,
         }
+        .with_decode_times()
+    }
+
+    fn with_decode_times(mut self) -> Stream {
+        self.decode_times = match self.spec.kind {
+            StreamKind::H264 { .. } => Some(DecodeTimes::new(0)),
+            StreamKind::Aac { .. } => None,
+        };
+        self
     }
 
     /// A new sender on the port: a fresh reorder buffer, the old one's totals kept.
@@ -345,6 +359,9 @@ impl Stream {
     }
 
     fn unplace(&mut self) {
+        if let Some(times) = self.decode_times.as_mut() {
+            *times = DecodeTimes::new(times.depth());
+        }
         self.anchor = None;
         self.placed_by = None;
         self.last = None;
@@ -592,11 +609,20 @@ impl SdpSession {
             let Some(pts) = self.position(index, &frame) else {
                 continue;
             };
+            let dts = match self.streams[index].decode_times.as_mut() {
+                Some(times) => {
+                    if frame.keyframe {
+                        times.at_keyframe(reorder_depth(&frame.data));
+                    }
+                    times.dts(pts)
+                }
+                None => pts,
+            };
             self.frames.push_back(Frame {
                 track,
                 codec,
                 pts: MpegTime(pts),
-                dts: MpegTime(pts),
+                dts: MpegTime(dts),
                 keyframe: frame.keyframe,
                 data: Bytes::from(frame.data),
             });
