@@ -340,46 +340,6 @@ fn sdp_push(
     )
 }
 
-/// (pts in seconds, value) of one metadata key per decoded frame of `stream` (`v` or `a`).
-fn frame_metadata(file: &Path, stream: &str, filter: &str, key: &str) -> Vec<(f64, f64)> {
-    let ffmpeg = require("ffmpeg", "ffmpeg");
-    let (flag, print) = if stream == "v" {
-        ("-vf", "metadata")
-    } else {
-        ("-af", "ametadata")
-    };
-    let out = run(
-        "ffmpeg metadata",
-        std::process::Command::new(ffmpeg)
-            .args(["-v", "error", "-i"])
-            .arg(file)
-            .args(["-map", &format!("0:{stream}:0"), flag])
-            .arg(format!("{filter},{print}=print:key={key}:file=-"))
-            .args(["-f", "null", "-"]),
-        Duration::from_secs(60),
-    );
-    let mut frames = Vec::new();
-    let mut pts = None;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(time) = line.split("pts_time:").nth(1) {
-            pts = time.trim().parse().ok();
-        } else if let (Some(value), Some(at)) = (line.strip_prefix(&format!("{key}=")), pts) {
-            // Silence is "-inf" dB.
-            frames.push((at, value.trim().parse().unwrap_or(f64::NEG_INFINITY)));
-        }
-    }
-    frames
-}
-
-/// When `frames` cross `threshold` upwards.
-fn rising_edges(frames: &[(f64, f64)], threshold: f64) -> Vec<f64> {
-    frames
-        .windows(2)
-        .filter(|w| w[0].1 < threshold && w[1].1 >= threshold)
-        .map(|w| w[1].0)
-        .collect()
-}
-
 #[test]
 fn sdp_h264_with_b_frames_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_counted() {
     // Three B-frames in a pyramid: RTP gives presentation times only, in decode order.

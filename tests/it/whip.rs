@@ -244,49 +244,17 @@ fn end_time_skew(file: &Path) -> f64 {
 /// recording's first 2.5 s (a puller starts with the channel's last GOP, which may be from
 /// before lip sync placed the audio) and the last flash (one stream may stop mid-beep).
 fn flash_to_beep_seconds(file: &Path) -> Vec<f64> {
-    let ffprobe = require("ffprobe", "ffmpeg");
-    let series = |graph: String, tag: &str| -> Vec<(f64, f64)> {
-        let out = run(
-            "ffprobe (flash and beep)",
-            Command::new(&ffprobe)
-                .args(["-v", "error", "-f", "lavfi", "-i"])
-                .arg(graph)
-                .args([
-                    "-show_entries",
-                    &format!("frame=pts_time:frame_tags={tag}"),
-                    "-of",
-                    "csv=p=0",
-                ]),
-            Duration::from_secs(60),
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| {
-                let (time, value) = line.split_once(',')?;
-                Some((time.parse().ok()?, value.trim().parse().ok()?))
-            })
-            .collect()
-    };
-    let starts = |series: &[(f64, f64)], threshold: f64| -> Vec<f64> {
-        series
-            .windows(2)
-            .filter(|w| w[0].1 < threshold && w[1].1 >= threshold)
-            .map(|w| w[1].0)
-            .collect()
-    };
-    let path = file.to_str().expect("utf-8 path");
-    let luma = series(
-        format!("movie={path},signalstats"),
-        "lavfi.signalstats.YAVG",
-    );
-    // In 5 ms steps (a silent one reads -inf).
-    let loudness = series(
-        format!("amovie={path},asetnsamples=240,astats=metadata=1:reset=1"),
+    let luma = frame_metadata(file, "v", "signalstats", "lavfi.signalstats.YAVG");
+    // Loudness in 5 ms steps.
+    let loudness = frame_metadata(
+        file,
+        "a",
+        "asetnsamples=240,astats=metadata=1:reset=1",
         "lavfi.astats.Overall.RMS_level",
     );
-    let beeps = starts(&loudness, -30.0);
+    let beeps = rising_edges(&loudness, -30.0);
     let settled = luma.first().map_or(f64::INFINITY, |(start, _)| start + 2.5);
-    let mut flashes: Vec<f64> = starts(&luma, 128.0)
+    let mut flashes: Vec<f64> = rising_edges(&luma, 128.0)
         .into_iter()
         .filter(|flash| *flash >= settled)
         .collect();
