@@ -1006,7 +1006,15 @@ impl Netns {
     /// Gives the namespace's interface `10.77.{subnet}.{host}` as well.
     pub fn add_address(&self, host: u8) {
         let address = format!("{}/29", self.address(host));
-        self.ip(&["-n", &self.name, "addr", "add", &address, "dev", &self.peer_if]);
+        self.ip(&[
+            "-n",
+            &self.name,
+            "addr",
+            "add",
+            &address,
+            "dev",
+            &self.peer_if,
+        ]);
     }
 
     /// Sends the namespace's multicast out of its interface, towards us.

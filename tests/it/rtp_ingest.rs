@@ -270,11 +270,16 @@ fn multicast_with_a_source_filter_takes_only_the_named_sender() {
                 && seen.get(&source).copied().unwrap_or(0) > 100,
             "both senders' datagrams reach the box: {seen:?}"
         );
-        intruder.wait(Duration::from_secs(20)).expect("imposter ends");
+        intruder
+            .wait(Duration::from_secs(20))
+            .expect("imposter ends");
         sender.wait(Duration::from_secs(30)).expect("ffmpeg ends");
     });
     let frames = decoded_video_frames(&recording);
-    assert!(frames >= 200, "ffprobe decoded {frames} video frames of 250");
+    assert!(
+        frames >= 200,
+        "ffprobe decoded {frames} video frames of 250"
+    );
     let input = daemon.input("program", "cam");
     assert_eq!(
         input["rtp"]["packets_invalid"],
@@ -469,7 +474,13 @@ fn sdp_without_rtcp_is_placed_by_arrival_and_says_so() {
     );
     let daemon = Daemon::start(&channel("single", "", &input, output));
     let recording = record_clean(dir.path(), output, || {
-        let mut sender = sdp_push(dir.path(), (video, audio), 0, "6", &dir.path().join("run.sdp"));
+        let mut sender = sdp_push(
+            dir.path(),
+            (video, audio),
+            0,
+            "6",
+            &dir.path().join("run.sdp"),
+        );
         wait_connected(&daemon, "cam");
         sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
     });

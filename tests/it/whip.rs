@@ -436,8 +436,10 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
     );
     assert_eq!(status, 405);
     assert!(
-        wait_for(Duration::from_secs(30), || daemon.input("program", "gst")["lip_sync"]
-            == "sender_reports"),
+        wait_for(
+            Duration::from_secs(30),
+            || daemon.input("program", "gst")["lip_sync"] == "sender_reports"
+        ),
         "audio never placed by webrtcbin's sender reports: {}\n{}",
         daemon.input("program", "gst"),
         daemon.log()
@@ -446,7 +448,10 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
     // Lip sync, after the sender's reports placed audio: each flash and its beep.
     let offsets = flash_to_beep_seconds(&file);
     eprintln!("beep minus flash in the recording, s: {offsets:.3?}");
-    assert!(offsets.len() >= 3, "{offsets:?}: too few flashes with a beep");
+    assert!(
+        offsets.len() >= 3,
+        "{offsets:?}: too few flashes with a beep"
+    );
     assert!(
         offsets.iter().all(|o| o.abs() <= 0.1),
         "audio and video apart by {offsets:.3?} s\n{}",

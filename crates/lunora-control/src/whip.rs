@@ -10,8 +10,7 @@ use lunora_ingest::{
 };
 use lunora_media::{Codec, Frame, MpegTime, Program, Track, TrackId, keyframe_video_format};
 use lunora_whip::{
-    Gate, InputHandle, Interleaver, LipSync, Media, SessionState, TrackClock, VideoCodec,
-    VideoGate,
+    Gate, InputHandle, Interleaver, LipSync, Media, SessionState, TrackClock, VideoCodec, VideoGate,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

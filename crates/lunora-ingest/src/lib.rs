@@ -21,8 +21,8 @@ pub use rtp::{BoundRtpInput, MergePaths, PathDatagram, RtpFormat, RtpInputSettin
 pub use rtp_sdp::{BoundSdpInput, SdpInputSettings};
 pub use srt::{BoundSrtInput, SrtInputSettings};
 pub use stats::{
-    ConnectionState, FrameCounts, InputStats, LipSyncSource, RejectCounts, RtpPathStats, RtpStats, StatsHandle,
-    VideoInfo,
+    ConnectionState, FrameCounts, InputStats, LipSyncSource, RejectCounts, RtpPathStats, RtpStats,
+    StatsHandle, VideoInfo,
 };
 pub use tls::{TlsError, tls_acceptor};
 

@@ -138,9 +138,15 @@ mod tests {
 
     fn valid(presentation_order: &[i64], dts: &[i64]) {
         for (n, (p, d)) in presentation_order.iter().zip(dts).enumerate() {
-            assert!(*d <= 1_000_000 + p * FRAME, "unit {n}: dts {d} after its pts");
+            assert!(
+                *d <= 1_000_000 + p * FRAME,
+                "unit {n}: dts {d} after its pts"
+            );
         }
-        assert!(dts.windows(2).all(|w| w[0] < w[1]), "{dts:?} not increasing");
+        assert!(
+            dts.windows(2).all(|w| w[0] < w[1]),
+            "{dts:?} not increasing"
+        );
     }
 
     #[test]
@@ -215,7 +221,10 @@ mod tests {
             0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
             0x10, 0x00, 0x00, 0x03, 0x03, 0x20, 0xf1, 0x42, 0xa4, 0x80,
         ];
-        assert_eq!(reorder_depth(&[&[0, 0, 0, 1][..], &baseline].concat()), Some(0));
+        assert_eq!(
+            reorder_depth(&[&[0, 0, 0, 1][..], &baseline].concat()),
+            Some(0)
+        );
         // No SPS, or one cut short: nothing to go by.
         assert_eq!(reorder_depth(&[0, 0, 0, 1, 0x65, 0x88]), None);
         assert_eq!(reorder_depth(&[0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1e]), None);

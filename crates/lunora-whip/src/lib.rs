@@ -15,8 +15,8 @@ mod sync;
 
 pub use media::{Gate, MAX_ACCESS_UNIT, TrackClock, VideoCodec, VideoGate};
 pub use registry::{CREDENTIAL_LIFETIME, MAX_CREDENTIALS, Refusal, Registry, SessionId};
-pub use sync::{Interleaver, LipSync, MAX_HOLD, SenderReport};
 pub use server::{
     Counters, HANDSHAKE_TIMEOUT, InputHandle, KeyframeRequester, Media, PublishError, Published,
     SessionState, WhipServer, WhipSettings,
 };
+pub use sync::{Interleaver, LipSync, MAX_HOLD, SenderReport};

@@ -129,8 +129,8 @@ fn replace(slot: &mut Option<Placed>, report: SenderReport, media_time: u64, rat
         if span < RATE_CHECK_SPAN_NS {
             return before.steady;
         }
-        let advanced = extend(report.rtp_time, media_time)
-            - extend(before.report.rtp_time, before.media_time);
+        let advanced =
+            extend(report.rtp_time, media_time) - extend(before.report.rtp_time, before.media_time);
         let expected = span * i128::from(rate) / 1_000_000_000;
         (advanced - expected).abs() <= expected / RATE_TOLERANCE_DIVISOR
     });
@@ -351,7 +351,11 @@ mod tests {
         let (mut report, time) = video_report(2.2);
         report.wallclock = at(2.2 - 0.57);
         sync.video_report(report, time, 90_000);
-        assert_eq!(sync.audio_correction(&video, &audio), None, "one pair says so");
+        assert_eq!(
+            sync.audio_correction(&video, &audio),
+            None,
+            "one pair says so"
+        );
         let (report, time) = video_report(3.0);
         sync.video_report(report, time, 90_000);
         assert_eq!(sync.audio_correction(&video, &audio), None);
@@ -408,6 +412,9 @@ mod tests {
         }
         assert_eq!(order.release(now), Some(0), "72 MiB held: the oldest goes");
         assert_eq!(order.release(now), None, "64 MiB held: within the bound");
-        assert_eq!(order.drain().collect::<Vec<_>>(), (1..9).collect::<Vec<_>>());
+        assert_eq!(
+            order.drain().collect::<Vec<_>>(),
+            (1..9).collect::<Vec<_>>()
+        );
     }
 }
