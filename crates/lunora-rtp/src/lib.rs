@@ -1,5 +1,5 @@
 //! RTP, sans I/O: header parsing, RTCP sender reports, the reorder buffer (which is also the SMPTE 2022-7 merger of
-//! two paths), the H.264 (RFC 6184) and AAC (RFC 3640) depacketizers and the few SDP
+//! two paths), the H.264 (RFC 6184) and AAC (RFC 3640 `mpeg4-generic`, RFC 6416 `MP4A-LATM`) depacketizers and the few SDP
 //! attributes they need.
 //!
 //! Architecture invariant: no I/O, no clock, no runtime. Time is passed in as a `Duration`
@@ -10,6 +10,7 @@
 mod aac;
 mod h264;
 mod header;
+mod latm;
 mod resequencer;
 mod rtcp;
 mod sdp;
@@ -18,6 +19,7 @@ mod session;
 pub use aac::{AacDepacketizer, AacFrame, AacMode};
 pub use h264::{AccessUnit, H264Depacketizer};
 pub use header::{HeaderError, RtpPacket};
+pub use latm::{LatmConfig, LatmDepacketizer, LatmError};
 pub use resequencer::{PathStats, Released, Resequencer, ResequencerStats};
 pub use rtcp::SenderReport;
 pub use sdp::{Media, SDP_CAP, SdpError, SessionDescription};
