@@ -306,7 +306,13 @@ fn sdp_h264_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_counted() {
     );
     let daemon = Daemon::start(&channel("single", "", &input, output));
     let recording = record_clean(dir.path(), output, || {
-        let mut sender = sdp_push(dir.path(), (video, audio), "10", &dir.path().join("run.sdp"), &[]);
+        let mut sender = sdp_push(
+            dir.path(),
+            (video, audio),
+            "10",
+            &dir.path().join("run.sdp"),
+            &[],
+        );
         wait_connected(&daemon, "cam");
         // Not RTP, RTP with the audio's payload type, and an RTP header alone with a CSRC
         // list past its end; and garbage on the RTCP port.
@@ -402,7 +408,13 @@ fn sdp_without_rtcp_is_placed_by_arrival_and_says_so() {
     );
     let daemon = Daemon::start(&channel("single", "", &input, output));
     let recording = record_clean(dir.path(), output, || {
-        let mut sender = sdp_push(dir.path(), (video, audio), "6", &dir.path().join("run.sdp"), &[]);
+        let mut sender = sdp_push(
+            dir.path(),
+            (video, audio),
+            "6",
+            &dir.path().join("run.sdp"),
+            &[],
+        );
         wait_connected(&daemon, "cam");
         sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
     });
@@ -427,7 +439,10 @@ fn decoded_audio(file: &Path) -> (String, u64, u64, f64, String) {
         "ffprobe (audio)",
         std::process::Command::new(ffprobe)
             .args(["-v", "error", "-select_streams", "a:0", "-count_frames"])
-            .args(["-show_entries", "stream=codec_name,sample_rate,channels,nb_read_frames"])
+            .args([
+                "-show_entries",
+                "stream=codec_name,sample_rate,channels,nb_read_frames",
+            ])
             .args(["-of", "json"])
             .arg(file),
         Duration::from_secs(60),
@@ -442,7 +457,10 @@ fn decoded_audio(file: &Path) -> (String, u64, u64, f64, String) {
             .or_else(|| stream[key].as_u64())
             .unwrap_or_else(|| panic!("ffprobe gave no {key}: {json}"))
     };
-    let codec = stream["codec_name"].as_str().unwrap_or_default().to_string();
+    let codec = stream["codec_name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let (rate, channels, frames) = (
         number("sample_rate"),
         number("channels"),
@@ -508,7 +526,10 @@ fn sdp_mp4a_latm_from_ffmpeg_decodes_whole() {
         .wait(Duration::from_secs(30))
         .expect("ffmpeg writes the SDP");
     let text = std::fs::read_to_string(&sdp).unwrap();
-    assert!(text.contains("MP4A-LATM/48000") && text.contains("cpresent=0"), "{text}");
+    assert!(
+        text.contains("MP4A-LATM/48000") && text.contains("cpresent=0"),
+        "{text}"
+    );
     let input = rtp_input(
         "cam",
         "main",

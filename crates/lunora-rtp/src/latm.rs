@@ -35,7 +35,9 @@ pub enum LatmError {
     MuxVersion,
     #[error("allStreamsSameTimeFraming is 0 (only 1 is read)")]
     TimeFraming,
-    #[error("{0} subframes per AudioMuxElement (only one is read; the sender must use numSubFrames 0)")]
+    #[error(
+        "{0} subframes per AudioMuxElement (only one is read; the sender must use numSubFrames 0)"
+    )]
     SubFrames(u64),
     #[error("{0} programs (only one is read)")]
     Programs(u64),
@@ -178,7 +180,9 @@ fn read_object_type(reader: &mut BitReader) -> Result<u8, LatmError> {
 }
 
 fn read_frequency_index(reader: &mut BitReader) -> Result<u8, LatmError> {
-    let index = reader.read_bits(4).map_err(|_| LatmError::ConfigTruncated)?;
+    let index = reader
+        .read_bits(4)
+        .map_err(|_| LatmError::ConfigTruncated)?;
     match u8::try_from(index) {
         Ok(index) if index < 13 => Ok(index),
         _ => Err(LatmError::SampleRate),
@@ -215,7 +219,9 @@ fn read_audio_specific_config(reader: &mut BitReader) -> Result<AudioSpecificCon
     }
     // Backward-compatible SBR/PS signalling. Strictly its presence needs the config's length,
     // which audioMuxVersion 0 does not give; payloaders that copy a whole AudioSpecificConfig
-    // in (GStreamer's) leave it there all the same, and its 11-bit sync word tells it apart.
+    // in (GStreamer's) leave it there all the same, and its 11-bit sync word tells it apart:
+    // the fields that follow an AudioSpecificConfig cannot begin with it unless
+    // frameLengthType is 2, which is refused anyway.
     let mut peek = reader.clone();
     if peek.read_bits(11).ok() == Some(SYNC_EXTENSION_SBR) {
         *reader = peek;
@@ -395,7 +401,7 @@ mod tests {
     impl Bits {
         fn put(&mut self, count: usize, value: u64) -> &mut Self {
             for bit in (0..count).rev() {
-                if self.used % 8 == 0 {
+                if self.used.is_multiple_of(8) {
                     self.bytes.push(0);
                 }
                 let last = self.bytes.last_mut().unwrap();
@@ -480,7 +486,12 @@ mod tests {
         // AOT 5 (SBR), core 24 kHz stereo, output 48 kHz, core AOT 2.
         let mut bits = Bits::default();
         bits.put(1, 0).put(1, 1).put(6, 0).put(4, 0).put(3, 0);
-        bits.put(5, 5).put(4, 6).put(4, 2).put(4, 3).put(5, 2).put(3, 0);
+        bits.put(5, 5)
+            .put(4, 6)
+            .put(4, 2)
+            .put(4, 3)
+            .put(5, 2)
+            .put(3, 0);
         bits.put(3, 0).put(8, 0xff).put(1, 0).put(1, 0);
         let config = LatmConfig::parse(&bits.done()).unwrap();
         assert_eq!(config.audio.audio_object_type, 2);
@@ -521,7 +532,10 @@ mod tests {
         assert_eq!(&frames[0].data[7..], b"first");
         assert_eq!(&frames[1].data[7..], &long[..]);
         let adts = lunora_media::AdtsHeader::parse(&frames[1].data).unwrap();
-        assert_eq!((adts.sample_rate(), adts.channel_configuration), (48_000, 2));
+        assert_eq!(
+            (adts.sample_rate(), adts.channel_configuration),
+            (48_000, 2)
+        );
         assert_eq!(adts.frame_length, 307);
         assert_eq!(d.dropped, 0);
     }
@@ -577,7 +591,11 @@ mod tests {
         for _ in 0..100 {
             d.push(0, false, &[0u8; 1400]);
         }
-        assert!(d.partial.as_ref().is_none_or(|(_, b)| b.len() <= ELEMENT_CAP));
+        assert!(
+            d.partial
+                .as_ref()
+                .is_none_or(|(_, b)| b.len() <= ELEMENT_CAP)
+        );
         assert!(d.dropped > before);
         assert_eq!(d.take_error(), Some(LatmError::ElementTooLarge));
         // Zero-length elements (padding) are no frames and no errors.

@@ -18,8 +18,8 @@ use thiserror::Error;
 
 use crate::sdp::{Media, SessionDescription};
 use crate::{
-    AacDepacketizer, AacFrame, AacMode, H264Depacketizer, HeaderError, LatmConfig, LatmDepacketizer,
-    LatmError, Released, Resequencer, ResequencerStats, RtpPacket, SenderReport,
+    AacDepacketizer, AacFrame, AacMode, H264Depacketizer, HeaderError, LatmConfig,
+    LatmDepacketizer, LatmError, Released, Resequencer, ResequencerStats, RtpPacket, SenderReport,
 };
 
 const VIDEO_TRACK: TrackId = TrackId(1);
@@ -116,9 +116,7 @@ impl StreamSpec {
             StreamKind::H264 { .. } => "H.264 (RFC 6184)",
             StreamKind::Aac { .. } => "AAC mpeg4-generic (RFC 3640)",
             StreamKind::Latm { in_band: false, .. } => "AAC MP4A-LATM (RFC 6416)",
-            StreamKind::Latm { in_band: true, .. } => {
-                "AAC MP4A-LATM (RFC 6416), config in band"
-            }
+            StreamKind::Latm { in_band: true, .. } => "AAC MP4A-LATM (RFC 6416), config in band",
         }
     }
 
@@ -627,10 +625,12 @@ impl SdpSession {
     /// Why a stream's audio was last dropped, once (only MP4A-LATM says why: its in-band
     /// configs and element lengths are what a sender gets wrong).
     pub fn take_audio_error(&mut self) -> Option<LatmError> {
-        self.streams.iter_mut().find_map(|s| match &mut s.depacketizer {
-            Depacketizer::Latm(d) => d.take_error(),
-            _ => None,
-        })
+        self.streams
+            .iter_mut()
+            .find_map(|s| match &mut s.depacketizer {
+                Depacketizer::Latm(d) => d.take_error(),
+                _ => None,
+            })
     }
 
     pub fn poll_frame(&mut self) -> Option<Frame> {
@@ -907,7 +907,11 @@ mod tests {
         // The first packet may be the middle of an element: skipped up to its marker bit.
         for (sequence, timestamp) in [(0u16, 7u32), (1, 1031), (2, 2055)] {
             session
-                .rtp(0, MS, &rtp(97, 2, sequence, timestamp, true, &element(b"aac")))
+                .rtp(
+                    0,
+                    MS,
+                    &rtp(97, 2, sequence, timestamp, true, &element(b"aac")),
+                )
                 .unwrap();
         }
         session.poll(100 * MS);
