@@ -604,6 +604,44 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic_and_stay_bounded() {
+        // xorshift: reproducible noise, mutations of real configs and elements included.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds = [hex("400023203fc0"), hex("40002320adca00"), element(b"frame")];
+        for in_band in [false, true] {
+            let mut d = LatmDepacketizer::new(Some(lc_48k_stereo()), in_band, 48_000);
+            for round in 0..20_000u32 {
+                let length = usize::try_from(next() % 1500).unwrap();
+                let mut payload: Vec<u8> = if round % 3 == 0 {
+                    seeds[usize::try_from(next() % 3).unwrap()].clone()
+                } else {
+                    (0..length).map(|_| next().to_le_bytes()[0]).collect()
+                };
+                if let Some(byte) = payload.first_mut() {
+                    *byte ^= next().to_le_bytes()[0] & 0x81;
+                }
+                let _ = LatmConfig::parse(&payload);
+                let marker = next() % 4 != 0;
+                let timestamp = u32::try_from(next() % 4).unwrap() * 1024;
+                for frame in d.push(timestamp, marker, &payload) {
+                    assert!(frame.data.len() <= 8191);
+                }
+                if next() % 50 == 0 {
+                    d.lost();
+                }
+                assert!(d.partial.as_ref().is_none_or(|(_, b)| b.len() <= ELEMENT_CAP));
+            }
+            assert!(d.dropped > 0);
+        }
+    }
+
+    #[test]
     fn in_band_config_is_read_and_reused() {
         let mut d = started(None, true);
         // useSameStreamMux 1 before any config: dropped with the reason.
