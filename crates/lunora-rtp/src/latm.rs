@@ -613,7 +613,11 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let seeds = [hex("400023203fc0"), hex("40002320adca00"), element(b"frame")];
+        let seeds = [
+            hex("400023203fc0"),
+            hex("40002320adca00"),
+            element(b"frame"),
+        ];
         for in_band in [false, true] {
             let mut d = LatmDepacketizer::new(Some(lc_48k_stereo()), in_band, 48_000);
             for round in 0..20_000u32 {
@@ -635,7 +639,11 @@ mod tests {
                 if next() % 50 == 0 {
                     d.lost();
                 }
-                assert!(d.partial.as_ref().is_none_or(|(_, b)| b.len() <= ELEMENT_CAP));
+                assert!(
+                    d.partial
+                        .as_ref()
+                        .is_none_or(|(_, b)| b.len() <= ELEMENT_CAP)
+                );
             }
             assert!(d.dropped > 0);
         }
