@@ -650,6 +650,25 @@ mod tests {
     }
 
     #[test]
+    fn in_band_elements_from_ffmpeg_latm_muxer_are_read() {
+        // `ffmpeg -f lavfi -i anullsrc=r=48000:cl=stereo -c:a aac -b:a 32k -f latm`, its LOAS
+        // headers taken off: a config in band, then elements reusing it, bit-aligned.
+        let mut d = started(None, true);
+        let first = hex("200011901fe0bef01002630bb319a9c97199b9718981800211004608c1c0");
+        let same = hex("8310880230460e00");
+        let mut frames = d.push(0, true, &first);
+        frames.extend(d.push(1024, true, &same));
+        assert_eq!(frames.len(), 2, "{:?}", d.take_error());
+        let adts = lunora_media::AdtsHeader::parse(&frames[0].data).unwrap();
+        assert_eq!(
+            (adts.sample_rate(), adts.channel_configuration),
+            (48_000, 2)
+        );
+        assert_eq!(frames[1].data.len(), 7 + 6);
+        assert_eq!(d.dropped, 0);
+    }
+
+    #[test]
     fn in_band_config_is_read_and_reused() {
         let mut d = started(None, true);
         // useSameStreamMux 1 before any config: dropped with the reason.
