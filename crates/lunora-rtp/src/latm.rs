@@ -124,7 +124,7 @@ fn read_stream_mux_config(
         return Err(LatmError::Layers(layers + 1));
     }
     let audio = read_audio_specific_config(reader)?;
-    let before_tail = reader.clone();
+    let mut before_tail = reader.clone();
     match read_tail(reader) {
         Ok(other_data_bits) => Ok(LatmConfig {
             audio,
@@ -132,7 +132,7 @@ fn read_stream_mux_config(
         }),
         Err(LatmError::ConfigTruncated) if tail_optional => {
             // Whatever of the tail is there must begin as the only shape read.
-            match before_tail.clone().read_bits(3) {
+            match before_tail.read_bits(3) {
                 Ok(0) | Err(_) => Ok(LatmConfig {
                     audio,
                     other_data_bits: 0,
