@@ -313,17 +313,17 @@ fn free_rtp_ports() -> (u16, u16) {
 }
 
 /// ffmpeg sending a picture that flashes white and a tone that beeps, both for the first
-/// 120 ms of every second, as H.264 (no B-frames) and AAC each on its own RTP port, with the
-/// SDP written to `sdp`. The parameter sets go only in the SDP (global header), so the input
-/// must put them in band itself.
-/// ffmpeg sending a flash/beep test signal as H.264 (`b_frames` of them between references,
-/// x264's B-pyramid) and AAC over RTP, writing its SDP to `sdp`.
+/// 120 ms of every second, as H.264 (`b_frames` B-frames between references, x264's
+/// B-pyramid) and AAC each on its own RTP port, with the SDP written to `sdp`. The parameter
+/// sets go only in the SDP (global header), so the input must put them in band itself.
+/// `audio_flags` go to the audio's RTP muxer (`-rtpflags latm`).
 fn sdp_push(
     dir: &Path,
     (video, audio): (u16, u16),
     b_frames: u8,
     seconds: &str,
     sdp: &Path,
+    audio_flags: &[&str],
 ) -> Proc {
     let ffmpeg = require("ffmpeg", "ffmpeg");
     Proc::spawn(
@@ -339,6 +339,7 @@ fn sdp_push(
             .args(["-pix_fmt", "yuv420p", "-flags:v", "+global_header", "-t", seconds])
             .args(["-f", "rtp", &format!("rtp://127.0.0.1:{video}")])
             .args(["-map", "1:a", "-c:a", "aac", "-t", seconds])
+            .args(audio_flags)
             .args(["-f", "rtp", &format!("rtp://127.0.0.1:{audio}")])
             .arg("-sdp_file")
             .arg(sdp),
@@ -355,7 +356,7 @@ fn sdp_h264_with_b_frames_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_co
     // The SDP comes first, as from an encoder's set-up; a short run writes it (same settings,
     // same parameter sets).
     let sdp = dir.path().join("session.sdp");
-    let mut writer = sdp_push(dir.path(), (video, audio), B_FRAMES, "0.3", &sdp);
+    let mut writer = sdp_push(dir.path(), (video, audio), B_FRAMES, "0.3", &sdp, &[]);
     writer
         .wait(Duration::from_secs(30))
         .expect("ffmpeg writes the SDP");
@@ -378,6 +379,7 @@ fn sdp_h264_with_b_frames_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_co
             B_FRAMES,
             "10",
             &dir.path().join("run.sdp"),
+            &[],
         );
         wait_connected(&daemon, "cam");
         // Not RTP, RTP with the audio's payload type, and an RTP header alone with a CSRC
@@ -460,7 +462,7 @@ fn sdp_without_rtcp_is_placed_by_arrival_and_says_so() {
     let output = free_udp_port();
     let dir = tempfile::tempdir().unwrap();
     let sdp = dir.path().join("session.sdp");
-    let mut writer = sdp_push(dir.path(), (video, audio), 0, "0.3", &sdp);
+    let mut writer = sdp_push(dir.path(), (video, audio), 0, "0.3", &sdp, &[]);
     writer
         .wait(Duration::from_secs(30))
         .expect("ffmpeg writes the SDP");
@@ -480,6 +482,7 @@ fn sdp_without_rtcp_is_placed_by_arrival_and_says_so() {
             0,
             "6",
             &dir.path().join("run.sdp"),
+            &[],
         );
         wait_connected(&daemon, "cam");
         sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
@@ -494,6 +497,197 @@ fn sdp_without_rtcp_is_placed_by_arrival_and_says_so() {
         log.contains("cannot receive RTCP") && log.contains("video placed by arrival time"),
         "no warning that video is aligned by arrival:\n{log}"
     );
+    assert!(daemon.stop().success());
+}
+
+/// The recording's first audio stream as ffprobe decodes it: (codec, sample rate, channels,
+/// seconds of audio decoded), and what ffmpeg reports decoding it.
+fn decoded_audio(file: &Path) -> (String, u64, u64, f64, String) {
+    let ffprobe = require("ffprobe", "ffmpeg");
+    let out = run(
+        "ffprobe (audio)",
+        std::process::Command::new(ffprobe)
+            .args(["-v", "error", "-select_streams", "a:0", "-count_frames"])
+            .args([
+                "-show_entries",
+                "stream=codec_name,sample_rate,channels,nb_read_frames",
+            ])
+            .args(["-of", "json"])
+            .arg(file),
+        Duration::from_secs(60),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ffprobe gave no JSON ({e}): {out:?}"));
+    let stream = &json["streams"][0];
+    let number = |key: &str| {
+        stream[key]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| stream[key].as_u64())
+            .unwrap_or_else(|| panic!("ffprobe gave no {key}: {json}"))
+    };
+    let codec = stream["codec_name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (rate, channels, frames) = (
+        number("sample_rate"),
+        number("channels"),
+        number("nb_read_frames"),
+    );
+    let ffmpeg = require("ffmpeg", "ffmpeg");
+    let decode = run(
+        "ffmpeg decode (audio)",
+        std::process::Command::new(ffmpeg)
+            .args(["-v", "error", "-i"])
+            .arg(file)
+            .args(["-map", "0:a:0", "-f", "null", "-"]),
+        Duration::from_secs(60),
+    );
+    let seconds = frames as f64 * 1024.0 / rate.max(1) as f64;
+    (
+        codec,
+        rate,
+        channels,
+        seconds,
+        String::from_utf8_lossy(&decode.stderr).to_string(),
+    )
+}
+
+/// Checks the recording of a 10 s MP4A-LATM sender: AAC of `rate` and `channels`, about as
+/// long as the video, decoded without an error; and that the input says what it received.
+fn assert_latm_recording(daemon: &Daemon, recording: &Path, rate: u64, channels: u64) {
+    let (codec, found_rate, found_channels, seconds, errors) = decoded_audio(recording);
+    assert_eq!(
+        (codec.as_str(), found_rate, found_channels),
+        ("aac", rate, channels)
+    );
+    let video = decoded_video_frames(recording) as f64 / 25.0;
+    assert!(video >= 8.0, "{video} s of video of 10");
+    assert!(
+        (seconds - video).abs() <= 0.5,
+        "{seconds:.2} s of audio against {video:.2} s of video"
+    );
+    assert!(errors.is_empty(), "decoding the audio: {errors}");
+    let input = daemon.input("program", "cam");
+    assert_eq!(field(&input, &["rtp", "packets_lost"]), 0, "{input}");
+    assert_eq!(field(&input, &["pes_dropped_total"]), 0, "{input}");
+    assert_eq!(
+        input["rtp"]["streams"][1]["packetization"], "AAC MP4A-LATM (RFC 6416)",
+        "{input}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("AAC MP4A-LATM (RFC 6416) on port"),
+        "the start-up line does not say the audio packetization:\n{log}"
+    );
+}
+
+#[test]
+fn sdp_mp4a_latm_from_ffmpeg_decodes_whole() {
+    let (video, audio) = free_rtp_ports();
+    let output = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let latm = ["-rtpflags", "latm"];
+    let sdp = dir.path().join("session.sdp");
+    let mut writer = sdp_push(dir.path(), (video, audio), 0, "0.3", &sdp, &latm);
+    writer
+        .wait(Duration::from_secs(30))
+        .expect("ffmpeg writes the SDP");
+    let text = std::fs::read_to_string(&sdp).unwrap();
+    assert!(
+        text.contains("MP4A-LATM/48000") && text.contains("cpresent=0"),
+        "{text}"
+    );
+    let input = rtp_input(
+        "cam",
+        "main",
+        0,
+        &format!("format = \"sdp\"\nsdp = {:?}", sdp.display().to_string()),
+    );
+    let daemon = Daemon::start(&channel("single", "", &input, output));
+    let recording = record_clean(dir.path(), output, || {
+        let run_sdp = dir.path().join("run.sdp");
+        let mut sender = sdp_push(dir.path(), (video, audio), 0, "10", &run_sdp, &latm);
+        wait_connected(&daemon, "cam");
+        sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
+    });
+    // aevalsrc makes one channel.
+    assert_latm_recording(&daemon, &recording, 48_000, 1);
+    assert!(daemon.stop().success());
+}
+
+/// GStreamer sending H.264 (`rtph264pay`, parameter sets in band) and AAC (`avenc_aac` at
+/// 44.1 kHz stereo, `rtpmp4apay`: MP4A-LATM) to two ports for `seconds`, in real time; `-v`
+/// prints the caps.
+fn gst_latm_command((video, audio): (u16, u16), seconds: u32) -> std::process::Command {
+    let gst = require("gst-launch-1.0", "gstreamer1.0-tools");
+    let audio_buffers = seconds * 44_100 / 1024;
+    let pipeline = format!(
+        "videotestsrc is-live=true num-buffers={} ! video/x-raw,width=640,height=360,framerate=25/1 \
+         ! x264enc tune=zerolatency bframes=0 key-int-max=25 ! rtph264pay config-interval=1 pt=96 \
+         ! udpsink host=127.0.0.1 port={video} \
+         audiotestsrc is-live=true wave=sine num-buffers={audio_buffers} samplesperbuffer=1024 \
+         ! audio/x-raw,rate=44100,channels=2 ! avenc_aac ! rtpmp4apay pt=97 \
+         ! udpsink host=127.0.0.1 port={audio}",
+        seconds * 25
+    );
+    let mut command = std::process::Command::new(gst);
+    command.args(["-v", "-e"]).args(pipeline.split_whitespace());
+    command
+}
+
+#[test]
+fn sdp_mp4a_latm_from_gstreamer_rtpmp4apay_decodes_whole() {
+    let (video, audio) = free_rtp_ports();
+    let output = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    // rtpmp4apay puts its StreamMuxConfig in its caps, not in an SDP: a short run shows it,
+    // and the SDP is written from it as a user would.
+    let probe = run(
+        "gst-launch-1.0 (caps)",
+        &mut gst_latm_command((video, audio), 1),
+        Duration::from_secs(30),
+    );
+    let caps = String::from_utf8_lossy(&probe.stdout);
+    let config = caps
+        .split("encoding-name=(string)MP4A-LATM")
+        .nth(1)
+        .and_then(|rest| rest.split("config=(string)").nth(1))
+        .and_then(|rest| rest.split([',', ' ', '"']).next())
+        .unwrap_or_else(|| panic!("no MP4A-LATM config in rtpmp4apay's caps:\n{caps}"))
+        .to_string();
+    let sdp = dir.path().join("session.sdp");
+    std::fs::write(
+        &sdp,
+        format!(
+            "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=gst\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=video {video} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+             a=fmtp:96 packetization-mode=1\r\n\
+             m=audio {audio} RTP/AVP 97\r\na=rtpmap:97 MP4A-LATM/44100/2\r\n\
+             a=fmtp:97 cpresent=0;config={config}\r\n"
+        ),
+    )
+    .unwrap();
+    let input = rtp_input(
+        "cam",
+        "main",
+        0,
+        &format!("format = \"sdp\"\nsdp = {:?}", sdp.display().to_string()),
+    );
+    let daemon = Daemon::start(&channel("single", "", &input, output));
+    let recording = record_clean(dir.path(), output, || {
+        let mut sender = Proc::spawn(
+            "gst-launch-1.0",
+            dir.path(),
+            &mut gst_latm_command((video, audio), 10),
+        );
+        wait_connected(&daemon, "cam");
+        sender
+            .wait(Duration::from_secs(40))
+            .expect("gst-launch-1.0 ends");
+    });
+    assert_latm_recording(&daemon, &recording, 44_100, 2);
     assert!(daemon.stop().success());
 }
 

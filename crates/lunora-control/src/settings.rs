@@ -1994,6 +1994,24 @@ mod tests {
             "{:?}",
             problems(&input)
         );
+        // MP4A-LATM as ffmpeg -rtpflags latm describes it is taken; a StreamMuxConfig of a
+        // shape not read is refused with its reason.
+        let latm = dir.join("latm.sdp");
+        let latm_sdp = |config: &str| {
+            format!(
+                "m=audio 5006 RTP/AVP 97\na=rtpmap:97 MP4A-LATM/48000/2\n\
+                 a=fmtp:97 profile-level-id=41;cpresent=0;config={config}\n"
+            )
+        };
+        std::fs::write(&latm, latm_sdp("400023203fc0")).unwrap();
+        input.sdp = Some(latm.clone());
+        assert!(problems(&input).is_empty(), "{:?}", problems(&input));
+        std::fs::write(&latm, latm_sdp("410023203fc0")).unwrap();
+        assert!(
+            problems(&input)[0].contains("2 subframes per AudioMuxElement"),
+            "{:?}",
+            problems(&input)
+        );
         input.sdp = Some(dir.join("missing.sdp"));
         assert!(problems(&input)[0].starts_with("sdp: cannot read the SDP file"));
         input.sdp = Some("relative.sdp".into());

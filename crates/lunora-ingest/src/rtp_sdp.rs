@@ -1,5 +1,5 @@
-//! The RTP input with `format = "sdp"`: H.264 and AAC each on its own UDP port, as an SDP
-//! describes them. One RTP socket per stream, plus its RTCP port (RTP port + 1) when that is
+//! The RTP input with `format = "sdp"`: H.264 and AAC (`mpeg4-generic` or `MP4A-LATM`) each on
+//! its own UDP port, as an SDP describes them. One RTP socket per stream, plus its RTCP port (RTP port + 1) when that is
 //! free, whose sender reports align audio with video; everything else is `lunora_rtp`'s
 //! `SdpSession`, fed from here with datagrams and the clock.
 
@@ -13,7 +13,9 @@ use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
 use crate::rtp::{DATAGRAM_MAX, bind_udp};
-use crate::stats::{BitrateMeter, ConnectionState, RtpStats, StatsHandle, VideoInfo};
+use crate::stats::{
+    BitrateMeter, ConnectionState, RtpStats, RtpStreamInfo, StatsHandle, VideoInfo,
+};
 use crate::{InputEvent, InputSender, SendError};
 
 /// Packets each stream's reorder buffer may hold whatever its window.
@@ -119,9 +121,9 @@ impl BoundSdpInput {
         let listening: Vec<String> = settings
             .streams
             .iter()
-            .map(|s| s.port.to_string())
+            .map(|s| format!("{} on port {}", s.packetization(), s.port))
             .collect();
-        info!(input = %settings.id, address = %settings.address, ports = %listening.join(","), "RTP (SDP) input listening");
+        info!(input = %settings.id, address = %settings.address, "RTP (SDP) input listening: {}", listening.join(", "));
         loop {
             let deadline = receiver.next_deadline();
             tokio::select! {
@@ -192,14 +194,25 @@ impl Receiver {
             input_loss: settings.input_loss,
             peer: None,
             last_packet: None,
-            rtp: RtpStats::default(),
+            rtp: RtpStats {
+                streams: settings
+                    .streams
+                    .iter()
+                    .map(|s| RtpStreamInfo {
+                        media: s.media(),
+                        port: s.port,
+                        packetization: s.packetization(),
+                    })
+                    .collect(),
+                ..RtpStats::default()
+            },
             bitrate: BitrateMeter::new(now),
             unpublished_bytes: 0,
             last_error_log: None,
             placed: settings
                 .streams
                 .iter()
-                .map(|s| (if s.is_video() { "video" } else { "audio" }, s.port, None))
+                .map(|s| (s.media(), s.port, None))
                 .collect(),
         }
     }
@@ -347,6 +360,11 @@ impl Receiver {
     /// Notices a silent sender and publishes the statistics.
     fn tick(&mut self, now: Instant) {
         self.poll(now);
+        if let Some(e) = self.session.take_audio_error()
+            && self.log_allowed(now)
+        {
+            warn!(input = %self.id, "dropped MP4A-LATM audio: {e} (counted in pes_dropped_total; one line per 10 s)");
+        }
         if let (Some(peer), Some(last)) = (self.peer, self.last_packet)
             && now.duration_since(last) >= self.input_loss
         {

@@ -109,6 +109,16 @@ pub struct RtpPathStats {
     pub packets_late: u64,
 }
 
+/// One stream of an RTP input with `format = "sdp"`: what the SDP says comes on its port.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RtpStreamInfo {
+    /// `video` or `audio`.
+    pub media: &'static str,
+    pub port: u16,
+    /// Codec and RTP packetization, e.g. `AAC MP4A-LATM (RFC 6416)`.
+    pub packetization: &'static str,
+}
+
 /// What a WebRTC input's audio is placed against its video by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -140,6 +150,9 @@ pub struct RtpStats {
     /// Merged: mean arrival of path 2 minus path 1 over packets both delivered, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_difference_ms: Option<f64>,
+    /// `format = "sdp"`: the streams received and how each is packetized.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<RtpStreamInfo>,
 }
 
 /// Everything known about one input. Counters are totals since the daemon started, across

@@ -1,6 +1,7 @@
 //! RTP, sans I/O: header parsing, RTCP sender reports, the reorder buffer (which is also the SMPTE 2022-7 merger of
-//! two paths), the H.264 (RFC 6184) and AAC (RFC 3640) depacketizers, decode times for H.264
-//! that carries presentation times only, and the few SDP attributes they need.
+//! two paths), the H.264 (RFC 6184) and AAC (RFC 3640 `mpeg4-generic`, RFC 6416 `MP4A-LATM`)
+//! depacketizers, decode times for H.264 that carries presentation times only, and the few SDP
+//! attributes they need.
 //!
 //! Architecture invariant: no I/O, no clock, no runtime. Time is passed in as a `Duration`
 //! since any fixed origin, so every behaviour can be tested on a virtual clock.
@@ -11,6 +12,7 @@ mod aac;
 mod dts;
 mod h264;
 mod header;
+mod latm;
 mod resequencer;
 mod rtcp;
 mod sdp;
@@ -20,6 +22,7 @@ pub use aac::{AacDepacketizer, AacFrame, AacMode};
 pub use dts::{DecodeTimes, reorder_depth};
 pub use h264::{AccessUnit, H264Depacketizer};
 pub use header::{HeaderError, RtpPacket};
+pub use latm::{LatmConfig, LatmDepacketizer, LatmError};
 pub use resequencer::{PathStats, Released, Resequencer, ResequencerStats};
 pub use rtcp::SenderReport;
 pub use sdp::{Media, SDP_CAP, SdpError, SessionDescription};

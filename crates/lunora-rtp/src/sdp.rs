@@ -149,7 +149,7 @@ impl Media {
             .unwrap_or_default()
     }
 
-    /// `config`: hex AudioSpecificConfig (RFC 3640).
+    /// `config`: hex AudioSpecificConfig (RFC 3640) or StreamMuxConfig (MP4A-LATM, RFC 6416).
     pub fn config(&self) -> Option<Vec<u8>> {
         let hex = self.fmtp.get("config")?;
         if hex.len() % 2 != 0 || hex.len() > 64 {

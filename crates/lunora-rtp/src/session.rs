@@ -1,4 +1,5 @@
-//! An SDP session: H.264 video (RFC 6184) and AAC audio (RFC 3640) on their own RTP ports,
+//! An SDP session: H.264 video (RFC 6184) and AAC audio (RFC 3640 `mpeg4-generic` or RFC 6416
+//! `MP4A-LATM`) on their own RTP ports,
 //! put back in order, depacketized and placed on one 90 kHz timeline.
 //!
 //! Timeline: each stream's 32-bit RTP timestamps are extended across the wrap and scaled from
@@ -19,8 +20,8 @@ use thiserror::Error;
 use crate::dts::{DecodeTimes, reorder_depth};
 use crate::sdp::{Media, SessionDescription};
 use crate::{
-    AacDepacketizer, AacMode, H264Depacketizer, HeaderError, Released, Resequencer,
-    ResequencerStats, RtpPacket, SenderReport,
+    AacDepacketizer, AacFrame, AacMode, H264Depacketizer, HeaderError, LatmConfig,
+    LatmDepacketizer, LatmError, Released, Resequencer, ResequencerStats, RtpPacket, SenderReport,
 };
 
 const VIDEO_TRACK: TrackId = TrackId(1);
@@ -45,7 +46,7 @@ const PENDING_BYTES_MAX: usize = 32 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum StreamError {
     #[error(
-        "no H.264 video or AAC (mpeg4-generic) audio stream; the SDP has {0} (ffmpeg: -c:v libx264 / -c:a aac -f rtp)"
+        "no H.264 video or AAC (mpeg4-generic or MP4A-LATM) audio stream; the SDP has {0} (ffmpeg: -c:v libx264 / -c:a aac -f rtp)"
     )]
     NoneUsable(String),
     #[error("the AAC stream's fmtp has no usable config= (AudioSpecificConfig in hex)")]
@@ -54,6 +55,16 @@ pub enum StreamError {
         "the AAC stream's fmtp has no sizelength= (only mode=AAC-hbr/AAC-lbr AU headers are read)"
     )]
     AacMode,
+    #[error("the MP4A-LATM stream's config= is not hex (a StreamMuxConfig)")]
+    LatmHex,
+    #[error(
+        "the MP4A-LATM stream has cpresent=0 but no config= (the StreamMuxConfig in hex); give it, or send it in band with cpresent=1"
+    )]
+    LatmNoConfig,
+    #[error("the MP4A-LATM stream's cpresent is {0:?}; it must be 0 or 1")]
+    LatmCpresent(String),
+    #[error("the MP4A-LATM stream's StreamMuxConfig (config=) cannot be used: {0}")]
+    LatmConfig(LatmError),
     #[error("the video and audio streams are both on port {0}; each needs its own")]
     SamePort(u16),
 }
@@ -66,6 +77,12 @@ pub enum StreamKind {
     Aac {
         config: AudioSpecificConfig,
         mode: AacMode,
+    },
+    /// AAC as `MP4A-LATM`: the SDP's StreamMuxConfig, if it gives one, and whether one also
+    /// comes in band (`cpresent=1`).
+    Latm {
+        config: Option<LatmConfig>,
+        in_band: bool,
     },
 }
 
@@ -83,10 +100,25 @@ impl StreamSpec {
         matches!(self.kind, StreamKind::H264 { .. })
     }
 
+    /// `video` or `audio`.
+    pub fn media(&self) -> &'static str {
+        if self.is_video() { "video" } else { "audio" }
+    }
+
     fn track(&self) -> (TrackId, Codec) {
         match self.kind {
             StreamKind::H264 { .. } => (VIDEO_TRACK, Codec::H264),
-            StreamKind::Aac { .. } => (AUDIO_TRACK, Codec::AacAdts),
+            StreamKind::Aac { .. } | StreamKind::Latm { .. } => (AUDIO_TRACK, Codec::AacAdts),
+        }
+    }
+
+    /// The codec and RTP packetization, for logs and the input's status.
+    pub fn packetization(&self) -> &'static str {
+        match self.kind {
+            StreamKind::H264 { .. } => "H.264 (RFC 6184)",
+            StreamKind::Aac { .. } => "AAC mpeg4-generic (RFC 3640)",
+            StreamKind::Latm { in_band: false, .. } => "AAC MP4A-LATM (RFC 6416)",
+            StreamKind::Latm { in_band: true, .. } => "AAC MP4A-LATM (RFC 6416), config in band",
         }
     }
 
@@ -96,6 +128,7 @@ impl StreamSpec {
                 parameter_sets: media.sprop_parameter_sets(),
             }),
             ("audio", "MPEG4-GENERIC") => aac_kind(media),
+            ("audio", "MP4A-LATM") => latm_kind(media),
             _ => return None,
         };
         Some(kind.map(|kind| StreamSpec {
@@ -124,6 +157,27 @@ fn aac_kind(media: &Media) -> Result<StreamKind, StreamError> {
             .unwrap_or(index_length),
     };
     Ok(StreamKind::Aac { config, mode })
+}
+
+/// RFC 6416: `cpresent` defaults to 1 (config in band); with 0 the SDP's `config` is the only
+/// one. `object` and `profile-level-id` are not needed: the StreamMuxConfig says it all.
+fn latm_kind(media: &Media) -> Result<StreamKind, StreamError> {
+    let in_band = match media.fmtp.get("cpresent").map(String::as_str) {
+        None | Some("1") => true,
+        Some("0") => false,
+        Some(other) => return Err(StreamError::LatmCpresent(other.to_string())),
+    };
+    let config = match media.fmtp.get("config") {
+        None => None,
+        Some(_) => {
+            let bytes = media.config().ok_or(StreamError::LatmHex)?;
+            Some(LatmConfig::parse(&bytes).map_err(StreamError::LatmConfig)?)
+        }
+    };
+    if config.is_none() && !in_band {
+        return Err(StreamError::LatmNoConfig);
+    }
+    Ok(StreamKind::Latm { config, in_band })
 }
 
 /// The streams of `sdp` this input receives: the first H.264 video and the first AAC audio
@@ -244,6 +298,7 @@ struct Packet {
 enum Depacketizer {
     H264(H264Depacketizer),
     Aac(AacDepacketizer),
+    Latm(LatmDepacketizer),
 }
 
 impl Depacketizer {
@@ -254,6 +309,9 @@ impl Depacketizer {
             }
             StreamKind::Aac { config, mode } => {
                 Depacketizer::Aac(AacDepacketizer::new(*config, *mode))
+            }
+            StreamKind::Latm { config, in_band } => {
+                Depacketizer::Latm(LatmDepacketizer::new(*config, *in_band, spec.clock_rate))
             }
         }
     }
@@ -344,7 +402,7 @@ impl Stream {
     fn with_decode_times(mut self) -> Stream {
         self.decode_times = match self.spec.kind {
             StreamKind::H264 { .. } => Some(DecodeTimes::new(0)),
-            StreamKind::Aac { .. } => None,
+            StreamKind::Aac { .. } | StreamKind::Latm { .. } => None,
         };
         self
     }
@@ -372,6 +430,19 @@ impl Stream {
         match &self.depacketizer {
             Depacketizer::H264(d) => d.dropped,
             Depacketizer::Aac(d) => d.dropped,
+            Depacketizer::Latm(d) => d.dropped,
+        }
+    }
+
+    fn audio(&mut self, now: Duration, frames: Vec<AacFrame>) {
+        for frame in frames {
+            let extended = self.unwrap.extend(frame.timestamp);
+            self.pending.push_back(Pending {
+                extended,
+                arrived: now,
+                keyframe: true,
+                data: frame.data,
+            });
         }
     }
 
@@ -384,6 +455,7 @@ impl Stream {
                     match &mut self.depacketizer {
                         Depacketizer::H264(d) => d.lost(),
                         Depacketizer::Aac(d) => d.lost(),
+                        Depacketizer::Latm(d) => d.lost(),
                     }
                     continue;
                 }
@@ -401,15 +473,12 @@ impl Stream {
                     }
                 }
                 Depacketizer::Aac(d) => {
-                    for frame in d.push(packet.timestamp, packet.marker, &packet.payload) {
-                        let extended = self.unwrap.extend(frame.timestamp);
-                        self.pending.push_back(Pending {
-                            extended,
-                            arrived: now,
-                            keyframe: true,
-                            data: frame.data,
-                        });
-                    }
+                    let frames = d.push(packet.timestamp, packet.marker, &packet.payload);
+                    self.audio(now, frames);
+                }
+                Depacketizer::Latm(d) => {
+                    let frames = d.push(packet.timestamp, packet.marker, &packet.payload);
+                    self.audio(now, frames);
                 }
             }
         }
@@ -568,6 +637,17 @@ impl SdpSession {
     /// How `stream` was put on the timeline; `None` until it has been.
     pub fn placement(&self, stream: usize) -> Option<Placement> {
         self.streams.get(stream).and_then(|s| s.placed_by)
+    }
+
+    /// Why a stream's audio was last dropped, once (only MP4A-LATM says why: its in-band
+    /// configs and element lengths are what a sender gets wrong).
+    pub fn take_audio_error(&mut self) -> Option<LatmError> {
+        self.streams
+            .iter_mut()
+            .find_map(|s| match &mut s.depacketizer {
+                Depacketizer::Latm(d) => d.take_error(),
+                _ => None,
+            })
     }
 
     pub fn poll_frame(&mut self) -> Option<Frame> {
@@ -796,6 +876,87 @@ mod tests {
             usable_streams(&SessionDescription::parse(&same).unwrap()),
             Err(StreamError::SamePort(5004))
         );
+    }
+
+    fn latm_sdp(fmtp: &str) -> Result<Vec<StreamSpec>, StreamError> {
+        let text = format!(
+            "v=0\nc=IN IP4 127.0.0.1\nm=audio 5006 RTP/AVP 97\na=rtpmap:97 MP4A-LATM/48000/2\n{fmtp}"
+        );
+        usable_streams(&SessionDescription::parse(&text).unwrap())
+    }
+
+    #[test]
+    fn mp4a_latm_streams_are_checked() {
+        // What ffmpeg -rtpflags latm writes.
+        let ffmpeg =
+            latm_sdp("a=fmtp:97 profile-level-id=41;cpresent=0;config=400023203fc0\n").unwrap();
+        let StreamKind::Latm { config, in_band } = &ffmpeg[0].kind else {
+            panic!("{ffmpeg:?}")
+        };
+        assert_eq!(config.unwrap().audio.sample_rate(), 48_000);
+        assert!(!in_band);
+        assert_eq!(ffmpeg[0].packetization(), "AAC MP4A-LATM (RFC 6416)");
+        // cpresent defaults to 1: no config needed, it comes in band.
+        let in_band = latm_sdp("").unwrap();
+        assert_eq!(
+            in_band[0].kind,
+            StreamKind::Latm {
+                config: None,
+                in_band: true
+            }
+        );
+        assert_eq!(
+            latm_sdp("a=fmtp:97 cpresent=0\n"),
+            Err(StreamError::LatmNoConfig)
+        );
+        assert_eq!(
+            latm_sdp("a=fmtp:97 cpresent=yes;config=400023203fc0\n"),
+            Err(StreamError::LatmCpresent("yes".into()))
+        );
+        assert_eq!(
+            latm_sdp("a=fmtp:97 cpresent=0;config=40002\n"),
+            Err(StreamError::LatmHex)
+        );
+        let version1 = latm_sdp("a=fmtp:97 cpresent=0;config=c00023203fc0\n").unwrap_err();
+        assert_eq!(version1, StreamError::LatmConfig(LatmError::MuxVersion));
+        assert!(
+            version1.to_string().contains("audioMuxVersion 1"),
+            "{version1}"
+        );
+    }
+
+    #[test]
+    fn mp4a_latm_audio_is_placed_on_the_timeline() {
+        let streams = latm_sdp("a=fmtp:97 cpresent=0;config=400023203fc0\n").unwrap();
+        let mut session = SdpSession::new(streams, 20 * MS, 100, Duration::ZERO);
+        let element = |raw: &[u8]| [&[u8::try_from(raw.len()).unwrap()][..], raw].concat();
+        // The first packet may be the middle of an element: skipped up to its marker bit.
+        for (sequence, timestamp) in [(0u16, 7u32), (1, 1031), (2, 2055)] {
+            session
+                .rtp(
+                    0,
+                    MS,
+                    &rtp(97, 2, sequence, timestamp, true, &element(b"aac")),
+                )
+                .unwrap();
+        }
+        session.poll(100 * MS);
+        let out = frames(&mut session);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].codec, Codec::AacAdts);
+        assert_eq!(&out[0].data[7..], b"aac");
+        assert_eq!(out[1].pts.0 - out[0].pts.0, 1920);
+        // A broken element is counted and its reason kept for the log.
+        session
+            .rtp(0, 200 * MS, &rtp(97, 2, 3, 3079, true, &[200, 1]))
+            .unwrap();
+        session.poll(300 * MS);
+        assert_eq!(session.stats().frames_dropped, 1);
+        assert_eq!(
+            session.take_audio_error(),
+            Some(LatmError::ElementTruncated)
+        );
+        assert_eq!(session.take_audio_error(), None);
     }
 
     #[test]
