@@ -1,5 +1,5 @@
 //! RTP, sans I/O: header parsing, RTCP sender reports, the reorder buffer (which is also the SMPTE 2022-7 merger of
-//! two paths), the H.264 (RFC 6184) and AAC (RFC 3640) depacketizers and the few SDP
+//! two paths), SMPTE 2022-1 FEC recovery, the H.264 (RFC 6184) and AAC (RFC 3640) depacketizers and the few SDP
 //! attributes they need.
 //!
 //! Architecture invariant: no I/O, no clock, no runtime. Time is passed in as a `Duration`
@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod aac;
+mod fec;
 mod h264;
 mod header;
 mod resequencer;
@@ -16,6 +17,10 @@ mod sdp;
 mod session;
 
 pub use aac::{AacDepacketizer, AacFrame, AacMode};
+pub use fec::{
+    FEC_HEADER_LEN, FecDecoder, FecDirection, FecError, FecHeader, FecMatrix, FecStats,
+    MATRIX_PACKETS_MAX, MATRIX_SIDE_MAX,
+};
 pub use h264::{AccessUnit, H264Depacketizer};
 pub use header::{HeaderError, RtpPacket};
 pub use resequencer::{PathStats, Released, Resequencer, ResequencerStats};
