@@ -54,8 +54,6 @@ pub enum FecError {
         "FEC matrix of {columns} columns × {rows} rows is beyond SMPTE 2022-1 (L, D ≤ 20, L × D ≤ 100)"
     )]
     MatrixTooLarge { columns: u8, rows: u8 },
-    #[error("FEC came before any media packet")]
-    BeforeMedia,
     #[error("FEC SNBase is {0} sequence numbers away from the media")]
     Far(i64),
     #[error("FEC protects packets already gone (it came too late)")]
@@ -79,7 +77,6 @@ impl FecError {
             FecError::MatrixZero => "matrix_zero",
             FecError::RowOffset(_) => "row_offset",
             FecError::MatrixTooLarge { .. } => "matrix_too_large",
-            FecError::BeforeMedia => "before_media",
             FecError::Far(_) => "sequence_far",
             FecError::Late => "late",
             FecError::Length { .. } => "length",
@@ -279,6 +276,7 @@ impl FecDecoder {
     /// A media packet as it arrived (already parsed as RTP by the caller: `datagram` is whole).
     pub fn push_media(&mut self, now: Duration, sequence: u16, datagram: &[u8]) {
         self.expire(now);
+        let before = self.highest;
         let ext = match self.highest {
             None => {
                 // Far from 0 so that sequence numbers just before the first do not underflow.
@@ -317,8 +315,10 @@ impl FecDecoder {
         while self.media.len() > MEDIA_HELD_MAX {
             self.drop_oldest_media();
         }
-        // Media normally comes before its FEC; one that comes after may complete a group.
-        if self.pending.iter().any(|p| p.last() >= ext) {
+        // Media normally comes before its FEC; one that comes after may complete a group,
+        // and one past a group's last packet says that packet is overdue.
+        let from = before.map_or(ext, |b| b.min(ext));
+        if self.pending.iter().any(|p| p.last() >= from) {
             self.recover();
         }
     }
@@ -340,7 +340,10 @@ impl FecDecoder {
     fn take_fec(&mut self, now: Duration, datagram: &[u8]) -> Result<(), FecError> {
         let packet = RtpPacket::parse(datagram).map_err(FecError::Rtp)?;
         let header = FecHeader::parse(packet.payload)?;
-        let highest = self.highest.ok_or(FecError::BeforeMedia)?;
+        // FEC before any media (a receiver starting mid-stream) protects nothing held.
+        let Some(highest) = self.highest else {
+            return Ok(());
+        };
         let base = extend_sequence(highest, header.sn_base_low);
         let distance = base as i64 - highest as i64;
         if distance.abs() > FAR_DISTANCE {
@@ -436,8 +439,13 @@ impl FecDecoder {
         }
     }
 
-    /// Rebuilds every packet that is alone missing in its row or column, until none is.
+    /// Rebuilds every packet that is alone missing in its row or column, until none is. A
+    /// packet is only rebuilt once a later one has arrived: FEC on its own port can overtake
+    /// the last media packets of its group, which are then late, not lost.
     fn recover(&mut self) {
+        let Some(highest) = self.highest else {
+            return;
+        };
         loop {
             let mut progress = false;
             let mut index = 0;
@@ -450,6 +458,7 @@ impl FecDecoder {
                 };
                 match (first, second) {
                     (_, Some(_)) => index += 1,
+                    (Some(sequence), None) if sequence >= highest => index += 1,
                     (None, None) => {
                         self.pending.remove(index);
                     }
@@ -610,11 +619,11 @@ mod tests {
         out
     }
 
-    /// Sends one matrix minus `lost`, then its FEC; returns the sequence numbers rebuilt,
-    /// each checked byte for byte.
+    /// Sends one matrix minus `lost` and the next matrix's first packet, then the FEC;
+    /// returns the sequence numbers rebuilt, each checked byte for byte.
     fn run(decoder: &mut FecDecoder, base: u16, l: u8, d: u8, lost: &[u16]) -> Vec<u16> {
         let total = u16::from(l) * u16::from(d);
-        for i in 0..total {
+        for i in 0..=total {
             let s = base.wrapping_add(i);
             if !lost.contains(&s) {
                 decoder.push_media(ms(u64::from(i)), s, &media(s));
@@ -716,8 +725,9 @@ mod tests {
     fn hostile_fec_packets_are_counted_and_dropped() {
         let mut decoder = FecDecoder::new(ms(1000));
         let good = fec(100, 1, 5, FecDirection::Row);
-        assert_eq!(decoder.push_fec(ms(0), &good), Err(FecError::BeforeMedia));
-        for s in 100..104 {
+        assert_eq!(decoder.push_fec(ms(0), &good), Ok(()));
+        assert_eq!(decoder.stats().received, 0, "FEC before media is ignored");
+        for s in [100, 101, 102, 103, 105] {
             decoder.push_media(ms(0), s, &media(s));
         }
         let with = |at: usize, value: u8| {
@@ -748,7 +758,7 @@ mod tests {
                     rows: 6,
                 },
             ),
-            (with(12, 0x90), FecError::Far(-28_675)),
+            (with(12, 0x90), FecError::Far(-28_677)),
         ];
         for (datagram, error) in &cases {
             assert_eq!(decoder.push_fec(ms(1), datagram), Err(*error));
@@ -769,14 +779,14 @@ mod tests {
         assert_eq!(decoder.stats().invalid.get("media_longer"), Some(&1));
         assert_eq!(decoder.stats().recovered, 0);
         let invalid: u64 = decoder.stats().invalid.values().sum();
-        assert_eq!(invalid, cases.len() as u64 + 3);
+        assert_eq!(invalid, cases.len() as u64 + 2);
         // Every prefix of a valid packet is taken or refused, never a panic.
         for n in 0..=good.len() {
             let _ = decoder.push_fec(ms(2), &good[..n]);
         }
         // And the good one still works.
         let mut decoder = FecDecoder::new(ms(1000));
-        for s in 100..104 {
+        for s in [100, 101, 102, 103, 105] {
             decoder.push_media(ms(0), s, &media(s));
         }
         decoder.push_fec(ms(1), &good).unwrap();
@@ -786,7 +796,7 @@ mod tests {
     #[test]
     fn a_late_media_packet_completes_a_group_and_duplicates_are_ignored() {
         let mut decoder = FecDecoder::new(ms(1000));
-        for s in [0u16, 1, 3] {
+        for s in [0u16, 1, 3, 5] {
             decoder.push_media(ms(0), s, &media(s));
         }
         let row = fec(0, 1, 5, FecDirection::Row);
@@ -797,5 +807,31 @@ mod tests {
         assert_eq!(decoder.poll(), Some(media(4)));
         assert!(decoder.poll().is_none());
         assert_eq!(decoder.stats().received, 2);
+    }
+
+    #[test]
+    fn fec_that_overtakes_its_last_media_packet_waits_for_a_later_one() {
+        let mut decoder = FecDecoder::new(ms(1000));
+        for s in 0u16..4 {
+            decoder.push_media(ms(0), s, &media(s));
+        }
+        decoder
+            .push_fec(ms(1), &fec(0, 1, 5, FecDirection::Row))
+            .unwrap();
+        // 4 is still on its way, not lost.
+        assert!(decoder.poll().is_none());
+        decoder.push_media(ms(2), 4, &media(4));
+        assert!(decoder.poll().is_none());
+        assert_eq!(decoder.stats().recovered, 0);
+        // Had 5 come instead, 4 would have been overdue and rebuilt.
+        let mut decoder = FecDecoder::new(ms(1000));
+        for s in 0u16..4 {
+            decoder.push_media(ms(0), s, &media(s));
+        }
+        decoder
+            .push_fec(ms(1), &fec(0, 1, 5, FecDirection::Row))
+            .unwrap();
+        decoder.push_media(ms(2), 5, &media(5));
+        assert_eq!(decoder.poll(), Some(media(4)));
     }
 }
