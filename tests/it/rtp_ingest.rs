@@ -781,6 +781,8 @@ fn fec_from_gstreamer_rebuilds_what_the_path_lost() {
         "ffprobe decoded {frames} video frames of 300"
     );
     let input = daemon.input("program", "cam");
+    let plain = daemon.input("plain", "cam");
+    eprintln!("program: {}\nplain: {}", input["rtp"], plain["rtp"]);
     let rtp = &input["rtp"];
     let recovered = field(rtp, &["packets_recovered"]);
     assert!(recovered > 20, "{input}");
@@ -799,7 +801,6 @@ fn fec_from_gstreamer_rebuilds_what_the_path_lost() {
         "{input}"
     );
     // Without FEC the same path loses packets, and the demux sees the gaps.
-    let plain = daemon.input("plain", "cam");
     assert_eq!(
         field(&plain, &["rtp", "packets_lost"]),
         recovered,

@@ -29,6 +29,9 @@ pub const MATRIX_PACKETS_MAX: u16 = 100;
 const MEDIA_HELD_MAX: usize = 1_000;
 /// FEC packets kept waiting for their media: a matrix has at most 20 + 20 of them.
 const FEC_HELD_MAX: usize = 256;
+/// FEC packets kept from before the first media packet (a busy receiver may read its FEC
+/// sockets first): one matrix's worth.
+const EARLY_MAX: usize = 40;
 /// An SNBase further than this from the newest media sequence number protects nothing we
 /// hold (20 × 20 matrices are 400 packets; this leaves room for reordering).
 const FAR_DISTANCE: i64 = 1_000;
@@ -230,6 +233,8 @@ pub struct FecDecoder {
     floor: u64,
     media: BTreeMap<u64, Media>,
     pending: VecDeque<Pending>,
+    /// FEC datagrams that came before any media packet, taken when the first one comes.
+    early: VecDeque<(Duration, Vec<u8>)>,
     /// Sequence numbers already counted as unrecovered (pruned below `floor`).
     given_up: BTreeSet<u64>,
     matrix: FecMatrix,
@@ -258,6 +263,7 @@ impl FecDecoder {
             floor: 0,
             media: BTreeMap::new(),
             pending: VecDeque::new(),
+            early: VecDeque::new(),
             given_up: BTreeSet::new(),
             matrix: FecMatrix::default(),
             stats: FecStats::default(),
@@ -321,6 +327,11 @@ impl FecDecoder {
         if self.pending.iter().any(|p| p.last() >= from) {
             self.recover();
         }
+        for (arrived, datagram) in std::mem::take(&mut self.early) {
+            if let Err(e) = self.take_fec(arrived, &datagram) {
+                self.count_invalid(e);
+            }
+        }
     }
 
     /// An FEC packet (column or row) as it arrived.
@@ -340,8 +351,11 @@ impl FecDecoder {
     fn take_fec(&mut self, now: Duration, datagram: &[u8]) -> Result<(), FecError> {
         let packet = RtpPacket::parse(datagram).map_err(FecError::Rtp)?;
         let header = FecHeader::parse(packet.payload)?;
-        // FEC before any media (a receiver starting mid-stream) protects nothing held.
         let Some(highest) = self.highest else {
+            if self.early.len() == EARLY_MAX {
+                self.early.pop_front();
+            }
+            self.early.push_back((now, datagram.to_vec()));
             return Ok(());
         };
         let base = extend_sequence(highest, header.sn_base_low);
@@ -725,8 +739,19 @@ mod tests {
     fn hostile_fec_packets_are_counted_and_dropped() {
         let mut decoder = FecDecoder::new(ms(1000));
         let good = fec(100, 1, 5, FecDirection::Row);
-        assert_eq!(decoder.push_fec(ms(0), &good), Ok(()));
-        assert_eq!(decoder.stats().received, 0, "FEC before media is ignored");
+        // FEC before any media waits for the first media packet (and only so many do).
+        for _ in 0..100 {
+            assert_eq!(decoder.push_fec(ms(0), &good), Ok(()));
+        }
+        assert_eq!(decoder.early.len(), EARLY_MAX);
+        assert_eq!(decoder.stats().received, 0);
+        for s in [100, 101, 102, 103, 105] {
+            decoder.push_media(ms(0), s, &media(s));
+        }
+        assert_eq!(decoder.poll(), Some(media(104)));
+        assert_eq!(decoder.stats().received, EARLY_MAX as u64);
+        assert_eq!(decoder.stats().recovered, 1);
+        let mut decoder = FecDecoder::new(ms(1000));
         for s in [100, 101, 102, 103, 105] {
             decoder.push_media(ms(0), s, &media(s));
         }
