@@ -994,3 +994,168 @@ fn merge_is_refused_for_inputs_without_shared_sequence_numbers() {
         "{stderr}"
     );
 }
+
+/// GStreamer sending 12 s of H.264 test pattern as MPEG-TS over RTP to `media`, with SMPTE
+/// 2022-1 FEC (`rtpst2022-1-fecenc`, L columns × D rows) straight to `fec_port` + 2 (columns)
+/// and + 4 (rows). The encoder takes only media with SSRC 0.
+fn gst_fec_push(dir: &Path, media: u16, fec_port: u16, columns: u8, rows: u8) -> Proc {
+    let gst = require("gst-launch-1.0", "gstreamer1.0-tools");
+    let pipeline = format!(
+        "videotestsrc is-live=true num-buffers=300 pattern=snow ! video/x-raw,width=640,height=360,framerate=25/1 \
+         ! x264enc tune=zerolatency bitrate=2000 key-int-max=25 ! mpegtsmux alignment=7 ! rtpmp2tpay ssrc=0 \
+         ! rtpst2022-1-fecenc name=fec columns={columns} rows={rows} \
+         ! udpsink host=127.0.0.1 port={media} \
+         fec.fec_0 ! udpsink host=127.0.0.1 port={column} sync=false async=false \
+         fec.fec_1 ! udpsink host=127.0.0.1 port={row} sync=false async=false",
+        column = fec_port + 2,
+        row = fec_port + 4,
+    );
+    Proc::spawn(
+        "gst-launch rtpst2022-1-fecenc",
+        dir,
+        std::process::Command::new(gst)
+            .arg("-q")
+            .args(pipeline.split_whitespace()),
+    )
+}
+
+/// A port p with p + 2 and p + 4 free as well (the FEC ports), on 127.0.0.1.
+fn free_fec_port() -> u16 {
+    for _ in 0..200 {
+        let port = free_udp_port();
+        if port < 65_000
+            && [2, 4]
+                .iter()
+                .all(|d| UdpSocket::bind(("127.0.0.1", port + d)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no UDP port with + 2 and + 4 free on 127.0.0.1");
+}
+
+#[test]
+fn fec_from_gstreamer_rebuilds_what_the_path_lost() {
+    let (port, plain, output) = (free_fec_port(), free_udp_port(), free_udp_port());
+    let dir = tempfile::tempdir().unwrap();
+    // Two channels fed by one lossy relay with the same losses: "program" takes the FEC,
+    // "plain" does not and shows what the path lost. The window covers one 10 × 5 matrix
+    // (50 packets, about 0.3 s at 2 Mbit/s) and its column FEC.
+    let config = format!(
+        "{}\n[[channels]]\nid = \"plain\"\nmode = \"single\"\n\n[channels.slate]\nenabled = false\n\n{}",
+        channel(
+            "single",
+            "",
+            &rtp_input("cam", "main", port, "reorder_ms = 1000\nfec = true"),
+            output,
+        ),
+        rtp_input("cam", "main", plain, "reorder_ms = 1000"),
+    );
+    let daemon = Daemon::start(&config);
+    // 2 % loss, the same packets on both; none in the last seconds, whose FEC the encoder
+    // may not finish before it stops.
+    let lossy = |to| PathPlan {
+        drop: (0, 20),
+        clean_after: Some(Duration::from_secs(9)),
+        ..PathPlan::to(to)
+    };
+    let relay = Relay::start(vec![lossy(port), lossy(plain)]);
+    let recording = record_clean(dir.path(), output, || {
+        let mut sender = gst_fec_push(dir.path(), relay.port, port, 10, 5);
+        wait_connected(&daemon, "cam");
+        sender
+            .wait(Duration::from_secs(60))
+            .expect("gst-launch ends");
+    });
+    drop(relay);
+    let frames = decoded_video_frames(&recording);
+    assert!(
+        frames >= 200,
+        "ffprobe decoded {frames} video frames of 300"
+    );
+    let input = daemon.input("program", "cam");
+    let plain = daemon.input("plain", "cam");
+    eprintln!("program: {}\nplain: {}", input["rtp"], plain["rtp"]);
+    let rtp = &input["rtp"];
+    let recovered = field(rtp, &["packets_recovered"]);
+    assert!(recovered > 20, "{input}");
+    assert_eq!(field(rtp, &["packets_lost"]), 0, "{input}");
+    // Nothing rebuilt that was only on its way, and rebuilt packets are not "reordered".
+    assert_eq!(field(rtp, &["packets_duplicate"]), 0, "{input}");
+    assert_eq!(field(rtp, &["packets_reordered"]), 0, "{input}");
+    assert_eq!(field(rtp, &["packets_recovered_late"]), 0, "{input}");
+    assert!(field(rtp, &["fec_packets_received"]) > 100, "{input}");
+    assert_eq!(field(rtp, &["fec_columns"]), 10, "{input}");
+    assert_eq!(field(rtp, &["fec_rows"]), 5, "{input}");
+    assert_eq!(rtp["fec_packets_invalid"], serde_json::json!({}), "{input}");
+    assert_eq!(
+        field(&input, &["tr101290", "continuity_count_error"]),
+        0,
+        "{input}"
+    );
+    // Without FEC the same path loses packets, and the demux sees the gaps.
+    assert_eq!(
+        field(&plain, &["rtp", "packets_lost"]),
+        recovered,
+        "FEC rebuilt exactly what the path lost: {plain}"
+    );
+    assert_eq!(field(&plain, &["rtp", "packets_recovered"]), 0, "{plain}");
+    assert!(
+        field(&plain, &["tr101290", "continuity_count_error"]) > 0,
+        "{plain}"
+    );
+    eprintln!(
+        "FEC 10 × 5, 2 % loss: {} packets out, {recovered} rebuilt, 0 lost; without FEC {} lost, {} continuity errors",
+        field(rtp, &["packets_received"]),
+        field(&plain, &["rtp", "packets_lost"]),
+        field(&plain, &["tr101290", "continuity_count_error"]),
+    );
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "lunora_input_rtp_fec_recovered_packets_total{channel=\"program\",input=\"cam\"}"
+        ) && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    crate::metrics::assert_promtool_accepts(&metrics);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn fec_matrix_beyond_smpte_2022_1_is_refused_with_a_reason() {
+    let port = free_fec_port();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&format!(
+        "[[channels]]\nid = \"program\"\nmode = \"single\"\n\n{}",
+        rtp_input("cam", "main", port, "fec = true")
+    ));
+    // 30 columns: more than the 20 2022-1 allows.
+    let mut sender = gst_fec_push(dir.path(), port, port, 30, 4);
+    wait_connected(&daemon, "cam");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            let input = daemon.input("program", "cam");
+            input["rtp"]["fec_packets_invalid"]["matrix_too_large"]
+                .as_u64()
+                .is_some_and(|n| n > 10)
+        }),
+        "{}",
+        daemon.input("program", "cam")
+    );
+    let input = daemon.input("program", "cam");
+    assert_eq!(
+        field(&input, &["rtp", "fec_packets_received"]),
+        0,
+        "{input}"
+    );
+    assert!(
+        daemon.log().contains("FEC matrix of 30 columns"),
+        "{}",
+        daemon.log()
+    );
+    sender.signal(Signal::SIGINT);
+    sender
+        .wait(Duration::from_secs(10))
+        .expect("gst-launch stops");
+    assert!(daemon.stop().success());
+}

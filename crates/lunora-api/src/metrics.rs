@@ -336,7 +336,36 @@ pub fn render_metrics(
             )?,
             |r| r.packets_late,
         ),
+        (
+            f.counter(
+                "lunora_input_rtp_fec_packets_received_total",
+                "SMPTE 2022-1 FEC packets an RTP input took (column and row).",
+                INPUT,
+            )?,
+            |r| r.fec_packets_received,
+        ),
+        (
+            f.counter(
+                "lunora_input_rtp_fec_recovered_packets_total",
+                "RTP packets rebuilt from SMPTE 2022-1 FEC within the reorder window.",
+                INPUT,
+            )?,
+            |r| r.packets_recovered,
+        ),
+        (
+            f.counter(
+                "lunora_input_rtp_fec_recovered_late_packets_total",
+                "RTP packets rebuilt from FEC after the reorder window gave up on them (raise reorder_ms).",
+                INPUT,
+            )?,
+            |r| r.packets_recovered_late,
+        ),
     ];
+    let rtp_fec_invalid = f.counter(
+        "lunora_input_rtp_fec_invalid_packets_total",
+        "SMPTE 2022-1 FEC packets an RTP input dropped, by reason.",
+        &["channel", "input", "reason"],
+    )?;
     let rtp_invalid = f.counter(
         "lunora_input_rtp_invalid_datagrams_total",
         "Datagrams an RTP input dropped: not RTP, or another payload type, by reason.",
@@ -598,6 +627,11 @@ pub fn render_metrics(
                 }
                 for (reason, n) in &rtp.packets_invalid {
                     rtp_invalid.with_label_values(&[c, i, reason]).inc_by(*n);
+                }
+                for (reason, n) in &rtp.fec_packets_invalid {
+                    rtp_fec_invalid
+                        .with_label_values(&[c, i, reason])
+                        .inc_by(*n);
                 }
                 for path in &rtp.paths {
                     for (family, value) in &merge_paths {

@@ -653,6 +653,8 @@ impl Graph {
                         input_loss,
                         analyser: AnalyserSettings::default(),
                         udp_buffer_bytes: UDP_BUFFER_BYTES,
+                        // Validation refuses FEC with merge and with plain UDP.
+                        fec: rtp.fec_ports().filter(|_| merge_window.is_none()),
                     };
                     let bound = retry_while_in_use(|| async {
                         BoundRtpInput::bind(ingest.clone(), stats.clone())

@@ -658,6 +658,10 @@ pub struct RtpInputSettings {
     #[serde(default = "default_reorder")]
     #[schemars(range(min = 0, max = 1_000))]
     pub reorder_ms: u64,
+    /// `format = "mpegts"` only: receive SMPTE 2022-1 FEC (column FEC on listen's port + 2,
+    /// row FEC on + 4) and rebuild lost packets. `reorder_ms` must cover one FEC matrix.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fec: bool,
     /// `format = "sdp"` only: the session description (an absolute path), whose m= ports are
     /// received on `listen`'s address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -740,6 +744,34 @@ impl RtpInputSettings {
                 format!("reorder_ms must be at most 1000; it is {}", self.reorder_ms),
             ));
         }
+        if self.fec && self.format != RtpFormatSetting::Mpegts {
+            problems.push(Problem::at(
+                "fec",
+                "fec (SMPTE 2022-1) applies to format = \"mpegts\" only",
+            ));
+        } else if self.fec && self.fec_ports().is_none() {
+            problems.push(Problem::at(
+                "fec",
+                format!(
+                    "fec receives on listen's port + 2 and + 4; port {} leaves no room (use one up to 65531)",
+                    self.listen.port()
+                ),
+            ));
+        }
+    }
+
+    /// The column and row FEC addresses (listen's port + 2 and + 4), when `fec` is on.
+    pub fn fec_ports(&self) -> Option<[SocketAddr; 2]> {
+        if !self.fec {
+            return None;
+        }
+        let port = self.listen.port();
+        let column = port.checked_add(2)?;
+        let row = port.checked_add(4)?;
+        Some([
+            SocketAddr::new(self.listen.ip(), column),
+            SocketAddr::new(self.listen.ip(), row),
+        ])
     }
 }
 
@@ -1282,7 +1314,10 @@ impl InputSettings {
                     .iter()
                     .map(|stream| Resource::UdpPort(SocketAddr::new(s.listen.ip(), stream.port)))
                     .collect(),
-                _ => vec![Resource::UdpPort(s.listen)],
+                _ => std::iter::once(s.listen)
+                    .chain(s.fec_ports().into_iter().flatten())
+                    .map(Resource::UdpPort)
+                    .collect(),
             },
             InputSettings::Rtmp(s) => s
                 .stream_key
@@ -1791,10 +1826,27 @@ impl GraphSpec {
                     &mut push,
                 );
             }
-            if channel.settings.failover.switch == SwitchSetting::Merge
-                && let Some(problem) = merge_problem(&channel.inputs)
-            {
-                push(c, Component::Channel, problem, false);
+            if channel.settings.failover.switch == SwitchSetting::Merge {
+                if let Some(problem) = merge_problem(&channel.inputs) {
+                    push(c, Component::Channel, problem, false);
+                }
+                // The merger takes both paths' packets into one resequencer; FEC would need
+                // a decoder per path, and 2022-7 already covers a path's losses.
+                for (i, input) in channel.inputs.iter().enumerate() {
+                    if let InputSettings::Rtp(rtp) = input
+                        && rtp.fec
+                    {
+                        push(
+                            c,
+                            Component::Input(i),
+                            Problem::at(
+                                "fec",
+                                "fec is not available with switch = \"merge\" (SMPTE 2022-7 already covers one path's losses): turn one of them off",
+                            ),
+                            false,
+                        );
+                    }
+                }
             }
             for (o, output) in channel.outputs.iter().enumerate() {
                 for problem in output.validate() {
@@ -1943,6 +1995,7 @@ mod tests {
             source: None,
             interface: None,
             reorder_ms: 50,
+            fec: false,
             sdp: None,
         })
     }
@@ -2048,6 +2101,62 @@ mod tests {
             .filter_map(|p| p.field)
             .collect();
         assert_eq!(fields, ["listen", "source", "interface", "reorder_ms"]);
+    }
+
+    #[test]
+    fn fec_claims_two_more_ports_and_takes_mpegts_only() {
+        let InputSettings::Rtp(mut input) = rtp("cam", InputRole::Main, "0.0.0.0:5000") else {
+            unreachable!()
+        };
+        input.fec = true;
+        let with_fec = InputSettings::Rtp(input.clone());
+        assert!(with_fec.validate().is_empty());
+        assert_eq!(
+            with_fec.resources(),
+            ["0.0.0.0:5000", "0.0.0.0:5002", "0.0.0.0:5004"]
+                .map(|a| Resource::UdpPort(a.parse().unwrap()))
+        );
+        // Another input on the row FEC port is a conflict.
+        let graph = GraphSpec {
+            channels: vec![channel(
+                "program",
+                vec![with_fec, rtp("b", InputRole::Backup, "0.0.0.0:5004")],
+            )],
+            ..GraphSpec::default()
+        };
+        let problems = graph.validate();
+        assert!(problems.iter().any(|p| p.conflict), "{problems:?}");
+        input.listen = "0.0.0.0:65533".parse().unwrap();
+        let fields = |input: &RtpInputSettings| -> Vec<_> {
+            InputSettings::Rtp(input.clone())
+                .validate()
+                .into_iter()
+                .filter_map(|p| p.field)
+                .collect()
+        };
+        assert_eq!(fields(&input), ["fec"]);
+        input.listen = "0.0.0.0:5000".parse().unwrap();
+        input.format = RtpFormatSetting::UdpTs;
+        assert_eq!(fields(&input), ["fec"]);
+        // Not with merge.
+        let mut spec = channel(
+            "program",
+            vec![
+                rtp("a", InputRole::Main, "0.0.0.0:5000"),
+                rtp("b", InputRole::Backup, "0.0.0.0:6000"),
+            ],
+        );
+        if let InputSettings::Rtp(a) = &mut spec.inputs[0] {
+            a.fec = true;
+        }
+        spec.settings.failover.switch = SwitchSetting::Merge;
+        let problems = GraphSpec {
+            channels: vec![spec],
+            ..GraphSpec::default()
+        }
+        .validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, Some("fec"));
     }
 
     #[test]

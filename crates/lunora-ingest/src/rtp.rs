@@ -5,6 +5,12 @@
 //! Merging (SMPTE 2022-7): the channel's first input owns the merger; the second input's task
 //! only receives on its own port and hands its datagrams over through [`MergePaths`], so
 //! either input restarts alone and the merged feed picks the path up again.
+//!
+//! SMPTE 2022-1 FEC (`fec`): two more sockets on the same address, column FEC on port + 2 and
+//! row FEC on + 4, feed a `FecDecoder` that also keeps a copy of each media packet; a packet it
+//! rebuilds goes into the reorder buffer as if it had arrived. The reorder window is what
+//! gives FEC its time: a packet rebuilt after the window gave up on it is counted late and
+//! logged with the advice to raise `reorder_ms`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,7 +18,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lunora_rtp::{PAYLOAD_TYPE_MP2T, Released, Resequencer, RtpPacket};
+use lunora_media::LogThrottle;
+use lunora_rtp::{FecDecoder, PAYLOAD_TYPE_MP2T, Released, Resequencer, RtpPacket};
 use lunora_ts::AnalyserSettings;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -58,6 +65,8 @@ pub struct RtpInputSettings {
     pub analyser: AnalyserSettings,
     /// Kernel UDP buffer size requested for the port.
     pub udp_buffer_bytes: usize,
+    /// SMPTE 2022-1 FEC: the column and row FEC addresses (`MpegTs` only).
+    pub fec: Option<[SocketAddr; 2]>,
 }
 
 /// One datagram as the second path received it.
@@ -113,17 +122,30 @@ pub enum RtpRole {
 pub struct BoundRtpInput {
     settings: RtpInputSettings,
     socket: UdpSocket,
+    /// The column and row FEC sockets.
+    fec: Option<[UdpSocket; 2]>,
     stats: StatsHandle,
 }
 
-fn bind(settings: &RtpInputSettings) -> std::io::Result<UdpSocket> {
+fn bind(settings: &RtpInputSettings, address: SocketAddr) -> std::io::Result<UdpSocket> {
     bind_udp(
         &settings.id,
-        settings.listen,
+        address,
         settings.source,
         settings.interface,
         settings.udp_buffer_bytes,
     )
+}
+
+/// Receives on `socket` when there is one; never otherwise.
+async fn recv_from(
+    socket: Option<&UdpSocket>,
+    buffer: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buffer).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A UDP socket on `address`: bound, or joined to the multicast group `address` names
@@ -166,10 +188,15 @@ pub(crate) fn bind_udp(
 
 impl BoundRtpInput {
     pub fn bind(settings: RtpInputSettings, stats: StatsHandle) -> std::io::Result<Self> {
-        let socket = bind(&settings)?;
+        let socket = bind(&settings, settings.listen)?;
+        let fec = match settings.fec {
+            Some([column, row]) => Some([bind(&settings, column)?, bind(&settings, row)?]),
+            None => None,
+        };
         Ok(BoundRtpInput {
             settings,
             socket,
+            fec,
             stats,
         })
     }
@@ -190,6 +217,7 @@ impl BoundRtpInput {
         let BoundRtpInput {
             settings,
             socket,
+            fec,
             stats,
         } = self;
         let listen = socket.local_addr().unwrap_or(settings.listen);
@@ -200,9 +228,15 @@ impl BoundRtpInput {
         };
         let mut receiver = Receiver::new(&settings, index, events, stats, second.is_some());
         let mut buffer = vec![0u8; DATAGRAM_MAX];
+        let (column, row) = match &fec {
+            Some([column, row]) => (Some(column), Some(row)),
+            None => (None, None),
+        };
+        let mut fec_buffers = [vec![0u8; DATAGRAM_MAX], vec![0u8; DATAGRAM_MAX]];
+        let [column_buffer, row_buffer] = &mut fec_buffers;
         let mut publish = tokio::time::interval(Duration::from_millis(250));
         tokio::pin!(shutdown);
-        info!(input = %settings.id, listen = %listen, format = ?settings.format, "RTP input listening");
+        info!(input = %settings.id, listen = %listen, format = ?settings.format, fec = ?settings.fec, "RTP input listening");
         loop {
             let deadline = receiver.next_deadline();
             tokio::select! {
@@ -217,6 +251,14 @@ impl BoundRtpInput {
                         }
                     }
                     // ICMP errors and the like: the port stays open.
+                    Err(e) => receiver.receive_error(&e),
+                },
+                received = recv_from(column, column_buffer) => match received {
+                    Ok((length, from)) => receiver.fec_datagram(from, Instant::now(), &column_buffer[..length]),
+                    Err(e) => receiver.receive_error(&e),
+                },
+                received = recv_from(row, row_buffer) => match received {
+                    Ok((length, from)) => receiver.fec_datagram(from, Instant::now(), &row_buffer[..length]),
                     Err(e) => receiver.receive_error(&e),
                 },
                 datagram = async {
@@ -256,6 +298,12 @@ struct Receiver {
     forward_failed: u64,
     forwarded_bytes: u64,
     last_error_log: Option<Instant>,
+    /// SMPTE 2022-1 FEC, when the input takes it.
+    fec: Option<FecDecoder>,
+    fec_logs: LogThrottle<&'static str>,
+    /// Rebuilt packets the reorder buffer counted as reordered (they come after later
+    /// ones by nature): taken out of `packets_reordered`, which is about the network.
+    fec_reordered: u64,
 }
 
 impl Receiver {
@@ -291,6 +339,13 @@ impl Receiver {
             forward_failed: 0,
             forwarded_bytes: 0,
             last_error_log: None,
+            // Media kept for recovery outlives the window a little: a column's first packets
+            // arrive up to a matrix before the loss the window waits on.
+            fec: settings
+                .fec
+                .map(|_| FecDecoder::new(settings.reorder_window * 2 + Duration::from_millis(100))),
+            fec_logs: LogThrottle::new(Duration::from_secs(10)),
+            fec_reordered: 0,
         }
     }
 
@@ -352,7 +407,57 @@ impl Receiver {
         let at = now.saturating_duration_since(self.origin);
         self.resequencer
             .push(at, path, packet.sequence, packet.payload.to_vec());
+        if let Some(fec) = &mut self.fec {
+            fec.push_media(at, packet.sequence, bytes);
+            self.take_recovered(at);
+        }
         self.release(now);
+    }
+
+    /// A column or row FEC datagram.
+    fn fec_datagram(&mut self, from: SocketAddr, now: Instant, bytes: &[u8]) {
+        let at = now.saturating_duration_since(self.origin);
+        let Some(fec) = &mut self.fec else {
+            return;
+        };
+        if let Err(e) = fec.push_fec(at, bytes)
+            && let Some(left_out) = self.fec_logs.due(at, "invalid")
+        {
+            warn!(input = %self.id, peer = %from, reason = e.name(), left_out, "dropped an FEC packet: {e} (counted in fec_packets_invalid; one line per 10 s)");
+        }
+        self.take_recovered(at);
+        self.release(now);
+    }
+
+    /// Puts what FEC rebuilt into the reorder buffer, as if it had just arrived.
+    fn take_recovered(&mut self, at: Duration) {
+        let Some(fec) = &mut self.fec else {
+            return;
+        };
+        while let Some(datagram) = fec.poll() {
+            let Ok(packet) = RtpPacket::parse(&datagram) else {
+                *self
+                    .rtp
+                    .fec_packets_invalid
+                    .entry("rebuilt_not_rtp")
+                    .or_default() += 1;
+                continue;
+            };
+            let before = self.resequencer.path_stats()[0];
+            self.resequencer
+                .push(at, 0, packet.sequence, packet.payload.to_vec());
+            let after = self.resequencer.path_stats()[0];
+            self.fec_reordered += after.reordered - before.reordered;
+            if after.late > before.late {
+                self.rtp.packets_recovered_late += 1;
+                let matrix = fec.matrix();
+                if let Some(left_out) = self.fec_logs.due(at, "late") {
+                    warn!(input = %self.id, left_out, columns = ?matrix.columns, rows = ?matrix.rows, "FEC rebuilt a packet after the reorder window had given it up as lost: reorder_ms is shorter than one FEC matrix takes to arrive; raise it (counted in packets_recovered_late; one line per 10 s)");
+                }
+            } else {
+                self.rtp.packets_recovered += 1;
+            }
+        }
     }
 
     /// The second path of a merged pair: checked, counted, handed to the merger.
@@ -396,6 +501,9 @@ impl Receiver {
 
     /// Notices a silent sender and publishes the statistics.
     fn tick(&mut self, now: Instant) {
+        if let Some(fec) = &mut self.fec {
+            fec.expire(now.saturating_duration_since(self.origin));
+        }
         self.release(now);
         if let (Some(peer), Some(last)) = (self.peer, self.last_packet)
             && now.duration_since(last) >= self.input_loss
@@ -418,10 +526,23 @@ impl Receiver {
         if totals.released > 0 || paths.iter().any(|p| p.received > 0) {
             rtp.packets_received = totals.released;
             rtp.packets_lost = totals.lost;
-            rtp.packets_reordered = paths.iter().map(|p| p.reordered).sum();
+            rtp.packets_reordered = paths
+                .iter()
+                .map(|p| p.reordered)
+                .sum::<u64>()
+                .saturating_sub(self.fec_reordered);
             rtp.packets_duplicate = paths.iter().map(|p| p.duplicates).sum();
             rtp.packets_late = paths.iter().map(|p| p.late).sum();
             rtp.sequence_resets = totals.resets;
+        }
+        if let Some(fec) = &self.fec {
+            let stats = fec.stats();
+            rtp.fec_packets_received = stats.received;
+            rtp.fec_packets_invalid
+                .extend(stats.invalid.iter().map(|(k, v)| (*k, *v)));
+            let matrix = fec.matrix();
+            rtp.fec_columns = matrix.columns;
+            rtp.fec_rows = matrix.rows;
         }
         if paths.len() > 1 {
             rtp.paths = paths

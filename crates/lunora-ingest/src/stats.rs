@@ -144,6 +144,19 @@ pub struct RtpStats {
     pub packets_invalid: BTreeMap<&'static str, u64>,
     /// Times the sequence jumped so far that the stream was taken as restarted.
     pub sequence_resets: u64,
+    /// SMPTE 2022-1 FEC packets taken (`fec = true` only; both ports).
+    pub fec_packets_received: u64,
+    /// Media packets FEC rebuilt that came in time (in `packets_received`, not lost).
+    pub packets_recovered: u64,
+    /// Rebuilt after the reorder window had given up on them: `reorder_ms` is shorter than
+    /// the FEC matrix takes to arrive.
+    pub packets_recovered_late: u64,
+    /// FEC packets dropped, by reason.
+    pub fec_packets_invalid: BTreeMap<&'static str, u64>,
+    /// The sender's FEC matrix as its FEC packets say: L (columns) and D (rows; column FEC
+    /// only). Null until FEC came.
+    pub fec_columns: Option<u8>,
+    pub fec_rows: Option<u8>,
     /// With `switch = "merge"`: each path, in the order of the channel's inputs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<RtpPathStats>,

@@ -16,6 +16,14 @@ const RESET_DISTANCE: i64 = 3_000;
 /// two paths, which path delivered each one is settled from this.
 const HISTORY: usize = 8_192;
 
+/// `sequence` extended to 64 bits as the one nearest `highest` (the 16-bit distance taken the
+/// short way round).
+pub(crate) fn extend_sequence(highest: u64, sequence: u16) -> u64 {
+    // Only the low 16 bits of `highest` matter here; the truncation is the point.
+    let delta = i64::from(sequence.wrapping_sub(highest as u16) as i16);
+    highest.saturating_add_signed(delta)
+}
+
 /// Per-path figures (totals since the resequencer was made).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PathStats {
@@ -139,9 +147,7 @@ impl<T> Resequencer<T> {
     }
 
     fn extend(&self, sequence: u16) -> u64 {
-        // The 16-bit distance from the highest, taken the short way round.
-        let delta = i64::from(sequence.wrapping_sub(self.highest as u16) as i16);
-        self.highest.saturating_add_signed(delta)
+        extend_sequence(self.highest, sequence)
     }
 
     fn slot(&mut self, ext: u64) -> &mut Seen {
