@@ -75,6 +75,15 @@ fn record_clean(dir: &Path, output: u16, run: impl FnOnce()) -> PathBuf {
     recording
 }
 
+/// ffprobe decodes at least `at_least` video frames of the `sent` from `recording`.
+fn assert_decodes(recording: &Path, at_least: u64, sent: u64) {
+    let frames = decoded_video_frames(recording);
+    assert!(
+        frames >= at_least,
+        "ffprobe decoded {frames} video frames of {sent}"
+    );
+}
+
 fn wait_connected(daemon: &Daemon, input: &str) {
     assert!(
         wait_for(
@@ -103,11 +112,7 @@ fn rtp_mpegts_from_ffmpeg_comes_out_clean() {
         wait_connected(&daemon, "cam");
         sender.wait(Duration::from_secs(30)).expect("ffmpeg ends");
     });
-    let frames = decoded_video_frames(&recording);
-    assert!(
-        frames >= 200,
-        "ffprobe decoded {frames} video frames of 300"
-    );
+    assert_decodes(&recording, 200, 300);
     let input = daemon.input("program", "cam");
     assert!(
         field(&input, &["rtp", "packets_received"]) > 1_000,
@@ -275,11 +280,7 @@ fn multicast_with_a_source_filter_takes_only_the_named_sender() {
             .expect("imposter ends");
         sender.wait(Duration::from_secs(30)).expect("ffmpeg ends");
     });
-    let frames = decoded_video_frames(&recording);
-    assert!(
-        frames >= 200,
-        "ffprobe decoded {frames} video frames of 250"
-    );
+    assert_decodes(&recording, 200, 250);
     let input = daemon.input("program", "cam");
     assert_eq!(
         input["rtp"]["packets_invalid"],
@@ -400,11 +401,7 @@ fn sdp_h264_with_b_frames_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_co
         streams.contains("h264") && streams.contains("aac"),
         "the recording has {streams}"
     );
-    let frames = decoded_video_frames(&recording);
-    assert!(
-        frames >= 175,
-        "ffprobe decoded {frames} video frames of 250"
-    );
+    assert_decodes(&recording, 175, 250);
     let input = daemon.input("program", "cam");
     assert!(field(&input, &["rtp", "packets_received"]) > 500, "{input}");
     assert_eq!(field(&input, &["rtp", "packets_lost"]), 0, "{input}");
@@ -911,11 +908,7 @@ fn merge_of_two_lossy_paths_is_whole_and_survives_one_path_gone() {
         sender.wait(Duration::from_secs(40)).expect("ffmpeg ends");
     });
     drop(relay);
-    let frames = decoded_video_frames(&recording);
-    assert!(
-        frames >= 300,
-        "ffprobe decoded {frames} video frames of 400"
-    );
+    assert_decodes(&recording, 300, 400);
     let input = daemon.input("program", "path-a");
     let rtp = &input["rtp"];
     assert_eq!(field(rtp, &["packets_lost"]), 0, "{input}");
@@ -1068,11 +1061,7 @@ fn fec_from_gstreamer_rebuilds_what_the_path_lost() {
             .expect("gst-launch ends");
     });
     drop(relay);
-    let frames = decoded_video_frames(&recording);
-    assert!(
-        frames >= 200,
-        "ffprobe decoded {frames} video frames of 300"
-    );
+    assert_decodes(&recording, 200, 300);
     let input = daemon.input("program", "cam");
     let plain = daemon.input("plain", "cam");
     eprintln!("program: {}\nplain: {}", input["rtp"], plain["rtp"]);

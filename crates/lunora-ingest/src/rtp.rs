@@ -138,7 +138,7 @@ fn bind(settings: &RtpInputSettings, address: SocketAddr) -> std::io::Result<Udp
 }
 
 /// Receives on `socket` when there is one; never otherwise.
-async fn recv_from(
+pub(crate) async fn recv_from(
     socket: Option<&UdpSocket>,
     buffer: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr)> {

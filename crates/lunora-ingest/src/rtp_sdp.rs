@@ -12,7 +12,7 @@ use lunora_rtp::{Placement, SdpSession, StreamSpec};
 use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
-use crate::rtp::{DATAGRAM_MAX, bind_udp};
+use crate::rtp::{DATAGRAM_MAX, bind_udp, recv_from};
 use crate::stats::{
     BitrateMeter, ConnectionState, RtpStats, RtpStreamInfo, StatsHandle, VideoInfo,
 };
@@ -128,10 +128,10 @@ impl BoundSdpInput {
             let deadline = receiver.next_deadline();
             tokio::select! {
                 _ = &mut shutdown => break,
-                r = receive(socket(0, false), &mut b0) => receiver.rtp(0, r, &b0),
-                r = receive(socket(1, false), &mut b1) => receiver.rtp(1, r, &b1),
-                r = receive(socket(0, true), &mut b2) => receiver.rtcp(0, r, &b2),
-                r = receive(socket(1, true), &mut b3) => receiver.rtcp(1, r, &b3),
+                r = recv_from(socket(0, false), &mut b0) => receiver.rtp(0, r, &b0),
+                r = recv_from(socket(1, false), &mut b1) => receiver.rtp(1, r, &b1),
+                r = recv_from(socket(0, true), &mut b2) => receiver.rtcp(0, r, &b2),
+                r = recv_from(socket(1, true), &mut b3) => receiver.rtcp(1, r, &b3),
                 _ = async {
                     match deadline {
                         Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -142,16 +142,6 @@ impl BoundSdpInput {
             }
         }
         info!(input = %settings.id, "RTP (SDP) input stopped");
-    }
-}
-
-async fn receive(
-    socket: Option<&UdpSocket>,
-    buffer: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(socket) => socket.recv_from(buffer).await,
-        None => std::future::pending().await,
     }
 }
 

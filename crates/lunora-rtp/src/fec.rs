@@ -836,26 +836,25 @@ mod tests {
 
     #[test]
     fn fec_that_overtakes_its_last_media_packet_waits_for_a_later_one() {
-        let mut decoder = FecDecoder::new(ms(1000));
-        for s in 0u16..4 {
-            decoder.push_media(ms(0), s, &media(s));
-        }
-        decoder
-            .push_fec(ms(1), &fec(0, 1, 5, FecDirection::Row))
-            .unwrap();
+        // Packets 0–3 of a row of five, then the row's FEC.
+        let row_short_of_4 = || {
+            let mut decoder = FecDecoder::new(ms(1000));
+            for s in 0u16..4 {
+                decoder.push_media(ms(0), s, &media(s));
+            }
+            decoder
+                .push_fec(ms(1), &fec(0, 1, 5, FecDirection::Row))
+                .unwrap();
+            decoder
+        };
+        let mut decoder = row_short_of_4();
         // 4 is still on its way, not lost.
         assert!(decoder.poll().is_none());
         decoder.push_media(ms(2), 4, &media(4));
         assert!(decoder.poll().is_none());
         assert_eq!(decoder.stats().recovered, 0);
         // Had 5 come instead, 4 would have been overdue and rebuilt.
-        let mut decoder = FecDecoder::new(ms(1000));
-        for s in 0u16..4 {
-            decoder.push_media(ms(0), s, &media(s));
-        }
-        decoder
-            .push_fec(ms(1), &fec(0, 1, 5, FecDirection::Row))
-            .unwrap();
+        let mut decoder = row_short_of_4();
         decoder.push_media(ms(2), 5, &media(5));
         assert_eq!(decoder.poll(), Some(media(4)));
     }
