@@ -199,7 +199,7 @@ pub(crate) async fn run(
                         let until = MpegTime(frame.pts.0.saturating_add(AAC_FRAME_TICKS));
                         send(frame, slot, &events, &stats, &mut window);
                         if let Some(current) = session.as_mut() {
-                            current.held_video.audio_sent(until);
+                            current.held_video.audio_sent(until, Instant::now());
                             release_video(current, slot, &events, &stats, &mut window);
                         }
                     }

@@ -169,13 +169,17 @@ const MAX_HOLD_BYTES: usize = 64 * 1024 * 1024;
 /// outputs carry the two interleaved as a muxer would: the Opus → AAC conversion runs behind
 /// the video by its own latency (about 1 s while it starts), and a stream whose audio trails
 /// its video by that much is one a player or a platform's ingest cannot find the audio in
-/// within its probe window.
+/// within its probe window. Once no audio has gone out for [`MAX_HOLD`] (a publisher without
+/// a microphone, a conversion that stalled) video goes straight on until audio comes again.
 #[derive(Debug)]
 pub struct Interleaver<T> {
     held: VecDeque<(MpegTime, Instant, usize, T)>,
     held_bytes: usize,
     /// The end of the last audio frame sent.
     audio_until: Option<MpegTime>,
+    /// When the first video unit was held, and when audio last went out.
+    first_held: Option<Instant>,
+    audio_sent_at: Option<Instant>,
 }
 
 impl<T> Default for Interleaver<T> {
@@ -184,6 +188,8 @@ impl<T> Default for Interleaver<T> {
             held: VecDeque::new(),
             held_bytes: 0,
             audio_until: None,
+            first_held: None,
+            audio_sent_at: None,
         }
     }
 }
@@ -191,23 +197,33 @@ impl<T> Default for Interleaver<T> {
 impl<T> Interleaver<T> {
     /// Holds a video unit of `bytes` at `pts`, which came at `now`.
     pub fn hold(&mut self, pts: MpegTime, bytes: usize, now: Instant, unit: T) {
+        self.first_held.get_or_insert(now);
         self.held_bytes += bytes;
         self.held.push_back((pts, now, bytes, unit));
     }
 
-    /// Audio up to `until` (a frame's PTS plus its duration) has gone out.
-    pub fn audio_sent(&mut self, until: MpegTime) {
+    /// Audio up to `until` (a frame's PTS plus its duration) went out at `now`.
+    pub fn audio_sent(&mut self, until: MpegTime, now: Instant) {
         self.audio_until = Some(self.audio_until.map_or(until, |t| t.max(until)));
+        self.audio_sent_at = Some(now);
     }
 
     /// The next unit that may go now: audio has reached its time, it has waited
-    /// [`MAX_HOLD`], or too much is held.
+    /// [`MAX_HOLD`], audio has stopped coming, or too much is held.
     pub fn release(&mut self, now: Instant) -> Option<T> {
         let (pts, since, _, _) = self.held.front()?;
         let due = self.audio_until.is_some_and(|until| *pts <= until)
             || now.saturating_duration_since(*since) >= MAX_HOLD
+            || self.no_audio(now)
             || self.held_bytes > MAX_HOLD_BYTES;
         due.then(|| self.pop()).flatten()
+    }
+
+    /// No audio went out for [`MAX_HOLD`], or none since video began that long ago.
+    fn no_audio(&self, now: Instant) -> bool {
+        self.audio_sent_at
+            .or(self.first_held)
+            .is_some_and(|at| now.saturating_duration_since(at) >= MAX_HOLD)
     }
 
     /// Everything held, in order (audio has ended).
@@ -389,18 +405,42 @@ mod tests {
         order.hold(MpegTime(0), 10, start, "v0");
         order.hold(MpegTime(3_000), 10, start, "v1");
         assert_eq!(order.release(start), None, "no audio yet");
-        order.audio_sent(MpegTime(1_920));
+        order.audio_sent(MpegTime(1_920), start);
         assert_eq!(order.release(start), Some("v0"));
         assert_eq!(order.release(start), None);
-        order.audio_sent(MpegTime(3_840));
+        order.audio_sent(MpegTime(3_840), start);
         assert_eq!(order.release(start), Some("v1"));
-        // Audio stalls: video goes on after the longest hold, not before.
-        let later = start + Duration::from_secs(5);
+        // Audio runs behind: video waits up to the longest hold, not longer.
+        let later = start + MAX_HOLD / 2;
         order.hold(MpegTime(6_000), 10, later, "v2");
         assert_eq!(order.deadline(), Some(later + MAX_HOLD));
+        assert_eq!(order.release(later), None);
+        order.audio_sent(MpegTime(5_760), later + MAX_HOLD / 2);
         assert_eq!(order.release(later + MAX_HOLD / 2), None);
         assert_eq!(order.release(later + MAX_HOLD), Some("v2"));
         assert_eq!(order.deadline(), None);
+    }
+
+    #[test]
+    fn without_audio_video_waits_only_until_audio_counts_as_gone() {
+        let start = Instant::now();
+        let mut order = Interleaver::default();
+        // A publisher with no microphone: the first units wait the longest hold...
+        order.hold(MpegTime(0), 10, start, 0);
+        assert_eq!(order.release(start), None);
+        let gone = start + MAX_HOLD;
+        order.hold(MpegTime(3_000), 10, gone, 1);
+        assert_eq!(order.release(gone), Some(0));
+        // ...then go straight on, the one just held too.
+        assert_eq!(order.release(gone), Some(1));
+        order.hold(MpegTime(6_000), 10, gone, 2);
+        assert_eq!(order.release(gone), Some(2));
+        // Audio comes back: video waits for it again.
+        order.audio_sent(MpegTime(7_680), gone);
+        order.hold(MpegTime(9_000), 10, gone, 3);
+        assert_eq!(order.release(gone), None);
+        order.audio_sent(MpegTime(9_600), gone);
+        assert_eq!(order.release(gone), Some(3));
     }
 
     #[test]
