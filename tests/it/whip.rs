@@ -282,7 +282,8 @@ struct WebrtcbinSession {
     _netns: Netns,
 }
 
-fn publish_from_webrtcbin(tag: &str, subnet: u8, video: &str) -> WebrtcbinSession {
+/// `video`: `h264` or `h265`; `audio`: whether it sends Opus too.
+fn publish_from_webrtcbin(tag: &str, subnet: u8, video: &str, audio: bool) -> WebrtcbinSession {
     let python = Path::new("/usr/bin/python3");
     assert!(python.is_file(), "Debian's python3 is missing");
     require("gst-inspect-1.0", "gstreamer1.0-tools");
@@ -299,17 +300,17 @@ fn publish_from_webrtcbin(tag: &str, subnet: u8, video: &str) -> WebrtcbinSessio
     let dir = daemon.dir.path();
     let (offer, answer) = (dir.join("offer.sdp"), dir.join("answer.sdp"));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("it/peers/whip_webrtcbin.py");
-    let client = Proc::spawn(
-        "webrtcbin",
-        dir,
-        netns
-            .command(python)
-            .arg(&script)
-            .args(["--video", video, "--seconds", "60", "--offer"])
-            .arg(&offer)
-            .arg("--answer")
-            .arg(&answer),
-    );
+    let mut command = netns.command(python);
+    command
+        .arg(&script)
+        .args(["--video", video, "--seconds", "60", "--offer"])
+        .arg(&offer)
+        .arg("--answer")
+        .arg(&answer);
+    if !audio {
+        command.arg("--no-audio");
+    }
+    let client = Proc::spawn("webrtcbin", dir, &mut command);
     assert!(
         wait_for(Duration::from_secs(30), || offer.is_file()),
         "webrtcbin made no offer:\n{}",
@@ -340,7 +341,8 @@ fn publish_from_webrtcbin(tag: &str, subnet: u8, video: &str) -> WebrtcbinSessio
     assert!(
         wait_for(Duration::from_secs(30), || {
             let input = daemon.input("program", "gst");
-            input["state"] == "connected" && as_u64(&input["frames_total"]["audio"]) > 50
+            let frames = &input["frames_total"][if audio { "audio" } else { "video" }];
+            input["state"] == "connected" && as_u64(frames) > 50
         }),
         "webrtcbin's media never reached the channel:\n{}\n{}",
         client.stderr(),
@@ -358,8 +360,8 @@ fn publish_from_webrtcbin(tag: &str, subnet: u8, video: &str) -> WebrtcbinSessio
 
 impl WebrtcbinSession {
     /// Records `seconds` of the channel's SRT output; the recording must carry `video` (ffprobe's
-    /// "codec,width,height") and AAC.
-    fn record(&self, seconds: u64, video: &str) -> PathBuf {
+    /// "codec,width,height") and, if `audio`, AAC (else no audio stream at all).
+    fn record(&self, seconds: u64, video: &str, audio: bool) -> PathBuf {
         let dir = self.daemon.dir.path();
         let file = dir.join("gst.ts");
         let mut recorder = ffmpeg_record(
@@ -376,7 +378,7 @@ impl WebrtcbinSession {
         recorder.wait(Duration::from_secs(10));
         let streams = probe_streams(file.to_str().expect("utf-8 path"));
         assert!(
-            streams.contains(video) && streams.contains("aac"),
+            streams.contains(video) && streams.contains("aac") == audio,
             "{streams}\nrecorder: {}\n{}",
             recorder.stderr(),
             self.daemon.log()
@@ -412,7 +414,7 @@ impl WebrtcbinSession {
 
 #[test]
 fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
-    let session = publish_from_webrtcbin("wh", 0, "h264");
+    let session = publish_from_webrtcbin("wh", 0, "h264", true);
     let daemon = &session.daemon;
     for server in [
         "stun:stun.example.invalid:3478",
@@ -444,7 +446,7 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
         daemon.input("program", "gst"),
         daemon.log()
     );
-    let file = session.record(8, "h264,640,360");
+    let file = session.record(8, "h264,640,360", true);
     // Lip sync, after the sender's reports placed audio: each flash and its beep.
     let offsets = flash_to_beep_seconds(&file);
     eprintln!("beep minus flash in the recording, s: {offsets:.3?}");
@@ -468,9 +470,28 @@ fn whip_from_gstreamer_webrtcbin_in_a_network_namespace() {
 
 #[test]
 fn whip_hevc_from_gstreamer_webrtcbin_goes_through_as_hevc() {
-    let session = publish_from_webrtcbin("wv", 2, "h265");
+    let session = publish_from_webrtcbin("wv", 2, "h265", true);
     let input = session.daemon.input("program", "gst");
     assert_eq!(input["video"]["codec"], "hevc", "{input}");
-    session.record(6, "hevc,640,360");
+    session.record(6, "hevc,640,360", true);
+    session.delete();
+}
+
+#[test]
+fn whip_without_audio_carries_video_alone() {
+    let session = publish_from_webrtcbin("wn", 3, "h264", false);
+    session.record(5, "h264,640,360", false);
+    // No AAC track announced: the output's program has no audio stream that never carries
+    // anything (ffprobe on the live output lists every stream its PMT names).
+    let streams = probe_streams(&format!(
+        "srt://127.0.0.1:{}?mode=caller&latency=200000&timeout=3000000",
+        session.srt_out
+    ));
+    assert!(
+        streams.contains("h264") && !streams.contains("aac"),
+        "{streams}"
+    );
+    let input = session.daemon.input("program", "gst");
+    assert_eq!(as_u64(&input["frames_total"]["audio"]), 0, "{input}");
     session.delete();
 }

@@ -41,10 +41,12 @@ struct Session {
     last_audio: Option<MpegTime>,
     /// Video waiting for the converted audio of its time.
     held_video: Interleaver<Frame>,
+    /// The publisher negotiated audio (Opus): the program has an AAC track.
+    sends_audio: bool,
 }
 
 impl Session {
-    fn new(started: Instant) -> Session {
+    fn new(started: Instant, sends_audio: bool) -> Session {
         Session {
             started,
             video: None,
@@ -54,6 +56,7 @@ impl Session {
             lip_sync: LipSync::default(),
             last_audio: None,
             held_video: Interleaver::default(),
+            sends_audio,
         }
     }
 
@@ -99,7 +102,7 @@ pub(crate) async fn run(
                 }
                 let state = handle.state.borrow_and_update().clone();
                 match state {
-                    SessionState::Connected { peer, started, .. } => {
+                    SessionState::Connected { peer, started, audio, .. } => {
                         if let Some(old) = session.take() {
                             end(old, slot, &events, &stats).await;
                         }
@@ -111,7 +114,7 @@ pub(crate) async fn run(
                             s.lip_sync = Some(LipSyncSource::Arrival);
                         });
                         let _ = events.send(slot, InputEvent::Connected { peer: peer.to_string() });
-                        session = Some(Session::new(started));
+                        session = Some(Session::new(started, audio));
                     }
                     SessionState::Idle => {
                         if let Some(old) = session.take() {
@@ -291,9 +294,10 @@ fn video_codec(codec: VideoCodec) -> Codec {
     }
 }
 
-/// Announces the program (video + AAC audio) and starts the audio conversion for it.
+/// Announces the program (video, and AAC audio when the publisher sends audio) and starts the
+/// audio conversion for it.
 async fn announce(session: &mut Session, codec: VideoCodec, slot: usize, events: &InputSender) {
-    if session.audio.is_none() {
+    if session.sends_audio && session.audio.is_none() {
         let started = tokio::task::spawn_blocking(|| {
             AudioToAac::start(
                 "audio/x-opus,channel-mapping-family=0,channels=2,rate=48000",

@@ -87,6 +87,8 @@ pub enum SessionState {
         session: SessionId,
         started: Instant,
         peer: SocketAddr,
+        /// Opus was negotiated: the publisher sends audio.
+        audio: bool,
     },
 }
 
@@ -233,6 +235,9 @@ impl WhipServer {
             .and_then(|offer| self.answer(offer, now));
         match answered {
             Ok((rtc, answer)) => {
+                let audio = answer
+                    .lines()
+                    .any(|l| l.starts_with("a=rtpmap:") && l.contains("opus/"));
                 let live = Live {
                     id: session.clone(),
                     input: input.to_string(),
@@ -242,6 +247,7 @@ impl WhipServer {
                     peer: None,
                     video: None,
                     started: now,
+                    audio,
                 };
                 if self
                     .shared
@@ -404,6 +410,8 @@ struct Live {
     peer: Option<SocketAddr>,
     video: Option<Mid>,
     started: Instant,
+    /// The answer accepted Opus.
+    audio: bool,
 }
 
 async fn run(
@@ -606,6 +614,7 @@ fn handle_event(live: &mut Live, event: Event, shared: &Shared) -> bool {
                 session: live.id.clone(),
                 started: live.started,
                 peer,
+                audio: live.audio,
             });
         }
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => return false,

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """A WHIP publisher on GStreamer's webrtcbin (libnice ICE), for tests/it/whip.rs.
 
-Sends 640x360p30 video (H.264, or HEVC with --video h265; keyframe every 2 s) and Opus audio that flash and beep together:
+Sends 640x360p30 video (H.264, or HEVC with --video h265; keyframe every 2 s) and (unless
+--no-audio) Opus audio that flash and beep together:
 for the first 200 ms of every second of the pipeline's running time the picture is white and a
 440 Hz tone sounds, otherwise the picture is black and the audio silent, so a recording shows
 how far audio and video moved apart on the way. The HTTP leg is
@@ -36,6 +37,9 @@ PIPELINE = """
 webrtcbin name=pc bundle-policy=max-bundle
 videotestsrc name=video is-live=true pattern=solid-color ! video/x-raw,width=640,height=360,framerate=30/1
   ! videoconvert ! {video} ! pc.
+"""
+
+AUDIO = """
 audiotestsrc name=audio is-live=true samplesperbuffer=240 wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
   ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! pc.
 """
@@ -60,15 +64,18 @@ def main():
     ap.add_argument("--offer", required=True)
     ap.add_argument("--answer", required=True)
     ap.add_argument("--video", choices=sorted(ENCODERS), default="h264")
+    ap.add_argument("--no-audio", action="store_true", help="video only, as from a camera without a microphone")
     args = ap.parse_args()
     Gst.init(None)
-    pipeline = Gst.parse_launch(PIPELINE.format(video=ENCODERS[args.video]))
+    description = PIPELINE.format(video=ENCODERS[args.video]) + ("" if args.no_audio else AUDIO)
+    pipeline = Gst.parse_launch(description)
     pc = pipeline.get_by_name("pc")
     # Sender reports stamped with capture time, as browsers send them: by default rtpbin
     # stamps send time, which on a loaded box runs at another rate than the RTP clock.
     pc.get_by_name("rtpbin").set_property("rtcp-sync-send-time", False)
     flash_every_second(pipeline.get_by_name("video"), "foreground-color", float(0xFFFFFFFF), float(0xFF000000), args.seconds)
-    flash_every_second(pipeline.get_by_name("audio"), "volume", 0.8, 0.0, args.seconds)
+    if not args.no_audio:
+        flash_every_second(pipeline.get_by_name("audio"), "volume", 0.8, 0.0, args.seconds)
     loop = GLib.MainLoop()
     state = {"connected": False}
 
