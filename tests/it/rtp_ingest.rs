@@ -313,6 +313,16 @@ fn free_rtp_ports() -> (u16, u16) {
     panic!("no two free pairs of UDP ports on 127.0.0.1");
 }
 
+/// The main input "cam" of `format = "sdp"` reading `sdp` (its ports from the SDP).
+fn sdp_input(sdp: &Path) -> String {
+    rtp_input(
+        "cam",
+        "main",
+        0,
+        &format!("format = \"sdp\"\nsdp = {:?}", sdp.display().to_string()),
+    )
+}
+
 /// ffmpeg sending a picture that flashes white and a tone that beeps, both for the first
 /// 120 ms of every second, as H.264 (`b_frames` B-frames between references, x264's
 /// B-pyramid) and AAC each on its own RTP port, with the SDP written to `sdp`. The parameter
@@ -366,12 +376,7 @@ fn sdp_h264_with_b_frames_and_aac_from_ffmpeg_come_out_in_sync_and_garbage_is_co
             .unwrap()
             .contains("sprop-parameter-sets")
     );
-    let input = rtp_input(
-        "cam",
-        "main",
-        0,
-        &format!("format = \"sdp\"\nsdp = {:?}", sdp.display().to_string()),
-    );
+    let input = sdp_input(&sdp);
     let daemon = Daemon::start(&channel("single", "", &input, output));
     let recording = record_clean(dir.path(), output, || {
         let mut sender = sdp_push(
@@ -465,12 +470,7 @@ fn sdp_without_rtcp_is_placed_by_arrival_and_says_so() {
         .expect("ffmpeg writes the SDP");
     // Something else holds the video's RTCP port.
     let _taken = UdpSocket::bind(("127.0.0.1", video + 1)).unwrap();
-    let input = rtp_input(
-        "cam",
-        "main",
-        0,
-        &format!("format = \"sdp\"\nsdp = {:?}", sdp.display().to_string()),
-    );
+    let input = sdp_input(&sdp);
     let daemon = Daemon::start(&channel("single", "", &input, output));
     let recording = record_clean(dir.path(), output, || {
         let mut sender = sdp_push(
@@ -596,12 +596,7 @@ fn sdp_mp4a_latm_from_ffmpeg_decodes_whole() {
         text.contains("MP4A-LATM/48000") && text.contains("cpresent=0"),
         "{text}"
     );
-    let input = rtp_input(
-        "cam",
-        "main",
-        0,
-        &format!("format = \"sdp\"\nsdp = {:?}", sdp.display().to_string()),
-    );
+    let input = sdp_input(&sdp);
     let daemon = Daemon::start(&channel("single", "", &input, output));
     let recording = record_clean(dir.path(), output, || {
         let run_sdp = dir.path().join("run.sdp");
@@ -666,12 +661,7 @@ fn sdp_mp4a_latm_from_gstreamer_rtpmp4apay_decodes_whole() {
         ),
     )
     .unwrap();
-    let input = rtp_input(
-        "cam",
-        "main",
-        0,
-        &format!("format = \"sdp\"\nsdp = {:?}", sdp.display().to_string()),
-    );
+    let input = sdp_input(&sdp);
     let daemon = Daemon::start(&channel("single", "", &input, output));
     let recording = record_clean(dir.path(), output, || {
         let mut sender = Proc::spawn(
