@@ -5,10 +5,8 @@
 use std::time::{Duration, Instant};
 
 use lunora_engine::{AudioToAac, Offer};
-use lunora_ingest::{
-    ConnectionState, InputEvent, InputSender, LipSyncSource, StatsHandle, VideoInfo,
-};
-use lunora_media::{Codec, Frame, MpegTime, Program, Track, TrackId, keyframe_video_format};
+use lunora_ingest::{ConnectionState, InputEvent, InputSender, LipSyncSource, StatsHandle};
+use lunora_media::{Codec, Frame, MpegTime, Program, Track, TrackId};
 use lunora_whip::{
     Gate, InputHandle, Interleaver, LipSync, Media, SessionState, TrackClock, VideoCodec, VideoGate,
 };
@@ -330,31 +328,10 @@ fn send(
     stats: &StatsHandle,
     window: &mut (Instant, u64),
 ) {
-    let now = Instant::now();
-    let bytes = frame.data.len() as u64;
-    let video = (frame.keyframe && frame.codec.is_video())
-        .then(|| keyframe_video_format(frame.codec, &frame.data))
-        .flatten()
-        .map(|format| VideoInfo::new(frame.codec.name(), format));
-    let is_video = frame.codec.is_video();
-    let dropped = events.send(slot, InputEvent::Frame(frame)).is_err();
+    let (bytes, is_video) = stats.send_frame(events, slot, frame);
     if is_video {
         window.1 += bytes;
     }
-    stats.update(|s| {
-        s.bytes_total += bytes;
-        s.last_packet_at = Some(now);
-        if dropped {
-            s.frames_dropped_total += 1;
-        } else if is_video {
-            s.frames_total.video += 1;
-        } else {
-            s.frames_total.audio += 1;
-        }
-        if video.is_some() {
-            s.video = video;
-        }
-    });
 }
 
 async fn end(mut session: Session, slot: usize, events: &InputSender, stats: &StatsHandle) {

@@ -10,8 +10,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lunora_ingest::{ConnectionState, InputEvent, InputSender, StatsHandle, VideoInfo};
-use lunora_media::{Codec, Frame, Program, Track, TrackId, keyframe_video_format};
+use lunora_ingest::{ConnectionState, InputEvent, InputSender, StatsHandle};
+use lunora_media::{Codec, Frame, Program, Track, TrackId};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -252,32 +252,8 @@ impl Input {
     }
 
     fn send(&mut self, frame: Frame) {
-        let now = Instant::now();
-        let bytes = frame.data.len() as u64;
-        let video = (frame.keyframe && frame.codec.is_video())
-            .then(|| keyframe_video_format(frame.codec, &frame.data))
-            .flatten()
-            .map(|format| VideoInfo::new(frame.codec.name(), format));
-        let kind = frame.codec;
-        let dropped = self
-            .events
-            .send(self.index, InputEvent::Frame(frame))
-            .is_err();
+        let (bytes, _) = self.stats.send_frame(&self.events, self.index, frame);
         self.window_bytes += bytes;
-        self.stats.update(|s| {
-            s.bytes_total += bytes;
-            s.last_packet_at = Some(now);
-            if dropped {
-                s.frames_dropped_total += 1;
-            } else if kind.is_video() {
-                s.frames_total.video += 1;
-            } else {
-                s.frames_total.audio += 1;
-            }
-            if video.is_some() {
-                s.video = video;
-            }
-        });
     }
 
     fn publish(&mut self) {

@@ -279,6 +279,41 @@ impl StatsHandle {
         stats
     }
 
+    /// Hands `frame` to the channel as input `index` and counts it: its bytes, a frame (or a
+    /// drop when the channel is behind) and, from a keyframe's parameter sets, the video
+    /// format. For inputs that make frames themselves (engine sources, WHIP). Returns the
+    /// frame's size in bytes and whether it was video.
+    pub fn send_frame(
+        &self,
+        events: &crate::InputSender,
+        index: usize,
+        frame: lunora_media::Frame,
+    ) -> (u64, bool) {
+        let now = Instant::now();
+        let bytes = frame.data.len() as u64;
+        let is_video = frame.codec.is_video();
+        let video = (frame.keyframe && is_video)
+            .then(|| lunora_media::keyframe_video_format(frame.codec, &frame.data))
+            .flatten()
+            .map(|format| VideoInfo::new(frame.codec.name(), format));
+        let dropped = events.send(index, crate::InputEvent::Frame(frame)).is_err();
+        self.update(|s| {
+            s.bytes_total += bytes;
+            s.last_packet_at = Some(now);
+            if dropped {
+                s.frames_dropped_total += 1;
+            } else if is_video {
+                s.frames_total.video += 1;
+            } else {
+                s.frames_total.audio += 1;
+            }
+            if video.is_some() {
+                s.video = video;
+            }
+        });
+        (bytes, is_video)
+    }
+
     /// Changes the statistics in place (for input kinds outside this crate).
     pub fn update(&self, change: impl FnOnce(&mut InputStats)) {
         change(&mut self.lock());
